@@ -1,0 +1,88 @@
+"""Frozen value objects shared by every archiver step."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backup_sidecar.archiver.manifest import Manifest
+
+#: The ArrowTuner databases and the member (file) names the seed's archives use for them.
+KNOWN_DATABASE_FILES: dict[str, str] = {"arrow": "arrow_database.db", "user": "user_data.db"}
+
+#: The seed's metadata flags, keyed by database name.
+SEED_INCLUDE_KEYS: dict[str, str] = {"arrow": "arrow_database", "user": "user_database"}
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """A database the sidecar protects: its name, its live path and its member name in archives."""
+
+    name: str
+    path: Path
+    member: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.member:
+            object.__setattr__(self, "member", default_member(self.name, self.path))
+
+
+def default_member(name: str, path: Path) -> str:
+    """The archive member name of a database: the seed's file name for arrow/user, else the file's."""
+    return KNOWN_DATABASE_FILES.get(name, path.name)
+
+
+class ArchiveStatus(enum.StrEnum):
+    """How far an archive can be trusted, as `list` reports it."""
+
+    VERIFIED = "verified"  # written by backup-sidecar after integrity_check and hashing
+    LEGACY = "legacy"  # written by the seed's backup_manager.py: no checksums
+    DAMAGED = "damaged"  # metadata unreadable: never trusted, never pruned
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """One archive as `list` sees it, from its metadata member alone."""
+
+    name: str
+    path: Path
+    size_bytes: int
+    created_at: datetime
+    status: ArchiveStatus
+    policy: str
+    databases: tuple[str, ...] = ()
+    manifest: Manifest | None = None
+    error: str | None = None
+
+
+#: progress(stage, done, total): stage is a short word ("snapshot", "pack", "verify", ...).
+ProgressFn = Callable[[str, int, int], None]
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    """The default progress sink."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a hostile archive from exhausting disk or memory."""
+
+    max_metadata_bytes: int = 1 << 20
+    #: Upper bound of everything one archive may expand to (the free space check also applies).
+    max_total_bytes: int = 1 << 40
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore did (or, with dry_run, would do)."""
+
+    archive: str
+    restored: tuple[str, ...]
+    pre_restore_archive: str | None
+    dry_run: bool
+    plan: tuple[str, ...] = field(default=())

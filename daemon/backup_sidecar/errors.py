@@ -1,0 +1,132 @@
+"""The exception hierarchy: every failure the sidecar reports, each building its own message.
+
+A leaf module: it imports nothing from the project, so the archiver and the daemon both use it.
+The CLI maps these to exit codes once (usage and configuration errors 2, everything else 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SidecarError(Exception):
+    """Base of every error the sidecar raises on purpose; its message is one line for the user."""
+
+
+class UsageError(SidecarError, ValueError):
+    """Bad input from the caller (exit 2): a bad name, an unknown database, conflicting flags."""
+
+
+class ConfigError(UsageError):
+    """An invalid configuration file or environment value, naming the file and the key path."""
+
+    def __init__(self, source: str, key_path: str, reason: str) -> None:
+        where = f"{source}: {key_path}" if key_path else source
+        super().__init__(f"{where}: {reason}")
+        self.source = source
+        self.key_path = key_path
+        self.reason = reason
+
+
+class InvalidArchiveNameError(UsageError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"invalid archive name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - starting with a "
+            "letter or digit"
+        )
+        self.name = name
+
+
+class UnknownDatabaseError(UsageError, LookupError):
+    def __init__(self, name: str, known: list[str] | tuple[str, ...] = ()) -> None:
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown database {name!r}{hint}")
+        self.name = name
+
+
+class ArchiveError(SidecarError):
+    """Something is wrong with an archive or with finding one."""
+
+
+class ArchiveNotFoundError(ArchiveError, LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no archive named {name!r}")
+        self.name = name
+
+
+class ArchiveExistsError(ArchiveError, FileExistsError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"archive {path.name!r} already exists in {path.parent}; names are never reused")
+        self.path = path
+
+
+class CorruptArchiveError(ArchiveError, ValueError):
+    """The archive failed verification; the message names the archive and the fault."""
+
+    def __init__(self, archive: str, fault: str) -> None:
+        super().__init__(f"archive {archive!r} is corrupt: {fault}")
+        self.archive = archive
+        self.fault = fault
+
+
+class DatabaseError(SidecarError):
+    """A source or live database cannot be used as asked."""
+
+    def __init__(self, name: str, path: Path, reason: str) -> None:
+        super().__init__(f"database {name!r} ({path}): {reason}")
+        self.name = name
+        self.path = path
+        self.reason = reason
+
+
+class DatabaseLockedError(DatabaseError, TimeoutError):
+    def __init__(self, name: str, path: Path, timeout: float) -> None:
+        super().__init__(name, path, f"still locked by another connection after {timeout:g}s")
+        self.timeout = timeout
+
+
+class IntegrityCheckError(DatabaseError):
+    def __init__(self, name: str, path: Path, result: str) -> None:
+        super().__init__(name, path, f"integrity_check failed: {result}")
+        self.result = result
+
+
+class BackupDirError(SidecarError, OSError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"backup directory {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class InsufficientSpaceError(SidecarError, OSError):
+    def __init__(self, path: Path, needed: int, free: int, what: str) -> None:
+        super().__init__(
+            f"not enough free space in {path} for {what}: need {needed} bytes, {free} free"
+        )
+        self.path = path
+        self.needed = needed
+        self.free = free
+
+
+class BusyError(SidecarError):
+    """Another backup, restore or prune holds the database."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(f"database {database!r} is busy with another backup, restore or prune")
+        self.database = database
+
+
+class RestoreRefusedError(SidecarError):
+    """A restore was refused before anything changed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"restore refused: {reason}")
+        self.reason = reason
+
+
+class OperationAbortedError(SidecarError):
+    """A running operation was cancelled (shutdown grace time ran out); nothing was left half-done."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} aborted before completion; nothing was changed")
+        self.what = what
