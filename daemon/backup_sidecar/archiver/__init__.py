@@ -1,0 +1,51 @@
+"""The core archiver: snapshot, pack, list, verify, restore and retention of SQLite databases.
+
+Standard library and compression libraries only: it knows nothing of settings, logging,
+metrics, scheduling or the control socket. Time, places and progress are passed in.
+"""
+
+from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
+from backup_sidecar.archiver.catalog import list_archives, read_manifest, resolve_archive
+from backup_sidecar.archiver.locks import DirectoryLock, database_locks
+from backup_sidecar.archiver.manifest import ARCHIVE_SUFFIX, default_name, validate_name
+from backup_sidecar.archiver.model import (
+    ArchiveInfo,
+    ArchiveStatus,
+    DatabaseSpec,
+    Limits,
+    ProgressFn,
+    RestoreResult,
+)
+from backup_sidecar.archiver.restore import PRE_RESTORE_POLICY, restore_archive
+from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
+from backup_sidecar.archiver.staging import clean_leftovers, free_bytes, staging_area
+from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
+
+__all__ = [
+    "ARCHIVE_SUFFIX",
+    "DEFAULT_LEVEL",
+    "PRE_RESTORE_POLICY",
+    "ArchiveInfo",
+    "ArchiveStatus",
+    "DatabaseSpec",
+    "DirectoryLock",
+    "Limits",
+    "ProgressFn",
+    "PruneResult",
+    "RestoreResult",
+    "VerifiedArchive",
+    "clean_leftovers",
+    "create_backup",
+    "database_locks",
+    "default_name",
+    "delete_archives",
+    "free_bytes",
+    "list_archives",
+    "read_manifest",
+    "resolve_archive",
+    "restore_archive",
+    "select_expired",
+    "staging_area",
+    "validate_name",
+    "verify_archive",
+]

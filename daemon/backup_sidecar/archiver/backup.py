@@ -1,0 +1,200 @@
+"""Create one archive: snapshot, check, hash, compress, and publish it atomically.
+
+After the snapshots, the slow work runs on both cores at once: ``integrity_check`` and the
+row counts of the staged copies in a worker thread, hashing and compression of the same
+copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL). The metadata
+member must come first in the archive but depends on the check, so the database members
+are compressed into their own gzip member, and the archive is assembled at the end as
+``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from backup_sidecar.archiver import manifest as mf
+from backup_sidecar.archiver.gzipstream import GzipWriter, compress_member
+from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus, DatabaseSpec, ProgressFn
+from backup_sidecar.archiver.snapshot import Snapshot, take_snapshot
+from backup_sidecar.archiver.sqlitefacts import DatabaseFacts, collect_facts, integrity_check
+from backup_sidecar.archiver.staging import (
+    create_exclusive,
+    ensure_backup_dir,
+    publish,
+    staging_area,
+)
+from backup_sidecar.archiver.tarstream import end_of_archive, member_header, padding
+from backup_sidecar.errors import (
+    ArchiveExistsError,
+    IntegrityCheckError,
+    OperationAbortedError,
+    UsageError,
+)
+
+_CHUNK = 1 << 20
+DEFAULT_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class _Checked:
+    result: str
+    facts: DatabaseFacts | None
+
+
+def create_backup(
+    databases: Sequence[DatabaseSpec],
+    *,
+    backup_dir: Path,
+    name: str,
+    policy: str,
+    now: datetime,
+    level: int = DEFAULT_LEVEL,
+    lock_timeout: float = 30.0,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> ArchiveInfo:
+    """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing."""
+    mf.validate_name(name)
+    if not databases:
+        raise UsageError("no databases selected for the backup")
+    ensure_backup_dir(backup_dir)
+    final = backup_dir / f"{name}{mf.ARCHIVE_SUFFIX}"
+    if final.exists():
+        raise ArchiveExistsError(final)
+    started = clock()
+    report = progress or (lambda stage, done, total: None)
+    with staging_area(backup_dir, purpose="backup") as area:
+        snaps = []
+        for i, spec in enumerate(databases):
+            report("snapshot", i, len(databases))
+            snaps.append(
+                take_snapshot(
+                    spec, dest=area / spec.member, lock_timeout=lock_timeout,
+                    should_stop=should_stop, clock=clock,
+                )
+            )
+        failed = threading.Event()
+
+        def stop() -> bool:
+            return failed.is_set() or should_stop()
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrity") as pool:
+            checks = pool.submit(_check_all, snaps, stop)
+            try:
+                digests = _pack_databases(
+                    snaps, out=area / "databases.gz", level=level, now=now,
+                    progress=report, should_stop=stop,
+                )
+            except BaseException:
+                failed.set()  # no need to finish checking copies that will not be archived
+                raise
+            finally:
+                checked = checks.result()
+        if should_stop():
+            raise OperationAbortedError("backup")
+        entries = _entries(snaps, checked, digests)
+        doc = mf.build_metadata(
+            name=name, created_at=now, policy=policy, databases=entries,
+            duration_s=clock() - started,
+        )
+        tmp = area / "archive.tmp"
+        _assemble(tmp, doc, body=area / "databases.gz", level=level, now=now)
+        size = tmp.stat().st_size
+        publish(tmp, final)
+    return ArchiveInfo(
+        name=name, path=final, size_bytes=size, created_at=now, status=ArchiveStatus.VERIFIED,
+        policy=policy, databases=tuple(entries), manifest=mf.parse_metadata(mf.encode_metadata(doc)),
+    )
+
+
+def _check_all(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[_Checked]:
+    out = []
+    for snap in snaps:
+        result = integrity_check(snap.staged, should_stop=should_stop)
+        facts = collect_facts(snap.staged) if result == "ok" else None
+        out.append(_Checked(result, facts))
+    return out
+
+
+def _pack_databases(
+    snaps: Sequence[Snapshot],
+    *,
+    out: Path,
+    level: int,
+    now: datetime,
+    progress: ProgressFn,
+    should_stop: Callable[[], bool],
+) -> list[str]:
+    """Compress the database members (and the tar end marker) into one gzip member at ``out``."""
+    total = sum(s.staged.stat().st_size for s in snaps)
+    done = 0
+    digests = []
+    fd = create_exclusive(out)
+    with os.fdopen(fd, "wb") as raw, GzipWriter(raw, level=level) as gz:
+        for snap in snaps:
+            size = snap.staged.stat().st_size
+            gz.write(member_header(snap.spec.member, size=size, mtime=int(now.timestamp())))
+            digest = hashlib.sha256()
+            with snap.staged.open("rb") as src:
+                while chunk := src.read(_CHUNK):
+                    if should_stop():
+                        raise OperationAbortedError("backup")
+                    digest.update(chunk)
+                    gz.write(chunk)
+                    done += len(chunk)
+                    progress("pack", done, total)
+            gz.write(padding(size))
+            digests.append(digest.hexdigest())
+        gz.write(end_of_archive())
+    return digests
+
+
+def _entries(
+    snaps: Sequence[Snapshot], checked: Sequence[_Checked], digests: Sequence[str]
+) -> dict[str, mf.DatabaseEntry]:
+    entries = {}
+    for snap, check, digest in zip(snaps, checked, digests, strict=True):
+        if check.result != "ok" or check.facts is None:
+            raise IntegrityCheckError(snap.spec.name, snap.spec.path, check.result)
+        facts = check.facts
+        entries[snap.spec.name] = mf.DatabaseEntry(
+            file=snap.spec.member,
+            source_path=str(snap.spec.path),
+            size_bytes=snap.staged.stat().st_size,
+            sha256=digest,
+            page_size=facts.page_size,
+            page_count=facts.page_count,
+            journal_mode=snap.source_journal_mode,
+            user_version=facts.user_version,
+            schema_sha256=facts.schema_sha256,
+            table_count=facts.table_count,
+            row_counts=facts.row_counts,
+            integrity_check=check.result,
+            sqlite_version=snap.sqlite_version,
+        )
+    return entries
+
+
+def _assemble(tmp: Path, doc: dict[str, object], *, body: Path, level: int, now: datetime) -> None:
+    """Write ``gzip(metadata member) + databases member`` to ``tmp`` and make it durable."""
+    meta = mf.encode_metadata(doc)
+    head = member_header(mf.METADATA_MEMBER, size=len(meta), mtime=int(now.timestamp()))
+    with os.fdopen(create_exclusive(tmp), "wb") as out, body.open("rb") as src:
+        out.write(compress_member(head + meta + padding(len(meta)), level=level))
+        out.flush()
+        remaining = os.fstat(src.fileno()).st_size
+        while remaining:
+            sent = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+            if sent == 0:
+                raise OSError(f"short copy while assembling {tmp.name}")
+            remaining -= sent
+        os.fsync(out.fileno())

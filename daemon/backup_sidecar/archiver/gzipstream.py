@@ -1,0 +1,146 @@
+"""Standard gzip, fast: ISA-L compression for writing, a strict multi-member reader for verifying.
+
+The writer produces ordinary gzip members (GNU ``tar -xzf`` and Python's gzip read them). The
+reader exists because ``tarfile`` never checks the gzip CRC or trailer and Python's gzip module
+ignores trailing zero padding: verification must read every member to its end and refuse any
+byte that is not part of a valid gzip member.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+from isal import isal_zlib
+
+GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_WBITS = 31
+_CHUNK = 1 << 20
+
+
+class GzipFormatError(ValueError):
+    """The bytes are not one or more complete, valid gzip members."""
+
+
+class OutputLimitError(GzipFormatError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"expands past the limit of {limit} bytes")
+        self.limit = limit
+
+
+def compress_member(data: bytes, *, level: int) -> bytes:
+    """One complete gzip member holding ``data``."""
+    comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
+    return comp.compress(data) + comp.flush()
+
+
+class GzipWriter(io.RawIOBase):
+    """A write-only stream that gzips into ``raw`` as ONE member; ``close()`` ends the member."""
+
+    def __init__(self, raw: BinaryIO, *, level: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
+        self.bytes_in = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        self._raw.write(self._comp.compress(view))
+        self.bytes_in += view.nbytes
+        return view.nbytes
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.write(self._comp.flush())
+        super().close()
+
+
+class StrictGzipReader(io.RawIOBase):
+    """Reads the concatenated members of a gzip file, failing on any fault instead of guessing.
+
+    Faults: an empty file, bytes that are not gzip, a bad CRC or length trailer, a truncated
+    member, anything after the last member (zero padding included), and output beyond
+    ``limit`` bytes (a decompression bomb). ``limit`` may be lowered while reading.
+    """
+
+    def __init__(self, raw: BinaryIO, *, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self.limit = limit
+        self.bytes_out = 0
+        self._decomp = isal_zlib.decompressobj(_GZIP_WBITS)
+        self._pending = b""
+        self._started = False
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return self._readinto(memoryview(buffer).cast("B"))
+        except isal_zlib.error as exc:
+            raise GzipFormatError(f"invalid gzip data: {exc}") from exc
+
+    def _readinto(self, view: memoryview) -> int:
+        while not self._eof:
+            if not self._pending:
+                self._pending = self._decomp.decompress(self._next_input(), len(view))
+                self._check_member_end()
+                continue
+            n = min(len(view), len(self._pending))
+            view[:n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            self._count(n)
+            return n
+        if self._pending:
+            n = min(len(view), len(self._pending))
+            view[:n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            self._count(n)
+            return n
+        return 0
+
+    def _count(self, n: int) -> None:
+        self.bytes_out += n
+        if self.bytes_out > self.limit:
+            raise OutputLimitError(self.limit)
+
+    def _next_input(self) -> bytes:
+        tail = self._decomp.unconsumed_tail
+        if tail:
+            return bytes(tail)
+        data = self._raw.read(_CHUNK)
+        if not self._started:
+            if not data:
+                raise GzipFormatError("empty file")
+            if not data.startswith(GZIP_MAGIC[: len(data)]):
+                raise GzipFormatError("not gzip data")
+            self._started = True
+        if not data:
+            raise GzipFormatError("truncated: gzip stream ends inside a member")
+        return data
+
+    def _check_member_end(self) -> None:
+        if not self._decomp.eof:
+            return
+        rest = self._decomp.unused_data
+        if len(rest) < 2:
+            rest += self._raw.read(2 - len(rest))
+        if not rest:
+            self._eof = True
+            return
+        if rest[:2] != GZIP_MAGIC:
+            raise GzipFormatError("trailing garbage after the last gzip member")
+        pending, self._pending = self._pending, b""
+        self._decomp = isal_zlib.decompressobj(_GZIP_WBITS)
+        self._pending = pending + self._decomp.decompress(rest, _CHUNK)
+        self._check_member_end()
+
+
+def open_strict(raw: BinaryIO, *, limit: int) -> io.BufferedReader:
+    """A buffered strict reader, ready for ``tarfile.open(fileobj=..., mode="r|")``."""
+    return io.BufferedReader(StrictGzipReader(raw, limit=limit), buffer_size=_CHUNK)

@@ -1,0 +1,91 @@
+"""Cross-process locks in the backup directory: one per database, one for the daemon.
+
+``flock`` on files under ``<backup_dir>/.locks`` serialises backups, restores and prunes of a
+database whether they come from the daemon's scheduler, its control socket or a CLI run, and
+the kernel drops the lock when its holder dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from backup_sidecar.errors import BackupDirError, BusyError
+
+LOCK_DIRNAME = ".locks"
+_POLL_S = 0.05
+
+
+def _open_lock(backup_dir: Path, name: str) -> int:
+    root = backup_dir / LOCK_DIRNAME
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        return os.open(root / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise BackupDirError(backup_dir, f"cannot create lock file: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def database_locks(
+    backup_dir: Path, names: Sequence[str], *, wait: float | None = None
+) -> Iterator[None]:
+    """Hold the locks of ``names`` (taken in sorted order, so no two holders deadlock).
+
+    Without ``wait`` a held lock raises BusyError at once; with it, BusyError after ``wait``
+    seconds.
+    """
+    fds: list[int] = []
+    try:
+        for name in sorted(set(names)):
+            fd = _open_lock(backup_dir, f"db-{name}")
+            fds.append(fd)
+            _acquire(fd, name, wait)
+        yield
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+def _acquire(fd: int, name: str, wait: float | None) -> None:
+    deadline = time.monotonic() + (wait or 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        if time.monotonic() >= deadline:
+            raise BusyError(name)
+        time.sleep(_POLL_S)
+
+
+class DirectoryLock:
+    """The daemon's exclusive claim on a backup directory, held for its lifetime."""
+
+    def __init__(self, backup_dir: Path) -> None:
+        self.backup_dir = backup_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = _open_lock(self.backup_dir, "daemon")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise BackupDirError(
+                self.backup_dir, "another backup-sidecar daemon is already running on it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

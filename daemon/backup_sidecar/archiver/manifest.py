@@ -1,0 +1,201 @@
+"""The archive's ``backup_metadata.json``: names, the metadata contract, parsing with validation.
+
+Format 2 keeps every key of the seed's ``backup_manager.py`` and adds a ``databases`` section
+with checksums and SQLite facts. Format 1 (the seed's own archives) has no ``databases`` and is
+read as a legacy manifest whose members are derived from the ``includes`` flags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from backup_sidecar import __version__
+from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, SEED_INCLUDE_KEYS
+from backup_sidecar.errors import InvalidArchiveNameError
+
+METADATA_MEMBER = "backup_metadata.json"
+ARCHIVE_SUFFIX = ".tar.gz"
+FORMAT_VERSION = 2
+SEED_VERSION = "1.0.0"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """The metadata member is unreadable or breaks the contract; the message says which key."""
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name) or name.endswith(ARCHIVE_SUFFIX):
+        raise InvalidArchiveNameError(name)
+    return name
+
+
+def default_name(policy: str, now: datetime) -> str:
+    """``<policy>_<YYYYmmdd_HHMMSS>`` in UTC, the seed's naming with the policy in front."""
+    return f"{policy}_{now.astimezone(UTC):%Y%m%d_%H%M%S}"
+
+
+@dataclass(frozen=True)
+class DatabaseEntry:
+    """What the archive promises about one database member."""
+
+    file: str
+    source_path: str
+    size_bytes: int
+    sha256: str
+    page_size: int
+    page_count: int
+    journal_mode: str
+    user_version: int
+    schema_sha256: str
+    table_count: int
+    row_counts: dict[str, int]
+    integrity_check: str
+    sqlite_version: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed ``backup_metadata.json``; ``databases`` is empty for the seed's legacy archives."""
+
+    backup_name: str
+    created_at: datetime
+    policy: str
+    databases: dict[str, DatabaseEntry]
+    legacy: bool
+    raw: Mapping[str, Any]
+
+    def members(self) -> dict[str, str]:
+        """Database name -> member file name, for both formats."""
+        if not self.legacy:
+            return {name: entry.file for name, entry in self.databases.items()}
+        includes = self.raw.get("includes", {})
+        return {
+            name: KNOWN_DATABASE_FILES[name]
+            for name, key in SEED_INCLUDE_KEYS.items()
+            if includes.get(key) is True
+        }
+
+
+def build_metadata(
+    *,
+    name: str,
+    created_at: datetime,
+    policy: str,
+    databases: Mapping[str, DatabaseEntry],
+    duration_s: float,
+) -> dict[str, Any]:
+    """The metadata document: the seed's keys first, then the format-2 additions."""
+    doc: dict[str, Any] = {
+        "backup_name": name,
+        "created_at": created_at.isoformat(),
+        "version": SEED_VERSION,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "policy": policy,
+        "includes": {key: db in databases for db, key in SEED_INCLUDE_KEYS.items()},
+    }
+    for db, key in (("arrow", "arrow_db_stats"), ("user", "user_db_stats")):
+        if db in databases:
+            entry = databases[db]
+            doc[key] = {
+                "table_count": entry.table_count,
+                "file_size_mb": round(entry.size_bytes / (1024 * 1024), 2),
+            }
+    doc["databases"] = {db: asdict(entry) for db, entry in databases.items()}
+    doc["duration_seconds"] = round(duration_s, 3)
+    return doc
+
+
+def encode_metadata(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=False).encode() + b"\n"
+
+
+def parse_metadata(data: bytes) -> Manifest:
+    """Parse and validate; any fault raises ManifestError naming the key."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{METADATA_MEMBER} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{METADATA_MEMBER} is not a JSON object")
+    name = _field(doc, "backup_name", str)
+    created = _parse_time(_field(doc, "created_at", str))
+    dbs_raw = doc.get("databases")
+    if dbs_raw is None:
+        _field(doc, "includes", dict)
+        manifest = Manifest(name, created, _policy(doc, name), {}, legacy=True, raw=doc)
+        if not manifest.members():
+            raise ManifestError("key 'includes': names no database")
+        return manifest
+    if not isinstance(dbs_raw, dict) or not dbs_raw:
+        raise ManifestError("key 'databases': must be a non-empty object")
+    entries = {str(db): _entry(db, value) for db, value in dbs_raw.items()}
+    files = [e.file for e in entries.values()]
+    if len(set(files)) != len(files):
+        raise ManifestError("key 'databases': two databases share one member file")
+    return Manifest(name, created, _policy(doc, name), entries, legacy=False, raw=doc)
+
+
+def _policy(doc: Mapping[str, Any], name: str) -> str:
+    policy = doc.get("policy")
+    if policy is None:
+        return "manual"
+    if not isinstance(policy, str) or not NAME_RE.fullmatch(policy):
+        raise ManifestError("key 'policy': must be a policy name")
+    return policy
+
+
+def _entry(db: str, value: Any) -> DatabaseEntry:
+    if not isinstance(value, dict):
+        raise ManifestError(f"key 'databases.{db}': must be an object")
+    prefix = f"databases.{db}"
+    entry = DatabaseEntry(
+        file=_field(value, "file", str, prefix),
+        source_path=_field(value, "source_path", str, prefix),
+        size_bytes=_field(value, "size_bytes", int, prefix),
+        sha256=_field(value, "sha256", str, prefix),
+        page_size=_field(value, "page_size", int, prefix),
+        page_count=_field(value, "page_count", int, prefix),
+        journal_mode=_field(value, "journal_mode", str, prefix),
+        user_version=_field(value, "user_version", int, prefix),
+        schema_sha256=_field(value, "schema_sha256", str, prefix),
+        table_count=_field(value, "table_count", int, prefix),
+        row_counts=_field(value, "row_counts", dict, prefix),
+        integrity_check=_field(value, "integrity_check", str, prefix),
+        sqlite_version=_field(value, "sqlite_version", str, prefix),
+    )
+    if not NAME_RE.fullmatch(entry.file) or entry.file == METADATA_MEMBER:
+        raise ManifestError(f"key '{prefix}.file': {entry.file!r} is not a plain member name")
+    if not _SHA256_RE.fullmatch(entry.sha256):
+        raise ManifestError(f"key '{prefix}.sha256': not a hex SHA-256")
+    if entry.size_bytes < 0 or entry.page_size <= 0 or entry.page_count < 0:
+        raise ManifestError(f"key '{prefix}': negative size or page count")
+    if entry.size_bytes != entry.page_size * entry.page_count:
+        raise ManifestError(f"key '{prefix}.size_bytes': does not equal page_size * page_count")
+    return entry
+
+
+def _field(doc: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> Any:
+    where = f"{prefix}.{key}" if prefix else key
+    if key not in doc:
+        raise ManifestError(f"key '{where}': missing")
+    value = doc[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ManifestError(f"key '{where}': expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ManifestError(f"key 'created_at': {text!r} is not an ISO 8601 time") from None
+    # The seed wrote naive local times; with no zone to go on, they are read as UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,80 @@
+"""Retention: which archives a policy no longer needs, and deleting them safely.
+
+``select_expired`` is pure (archives + keep counts -> expired) so its guarantees are
+property-tested: per policy the newest K archives stay, and the newest verified archive of a
+policy is never expired even when newer damaged or legacy ones push it out of the K.
+Damaged archives are never expired: they are kept for an operator to look at.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus
+from backup_sidecar.archiver.staging import fsync_dir
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: list[ArchiveInfo] = field(default_factory=list)
+    skipped_busy: list[ArchiveInfo] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def select_expired(
+    archives: Sequence[ArchiveInfo],
+    *,
+    keep: Mapping[str, int],
+    policies: Collection[str] | None = None,
+) -> list[ArchiveInfo]:
+    """Archives beyond the ``keep[policy]`` newest of their policy, sparing each policy's newest
+    verified archive. Policies absent from ``keep`` (or filtered out by ``policies``) expire
+    nothing."""
+    by_policy: dict[str, list[ArchiveInfo]] = {}
+    for archive in archives:
+        if archive.status is ArchiveStatus.DAMAGED:
+            continue
+        if policies is not None and archive.policy not in policies:
+            continue
+        if archive.policy in keep:
+            by_policy.setdefault(archive.policy, []).append(archive)
+    expired: list[ArchiveInfo] = []
+    for policy, group in by_policy.items():
+        group.sort(key=lambda a: (a.created_at, a.name), reverse=True)
+        newest_verified = next((a for a in group if a.status is ArchiveStatus.VERIFIED), None)
+        expired.extend(a for a in group[keep[policy]:] if a is not newest_verified)
+    return expired
+
+
+def delete_archives(archives: Sequence[ArchiveInfo]) -> PruneResult:
+    """Delete each archive unless a verify or restore is reading it (it holds a shared flock)."""
+    result = PruneResult()
+    dirs: set[Path] = set()
+    for archive in archives:
+        try:
+            fd = os.open(archive.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.errors.append(f"{archive.name}: {exc.strerror}")
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            archive.path.unlink()
+            result.deleted.append(archive)
+            dirs.add(archive.path.parent)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                result.skipped_busy.append(archive)
+            else:
+                result.errors.append(f"{archive.name}: {exc.strerror}")
+        finally:
+            os.close(fd)
+    for directory in dirs:
+        fsync_dir(directory)
+    return result

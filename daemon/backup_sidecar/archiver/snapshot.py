@@ -1,0 +1,123 @@
+"""Take a consistent copy of a live database with SQLite's online backup API, in one step.
+
+One step (``pages=-1``) copies every page inside a single read transaction, so the copy is a
+snapshot of one committed state even while the application writes. A stepped backup would
+restart on every foreign write and never finish under steady writes; copying the file would
+lose what is still in ``-wal``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backup_sidecar.archiver.model import DatabaseSpec
+from backup_sidecar.archiver.sqlitefacts import connect_readonly, has_sqlite_header
+from backup_sidecar.archiver.staging import create_exclusive
+from backup_sidecar.errors import DatabaseError, DatabaseLockedError, OperationAbortedError
+
+_BUSY_SLICE_S = 0.05
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    spec: DatabaseSpec
+    staged: Path
+    source_journal_mode: str
+    sqlite_version: str
+    duration_s: float
+
+
+class _Deadline(Exception):
+    """Raised inside the backup progress callback to abort a step that stays busy."""
+
+
+class _Stopped(Exception):
+    """Raised inside the backup progress callback when the caller asked to stop."""
+
+
+def check_source(spec: DatabaseSpec) -> None:
+    """Refuse a source that is missing, a directory, or not an SQLite database."""
+    path = spec.path
+    if not path.exists():
+        raise DatabaseError(spec.name, path, "does not exist")
+    if path.is_dir():
+        raise DatabaseError(spec.name, path, "is a directory, not a database file")
+    if not os.access(path, os.R_OK):
+        raise DatabaseError(spec.name, path, "is not readable")
+    if path.stat().st_size == 0:
+        raise DatabaseError(spec.name, path, "is empty (0 bytes)")
+    if not has_sqlite_header(path):
+        raise DatabaseError(spec.name, path, "is not an SQLite database")
+
+
+def take_snapshot(
+    spec: DatabaseSpec,
+    *,
+    dest: Path,
+    lock_timeout: float,
+    should_stop: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> Snapshot:
+    """Copy ``spec`` into the new file ``dest`` and switch the copy to ``journal_mode=DELETE``."""
+    check_source(spec)
+    started = clock()
+    deadline = started + lock_timeout
+    os.close(create_exclusive(dest))
+    try:
+        src = connect_readonly(spec.path, timeout=_BUSY_SLICE_S)
+    except sqlite3.Error as exc:
+        raise DatabaseError(spec.name, spec.path, f"cannot be opened: {exc}") from exc
+    try:
+        journal_mode = _journal_mode(spec, src, lock_timeout=lock_timeout, clock=clock)
+
+        def on_step(status: int, remaining: int, total: int) -> None:
+            if should_stop():
+                raise _Stopped
+            if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and clock() > deadline:
+                raise _Deadline
+
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst, pages=-1, progress=on_step, sleep=_BUSY_SLICE_S)
+            dst.execute("PRAGMA journal_mode=DELETE").fetchone()
+        finally:
+            dst.close()
+    except _Deadline:
+        raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
+    except _Stopped:
+        raise OperationAbortedError(f"snapshot of {spec.name!r}") from None
+    except sqlite3.Error as exc:
+        raise DatabaseError(spec.name, spec.path, f"snapshot failed: {exc}") from exc
+    finally:
+        src.close()
+    return Snapshot(
+        spec=spec,
+        staged=dest,
+        source_journal_mode=journal_mode,
+        sqlite_version=sqlite3.sqlite_version,
+        duration_s=clock() - started,
+    )
+
+
+def _journal_mode(
+    spec: DatabaseSpec,
+    conn: sqlite3.Connection,
+    *,
+    lock_timeout: float,
+    clock: Callable[[], float],
+) -> str:
+    """Read the source's journal mode, retrying while a writer holds it exclusively."""
+    deadline = clock() + lock_timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            if clock() > deadline:
+                raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None

@@ -1,0 +1,101 @@
+"""Small read-only questions asked of SQLite files: is it SQLite, is it intact, what is in it."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_INTEGRITY_MAX_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What the metadata records about a staged database."""
+
+    page_size: int
+    page_count: int
+    user_version: int
+    schema_sha256: str
+    table_count: int
+    row_counts: dict[str, int]
+
+
+def has_sqlite_header(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def connect_readonly(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection that cannot write to ``path`` nor create it."""
+    return sqlite3.connect(
+        f"file:{quote(str(path.absolute()))}?mode=ro", uri=True, timeout=timeout,
+        check_same_thread=False,
+    )
+
+
+def integrity_check(
+    path: Path, *, should_stop: Callable[[], bool] | None = None
+) -> str:
+    """``PRAGMA integrity_check`` of a file nobody else uses: "ok", or the first errors joined."""
+    conn = connect_readonly(path)
+    try:
+        if should_stop is not None:
+            conn.set_progress_handler(lambda: int(should_stop()), 100_000)
+        rows = conn.execute(f"PRAGMA integrity_check({_INTEGRITY_MAX_ERRORS})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return f"cannot be checked: {exc}"
+    finally:
+        conn.close()
+    return "; ".join(str(row[0]) for row in rows)
+
+
+def collect_facts(path: Path) -> DatabaseFacts:
+    """Page geometry, schema hash and row counts of a staged (private, quiescent) database."""
+    conn = connect_readonly(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        schema = conn.execute(
+            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master "
+            "ORDER BY type, name"
+        ).fetchall()
+        tables = [name for kind, name, _, _ in schema if kind == "table"]
+        row_counts = {
+            table: conn.execute(f'SELECT count(*) FROM "{table.replace(chr(34), chr(34) * 2)}"')
+            .fetchone()[0]
+            for table in tables
+            if not table.startswith("sqlite_")
+        }
+    finally:
+        conn.close()
+    digest = hashlib.sha256()
+    for row in schema:
+        digest.update("\x1f".join(row).encode() + b"\x1e")
+    return DatabaseFacts(
+        page_size=page_size,
+        page_count=page_count,
+        user_version=user_version,
+        schema_sha256=digest.hexdigest(),
+        table_count=len([t for t in tables if not t.startswith("sqlite_")]),
+        row_counts=row_counts,
+    )
+
+
+def page_geometry(path: Path, *, timeout: float) -> tuple[int, str]:
+    """(page_size, journal_mode) of a live database, read without writing to it."""
+    conn = connect_readonly(path, timeout=timeout)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    return int(page_size), str(journal_mode).lower()

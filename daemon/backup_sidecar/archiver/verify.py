@@ -1,0 +1,175 @@
+"""Prove an archive restores: the whole gzip stream, exact members, checksums, integrity_check.
+
+Members are streamed into files this process creates itself (``O_EXCL``, mode 0600) inside a
+staging area, under size limits taken from the metadata and the free space; nothing is ever
+extracted by name with ``tarfile``. The staged copies are what a restore then writes from.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup_sidecar.archiver import manifest as mf
+from backup_sidecar.archiver.catalog import archive_name
+from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
+from backup_sidecar.archiver.model import Limits, ProgressFn
+from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
+from backup_sidecar.archiver.staging import create_exclusive, free_bytes
+from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader
+from backup_sidecar.errors import CorruptArchiveError, InsufficientSpaceError, OperationAbortedError
+
+_CHUNK = 1 << 20
+#: Space kept free on the staging filesystem while extracting.
+_SPACE_RESERVE = 16 << 20
+
+LEGACY_WARNING = (
+    "archive {name!r} was written by the seed's backup_manager.py: it carries no checksums, "
+    "so it was verified by integrity_check alone"
+)
+
+
+@dataclass(frozen=True)
+class VerifiedArchive:
+    """An archive that passed verification, with its databases staged for a restore."""
+
+    name: str
+    path: Path
+    manifest: mf.Manifest
+    staged: dict[str, Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify_archive(
+    path: Path,
+    *,
+    staging: Path,
+    integrity: bool = True,
+    limits: Limits = Limits(),
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> VerifiedArchive:
+    """Verify ``path`` completely, staging its databases in ``staging``; raise on any fault.
+
+    ``integrity=False`` skips ``integrity_check`` only for format-2 archives whose exact bytes
+    were checked by this process moments ago (the pre-restore safety backup): the checksums
+    still prove the archive holds those bytes.
+    """
+    name = archive_name(path)
+    report = progress or (lambda stage, done, total: None)
+    try:
+        with path.open("rb") as raw:
+            fcntl.flock(raw.fileno(), fcntl.LOCK_SH)  # prune skips archives being read
+            manifest, staged, digests = _extract(
+                raw, name=name, staging=staging, limits=limits, progress=report,
+                should_stop=should_stop,
+            )
+    except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
+        raise CorruptArchiveError(name, str(exc)) from None
+    except FileNotFoundError:
+        raise CorruptArchiveError(name, "archive file disappeared") from None
+    warnings = []
+    for db, file in manifest.members().items():
+        if not has_sqlite_header(staged[db]):
+            raise CorruptArchiveError(name, f"member {file!r} is not an SQLite database")
+        if not manifest.legacy and digests[db] != manifest.databases[db].sha256:
+            raise CorruptArchiveError(name, f"member {file!r}: sha256 mismatch")
+    if manifest.legacy:
+        warnings.append(LEGACY_WARNING.format(name=name))
+    if integrity or manifest.legacy:
+        for i, (db, file) in enumerate(manifest.members().items()):
+            report("check", i, len(staged))
+            result = integrity_check(staged[db], should_stop=should_stop)
+            if should_stop():
+                raise OperationAbortedError(f"verify of {name!r}")
+            if result != "ok":
+                raise CorruptArchiveError(name, f"member {file!r} fails integrity_check: {result}")
+    return VerifiedArchive(name=name, path=path, manifest=manifest, staged=staged, warnings=warnings)
+
+
+def _extract(
+    raw: object,
+    *,
+    name: str,
+    staging: Path,
+    limits: Limits,
+    progress: ProgressFn,
+    should_stop: Callable[[], bool],
+) -> tuple[mf.Manifest, dict[str, Path], dict[str, str]]:
+    stream = open_strict(raw, limit=limits.max_total_bytes)  # type: ignore[arg-type]
+    gz: StrictGzipReader = stream.raw  # type: ignore[assignment]
+    tar = TarReader(stream)
+    members = tar.members()
+    first = next(members, None)
+    if first is None or first.name != mf.METADATA_MEMBER:
+        found = "no member" if first is None else repr(first.name)
+        raise CorruptArchiveError(name, f"first member is {found}, not {mf.METADATA_MEMBER}")
+    if first.size > limits.max_metadata_bytes:
+        raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is too large ({first.size} bytes)")
+    manifest = mf.parse_metadata(tar.read(first.size))
+    expected = {file: db for db, file in manifest.members().items()}
+    gz.limit = min(gz.limit, _expansion_bound(manifest, gz.bytes_out, staging))
+    staged: dict[str, Path] = {}
+    digests: dict[str, str] = {}
+    total = sum(e.size_bytes for e in manifest.databases.values()) or 1
+    done = 0
+    for member in members:
+        db = _expected_db(name, member, expected, manifest, staged)
+        _check_space(staging, member.size)
+        dest = staging / member.name
+        digest = hashlib.sha256()
+        with os.fdopen(create_exclusive(dest), "wb") as out:
+            while chunk := tar.read(_CHUNK):
+                if should_stop():
+                    raise OperationAbortedError(f"verify of {name!r}")
+                digest.update(chunk)
+                out.write(chunk)
+                done += len(chunk)
+                progress("extract", done, total)
+        staged[db] = dest
+        digests[db] = digest.hexdigest()
+    tar.finish()
+    missing = sorted(set(expected) - {p.name for p in staged.values()})
+    if missing:
+        raise CorruptArchiveError(name, f"missing member {missing[0]!r}")
+    return manifest, staged, digests
+
+
+def _expected_db(
+    name: str,
+    member: Member,
+    expected: dict[str, str],
+    manifest: mf.Manifest,
+    staged: dict[str, Path],
+) -> str:
+    if member.name not in expected:
+        raise CorruptArchiveError(name, f"unexpected member {member.name!r}")
+    db = expected[member.name]
+    if db in staged:
+        raise CorruptArchiveError(name, f"duplicate member {member.name!r}")
+    if not manifest.legacy and member.size != manifest.databases[db].size_bytes:
+        raise CorruptArchiveError(
+            name,
+            f"member {member.name!r} is {member.size} bytes, metadata says "
+            f"{manifest.databases[db].size_bytes}",
+        )
+    return db
+
+
+def _expansion_bound(manifest: mf.Manifest, so_far: int, staging: Path) -> int:
+    """The most the rest of the archive may decompress to: what the metadata promises, or,
+    for legacy archives without sizes, what the staging filesystem can hold."""
+    if manifest.legacy:
+        return so_far + max(free_bytes(staging) - _SPACE_RESERVE, 0)
+    overhead = (len(manifest.databases) * 3 + 2) * BLOCK + 20 * BLOCK
+    return so_far + sum(e.size_bytes for e in manifest.databases.values()) + overhead + 64 * 1024
+
+
+def _check_space(staging: Path, size: int) -> None:
+    free = free_bytes(staging)
+    if size + _SPACE_RESERVE > free:
+        raise InsufficientSpaceError(staging, size + _SPACE_RESERVE, free, "staging an archive member")
