@@ -1,0 +1,287 @@
+"""The command line: the only module that prints or exits.
+
+Exit codes: 0 success; 1 the operation failed; 2 bad usage or invalid configuration.
+Errors are one line on stderr naming the file, key or archive at fault (traceback with -v).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from backup_sidecar import __version__, jobs
+from backup_sidecar.archiver import ArchiveInfo
+from backup_sidecar.errors import RestoreRefusedError, SidecarError, UsageError
+from backup_sidecar.progress import progress_bar
+
+
+@dataclass
+class Context:
+    config: Path | None
+    log_format: str | None
+    verbose: bool
+    _runtime: jobs.Runtime | None = None
+
+    def runtime(self) -> jobs.Runtime:
+        if self._runtime is None:
+            from backup_sidecar.runtime import load_runtime  # noqa: PLC0415 (keep --help fast)
+
+            self._runtime = load_runtime(self.config, environ=os.environ, cwd=Path.cwd())
+        return self._runtime
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"backup-sidecar: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors(ctx: Context) -> Iterator[None]:
+    """Map the library's exceptions to one stderr line and an exit code, once for every command."""
+    try:
+        yield
+    except UsageError as exc:
+        if ctx.verbose:
+            raise
+        _fail(str(exc), 2)
+    except SidecarError as exc:
+        if ctx.verbose:
+            raise
+        _fail(str(exc), 1)
+    except OSError as exc:
+        if ctx.verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", 1)
+
+
+def _emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        text()
+
+
+def _db_options(dbs: Sequence[str], arrow_only: bool, user_only: bool) -> list[str] | None:
+    if arrow_only and user_only:
+        raise UsageError("--arrow-db-only and --user-db-only exclude each other")
+    chosen = list(dbs)
+    if arrow_only:
+        chosen.append("arrow")
+    if user_only:
+        chosen.append("user")
+    return chosen or None
+
+
+def _archive_json(a: ArchiveInfo) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "path": str(a.path),
+        "created_at": a.created_at.isoformat(),
+        "size_bytes": a.size_bytes,
+        "databases": list(a.databases),
+        "policy": a.policy,
+        "status": a.status.value,
+        "verified": a.status.value == "verified",
+        "error": a.error,
+    }
+
+
+db_option = click.option("--db", "dbs", multiple=True, metavar="NAME", help="Database by name (repeatable).")
+arrow_option = click.option("--arrow-db-only", is_flag=True, help="Only the arrow database.")
+user_option = click.option("--user-db-only", is_flag=True, help="Only the user database.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", type=click.Path(path_type=Path), envvar="SIDECAR_CONFIG",
+    help="YAML configuration (default: $SIDECAR_CONFIG, else built-in defaults + environment).",
+)
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None, envvar="SIDECAR_LOG_FORMAT")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs and tracebacks.")
+@click.version_option(__version__, prog_name="backup-sidecar")
+@click.pass_context
+def main(click_ctx: click.Context, config: Path | None, log_format: str | None, verbose: bool) -> None:
+    """Consistent online backups, verified archives and safe live restores of SQLite databases."""
+    from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
+
+    configure_logging(fmt=log_format, verbose=verbose)  # type: ignore[arg-type]
+    click_ctx.obj = Context(config=config, log_format=log_format, verbose=verbose)
+
+
+@main.command()
+@click.option("--name", help="Archive name (default: <policy>_<UTC time>).")
+@db_option
+@arrow_option
+@user_option
+@click.option("--policy", default="manual", show_default=True)
+@click.option("--cleanup", is_flag=True, help="Prune the policy afterwards.")
+@click.option("--keep", type=int, help="With --cleanup: archives to keep (default: the policy's).")
+@json_option
+@click.pass_obj
+def backup(
+    ctx: Context, name: str | None, dbs: tuple[str, ...], arrow_db_only: bool,
+    user_db_only: bool, policy: str, cleanup: bool, keep: int | None, as_json: bool,
+) -> None:
+    """Take one consistent backup now and print the archive path."""
+    with _errors(ctx):
+        if keep is not None and not cleanup:
+            raise UsageError("--keep needs --cleanup (or use `prune --keep`)")
+        rt = ctx.runtime()
+        names = _db_options(dbs, arrow_db_only, user_db_only)
+        with progress_bar(enabled=not as_json) as progress:
+            info = jobs.run_backup(rt, policy=policy, names=names, archive_name=name, progress=progress)
+        pruned = jobs.run_prune(rt, policies=[policy], keep=keep) if cleanup else None
+        payload = _archive_json(info) | {
+            "pruned": [a.name for a in pruned.deleted] if pruned else [],
+        }
+        _emit(as_json, payload, lambda: click.echo(str(info.path)))
+        if pruned and not as_json:
+            for a in pruned.deleted:
+                click.echo(f"deleted {a.path}", err=True)
+
+
+@main.command("list")
+@json_option
+@click.pass_obj
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """Archives, newest first, from their metadata alone."""
+    from backup_sidecar.archiver import list_archives  # noqa: PLC0415
+
+    with _errors(ctx):
+        archives = list_archives(ctx.runtime().backup_dir)
+
+        def table() -> None:
+            if not archives:
+                click.echo("no archives")
+                return
+            click.echo(f"{'NAME':<40} {'CREATED (UTC)':<20} {'SIZE':>12} {'POLICY':<12} {'STATUS':<9} DATABASES")
+            for a in archives:
+                created = a.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+                extra = a.error or ",".join(a.databases)
+                click.echo(f"{a.name:<40} {created:<20} {a.size_bytes:>12} {a.policy:<12} {a.status.value:<9} {extra}")
+
+        _emit(as_json, [_archive_json(a) for a in archives], table)
+
+
+@main.command()
+@click.argument("archive")
+@json_option
+@click.pass_obj
+def verify(ctx: Context, archive: str, as_json: bool) -> None:
+    """Verify an archive completely: gzip stream, members, checksums, integrity_check."""
+    with _errors(ctx):
+        with progress_bar(enabled=not as_json) as progress:
+            report = jobs.run_verify(ctx.runtime(), archive, progress=progress)
+
+        def text() -> None:
+            for warning in report["warnings"]:
+                click.echo(f"warning: {warning}", err=True)
+            click.echo(f"{report['archive']}: ok ({', '.join(report['databases'])})")
+
+        _emit(as_json, report, text)
+
+
+@main.command()
+@click.argument("archive")
+@db_option
+@arrow_option
+@user_option
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Verify and say what would happen; change nothing.")
+@json_option
+@click.pass_obj
+def restore(
+    ctx: Context, archive: str, dbs: tuple[str, ...], arrow_db_only: bool, user_db_only: bool,
+    force: bool, dry_run: bool, as_json: bool,
+) -> None:
+    """Verify, take a pre-restore safety backup, then restore into the live databases."""
+    from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
+
+    with _errors(ctx):
+        rt = ctx.runtime()
+        names = _db_options(dbs, arrow_db_only, user_db_only)
+        if not force and not dry_run:
+            path = resolve_archive(rt.backup_dir, archive)
+            targets = names or [n for n in read_manifest(path).members() if n in rt.databases]
+            if not sys.stdin.isatty():
+                raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
+            live = ", ".join(f"{n} ({rt.databases[n].path})" for n in targets if n in rt.databases)
+            if not click.confirm(f"Replace {live} with the content of {path.name}?", err=True):
+                raise RestoreRefusedError("not confirmed")
+        with progress_bar(enabled=not as_json) as progress:
+            result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, progress=progress)
+        payload = {
+            "archive": result.archive, "dry_run": result.dry_run, "restored": list(result.restored),
+            "pre_restore_archive": result.pre_restore_archive, "plan": list(result.plan),
+        }
+
+        def text() -> None:
+            if result.dry_run:
+                click.echo(f"dry run: {result.archive} verified; a restore would:")
+                for step in result.plan:
+                    click.echo(f"  - {step}")
+                click.echo("  (after a verified pre_restore safety backup of the live databases)")
+                return
+            if result.pre_restore_archive:
+                click.echo(f"safety backup: {result.pre_restore_archive}")
+            click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
+
+        _emit(as_json, payload, text)
+
+
+def _prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool) -> None:
+    with _errors(ctx):
+        result = jobs.run_prune(ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        payload = {
+            "dry_run": dry_run,
+            "deleted": [a.name for a in result.deleted],
+            "skipped_busy": [a.name for a in result.skipped_busy],
+            "errors": [f"{a.name}: {e}" for a, e in result.failed],
+        }
+
+        def text() -> None:
+            for a in result.deleted:
+                click.echo(f"{verb} {a.path}")
+            for a in result.skipped_busy:
+                click.echo(f"kept {a.path}: in use by a verify or restore", err=True)
+            if not result.deleted:
+                click.echo(f"nothing to delete")
+
+        _emit(as_json, payload, text)
+        if result.failed:
+            a, e = result.failed[0]
+            _fail(f"could not delete archive {a.name!r}: {e}", 1)
+
+
+@main.command()
+@click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
+@click.option("--keep", type=int, help="Archives to keep per policy (default: the policy's keep).")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@json_option
+@click.pass_obj
+def prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool) -> None:
+    """Apply retention; the newest verified archive of a policy is never deleted."""
+    _prune(ctx, policies, keep, dry_run, as_json)
+
+
+@main.command()
+@click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
+@click.option("--keep", type=int, required=True, help="Archives to keep per policy.")
+@click.option("--dry-run", is_flag=True)
+@json_option
+@click.pass_obj
+def cleanup(ctx: Context, policies: tuple[str, ...], keep: int, dry_run: bool, as_json: bool) -> None:
+    """The seed's name for `prune --keep K`."""
+    _prune(ctx, policies, keep, dry_run, as_json)

@@ -1,0 +1,199 @@
+"""The operations behind every entry point: archiver calls wrapped with locks, logs and metrics.
+
+The CLI, the scheduler and the control socket all run backups, verifies, restores and prunes
+through these functions, so each gets the same per-database locking, the same log events and
+the same metrics whichever way it was asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, ProgressFn
+from backup_sidecar.errors import SidecarError, UnknownDatabaseError, UsageError
+
+log = structlog.get_logger("backup_sidecar.jobs")
+
+
+class JobMetrics(Protocol):
+    """What the jobs report; the daemon's Metrics implements it, the CLI passes None."""
+
+    def backup_finished(
+        self, policy: str, *, ok: bool, duration_s: float, size_bytes: int | None,
+        finished_at: datetime,
+    ) -> None: ...
+    def prune_finished(self, policy: str, *, deleted: int, errors: int) -> None: ...
+    def restore_finished(self, *, ok: bool, finished_at: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Plain fields the jobs need, mapped from the settings by the command layer."""
+
+    backup_dir: Path
+    databases: Mapping[str, DatabaseSpec]
+    keep: Mapping[str, int]
+    policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    level: int = archiver.DEFAULT_LEVEL
+    lock_timeout: float = 30.0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def select(self, names: Sequence[str] | None, *, policy: str | None = None) -> list[DatabaseSpec]:
+        """The databases named (default: the policy's, else all), refusing unknown names."""
+        chosen = list(names or self.policy_databases.get(policy or "", ()) or self.databases)
+        for name in chosen:
+            if name not in self.databases:
+                raise UnknownDatabaseError(name, tuple(self.databases))
+        return [self.databases[name] for name in dict.fromkeys(chosen)]
+
+
+def run_backup(
+    rt: Runtime,
+    *,
+    policy: str,
+    names: Sequence[str] | None = None,
+    archive_name: str | None = None,
+    wait: float | None = None,
+    metrics: JobMetrics | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ArchiveInfo:
+    """One backup of the selected databases under their locks; logged and counted either way."""
+    specs = rt.select(names, policy=policy)
+    now = rt.clock()
+    name = archive_name or archiver.default_name(policy, now)
+    started = time.monotonic()
+    bound = log.bind(policy=policy, archive=name, databases=[s.name for s in specs])
+    try:
+        with archiver.database_locks(rt.backup_dir, [s.name for s in specs], wait=wait):
+            info = archiver.create_backup(
+                specs, backup_dir=rt.backup_dir, name=name, policy=policy, now=now,
+                level=rt.level, lock_timeout=rt.lock_timeout, progress=progress,
+                should_stop=should_stop,
+            )
+    except SidecarError as exc:
+        duration = time.monotonic() - started
+        bound.error("backup_failed", error=str(exc), duration_s=round(duration, 3))
+        if metrics:
+            metrics.backup_finished(
+                policy, ok=False, duration_s=duration, size_bytes=None, finished_at=rt.clock()
+            )
+        raise
+    duration = time.monotonic() - started
+    bound.info("backup_completed", size_bytes=info.size_bytes, duration_s=round(duration, 3))
+    if metrics:
+        metrics.backup_finished(
+            policy, ok=True, duration_s=duration, size_bytes=info.size_bytes,
+            finished_at=rt.clock(),
+        )
+    return info
+
+
+def run_prune(
+    rt: Runtime,
+    *,
+    policies: Sequence[str] | None = None,
+    keep: int | None = None,
+    dry_run: bool = False,
+    wait: float | None = None,
+    metrics: JobMetrics | None = None,
+) -> archiver.PruneResult:
+    """Apply retention (``keep`` overrides the policies' own counts) and report what went."""
+    if keep is not None and keep < 0:
+        raise UsageError(f"--keep must be >= 0, got {keep}")
+    archives = archiver.list_archives(rt.backup_dir)
+    present = {a.policy for a in archives}
+    chosen = list(policies) if policies else sorted(present | set(rt.keep))
+    keep_map = {
+        p: keep if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY)
+        else rt.keep.get(p, -1)
+        for p in chosen
+    }
+    keep_map = {p: k for p, k in keep_map.items() if k >= 0}
+    expired = archiver.select_expired(archives, keep=keep_map, policies=chosen)
+    if dry_run:
+        return archiver.PruneResult(deleted=expired)
+    with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
+        result = archiver.delete_archives(expired)
+    for policy in chosen:
+        deleted = sum(1 for a in result.deleted if a.policy == policy)
+        errors = sum(1 for a, _ in result.failed if a.policy == policy)
+        if metrics:
+            metrics.prune_finished(policy, deleted=deleted, errors=errors)
+    for archive in result.deleted:
+        log.info("archive_pruned", archive=archive.name, policy=archive.policy)
+    for archive, error in result.failed:
+        log.error("prune_failed", archive=archive.name, policy=archive.policy, error=error)
+    return result
+
+
+def run_verify(
+    rt: Runtime,
+    ref: str,
+    *,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Verify one archive completely; returns a summary, raises CorruptArchiveError on a fault."""
+    path = archiver.resolve_archive(rt.backup_dir, ref)
+    with archiver.staging_area(rt.backup_dir, purpose="verify") as area:
+        verified = archiver.verify_archive(
+            path, staging=area, progress=progress, should_stop=should_stop
+        )
+    for warning in verified.warnings:
+        log.warning("verify_warning", archive=verified.name, warning=warning)
+    log.info("archive_verified", archive=verified.name)
+    return {
+        "archive": verified.name,
+        "path": str(path),
+        "ok": True,
+        "legacy": verified.manifest.legacy,
+        "databases": list(verified.manifest.members()),
+        "warnings": verified.warnings,
+    }
+
+
+def run_restore(
+    rt: Runtime,
+    ref: str,
+    *,
+    names: Sequence[str] | None = None,
+    dry_run: bool = False,
+    wait: float | None = None,
+    metrics: JobMetrics | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> archiver.RestoreResult:
+    """Verify, save, and restore into the live databases, holding their locks throughout."""
+    path = archiver.resolve_archive(rt.backup_dir, ref)
+    manifest = archiver.read_manifest(path)
+    targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
+    rt.select(targets)
+    try:
+        with archiver.database_locks(rt.backup_dir, targets, wait=wait):
+            result = archiver.restore_archive(
+                path, databases=rt.databases, selected=targets, backup_dir=rt.backup_dir,
+                now=rt.clock(), dry_run=dry_run, level=rt.level, lock_timeout=rt.lock_timeout,
+                progress=progress, should_stop=should_stop,
+            )
+    except SidecarError as exc:
+        log.error("restore_failed", archive=path.name, error=str(exc))
+        if metrics and not dry_run:
+            metrics.restore_finished(ok=False, finished_at=rt.clock())
+        raise
+    if not dry_run:
+        log.info(
+            "restore_completed", archive=result.archive, restored=list(result.restored),
+            pre_restore_archive=result.pre_restore_archive,
+        )
+        if metrics:
+            metrics.restore_finished(ok=True, finished_at=rt.clock())
+    return result

@@ -1,0 +1,59 @@
+"""A stand-in for the application: commits one row per transaction until its stdin closes.
+
+Usage: writer.py DB STATUS_FILE RATE (commits/s, 0 = as fast as possible).
+Prints "ready" after the first commit, and at the end one JSON line:
+{"commits": n, "errors": n, "max_latency_s": x, "p99_latency_s": x}.
+STATUS_FILE always holds the number of commits made so far.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+
+
+def main() -> None:
+    db, status, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    conn = sqlite3.connect(db, timeout=30)
+    conn.execute("CREATE TABLE IF NOT EXISTS ticks (n INTEGER PRIMARY KEY, at REAL)")
+    conn.commit()
+    commits = errors = 0
+    latencies: list[float] = []
+    interval = 1.0 / rate if rate else 0.0
+    next_at = time.monotonic()
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            with conn:
+                conn.execute("INSERT INTO ticks (n, at) VALUES (?, ?)", (commits + 1, time.time()))
+            commits += 1
+        except sqlite3.Error as exc:
+            errors += 1
+            print(f"writer error: {exc}", file=sys.stderr)
+        latencies.append(time.monotonic() - t0)
+        tmp = status + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{commits}\n")
+        os.replace(tmp, status)
+        if commits == 1 and errors == 0:
+            print("ready", flush=True)
+        if interval:
+            next_at += interval
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    conn.close()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else 0.0
+    print(json.dumps({
+        "commits": commits, "errors": errors,
+        "max_latency_s": max(latencies, default=0.0), "p99_latency_s": p99,
+    }))
+
+
+if __name__ == "__main__":
+    main()
