@@ -59,6 +59,7 @@ def build_demo(
     ``synthetic=True``, a small deterministic arrow set is used and a note says so. An explicit
     ``fixtures_dir`` without scraper files is a usage error.
     """
+    files = [] if synthetic else _fixture_files(fixtures_dir)  # refuse before creating anything
     databases_dir, backup_dir = root / "databases", root / "backups"
     for directory in (databases_dir, backup_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,6 @@ def build_demo(
     if not user_db.exists():
         create_empty_database(user_db, "user")
     notes: list[str] = []
-    files = [] if synthetic else _fixture_files(fixtures_dir)
     if files:
         report, source = import_arrows(arrow_db, files), "fixtures"
     else:

@@ -199,7 +199,9 @@ def check_integrity(path: Path) -> tuple[str, int]:
             conn.close()
     except sqlite3.Error as exc:
         return f"cannot be read: {exc}", 0
-    return "; ".join(rows), int(objects)
+    # A result row can hold several lines ("*** in database main ***\nOn tree page ..."): the
+    # CLI logs one line per database.
+    return "; ".join(line for row in rows for line in row.splitlines() if line), int(objects)
 
 
 def _import_into(
