@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.appdata.schema import create_empty_database
-from backup_sidecar.appdata.startup import DatabaseStatus, InitReport, run_init
+from backup_sidecar.appdata.startup import (
+    DatabaseStatus,
+    InitReport,
+    import_skip_reason,
+    run_init,
+)
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
 
@@ -250,3 +255,53 @@ def test_import_without_an_arrow_database_is_a_usage_error(tmp_path: Path) -> No
             import_files=[tmp_path / "x.json"],
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "skips"),
+    [
+        ({}, False),
+        ({"FLASK_ENV": "development"}, False),
+        ({"FLASK_ENV": "production"}, True),
+        ({"APP_ENV": " production "}, True),
+        ({"FLASK_ENV": "production", "FORCE_DATABASE_IMPORT": "true"}, False),
+        ({"APP_ENV": "production", "FORCE_DATABASE_IMPORT": "TRUE"}, False),
+        ({"FLASK_ENV": "production", "FORCE_DATABASE_IMPORT": "false"}, True),
+        ({"FLASK_ENV": "production", "FORCE_DATABASE_IMPORT": ""}, True),
+    ],
+)
+def test_import_rule(environ: dict[str, str], skips: bool) -> None:
+    """The one rule `init` and `import-arrows` share: no import in production unless
+    FORCE_DATABASE_IMPORT is true; the reason names the variable and the way out."""
+    reason = import_skip_reason(environ)
+    assert bool(reason) is skips
+    if skips:
+        assert "production" in reason and "FORCE_DATABASE_IMPORT=true" in reason
+
+
+def test_header_only_database_gets_the_schema(tmp_path: Path) -> None:
+    """A database file SQLite has initialised but that holds no schema object at all (the app
+    died right after opening it) counts as empty: the schema is written in place."""
+    path = tmp_path / "user_data.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=wal")  # writes the 1-page header, no tables
+    conn.close()
+    assert path.stat().st_size > 0
+    report = run_init([DatabaseSpec("user", path)], backup_dir=tmp_path / "b", environ={})
+    assert outcome(report, "user") is DatabaseStatus.INITIALISED
+    assert {"users", "bow_setups", "guide_sessions"} <= tables(path)
+
+
+def test_database_with_any_table_is_never_written(tmp_path: Path) -> None:
+    """A database with even one unrelated table is the application's: no app tables are
+    added, its bytes stay identical, and it is reported as exists_ok."""
+    path = tmp_path / "arrow_database.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE legacy (x)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    report = run_init([DatabaseSpec("arrow", path)], backup_dir=tmp_path / "b", environ={})
+    assert outcome(report, "arrow") is DatabaseStatus.EXISTS_OK
+    assert tables(path) == {"legacy"}
+    assert path.read_bytes() == before

@@ -106,6 +106,15 @@ def skip_import_message(marker: str) -> str:
     )
 
 
+def import_skip_reason(environ: Mapping[str, str]) -> str:
+    """Why an arrow import must not run here ("" when it may): production without the force flag.
+
+    The CLI's ``import-arrows`` and ``init`` both apply this one rule.
+    """
+    marker = production_marker(environ)
+    return skip_import_message(marker) if marker and not import_forced(environ) else ""
+
+
 def run_init(
     databases: Sequence[DatabaseSpec],
     *,
@@ -119,10 +128,11 @@ def run_init(
     if import_files and not any(db.name == ARROW_DATABASE for db in databases):
         raise UsageError(f"arrow JSON import needs a database named {ARROW_DATABASE!r}")
     created_dirs = _make_dirs(databases, backup_dir)
-    do_import = bool(import_files) and (not marker or forced)
+    skip = import_skip_reason(environ)
+    do_import = bool(import_files) and not skip
     messages: list[str] = []
-    if import_files and not do_import:
-        messages.append(skip_import_message(marker))
+    if import_files and skip:
+        messages.append(skip)
     elif do_import and marker:
         messages.append(
             f"{FORCE_VAR}=true: importing {len(import_files)} arrow file(s) in production "
