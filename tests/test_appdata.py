@@ -55,7 +55,7 @@ def manufacturers(path: Path) -> set[str]:
 
 
 @pytest.fixture
-def empty_arrow_db(tmp_path: Path) -> Path:
+def fresh_db(tmp_path: Path) -> Path:
     """A fresh arrow database with the app schema."""
     path = tmp_path / "arrow_database.db"
     create_empty_database(path, "arrow")
@@ -142,18 +142,18 @@ def test_create_empty_database_rejects_an_unknown_kind(tmp_path: Path) -> None:
 
 
 @needs_fixtures
-def test_import_of_real_scraper_files(empty_arrow_db: Path) -> None:
+def test_import_of_real_scraper_files(fresh_db: Path) -> None:
     """All four real files import: every arrow and spine lands, keyed by manufacturer."""
-    report = import_arrows(empty_arrow_db, SCRAPER_FILES)
-    makers = count(empty_arrow_db, "SELECT count(DISTINCT manufacturer) FROM arrows")
+    report = import_arrows(fresh_db, SCRAPER_FILES)
+    makers = count(fresh_db, "SELECT count(DISTINCT manufacturer) FROM arrows")
     assert makers == 4
-    assert report.arrows.inserted == count(empty_arrow_db, "SELECT count(*) FROM arrows") == 89
-    assert report.spines.inserted == count(empty_arrow_db, "SELECT count(*) FROM spine_specifications")
+    assert report.arrows.inserted == count(fresh_db, "SELECT count(*) FROM arrows") == 89
+    assert report.spines.inserted == count(fresh_db, "SELECT count(*) FROM spine_specifications")
     assert {f.manufacturer for f in report.files} == MANUFACTURERS
     # Easton's file lists "X7 Eclipse" twice: merged, the later listing wins.
     easton = next(f for f in report.files if f.manufacturer == "Easton Archery")
     assert easton.duplicates_merged == 1
-    conn = sqlite3.connect(empty_arrow_db)
+    conn = sqlite3.connect(fresh_db)
     try:
         row = conn.execute(
             "SELECT material, image_url FROM arrows WHERE model_name = 'X7 Eclipse'"
@@ -174,13 +174,13 @@ def test_import_of_real_scraper_files(empty_arrow_db: Path) -> None:
 
 
 @needs_fixtures
-def test_importing_twice_changes_nothing(empty_arrow_db: Path) -> None:
+def test_importing_twice_changes_nothing(fresh_db: Path) -> None:
     """A second import of the same files reports everything unchanged and leaves the full
     SQL dump (rows, ids and sqlite_sequence) identical."""
-    import_arrows(empty_arrow_db, SCRAPER_FILES)
-    before = dump(empty_arrow_db)
-    again = import_arrows(empty_arrow_db, SCRAPER_FILES)
-    assert dump(empty_arrow_db) == before
+    import_arrows(fresh_db, SCRAPER_FILES)
+    before = dump(fresh_db)
+    again = import_arrows(fresh_db, SCRAPER_FILES)
+    assert dump(fresh_db) == before
     assert again.arrows.inserted == again.arrows.updated == 0
     assert again.spines.inserted == again.spines.updated == 0
     assert again.arrows.unchanged == 89
@@ -212,18 +212,18 @@ def test_import_into_a_copy_of_the_production_database(tmp_path: Path) -> None:
 
 
 @needs_fixtures
-def test_changed_values_are_updated_not_duplicated(empty_arrow_db: Path, scraper_copy: Path) -> None:
+def test_changed_values_are_updated_not_duplicated(fresh_db: Path, scraper_copy: Path) -> None:
     """Editing one spine's weight in the JSON updates exactly that row on re-import."""
     files = sorted(scraper_copy.glob("*.json"))
-    import_arrows(empty_arrow_db, files)
+    import_arrows(fresh_db, files)
     victory = next(f for f in files if f.name.startswith("Victory"))
     doc = json.loads(victory.read_text())
     doc["arrows"][0]["spine_specifications"][0]["gpi_weight"] = 99.5
     victory.write_text(json.dumps(doc))
-    report = import_arrows(empty_arrow_db, [victory])
+    report = import_arrows(fresh_db, [victory])
     assert report.spines.updated == 1
     assert report.spines.inserted == report.arrows.inserted == report.arrows.updated == 0
-    assert count(empty_arrow_db, "SELECT count(*) FROM spine_specifications WHERE gpi_weight = 99.5") == 1
+    assert count(fresh_db, "SELECT count(*) FROM spine_specifications WHERE gpi_weight = 99.5") == 1
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_changed_values_are_updated_not_duplicated(empty_arrow_db: Path, scraper
     ids=["bad-gpi", "no-model", "no-spine", "arrows-not-list"],
 )
 def test_malformed_file_names_file_and_key_path_and_writes_nothing(
-    empty_arrow_db: Path, scraper_copy: Path, mutate: object, key_path: str
+    fresh_db: Path, scraper_copy: Path, mutate: object, key_path: str
 ) -> None:
     """A bad value anywhere raises one line naming the file and the JSON key path; no file
     of the batch is written, not even the good ones before it."""
@@ -252,25 +252,25 @@ def test_malformed_file_names_file_and_key_path_and_writes_nothing(
     doc = json.loads(bad.read_text())
     mutate(doc)  # type: ignore[operator]
     bad.write_text(json.dumps(doc))
-    before = dump(empty_arrow_db)
+    before = dump(fresh_db)
     with pytest.raises(ArrowDataError) as info:
-        import_arrows(empty_arrow_db, files)
+        import_arrows(fresh_db, files)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{bad}: {key_path}: ")
     assert info.value.key_path == key_path
     assert isinstance(info.value, UsageError)
-    assert dump(empty_arrow_db) == before
+    assert dump(fresh_db) == before
 
 
-def test_invalid_json_syntax_names_file_and_line(empty_arrow_db: Path, tmp_path: Path) -> None:
+def test_invalid_json_syntax_names_file_and_line(fresh_db: Path, tmp_path: Path) -> None:
     """A file that is not JSON at all is reported with its path and the line of the fault."""
     bad = tmp_path / "Broken_update_20250801.json"
     bad.write_text('{"manufacturer": "X",\n "arrows": [\n')
-    before = dump(empty_arrow_db)
+    before = dump(fresh_db)
     with pytest.raises(ArrowDataError, match=rf"^{bad}: invalid JSON at line 3 column 1"):
-        import_arrows(empty_arrow_db, [bad])
-    assert dump(empty_arrow_db) == before
+        import_arrows(fresh_db, [bad])
+    assert dump(fresh_db) == before
 
 
 def test_import_needs_an_arrow_database(tmp_path: Path) -> None:
