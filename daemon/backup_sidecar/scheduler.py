@@ -1,0 +1,353 @@
+"""When policies run: APScheduler 3.x behind a small interface (the only module importing it).
+
+A policy runs by a 5-field crontab expression (read in the configured zone) or by an interval.
+Three things APScheduler 3.x gets wrong for crontab users are fixed here, and tested:
+- `CronTrigger.from_crontab` reads day-of-week 0 as Monday; crontab means Sunday (0 and 7).
+  The field is translated to weekday names, so "30 3 * * 0" runs on Sundays.
+- On the autumn DST change the repeated wall-clock hour matched twice: a daily "30 2 * * *"
+  ran twice that day. Like cron, a job at a fixed hour now runs once (at the first pass);
+  jobs whose minute or hour field starts with `*` run through the repeated hour as usual.
+- On the spring DST change a time in the skipped hour ("30 2 * * *" in Europe/Berlin) runs
+  once, one hour later by the clock (03:30 CEST, the same instant as 02:30 CET would have been);
+  the returned times are normalised so they never carry a wall time that does not exist.
+- A cron job restricting both day-of-month and day-of-week is refused: crontab ORs the two
+  fields, APScheduler ANDs them, and guessing would run backups on the wrong days.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+#: A policy's timing: a crontab expression or an interval.
+Spec = str | timedelta
+
+log = structlog.get_logger(__name__)
+
+_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+#: How far back to look for a cron's previous fire time; a 5-field cron fires within 28 years.
+_LOOKBACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=32),
+             timedelta(days=367), timedelta(days=366 * 29))  # fmt: skip
+
+
+def _day_number(token: str) -> int:
+    if token.lower() in _CRON_DAYS:
+        return _CRON_DAYS.index(token.lower())
+    if not token.isdigit() or int(token) > 7:
+        raise ValueError(f"day-of-week {token!r}: use 0-7 (0 and 7 are Sunday) or sun-sat")
+    return int(token) % 7
+
+
+def _translate_day_of_week(field: str) -> str:
+    """A crontab day-of-week field (0/7 = Sunday) as APScheduler weekday names."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"day-of-week {part!r}: the step must be a positive number")
+        if base == "*":
+            first, last = 0, 6
+        elif "-" in base:
+            low, high = base.split("-", 1)
+            first, last = _day_number(low), _day_number(high)
+            if last == 0 and first > 0:  # "5-7", "fri-sun": Sunday ends the week
+                last = 7
+            if first > last:
+                raise ValueError(f"day-of-week {part!r}: the range runs backwards")
+        else:
+            first = _day_number(base)
+            last = 7 if step else first
+        days.update(d % 7 for d in range(first, last + 1, step or 1))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days, key=lambda d: (d - 1) % 7))
+
+
+class _CrontabTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger with crontab's DST rules (see the module docstring)."""
+
+    def __init__(self, expr: str, *, timezone: tzinfo) -> None:
+        values = expr.split()
+        if len(values) != 5:
+            raise ValueError(f"cron {expr!r}: expected 5 fields, got {len(values)}")
+        fields = dict(zip(_FIELDS, values, strict=True))
+        if not fields["day"].startswith("*") and not fields["day_of_week"].startswith("*"):
+            raise ValueError(
+                f"cron {expr!r}: restrict day-of-month or day-of-week, not both "
+                "(crontab runs on either, this scheduler would need both)"
+            )
+        try:
+            fields["day_of_week"] = _translate_day_of_week(fields["day_of_week"])
+        except ValueError as exc:
+            raise ValueError(f"cron {expr!r}: {exc}") from None
+        for name, value in fields.items():
+            try:
+                CronTrigger(**{name: value}, timezone=UTC)
+            except ValueError as exc:
+                where = name.replace("_", "-")
+                raise ValueError(f"cron {expr!r}: {where} {value!r}: {exc}") from None
+        super().__init__(**fields, timezone=timezone)
+        self.expr = expr
+        self._repeat_in_fold = values[0].startswith("*") or values[1].startswith("*")
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        while fire is not None:
+            fire = fire.astimezone(UTC).astimezone(self.timezone)  # no nonexistent wall times
+            if self._repeat_in_fold or not _is_repeated_wall_time(fire):
+                return fire
+            fire = super().get_next_fire_time(fire, fire)
+        return None
+
+
+def _is_repeated_wall_time(moment: datetime) -> bool:
+    """True for the second pass through a wall-clock time the autumn DST change repeats."""
+    return moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
+
+
+def validate_cron(expr: str) -> None:
+    """Refuse a crontab expression that is malformed or never fires; the message says why."""
+    trigger = _CrontabTrigger(expr, timezone=UTC)
+    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
+        raise ValueError(f"cron {expr!r}: never fires (no such date)")
+
+
+def build_trigger(spec: Spec, *, timezone: tzinfo, start: datetime | None = None) -> Any:
+    """The APScheduler trigger of a spec; an interval's first run is one interval after `start`."""
+    if isinstance(spec, timedelta):
+        if spec <= timedelta(0):
+            raise ValueError(f"interval {spec} must be positive")
+        first = (start + spec) if start is not None else None
+        return IntervalTrigger(seconds=spec.total_seconds(), start_date=first, timezone=timezone)
+    return _CrontabTrigger(spec, timezone=timezone)
+
+
+def next_fire_times(
+    spec: Spec, *, timezone: tzinfo, now: datetime, count: int = 1
+) -> list[datetime]:
+    """The next `count` times a policy runs after `now` (for `config check` and status)."""
+    trigger = build_trigger(spec, timezone=timezone, start=now)
+    times: list[datetime] = []
+    fire = trigger.get_next_fire_time(None, now)
+    while fire is not None and len(times) < count:
+        times.append(fire)
+        fire = trigger.get_next_fire_time(fire, fire)
+    return times
+
+
+def _fire_after(trigger: Any, previous: datetime | None, now: datetime) -> datetime | None:
+    fire: datetime | None = trigger.get_next_fire_time(previous, now)
+    return fire
+
+
+def _utc(moment: datetime) -> datetime:
+    """Python compares and subtracts datetimes of one zone by wall clock; UTC is exact."""
+    return moment.astimezone(UTC)
+
+
+def _previous_fire_time(trigger: Any, now: datetime) -> datetime | None:
+    """The last fire time at or before `now` (APScheduler 3 only looks forward)."""
+    for window in _LOOKBACK:
+        fire = _fire_after(trigger, None, _utc(now) - window)
+        if fire is None or _utc(fire) > _utc(now):
+            continue
+        while True:
+            following = _fire_after(trigger, fire, fire)
+            if following is None or _utc(following) > _utc(now):
+                return fire
+            fire = following
+    return None
+
+
+def period_around(spec: Spec, *, timezone: tzinfo, now: datetime) -> timedelta:
+    """How long a policy waits between runs around `now`: the interval, or the cron gap."""
+    if isinstance(spec, timedelta):
+        return spec
+    trigger = _CrontabTrigger(spec, timezone=timezone)
+    previous = _previous_fire_time(trigger, now) or _fire_after(trigger, None, now)
+    following = _fire_after(trigger, previous, previous) if previous else None
+    if previous is None or following is None:
+        raise ValueError(f"cron {spec!r}: never fires")
+    return _utc(following) - _utc(previous)
+
+
+def needs_catch_up(
+    spec: Spec, *, timezone: tzinfo, last_success: datetime | None, now: datetime
+) -> bool:
+    """Whether a policy must run at start: it never succeeded, or not within one period."""
+    if last_success is None:
+        return True
+    age = _utc(now) - _utc(last_success)
+    return age > period_around(spec, timezone=timezone, now=now)
+
+
+def misfire_grace(spec: Spec, *, timezone: tzinfo, now: datetime) -> int:
+    """Seconds a due run may still start late: one period.
+
+    A run delayed by a busy worker, a suspended host or a clock jump still happens (a late backup
+    beats a skipped one); with `coalesce` only the newest due run is kept, so any pause, however
+    long, gives exactly one run: never a burst, never a silent skip.
+    """
+    return max(1, math.ceil(period_around(spec, timezone=timezone, now=now).total_seconds()))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PolicyScheduler:
+    """Runs each scheduled policy through `run_policy(name)` on its own job.
+
+    One job per policy: `max_instances=1` (a slow run is never overlapped by its next one),
+    `coalesce=True` and a grace of one period (see `misfire_grace`). At start, a policy whose last
+    success is unknown or older than one period runs right away (catch-up after downtime).
+    Runs execute on `workers` threads; the default 1 runs policies one after another.
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, Spec],
+        *,
+        timezone: tzinfo,
+        run_policy: Callable[[str], None],
+        last_success: Callable[[str], datetime | None],
+        clock: Callable[[], datetime] = _utc_now,
+        workers: int = 1,
+    ) -> None:
+        self._specs = dict(policies)
+        self._timezone = timezone
+        self._run_policy = run_policy
+        self._last_success = last_success
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = False
+        for name, spec in self._specs.items():
+            _checked_trigger(name, spec, timezone=timezone)
+        # The scheduler's own clock is UTC: comparisons between its "now" and the triggers' zoned
+        # fire times then always go through UTC, never through naive wall-clock arithmetic.
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=workers)}
+        )
+
+    def start(self) -> None:
+        """Add every policy's job (catching up where due) and start the scheduler thread."""
+        with self._lock:
+            now = self._clock()
+            for name, spec in self._specs.items():
+                self._add_job(name, spec, now=now)
+            self._scheduler.start()
+            self._started = True
+        for name, when in self.next_run_times().items():
+            log.info("policy_scheduled", policy=name, next_run=when.isoformat() if when else None)
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop scheduling; with `wait`, return only after running policies finish."""
+        with self._lock:
+            if self._scheduler.running:
+                self._scheduler.shutdown(wait=wait)
+
+    def reschedule(self, policies: Mapping[str, Spec], *, timezone: tzinfo | None = None) -> None:
+        """Switch to new policies (SIGHUP): all or nothing; running runs go on undisturbed.
+
+        Every new spec is checked before anything changes. Unchanged policies keep their next run;
+        changed ones are retimed; new ones are added (catching up if due); dropped ones removed.
+        A run still in progress keeps counting against `max_instances` of its policy's job id.
+        """
+        zone = timezone or self._timezone
+        new = dict(policies)
+        for name, spec in new.items():
+            _checked_trigger(name, spec, timezone=zone)
+        with self._lock:
+            old, self._specs = self._specs, new
+            zone_changed, self._timezone = zone != self._timezone, zone
+            if not self._started:
+                return
+            now = self._clock()
+            self._scheduler.pause()
+            try:
+                for name in old.keys() - new.keys():
+                    self._scheduler.remove_job(name)
+                for name, spec in new.items():
+                    if name not in old:
+                        self._add_job(name, spec, now=now)
+                    elif zone_changed or old[name] != spec:
+                        self._retime_job(name, spec, now=now)
+            finally:
+                self._scheduler.resume()
+        log.info(
+            "schedule_reloaded",
+            added=sorted(new.keys() - old.keys()),
+            removed=sorted(old.keys() - new.keys()),
+            changed=sorted(n for n in new.keys() & old.keys() if zone_changed or old[n] != new[n]),
+        )
+
+    def next_run_times(self) -> dict[str, datetime | None]:
+        """Policy name -> its next run (None while paused); computed from the specs before start."""
+        if not self._started:
+            now = self._clock()
+            return {
+                name: next(iter(next_fire_times(spec, timezone=self._timezone, now=now)), None)
+                for name, spec in self._specs.items()
+            }
+        return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
+
+    def _add_job(self, name: str, spec: Spec, *, now: datetime) -> None:
+        options: dict[str, Any] = {}
+        if self._catch_up_due(name, spec, now=now):
+            options["next_run_time"] = now
+        self._scheduler.add_job(
+            self._run,
+            trigger=build_trigger(spec, timezone=self._timezone, start=now),
+            args=(name,),
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=misfire_grace(spec, timezone=self._timezone, now=now),
+            replace_existing=True,
+            **options,
+        )
+
+    def _retime_job(self, name: str, spec: Spec, *, now: datetime) -> None:
+        grace = misfire_grace(spec, timezone=self._timezone, now=now)
+        self._scheduler.modify_job(name, misfire_grace_time=grace)
+        self._scheduler.reschedule_job(
+            name, trigger=build_trigger(spec, timezone=self._timezone, start=now)
+        )
+
+    def _catch_up_due(self, name: str, spec: Spec, *, now: datetime) -> bool:
+        try:
+            last = self._last_success(name)
+        except Exception:  # unreadable history: back up now rather than wait
+            log.warning("last_success_unknown", policy=name, exc_info=True)
+            last = None
+        due = needs_catch_up(spec, timezone=self._timezone, last_success=last, now=now)
+        if due:
+            log.info("catch_up_due", policy=name, last_success=last.isoformat() if last else None)
+        return due
+
+    def _run(self, name: str) -> None:
+        try:
+            self._run_policy(name)
+        except Exception:  # one failed run must not stop the schedule
+            log.exception("scheduled_run_failed", policy=name)
+
+
+def _checked_trigger(name: str, spec: Spec, *, timezone: tzinfo) -> Any:
+    try:
+        return build_trigger(spec, timezone=timezone)
+    except ValueError as exc:
+        raise ValueError(f"policy {name!r}: {exc}") from None
