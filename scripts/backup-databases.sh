@@ -14,7 +14,7 @@ Take one consistent backup of the ArrowTuner databases now and print the archive
   --name NAME        archive name (default: manual_<UTC time>)
   --arrow-db-only    only the arrow database (arrow_database.db)
   --user-db-only     only the user database (user_data.db)
-  --cleanup          afterwards, delete old archives: backup-sidecar cleanup --keep N
+  --cleanup          afterwards, delete old manual archives: backup-sidecar cleanup --policy manual --keep N
   --keep N           with --cleanup: archives to keep (default 5)
   --config PATH      backup-sidecar configuration file (default: $SIDECAR_CONFIG)
   -h, --help         show this help
@@ -102,7 +102,7 @@ ok "backup complete"
 
 if ((cleanup)); then
     info "cleaning up: keeping the $keep most recent archives"
-    "${CLI[@]}" "${global[@]}" cleanup --keep "$keep" || rc=$?
+    "${CLI[@]}" "${global[@]}" cleanup --policy manual --keep "$keep" || rc=$?
     if ((rc != 0)); then
         fail "cleanup failed (exit $rc)"
         exit "$rc"

@@ -12,14 +12,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from backup_sidecar import __version__, jobs
-from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import RestoreRefusedError, SidecarError, UsageError
 from backup_sidecar.progress import progress_bar
 
@@ -82,21 +81,9 @@ def _db_options(dbs: Sequence[str], arrow_only: bool, user_only: bool) -> list[s
     return chosen or None
 
 
-def _archive_json(a: ArchiveInfo) -> dict[str, Any]:
-    return {
-        "name": a.name,
-        "path": str(a.path),
-        "created_at": a.created_at.isoformat(),
-        "size_bytes": a.size_bytes,
-        "databases": list(a.databases),
-        "policy": a.policy,
-        "status": a.status.value,
-        "verified": a.status.value == "verified",
-        "error": a.error,
-    }
-
-
-db_option = click.option("--db", "dbs", multiple=True, metavar="NAME", help="Database by name (repeatable).")
+db_option = click.option(
+    "--db", "dbs", multiple=True, metavar="NAME", help="Database by name (repeatable)."
+)
 arrow_option = click.option("--arrow-db-only", is_flag=True, help="Only the arrow database.")
 user_option = click.option("--user-db-only", is_flag=True, help="Only the user database.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -104,14 +91,23 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--config", type=click.Path(path_type=Path), envvar="SIDECAR_CONFIG",
+    "--config",
+    type=click.Path(path_type=Path),
+    envvar="SIDECAR_CONFIG",
     help="YAML configuration (default: $SIDECAR_CONFIG, else built-in defaults + environment).",
 )
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None, envvar="SIDECAR_LOG_FORMAT")
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    envvar="SIDECAR_LOG_FORMAT",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs and tracebacks.")
 @click.version_option(__version__, prog_name="backup-sidecar")
 @click.pass_context
-def main(click_ctx: click.Context, config: Path | None, log_format: str | None, verbose: bool) -> None:
+def main(
+    click_ctx: click.Context, config: Path | None, log_format: str | None, verbose: bool
+) -> None:
     """Consistent online backups, verified archives and safe live restores of SQLite databases."""
     from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
 
@@ -130,8 +126,15 @@ def main(click_ctx: click.Context, config: Path | None, log_format: str | None, 
 @json_option
 @click.pass_obj
 def backup(
-    ctx: Context, name: str | None, dbs: tuple[str, ...], arrow_db_only: bool,
-    user_db_only: bool, policy: str, cleanup: bool, keep: int | None, as_json: bool,
+    ctx: Context,
+    name: str | None,
+    dbs: tuple[str, ...],
+    arrow_db_only: bool,
+    user_db_only: bool,
+    policy: str,
+    cleanup: bool,
+    keep: int | None,
+    as_json: bool,
 ) -> None:
     """Take one consistent backup now and print the archive path."""
     with _errors(ctx):
@@ -140,15 +143,20 @@ def backup(
         rt = ctx.runtime()
         names = _db_options(dbs, arrow_db_only, user_db_only)
         with progress_bar(enabled=not as_json) as progress:
-            info = jobs.run_backup(rt, policy=policy, names=names, archive_name=name, progress=progress)
+            info = jobs.run_backup(
+                rt, policy=policy, names=names, archive_name=name, progress=progress
+            )
         pruned = jobs.run_prune(rt, policies=[policy], keep=keep) if cleanup else None
-        payload = _archive_json(info) | {
+        payload = jobs.archive_json(info) | {
             "pruned": [a.name for a in pruned.deleted] if pruned else [],
         }
         _emit(as_json, payload, lambda: click.echo(str(info.path)))
         if pruned and not as_json:
             for a in pruned.deleted:
                 click.echo(f"deleted {a.path}", err=True)
+
+
+_ROW = "{:<40} {:<20} {:>12} {:<12} {:<9} {}"
 
 
 @main.command("list")
@@ -165,13 +173,16 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
             if not archives:
                 click.echo("no archives")
                 return
-            click.echo(f"{'NAME':<40} {'CREATED (UTC)':<20} {'SIZE':>12} {'POLICY':<12} {'STATUS':<9} DATABASES")
+            click.echo(
+                _ROW.format("NAME", "CREATED (UTC)", "SIZE", "POLICY", "STATUS", "DATABASES")
+            )
             for a in archives:
                 created = a.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
                 extra = a.error or ",".join(a.databases)
-                click.echo(f"{a.name:<40} {created:<20} {a.size_bytes:>12} {a.policy:<12} {a.status.value:<9} {extra}")
+                row = (a.name, created, a.size_bytes, a.policy, a.status, extra)
+                click.echo(_ROW.format(*row))
 
-        _emit(as_json, [_archive_json(a) for a in archives], table)
+        _emit(as_json, [jobs.archive_json(a) for a in archives], table)
 
 
 @main.command()
@@ -202,8 +213,14 @@ def verify(ctx: Context, archive: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def restore(
-    ctx: Context, archive: str, dbs: tuple[str, ...], arrow_db_only: bool, user_db_only: bool,
-    force: bool, dry_run: bool, as_json: bool,
+    ctx: Context,
+    archive: str,
+    dbs: tuple[str, ...],
+    arrow_db_only: bool,
+    user_db_only: bool,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Verify, take a pre-restore safety backup, then restore into the live databases."""
     from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
@@ -222,8 +239,11 @@ def restore(
         with progress_bar(enabled=not as_json) as progress:
             result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, progress=progress)
         payload = {
-            "archive": result.archive, "dry_run": result.dry_run, "restored": list(result.restored),
-            "pre_restore_archive": result.pre_restore_archive, "plan": list(result.plan),
+            "archive": result.archive,
+            "dry_run": result.dry_run,
+            "restored": list(result.restored),
+            "pre_restore_archive": result.pre_restore_archive,
+            "plan": list(result.plan),
         }
 
         def text() -> None:
@@ -240,9 +260,13 @@ def restore(
         _emit(as_json, payload, text)
 
 
-def _prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool) -> None:
+def _prune(
+    ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
+) -> None:
     with _errors(ctx):
-        result = jobs.run_prune(ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run)
+        result = jobs.run_prune(
+            ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run
+        )
         verb = "would delete" if dry_run else "deleted"
         payload = {
             "dry_run": dry_run,
@@ -257,7 +281,7 @@ def _prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: b
             for a in result.skipped_busy:
                 click.echo(f"kept {a.path}: in use by a verify or restore", err=True)
             if not result.deleted:
-                click.echo(f"nothing to delete")
+                click.echo("nothing to delete")
 
         _emit(as_json, payload, text)
         if result.failed:
@@ -271,7 +295,9 @@ def _prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: b
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 @json_option
 @click.pass_obj
-def prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool) -> None:
+def prune(
+    ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
+) -> None:
     """Apply retention; the newest verified archive of a policy is never deleted."""
     _prune(ctx, policies, keep, dry_run, as_json)
 
@@ -282,6 +308,12 @@ def prune(ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bo
 @click.option("--dry-run", is_flag=True)
 @json_option
 @click.pass_obj
-def cleanup(ctx: Context, policies: tuple[str, ...], keep: int, dry_run: bool, as_json: bool) -> None:
+def cleanup(
+    ctx: Context, policies: tuple[str, ...], keep: int, dry_run: bool, as_json: bool
+) -> None:
     """The seed's name for `prune --keep K`."""
     _prune(ctx, policies, keep, dry_run, as_json)
+
+
+# The daemon-facing commands register themselves on `main`.
+from backup_sidecar import cli_daemon, cli_data  # noqa: E402, F401

@@ -56,7 +56,9 @@ class ArchiveNotFoundError(ArchiveError, LookupError):
 
 class ArchiveExistsError(ArchiveError, FileExistsError):
     def __init__(self, path: Path) -> None:
-        super().__init__(f"archive {path.name!r} already exists in {path.parent}; names are never reused")
+        super().__init__(
+            f"archive {path.name!r} already exists in {path.parent}; names are never reused"
+        )
         self.path = path
 
 
@@ -125,7 +127,8 @@ class RestoreRefusedError(SidecarError):
 
 
 class OperationAbortedError(SidecarError):
-    """A running operation was cancelled (shutdown grace time ran out); nothing was left half-done."""
+    """A running operation was cancelled (the shutdown grace time ran out); nothing is
+    left half-done."""
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} aborted before completion; nothing was changed")

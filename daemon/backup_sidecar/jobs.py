@@ -27,7 +27,12 @@ class JobMetrics(Protocol):
     """What the jobs report; the daemon's Metrics implements it, the CLI passes None."""
 
     def backup_finished(
-        self, policy: str, *, ok: bool, duration_s: float, size_bytes: int | None,
+        self,
+        policy: str,
+        *,
+        ok: bool,
+        duration_s: float,
+        size_bytes: int | None,
         finished_at: datetime,
     ) -> None: ...
     def prune_finished(self, policy: str, *, deleted: int, errors: int) -> None: ...
@@ -46,13 +51,30 @@ class Runtime:
     lock_timeout: float = 30.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def select(self, names: Sequence[str] | None, *, policy: str | None = None) -> list[DatabaseSpec]:
+    def select(
+        self, names: Sequence[str] | None, *, policy: str | None = None
+    ) -> list[DatabaseSpec]:
         """The databases named (default: the policy's, else all), refusing unknown names."""
         chosen = list(names or self.policy_databases.get(policy or "", ()) or self.databases)
         for name in chosen:
             if name not in self.databases:
                 raise UnknownDatabaseError(name, tuple(self.databases))
         return [self.databases[name] for name in dict.fromkeys(chosen)]
+
+
+def archive_json(a: ArchiveInfo) -> dict[str, Any]:
+    """One archive as both `list --json` and the socket's `list` show it."""
+    return {
+        "name": a.name,
+        "path": str(a.path),
+        "created_at": a.created_at.isoformat(),
+        "size_bytes": a.size_bytes,
+        "databases": list(a.databases),
+        "policy": a.policy,
+        "status": a.status.value,
+        "verified": a.status is archiver.ArchiveStatus.VERIFIED,
+        "error": a.error,
+    }
 
 
 def run_backup(
@@ -75,8 +97,14 @@ def run_backup(
     try:
         with archiver.database_locks(rt.backup_dir, [s.name for s in specs], wait=wait):
             info = archiver.create_backup(
-                specs, backup_dir=rt.backup_dir, name=name, policy=policy, now=now,
-                level=rt.level, lock_timeout=rt.lock_timeout, progress=progress,
+                specs,
+                backup_dir=rt.backup_dir,
+                name=name,
+                policy=policy,
+                now=now,
+                level=rt.level,
+                lock_timeout=rt.lock_timeout,
+                progress=progress,
                 should_stop=should_stop,
             )
     except SidecarError as exc:
@@ -91,7 +119,10 @@ def run_backup(
     bound.info("backup_completed", size_bytes=info.size_bytes, duration_s=round(duration, 3))
     if metrics:
         metrics.backup_finished(
-            policy, ok=True, duration_s=duration, size_bytes=info.size_bytes,
+            policy,
+            ok=True,
+            duration_s=duration,
+            size_bytes=info.size_bytes,
             finished_at=rt.clock(),
         )
     return info
@@ -113,7 +144,8 @@ def run_prune(
     present = {a.policy for a in archives}
     chosen = list(policies) if policies else sorted(present | set(rt.keep))
     keep_map = {
-        p: keep if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY)
+        p: keep
+        if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY)
         else rt.keep.get(p, -1)
         for p in chosen
     }
@@ -180,9 +212,16 @@ def run_restore(
     try:
         with archiver.database_locks(rt.backup_dir, targets, wait=wait):
             result = archiver.restore_archive(
-                path, databases=rt.databases, selected=targets, backup_dir=rt.backup_dir,
-                now=rt.clock(), dry_run=dry_run, level=rt.level, lock_timeout=rt.lock_timeout,
-                progress=progress, should_stop=should_stop,
+                path,
+                databases=rt.databases,
+                selected=targets,
+                backup_dir=rt.backup_dir,
+                now=rt.clock(),
+                dry_run=dry_run,
+                level=rt.level,
+                lock_timeout=rt.lock_timeout,
+                progress=progress,
+                should_stop=should_stop,
             )
     except SidecarError as exc:
         log.error("restore_failed", archive=path.name, error=str(exc))
@@ -191,9 +230,75 @@ def run_restore(
         raise
     if not dry_run:
         log.info(
-            "restore_completed", archive=result.archive, restored=list(result.restored),
+            "restore_completed",
+            archive=result.archive,
+            restored=list(result.restored),
             pre_restore_archive=result.pre_restore_archive,
         )
         if metrics:
             metrics.restore_finished(ok=True, finished_at=rt.clock())
     return result
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    archive: str
+    databases: tuple[str, ...]
+    mismatches: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def run_drill(
+    rt: Runtime,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> DrillReport:
+    """Restore the newest verified archive into a scratch area (never a live database) and
+    compare every table's row count with what the archive's metadata promised."""
+    from backup_sidecar.archiver.sqlitefacts import collect_facts  # noqa: PLC0415
+
+    candidates = [
+        a
+        for a in archiver.list_archives(rt.backup_dir)
+        if a.status is archiver.ArchiveStatus.VERIFIED
+        and a.manifest is not None
+        and a.policy != archiver.PRE_RESTORE_POLICY
+    ]
+    if not candidates:
+        raise UsageError(f"restore drill: no verified archive in {rt.backup_dir}")
+    newest = candidates[0]
+    manifest = newest.manifest
+    assert manifest is not None
+    with archiver.staging_area(rt.backup_dir, purpose="drill") as scratch:
+        scratch_specs = {
+            name: DatabaseSpec(name=name, path=scratch / entry.file, member=entry.file)
+            for name, entry in manifest.databases.items()
+        }
+        archiver.restore_archive(
+            newest.path,
+            databases=scratch_specs,
+            selected=None,
+            backup_dir=rt.backup_dir,
+            now=rt.clock(),
+            level=rt.level,
+            lock_timeout=rt.lock_timeout,
+            should_stop=should_stop,
+        )
+        mismatches = []
+        for name, spec in scratch_specs.items():
+            counts = collect_facts(spec.path).row_counts
+            expected = manifest.databases[name].row_counts
+            if counts != expected:
+                diff = sorted(
+                    t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t)
+                )
+                mismatches.append(f"{name}: row counts differ in {', '.join(diff[:5])}")
+    report = DrillReport(newest.name, tuple(scratch_specs), tuple(mismatches))
+    if report.ok:
+        log.info("restore_drill_completed", archive=newest.name, databases=list(report.databases))
+    else:
+        log.error("restore_drill_failed", archive=newest.name, mismatches=list(mismatches))
+    return report

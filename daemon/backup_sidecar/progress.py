@@ -6,7 +6,14 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from backup_sidecar.archiver import ProgressFn
 
@@ -25,8 +32,11 @@ def progress_bar(*, enabled: bool) -> Iterator[ProgressFn | None]:
         yield None
         return
     bar = Progress(
-        TextColumn("{task.description:<16}"), BarColumn(), DownloadColumn(),
-        TimeRemainingColumn(), transient=True,
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
     )
     tasks: dict[str, TaskID] = {}
 

@@ -78,8 +78,11 @@ def create_backup(
             report("snapshot", i, len(databases))
             snaps.append(
                 take_snapshot(
-                    spec, dest=area / spec.member, lock_timeout=lock_timeout,
-                    should_stop=should_stop, clock=clock,
+                    spec,
+                    dest=area / spec.member,
+                    lock_timeout=lock_timeout,
+                    should_stop=should_stop,
+                    clock=clock,
                 )
             )
         failed = threading.Event()
@@ -91,8 +94,12 @@ def create_backup(
             checks = pool.submit(_check_all, snaps, stop)
             try:
                 digests = _pack_databases(
-                    snaps, out=area / "databases.gz", level=level, now=now,
-                    progress=report, should_stop=stop,
+                    snaps,
+                    out=area / "databases.gz",
+                    level=level,
+                    now=now,
+                    progress=report,
+                    should_stop=stop,
                 )
             except BaseException:
                 failed.set()  # no need to finish checking copies that will not be archived
@@ -103,7 +110,10 @@ def create_backup(
             raise OperationAbortedError("backup")
         entries = _entries(snaps, checked, digests)
         doc = mf.build_metadata(
-            name=name, created_at=now, policy=policy, databases=entries,
+            name=name,
+            created_at=now,
+            policy=policy,
+            databases=entries,
             duration_s=clock() - started,
         )
         tmp = area / "archive.tmp"
@@ -111,8 +121,14 @@ def create_backup(
         size = tmp.stat().st_size
         publish(tmp, final)
     return ArchiveInfo(
-        name=name, path=final, size_bytes=size, created_at=now, status=ArchiveStatus.VERIFIED,
-        policy=policy, databases=tuple(entries), manifest=mf.parse_metadata(mf.encode_metadata(doc)),
+        name=name,
+        path=final,
+        size_bytes=size,
+        created_at=now,
+        status=ArchiveStatus.VERIFIED,
+        policy=policy,
+        databases=tuple(entries),
+        manifest=mf.parse_metadata(mf.encode_metadata(doc)),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import GzipFormatError, open_strict
-from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus, Limits
+from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
 from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError
 
@@ -22,7 +22,7 @@ def archive_name(path: Path) -> str:
     return path.name.removesuffix(mf.ARCHIVE_SUFFIX)
 
 
-def read_manifest(path: Path, *, limits: Limits = Limits()) -> mf.Manifest:
+def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest:
     """The parsed metadata member; CorruptArchiveError if it is missing, not first, or invalid."""
     name = archive_name(path)
     try:
@@ -31,7 +31,9 @@ def read_manifest(path: Path, *, limits: Limits = Limits()) -> mf.Manifest:
             first = next(tar.members(), None)
             if first is None or first.name != mf.METADATA_MEMBER:
                 found = "no member" if first is None else f"{first.name!r}"
-                raise CorruptArchiveError(name, f"first member is {found}, not {mf.METADATA_MEMBER}")
+                raise CorruptArchiveError(
+                    name, f"first member is {found}, not {mf.METADATA_MEMBER}"
+                )
             if first.size > limits.max_metadata_bytes:
                 raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is {first.size} bytes")
             return mf.parse_metadata(tar.read(first.size))
@@ -48,17 +50,26 @@ def describe(path: Path) -> ArchiveInfo:
         manifest = read_manifest(path)
     except CorruptArchiveError as exc:
         return ArchiveInfo(
-            name=archive_name(path), path=path, size_bytes=st.st_size,
-            created_at=datetime.fromtimestamp(st.st_mtime, UTC), status=ArchiveStatus.DAMAGED,
-            policy=_policy_from_name(archive_name(path)), error=exc.fault,
+            name=archive_name(path),
+            path=path,
+            size_bytes=st.st_size,
+            created_at=datetime.fromtimestamp(st.st_mtime, UTC),
+            status=ArchiveStatus.DAMAGED,
+            policy=_policy_from_name(archive_name(path)),
+            error=exc.fault,
         )
     status = ArchiveStatus.LEGACY if manifest.legacy else ArchiveStatus.VERIFIED
     if not manifest.legacy and any(e.integrity_check != "ok" for e in manifest.databases.values()):
         status = ArchiveStatus.DAMAGED
     return ArchiveInfo(
-        name=archive_name(path), path=path, size_bytes=st.st_size,
-        created_at=manifest.created_at, status=status, policy=manifest.policy,
-        databases=tuple(manifest.members()), manifest=manifest,
+        name=archive_name(path),
+        path=path,
+        size_bytes=st.st_size,
+        created_at=manifest.created_at,
+        status=status,
+        policy=manifest.policy,
+        databases=tuple(manifest.members()),
+        manifest=manifest,
     )
 
 

@@ -82,7 +82,7 @@ class StrictGzipReader(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         try:
             return self._readinto(memoryview(buffer).cast("B"))
-        except isal_zlib.error as exc:
+        except isal_zlib.error as exc:  # type: ignore[misc]  # untyped extension
             raise GzipFormatError(f"invalid gzip data: {exc}") from exc
 
     def _readinto(self, view: memoryview) -> int:

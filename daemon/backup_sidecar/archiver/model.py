@@ -21,7 +21,7 @@ SEED_INCLUDE_KEYS: dict[str, str] = {"arrow": "arrow_database", "user": "user_da
 
 @dataclass(frozen=True)
 class DatabaseSpec:
-    """A database the sidecar protects: its name, its live path and its member name in archives."""
+    """A database the sidecar protects: its name, live path and member name in archives."""
 
     name: str
     path: Path
@@ -33,7 +33,7 @@ class DatabaseSpec:
 
 
 def default_member(name: str, path: Path) -> str:
-    """The archive member name of a database: the seed's file name for arrow/user, else the file's."""
+    """The member name of a database: the seed's file name for arrow/user, else the file's."""
     return KNOWN_DATABASE_FILES.get(name, path.name)
 
 
@@ -75,6 +75,9 @@ class Limits:
     max_metadata_bytes: int = 1 << 20
     #: Upper bound of everything one archive may expand to (the free space check also applies).
     max_total_bytes: int = 1 << 40
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)

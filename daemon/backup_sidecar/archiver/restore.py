@@ -21,7 +21,13 @@ from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
-from backup_sidecar.archiver.model import DatabaseSpec, Limits, ProgressFn, RestoreResult
+from backup_sidecar.archiver.model import (
+    DEFAULT_LIMITS,
+    DatabaseSpec,
+    Limits,
+    ProgressFn,
+    RestoreResult,
+)
 from backup_sidecar.archiver.sqlitefacts import connect_readonly, has_sqlite_header, page_geometry
 from backup_sidecar.archiver.staging import (
     create_exclusive,
@@ -62,7 +68,7 @@ def restore_archive(
     dry_run: bool = False,
     level: int = DEFAULT_LEVEL,
     lock_timeout: float = 30.0,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RestoreResult:
@@ -80,8 +86,13 @@ def restore_archive(
         if dry_run:
             return RestoreResult(verified.name, (), None, dry_run=True, plan=plan)
         safety = _safety_backup(
-            [t.spec for t in targets if t.exists], backup_dir=backup_dir, now=now,
-            level=level, lock_timeout=lock_timeout, progress=progress, should_stop=should_stop,
+            [t.spec for t in targets if t.exists],
+            backup_dir=backup_dir,
+            now=now,
+            level=level,
+            lock_timeout=lock_timeout,
+            progress=progress,
+            should_stop=should_stop,
         )
         if should_stop():
             raise OperationAbortedError(f"restore of {verified.name!r}")
@@ -176,8 +187,14 @@ def _safety_backup(
     if not specs:
         return None
     archive = create_backup(
-        specs, backup_dir=backup_dir, name=_free_name(backup_dir, now), policy=PRE_RESTORE_POLICY,
-        now=now, level=level, lock_timeout=lock_timeout, progress=progress,
+        specs,
+        backup_dir=backup_dir,
+        name=_free_name(backup_dir, now),
+        policy=PRE_RESTORE_POLICY,
+        now=now,
+        level=level,
+        lock_timeout=lock_timeout,
+        progress=progress,
         should_stop=should_stop,
     )
     # integrity_check ran on these exact bytes while the archive was written; the checksums
@@ -205,7 +222,7 @@ def _restore_one(target: _Target, *, lock_timeout: float) -> None:
 
     def on_step(status: int, remaining: int, total: int) -> None:
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
-            raise _Deadline
+            raise _DeadlineError
 
     src = connect_readonly(target.staged)
     try:
@@ -214,15 +231,17 @@ def _restore_one(target: _Target, *, lock_timeout: float) -> None:
             src.backup(dst, pages=-1, progress=on_step, sleep=_BUSY_SLICE_S)
         finally:
             dst.close()
-    except _Deadline:
+    except _DeadlineError:
         raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
     except sqlite3.Error as exc:
-        raise DatabaseError(spec.name, spec.path, f"restore failed and was rolled back: {exc}") from exc
+        raise DatabaseError(
+            spec.name, spec.path, f"restore failed and was rolled back: {exc}"
+        ) from exc
     finally:
         src.close()
 
 
-class _Deadline(Exception):
+class _DeadlineError(Exception):
     """Raised inside the backup progress callback to give up on a destination that stays busy."""
 
 
@@ -231,7 +250,10 @@ def _create_new(target: _Target) -> None:
     spec = target.spec
     tmp = spec.path.parent / f".{spec.path.name}.restore-{os.getpid()}"
     try:
-        with os.fdopen(create_exclusive(tmp, mode=0o644), "wb") as out, target.staged.open("rb") as src:
+        with (
+            os.fdopen(create_exclusive(tmp, mode=0o644), "wb") as out,
+            target.staged.open("rb") as src,
+        ):
             while chunk := src.read(1 << 20):
                 out.write(chunk)
             out.flush()

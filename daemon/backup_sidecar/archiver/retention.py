@@ -23,7 +23,7 @@ from backup_sidecar.archiver.staging import fsync_dir
 class PruneResult:
     deleted: list[ArchiveInfo] = field(default_factory=list)
     skipped_busy: list[ArchiveInfo] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    failed: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
 
 
 def select_expired(
@@ -47,7 +47,7 @@ def select_expired(
     for policy, group in by_policy.items():
         group.sort(key=lambda a: (a.created_at, a.name), reverse=True)
         newest_verified = next((a for a in group if a.status is ArchiveStatus.VERIFIED), None)
-        expired.extend(a for a in group[keep[policy]:] if a is not newest_verified)
+        expired.extend(a for a in group[keep[policy] :] if a is not newest_verified)
     return expired
 
 
@@ -61,7 +61,7 @@ def delete_archives(archives: Sequence[ArchiveInfo]) -> PruneResult:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            result.errors.append(f"{archive.name}: {exc.strerror}")
+            result.failed.append((archive, exc.strerror or str(exc)))
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -72,7 +72,7 @@ def delete_archives(archives: Sequence[ArchiveInfo]) -> PruneResult:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 result.skipped_busy.append(archive)
             else:
-                result.errors.append(f"{archive.name}: {exc.strerror}")
+                result.failed.append((archive, exc.strerror or str(exc)))
         finally:
             os.close(fd)
     for directory in dirs:

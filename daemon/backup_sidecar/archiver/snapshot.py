@@ -32,11 +32,11 @@ class Snapshot:
     duration_s: float
 
 
-class _Deadline(Exception):
+class _DeadlineError(Exception):
     """Raised inside the backup progress callback to abort a step that stays busy."""
 
 
-class _Stopped(Exception):
+class _StoppedError(Exception):
     """Raised inside the backup progress callback when the caller asked to stop."""
 
 
@@ -77,9 +77,9 @@ def take_snapshot(
 
         def on_step(status: int, remaining: int, total: int) -> None:
             if should_stop():
-                raise _Stopped
+                raise _StoppedError
             if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and clock() > deadline:
-                raise _Deadline
+                raise _DeadlineError
 
         dst = sqlite3.connect(dest)
         try:
@@ -87,9 +87,9 @@ def take_snapshot(
             dst.execute("PRAGMA journal_mode=DELETE").fetchone()
         finally:
             dst.close()
-    except _Deadline:
+    except _DeadlineError:
         raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
-    except _Stopped:
+    except _StoppedError:
         raise OperationAbortedError(f"snapshot of {spec.name!r}") from None
     except sqlite3.Error as exc:
         raise DatabaseError(spec.name, spec.path, f"snapshot failed: {exc}") from exc

@@ -36,14 +36,14 @@ def has_sqlite_header(path: Path) -> bool:
 def connect_readonly(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     """A connection that cannot write to ``path`` nor create it."""
     return sqlite3.connect(
-        f"file:{quote(str(path.absolute()))}?mode=ro", uri=True, timeout=timeout,
+        f"file:{quote(str(path.absolute()))}?mode=ro",
+        uri=True,
+        timeout=timeout,
         check_same_thread=False,
     )
 
 
-def integrity_check(
-    path: Path, *, should_stop: Callable[[], bool] | None = None
-) -> str:
+def integrity_check(path: Path, *, should_stop: Callable[[], bool] | None = None) -> str:
     """``PRAGMA integrity_check`` of a file nobody else uses: "ok", or the first errors joined."""
     conn = connect_readonly(path)
     try:
@@ -65,13 +65,13 @@ def collect_facts(path: Path) -> DatabaseFacts:
         page_count = conn.execute("PRAGMA page_count").fetchone()[0]
         user_version = conn.execute("PRAGMA user_version").fetchone()[0]
         schema = conn.execute(
-            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master "
-            "ORDER BY type, name"
+            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name"
         ).fetchall()
         tables = [name for kind, name, _, _ in schema if kind == "table"]
         row_counts = {
-            table: conn.execute(f'SELECT count(*) FROM "{table.replace(chr(34), chr(34) * 2)}"')
-            .fetchone()[0]
+            table: conn.execute(
+                f'SELECT count(*) FROM "{table.replace(chr(34), chr(34) * 2)}"'
+            ).fetchone()[0]
             for table in tables
             if not table.startswith("sqlite_")
         }

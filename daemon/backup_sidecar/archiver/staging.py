@@ -71,7 +71,8 @@ def ensure_backup_dir(backup_dir: Path) -> None:
 
 @contextlib.contextmanager
 def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
-    """A fresh locked directory under ``<backup_dir>/.staging``, removed on exit whatever happens."""
+    """A fresh locked directory under ``<backup_dir>/.staging``, removed on exit whatever
+    happens."""
     root = backup_dir / STAGING_DIRNAME
     try:
         root.mkdir(mode=0o700, exist_ok=True)

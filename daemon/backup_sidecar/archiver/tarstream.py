@@ -105,9 +105,12 @@ class TarReader:
         size = int(pax["size"]) if "size" in pax else info.size
         if info.type not in _REGULAR_TYPES:
             kind = {
-                tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link",
-                tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
-                tarfile.FIFOTYPE: "FIFO", tarfile.DIRTYPE: "directory",
+                tarfile.SYMTYPE: "symlink",
+                tarfile.LNKTYPE: "hard link",
+                tarfile.CHRTYPE: "character device",
+                tarfile.BLKTYPE: "block device",
+                tarfile.FIFOTYPE: "FIFO",
+                tarfile.DIRTYPE: "directory",
             }.get(info.type, f"type {info.type!r}")
             raise TarFormatError(f"member {name!r} is a {kind}, not a regular file")
         if not name or "/" in name or "\\" in name or name in (".", ".."):

@@ -17,7 +17,7 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.catalog import archive_name
 from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
-from backup_sidecar.archiver.model import Limits, ProgressFn
+from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
 from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader
@@ -49,7 +49,7 @@ def verify_archive(
     *,
     staging: Path,
     integrity: bool = True,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> VerifiedArchive:
@@ -65,7 +65,11 @@ def verify_archive(
         with path.open("rb") as raw:
             fcntl.flock(raw.fileno(), fcntl.LOCK_SH)  # prune skips archives being read
             manifest, staged, digests = _extract(
-                raw, name=name, staging=staging, limits=limits, progress=report,
+                raw,
+                name=name,
+                staging=staging,
+                limits=limits,
+                progress=report,
                 should_stop=should_stop,
             )
     except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
@@ -88,7 +92,9 @@ def verify_archive(
                 raise OperationAbortedError(f"verify of {name!r}")
             if result != "ok":
                 raise CorruptArchiveError(name, f"member {file!r} fails integrity_check: {result}")
-    return VerifiedArchive(name=name, path=path, manifest=manifest, staged=staged, warnings=warnings)
+    return VerifiedArchive(
+        name=name, path=path, manifest=manifest, staged=staged, warnings=warnings
+    )
 
 
 def _extract(
@@ -172,4 +178,6 @@ def _expansion_bound(manifest: mf.Manifest, so_far: int, staging: Path) -> int:
 def _check_space(staging: Path, size: int) -> None:
     free = free_bytes(staging)
     if size + _SPACE_RESERVE > free:
-        raise InsufficientSpaceError(staging, size + _SPACE_RESERVE, free, "staging an archive member")
+        raise InsufficientSpaceError(
+            staging, size + _SPACE_RESERVE, free, "staging an archive member"
+        )

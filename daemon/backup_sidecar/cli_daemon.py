@@ -1,0 +1,225 @@
+"""CLI commands that talk to or are the daemon: `run`, `ctl ...`, `config check`.
+
+Kept apart from cli.py so that module stays small; like it, only these commands print or exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from backup_sidecar.cli import Context, _errors, _fail, json_option, main
+from backup_sidecar.errors import RestoreRefusedError
+
+
+@main.command()
+@click.pass_obj
+def run(ctx: Context) -> None:
+    """Run the daemon: scheduler, health watcher, metrics endpoint and control socket."""
+    from backup_sidecar.service import Service  # noqa: PLC0415
+    from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
+
+    with _errors(ctx):
+        settings, paths = build_runtime_config(ctx.config, environ=os.environ, cwd=Path.cwd())
+        config_path = ctx.config or (
+            Path.cwd() / os.environ["SIDECAR_CONFIG"] if os.environ.get("SIDECAR_CONFIG") else None
+        )
+        service = Service(
+            settings, paths, config_path=config_path, environ=os.environ, cwd=Path.cwd()
+        )
+        sys.exit(service.run())
+
+
+@main.group()
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    envvar="SIDECAR_SOCKET",
+    help="Control socket (default: the configured control.socket).",
+)
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer.")
+@click.pass_obj
+def ctl(ctx: Context, socket_path: Path | None, timeout: float | None) -> None:
+    """Send a request to a running daemon over its control socket."""
+    ctx.socket = socket_path  # type: ignore[attr-defined]
+    ctx.timeout = timeout  # type: ignore[attr-defined]
+
+
+def _socket(ctx: Context) -> Path:
+    explicit: Path | None = getattr(ctx, "socket", None)
+    if explicit is not None:
+        return explicit
+    from backup_sidecar.settings import load_settings  # noqa: PLC0415
+
+    config = ctx.config or (
+        Path(os.environ["SIDECAR_CONFIG"]) if os.environ.get("SIDECAR_CONFIG") else None
+    )
+    return load_settings(config, environ=os.environ).control.socket
+
+
+def _request(ctx: Context, request: dict[str, Any], *, as_json: bool) -> dict[str, Any]:
+    from backup_sidecar.control.client import ControlClient  # noqa: PLC0415
+    from backup_sidecar.control.protocol import ControlError  # noqa: PLC0415
+    from backup_sidecar.progress import progress_bar  # noqa: PLC0415
+
+    client = ControlClient(_socket(ctx), timeout_s=getattr(ctx, "timeout", None))
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            return client.request(request, on_progress=progress)
+    except ControlError as exc:
+        _fail(
+            f"daemon refused {request['op']}: {exc.code}: {exc.message}",
+            2 if exc.code == "bad_request" else 1,
+        )
+
+
+def _print(as_json: bool, result: dict[str, Any]) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            click.echo(f"{key}:")
+            for item in value:
+                click.echo("  " + "  ".join(f"{k}={v}" for k, v in item.items() if k != "path"))
+        else:
+            click.echo(
+                f"{key}: {value if not isinstance(value, list) else ', '.join(map(str, value))}"
+            )
+
+
+@ctl.command("ping")
+@json_option
+@click.pass_obj
+def ctl_ping(ctx: Context, as_json: bool) -> None:
+    """Check that the daemon answers."""
+    with _errors(ctx):
+        _print(as_json, _request(ctx, {"op": "ping"}, as_json=as_json))
+
+
+@ctl.command("status")
+@json_option
+@click.pass_obj
+def ctl_status(ctx: Context, as_json: bool) -> None:
+    """Health, paths and next runs of the daemon."""
+    with _errors(ctx):
+        _print(as_json, _request(ctx, {"op": "status"}, as_json=as_json))
+
+
+@ctl.command("list")
+@json_option
+@click.pass_obj
+def ctl_list(ctx: Context, as_json: bool) -> None:
+    """Archives, newest first, as the daemon sees them."""
+    with _errors(ctx):
+        _print(as_json, _request(ctx, {"op": "list"}, as_json=as_json))
+
+
+@ctl.command("backup")
+@click.option("--policy", default="manual", show_default=True)
+@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--wait", is_flag=True, help="Wait for a running operation instead of failing busy.")
+@json_option
+@click.pass_obj
+def ctl_backup(ctx: Context, policy: str, dbs: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Ask the daemon for a backup now."""
+    with _errors(ctx):
+        req = {"op": "backup", "policy": policy, "databases": list(dbs) or None, "wait": wait}
+        _print(as_json, _request(ctx, req, as_json=as_json))
+
+
+@ctl.command("verify")
+@click.argument("archive")
+@json_option
+@click.pass_obj
+def ctl_verify(ctx: Context, archive: str, as_json: bool) -> None:
+    """Ask the daemon to verify an archive (by name)."""
+    with _errors(ctx):
+        _print(as_json, _request(ctx, {"op": "verify", "archive": archive}, as_json=as_json))
+
+
+@ctl.command("restore")
+@click.argument("archive")
+@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--force", "--confirm", "force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True)
+@click.option("--wait", is_flag=True)
+@json_option
+@click.pass_obj
+def ctl_restore(
+    ctx: Context,
+    archive: str,
+    dbs: tuple[str, ...],
+    force: bool,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Ask the daemon to restore an archive into the live databases."""
+    with _errors(ctx):
+        if not force and not dry_run:
+            if not sys.stdin.isatty():
+                raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
+            if not click.confirm(f"Restore {archive} into the live databases?", err=True):
+                raise RestoreRefusedError("not confirmed")
+        req = {
+            "op": "restore",
+            "archive": archive,
+            "databases": list(dbs) or None,
+            "confirm": True,
+            "dry_run": dry_run,
+            "wait": wait,
+        }
+        _print(as_json, _request(ctx, req, as_json=as_json))
+
+
+@ctl.command("prune")
+@click.option("--policy")
+@click.option("--keep", type=int)
+@click.option("--dry-run", is_flag=True)
+@json_option
+@click.pass_obj
+def ctl_prune(
+    ctx: Context, policy: str | None, keep: int | None, dry_run: bool, as_json: bool
+) -> None:
+    """Ask the daemon to apply retention."""
+    with _errors(ctx):
+        req = {"op": "prune", "policy": policy, "keep": keep, "dry_run": dry_run}
+        _print(as_json, _request(ctx, req, as_json=as_json))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Configuration tools."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_obj
+def config_check(ctx: Context, file: Path) -> None:
+    """Validate a YAML file and print the next run time of every policy."""
+    from backup_sidecar.scheduler import next_fire_times  # noqa: PLC0415
+    from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
+
+    with _errors(ctx):
+        settings, paths = build_runtime_config(file, environ=os.environ, cwd=Path.cwd())
+        now = datetime.now(UTC)
+        click.echo(f"{file}: ok")
+        click.echo(f"backup_dir: {paths.backup_dir}")
+        for spec in paths.databases:
+            click.echo(f"database {spec.name}: {spec.path}")
+        for name, policy in settings.policies.items():
+            trigger = policy.trigger
+            if trigger is None:
+                click.echo(f"policy {name}: keep {policy.keep}, not scheduled")
+                continue
+            nxt = next_fire_times(trigger, timezone=settings.tzinfo, now=now, count=1)
+            when = nxt[0].isoformat() if nxt else "never"
+            click.echo(f"policy {name}: keep {policy.keep}, next run {when}")

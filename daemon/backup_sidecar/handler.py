@@ -1,0 +1,147 @@
+"""The daemon's answers to control-socket requests: each op mapped onto the jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from backup_sidecar import __version__, archiver, jobs
+from backup_sidecar.control.connection import PeerCred
+from backup_sidecar.control.protocol import (
+    BackupRequest,
+    ListRequest,
+    PingRequest,
+    PruneRequest,
+    Request,
+    RestoreRequest,
+    StatusRequest,
+    VerifyRequest,
+)
+from backup_sidecar.health import HealthState
+from backup_sidecar.metrics import Metrics
+
+log = structlog.get_logger("backup_sidecar.control")
+
+#: How long a request with "wait": true waits for another operation on its databases.
+WAIT_FOR_LOCK_S = 3600.0
+
+
+@dataclass
+class DaemonState:
+    """What the handler reads from the running service; the service swaps `runtime` on reload."""
+
+    runtime: jobs.Runtime
+    metrics: Metrics
+    health: HealthState
+    next_runs: Callable[[], dict[str, datetime | None]]
+    should_stop: Callable[[], bool]
+    track: Callable[[str], Any]  # context manager marking an operation in flight
+
+
+class ControlHandler:
+    """Implements the control server's Handler protocol over the jobs."""
+
+    def __init__(self, state: DaemonState) -> None:
+        self._state = state
+
+    def handle(
+        self, request: Request, *, progress: Callable[[str, int, int], None], peer: PeerCred
+    ) -> dict[str, Any]:
+        st = self._state
+        rt = st.runtime
+        try:
+            result = self._dispatch(request, rt, progress)
+        except Exception:
+            st.metrics.control_request(request.op, ok=False)
+            raise
+        st.metrics.control_request(request.op, ok=True)
+        return result
+
+    def _dispatch(
+        self, request: Request, rt: jobs.Runtime, progress: Callable[[str, int, int], None]
+    ) -> dict[str, Any]:
+        st = self._state
+        match request:
+            case PingRequest():
+                return {"pong": True, "version": __version__}
+            case StatusRequest():
+                return self._status(rt)
+            case ListRequest():
+                return {
+                    "archives": [
+                        jobs.archive_json(a) for a in archiver.list_archives(rt.backup_dir)
+                    ]
+                }
+            case BackupRequest():
+                with st.track("backup"):
+                    info = jobs.run_backup(
+                        rt,
+                        policy=request.policy,
+                        names=request.databases,
+                        wait=WAIT_FOR_LOCK_S if request.wait else None,
+                        metrics=st.metrics,
+                        progress=progress,
+                        should_stop=st.should_stop,
+                    )
+                return {
+                    "archive": info.name,
+                    "size_bytes": info.size_bytes,
+                    "databases": list(info.databases),
+                }
+            case VerifyRequest():
+                with st.track("verify"):
+                    return jobs.run_verify(
+                        rt, request.archive, progress=progress, should_stop=st.should_stop
+                    )
+            case RestoreRequest():
+                with st.track("restore"):
+                    result = jobs.run_restore(
+                        rt,
+                        request.archive,
+                        names=request.databases,
+                        dry_run=request.dry_run,
+                        wait=WAIT_FOR_LOCK_S if request.wait else None,
+                        metrics=st.metrics,
+                        progress=progress,
+                        should_stop=st.should_stop,
+                    )
+                return {
+                    "archive": result.archive,
+                    "restored": list(result.restored),
+                    "pre_restore_archive": result.pre_restore_archive,
+                    "dry_run": result.dry_run,
+                    "plan": list(result.plan),
+                }
+            case PruneRequest():
+                with st.track("prune"):
+                    pruned = jobs.run_prune(
+                        rt,
+                        policies=[request.policy] if request.policy else None,
+                        keep=request.keep,
+                        dry_run=request.dry_run,
+                        metrics=st.metrics,
+                    )
+                return {
+                    "dry_run": request.dry_run,
+                    "deleted": [a.name for a in pruned.deleted],
+                    "skipped_busy": [a.name for a in pruned.skipped_busy],
+                    "errors": [f"{a.name}: {e}" for a, e in pruned.failed],
+                }
+        raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
+
+    def _status(self, rt: jobs.Runtime) -> dict[str, Any]:
+        health = self._state.health.current()
+        return {
+            "version": __version__,
+            "healthy": health.ok,
+            "reasons": health.reasons(),
+            "backup_dir": str(rt.backup_dir),
+            "databases": {name: str(spec.path) for name, spec in rt.databases.items()},
+            "next_runs": {
+                p: (t.isoformat() if t else None) for p, t in self._state.next_runs().items()
+            },
+        }

@@ -1,0 +1,275 @@
+"""The daemon: composes scheduler, health watcher, metrics endpoint and control socket.
+
+Lifecycle (after uvicorn): signal handlers only set flags. Start-up takes the backup
+directory's lock, removes leftovers of a crash, logs every resolved path once, then starts the
+parts in an ExitStack. Shutdown runs in order: stop scheduling, stop accepting control
+requests, let running operations finish up to the grace time, then abort them (an aborted
+backup leaves no archive; an aborted restore has either not started writing or rolls back).
+A second SIGTERM/SIGINT exits at once. SIGHUP reloads the YAML; an invalid file is logged and
+the old policies keep running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from backup_sidecar import __version__, archiver, jobs
+from backup_sidecar.control.server import ControlServer
+from backup_sidecar.errors import BusyError, SidecarError
+from backup_sidecar.handler import ControlHandler, DaemonState
+from backup_sidecar.health import HealthState
+from backup_sidecar.httpserver import MetricsServer
+from backup_sidecar.metrics import Metrics
+from backup_sidecar.runtime import runtime_from
+from backup_sidecar.scheduler import PolicyScheduler
+from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
+from backup_sidecar.watcher import HealthWatcher, last_successes
+
+log = structlog.get_logger("backup_sidecar.service")
+
+DRILL_POLICY = "drill"
+
+
+class Service:
+    """One running sidecar. `run()` blocks until a stop signal and returns the exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: ResolvedPaths,
+        *,
+        config_path: Path | None,
+        environ: Mapping[str, str],
+        cwd: Path,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self._config_path = config_path
+        self._environ = environ
+        self._cwd = cwd
+        self.runtime = runtime_from(settings, paths)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(
+            self.registry,
+            version=__version__,
+            policies=settings.policies,
+            databases=settings.databases,
+            process_metrics=True,
+        )
+        self.health = HealthState()
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._signals = 0
+        self._busy = threading.Condition()
+        self._in_flight = 0
+        self.scheduler: PolicyScheduler | None = None
+        self._state: DaemonState | None = None
+        self._control: ControlServer | None = None
+        self.bound_metrics: tuple[str, int] | None = None
+
+    # -- operations in flight ------------------------------------------------------------
+    @contextlib.contextmanager
+    def track(self, what: str) -> Iterator[None]:
+        with self._busy:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._busy:
+                self._in_flight -= 1
+                self._busy.notify_all()
+
+    def _wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._busy:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._busy.wait(left)
+        return True
+
+    # -- scheduled work ------------------------------------------------------------------
+    def run_policy(self, policy: str) -> None:
+        """A scheduled job: back up and prune one policy (or run the restore drill)."""
+        if self._stop.is_set():
+            return
+        rt = self.runtime
+        with self.track(policy):
+            if policy == DRILL_POLICY:
+                self._drill(rt)
+                return
+            try:
+                jobs.run_backup(
+                    rt, policy=policy, metrics=self.metrics, should_stop=self._abort.is_set
+                )
+            except BusyError as exc:
+                log.warning("scheduled_backup_skipped", policy=policy, reason=str(exc))
+                return
+            except SidecarError:
+                return  # logged and counted by the job
+            try:
+                jobs.run_prune(rt, policies=[policy], metrics=self.metrics, wait=60.0)
+            except SidecarError as exc:
+                log.error("prune_failed", policy=policy, error=str(exc))
+                self.metrics.prune_finished(policy, 0, errors=1)
+        self._wake.set()  # refresh archive counts and overdue state now
+
+    def _drill(self, rt: jobs.Runtime) -> None:
+        try:
+            report = jobs.run_drill(rt, should_stop=self._abort.is_set)
+            ok, error = report.ok, "; ".join(report.mismatches) or None
+        except SidecarError as exc:
+            log.error("restore_drill_failed", error=str(exc))
+            ok, error = False, str(exc)
+        self.metrics.drill_finished(ok=ok, finished_at=datetime.now(UTC))
+        self.health.drill_finished(ok=ok, error=error)
+
+    def last_success(self, policy: str) -> datetime | None:
+        return last_successes(self.runtime.backup_dir).get(policy)
+
+    # -- signals and reload --------------------------------------------------------------
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(1)  # a second signal: the operator wants out now
+        self._stop.set()
+        self._wake.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """Re-read the configuration; keep the running policies if the new file is invalid."""
+        try:
+            settings, paths = build_runtime_config(
+                self._config_path, environ=self._environ, cwd=self._cwd
+            )
+        except SidecarError as exc:
+            log.error("config_reload_refused", error=str(exc))
+            return False
+        self.settings, self.paths = settings, paths
+        self.runtime = runtime_from(settings, paths)
+        if self._state is not None:
+            self._state.runtime = self.runtime
+        self.metrics.declare(policies=settings.policies, databases=settings.databases)
+        if self.scheduler is not None:
+            self.scheduler.reschedule(settings.scheduled_policies())
+        log.info("config_reloaded", policies=sorted(settings.policies))
+        return True
+
+    # -- the main loop -------------------------------------------------------------------
+    def run(self, *, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_stop_signal)
+            signal.signal(signal.SIGINT, self._on_stop_signal)
+            signal.signal(signal.SIGHUP, self._on_hup)
+        with ExitStack() as stack:
+            self._start(stack)
+            while not self._stop.is_set():
+                self._wake.wait()
+                self._wake.clear()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+            self._shutdown(stack)
+        log.info("daemon_stopped")
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _start(self, stack: ExitStack) -> None:
+        rt = self.runtime
+        rt.backup_dir.mkdir(parents=True, exist_ok=True)
+        lock = archiver.DirectoryLock(rt.backup_dir)
+        lock.acquire()
+        stack.callback(lock.release)
+        for leftover in archiver.clean_leftovers(rt.backup_dir):
+            log.warning("leftover_removed", path=str(leftover))
+        for key, source in self.paths.sources.items():
+            path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
+            log.info("path_resolved", key=key, path=str(path), source=source)
+        for policy, at in last_successes(rt.backup_dir).items():
+            self.metrics.last_success_known(policy, at)
+        cfg = self.settings
+        if cfg.metrics.enabled:
+            server = MetricsServer(registry=self.registry, health=self.health)
+            self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)
+            stack.callback(server.stop)
+            log.info("metrics_listening", host=self.bound_metrics[0], port=self.bound_metrics[1])
+        watcher = HealthWatcher(self, interval=cfg.health.interval.total_seconds())
+        watcher.start()
+        stack.callback(watcher.stop)
+        self.scheduler = PolicyScheduler(
+            cfg.scheduled_policies(),
+            timezone=cfg.tzinfo,
+            run_policy=self.run_policy,
+            last_success=self.last_success,
+        )
+        self.scheduler.start()
+        stack.callback(self._stop_scheduler)
+        if cfg.control.enabled:
+            state = DaemonState(
+                runtime=rt,
+                metrics=self.metrics,
+                health=self.health,
+                next_runs=self.scheduler.next_run_times,
+                should_stop=self._abort.is_set,
+                track=self.track,
+            )
+            self._state = state
+            control = ControlServer(
+                cfg.control.socket,
+                handler=ControlHandler(state),
+                mode=cfg.control.mode_bits,
+                stop_timeout_s=cfg.grace_period.total_seconds() + 30.0,
+            )
+            control.start()
+            self._control = control
+            stack.callback(control.stop)
+            log.info("control_listening", socket=str(cfg.control.socket))
+        log.info("daemon_started", version=__version__, policies=sorted(cfg.policies))
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+
+    def _shutdown(self, stack: ExitStack) -> None:
+        """Stop scheduling and accepting, give running work the grace time, then abort it."""
+        grace = self.settings.grace_period.total_seconds()
+        log.info("daemon_stopping", grace_s=grace, in_flight=self._in_flight)
+        aborter = threading.Timer(grace, self._abort_running)
+        aborter.daemon = True
+        aborter.start()
+        try:
+            self._stop_scheduler()
+            if self._control is not None:
+                self._control.stop()  # closes the listener, waits for in-flight requests
+            if not self._wait_idle(grace):
+                self._abort_running()
+                self._wait_idle(30.0)
+        finally:
+            aborter.cancel()
+
+    def _abort_running(self) -> None:
+        if not self._abort.is_set() and self._in_flight:
+            log.warning("grace_period_expired", action="aborting running operations")
+        self._abort.set()

@@ -1,0 +1,97 @@
+"""The health watcher: on its interval, read-only checks of every database and the backup
+directory, published to the metrics and to `/healthz`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.health import check_database, free_bytes, overdue_policies
+
+if TYPE_CHECKING:
+    from backup_sidecar.service import Service
+
+log = structlog.get_logger("backup_sidecar.health")
+
+
+def last_successes(backup_dir: Path) -> dict[str, datetime]:
+    """Each policy's newest verified archive time, read from the backup directory."""
+    newest: dict[str, datetime] = {}
+    if not backup_dir.is_dir():
+        return newest
+    for archive in archiver.list_archives(backup_dir):
+        if archive.status is archiver.ArchiveStatus.VERIFIED:
+            newest.setdefault(archive.policy, archive.created_at)
+    return newest
+
+
+class HealthWatcher:
+    """Runs `check_once` now and then every `interval` seconds until stopped."""
+
+    def __init__(self, service: Service, *, interval: float) -> None:
+        self._service = service
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
+        self._started_at = datetime.now(UTC)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.check_once()
+            except Exception:
+                log.exception("health_check_crashed")
+            if self._stop.wait(self._interval):
+                return
+
+    def check_once(self) -> None:
+        svc = self._service
+        cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
+        mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
+        results = tuple(
+            check_database(spec, integrity=mode, timeout_s=5.0) for spec in rt.databases.values()
+        )
+        for db in results:
+            metrics.database_observed(
+                db.name,
+                healthy=db.healthy,
+                size_bytes=db.size_bytes,
+                wal_size_bytes=db.wal_size_bytes,
+                page_count=db.page_count,
+                freelist_count=db.freelist_count,
+            )
+            if not db.healthy:
+                log.warning("database_unhealthy", database=db.name, error=db.error)
+        svc.health.set_databases(results)
+        try:
+            free = free_bytes(rt.backup_dir)
+            archives = archiver.list_archives(rt.backup_dir)
+        except OSError as exc:
+            log.error("backup_dir_unreadable", path=str(rt.backup_dir), error=str(exc))
+            free, archives = 0, []
+        metrics.backup_dir_free(free)
+        svc.health.set_backup_dir_free_bytes(free)
+        metrics.archives_counted(Counter(a.policy for a in archives))
+        newest: dict[str, datetime | None] = {}
+        for archive in archives:
+            if archive.status is archiver.ArchiveStatus.VERIFIED:
+                newest.setdefault(archive.policy, archive.created_at)
+        overdue = overdue_policies(
+            newest, cfg.health.max_backup_age, now=datetime.now(UTC), started_at=self._started_at
+        )
+        svc.health.set_overdue(overdue)
+        if svc.scheduler is not None:
+            metrics.next_runs(svc.scheduler.next_run_times())
