@@ -122,6 +122,8 @@ def never(policy: str) -> datetime | None:
         ("0 3 30 2 *", "never fires"),
         ("0 3 1 * 1", "not both"),
         ("0 3 * * funday", "day-of-week 'funday'"),
+        ("0 3 * * 1-", "empty value"),
+        ("0 3 * * \u0663", "ASCII"),
     ],
 )
 def test_bad_cron_is_refused_with_the_reason(expr: str, reason: str) -> None:
@@ -404,6 +406,7 @@ def test_long_pause_gives_exactly_one_run(
         scheduler.shutdown(wait=True)
     assert recorder.calls == ["daily"]
     assert not [r for r in caplog.records if "missed" in r.getMessage()]
+    assert scheduler.next_run_times() == {"daily": None}  # stopped: nothing is coming
 
 
 # --- reload -------------------------------------------------------------------------------

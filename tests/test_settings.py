@@ -147,11 +147,19 @@ REFUSED = [
     ("health: {max_backup_age: {hourly: 2h}}", "health.max_backup_age.hourly", "not a policy"),
     ("health: {interval: 0}", "health.interval", "greater than 0"),
     ("timezone: Mars/Olympus", "timezone", "unknown time zone"),
+    (f"timezone: {'a' * 300}", "timezone", "unknown time zone"),
     ("compression_level: 4", "compression_level", "must be <= 3"),
     ("metrics: {port: 70000}", "metrics.port", "must be <= 65535"),
     ("control: {mode: 0660}", "control.mode", "quoted octal"),
     ("control: {mode: '0999'}", "control.mode", "invalid mode"),
     ("grace_period: -5", "grace_period", "must be >= 0"),
+    ("1: 2", "1", "unknown key"),
+    ("policies: {daily: {keep: true}}", "policies.daily.keep", "not true/false"),
+    ("metrics: {port: yes}", "metrics.port", "not true/false"),
+    ("control: {socket: ''}", "control.socket", "must not be empty"),
+    ("databases: {arrow: {path: ' '}}", "databases.arrow.path", "must not be empty"),
+    ("lock_timeout: .inf", "lock_timeout", "out of range"),
+    ("policies: {d: {every: 99999999999d, keep: 1}}", "policies.d.every", "out of range"),
 ]
 
 
@@ -185,20 +193,21 @@ def test_duplicate_keys_are_refused_with_lines(write_config: WriteConfig) -> Non
 
 
 def test_yaml_merge_keys_are_not_duplicates(write_config: WriteConfig) -> None:
-    """A `<<` merge that an explicit key overrides is legitimate YAML, not a duplicate."""
-    path = write_config("""
-        base: &base {schedule: "0 3 * * *", keep: 7}
-        policies:
-          daily: {<<: *base, keep: 3}
-    """)
-    with pytest.raises(ConfigError, match="base: unknown key"):  # only the anchor's holder is bad
-        load_settings(path, environ={})
+    """A `<<` merge that an explicit key overrides is legitimate YAML, not a duplicate key."""
     path = write_config("""
         policies:
           daily: &base {schedule: "0 3 * * *", keep: 7}
           other: {<<: *base, keep: 3}
     """)
-    assert load_settings(path, environ={}).policies["other"].keep == 3
+    other = load_settings(path, environ={}).policies["other"]
+    assert other == PolicyConfig(schedule="0 3 * * *", keep=3)
+
+
+def test_unreadable_characters_give_one_line(write_config: WriteConfig) -> None:
+    """PyYAML's multi-line reader errors (control characters) are folded into one line."""
+    with pytest.raises(ConfigError, match="unacceptable character") as caught:
+        load_settings(write_config("timezone: 'a\x00b'\n"), environ={})
+    assert "\n" not in str(caught.value)
 
 
 def test_yaml_syntax_error_gives_line_and_column(write_config: WriteConfig) -> None:
@@ -322,9 +331,10 @@ def test_process_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> Non
     assert Settings().metrics.port == 9464
 
 
-def test_sidecar_config_variable_is_not_a_setting() -> None:
-    """SIDECAR_CONFIG names the file; it is not refused as an unknown setting."""
-    assert load_settings(None, environ={"SIDECAR_CONFIG": "/nowhere"}).timezone == "UTC"
+def test_cli_variables_are_not_settings() -> None:
+    """SIDECAR_CONFIG and SIDECAR_LOG_FORMAT belong to the CLI; they are not refused as settings."""
+    environ = {"SIDECAR_CONFIG": "/nowhere", "SIDECAR_LOG_FORMAT": "json"}
+    assert load_settings(None, environ=environ).timezone == "UTC"
 
 
 # --- paths --------------------------------------------------------------------------------
@@ -420,3 +430,29 @@ def test_build_runtime_config_reads_sidecar_config(
     assert paths.backup_dir == tmp_path / "backups"
     runtime = build_runtime_config(None, environ={}, cwd=tmp_path, exists=exists_only())
     assert runtime.settings.timezone == "UTC"
+
+
+FUZZED_VARIABLES = [
+    "SIDECAR_TIMEZONE",
+    "SIDECAR_HEALTH__INTERVAL",
+    "SIDECAR_HEALTH__MAX_BACKUP_AGE__DAILY",
+    "SIDECAR_POLICIES__DAILY__KEEP",
+    "SIDECAR_POLICIES__DAILY__SCHEDULE",
+    "SIDECAR_POLICIES__EXTRA__EVERY",
+    "SIDECAR_POLICIES",
+    "SIDECAR_DATABASES",
+    "SIDECAR_METRICS__PORT",
+    "SIDECAR_CONTROL__MODE",
+    "SIDECAR_COMPRESSION_LEVEL",
+    "SIDECAR_GRACE_PERIOD",
+]
+
+
+@given(st.dictionaries(st.sampled_from(FUZZED_VARIABLES), st.text(max_size=40), max_size=4))
+def test_any_environment_gives_settings_or_a_config_error(environ: dict[str, str]) -> None:
+    """Whatever the environment holds, loading yields Settings or one ConfigError, never another
+    exception (which the CLI would show as a traceback)."""
+    try:
+        load_settings(None, environ=environ)
+    except ConfigError as error:
+        assert "\n" not in str(error)

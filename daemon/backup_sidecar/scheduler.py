@@ -12,6 +12,7 @@ Three things APScheduler 3.x gets wrong for crontab users are fixed here, and te
   the returned times are normalised so they never carry a wall time that does not exist.
 - A cron job restricting both day-of-month and day-of-week is refused: crontab ORs the two
   fields, APScheduler ANDs them, and guessing would run backups on the wrong days.
+An `every` interval is elapsed time: `every: 1d` stays 24 real hours apart across DST changes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _LOOKBACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta
 def _day_number(token: str) -> int:
     if token.lower() in _CRON_DAYS:
         return _CRON_DAYS.index(token.lower())
+    if not token:
+        raise ValueError("day-of-week: empty value in a list or range")
     if not token.isdigit() or int(token) > 7:
         raise ValueError(f"day-of-week {token!r}: use 0-7 (0 and 7 are Sunday) or sun-sat")
     return int(token) % 7
@@ -79,6 +82,8 @@ class _CrontabTrigger(CronTrigger):  # type: ignore[misc]
 
     def __init__(self, expr: str, *, timezone: tzinfo) -> None:
         values = expr.split()
+        if not expr.isascii():
+            raise ValueError(f"cron {expr!r}: use ASCII digits, letters and * , - /")
         if len(values) != 5:
             raise ValueError(f"cron {expr!r}: expected 5 fields, got {len(values)}")
         fields = dict(zip(_FIELDS, values, strict=True))
@@ -295,13 +300,15 @@ class PolicyScheduler:
         )
 
     def next_run_times(self) -> dict[str, datetime | None]:
-        """Policy name -> its next run (None while paused); computed from the specs before start."""
+        """Policy name -> next run: computed from the specs before start, None after shutdown."""
         if not self._started:
             now = self._clock()
             return {
                 name: next(iter(next_fire_times(spec, timezone=self._timezone, now=now)), None)
                 for name, spec in self._specs.items()
             }
+        if not self._scheduler.running:
+            return dict.fromkeys(self._specs)
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
 
     def _add_job(self, name: str, spec: Spec, *, now: datetime) -> None:

@@ -67,18 +67,23 @@ def parse_duration(value: Any) -> Any:
     """Read "30s", "5m", "1h", "1d", "1h30m" or seconds; hand anything else to pydantic."""
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or like 30s, 5m, 1h, 1d")
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, str):
         text = value.strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            return timedelta(seconds=float(text))
-        if _DURATION.fullmatch(text):
-            parts = _DURATION_PART.findall(text)
-            return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
-        if not text.startswith("p"):  # ISO 8601 durations (P1D, PT30S) go on to pydantic
+            seconds = float(text)
+        elif _DURATION.fullmatch(text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        elif not text.startswith("p"):  # ISO 8601 durations (P1D, PT30S) go on to pydantic
             raise ValueError(f"invalid duration {value!r}: use seconds or e.g. 30s, 5m, 1h, 1d")
-    return value
+    if seconds is None:
+        return value
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        raise ValueError(f"duration {value!r} is out of range") from None
 
 
 def _positive(value: timedelta) -> timedelta:
@@ -103,14 +108,30 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(
 NonNegativeDuration = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)
 ]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true/false")
+    return value
+
+
+def _not_empty(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_name)]
+Int = Annotated[int, BeforeValidator(_not_bool)]
+FilePath = Annotated[Path, BeforeValidator(_not_empty)]
 
 
 class DatabaseConfig(BaseModel):
     """One database; with no `path`, the path comes from the environment or the usual places."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    path: Path | None = None
+    path: FilePath | None = None
 
 
 class PolicyConfig(BaseModel):
@@ -119,7 +140,7 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schedule: str | None = None
     every: Duration | None = None
-    keep: int = Field(ge=0)
+    keep: Int = Field(ge=0)
     databases: list[Name] | None = None
 
     @field_validator("schedule")
@@ -163,7 +184,7 @@ class MetricsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - a sidecar is scraped from outside
-    port: int = Field(default=9464, ge=0, le=65535)
+    port: Int = Field(default=9464, ge=0, le=65535)
 
 
 class ControlConfig(BaseModel):
@@ -171,7 +192,7 @@ class ControlConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
-    socket: Path = Path("/run/backup-sidecar/control.sock")
+    socket: FilePath = Path("/run/backup-sidecar/control.sock")
     mode: str = "0660"
 
     @field_validator("mode", mode="before")
@@ -212,7 +233,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    backup_dir: Path | None = None
+    backup_dir: FilePath | None = None
     timezone: str = "UTC"
     databases: Annotated[dict[Name, DatabaseConfig], BeforeValidator(_none_is_empty)] = Field(
         default_factory=lambda: {k: DatabaseConfig() for k in DEFAULT_DATABASES}
@@ -223,7 +244,7 @@ class Settings(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
-    compression_level: int = Field(default=1, ge=0, le=3)
+    compression_level: Int = Field(default=1, ge=0, le=3)
     lock_timeout: Duration = timedelta(seconds=30)
     grace_period: NonNegativeDuration = timedelta(seconds=60)
 
@@ -258,7 +279,7 @@ class Settings(BaseSettings):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: absurd names
             raise ValueError(
                 f"unknown time zone {value!r} (use an IANA name such as UTC or Europe/Berlin)"
             ) from None
@@ -345,16 +366,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), "", f"{where}{exc.problem or exc.context}") from None
+        raise ConfigError(
+            str(path), "", _one_line(f"{where}{exc.problem or exc.context}")
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
+        raise ConfigError(str(path), "", _one_line(f"invalid YAML: {exc}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
             str(path), "", f"expected a mapping of settings, got {type(data).__name__}"
         )
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(str(path), str(key), "unknown key")
     return data
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class _InjectedEnvSource(EnvSettingsSource):
