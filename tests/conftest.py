@@ -148,3 +148,74 @@ def writer_process() -> Iterator[Callable[..., Writer]]:
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+
+
+# --- Archiver tests: another process holding a connection open -----------------------------
+
+_SQL_SESSION = r"""
+import json, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        print(json.dumps({"rows": conn.execute(line).fetchall()}), flush=True)
+    except sqlite3.Error as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+conn.close()
+"""
+
+
+@dataclass
+class SqlSession:
+    """A separate process with ONE open connection (autocommit) that runs SQL lines on request."""
+
+    proc: subprocess.Popen[str]
+
+    def _line(self, deadline_s: float) -> str:
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], deadline_s)
+        if not ready:
+            raise TimeoutError(f"SQL session gave no answer within {deadline_s}s")
+        return self.proc.stdout.readline()
+
+    def execute(self, sql: str, *, deadline_s: float = 30.0) -> list[list[object]]:
+        """Run one statement on the session's connection; its rows, or AssertionError on error."""
+        import json
+
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(sql.replace("\n", " ") + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self._line(deadline_s))
+        assert "error" not in answer, f"{sql!r}: {answer['error']}"
+        return list(answer["rows"])
+
+    def close(self) -> None:
+        """End the session (EOF on stdin) and release its pipes."""
+        try:
+            self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def sql_session() -> Iterator[Callable[..., SqlSession]]:
+    """Start processes that each hold one connection to a database; all closed at teardown."""
+    started: list[SqlSession] = []
+
+    def start(db: Path, *, busy_timeout: float = 5.0) -> SqlSession:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SQL_SESSION, str(db), str(busy_timeout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        session = SqlSession(proc)
+        started.append(session)
+        ready = session._line(30.0)
+        assert ready.strip() == "ready", proc.stderr.read() if proc.stderr else ready
+        return session
+
+    yield start
+    for session in started:
+        session.close()

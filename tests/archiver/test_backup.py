@@ -1,0 +1,525 @@
+"""Backups of live databases: consistent snapshots under writers, the archive contract, failures.
+
+Real SQLite files, a real writer process, GNU tar to read the archives, and the real CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backup_sidecar.archiver import DatabaseSpec, create_backup
+from backup_sidecar.errors import DatabaseLockedError
+
+METADATA = "backup_metadata.json"
+
+#: The contract's keys (DESIGN.md example) and the type each value must have.
+TOP_KEYS: dict[str, type | tuple[type, ...]] = {
+    "backup_name": str,
+    "created_at": str,
+    "version": str,
+    "format_version": int,
+    "tool_version": str,
+    "policy": str,
+    "includes": dict,
+    "arrow_db_stats": dict,
+    "user_db_stats": dict,
+    "databases": dict,
+    "duration_seconds": (int, float),
+}
+STATS_KEYS: dict[str, type | tuple[type, ...]] = {"table_count": int, "file_size_mb": (int, float)}
+ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
+    "file": str,
+    "source_path": str,
+    "size_bytes": int,
+    "sha256": str,
+    "page_size": int,
+    "page_count": int,
+    "journal_mode": str,
+    "user_version": int,
+    "schema_sha256": str,
+    "table_count": int,
+    "row_counts": dict,
+    "integrity_check": str,
+    "sqlite_version": str,
+}
+
+NOW = datetime(2026, 11, 25, 3, 0, 0, 123456, tzinfo=UTC)
+
+
+def _tar_list(archive: Path) -> list[str]:
+    out = subprocess.run(
+        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
+    ).stdout
+    return out.splitlines()
+
+
+def _tar_extract(archive: Path, dest: Path) -> Path:
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, check=True)
+    return dest
+
+
+def _integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _ticks(db: Path) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT n FROM ticks ORDER BY n")]
+    finally:
+        conn.close()
+
+
+def _count_after(writer: object, *, deadline_s: float = 10.0) -> int:
+    """The writer's commit count, read once it has advanced past the first read after the backup.
+
+    The status file lags the commits by at most one, so a value read after it changes once is
+    at least every commit made before this call began.
+    """
+    first = writer.committed()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + deadline_s
+    while (now := writer.committed()) == first:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the writer stopped committing"
+        time.sleep(0.002)
+    return int(now)
+
+
+def _wait_for_commits(writer: object, count: int, *, deadline_s: float = 10.0) -> None:
+    """Poll until the writer has committed at least ``count`` rows (so the backup races it)."""
+    deadline = time.monotonic() + deadline_s
+    while writer.committed() < count:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"the writer did not reach {count} commits"
+        time.sleep(0.005)
+
+
+def _stop(writer: object) -> dict[str, float]:
+    """Stop a writer and return its report. (conftest's Writer.stop closes stdin and then calls
+    communicate(), which flushes the closed pipe and raises ValueError.)"""
+    proc = writer.proc  # type: ignore[attr-defined]
+    out, err = proc.communicate(timeout=60)  # closes stdin: the writer's signal to stop
+    assert proc.returncode == 0, err
+    return dict(json.loads(out))
+
+
+def _type_ok(value: object, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
+    for key, kind in TOP_KEYS.items():
+        assert key in meta, f"metadata lacks {key!r}"
+        assert _type_ok(meta[key], kind), f"{key!r} is {type(meta[key]).__name__}"
+    assert meta["version"] == "1.0.0"
+    assert meta["format_version"] == 2
+    created = datetime.fromisoformat(str(meta["created_at"]))
+    assert created.tzinfo is not None
+    assert meta["includes"] == {
+        "arrow_database": "arrow" in names,
+        "user_database": "user" in names,
+    }
+    for stats in ("arrow_db_stats", "user_db_stats"):
+        for key, kind in STATS_KEYS.items():
+            assert _type_ok(meta[stats][key], kind), f"{stats}.{key}"  # type: ignore[index]
+    databases = meta["databases"]
+    assert isinstance(databases, dict)
+    assert sorted(databases) == sorted(names)
+    for name, entry in databases.items():
+        for key, kind in ENTRY_KEYS.items():
+            assert key in entry, f"databases.{name} lacks {key!r}"
+            assert _type_ok(entry[key], kind), f"databases.{name}.{key}"
+        assert entry["integrity_check"] == "ok"
+        assert entry["size_bytes"] == entry["page_size"] * entry["page_count"]
+
+
+def _assert_archive_sound(archive: Path, work: Path, *, names: list[str]) -> tuple[Path, dict]:
+    """GNU tar lists the metadata first and extracts databases that pass integrity_check and
+    match the metadata's checksums; returns the extraction directory and the metadata."""
+    listing = _tar_list(archive)
+    assert listing[0] == METADATA, listing
+    out = _tar_extract(archive, work / "extracted")
+    meta = json.loads((out / METADATA).read_text())
+    _check_contract(meta, names=names)
+    for name, entry in meta["databases"].items():
+        member = out / entry["file"]
+        assert _integrity(member) == "ok", name
+        assert hashlib.sha256(member.read_bytes()).hexdigest() == entry["sha256"]
+        assert member.stat().st_size == entry["size_bytes"]
+    assert sorted(listing) == sorted([METADATA, *(e["file"] for e in meta["databases"].values())])
+    return out, meta
+
+
+def _staging_work_areas(backup_dir: Path) -> list[Path]:
+    staging = backup_dir / ".staging"
+    return sorted(staging.iterdir()) if staging.is_dir() else []
+
+
+def test_wal_backup_under_a_fast_writer_is_one_committed_state(
+    wal_db: Path, arrow_db: Path, backup_dir: Path, tmp_path: Path, writer_process
+) -> None:
+    """A backup of a WAL database while another process commits as fast as it can holds exactly
+    the rows 1..n of one committed state (no gap, never torn), with n between the writer's count
+    before and after the backup; the writer sees no error; tar reads it; the metadata keeps the
+    whole contract."""
+    writer = writer_process(wal_db, rate=0)
+    _wait_for_commits(writer, 200)
+    before = writer.committed()
+    info = create_backup(
+        [DatabaseSpec("arrow", arrow_db), DatabaseSpec("user", wal_db)],
+        backup_dir=backup_dir,
+        name="under_writer",
+        policy="manual",
+        now=NOW,
+        lock_timeout=10,
+    )
+    after = _count_after(writer)
+    report = _stop(writer)
+    assert report["errors"] == 0
+    assert info.path == backup_dir / "under_writer.tar.gz"
+
+    out, meta = _assert_archive_sound(info.path, tmp_path, names=["arrow", "user"])
+    ticks = _ticks(out / "user_data.db")
+    n = len(ticks)
+    assert ticks == list(range(1, n + 1))
+    assert before <= n <= after, (before, n, after)
+    assert meta["databases"]["user"]["journal_mode"] == "wal"
+    assert meta["databases"]["user"]["row_counts"]["ticks"] == n
+    assert meta["databases"]["user"]["source_path"] == str(wal_db)
+    assert meta["backup_name"] == "under_writer"
+    # The staged copy is switched to a rollback journal: no -wal is needed to read the member.
+    conn = sqlite3.connect(out / "user_data.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_wal_backup_holds_rows_still_only_in_the_wal(
+    wal_db: Path, backup_dir: Path, tmp_path: Path
+) -> None:
+    """Rows committed by a connection that never checkpoints (they live only in -wal while it
+    stays open) are in the archive: the snapshot goes through SQLite, not the main file."""
+    conn = sqlite3.connect(wal_db)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"wal-only-{i}",) for i in range(500)])
+    conn.commit()
+    try:
+        assert Path(f"{wal_db}-wal").stat().st_size > 0
+        shutil.copyfile(wal_db, tmp_path / "copy.db")  # the main file alone lacks the rows
+        probe = sqlite3.connect(tmp_path / "copy.db")
+        assert probe.execute("SELECT count(*) FROM items").fetchone()[0] == 100
+        probe.close()
+
+        info = create_backup(
+            [DatabaseSpec("user", wal_db)],
+            backup_dir=backup_dir,
+            name="wal_only",
+            policy="manual",
+            now=NOW,
+        )
+    finally:
+        conn.close()
+    out = _tar_extract(info.path, tmp_path / "out")
+    check = sqlite3.connect(out / "user_data.db")
+    assert check.execute("SELECT count(*) FROM items").fetchone()[0] == 600
+    assert (
+        check.execute("SELECT count(*) FROM items WHERE body LIKE 'wal-only-%'").fetchone()[0]
+        == 500
+    )
+    check.close()
+
+
+def test_rollback_backup_under_a_writer_is_one_committed_state(
+    rollback_db: Path, backup_dir: Path, tmp_path: Path, writer_process
+) -> None:
+    """A rollback-journal database written by another process (500 commits/s) backs up to one
+    committed state: ticks 1..n without a gap, n within the writer's before/after counts, and
+    the writer never sees an error."""
+    writer = writer_process(rollback_db, rate=500)
+    _wait_for_commits(writer, 50)
+    before = writer.committed()
+    info = create_backup(
+        [DatabaseSpec("user", rollback_db)],
+        backup_dir=backup_dir,
+        name="rollback_writer",
+        policy="manual",
+        now=NOW,
+        lock_timeout=10,
+    )
+    after = _count_after(writer)
+    report = _stop(writer)
+    assert report["errors"] == 0
+    assert _tar_list(info.path)[0] == METADATA
+    out = _tar_extract(info.path, tmp_path / "out")
+    assert _integrity(out / "user_data.db") == "ok"
+    ticks = _ticks(out / "user_data.db")
+    assert ticks == list(range(1, len(ticks) + 1))
+    assert before <= len(ticks) <= after, (before, len(ticks), after)
+    meta = json.loads((out / METADATA).read_text())
+    assert meta["databases"]["user"]["journal_mode"] == "delete"
+    assert meta["includes"] == {"arrow_database": False, "user_database": True}
+
+
+def test_locked_source_fails_cleanly_within_the_deadline(
+    rollback_db: Path, backup_dir: Path, sql_session
+) -> None:
+    """A rollback-journal source held under BEGIN EXCLUSIVE by another process past the lock
+    timeout makes create_backup raise DatabaseLockedError soon after the timeout, and leaves no
+    archive and no staging work area behind."""
+    holder = sql_session(rollback_db)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO items(body) VALUES ('uncommitted')")
+    timeout = 1.0
+    started = time.monotonic()
+    with pytest.raises(DatabaseLockedError) as caught:
+        create_backup(
+            [DatabaseSpec("user", rollback_db)],
+            backup_dir=backup_dir,
+            name="locked",
+            policy="manual",
+            now=NOW,
+            lock_timeout=timeout,
+        )
+    elapsed = time.monotonic() - started
+    assert timeout <= elapsed < timeout + 3.0, elapsed
+    assert caught.value.name == "user"
+    assert str(rollback_db) in str(caught.value)
+    holder.execute("ROLLBACK")
+    leftovers = {p.name for p in backup_dir.iterdir()}
+    assert leftovers <= {".staging", ".locks"}, leftovers
+    assert _staging_work_areas(backup_dir) == []
+
+
+# --- through the CLI ------------------------------------------------------------------------
+
+
+def _is_log_record(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "event" in record
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single error line on stderr; JSON log records (the sidecar logs to stderr) aside."""
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if not _is_log_record(ln)]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("backup-sidecar: error: "), lines[0]
+    return lines[0]
+
+
+def _archives(backup_dir: Path) -> list[str]:
+    return sorted(p.name for p in backup_dir.glob("*.tar.gz"))
+
+
+def test_backup_name_with_a_slash_is_bad_usage(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+    """`backup --name` with a path separator is refused as bad usage (exit 2), nothing written."""
+    sidecar = sidecar_env(user=wal_db)
+    result = sidecar.run("backup", "--user-db-only", "--name", "../escape")
+    assert result.returncode == 2, result.stderr
+    assert "escape" in _one_line_error(result)
+    assert _archives(backup_dir) == []
+    assert not (backup_dir.parent / "escape.tar.gz").exists()
+
+
+def test_backup_never_overwrites_an_existing_name(
+    sidecar_env, wal_db: Path, backup_dir: Path
+) -> None:
+    """A second backup under an existing name fails with one line naming the archive, and the
+    existing archive keeps its exact bytes."""
+    sidecar = sidecar_env(user=wal_db)
+    first = sidecar.run("backup", "--user-db-only", "--name", "keep_me")
+    assert first.returncode == 0, first.stderr
+    archive = backup_dir / "keep_me.tar.gz"
+    original = archive.read_bytes()
+    conn = sqlite3.connect(wal_db)
+    conn.execute("INSERT INTO items(body) VALUES ('changed')")
+    conn.commit()
+    conn.close()
+    second = sidecar.run("backup", "--user-db-only", "--name", "keep_me")
+    assert second.returncode in (1, 2), second.stderr
+    assert "keep_me" in _one_line_error(second)
+    assert archive.read_bytes() == original
+    assert _archives(backup_dir) == ["keep_me.tar.gz"]
+
+
+def test_two_concurrent_backups_with_one_name_one_wins(
+    sidecar_env, wal_db: Path, backup_dir: Path
+) -> None:
+    """Two `backup --name same` processes started together: exactly one succeeds, the other
+    fails with one line, and the one archive is sound."""
+    sidecar = sidecar_env(user=wal_db)
+    cmd = [sys.executable, "-m", "backup_sidecar", "backup", "--user-db-only", "--name", "same"]
+    procs = [
+        subprocess.Popen(
+            cmd, env=sidecar.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0 and codes[1] != 0, results
+    loser = next(err for code, _, err in results if code != 0)
+    # The loser either found the name taken or the database busy with the winner's backup.
+    line = _one_line_error(subprocess.CompletedProcess([], 1, "", loser))
+    assert "same" in line or "busy" in line, line
+    assert _archives(backup_dir) == ["same.tar.gz"]
+    assert _tar_list(backup_dir / "same.tar.gz")[0] == METADATA
+
+
+def _assert_nothing_created(backup_dir: Path) -> None:
+    assert _archives(backup_dir) == []
+    assert _staging_work_areas(backup_dir) == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "not_sqlite", "missing"])
+def test_bad_source_fails_with_one_line(
+    kind: str, sidecar_env, backup_dir: Path, tmp_path: Path
+) -> None:
+    """A user database path that is a directory, a file that is not SQLite, or a missing file
+    fails the backup with exit 1 and one stderr line naming the path; nothing is created."""
+    bad = tmp_path / "bad_user.db"
+    if kind == "directory":
+        bad.mkdir()
+    elif kind == "not_sqlite":
+        bad.write_text("this is not a database\n" * 100)
+    sidecar = sidecar_env(user=bad)
+    result = sidecar.run("backup", "--user-db-only", "--name", "bad_source")
+    assert result.returncode == 1, result.stderr
+    assert str(bad) in _one_line_error(result)
+    _assert_nothing_created(backup_dir)
+    if kind == "missing":
+        assert not bad.exists()
+    elif kind == "not_sqlite":
+        assert bad.read_text().startswith("this is not a database")
+
+
+@pytest.mark.parametrize("kind", ["missing", "under_a_file"])
+def test_unusable_backup_dir_fails_with_one_line(
+    kind: str, sidecar_env, wal_db: Path, tmp_path: Path
+) -> None:
+    """A backup directory that does not exist, or whose path runs through a regular file, fails
+    the backup with exit 1 and one stderr line naming it; nothing is created."""
+    if kind == "missing":
+        target = tmp_path / "no_such_dir"
+    else:
+        (tmp_path / "a_file").write_text("x")
+        target = tmp_path / "a_file" / "backups"
+    sidecar = sidecar_env(user=wal_db, BACKUP_DIR=str(target))
+    result = sidecar.run("backup", "--user-db-only", "--name", "nowhere")
+    assert result.returncode == 1, result.stderr
+    assert str(target) in _one_line_error(result)
+    assert not target.exists()
+
+
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A directory that an unprivileged user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="sidecar-world-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unwritable_backup_dir_fails_with_one_line(sidecar_env, world_dir: Path) -> None:
+    """A backup directory the (unprivileged) user cannot write fails the backup with exit 1 and
+    one stderr line naming it; nothing is created in it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the CLI as an unprivileged user")
+    db = world_dir / "user_data.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.commit()
+    conn.close()
+    db.chmod(0o644)
+    target = world_dir / "readonly_backups"
+    target.mkdir()
+    target.chmod(0o555)
+    sidecar = sidecar_env(user=db, BACKUP_DIR=str(target))
+    env = dict(sidecar.env, HOME=str(world_dir))
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    probe = subprocess.run(
+        [*as_nobody, "-c", "import backup_sidecar"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"the unprivileged user cannot import the package: {probe.stderr.strip()}")
+    result = subprocess.run(
+        [*as_nobody, "-m", "backup_sidecar", "backup", "--user-db-only", "--name", "denied"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert str(target) in _one_line_error(result)
+    assert list(target.iterdir()) == []
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def test_list_json_is_newest_first(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+    """`list --json` orders archives by creation time, newest first, whatever their names."""
+    for i, name in enumerate(["zz_oldest", "mm_middle", "aa_newest"]):
+        create_backup(
+            [DatabaseSpec("user", wal_db)],
+            backup_dir=backup_dir,
+            name=name,
+            policy="manual",
+            now=datetime(2026, 1, 1 + i, tzinfo=UTC),
+        )
+    result = sidecar_env(user=wal_db).run("list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [a["name"] for a in listed] == ["aa_newest", "mm_middle", "zz_oldest"]
+    assert all(a["status"] == "verified" and a["databases"] == ["user"] for a in listed)
+
+
+def test_list_shows_garbage_archive_as_damaged(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+    """An archive whose content is garbage is listed as damaged with a reason, never skipped,
+    next to the good ones."""
+    create_backup(
+        [DatabaseSpec("user", wal_db)],
+        backup_dir=backup_dir,
+        name="good",
+        policy="manual",
+        now=NOW,
+    )
+    (backup_dir / "daily_20260101_000000.tar.gz").write_bytes(os.urandom(4096))
+    sidecar = sidecar_env(user=wal_db)
+    result = sidecar.run("list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {a["name"]: a for a in json.loads(result.stdout)}
+    assert set(listed) == {"good", "daily_20260101_000000"}
+    damaged = listed["daily_20260101_000000"]
+    assert damaged["status"] == "damaged"
+    assert damaged["verified"] is False
+    assert damaged["error"]
+    assert listed["good"]["status"] == "verified"
+    text = sidecar.run("list")
+    assert text.returncode == 0, text.stderr
+    line = next(ln for ln in text.stdout.splitlines() if "daily_20260101_000000" in ln)
+    assert "damaged" in line

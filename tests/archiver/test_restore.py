@@ -1,0 +1,310 @@
+"""Restores into live databases through the real CLI: round trips, open connections, refusals.
+
+Real SQLite files (the two real ArrowTuner fixtures among them), real processes holding
+connections, GNU tar to look inside archives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, create_backup, list_archives
+
+METADATA = "backup_metadata.json"
+
+
+def _make(path: Path, *, wal: bool, rows: int, page_size: int = 4096, tag: str = "row") -> Path:
+    """A small real database: ``items`` with ``rows`` rows whose bodies carry ``tag``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    conn.execute(f"PRAGMA journal_mode={'wal' if wal else 'delete'}")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    conn.execute("CREATE INDEX items_body ON items(body)")
+    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"{tag}-{i}",) for i in range(rows)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _dump(db: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def _integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _journal_mode(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _backup(sidecar, name: str, *args: str) -> Path:
+    out = _ok(sidecar.run("backup", "--name", name, *args)).stdout.strip().splitlines()
+    path = Path(out[-1])
+    assert path == sidecar.backup_dir / f"{name}.tar.gz"
+    return path
+
+
+def _archive(backup_dir: Path, name: str, **databases: Path) -> Path:
+    """An archive written by the library (setup only: the CLI's backup is tested elsewhere)."""
+    specs = [DatabaseSpec(db, path) for db, path in databases.items()]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return create_backup(specs, backup_dir=backup_dir, name=name, policy="manual", now=now).path
+
+
+def _archives(backup_dir: Path) -> set[str]:
+    return {p.name for p in backup_dir.glob("*.tar.gz")}
+
+
+def _pre_restore(sidecar) -> list[ArchiveInfo]:
+    return [a for a in list_archives(sidecar.backup_dir) if a.policy == "pre_restore"]
+
+
+def _is_log_record(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "event" in record
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single error line on stderr; JSON log records (the sidecar logs to stderr) aside."""
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if not _is_log_record(ln)]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("backup-sidecar: error: "), lines[0]
+    return lines[0]
+
+
+def _extract(archive: Path, dest: Path) -> Path:
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, check=True)
+    return dest
+
+
+# --- round trips of the real fixtures ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source_day", "live_day"), [("13", "14"), ("14", "13")])
+def test_real_fixture_round_trip_into_a_live_database(
+    source_day: str, live_day: str, fixtures_dir: Path, sidecar_env, tmp_path: Path
+) -> None:
+    """Back up one real ArrowTuner arrow database, verify it, and restore it with --force into a
+    live database holding the other day's content: afterwards the live database dumps exactly
+    like the source, passes integrity_check, and the pre_restore archive holds the old content."""
+    source = tmp_path / "source" / "arrow_database.db"
+    live = tmp_path / "live" / "arrow_database.db"
+    for path, day in ((source, source_day), (live, live_day)):
+        path.parent.mkdir()
+        shutil.copyfile(fixtures_dir / f"arrow_database_2025-08-{day}.db", path)
+    expected = _dump(source)
+    old = _dump(live)
+    assert expected != old
+
+    archive = _backup(sidecar_env(arrow=source), f"arrow_{source_day}", "--arrow-db-only")
+    sidecar = sidecar_env(arrow=live)
+    verified = _ok(sidecar.run("verify", archive.name))
+    assert f"arrow_{source_day}: ok" in verified.stdout
+    _ok(sidecar.run("restore", f"arrow_{source_day}", "--force"))
+
+    assert _dump(live) == expected
+    assert _integrity(live) == "ok"
+    (safety,) = _pre_restore(sidecar)
+    assert safety.databases == ("arrow",)
+    out = _extract(safety.path, tmp_path / "safety")
+    assert _dump(out / "arrow_database.db") == old
+
+
+# --- live restores under open connections -----------------------------------------------------
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback", "wal"])
+def test_restore_reaches_a_connection_held_open_by_another_process(
+    wal: bool, sidecar_env, backup_dir: Path, tmp_path: Path, sql_session
+) -> None:
+    """While another process keeps one connection open, a restore replaces the content and that
+    SAME connection sees the restored rows at its next read; the journal mode is kept; the
+    pre_restore archive verifies and holds exactly the content from before the restore."""
+    source = _make(tmp_path / "source" / "user_data.db", wal=wal, rows=250, tag="restored")
+    live = _make(tmp_path / "live" / "user_data.db", wal=wal, rows=100, tag="live")
+    archive = _archive(backup_dir, "to_restore", user=source)
+    sidecar = sidecar_env(user=live)
+    before = _dump(live)
+
+    app = sql_session(live)
+    assert app.execute("SELECT count(*) FROM items") == [[100]]
+    _ok(sidecar.run("restore", archive.name, "--force", "--db", "user"))
+    assert app.execute("SELECT count(*) FROM items") == [[250]]
+    assert app.execute("SELECT count(*) FROM items WHERE body LIKE 'live-%'") == [[0]]
+    assert _dump(live) == _dump(source)
+    app.execute("INSERT INTO items(body) VALUES ('after-restore')")  # the app goes on writing
+    assert app.execute("SELECT count(*) FROM items") == [[251]]
+    app.close()
+
+    assert _integrity(live) == "ok"
+    assert _journal_mode(live) == ("wal" if wal else "delete")
+    (safety,) = _pre_restore(sidecar)
+    _ok(sidecar.run("verify", safety.name))
+    out = _extract(safety.path, tmp_path / "safety")
+    assert _dump(out / "user_data.db") == before
+
+
+# --- refusals and options ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_db_scene(sidecar_env, backup_dir: Path, tmp_path: Path, fixtures_dir: Path):
+    """An archive of both databases (arrow: the 2025-08-14 fixture, user: 250 rows), and live
+    databases with other content (arrow: the 2025-08-13 fixture, user: 100 rows)."""
+    src_arrow = tmp_path / "source" / "arrow_database.db"
+    src_arrow.parent.mkdir()
+    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-14.db", src_arrow)
+    src_user = _make(tmp_path / "source" / "user_data.db", wal=True, rows=250, tag="archived")
+    _archive(backup_dir, "both", arrow=src_arrow, user=src_user)
+    live_arrow = tmp_path / "live" / "arrow_database.db"
+    live_arrow.parent.mkdir()
+    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-13.db", live_arrow)
+    live_user = _make(tmp_path / "live" / "user_data.db", wal=False, rows=100, tag="live")
+    return {
+        "sidecar": sidecar_env(arrow=live_arrow, user=live_user),
+        "live": {"arrow": live_arrow, "user": live_user},
+        "source": {"arrow": src_arrow, "user": src_user},
+    }
+
+
+def _snapshot_bytes(paths: dict[str, Path]) -> dict[str, bytes]:
+    return {name: path.read_bytes() for name, path in paths.items()}
+
+
+def test_dry_run_changes_nothing(two_db_scene) -> None:
+    """`restore --dry-run` verifies and describes the plan but leaves every live file
+    byte-identical and writes no archive (no pre_restore backup)."""
+    sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
+    before = _snapshot_bytes(live)
+    archives = _archives(sidecar.backup_dir)
+    result = _ok(sidecar.run("restore", "both", "--dry-run"))
+    assert "dry run" in result.stdout
+    assert _snapshot_bytes(live) == before
+    assert _archives(sidecar.backup_dir) == archives
+
+
+def test_restore_without_force_or_tty_refuses(two_db_scene) -> None:
+    """`restore` with neither --force nor a terminal on stdin refuses with exit 1 and one error
+    line, and changes nothing."""
+    sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
+    before = _snapshot_bytes(live)
+    archives = _archives(sidecar.backup_dir)
+    result = sidecar.run("restore", "both", input="y\n")
+    assert result.returncode == 1, result.stderr
+    assert "--force" in _one_line_error(result)
+    assert _snapshot_bytes(live) == before
+    assert _archives(sidecar.backup_dir) == archives
+
+
+@pytest.mark.parametrize(
+    ("flags", "chosen"),
+    [
+        (("--db", "user"), "user"),
+        (("--user-db-only",), "user"),
+        (("--arrow-db-only",), "arrow"),
+    ],
+)
+def test_selective_restore_touches_only_the_chosen_database(
+    flags: tuple[str, ...], chosen: str, two_db_scene
+) -> None:
+    """A selective restore replaces the chosen database's content, leaves the other one
+    byte-identical, and saves only the chosen one in the pre_restore archive."""
+    sidecar, live, source = two_db_scene["sidecar"], two_db_scene["live"], two_db_scene["source"]
+    other = "arrow" if chosen == "user" else "user"
+    untouched = live[other].read_bytes()
+    _ok(sidecar.run("restore", "both", "--force", *flags))
+    assert _dump(live[chosen]) == _dump(source[chosen])
+    assert live[other].read_bytes() == untouched
+    (safety,) = _pre_restore(sidecar)
+    assert safety.databases == (chosen,)
+
+
+def test_unknown_database_name_is_bad_usage(two_db_scene) -> None:
+    """`restore --db` with a database name that is not configured exits 2 and changes nothing."""
+    sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
+    before = _snapshot_bytes(live)
+    result = sidecar.run("restore", "both", "--force", "--db", "nosuch")
+    assert result.returncode == 2, result.stderr
+    assert "nosuch" in _one_line_error(result)
+    assert _snapshot_bytes(live) == before
+    assert _pre_restore(sidecar) == []
+
+
+def test_archive_missing_the_requested_database_refuses(two_db_scene) -> None:
+    """Restoring a database the archive does not hold exits 1 naming it, and changes nothing."""
+    sidecar, live, source = two_db_scene["sidecar"], two_db_scene["live"], two_db_scene["source"]
+    _archive(sidecar.backup_dir, "user_only", user=source["user"])
+    before = _snapshot_bytes(live)
+    result = sidecar.run("restore", "user_only", "--force", "--db", "arrow")
+    assert result.returncode == 1, result.stderr
+    assert "arrow" in _one_line_error(result)
+    assert _snapshot_bytes(live) == before
+    assert _pre_restore(sidecar) == []
+
+
+def test_wal_destination_with_another_page_size_is_refused(
+    sidecar_env, backup_dir: Path, tmp_path: Path
+) -> None:
+    """A WAL live database whose page size differs from the archive's copy is refused before
+    anything changes: exit 1, a message about the page size, the live file byte-identical, and
+    no pre_restore archive."""
+    source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=50, page_size=8192)
+    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, page_size=4096)
+    _archive(backup_dir, "big_pages", user=source)
+    sidecar = sidecar_env(user=live)
+    before = live.read_bytes()
+    result = sidecar.run("restore", "big_pages", "--force")
+    assert result.returncode == 1, result.stderr
+    assert "page size" in _one_line_error(result)
+    assert live.read_bytes() == before
+    assert _pre_restore(sidecar) == []
+    assert _archives(sidecar.backup_dir) == {"big_pages.tar.gz"}
+
+
+def test_restore_creates_a_missing_database(sidecar_env, backup_dir: Path, tmp_path: Path) -> None:
+    """A restore to a database file that does not exist yet creates it with the archive's
+    content, and leaves no temporary file beside it."""
+    source = _make(tmp_path / "source" / "user_data.db", wal=True, rows=75, tag="new")
+    _archive(backup_dir, "fresh", user=source)
+    target_dir = tmp_path / "empty"
+    target_dir.mkdir()
+    target = target_dir / "user_data.db"
+    sidecar = sidecar_env(user=target)
+    result = _ok(sidecar.run("restore", "fresh", "--force", "--json"))
+    payload = json.loads(result.stdout)
+    assert payload["restored"] == ["user"]
+    assert payload["pre_restore_archive"] is None
+    assert _dump(target) == _dump(source)
+    assert _integrity(target) == "ok"
+    assert sorted(p.name for p in target_dir.iterdir()) == ["user_data.db"]
