@@ -1,0 +1,316 @@
+"""The strict gzip and tar readers, and that our archives open with gzip, tarfile and GNU tar."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backup_sidecar.archiver import DatabaseSpec, create_backup
+from backup_sidecar.archiver.gzipstream import (
+    GzipFormatError,
+    OutputLimitError,
+    StrictGzipReader,
+    compress_member,
+)
+from backup_sidecar.archiver.tarstream import (
+    Member,
+    TarFormatError,
+    TarReader,
+    end_of_archive,
+    member_header,
+    padding,
+)
+from conftest import make_db
+
+METADATA = "backup_metadata.json"
+
+
+def read_strict(data: bytes, *, limit: int = 1 << 30) -> bytes:
+    reader = StrictGzipReader(io.BytesIO(data), limit=limit)
+    out = bytearray()
+    buf = bytearray(4096)
+    while n := reader.readinto(buf):
+        out += buf[:n]
+    return bytes(out)
+
+
+# --- StrictGzipReader -----------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=5))
+def test_gzip_multi_member_round_trip(parts: list[bytes]) -> None:
+    """Concatenated members (ours and Python's gzip, empty ones too) read back as one stream."""
+    data = b"".join(
+        compress_member(p, level=1) if i % 2 else gzip.compress(p) for i, p in enumerate(parts)
+    )
+    assert read_strict(data) == b"".join(parts)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=1, max_size=2000), st.data())
+def test_gzip_every_prefix_is_refused(payload: bytes, data: st.DataObject) -> None:
+    """A gzip member cut anywhere before its end is refused, never returned short. (A cut exactly
+    between two members leaves a valid shorter stream; the tar layer catches that.)"""
+    first = gzip.compress(b"first member")
+    full = first + compress_member(payload, level=1)
+    cut = data.draw(st.integers(len(first) + 1, len(full) - 1), label="cut")
+    with pytest.raises(GzipFormatError):
+        read_strict(full[:cut])
+
+
+@pytest.mark.parametrize(
+    ("offset", "what"), [(-8, "CRC-32"), (-5, "CRC-32 high byte"), (-4, "ISIZE"), (-1, "ISIZE")]
+)
+def test_gzip_trailer_fault_is_refused(offset: int, what: str) -> None:
+    """A wrong CRC-32 or length in a member's trailer is a fault (tarfile alone never checks)."""
+    good = gzip.compress(b"payload " * 1000)
+    bad = bytearray(good)
+    bad[offset] ^= 0x01
+    with pytest.raises(GzipFormatError, match="invalid gzip data"):
+        read_strict(bytes(bad) + gzip.compress(b"next"))
+
+
+@pytest.mark.parametrize(
+    ("tail", "reason"),
+    [
+        (b"garbage", "trailing garbage"),
+        (b"\0", "trailing garbage"),
+        (b"\0" * 512, "trailing garbage"),
+        (b"\0" * 10240, "trailing garbage"),
+        (b"\x1f", "trailing garbage"),
+        (b"\x1f\x8b", "gzip"),
+        (b"\x1f\x8b\x08\x00", "gzip"),
+    ],
+)
+def test_gzip_anything_after_the_last_member_is_refused(tail: bytes, reason: str) -> None:
+    """Zero padding (which Python's gzip module quietly accepts), garbage or half a header after
+    the last member is refused."""
+    data = gzip.compress(b"payload")
+    if tail.strip(b"\0") == b"":
+        assert gzip.decompress(data + tail) == b"payload"  # the lenient reader we replace
+    with pytest.raises(GzipFormatError, match=reason):
+        read_strict(data + tail)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"", "empty file"), (b"BZh91AY&SY", "not gzip"), (b"\x1f", "truncated")],
+)
+def test_gzip_empty_or_foreign_input_is_refused(data: bytes, reason: str) -> None:
+    """An empty file, another format, or a lone magic byte is not a gzip stream."""
+    with pytest.raises(GzipFormatError, match=reason):
+        read_strict(data)
+
+
+def test_gzip_output_limit_is_exact() -> None:
+    """Output up to ``limit`` bytes reads; one byte more raises OutputLimitError (a bomb)."""
+    payload = b"\0" * (4 << 20)
+    data = gzip.compress(payload) + gzip.compress(b"x")
+    assert len(data) < 64 << 10
+    assert read_strict(data, limit=len(payload) + 1) == payload + b"x"
+    with pytest.raises(OutputLimitError, match=f"limit of {len(payload)} bytes"):
+        read_strict(data, limit=len(payload))
+
+
+def test_gzip_limit_may_be_lowered_while_reading() -> None:
+    """Lowering ``limit`` after the first bytes (as verify does once it knows the sizes) applies
+    to the rest of the stream."""
+    reader = StrictGzipReader(io.BytesIO(gzip.compress(b"a" * 100_000)), limit=1 << 30)
+    buf = bytearray(1000)
+    assert reader.readinto(buf) == 1000
+    reader.limit = 50_000
+    with pytest.raises(OutputLimitError):
+        while reader.readinto(buf):
+            pass
+
+
+# --- TarReader ------------------------------------------------------------------------------
+
+
+def tar_bytes(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def read_tar(data: bytes) -> dict[str, bytes]:
+    reader = TarReader(io.BytesIO(data))
+    out = {}
+    for member in reader.members():
+        out[member.name] = reader.read(member.size + 1)
+        assert len(out[member.name]) == member.size
+    reader.finish()
+    return out
+
+
+def test_tar_reads_members_written_by_tarfile() -> None:
+    """Regular members come back with exact names and bytes, sizes around block boundaries."""
+    members = {
+        f"m{n}.db": bytes(range(256)) * (n // 256) + b"x" * (n % 256)
+        for n in (0, 1, 511, 512, 513, 5000)
+    }
+    assert read_tar(tar_bytes(*(regular(n, d) for n, d in members.items()))) == members
+
+
+def test_tar_pax_long_name() -> None:
+    """A name longer than the 100-byte ustar field arrives through a pax header, written by
+    tarfile and by our own member_header."""
+    long_name = "n" * 150 + ".db"
+    assert read_tar(tar_bytes(regular(long_name, b"data"))) == {long_name: b"data"}
+    ours = member_header(long_name, size=4, mtime=0) + b"data" + padding(4) + end_of_archive()
+    assert read_tar(ours) == {long_name: b"data"}
+
+
+def test_tar_pax_size_overrides_header() -> None:
+    """A pax ``size`` record is the member's size (needed for members over 8 GiB)."""
+    data = member_header("big.db", size=3, mtime=0) + b"abc" + padding(3) + end_of_archive()
+    reader = TarReader(io.BytesIO(data))
+    assert list(reader.members()) == [Member("big.db", 3)]
+
+
+def special(kind: bytes, **attrs: Any) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo("user_data.db")
+    info.type = kind
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, b""
+
+
+@pytest.mark.parametrize(
+    ("member", "kind"),
+    [
+        (special(tarfile.SYMTYPE, linkname="/etc/passwd"), "symlink"),
+        (special(tarfile.LNKTYPE, linkname="arrow_database.db"), "hard link"),
+        (special(tarfile.DIRTYPE), "directory"),
+        (special(tarfile.CHRTYPE, devmajor=1, devminor=3), "character device"),
+        (special(tarfile.BLKTYPE, devmajor=8, devminor=0), "block device"),
+        (special(tarfile.FIFOTYPE), "FIFO"),
+        (special(tarfile.CONTTYPE), "type"),
+    ],
+)
+def test_tar_refuses_non_regular_members(member: tuple[tarfile.TarInfo, bytes], kind: str) -> None:
+    """Links, directories, devices, FIFOs and other types are refused, naming the member."""
+    with pytest.raises(TarFormatError, match=f"'user_data.db' is a {kind}"):
+        read_tar(tar_bytes(regular("ok.db", b"x"), member))
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/b", "..", ".", "a\\b", "dir/"])
+def test_tar_refuses_paths(name: str) -> None:
+    """Only plain file names: absolute paths, ``..``, separators are refused."""
+    with pytest.raises(TarFormatError):
+        read_tar(tar_bytes(regular(name, b"x")))
+
+
+def test_tar_refuses_gnu_long_name_records() -> None:
+    """GNU long-name records (not POSIX) are refused rather than half-understood."""
+    with pytest.raises(TarFormatError, match="is a type"):
+        read_tar(tar_bytes(regular("g" * 150, b"x"), fmt=tarfile.GNU_FORMAT))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda t: t[:-1024] + b"hidden" + b"\0" * 1018, "after the end"),
+        (lambda t: t + b"\0" * 511 + b"!", "after the end"),
+        (lambda t: t[:1536], "ends in the middle"),
+        (lambda t: t[:700], "ends in the middle"),
+        (lambda t: t[:512], "ends in the middle"),
+        (lambda t: b"\0" * 512 + b"\1" * 512, "lone zero block"),
+        (lambda t: b"\xff" * 512, "invalid tar header"),
+    ],
+)
+def test_tar_stream_faults(mutate: Any, reason: str) -> None:
+    """Hidden data after the end marker, truncation, a lone zero block and a bad header checksum
+    are faults; zero padding after the end marker (tarfile writes records of 10 KiB) is not."""
+    good = tar_bytes(regular("a.db", b"a" * 100))
+    assert len(good) == 10240
+    assert read_tar(good) == {"a.db": b"a" * 100}
+    with pytest.raises(TarFormatError, match=reason):
+        read_tar(mutate(good))
+
+
+# --- our archives in everyone else's tools --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive of a rollback ``arrow`` and a WAL ``user`` database written by create_backup."""
+    root = tmp_path_factory.mktemp("interop")
+    dbs = [
+        DatabaseSpec("arrow", make_db(root / "arrow_database.db", wal=False, rows=300)),
+        DatabaseSpec("user", make_db(root / "user_data.db", wal=True, rows=300)),
+    ]
+    (root / "backups").mkdir()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return create_backup(
+        dbs, backup_dir=root / "backups", name="interop", policy="daily", now=now
+    ).path
+
+
+def test_python_gzip_and_tarfile_read_our_archive(archive: Path) -> None:
+    """Python's gzip reads the whole multi-member stream; tarfile lists the metadata first and
+    its databases' SHA-256 match the metadata."""
+    assert gzip.decompress(archive.read_bytes())[-1024:] == b"\0" * 1024
+    with tarfile.open(archive, mode="r:gz") as tar:
+        assert tar.getnames() == [METADATA, "arrow_database.db", "user_data.db"]
+        assert all(m.isreg() for m in tar)
+        meta = json.loads(tar.extractfile(METADATA).read())  # type: ignore[union-attr]
+        for db, entry in meta["databases"].items():
+            data = tar.extractfile(entry["file"]).read()  # type: ignore[union-attr]
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"], db
+            assert len(data) == entry["size_bytes"]
+
+
+needs_gnu_tar = pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar not installed")
+
+
+@needs_gnu_tar
+def test_gnu_tar_lists_and_extracts_our_archive(archive: Path, tmp_path: Path) -> None:
+    """``tar -tzf`` lists the metadata first; ``tar -xzf`` extracts databases SQLite opens, with
+    the checksums the metadata records."""
+    listing = subprocess.run(
+        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
+    )
+    assert listing.stdout.splitlines() == [METADATA, "arrow_database.db", "user_data.db"]
+    assert listing.stderr == ""
+    out = tmp_path / "x"
+    out.mkdir()
+    extract = subprocess.run(
+        ["tar", "-xzf", str(archive), "-C", str(out)], capture_output=True, text=True, check=True
+    )
+    assert extract.stderr == ""
+    meta = json.loads((out / METADATA).read_text())
+    for entry in meta["databases"].values():
+        data = (out / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert data.startswith(b"SQLite format 3\0")
+
+
+@pytest.mark.skipif(shutil.which("gzip") is None, reason="gzip not installed")
+def test_gzip_tool_tests_our_archive(archive: Path) -> None:
+    """``gzip -t`` (which checks every member's CRC) accepts the archive without a warning."""
+    result = subprocess.run(
+        ["gzip", "-t", str(archive)], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")

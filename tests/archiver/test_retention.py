@@ -1,0 +1,216 @@
+"""Retention: the pure selection rule as properties, and `prune`/`cleanup` through the real CLI."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backup_sidecar.archiver import (
+    ArchiveInfo,
+    ArchiveStatus,
+    DatabaseSpec,
+    create_backup,
+    select_expired,
+)
+from conftest import make_db
+
+POLICIES = ("daily", "weekly", "manual", "pre_restore")
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def newest_first(group: list[ArchiveInfo]) -> list[ArchiveInfo]:
+    return sorted(group, key=lambda a: (a.created_at, a.name), reverse=True)
+
+
+@st.composite
+def archive_sets(draw: st.DrawFn) -> tuple[list[ArchiveInfo], dict[str, int]]:
+    """Archives of random policies, statuses and times (ties included), and a keep per policy."""
+    count = draw(st.integers(0, 25))
+    archives = []
+    for i in range(count):
+        policy = draw(st.sampled_from(POLICIES))
+        archives.append(
+            ArchiveInfo(
+                name=f"{policy}_{i:03d}",
+                path=Path(f"/nonexistent/{policy}_{i:03d}.tar.gz"),
+                size_bytes=1,
+                created_at=EPOCH + timedelta(hours=draw(st.integers(0, 30))),
+                status=draw(st.sampled_from(list(ArchiveStatus))),
+                policy=policy,
+            )
+        )
+    keep = draw(st.dictionaries(st.sampled_from(POLICIES), st.integers(0, 5)))
+    return archives, keep
+
+
+@settings(max_examples=400, deadline=None)
+@given(archive_sets())
+def test_select_expired_properties(case: tuple[list[ArchiveInfo], dict[str, int]]) -> None:
+    """Per policy: the newest verified archive and every damaged one survive; exactly min(K, n)
+    non-damaged archives stay (K+1 when the newest verified is not among the K newest); every
+    expired archive is no newer than any kept one except the protected newest verified; a
+    policy without a keep count expires nothing."""
+    archives, keep = case
+    expired = select_expired(archives, keep=keep)
+    expired_ids = {id(a) for a in expired}
+    assert len(expired_ids) == len(expired), "an archive was expired twice"
+    for archive in expired:
+        assert archive.status is not ArchiveStatus.DAMAGED
+        assert archive.policy in keep
+    for policy in POLICIES:
+        group = newest_first([a for a in archives if a.policy == policy])
+        live = [a for a in group if a.status is not ArchiveStatus.DAMAGED]
+        verified = [a for a in live if a.status is ArchiveStatus.VERIFIED]
+        kept = [a for a in live if id(a) not in expired_ids]
+        if policy not in keep:
+            assert kept == live
+            continue
+        k = keep[policy]
+        if verified:
+            assert id(verified[0]) not in expired_ids, "newest verified archive expired"
+        protected_outside = bool(verified) and verified[0] not in live[:k]
+        assert len(kept) == (k + 1 if protected_outside else min(k, len(live)))
+        others = [a for a in kept if not (verified and a is verified[0])]
+        for gone in (a for a in live if id(a) in expired_ids):
+            for stay in others:
+                assert gone.created_at <= stay.created_at, (gone.name, stay.name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(archive_sets(), st.sets(st.sampled_from(POLICIES)))
+def test_select_expired_only_touches_chosen_policies(
+    case: tuple[list[ArchiveInfo], dict[str, int]], chosen: set[str]
+) -> None:
+    """With ``policies=`` given, archives of other policies are never expired, and the chosen
+    ones expire exactly as they would alone."""
+    archives, keep = case
+    expired = select_expired(archives, keep=keep, policies=chosen)
+    assert all(a.policy in chosen for a in expired)
+    alone = select_expired([a for a in archives if a.policy in chosen], keep=keep)
+    assert {id(a) for a in expired} == {id(a) for a in alone}
+
+
+def test_select_expired_keep_zero_still_spares_newest_verified() -> None:
+    """keep=0 expires every archive of the policy except its newest verified one."""
+    archives = [
+        ArchiveInfo(
+            name=f"daily_{i}",
+            path=Path(f"/x/daily_{i}.tar.gz"),
+            size_bytes=1,
+            created_at=EPOCH + timedelta(days=i),
+            status=status,
+            policy="daily",
+        )
+        for i, status in enumerate(
+            [ArchiveStatus.VERIFIED, ArchiveStatus.VERIFIED, ArchiveStatus.LEGACY]
+        )
+    ]
+    assert [a.name for a in select_expired(archives, keep={"daily": 0})] == ["daily_2", "daily_0"]
+
+
+# --- the real CLI ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def populated(tmp_path: Path, backup_dir: Path) -> dict[str, list[Path]]:
+    """Three daily, two weekly and three pre_restore archives of one real database, one hour
+    apart (oldest first per policy)."""
+    db = make_db(tmp_path / "user_data.db", wal=True, rows=20)
+    made: dict[str, list[Path]] = {}
+    hour = 0
+    for policy, count in (("daily", 3), ("weekly", 2), ("pre_restore", 3)):
+        for _ in range(count):
+            now = EPOCH + timedelta(hours=hour)
+            hour += 1
+            info = create_backup(
+                [DatabaseSpec("user", db)],
+                backup_dir=backup_dir,
+                name=f"{policy}_{now:%Y%m%d_%H%M%S}",
+                policy=policy,
+                now=now,
+            )
+            made.setdefault(policy, []).append(info.path)
+    return made
+
+
+@pytest.fixture
+def cli(tmp_path: Path, sidecar_env: Callable[..., Any]) -> Any:
+    return sidecar_env(user=tmp_path / "user_data.db")
+
+
+def archives_in(backup_dir: Path) -> set[str]:
+    return {p.name for p in backup_dir.glob("*.tar.gz")}
+
+
+def test_prune_dry_run_deletes_nothing(populated: dict[str, list[Path]], cli: Any) -> None:
+    """``prune --keep 1 --dry-run`` prints each archive it would delete and deletes none."""
+    before = archives_in(cli.backup_dir)
+    result = cli.run("prune", "--keep", "1", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    expected = populated["daily"][:2] + populated["weekly"][:1]
+    assert sorted(result.stdout.splitlines()) == sorted(f"would delete {p}" for p in expected)
+    assert archives_in(cli.backup_dir) == before
+
+
+def test_prune_keep_deletes_and_spares_pre_restore(
+    populated: dict[str, list[Path]], cli: Any
+) -> None:
+    """``prune --keep 1`` deletes all but the newest of each scheduled policy; ``pre_restore``
+    archives keep their own policy (keep 10) unless named with ``--policy``."""
+    result = cli.run("prune", "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    gone = populated["daily"][:2] + populated["weekly"][:1]
+    assert sorted(result.stdout.splitlines()) == sorted(f"deleted {p}" for p in gone)
+    assert archives_in(cli.backup_dir) == {
+        p.name for p in [populated["daily"][2], populated["weekly"][1], *populated["pre_restore"]]
+    }
+    result = cli.run("prune", "--policy", "pre_restore", "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    assert not any(p.exists() for p in populated["pre_restore"][:2])
+    assert populated["pre_restore"][2].exists()
+
+
+def test_cleanup_is_prune_keep(populated: dict[str, list[Path]], cli: Any) -> None:
+    """The seed's ``cleanup --keep K`` prunes like ``prune --keep K``."""
+    result = cli.run("cleanup", "--keep", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"deleted {populated['daily'][0]}"]
+    assert not populated["daily"][0].exists()
+    assert all(p.exists() for p in populated["daily"][1:] + populated["weekly"])
+
+
+@pytest.fixture
+def shared_flock() -> Iterator[Callable[[Path], None]]:
+    """Hold a shared flock on archives, as a running verify or restore does, until teardown."""
+    held: list[Any] = []
+
+    def hold(path: Path) -> None:
+        f = path.open("rb")
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        held.append(f)
+
+    yield hold
+    for f in held:
+        f.close()
+
+
+def test_prune_skips_archive_being_read(
+    populated: dict[str, list[Path]], cli: Any, shared_flock: Callable[[Path], None]
+) -> None:
+    """An expired archive held with a shared flock by a reader is skipped, not deleted, and the
+    prune still deletes the others and succeeds."""
+    busy, other = populated["daily"][0], populated["daily"][1]
+    shared_flock(busy)
+    result = cli.run("prune", "--policy", "daily", "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    assert busy.exists()
+    assert not other.exists()
+    assert f"kept {busy}: in use" in result.stderr
+    assert result.stdout.splitlines() == [f"deleted {other}"]
