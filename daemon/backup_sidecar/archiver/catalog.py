@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
-from backup_sidecar.archiver.gzipstream import GzipFormatError, open_strict
+from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
 from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError
@@ -27,7 +27,10 @@ def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest
     name = archive_name(path)
     try:
         with path.open("rb") as raw:
-            tar = TarReader(open_strict(raw, limit=limits.max_metadata_bytes + 4096))
+            # Read-ahead of one buffer past the metadata is allowed: a seed archive is one member.
+            limit = limits.max_metadata_bytes + 4096 + READ_BUFFER
+            stream = open_strict(raw, limit=limit, first_member_only=True)
+            tar = TarReader(stream)
             first = next(tar.members(), None)
             if first is None or first.name != mf.METADATA_MEMBER:
                 found = "no member" if first is None else f"{first.name!r}"

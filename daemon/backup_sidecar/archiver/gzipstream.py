@@ -16,6 +16,7 @@ from isal import isal_zlib
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 31
 _CHUNK = 1 << 20
+READ_BUFFER = _CHUNK
 
 
 class GzipFormatError(ValueError):
@@ -66,10 +67,11 @@ class StrictGzipReader(io.RawIOBase):
     ``limit`` bytes (a decompression bomb). ``limit`` may be lowered while reading.
     """
 
-    def __init__(self, raw: BinaryIO, *, limit: int) -> None:
+    def __init__(self, raw: BinaryIO, *, limit: int, first_member_only: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self.limit = limit
+        self._first_only = first_member_only
         self.bytes_out = 0
         self._decomp = isal_zlib.decompressobj(_GZIP_WBITS)
         self._pending = b""
@@ -127,6 +129,9 @@ class StrictGzipReader(io.RawIOBase):
     def _check_member_end(self) -> None:
         if not self._decomp.eof:
             return
+        if self._first_only:
+            self._eof = True  # the caller wants the first member alone (the metadata)
+            return
         rest = self._decomp.unused_data
         if len(rest) < 2:
             rest += self._raw.read(2 - len(rest))
@@ -141,6 +146,8 @@ class StrictGzipReader(io.RawIOBase):
         self._check_member_end()
 
 
-def open_strict(raw: BinaryIO, *, limit: int) -> io.BufferedReader:
-    """A buffered strict reader, ready for ``tarfile.open(fileobj=..., mode="r|")``."""
-    return io.BufferedReader(StrictGzipReader(raw, limit=limit), buffer_size=_CHUNK)
+def open_strict(raw: BinaryIO, *, limit: int, first_member_only: bool = False) -> io.BufferedReader:
+    """A buffered strict reader; ``first_member_only`` ends the stream after the first member,
+    so reading the metadata never decompresses (or judges) the databases behind it."""
+    reader = StrictGzipReader(raw, limit=limit, first_member_only=first_member_only)
+    return io.BufferedReader(reader, buffer_size=READ_BUFFER)
