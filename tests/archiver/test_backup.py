@@ -523,3 +523,23 @@ def test_list_shows_garbage_archive_as_damaged(sidecar_env, wal_db: Path, backup
     assert text.returncode == 0, text.stderr
     line = next(ln for ln in text.stdout.splitlines() if "daily_20260101_000000" in ln)
     assert "damaged" in line
+
+
+def test_cli_backup_of_a_locked_source_fails_after_the_configured_timeout(
+    sidecar_env, rollback_db: Path, backup_dir: Path, sql_session
+) -> None:
+    """`SIDECAR_LOCK_TIMEOUT` reaches the snapshot: a CLI backup of a source held under BEGIN
+    EXCLUSIVE exits 1 soon after that timeout, with one line saying it is locked, and leaves no
+    archive or staging area."""
+    holder = sql_session(rollback_db)
+    holder.execute("BEGIN EXCLUSIVE")
+    sidecar = sidecar_env(user=rollback_db, SIDECAR_LOCK_TIMEOUT="1s")
+    started = time.monotonic()
+    result = sidecar.run("backup", "--user-db-only", "--name", "locked_cli", timeout=60)
+    elapsed = time.monotonic() - started
+    holder.execute("ROLLBACK")
+    assert result.returncode == 1, result.stderr
+    line = _one_line_error(result)
+    assert "locked" in line and str(rollback_db) in line, line
+    assert elapsed < 1.0 + 15.0, elapsed  # the interpreter's start-up under load is most of it
+    _assert_nothing_created(backup_dir)

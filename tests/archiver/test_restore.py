@@ -175,6 +175,30 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
     assert _dump(out / "user_data.db") == before
 
 
+def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
+    sidecar_env, backup_dir: Path, tmp_path: Path, sql_session
+) -> None:
+    """When the application holds the WAL database's write lock past the lock timeout, the
+    restore exits 1 saying it is locked, and the live content is left as the application's
+    own transaction decides (here: rolled back to exactly the content from before)."""
+    source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=30, tag="restored")
+    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, tag="live")
+    _archive(backup_dir, "blocked", user=source)
+    before = _dump(live)
+    app = sql_session(live)
+    app.execute("BEGIN EXCLUSIVE")
+    app.execute("INSERT INTO items(body) VALUES ('uncommitted')")
+    sidecar = sidecar_env(user=live, SIDECAR_LOCK_TIMEOUT="1s")
+    result = sidecar.run("restore", "blocked", "--force", timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "locked" in _one_line_error(result)
+    app.execute("ROLLBACK")
+    assert app.execute("SELECT count(*) FROM items") == [[100]]
+    app.close()
+    assert _dump(live) == before
+    assert _integrity(live) == "ok"
+
+
 # --- refusals and options ---------------------------------------------------------------------
 
 

@@ -197,3 +197,52 @@ def test_seed_user_only_archive_restores_only_the_user_database(seed_scene) -> N
     _ok(sidecar.run("restore", name, "--force"))
     assert _dump(live["user"]) == _dump(src["user"])
     assert live["arrow"].read_bytes() == arrow_bytes
+
+
+def _seed_copy_of_wal_database(path: Path, *, rows: int) -> Path:
+    """What the seed archived for a WAL database: a backup-API copy, whose header says WAL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    live = path.with_name("wal_source.db")
+    conn = sqlite3.connect(live)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"wal-{i}",) for i in range(rows)])
+    conn.commit()
+    copy = sqlite3.connect(path)
+    conn.backup(copy)
+    copy.close()
+    conn.close()
+    assert path.read_bytes()[18:20] == b"\x02\x02"  # file format versions 2: WAL
+    return path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: restoring a seed member whose header says WAL switches a rollback-journal live "
+    "database to WAL (the staged copy is not normalised to journal_mode=DELETE before the "
+    "backup-API copy, and SQLite keeps only a WAL destination's mode)",
+)
+def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(seed_scene) -> None:
+    """Restoring a seed archive made from a WAL database into a rollback-journal live database
+    replaces the content but keeps the live database's journal mode (the application chose it;
+    WAL is unsafe on some volumes, e.g. network file systems)."""
+    sidecar, live = seed_scene["sidecar"], seed_scene["live"]
+    member = _seed_copy_of_wal_database(seed_scene["work"] / "copy" / "user_data.db", rows=25)
+    name = "user_data_only_wal_20250804_140000"
+    write_seed_archive(
+        seed_scene["backup_dir"] / f"{name}.tar.gz",
+        work=seed_scene["work"],
+        arrow=None,
+        user=member,
+        name=name,
+    )
+    conn = sqlite3.connect(live["user"])
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+    _ok(sidecar.run("restore", name, "--force"))
+    conn = sqlite3.connect(live["user"])
+    try:
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 25
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        conn.close()
