@@ -75,10 +75,16 @@ class Sidecar:
     env: dict[str, str]
     backup_dir: Path
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "backup_sidecar", *args],
-            env=self.env, capture_output=True, text=True, input=input, timeout=timeout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
             check=False,
         )
 
@@ -134,7 +140,10 @@ def writer_process() -> Iterator[Callable[..., Writer]]:
         status = db.with_name(db.name + ".writer-status")
         proc = subprocess.Popen(
             [sys.executable, str(WRITER), str(db), str(status), str(rate)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         ready = proc.stdout.readline()  # the writer prints "ready" after its first commit
@@ -208,7 +217,10 @@ def sql_session() -> Iterator[Callable[..., SqlSession]]:
     def start(db: Path, *, busy_timeout: float = 5.0) -> SqlSession:
         proc = subprocess.Popen(
             [sys.executable, "-c", _SQL_SESSION, str(db), str(busy_timeout)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         session = SqlSession(proc)
         started.append(session)

@@ -170,7 +170,7 @@ class Service:
             self._state.runtime = self.runtime
         self.metrics.declare(policies=settings.policies, databases=settings.databases)
         if self.scheduler is not None:
-            self.scheduler.reschedule(settings.scheduled_policies())
+            self.scheduler.reschedule(settings.scheduled_policies(), timezone=settings.tzinfo)
         log.info("config_reloaded", policies=sorted(settings.policies))
         return True
 

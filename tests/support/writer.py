@@ -9,11 +9,11 @@ STATUS_FILE always holds the number of commits made so far.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -38,10 +38,9 @@ def main() -> None:
             if errors <= 5:
                 print(f"writer error: {exc}", file=sys.stderr)
         latencies.append(time.monotonic() - t0)
-        tmp = status + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{commits}\n")
-        os.replace(tmp, status)
+        tmp = Path(status + ".tmp")
+        tmp.write_text(f"{commits}\n")
+        tmp.replace(status)
         if commits == 1 and errors == 0:
             print("ready", flush=True)
         if interval:
@@ -50,10 +49,16 @@ def main() -> None:
     conn.close()
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else 0.0
-    print(json.dumps({
-        "commits": commits, "errors": errors,
-        "max_latency_s": max(latencies, default=0.0), "p99_latency_s": p99,
-    }))
+    print(
+        json.dumps(
+            {
+                "commits": commits,
+                "errors": errors,
+                "max_latency_s": max(latencies, default=0.0),
+                "p99_latency_s": p99,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
