@@ -122,8 +122,6 @@ class Writer:
 
     def stop(self) -> dict[str, float]:
         """Stop the writer; returns its report (commits, errors, max_latency_s)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
         out, err = self.proc.communicate(timeout=60)
         assert self.proc.returncode == 0, err
         import json

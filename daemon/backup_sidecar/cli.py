@@ -89,6 +89,10 @@ user_option = click.option("--user-db-only", is_flag=True, help="Only the user d
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+#: Commands whose output is their log; the others print their result and one error line.
+_LOGGING_COMMANDS = frozenset({"run", "demo", "init", "import-arrows"})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -111,7 +115,8 @@ def main(
     """Consistent online backups, verified archives and safe live restores of SQLite databases."""
     from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
 
-    configure_logging(fmt=log_format, verbose=verbose)  # type: ignore[arg-type]
+    chatty = click_ctx.invoked_subcommand in _LOGGING_COMMANDS
+    configure_logging(fmt=log_format, verbose=verbose, quiet=not chatty)  # type: ignore[arg-type]
     click_ctx.obj = Context(config=config, log_format=log_format, verbose=verbose)
 
 

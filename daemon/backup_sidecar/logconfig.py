@@ -51,9 +51,17 @@ def _renderer(fmt: LogFormat, stream: TextIO) -> list[Processor]:
 
 
 def configure_logging(
-    *, fmt: LogFormat | None, verbose: bool, stream: TextIO | None = None
+    *,
+    fmt: LogFormat | None,
+    verbose: bool,
+    stream: TextIO | None = None,
+    quiet: bool = False,
 ) -> None:
-    """Route structlog and stdlib logging to `stream` (stderr): JSON unless a TTY or `console`."""
+    """Route structlog and stdlib logging to `stream` (stderr): JSON unless a TTY or `console`.
+
+    `quiet` (one-shot CLI commands, which print their own outcome and error line) keeps only
+    critical events unless `verbose`.
+    """
     stream = stream if stream is not None else sys.stderr
     if fmt is None:
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -67,7 +75,7 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
+            logging.DEBUG if verbose else logging.CRITICAL if quiet else logging.INFO
         ),
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,

@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.health import check_database, free_bytes, overdue_policies
+from backup_sidecar.archiver import DatabaseSpec
+from backup_sidecar.health import DatabaseHealth, check_database, free_bytes, overdue_policies
 
 if TYPE_CHECKING:
     from backup_sidecar.service import Service
 
 log = structlog.get_logger("backup_sidecar.health")
+
+#: How long one check waits for a lock the application holds.
+LOCK_TIMEOUT_S = 5.0
 
 
 def last_successes(backup_dir: Path) -> dict[str, datetime]:
@@ -57,12 +61,25 @@ class HealthWatcher:
             if self._stop.wait(self._interval):
                 return
 
+    @staticmethod
+    def _check(
+        spec: DatabaseSpec, mode: Literal["quick", "full"], previous: DatabaseHealth | None
+    ) -> DatabaseHealth:
+        """One check; a database the application holds locked past the timeout keeps its last
+        known state (a long write transaction is not a sick database)."""
+        result = check_database(spec, integrity=mode, timeout_s=LOCK_TIMEOUT_S)
+        if result.opens or not (result.error or "").startswith("database is locked"):
+            return result
+        log.info("database_check_deferred", database=spec.name, reason=result.error)
+        return previous if previous is not None else result
+
     def check_once(self) -> None:
         svc = self._service
         cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
         mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
+        previous = {db.name: db for db in svc.health.current().databases}
         results = tuple(
-            check_database(spec, integrity=mode, timeout_s=5.0) for spec in rt.databases.values()
+            self._check(spec, mode, previous.get(spec.name)) for spec in rt.databases.values()
         )
         for db in results:
             metrics.database_observed(

@@ -216,12 +216,6 @@ def _seed_copy_of_wal_database(path: Path, *, rows: int) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: restoring a seed member whose header says WAL switches a rollback-journal live "
-    "database to WAL (the staged copy is not normalised to journal_mode=DELETE before the "
-    "backup-API copy, and SQLite keeps only a WAL destination's mode)",
-)
 def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(seed_scene) -> None:
     """Restoring a seed archive made from a WAL database into a rollback-journal live database
     replaces the content but keeps the live database's journal mode (the application chose it;

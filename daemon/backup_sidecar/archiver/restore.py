@@ -214,6 +214,9 @@ def _free_name(backup_dir: Path, now: datetime) -> str:
 
 
 def _restore_one(target: _Target, *, lock_timeout: float) -> None:
+    # The backup API copies page 1 as it is: a staged copy whose header says WAL (a seed archive
+    # made from a WAL database) would switch a rollback-journal live database to WAL.
+    _to_rollback_journal(target.staged)
     if not target.exists:
         _create_new(target)
         return
@@ -239,6 +242,14 @@ def _restore_one(target: _Target, *, lock_timeout: float) -> None:
         ) from exc
     finally:
         src.close()
+
+
+def _to_rollback_journal(staged: Path) -> None:
+    conn = sqlite3.connect(staged)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    finally:
+        conn.close()
 
 
 class _DeadlineError(Exception):
