@@ -6,23 +6,23 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from backup_sidecar.archiver import ProgressFn
 
-_LABELS = {
-    "snapshot": "snapshot",
-    "pack": "compress",
-    "extract": "read archive",
-    "check": "integrity_check",
+#: Stage -> (label, counts bytes?)
+_STAGES = {
+    "snapshot": ("snapshot", False),
+    "pack": ("compress", True),
+    "extract": ("read archive", True),
+    "check": ("integrity_check", False),
 }
+
+
+def _amount(done: int, total: int, *, in_bytes: bool) -> str:
+    if not in_bytes:
+        return f"{done}/{total} databases"
+    return f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB"
 
 
 @contextlib.contextmanager
@@ -34,16 +34,18 @@ def progress_bar(*, enabled: bool) -> Iterator[ProgressFn | None]:
     bar = Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),
-        DownloadColumn(),
+        TextColumn("{task.fields[amount]}"),
         TimeRemainingColumn(),
         transient=True,
     )
     tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
+        label, in_bytes = _STAGES.get(stage, (stage, False))
+        amount = _amount(done, total, in_bytes=in_bytes)
         if stage not in tasks:
-            tasks[stage] = bar.add_task(_LABELS.get(stage, stage), total=total or None)
-        bar.update(tasks[stage], completed=done, total=total or None)
+            tasks[stage] = bar.add_task(label, total=total or None, amount=amount)
+        bar.update(tasks[stage], completed=done, total=total or None, amount=amount)
 
     with bar:
         yield update

@@ -85,6 +85,7 @@ def create_backup(
                     clock=clock,
                 )
             )
+        report("snapshot", len(databases), len(databases))
         failed = threading.Event()
 
         def stop() -> bool:

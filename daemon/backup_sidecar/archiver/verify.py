@@ -92,6 +92,7 @@ def verify_archive(
                 raise OperationAbortedError(f"verify of {name!r}")
             if result != "ok":
                 raise CorruptArchiveError(name, f"member {file!r} fails integrity_check: {result}")
+        report("check", len(staged), len(staged))
     return VerifiedArchive(
         name=name, path=path, manifest=manifest, staged=staged, warnings=warnings
     )
