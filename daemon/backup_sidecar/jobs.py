@@ -95,7 +95,9 @@ def run_backup(
     started = time.monotonic()
     bound = log.bind(policy=policy, archive=name, databases=[s.name for s in specs])
     try:
-        with archiver.database_locks(rt.backup_dir, [s.name for s in specs], wait=wait):
+        with archiver.database_locks(
+            rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=should_stop
+        ):
             info = archiver.create_backup(
                 specs,
                 backup_dir=rt.backup_dir,
@@ -210,7 +212,7 @@ def run_restore(
     targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
     rt.select(targets)
     try:
-        with archiver.database_locks(rt.backup_dir, targets, wait=wait):
+        with archiver.database_locks(rt.backup_dir, targets, wait=wait, should_stop=should_stop):
             result = archiver.restore_archive(
                 path,
                 databases=rt.databases,

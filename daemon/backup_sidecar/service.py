@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.server import ControlServer
-from backup_sidecar.errors import BusyError, SidecarError
+from backup_sidecar.errors import SidecarError
 from backup_sidecar.handler import ControlHandler, DaemonState
 from backup_sidecar.health import HealthState
 from backup_sidecar.httpserver import MetricsServer
@@ -40,6 +40,9 @@ from backup_sidecar.watcher import HealthWatcher, last_successes
 log = structlog.get_logger("backup_sidecar.service")
 
 DRILL_POLICY = "drill"
+#: A scheduled backup waits this long for a restore or CLI backup holding its databases
+#: (skipping would leave a whole period without a backup); then it is counted as failed.
+SCHEDULED_WAIT_S = 600.0
 
 
 class Service:
@@ -116,11 +119,12 @@ class Service:
                 return
             try:
                 jobs.run_backup(
-                    rt, policy=policy, metrics=self.metrics, should_stop=self._abort.is_set
+                    rt,
+                    policy=policy,
+                    metrics=self.metrics,
+                    should_stop=self._abort.is_set,
+                    wait=SCHEDULED_WAIT_S,
                 )
-            except BusyError as exc:
-                log.warning("scheduled_backup_skipped", policy=policy, reason=str(exc))
-                return
             except SidecarError:
                 return  # logged and counted by the job
             try:

@@ -12,10 +12,10 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from backup_sidecar.errors import BackupDirError, BusyError
+from backup_sidecar.errors import BackupDirError, BusyError, OperationAbortedError
 
 LOCK_DIRNAME = ".locks"
 _POLL_S = 0.05
@@ -32,26 +32,30 @@ def _open_lock(backup_dir: Path, name: str) -> int:
 
 @contextlib.contextmanager
 def database_locks(
-    backup_dir: Path, names: Sequence[str], *, wait: float | None = None
+    backup_dir: Path,
+    names: Sequence[str],
+    *,
+    wait: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """Hold the locks of ``names`` (taken in sorted order, so no two holders deadlock).
 
     Without ``wait`` a held lock raises BusyError at once; with it, BusyError after ``wait``
-    seconds.
+    seconds, or OperationAbortedError as soon as ``should_stop()`` says so.
     """
     fds: list[int] = []
     try:
         for name in sorted(set(names)):
             fd = _open_lock(backup_dir, f"db-{name}")
             fds.append(fd)
-            _acquire(fd, name, wait)
+            _acquire(fd, name, wait, should_stop)
         yield
     finally:
         for fd in reversed(fds):
             os.close(fd)
 
 
-def _acquire(fd: int, name: str, wait: float | None) -> None:
+def _acquire(fd: int, name: str, wait: float | None, should_stop: Callable[[], bool]) -> None:
     deadline = time.monotonic() + (wait or 0.0)
     while True:
         try:
@@ -62,6 +66,8 @@ def _acquire(fd: int, name: str, wait: float | None) -> None:
                 raise
         if time.monotonic() >= deadline:
             raise BusyError(name)
+        if should_stop():
+            raise OperationAbortedError(f"waiting for database {name!r}")
         time.sleep(_POLL_S)
 
 
