@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -102,11 +103,16 @@ def create_backup(
                     progress=report,
                     should_stop=stop,
                 )
+                # Packing usually ends first: count rows while the check is still running.
+                facts = [_facts(snap) for snap in snaps]
             except BaseException:
                 failed.set()  # no need to finish checking copies that will not be archived
                 raise
             finally:
-                checked = checks.result()
+                results = checks.result()
+            checked = [
+                _Checked(r, f if r == "ok" else None) for r, f in zip(results, facts, strict=True)
+            ]
         if should_stop():
             raise OperationAbortedError("backup")
         entries = _entries(snaps, checked, digests)
@@ -133,13 +139,16 @@ def create_backup(
     )
 
 
-def _check_all(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[_Checked]:
-    out = []
-    for snap in snaps:
-        result = integrity_check(snap.staged, should_stop=should_stop)
-        facts = collect_facts(snap.staged) if result == "ok" else None
-        out.append(_Checked(result, facts))
-    return out
+def _check_all(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[str]:
+    return [integrity_check(snap.staged, should_stop=should_stop) for snap in snaps]
+
+
+def _facts(snap: Snapshot) -> DatabaseFacts | None:
+    """The staged copy's facts, or None when it is too damaged to read (the check says why)."""
+    try:
+        return collect_facts(snap.staged)
+    except sqlite3.DatabaseError:
+        return None
 
 
 def _pack_databases(
@@ -180,8 +189,10 @@ def _entries(
 ) -> dict[str, mf.DatabaseEntry]:
     entries = {}
     for snap, check, digest in zip(snaps, checked, digests, strict=True):
-        if check.result != "ok" or check.facts is None:
+        if check.result != "ok":
             raise IntegrityCheckError(snap.spec.name, snap.spec.path, check.result)
+        if check.facts is None:
+            raise IntegrityCheckError(snap.spec.name, snap.spec.path, "schema unreadable")
         facts = check.facts
         entries[snap.spec.name] = mf.DatabaseEntry(
             file=snap.spec.member,
