@@ -77,6 +77,15 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
     }
 
 
+def clean_leftovers(rt: Runtime) -> None:
+    """Remove what crashed operations left behind (only what no live process holds)."""
+    if rt.backup_dir.is_dir():
+        for path in archiver.clean_leftovers(rt.backup_dir):
+            log.warning("leftover_removed", path=str(path))
+    for path in archiver.clean_restore_leftovers(list(rt.databases.values())):
+        log.warning("leftover_removed", path=str(path))
+
+
 def run_backup(
     rt: Runtime,
     *,
@@ -90,6 +99,7 @@ def run_backup(
 ) -> ArchiveInfo:
     """One backup of the selected databases under their locks; logged and counted either way."""
     specs = rt.select(names, policy=policy)
+    clean_leftovers(rt)
     now = rt.clock()
     name = archive_name or archiver.default_name(policy, now)
     started = time.monotonic()
@@ -208,6 +218,7 @@ def run_restore(
 ) -> archiver.RestoreResult:
     """Verify, save, and restore into the live databases, holding their locks throughout."""
     path = archiver.resolve_archive(rt.backup_dir, ref)
+    clean_leftovers(rt)
     manifest = archiver.read_manifest(path)
     targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
     rt.select(targets)

@@ -206,8 +206,7 @@ class Service:
         lock = archiver.DirectoryLock(rt.backup_dir)
         lock.acquire()
         stack.callback(lock.release)
-        for leftover in archiver.clean_leftovers(rt.backup_dir):
-            log.warning("leftover_removed", path=str(leftover))
+        jobs.clean_leftovers(rt)
         for key, source in self.paths.sources.items():
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
             log.info("path_resolved", key=key, path=str(path), source=source)

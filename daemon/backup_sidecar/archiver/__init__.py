@@ -16,7 +16,11 @@ from backup_sidecar.archiver.model import (
     ProgressFn,
     RestoreResult,
 )
-from backup_sidecar.archiver.restore import PRE_RESTORE_POLICY, restore_archive
+from backup_sidecar.archiver.restore import (
+    PRE_RESTORE_POLICY,
+    clean_restore_leftovers,
+    restore_archive,
+)
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
 from backup_sidecar.archiver.staging import clean_leftovers, free_bytes, staging_area
 from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
@@ -35,6 +39,7 @@ __all__ = [
     "RestoreResult",
     "VerifiedArchive",
     "clean_leftovers",
+    "clean_restore_leftovers",
     "create_backup",
     "database_locks",
     "default_name",

@@ -256,10 +256,28 @@ class _DeadlineError(Exception):
     """Raised inside the backup progress callback to give up on a destination that stays busy."""
 
 
+def _new_file_tmp(path: Path, pid: int) -> Path:
+    return path.parent / f".{path.name}.restore-{pid}"
+
+
+def clean_restore_leftovers(specs: Sequence[DatabaseSpec]) -> list[Path]:
+    """Remove half-written new databases of restores whose process died (never a live file)."""
+    removed = []
+    for spec in specs:
+        if not spec.path.parent.is_dir():
+            continue
+        for tmp in spec.path.parent.glob(f".{spec.path.name}.restore-*"):
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
 def _create_new(target: _Target) -> None:
     """A database that does not exist yet is created whole, by an atomic link."""
     spec = target.spec
-    tmp = spec.path.parent / f".{spec.path.name}.restore-{os.getpid()}"
+    tmp = _new_file_tmp(spec.path, os.getpid())
     try:
         with (
             os.fdopen(create_exclusive(tmp, mode=0o644), "wb") as out,
