@@ -16,7 +16,8 @@ usage_error() {
     exit 2
 }
 
-# The backup-sidecar command line, as an array.
+# The backup-sidecar command line, as an array (CLI is read by the scripts that source this).
+# shellcheck disable=SC2034
 find_cli() {
     local root
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
