@@ -1,0 +1,255 @@
+"""The daemon's lifecycle as an operator sees it: start, signals, reload, one per directory."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backup_sidecar.control import ControlClient, DaemonNotRunningError
+from daemon.conftest import Daemon, holding_database_lock, run_cli, sample, wait_until
+
+
+def answers(path: Path) -> bool:
+    """Whether anything accepts a connection on the control socket now."""
+    try:
+        ControlClient(path, timeout_s=5).request({"op": "ping"})
+    except DaemonNotRunningError:
+        return False
+    return True
+
+
+def assert_every_archive_verifies(d: Daemon) -> None:
+    """Every archive in the backup directory passes a full CLI `verify`; nothing else is there."""
+    for path in sorted(d.backup_dir.iterdir()):
+        if path.name in (".locks", ".staging"):
+            continue
+        assert path.name.endswith(".tar.gz"), f"unexpected file {path.name} in the backup dir"
+        done = d.cli("verify", path.name.removesuffix(".tar.gz"))
+        assert done.returncode == 0, f"{path.name}: {done.stderr}"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+) -> None:
+    """SIGTERM while the start-up backup of a ~200 MB database runs, with `grace_period: 1s`:
+    the daemon aborts the backup, exits 0 within grace + margin, removes its socket, and leaves
+    no partial archive; the next start finds nothing left under `.staging/`."""
+    cfg = daemon_config(
+        databases={"user": big_db},
+        policies={"hourly": {"every": "1h", "keep": 3}, "pre_restore": {"keep": 10}},
+        health={"interval": "60s"},
+        grace_period="1s",
+    )
+    d = daemon(cfg)
+    d.log.wait("catch_up_due", policy="hourly")
+    staging = d.backup_dir / ".staging"
+    wait_until(lambda: any(staging.glob("backup-*")), what="the backup to start staging")
+    assert not d.log.find("backup_completed")
+
+    d.signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert d.wait_exit(timeout=30) == 0
+    elapsed = time.monotonic() - sent
+    assert elapsed < 1.0 + 4.0, f"exit took {elapsed:.1f}s with a 1s grace period"
+    assert not d.log.find("backup_completed"), "the backup was expected to be cut short"
+    (failed,) = d.log.find("backup_failed", policy="hourly")
+    assert "aborted" in failed["error"]
+    assert d.log.find("grace_period_expired")
+    assert not d.socket.exists()
+    assert_every_archive_verifies(d)
+
+    calm = dict(cfg, policies={"hourly": {"keep": 3}, "pre_restore": {"keep": 10}})
+    again = daemon(calm)
+    assert not staging.exists() or not list(staging.iterdir())
+    assert again.request("ping")["pong"] is True
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_exits_at_once_and_the_next_start_cleans_up(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+) -> None:
+    """A second SIGTERM during the grace period exits at once (code 1) in the middle of a big
+    backup, like a crash: no archive appears, and the next start removes the dead backup's
+    staging directory (`leftover_removed`)."""
+    cfg = daemon_config(
+        databases={"user": big_db},
+        policies={"hourly": {"every": "1h", "keep": 3}, "pre_restore": {"keep": 10}},
+        health={"interval": "60s"},
+        grace_period="60s",
+    )
+    d = daemon(cfg)
+    staging = d.backup_dir / ".staging"
+    wait_until(lambda: any(staging.glob("backup-*")), what="the backup to start staging")
+    mark = d.log.mark()
+    d.signal(signal.SIGTERM)
+    d.log.wait("daemon_stopping", since=mark)
+    d.signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert d.wait_exit(timeout=30) == 1
+    assert time.monotonic() - sent < 5.0
+    assert not d.log.find("backup_completed")
+    left = {p.name for p in staging.glob("backup-*")}
+    assert left, "a killed backup leaves its staging directory"
+    assert_every_archive_verifies(d)
+
+    calm = dict(cfg, policies={"hourly": {"keep": 3}, "pre_restore": {"keep": 10}})
+    again = daemon(calm)
+    removed = {Path(e["path"]).name for e in again.log.find("leftover_removed")}
+    assert left <= removed
+    assert not list(staging.glob("backup-*"))
+
+
+def test_sigterm_lets_a_short_job_finish(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """SIGTERM while a socket backup is in flight (waiting for the database lock, then quick):
+    the daemon stops accepting, lets the job finish within the grace period, answers the client,
+    exits 0 and leaves a complete archive and no socket file."""
+    cfg = daemon_config(
+        databases={"user": wal_db}, policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}}
+    )
+    d = daemon(cfg)
+    result: dict[str, Any] = {}
+
+    def backup() -> None:
+        result.update(d.request("backup", databases=["user"], wait=True))
+
+    with holding_database_lock(d.backup_dir, "user"):
+        mark = d.log.mark()
+        worker = threading.Thread(target=backup)
+        worker.start()
+        d.log.wait("control_request", op="backup", since=mark)
+        d.signal(signal.SIGTERM)
+        d.log.wait("daemon_stopping", since=mark)
+        wait_until(lambda: not answers(d.socket), what="the daemon to stop accepting")
+        assert worker.is_alive()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert d.wait_exit(timeout=30) == 0
+    archive = d.backup_dir / f"{result['archive']}.tar.gz"
+    assert archive.is_file()
+    assert_every_archive_verifies(d)
+    assert not d.socket.exists()
+
+
+def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """SIGHUP with a valid new file adds its new policy (seen in `ctl status` next_runs and in
+    the metrics); SIGHUP with an invalid file logs `config_reload_refused` naming the problem,
+    and the old policies keep running (another archive of them appears afterwards)."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"fast": {"every": "1s", "keep": 3}, "pre_restore": {"keep": 10}},
+    )
+    d = daemon(cfg)
+    assert set(d.request("status")["next_runs"]) == {"fast"}
+
+    mark = d.log.mark()
+    extra = {**cfg["policies"], "extra": {"every": "1h", "keep": 2}}
+    d.rewrite_config({**cfg, "policies": extra})
+    d.signal(signal.SIGHUP)
+    d.log.wait("config_reloaded", since=mark)
+    assert set(d.request("status")["next_runs"]) == {"fast", "extra"}
+    shown = d.ctl("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"extra"' in shown.stdout
+    d.log.wait("backup_completed", policy="extra", since=mark)  # a new policy catches up
+    next_run = "backup_sidecar_scheduler_next_run_timestamp_seconds"
+    wait_until(lambda: sample(d.scrape(), next_run, policy="extra"), what="extra's next run")
+    assert sample(d.scrape(), "backup_sidecar_backup_runs_total", policy="extra", result="ok")
+
+    mark = d.log.mark()
+    broken = {**cfg, "policies": {**extra, "fast": {"every": "1s", "keep": -1}}}
+    d.rewrite_config(broken)
+    d.signal(signal.SIGHUP)
+    refused = d.log.wait("config_reload_refused", since=mark)
+    assert str(d.config_path) in refused["error"]
+    assert "policies.fast.keep" in refused["error"]
+    d.log.wait("backup_completed", policy="fast", since=d.log.mark())
+    assert set(d.request("status")["next_runs"]) == {"fast", "extra"}
+    assert d.proc.poll() is None
+
+
+def test_a_second_daemon_on_the_same_backup_dir_is_refused(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A second daemon with the same configuration exits 1 with one clear line naming the
+    backup directory, and leaves the first daemon's socket and service alone."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
+    first = daemon(cfg)
+    second = daemon(cfg, started_ok=False)
+    assert second.wait_exit(timeout=30) == 1
+    errors = [line for line in second.log.raw if not line.startswith("{")]
+    assert len(errors) == 1, second.log.raw
+    assert str(first.backup_dir) in errors[0]
+    assert "already running" in errors[0]
+    assert not second.log.find("daemon_started")
+    assert first.socket.exists()
+    assert first.request("ping")["pid"] == first.proc.pid
+    assert first.healthz()[0] == 200
+
+
+def test_leftover_staging_dirs_are_removed_at_start(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    backup_dir: Path,
+) -> None:
+    """Staging directories left by a crash (no live lock holder) are removed at start with a
+    `leftover_removed` event; one whose lock is still held by a live process is kept."""
+    staging = backup_dir / ".staging"
+    crashed = staging / "backup-crashed"
+    crashed.mkdir(parents=True)
+    (crashed / ".lock").touch()
+    (crashed / "user_data.db").write_bytes(b"half a snapshot")
+    ancient = staging / "restore-ancient"  # died before it created its lock file
+    ancient.mkdir()
+    old = time.time() - 3600
+    os.utime(ancient, (old, old))
+    live = staging / "verify-live"
+    live.mkdir()
+    fd = os.open(live / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
+        d = daemon(cfg)
+        removed = {Path(e["path"]).name for e in d.log.find("leftover_removed")}
+        assert removed == {"backup-crashed", "restore-ancient"}
+        assert not crashed.exists()
+        assert not ancient.exists()
+        assert live.is_dir()
+    finally:
+        os.close(fd)
+
+
+def test_control_socket_file_is_replaced_only_when_stale(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """A daemon killed with SIGKILL leaves its socket file behind; the next start replaces it
+    and answers on it; a clean stop removes it."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
+    first = daemon(cfg)
+    first.proc.kill()
+    assert first.wait_exit(timeout=30) == -signal.SIGKILL
+    assert first.socket.exists()
+    second = daemon(cfg)
+    assert ControlClient(second.socket, timeout_s=10).request({"op": "ping"})["pid"] == (
+        second.proc.pid
+    )
+    assert second.stop() == 0
+    assert not second.socket.exists()
+    done = run_cli(first.config_path, "list", "--json")
+    assert done.returncode == 0, done.stderr
