@@ -1,4 +1,5 @@
-"""CLI commands that talk to or are the daemon: `run`, `ctl ...`, `config check`.
+"""CLI commands that talk to or are the daemon: `run`, `start`, `healthcheck`, `ctl ...`,
+`config check`.
 
 Kept apart from cli.py so that module stays small; like it, only these commands print or exit.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,56 @@ def run(ctx: Context) -> None:
             settings, paths, config_path=config_path, environ=os.environ, cwd=Path.cwd()
         )
         sys.exit(service.run())
+
+
+@main.command()
+@click.pass_context
+def start(click_ctx: click.Context) -> None:
+    """The container's command: `init`, then `run` in this same process (signals reach it)."""
+    from backup_sidecar.cli_data import init  # noqa: PLC0415
+    from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
+
+    ctx: Context = click_ctx.obj
+    configure_logging(fmt=ctx.log_format, verbose=ctx.verbose)  # type: ignore[arg-type]
+    click_ctx.invoke(init)  # exits 1 on a failed database check: never run on a bad start
+    click_ctx.invoke(run)
+
+
+def _healthz_url(ctx: Context) -> str:
+    """The configured metrics endpoint's /healthz, asked on loopback when it listens on all."""
+    from backup_sidecar.settings import load_settings  # noqa: PLC0415
+
+    metrics = load_settings(ctx.config, environ=os.environ).metrics
+    host = "127.0.0.1" if metrics.host in ("0.0.0.0", "") else metrics.host  # noqa: S104
+    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{metrics.port}/healthz"
+
+
+@main.command()
+@click.option("--url", help="The /healthz URL (default: from the configured metrics host/port).")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
+@click.pass_obj
+def healthcheck(ctx: Context, url: str | None, timeout: float) -> None:
+    """Exit 0 if the daemon's /healthz answers 200, else 1 (the container's HEALTHCHECK).
+
+    Every failure exits 1, a bad configuration too: Docker reserves exit code 2.
+    """
+    from backup_sidecar.errors import SidecarError  # noqa: PLC0415
+
+    try:
+        url = url or _healthz_url(ctx)
+    except SidecarError as exc:
+        _fail(str(exc), 1)
+    if not url.startswith(("http://", "https://")):
+        _fail(f"--url {url!r}: not an http(s) URL", 1)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked)
+            body = resp.read().decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:
+        _fail(f"{url}: {exc.code} {exc.read().decode('utf-8', 'replace').strip()}", 1)
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
+    click.echo(f"{url}: {body}")
 
 
 @main.group()
