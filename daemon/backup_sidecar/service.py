@@ -45,6 +45,18 @@ DRILL_POLICY = "drill"
 SCHEDULED_WAIT_S = 600.0
 
 
+def _start_only_changes(
+    old: Settings, old_paths: ResolvedPaths, new: Settings, new_paths: ResolvedPaths
+) -> list[str]:
+    """Keys whose new value would only take effect at start; a reload must not pretend to apply
+    them (a moved backup_dir would even escape the one-daemon-per-directory lock)."""
+    changed = ["backup_dir"] if old_paths.backup_dir != new_paths.backup_dir else []
+    changed += [key for key in ("control", "metrics") if getattr(old, key) != getattr(new, key)]
+    if old.health.interval != new.health.interval:
+        changed.append("health.interval")
+    return changed
+
+
 class Service:
     """One running sidecar. `run()` blocks until a stop signal and returns the exit code."""
 
@@ -172,6 +184,14 @@ class Service:
             )
         except SidecarError as exc:
             log.error("config_reload_refused", error=str(exc))
+            return False
+        fixed = _start_only_changes(self.settings, self.paths, settings, paths)
+        if fixed:
+            log.error(
+                "config_reload_refused",
+                error=f"{self._config_path}: {', '.join(fixed)} can only change with a restart "
+                "(directory lock, control socket, metrics port and watcher are set up at start)",
+            )
             return False
         self.settings, self.paths = settings, paths
         self.runtime = runtime_from(settings, paths)
