@@ -180,6 +180,41 @@ def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
     assert d.proc.poll() is None
 
 
+def test_sighup_cannot_move_the_daemon_to_another_backup_dir(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """The directory lock (one daemon per backup directory) is taken at start, so a reload
+    that names another `backup_dir` is refused, naming the key: the daemon keeps its directory,
+    and another daemon can still not start on it."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"fast": {"every": "1s", "keep": 3}, "pre_restore": {"keep": 10}},
+    )
+    d = daemon(cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    mark = d.log.mark()
+    d.rewrite_config({**cfg, "backup_dir": str(elsewhere)})
+    d.signal(signal.SIGHUP)
+    refused = d.log.wait("config_reload_refused", since=mark)
+    assert "backup_dir" in refused["error"]
+    assert d.request("status")["backup_dir"] == str(d.backup_dir)
+    d.log.wait("backup_completed", policy="fast", since=d.log.mark())
+    assert not list(elsewhere.glob("*.tar.gz"))
+    second = daemon(cfg, started_ok=False)
+    assert second.wait_exit(timeout=30) == 1
+
+    mark = d.log.mark()
+    moved = {**cfg, "control": {**cfg["control"], "socket": str(tmp_path / "other.sock")}}
+    d.rewrite_config(moved)
+    d.signal(signal.SIGHUP)
+    assert "control" in d.log.wait("config_reload_refused", since=mark)["error"]
+    assert d.request("ping")["pong"] is True
+
+
 def test_a_second_daemon_on_the_same_backup_dir_is_refused(
     daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
