@@ -10,12 +10,13 @@ are compressed into their own gzip member, and the archive is assembled at the e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,8 +36,10 @@ from backup_sidecar.archiver.staging import (
 from backup_sidecar.archiver.tarstream import end_of_archive, member_header, padding
 from backup_sidecar.errors import (
     ArchiveExistsError,
+    BackupDirError,
     IntegrityCheckError,
     OperationAbortedError,
+    SidecarError,
     UsageError,
 )
 
@@ -73,7 +76,7 @@ def create_backup(
         raise ArchiveExistsError(final)
     started = clock()
     report = progress or (lambda stage, done, total: None)
-    with staging_area(backup_dir, purpose="backup") as area:
+    with staging_area(backup_dir, purpose="backup") as area, _writing_into(backup_dir):
         snaps = []
         for i, spec in enumerate(databases):
             report("snapshot", i, len(databases))
@@ -137,6 +140,22 @@ def create_backup(
         databases=tuple(entries),
         manifest=mf.parse_metadata(mf.encode_metadata(doc)),
     )
+
+
+@contextlib.contextmanager
+def _writing_into(backup_dir: Path) -> Iterator[None]:
+    """Name the backup directory in a write failure there (a full or read-only filesystem):
+    a bare `No space left on device` names no file, and the daemon counts only SidecarErrors."""
+    try:
+        yield
+    except SidecarError:
+        raise
+    except OSError as exc:
+        where = exc.filename
+        if where is not None and not str(where).startswith(str(backup_dir)):
+            raise  # not a write into the backup directory (e.g. the source vanished)
+        detail = f"{exc.strerror or exc}" + (f" ({where})" if where else "")
+        raise BackupDirError(backup_dir, f"cannot write the backup: {detail}") from exc
 
 
 def _check_all(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[str]:

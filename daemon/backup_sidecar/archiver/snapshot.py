@@ -8,6 +8,7 @@ lose what is still in ``-wal``.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -92,6 +93,9 @@ def take_snapshot(
     except _StoppedError:
         raise OperationAbortedError(f"snapshot of {spec.name!r}") from None
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+            # The staged copy ran out of space: the backup directory's fault, not the source's.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from exc
         raise DatabaseError(spec.name, spec.path, f"snapshot failed: {exc}") from exc
     finally:
         src.close()
