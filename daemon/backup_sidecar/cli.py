@@ -90,7 +90,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 #: Commands whose output is their log; the others print their result and one error line.
-_LOGGING_COMMANDS = frozenset({"run", "demo", "init", "import-arrows"})
+_LOGGING_COMMANDS = frozenset({"run", "start", "demo", "init", "import-arrows"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -44,10 +44,7 @@ def run(ctx: Context) -> None:
 def start(click_ctx: click.Context) -> None:
     """The container's command: `init`, then `run` in this same process (signals reach it)."""
     from backup_sidecar.cli_data import init  # noqa: PLC0415
-    from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
 
-    ctx: Context = click_ctx.obj
-    configure_logging(fmt=ctx.log_format, verbose=ctx.verbose)  # type: ignore[arg-type]
     click_ctx.invoke(init)  # exits 1 on a failed database check: never run on a bad start
     click_ctx.invoke(run)
 
