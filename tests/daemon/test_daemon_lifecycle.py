@@ -5,16 +5,25 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backup_sidecar.control import ControlClient, DaemonNotRunningError
-from daemon.conftest import Daemon, holding_database_lock, run_cli, sample, wait_until
+from backup_sidecar.control import ControlClient, ControlError, DaemonNotRunningError
+from daemon.conftest import (
+    Daemon,
+    holding_database_lock,
+    row_count,
+    run_cli,
+    sample,
+    wait_until,
+)
 
 
 def answers(path: Path) -> bool:
@@ -71,6 +80,48 @@ def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
     again = daemon(calm)
     assert not staging.exists() or not list(staging.iterdir())
     assert again.request("ping")["pong"] is True
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+) -> None:
+    """SIGTERM while a socket restore of a ~200 MB database runs (in its pre-restore safety
+    backup), with `grace_period: 1s`: the daemon exits 0 within grace + margin, the client gets
+    an error answer rather than a hang, no partial pre_restore archive appears, and the live
+    database is intact, holding either its old content or the archive's, never a mix."""
+    cfg = daemon_config(
+        databases={"user": big_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        health={"interval": "60s"},
+        grace_period="1s",
+    )
+    d = daemon(cfg)
+    archive = d.request("backup")["archive"]
+    total = row_count(big_db)
+    conn = sqlite3.connect(big_db)
+    with conn:
+        conn.execute("DELETE FROM items WHERE id <= 100")
+    conn.close()
+
+    staging = d.backup_dir / ".staging"
+    with ThreadPoolExecutor(1) as pool:
+        restore = pool.submit(d.request, "restore", archive=archive, confirm=True)
+        # Past verifying the archive: the pre-restore safety backup of the live database runs.
+        wait_until(lambda: any(staging.glob("backup-*")), what="the safety backup to start")
+        d.signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert d.wait_exit(timeout=30) == 0
+        elapsed = time.monotonic() - sent
+        with pytest.raises(ControlError) as refused:
+            restore.result(timeout=30)
+    assert elapsed < 1.0 + 4.0, f"exit took {elapsed:.1f}s with a 1s grace period"
+    assert refused.value.code in ("failed", "refused")
+    check = sqlite3.connect(f"file:{big_db}?mode=ro", uri=True)
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()
+    assert row_count(big_db) in (total - 100, total)
+    assert [p.name for p in d.backup_dir.glob("*.tar.gz")] == [f"{archive}.tar.gz"]
 
 
 @pytest.mark.slow
