@@ -192,6 +192,33 @@ def test_sigterm_lets_a_short_job_finish(
     assert not d.socket.exists()
 
 
+def test_sigterm_stops_a_request_still_waiting_for_a_database_lock(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A `"wait": true` backup still queued behind a lock that another process never lets go
+    does not keep the daemon alive: after SIGTERM and `grace_period: 1s` the client gets an
+    error answer, the daemon exits 0, and no archive appears."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        grace_period="1s",
+    )
+    d = daemon(cfg)
+    with ThreadPoolExecutor(1) as pool, holding_database_lock(d.backup_dir, "user"):
+        mark = d.log.mark()
+        queued = pool.submit(d.request, "backup", databases=["user"], wait=True)
+        d.log.wait("control_request", op="backup", since=mark)
+        d.signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert d.wait_exit(timeout=30) == 0
+        elapsed = time.monotonic() - sent
+        with pytest.raises(ControlError):
+            queued.result(timeout=10)
+    assert elapsed < 1.0 + 4.0, f"exit took {elapsed:.1f}s with a 1s grace period"
+    assert not d.archives()
+    assert not d.socket.exists()
+
+
 def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
     daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
