@@ -172,6 +172,8 @@ def _load_object(line: bytes) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"request is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # "[[[[..." within the size limit: json recurses once per level
+        raise ProtocolError("request is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("a request is a JSON object")
     return data
