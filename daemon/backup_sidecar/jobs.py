@@ -86,6 +86,20 @@ def clean_leftovers(rt: Runtime) -> None:
         log.warning("leftover_removed", path=str(path))
 
 
+def free_name(backup_dir: Path, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... if an archive of that name exists already.
+
+    Default names are per second of the wall clock, which repeats a second when two backups
+    start within one or when the clock is stepped back (NTP): the existing archive is never
+    overwritten, and the new backup must not fail for a whole hour either.
+    """
+    name, n = base, 1
+    while (backup_dir / f"{name}{archiver.ARCHIVE_SUFFIX}").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def run_backup(
     rt: Runtime,
     *,
@@ -101,7 +115,7 @@ def run_backup(
     specs = rt.select(names, policy=policy)
     clean_leftovers(rt)
     now = rt.clock()
-    name = archive_name or archiver.default_name(policy, now)
+    name = archive_name or free_name(rt.backup_dir, archiver.default_name(policy, now))
     started = time.monotonic()
     bound = log.bind(policy=policy, archive=name, databases=[s.name for s in specs])
     try:
