@@ -2,7 +2,7 @@
 UV_RUN := uv run --frozen
 export UV_NO_PROGRESS := 1
 
-.PHONY: demo test test-fast lint bootstrap clean
+.PHONY: demo test test-fast lint bootstrap clean bench bench-quick
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -21,6 +21,15 @@ lint: bootstrap
 	$(UV_RUN) ruff check daemon tests bench
 	$(UV_RUN) ruff format --check daemon tests bench
 	$(UV_RUN) mypy
+
+# Benchmarks (not tests): 1 GiB takes about half an hour; results go to bench/RESULTS.md.
+bench:
+	@./bench/bootstrap.sh
+	$(UV_RUN) python -m bench.run
+
+bench-quick:
+	@./bench/bootstrap.sh
+	$(UV_RUN) python -m bench.run --quick --out bench/RESULTS-quick.md
 
 clean:
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache
