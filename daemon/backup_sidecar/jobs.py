@@ -78,26 +78,19 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
 
 
 def clean_leftovers(rt: Runtime) -> None:
-    """Remove what crashed operations left behind (only what no live process holds)."""
-    if rt.backup_dir.is_dir():
-        for path in archiver.clean_leftovers(rt.backup_dir):
-            log.warning("leftover_removed", path=str(path))
-    for path in archiver.clean_restore_leftovers(list(rt.databases.values())):
-        log.warning("leftover_removed", path=str(path))
+    """Remove what crashed operations left behind (only what no live process holds).
 
-
-def free_name(backup_dir: Path, base: str) -> str:
-    """``base``, or ``base-2``, ``base-3``... if an archive of that name exists already.
-
-    Default names are per second of the wall clock, which repeats a second when two backups
-    start within one or when the clock is stepped back (NTP): the existing archive is never
-    overwritten, and the new backup must not fail for a whole hour either.
+    Best effort: a directory this process cannot read is left for the operation itself to
+    report, with the error that names it.
     """
-    name, n = base, 1
-    while (backup_dir / f"{name}{archiver.ARCHIVE_SUFFIX}").exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
+    try:
+        removed = archiver.clean_leftovers(rt.backup_dir) if rt.backup_dir.is_dir() else []
+        removed += archiver.clean_restore_leftovers(list(rt.databases.values()))
+    except OSError as exc:
+        log.warning("leftover_cleanup_failed", error=str(exc))
+        return
+    for path in removed:
+        log.warning("leftover_removed", path=str(path))
 
 
 def run_backup(
@@ -115,9 +108,9 @@ def run_backup(
     specs = rt.select(names, policy=policy)
     clean_leftovers(rt)
     now = rt.clock()
-    name = archive_name or free_name(rt.backup_dir, archiver.default_name(policy, now))
+    name = archive_name or archiver.default_name(policy, now)
     started = time.monotonic()
-    bound = log.bind(policy=policy, archive=name, databases=[s.name for s in specs])
+    bound = log.bind(policy=policy, databases=[s.name for s in specs])
     try:
         with archiver.database_locks(
             rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=should_stop
@@ -128,6 +121,7 @@ def run_backup(
                 name=name,
                 policy=policy,
                 now=now,
+                unique=archive_name is None,
                 level=rt.level,
                 lock_timeout=rt.lock_timeout,
                 progress=progress,
@@ -135,14 +129,19 @@ def run_backup(
             )
     except SidecarError as exc:
         duration = time.monotonic() - started
-        bound.error("backup_failed", error=str(exc), duration_s=round(duration, 3))
+        bound.error("backup_failed", archive=name, error=str(exc), duration_s=round(duration, 3))
         if metrics:
             metrics.backup_finished(
                 policy, ok=False, duration_s=duration, size_bytes=None, finished_at=rt.clock()
             )
         raise
     duration = time.monotonic() - started
-    bound.info("backup_completed", size_bytes=info.size_bytes, duration_s=round(duration, 3))
+    bound.info(
+        "backup_completed",
+        archive=info.name,
+        size_bytes=info.size_bytes,
+        duration_s=round(duration, 3),
+    )
     if metrics:
         metrics.backup_finished(
             policy,

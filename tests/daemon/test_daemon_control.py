@@ -59,7 +59,7 @@ def utc_second() -> str:
 
 def after_newest_archive_second(d: Daemon) -> None:
     """Wait for a UTC second no archive is named after: default names have one-second
-    resolution, and a request waiting for a lock may clash (see the xfail test below)."""
+    resolution."""
     stamp = max((p.name.removesuffix(".tar.gz")[-15:] for p in d.archives()), default="")
     wait_until(lambda: utc_second() > stamp, what="a new second")
 
@@ -222,7 +222,6 @@ def test_two_backups_of_a_big_database_at_once(
         assert error_code(lambda: d.request("backup")) == "busy"
         assert time.monotonic() - started < 2.0, "busy must be answered at once"
         mark = d.log.mark()
-        # Not in the first backup's second: the names would clash (see the xfail test below).
         wait_until(lambda: utc_second() > first_second, what="a new second")
         waiting = pool.submit(d.request, "backup", wait=True)
         d.log.wait("control_request", op="backup", since=mark)
@@ -358,12 +357,6 @@ def test_two_backups_of_one_policy_in_the_same_second_both_succeed(quiet: Daemon
     assert len(d.archives("manual")) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.run_backup picks a free default name BEFORE waiting for the database locks: "
-    "two backups of one policy queued in the same second both pick the same name, and the "
-    "second fails with 'already exists' once it gets the lock",
-)
 def test_two_queued_backups_of_one_policy_in_the_same_second_both_succeed(quiet: Daemon) -> None:
     """Two `"wait": true` backups of the same policy queued in the same second behind another
     operation (say a restore, or a CLI backup) both succeed once it lets go, as two archives."""

@@ -31,11 +31,11 @@ from backup_sidecar.archiver.staging import (
     create_exclusive,
     ensure_backup_dir,
     publish,
+    reserve_name,
     staging_area,
 )
 from backup_sidecar.archiver.tarstream import end_of_archive, member_header, padding
 from backup_sidecar.errors import (
-    ArchiveExistsError,
     BackupDirError,
     IntegrityCheckError,
     OperationAbortedError,
@@ -60,50 +60,108 @@ def create_backup(
     name: str,
     policy: str,
     now: datetime,
+    unique: bool = False,
     level: int = DEFAULT_LEVEL,
     lock_timeout: float = 30.0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
 ) -> ArchiveInfo:
-    """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing."""
+    """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing.
+
+    An existing name is never overwritten: it raises ArchiveExistsError, or with ``unique``
+    (for default, time-based names) the archive takes the first free ``<name>-N``.
+    """
     mf.validate_name(name)
     if not databases:
         raise UsageError("no databases selected for the backup")
     ensure_backup_dir(backup_dir)
-    final = backup_dir / f"{name}{mf.ARCHIVE_SUFFIX}"
-    if final.exists():
-        raise ArchiveExistsError(final)
+    job = _Job(
+        databases=databases,
+        backup_dir=backup_dir,
+        policy=policy,
+        now=now,
+        level=level,
+        lock_timeout=lock_timeout,
+        report=progress or (lambda stage, done, total: None),
+        should_stop=should_stop,
+        clock=clock,
+    )
     started = clock()
-    report = progress or (lambda stage, done, total: None)
-    with staging_area(backup_dir, purpose="backup") as area, _writing_into(backup_dir):
-        snaps = []
-        for i, spec in enumerate(databases):
-            report("snapshot", i, len(databases))
-            snaps.append(
-                take_snapshot(
-                    spec,
-                    dest=area / spec.member,
-                    lock_timeout=lock_timeout,
-                    should_stop=should_stop,
-                    clock=clock,
-                )
-            )
-        report("snapshot", len(databases), len(databases))
+    with (
+        reserve_name(backup_dir, name, exact=not unique) as claimed,
+        staging_area(backup_dir, purpose="backup") as area,
+        _writing_into(backup_dir),
+    ):
+        snaps = [job.snapshot(spec, area, i) for i, spec in enumerate(databases)]
+        job.report("snapshot", len(databases), len(databases))
+        entries = _entries(snaps, *job.check_and_pack(snaps, area / "databases.gz"))
+        doc = mf.build_metadata(
+            name=claimed,
+            created_at=now,
+            policy=policy,
+            databases=entries,
+            duration_s=clock() - started,
+        )
+        tmp = area / "archive.tmp"
+        _assemble(tmp, doc, body=area / "databases.gz", level=level, now=now)
+        size = tmp.stat().st_size
+        final = backup_dir / f"{claimed}{mf.ARCHIVE_SUFFIX}"
+        publish(tmp, final)
+    return ArchiveInfo(
+        name=claimed,
+        path=final,
+        size_bytes=size,
+        created_at=now,
+        status=ArchiveStatus.VERIFIED,
+        policy=policy,
+        databases=tuple(entries),
+        manifest=mf.parse_metadata(mf.encode_metadata(doc)),
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One backup's settings, shared by its steps."""
+
+    databases: Sequence[DatabaseSpec]
+    backup_dir: Path
+    policy: str
+    now: datetime
+    level: int
+    lock_timeout: float
+    report: ProgressFn
+    should_stop: Callable[[], bool]
+    clock: Callable[[], float]
+
+    def snapshot(self, spec: DatabaseSpec, area: Path, index: int) -> Snapshot:
+        self.report("snapshot", index, len(self.databases))
+        return take_snapshot(
+            spec,
+            dest=area / spec.member,
+            lock_timeout=self.lock_timeout,
+            should_stop=self.should_stop,
+            clock=self.clock,
+        )
+
+    def check_and_pack(
+        self, snaps: Sequence[Snapshot], body: Path
+    ) -> tuple[list[_Checked], list[str]]:
+        """integrity_check in a worker thread while this thread hashes and compresses."""
         failed = threading.Event()
 
         def stop() -> bool:
-            return failed.is_set() or should_stop()
+            return failed.is_set() or self.should_stop()
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrity") as pool:
             checks = pool.submit(_check_all, snaps, stop)
             try:
                 digests = _pack_databases(
                     snaps,
-                    out=area / "databases.gz",
-                    level=level,
-                    now=now,
-                    progress=report,
+                    out=body,
+                    level=self.level,
+                    now=self.now,
+                    progress=self.report,
                     should_stop=stop,
                 )
                 # Packing usually ends first: count rows while the check is still running.
@@ -113,33 +171,12 @@ def create_backup(
                 raise
             finally:
                 results = checks.result()
-            checked = [
-                _Checked(r, f if r == "ok" else None) for r, f in zip(results, facts, strict=True)
-            ]
-        if should_stop():
+        if self.should_stop():
             raise OperationAbortedError("backup")
-        entries = _entries(snaps, checked, digests)
-        doc = mf.build_metadata(
-            name=name,
-            created_at=now,
-            policy=policy,
-            databases=entries,
-            duration_s=clock() - started,
-        )
-        tmp = area / "archive.tmp"
-        _assemble(tmp, doc, body=area / "databases.gz", level=level, now=now)
-        size = tmp.stat().st_size
-        publish(tmp, final)
-    return ArchiveInfo(
-        name=name,
-        path=final,
-        size_bytes=size,
-        created_at=now,
-        status=ArchiveStatus.VERIFIED,
-        policy=policy,
-        databases=tuple(entries),
-        manifest=mf.parse_metadata(mf.encode_metadata(doc)),
-    )
+        checked = [
+            _Checked(r, f if r == "ok" else None) for r, f in zip(results, facts, strict=True)
+        ]
+        return checked, digests
 
 
 @contextlib.contextmanager

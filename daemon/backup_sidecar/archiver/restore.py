@@ -189,7 +189,8 @@ def _safety_backup(
     archive = create_backup(
         specs,
         backup_dir=backup_dir,
-        name=_free_name(backup_dir, now),
+        name=mf.default_name(PRE_RESTORE_POLICY, now),
+        unique=True,
         policy=PRE_RESTORE_POLICY,
         now=now,
         level=level,
@@ -202,15 +203,6 @@ def _safety_backup(
     with staging_area(backup_dir, purpose="verify") as area:
         verify_archive(archive.path, staging=area, integrity=False, should_stop=should_stop)
     return archive.name
-
-
-def _free_name(backup_dir: Path, now: datetime) -> str:
-    base = mf.default_name(PRE_RESTORE_POLICY, now)
-    name, n = base, 1
-    while (backup_dir / f"{name}{mf.ARCHIVE_SUFFIX}").exists():
-        n += 1
-        name = f"{base}_{n}"
-    return name
 
 
 def _restore_one(target: _Target, *, lock_timeout: float) -> None:

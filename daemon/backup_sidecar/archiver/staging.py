@@ -90,6 +90,70 @@ def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
         os.close(lock_fd)
 
 
+_RESERVATION_SUFFIX = ".name"
+_MAX_SUFFIX = 1000
+
+
+@contextlib.contextmanager
+def reserve_name(backup_dir: Path, base: str, *, exact: bool) -> Iterator[str]:
+    """Claim an archive name that no other writer (thread or process) will publish meanwhile.
+
+    A name is free when no archive has it and nobody holds its reservation (a locked file
+    ``.staging/<name>.name``). With ``exact`` a taken name raises ArchiveExistsError; otherwise
+    the first free of ``base``, ``base-2``, ``base-3``... is taken: default names are per second
+    of the wall clock, which repeats when two backups start within a second or the clock steps
+    back, and neither may overwrite an archive nor fail the backup.
+    """
+    root = backup_dir / STAGING_DIRNAME
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise BackupDirError(backup_dir, f"cannot create a staging area: {exc.strerror}") from exc
+    for n in range(1, _MAX_SUFFIX + 1):
+        name = base if n == 1 else f"{base}-{n}"
+        path = root / f"{name}{_RESERVATION_SUFFIX}"
+        fd = _claim(backup_dir, path, name)
+        if fd is None:
+            if exact:
+                raise ArchiveExistsError(backup_dir / f"{name}.tar.gz")
+            continue
+        try:
+            yield name
+        finally:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+        return
+    raise BackupDirError(backup_dir, f"no free archive name left after {base}-{_MAX_SUFFIX}")
+
+
+def _claim(backup_dir: Path, path: Path, name: str) -> int | None:
+    """Create and lock the reservation of ``name``; its fd, or None if the name is taken.
+
+    The kernel drops the lock when the holder dies, which lets clean_leftovers tell an
+    abandoned reservation from one in use.
+    """
+    final = backup_dir / f"{name}.tar.gz"
+    if final.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if _replaced(path, fd) or final.exists():  # a cleaner raced us, or it was just published
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        return None
+    return fd
+
+
+def _replaced(path: Path, fd: int) -> bool:
+    try:
+        return path.stat().st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
+
+
 def clean_leftovers(backup_dir: Path) -> list[Path]:
     """Remove staging directories that no running process holds; return what was removed."""
     root = backup_dir / STAGING_DIRNAME
@@ -97,20 +161,24 @@ def clean_leftovers(backup_dir: Path) -> list[Path]:
     if not root.is_dir():
         return removed
     for entry in sorted(root.iterdir()):
-        if not entry.is_dir() or entry.is_symlink():
+        if entry.is_symlink():
             continue
-        if _is_abandoned(entry):
+        if entry.is_dir() and _is_abandoned(entry / _LOCK_NAME, entry):
             shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        elif entry.name.endswith(_RESERVATION_SUFFIX) and _is_abandoned(entry, entry):
+            entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 
 
-def _is_abandoned(area: Path) -> bool:
+def _is_abandoned(lock: Path, entry: Path) -> bool:
+    """Whether nobody holds ``lock`` (guarding ``entry``): its owner died or never got it."""
     try:
-        fd = os.open(area / _LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         # Died between mkdtemp and creating its lock, or is about to create it right now.
-        return time.time() - area.stat().st_mtime > _UNLOCKED_GRACE_S
+        return time.time() - entry.stat().st_mtime > _UNLOCKED_GRACE_S
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
