@@ -274,6 +274,8 @@ class HealthStatus:
     overdue: tuple[OverduePolicy, ...] = ()
     last_drill_failed: bool = False
     last_drill_error: str | None = None
+    #: (policy, error) of each policy whose last scheduled backup failed.
+    failed_backups: tuple[tuple[str, str], ...] = ()
 
     def reasons(self) -> list[str]:
         found = [
@@ -282,6 +284,7 @@ class HealthStatus:
             if not db.healthy
         ]
         found += [p.reason() for p in self.overdue]
+        found += [f"policy {p!r}: the last backup failed: {err}" for p, err in self.failed_backups]
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -326,6 +329,17 @@ class HealthState:
 
     def set_overdue(self, overdue: tuple[OverduePolicy, ...]) -> HealthStatus:
         return self.update(lambda s: dataclasses.replace(s, overdue=overdue))
+
+    def backup_finished(self, policy: str, *, error: str | None = None) -> HealthStatus:
+        """Record a scheduled backup's outcome: a failure stays a reason until one succeeds
+        (a full or missing backup directory must not wait for `max_backup_age` to show)."""
+
+        def change(s: HealthStatus) -> HealthStatus:
+            kept = tuple((p, e) for p, e in s.failed_backups if p != policy)
+            failed = (*kept, (policy, error)) if error is not None else kept
+            return dataclasses.replace(s, failed_backups=failed)
+
+        return self.update(change)
 
     def drill_finished(self, *, ok: bool, error: str | None = None) -> HealthStatus:
         return self.update(
