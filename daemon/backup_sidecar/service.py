@@ -92,6 +92,8 @@ class Service:
         self._signals = 0
         self._busy = threading.Condition()
         self._in_flight = 0
+        self._dir_lock: archiver.DirectoryLock | None = None
+        self._dir_guard = threading.Lock()
         self.scheduler: PolicyScheduler | None = None
         self._state: DaemonState | None = None
         self._control: ControlServer | None = None
@@ -129,6 +131,7 @@ class Service:
             if policy == DRILL_POLICY:
                 self._drill(rt)
                 return
+            self.ensure_backup_dir()
             try:
                 jobs.run_backup(
                     rt,
@@ -137,11 +140,13 @@ class Service:
                     should_stop=self._abort.is_set,
                     wait=SCHEDULED_WAIT_S,
                 )
-            except SidecarError:
+            except SidecarError as exc:
+                self.health.backup_finished(policy, error=str(exc))
                 return  # logged and counted by the job
+            self.health.backup_finished(policy)
             try:
                 jobs.run_prune(rt, policies=[policy], metrics=self.metrics, wait=60.0)
-            except SidecarError as exc:
+            except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
                 self.metrics.prune_finished(policy, 0, errors=1)
         self._wake.set()  # refresh archive counts and overdue state now
@@ -160,6 +165,25 @@ class Service:
             ok, error = False, str(exc)
         self.metrics.drill_finished(ok=ok, finished_at=datetime.now(UTC))
         self.health.drill_finished(ok=ok, error=error)
+
+    def ensure_backup_dir(self) -> None:
+        """Recreate a backup directory deleted under the running daemon, and claim it again
+        (the claim's lock file went with the old directory, so a second daemon could start)."""
+        backup_dir = self.runtime.backup_dir
+        with self._dir_guard:
+            if backup_dir.is_dir() or self._dir_lock is None:
+                return
+            try:
+                backup_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("backup_dir_missing", path=str(backup_dir), error=str(exc))
+                return
+            log.warning("backup_dir_recreated", path=str(backup_dir))
+            self._dir_lock.release()
+            try:
+                self._dir_lock.acquire()
+            except SidecarError as exc:
+                log.error("backup_dir_claim_lost", path=str(backup_dir), error=str(exc))
 
     def last_success(self, policy: str) -> datetime | None:
         return last_successes(self.runtime.backup_dir).get(policy)
@@ -231,6 +255,7 @@ class Service:
         lock = archiver.DirectoryLock(rt.backup_dir)
         lock.acquire()
         stack.callback(lock.release)
+        self._dir_lock = lock
         jobs.clean_leftovers(rt)
         for key, source in self.paths.sources.items():
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path

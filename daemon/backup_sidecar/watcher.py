@@ -93,6 +93,7 @@ class HealthWatcher:
             if not db.healthy:
                 log.warning("database_unhealthy", database=db.name, error=db.error)
         svc.health.set_databases(results)
+        svc.ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
         try:
             free = free_bytes(rt.backup_dir)
             archives = archiver.list_archives(rt.backup_dir)
