@@ -299,6 +299,21 @@ class PolicyScheduler:
             changed=sorted(n for n in new.keys() & old.keys() if zone_changed or old[n] != new[n]),
         )
 
+    def clock_stepped(self) -> None:
+        """Retime the interval policies from the wall clock as it is now, after it was stepped.
+
+        An interval job's next run is a wall-clock instant: stepped back an hour, it would wait
+        that hour. Cron policies keep their wall-clock times; a step forward is a misfire that
+        the scheduler already coalesces into one run.
+        """
+        with self._lock:
+            if not self._started or not self._scheduler.running:
+                return
+            now = self._clock()
+            for name, spec in self._specs.items():
+                if isinstance(spec, timedelta):
+                    self._retime_job(name, spec, now=now)
+
     def next_run_times(self) -> dict[str, datetime | None]:
         """Policy name -> next run: computed from the specs before start, None after shutdown."""
         if not self._started:

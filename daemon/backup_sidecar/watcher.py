@@ -4,6 +4,7 @@ directory, published to the metrics and to `/healthz`."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,9 @@ log = structlog.get_logger("backup_sidecar.health")
 
 #: How long one check waits for a lock the application holds.
 LOCK_TIMEOUT_S = 5.0
+#: A wall-clock change this much larger or smaller than the monotonic one between two checks is
+#: a step (NTP slews at most ~0.5 ms/s; a step is what a VM resume or `date -s` does).
+CLOCK_STEP_S = 2.0
 
 
 def last_successes(backup_dir: Path) -> dict[str, datetime]:
@@ -44,6 +48,7 @@ class HealthWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
         self._started_at = datetime.now(UTC)
+        self._clocks = (time.time(), time.monotonic())
 
     def start(self) -> None:
         self._thread.start()
@@ -73,8 +78,19 @@ class HealthWatcher:
         log.info("database_check_deferred", database=spec.name, reason=result.error)
         return previous if previous is not None else result
 
+    def _watch_clock(self) -> None:
+        """Retime the interval schedules when the wall clock was stepped since the last check."""
+        wall, mono = time.time(), time.monotonic()
+        step = (wall - self._clocks[0]) - (mono - self._clocks[1])
+        self._clocks = (wall, mono)
+        scheduler = self._service.scheduler
+        if abs(step) > CLOCK_STEP_S and scheduler is not None:
+            log.warning("wall_clock_stepped", seconds=round(step, 1))
+            scheduler.clock_stepped()
+
     def check_once(self) -> None:
         svc = self._service
+        self._watch_clock()
         cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
         mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
         previous = {db.name: db for db in svc.health.current().databases}
