@@ -8,7 +8,7 @@ the same metrics whichever way it was asked for.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,8 +161,14 @@ def run_prune(
     dry_run: bool = False,
     wait: float | None = None,
     metrics: JobMetrics | None = None,
+    spare: Collection[str] = (),
 ) -> archiver.PruneResult:
-    """Apply retention (``keep`` overrides the policies' own counts) and report what went."""
+    """Apply retention (``keep`` overrides the policies' own counts) and report what went.
+
+    Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote,
+    which retention (ordering by the wall-clock ``created_at``) would otherwise delete at once
+    after the clock was stepped back.
+    """
     if keep is not None and keep < 0:
         raise UsageError(f"--keep must be >= 0, got {keep}")
     archives = archiver.list_archives(rt.backup_dir)
@@ -176,6 +182,7 @@ def run_prune(
     }
     keep_map = {p: k for p, k in keep_map.items() if k >= 0}
     expired = archiver.select_expired(archives, keep=keep_map, policies=chosen)
+    expired = [a for a in expired if a.name not in spare]
     if dry_run:
         return archiver.PruneResult(deleted=expired)
     with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):

@@ -133,7 +133,7 @@ class Service:
                 return
             self.ensure_backup_dir()
             try:
-                jobs.run_backup(
+                info = jobs.run_backup(
                     rt,
                     policy=policy,
                     metrics=self.metrics,
@@ -145,7 +145,9 @@ class Service:
                 return  # logged and counted by the job
             self.health.backup_finished(policy)
             try:
-                jobs.run_prune(rt, policies=[policy], metrics=self.metrics, wait=60.0)
+                jobs.run_prune(
+                    rt, policies=[policy], metrics=self.metrics, wait=60.0, spare=[info.name]
+                )
             except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
                 self.metrics.prune_finished(policy, 0, errors=1)
