@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install everything `make demo` and `make test` need, from the package registries only:
 # uv (from PyPI, if missing), the locked Python environment in .venv, and the Debian tools the
-# tests drive for real (GNU tar, sqlite3; promtool and prometheus with --with-prometheus).
+# tests drive for real (GNU tar, sqlite3; promtool, prometheus and libfaketime with
+# --with-prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_debs=(tar sqlite3)
 if [[ "${1:-}" == "--with-prometheus" ]]; then
-    want_debs+=(prometheus)
+    want_debs+=(prometheus faketime)  # faketime: the wall-clock fault tests (libfaketime)
 fi
 
 missing=()
