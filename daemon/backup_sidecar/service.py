@@ -238,7 +238,11 @@ class Service:
         with ExitStack() as stack:
             self._start(stack)
             while not self._stop.is_set():
-                self._wake.wait()
+                # CPython runs signal handlers only in the main thread, between bytecodes; an
+                # untimed wait here was seen to sit through a SIGTERM (after a burst of control
+                # connections the main thread stayed in this wait, nothing logged). Waking every
+                # second lets a pending SIGTERM/SIGHUP handler run.
+                self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 if self._reload.is_set():
                     self._reload.clear()
