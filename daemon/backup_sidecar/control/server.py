@@ -164,7 +164,8 @@ class ControlServer:
                 for key, _ in self._selector.select(timeout):
                     if key.fileobj is self._listener:
                         self._accept()
-                    elif isinstance(key.data, Connection):
+                    elif isinstance(key.data, Connection) and key.fileobj in self._pending:
+                        # (an accept earlier in this batch may have evicted and closed it)
                         self._read(key.data)
                 self._expire()
         except Exception:  # noqa: BLE001 - a bug here must be logged, not lost in a thread
