@@ -86,8 +86,29 @@ def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
             raise BackupDirError(backup_dir, "staging area was removed by a concurrent cleanup")
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_area(path)
         os.close(lock_fd)
+
+
+def _remove_area(path: Path) -> None:
+    """Remove a staging area with its lock file last.
+
+    A process killed part-way then leaves a directory that still has its (now unlocked) lock,
+    which the next start removes; plain rmtree could delete the lock first and leave hundreds of
+    megabytes in a lockless directory that start-up must spare for a grace period (it may be one
+    being created right now).
+    """
+    with contextlib.suppress(OSError):
+        for entry in path.iterdir():
+            if entry.name == _LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (path / _LOCK_NAME).unlink(missing_ok=True)
+        path.rmdir()
 
 
 _RESERVATION_SUFFIX = ".name"
