@@ -794,6 +794,7 @@ def test_second_daemon_on_the_same_backup_directory_refuses(
     assert daemon.request("ping")["pong"] is True
 
 
+@pytest.mark.slow
 def test_two_cli_backups_with_one_name_have_exactly_one_winner(
     tmp_path: Path, sock_path: Path
 ) -> None:
