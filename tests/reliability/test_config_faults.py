@@ -1,0 +1,205 @@
+"""Invalid configuration files (issue 5, fault 15), through the real CLI and the real daemon.
+
+Each kind of invalid YAML (syntax, unknown keys at several levels, wrong types, bad cron,
+negative keep, an unknown database in a policy, a duplicate policy, a bad duration or zone)
+makes ``config check`` and ``run`` exit 2 with one line naming the file and the key path (or
+the line, for YAML syntax); and a running daemon sent SIGHUP with each of them logs
+``config_reload_refused`` naming the same fault and keeps running its old policies: a backup of
+the old policy completes after every refused reload.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reliability.conftest import (
+    DaemonRunner,
+    clean_env,
+    make_content_db,
+    one_error_line,
+    run_cli,
+    short_dir,
+)
+
+GOOD = """\
+backup_dir: {backup_dir}
+databases:
+  user: {{path: {db}}}
+policies:
+  often: {{every: 1s, keep: 3}}
+  nightly: {{schedule: "0 3 * * *", keep: 7}}
+  pre_restore: {{keep: 5}}
+health: {{interval: 1h, max_backup_age: {{}}}}
+metrics: {{enabled: false}}
+control: {{socket: {socket}, mode: "0600"}}
+grace_period: 5s
+"""
+
+#: name -> (a replacement applied to the good file, what the error line must contain)
+INVALID: dict[str, tuple[tuple[str, str], str]] = {
+    "syntax_unclosed_flow": (
+        ("often: {every: 1s, keep: 3}", "often: {every: 1s, keep: [3}"),
+        "line 5",
+    ),
+    "syntax_tab_indent": (("  nightly:", "\tnightly:"), "line 6"),
+    "unknown_top_level_key": (("grace_period: 5s", "grace_perod: 5s"), "grace_perod: unknown key"),
+    "unknown_policy_key": (("keep: 3}", "kepe: 3}"), "policies.often.kepe: unknown key"),
+    "unknown_database_key": (("{path:", "{pth:"), "databases.user.pth: unknown key"),
+    "unknown_nested_key": (("interval: 1h", "intervall: 1h"), "health.intervall: unknown key"),
+    "wrong_type_keep": (("keep: 3}", "keep: many}"), "policies.often.keep"),
+    "wrong_type_port": (
+        ("metrics: {enabled: false}", 'metrics: {enabled: false, port: "x"}'),
+        "metrics.port",
+    ),
+    "wrong_type_section": (
+        ("health: {interval: 1h, max_backup_age: {}}", "health: [1h]"),
+        "health: Input should be a valid dictionary",
+    ),
+    "bad_cron_range": (('"0 3 * * *"', '"61 3 * * *"'), "policies.nightly.schedule"),
+    "bad_cron_fields": (('"0 3 * * *"', '"0 3 * *"'), "policies.nightly.schedule"),
+    "negative_keep": (("keep: 7}", "keep: -1}"), "policies.nightly.keep: must be >= 0"),
+    "unknown_database_in_policy": (
+        ("keep: 7}", "keep: 7, databases: [user, nosuch]}"),
+        "policies.nightly.databases: unknown database 'nosuch'",
+    ),
+    "duplicate_policy": (
+        ("  pre_restore:", "  often: {every: 2s, keep: 1}\n  pre_restore:"),
+        "duplicate key 'often'",
+    ),
+    "bad_duration": (("every: 1s", "every: soon"), "policies.often.every"),
+    "bad_timezone": (("grace_period: 5s", "grace_period: 5s\ntimezone: Mars/Olympus"), "timezone"),
+}
+
+
+@dataclass(frozen=True)
+class ConfigScene:
+    root: Path
+    good: str
+    backup_dir: Path
+    db: Path
+    socket: Path
+
+    def invalid(self, case: str) -> str:
+        (old, new), _ = INVALID[case]
+        assert old in self.good, (case, old)
+        return self.good.replace(old, new, 1)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / f"{name}.yaml"
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture(scope="module")
+def config_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfigScene]:
+    root = tmp_path_factory.mktemp("config")
+    db = make_content_db(root / "live" / "user_data.db", rows=20, tag="live", wal=True)
+    sock = short_dir()
+    backup_dir = root / "backups"
+    good = GOOD.format(backup_dir=backup_dir, db=db, socket=sock / "c.sock")
+    yaml.safe_load(good)  # the base file itself is valid YAML
+    yield ConfigScene(root, good, backup_dir, db, sock / "c.sock")
+    for leftover in sock.iterdir():
+        leftover.unlink()
+    sock.rmdir()
+
+
+def test_invalid_files_are_invalid_yaml_or_settings(config_scene: ConfigScene) -> None:
+    """Positive control: the good file passes ``config check`` (exit 0), so every refusal
+    below is caused by its one change."""
+    path = config_scene.write("good", config_scene.good)
+    result = run_cli("config", "check", str(path), env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert "policy often" in result.stdout
+
+
+@dataclass(frozen=True)
+class CliResults:
+    runs: dict[str, tuple[Path, subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]]
+    started_something: bool
+
+
+@pytest.fixture(scope="module")
+def cli_results(config_scene: ConfigScene) -> CliResults:
+    """``config check FILE`` and ``--config FILE run`` for every invalid file, two at a time;
+    and whether any ``run`` created the backup directory or the control socket."""
+    # Neutral file names, so a file name can never supply the fault an error line must name.
+    paths = {
+        case: config_scene.write(f"invalid-{n}", config_scene.invalid(case))
+        for n, case in enumerate(INVALID)
+    }
+
+    def run(
+        case: str,
+    ) -> tuple[Path, subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        path = paths[case]
+        check = run_cli("config", "check", str(path), env=clean_env())
+        daemon = run_cli(
+            "--config", str(path), "--log-format", "json", "run", env=clean_env(), timeout=60
+        )
+        return path, check, daemon
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        runs = dict(zip(INVALID, pool.map(run, INVALID), strict=True))
+    started = config_scene.backup_dir.exists() or config_scene.socket.exists()
+    return CliResults(runs, started)
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_config_check_and_run_exit_2_naming_the_key(case: str, cli_results: CliResults) -> None:
+    """``config check`` and ``run`` with the invalid file each exit 2 with one stderr line
+    naming the file and the key path (the line for YAML syntax errors); ``run`` starts
+    nothing: no backup directory, no control socket."""
+    path, check, daemon = cli_results.runs[case]
+    _, fault = INVALID[case]
+    for result in (check, daemon):
+        assert result.returncode == 2, (case, result.stderr)
+        line = one_error_line(result)
+        assert str(path) in line and fault in line, (case, line)
+    assert not cli_results.started_something
+
+
+@pytest.mark.slow
+def test_sighup_with_each_invalid_file_keeps_the_old_policies(
+    config_scene: ConfigScene, tmp_path: Path
+) -> None:
+    """A daemon running the good file (policy ``often`` every second) is sent SIGHUP after its
+    file was replaced by each invalid one in turn: each time it logs config_reload_refused
+    naming the fault, stays up, and a backup of ``often`` completes after the refusal; its
+    status still lists the old policies. A valid file then reloads."""
+    runner = DaemonRunner(tmp_path)
+    try:
+        daemon = runner.start(config_scene.good)
+        daemon.log.wait("backup_completed", policy="often", timeout=60)
+        refused = 0
+        for case in sorted(INVALID):
+            _, fault = INVALID[case]
+            daemon.rewrite_config(config_scene.invalid(case))
+            mark = daemon.log.mark()
+            daemon.proc.send_signal(signal.SIGHUP)
+            event = daemon.log.wait("config_reload_refused", since=mark, timeout=30)
+            assert fault in event["error"], (case, event)
+            after = daemon.log.mark()
+            daemon.log.wait("backup_completed", since=after, policy="often", timeout=30)
+            assert daemon.proc.poll() is None
+            refused += 1
+        status = daemon.request("status")
+        assert {"often", "nightly"} <= set(status["next_runs"])
+        assert daemon.log.find("config_reloaded") == []
+
+        daemon.rewrite_config(config_scene.good.replace("every: 1s", "every: 1h"))
+        mark = daemon.log.mark()
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.log.wait("config_reloaded", since=mark, timeout=30)
+        print(f"\nSIGHUP with {refused} invalid files: each refused, old policies kept running")
+    finally:
+        runner.close()
