@@ -266,10 +266,12 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
             {n: p.read_bytes() for n, p in live.items()},
         )
     finally:
-        runner.close()
-        shutil.rmtree(sock, ignore_errors=True)
-        if on_tmpfs:
-            unmount(backup_dir)
+        try:
+            runner.close()  # fails the module if the daemon logged a crash
+        finally:
+            shutil.rmtree(sock, ignore_errors=True)
+            if on_tmpfs:
+                unmount(backup_dir)
 
 
 def _refused(scene: Scene, archive: str, fault: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ the old policy completes after every refused reload.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -107,10 +108,10 @@ def config_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfigSce
     backup_dir = root / "backups"
     good = GOOD.format(backup_dir=backup_dir, db=db, socket=sock / "c.sock")
     yaml.safe_load(good)  # the base file itself is valid YAML
-    yield ConfigScene(root, good, backup_dir, db, sock / "c.sock")
-    for leftover in sock.iterdir():
-        leftover.unlink()
-    sock.rmdir()
+    try:
+        yield ConfigScene(root, good, backup_dir, db, sock / "c.sock")
+    finally:
+        shutil.rmtree(sock, ignore_errors=True)
 
 
 def test_invalid_files_are_invalid_yaml_or_settings(config_scene: ConfigScene) -> None:

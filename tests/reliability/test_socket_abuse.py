@@ -92,8 +92,10 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
         after = _proc_figures(daemon.proc.pid)
         print(f"\ndaemon under socket abuse: before {scene.baseline}, after {after}")
     finally:
-        runner.close()
-        shutil.rmtree(sock, ignore_errors=True)
+        try:
+            runner.close()  # fails the module if the daemon logged a crash
+        finally:
+            shutil.rmtree(sock, ignore_errors=True)
 
 
 def _raw(daemon: Daemon, payload: bytes, *, half_close: bool = True) -> list[dict[str, Any]]:
