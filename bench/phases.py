@@ -26,11 +26,11 @@ from backup_sidecar.archiver.sqlitefacts import collect_facts, integrity_check
 from backup_sidecar.archiver.verify import verify_archive
 
 
-def _t(label: str, out: dict[str, float], fn, *a, **kw):  # type: ignore[no-untyped-def]
+def _t(label: str, res: dict[str, float], fn, *a, **kw):  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
     result = fn(*a, **kw)
-    out[label] = round(time.monotonic() - t0, 3)
-    print(f"{label:55s} {out[label]:8.2f} s", flush=True)
+    res[label] = round(time.monotonic() - t0, 3)
+    print(f"{label:55s} {res[label]:8.2f} s", flush=True)
     return result
 
 
