@@ -8,7 +8,6 @@ extracted by name with ``tarfile``. The staged copies are what a restore then wr
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.catalog import archive_name
 from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
+from backup_sidecar.archiver.hashing import BackgroundSha256
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
@@ -128,8 +128,7 @@ def _extract(
         db = _expected_db(name, member, expected, manifest, staged)
         _check_space(staging, member.size)
         dest = staging / member.name
-        digest = hashlib.sha256()
-        with os.fdopen(create_exclusive(dest), "wb") as out:
+        with os.fdopen(create_exclusive(dest), "wb") as out, BackgroundSha256() as digest:
             while chunk := tar.read(_CHUNK):
                 if should_stop():
                     raise OperationAbortedError(f"verify of {name!r}")
