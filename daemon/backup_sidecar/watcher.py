@@ -39,6 +39,19 @@ def last_successes(backup_dir: Path) -> dict[str, datetime]:
     return newest
 
 
+def _fingerprint(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """Identity, size and modification time of a database file and its -wal (None: absent)."""
+
+    def one(p: Path) -> tuple[int, int, int] | None:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    return (one(path), one(path.with_name(path.name + "-wal")))
+
+
 class HealthWatcher:
     """Runs `check_once` now and then every `interval` seconds until stopped."""
 
@@ -49,6 +62,8 @@ class HealthWatcher:
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
         self._started_at = datetime.now(UTC)
         self._clocks = (time.time(), time.monotonic())
+        #: database name -> (fingerprint at its last real check, monotonic time of that check)
+        self._seen: dict[str, tuple[object, float]] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -66,14 +81,28 @@ class HealthWatcher:
             if self._stop.wait(self._interval):
                 return
 
-    @staticmethod
     def _check(
-        spec: DatabaseSpec, mode: Literal["quick", "full"], previous: DatabaseHealth | None
+        self,
+        spec: DatabaseSpec,
+        mode: Literal["quick", "full"],
+        previous: DatabaseHealth | None,
+        recheck_s: float,
     ) -> DatabaseHealth:
         """One check; a database the application holds locked past the timeout keeps its last
-        known state (a long write transaction is not a sick database)."""
+        known state (a long write transaction is not a sick database), and one whose file and
+        -wal did not change since the last check keeps it until `recheck_s` have passed."""
+        current = _fingerprint(spec.path)
+        seen = self._seen.get(spec.name)
+        if (
+            previous is not None
+            and seen is not None
+            and seen[0] == current
+            and time.monotonic() - seen[1] < recheck_s
+        ):
+            return previous
         result = check_database(spec, integrity=mode, timeout_s=LOCK_TIMEOUT_S)
         if result.opens or not (result.error or "").startswith("database is locked"):
+            self._seen[spec.name] = (_fingerprint(spec.path), time.monotonic())
             return result
         log.info("database_check_deferred", database=spec.name, reason=result.error)
         return previous if previous is not None else result
@@ -94,8 +123,10 @@ class HealthWatcher:
         cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
         mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
         previous = {db.name: db for db in svc.health.current().databases}
+        recheck_s = cfg.health.recheck_unchanged.total_seconds()
         results = tuple(
-            self._check(spec, mode, previous.get(spec.name)) for spec in rt.databases.values()
+            self._check(spec, mode, previous.get(spec.name), recheck_s)
+            for spec in rt.databases.values()
         )
         for db in results:
             metrics.database_observed(

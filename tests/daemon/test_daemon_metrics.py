@@ -262,3 +262,37 @@ def test_idle_footprint_and_scrape_latency(
     with capsys.disabled():
         print(f"\ndaemon footprint: {figures}")
     assert cpu_idle < 2.0, figures
+
+
+def _damage_keeping_mtime(db: Path) -> None:
+    """Garbage in the middle of a b-tree page, with the file's size and mtime put back (as bit
+    rot on the disk would leave them)."""
+    before = db.stat()
+    page_size = 4096
+    page = before.st_size // page_size // 2
+    with db.open("r+b") as f:
+        f.seek((page - 1) * page_size + page_size // 2)
+        f.write(b"\xff" * 64)
+    os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert db.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_an_unchanged_database_is_rechecked_only_after_recheck_unchanged(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """An idle database (same size and mtime of the file and its -wal) is not checked again
+    every interval: damage that leaves both alone stays unseen for `recheck_unchanged` (here
+    1h, over several 1s intervals), and is found at once when it is 0 (every interval)."""
+    db = make_db(tmp_path / "user_data.db", wal=False, rows=2000)
+    base = {"databases": {"user": db}, "policies": {"pre_restore": {"keep": 10}}}
+    lazy = daemon(daemon_config(**base, health={"recheck_unchanged": "1h"}))
+    healthz_becomes(lazy, 200)
+    _damage_keeping_mtime(db)
+    deadline = time.monotonic() + 4.0  # four health intervals
+    while time.monotonic() < deadline:
+        assert lazy.healthz()[0] == 200, "an unchanged file was checked again"
+    lazy.stop()
+
+    eager = daemon(daemon_config(**base, health={"recheck_unchanged": "0s"}))
+    body = healthz_becomes(eager, 503)
+    assert any("'user'" in r for r in body["reasons"]), body
