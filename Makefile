@@ -2,7 +2,7 @@
 UV_RUN := uv run --frozen
 export UV_NO_PROGRESS := 1
 
-.PHONY: demo test test-fast lint bootstrap clean bench bench-quick
+.PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -13,6 +13,11 @@ demo: bootstrap
 test:
 	@./scripts/bootstrap.sh --with-prometheus
 	$(UV_RUN) pytest
+
+# The fault-injection suite alone (make test runs it too).
+test-reliability:
+	@./scripts/bootstrap.sh --with-prometheus
+	$(UV_RUN) pytest tests/reliability
 
 test-fast: bootstrap
 	$(UV_RUN) pytest -m "not slow" -x -q
