@@ -140,6 +140,32 @@ def test_build_context_holds_what_the_copies_need_and_nothing_private(
         assert _ignored(private, patterns), f"{private} would reach the build context"
 
 
+def test_seed_scripts_run_where_the_image_puts_them(
+    dockerfile: list[Instruction], tmp_path: Path
+) -> None:
+    """The seed scripts, laid out as the final stage's COPYs put them (with the shared lib they
+    source), start and answer --help: a script copied without its lib would fail in the image."""
+    for i in final_stage(dockerfile):
+        if i.keyword != "COPY" or "--from=" in i.args:
+            continue
+        *sources, dest = i.args.split()
+        if not all(s.startswith("scripts/") for s in sources):
+            continue
+        for source in sources:
+            target = tmp_path / dest.lstrip("/")
+            if dest.endswith("/"):
+                target = target / Path(source).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / source, target)
+    bin_dir = tmp_path / "usr/local/bin"
+    for script in ("backup-databases.sh", "restore-databases.sh"):
+        done = subprocess.run(
+            ["bash", str(bin_dir / script), "--help"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, f"{script}: {done.stderr}"
+        assert "--help" in done.stdout + done.stderr
+
+
 def _engine_answers() -> bool:
     docker = shutil.which("docker")
     if docker is None:
