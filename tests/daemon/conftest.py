@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backup_sidecar.control import ControlClient
 
 #: Default deadline for anything the daemon should do "soon".
-DEADLINE_S = 20.0
+DEADLINE_S = 30.0
 #: Events that only a bug produces; a daemon that logs one fails the test at teardown.
 CRASH_EVENTS = frozenset(
     {"control_request_crashed", "control_loop_crashed", "health_check_crashed",

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ import pytest
 import yaml
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
+from daemon.conftest import EventLog
 
 #: Default deadline for anything that should happen "soon".
 DEADLINE_S = 30.0
@@ -302,63 +302,6 @@ def fill(directory: Path, *, leave: int) -> int:
 
 
 # --- the real daemon ----------------------------------------------------------------------------
-
-
-class EventLog:
-    """The daemon's stderr, parsed line by line in a background thread."""
-
-    def __init__(self, stream: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            with self._cond:
-                self.raw.append(line.rstrip("\n"))
-                with contextlib.suppress(ValueError):
-                    doc = json.loads(line)
-                    if isinstance(doc, dict) and "event" in doc:
-                        self.events.append(doc)
-                self._cond.notify_all()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def mark(self) -> int:
-        """A position: `wait(..., since=mark)` only looks at events logged after it."""
-        with self._cond:
-            return len(self.events)
-
-    def find(self, event: str, *, since: int = 0, **fields: Any) -> list[dict[str, Any]]:
-        with self._cond:
-            return [
-                e
-                for e in self.events[since:]
-                if e["event"] == event and all(e.get(k) == v for k, v in fields.items())
-            ]
-
-    def wait(
-        self, event: str, *, since: int = 0, timeout: float = DEADLINE_S, **fields: Any
-    ) -> dict[str, Any]:
-        """The first matching event after ``since``, waiting for it up to ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = self.find(event, since=since, **fields)
-                if found:
-                    return found[0]
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    tail = "\n".join(self.raw[-15:])
-                    raise AssertionError(f"no {event} {fields or ''} within {timeout}s:\n{tail}")
-                self._cond.wait(left)
-
-    def join(self, timeout: float = 10.0) -> None:
-        self._thread.join(timeout)
 
 
 class SocketError(Exception):
