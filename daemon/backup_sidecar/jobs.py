@@ -7,6 +7,8 @@ the same metrics whichever way it was asked for.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ class Runtime:
     keep: Mapping[str, int]
     policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     level: int = archiver.DEFAULT_LEVEL
+    nice: int = 0
     lock_timeout: float = 30.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -75,6 +78,16 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
         "verified": a.status is archiver.ArchiveStatus.VERIFIED,
         "error": a.error,
     }
+
+
+def lower_priority(nice: int) -> None:
+    """Make the calling thread (and the threads it starts, which inherit it) yield the CPU to
+    the application: with both cores busy checking and compressing, an unniced backup raised a
+    200 commits/s writer's p99 commit latency about threefold. Linux niceness is per thread;
+    it is only ever raised here, so a daemon's worker threads stay niced."""
+    tid = threading.get_native_id()
+    if nice > os.getpriority(os.PRIO_PROCESS, tid):
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 def clean_leftovers(rt: Runtime) -> None:
@@ -105,6 +118,7 @@ def run_backup(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ArchiveInfo:
     """One backup of the selected databases under their locks; logged and counted either way."""
+    lower_priority(rt.nice)
     specs = rt.select(names, policy=policy)
     clean_leftovers(rt)
     now = rt.clock()
@@ -207,6 +221,7 @@ def run_verify(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Verify one archive completely; returns a summary, raises CorruptArchiveError on a fault."""
+    lower_priority(rt.nice)
     path = archiver.resolve_archive(rt.backup_dir, ref)
     with archiver.staging_area(rt.backup_dir, purpose="verify") as area:
         verified = archiver.verify_archive(
@@ -237,6 +252,7 @@ def run_restore(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> archiver.RestoreResult:
     """Verify, save, and restore into the live databases, holding their locks throughout."""
+    lower_priority(rt.nice)
     path = archiver.resolve_archive(rt.backup_dir, ref)
     clean_leftovers(rt)
     manifest = archiver.read_manifest(path)
@@ -291,6 +307,7 @@ def run_drill(
 ) -> DrillReport:
     """Restore the newest verified archive into a scratch area (never a live database) and
     compare every table's row count with what the archive's metadata promised."""
+    lower_priority(rt.nice)
     from backup_sidecar.archiver.sqlitefacts import collect_facts  # noqa: PLC0415
 
     candidates = [

@@ -20,6 +20,7 @@ def runtime_from(settings: Settings, paths: ResolvedPaths) -> Runtime:
             if policy.databases
         },
         level=settings.compression_level,
+        nice=settings.nice,
         lock_timeout=settings.lock_timeout.total_seconds(),
     )
 

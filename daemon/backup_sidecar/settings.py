@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     compression_level: Int = Field(default=1, ge=0, le=3)
+    #: CPU niceness of backup, verify and restore work: the application's own threads keep
+    #: priority over the sidecar's compression and integrity checks (0 disables).
+    nice: Int = Field(default=10, ge=0, le=19)
     lock_timeout: Duration = timedelta(seconds=30)
     grace_period: NonNegativeDuration = timedelta(seconds=60)
 
