@@ -198,7 +198,7 @@ def render(d: dict[str, Any]) -> str:
         "## Machine",
         *machine(),
         "",
-        '**Noise**: the machine was shared during this run. "other CPU, cores" is the CPU '
+        '**Noise**: "other CPU, cores" (in the tables) is the CPU '
         "that processes outside the benchmark's own process tree used during each measurement "
         "(from /proc/stat), in cores (this machine has "
         f"{os.cpu_count()}). Wall times measured at high noise are pessimistic.",

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from backup_sidecar.control import ControlClient, ControlError, DaemonNotRunningError
+from backup_sidecar.control import (
+    ControlClient,
+    ControlError,
+    DaemonConnectionError,
+    DaemonNotRunningError,
+)
 from daemon.conftest import (
     Daemon,
     holding_database_lock,
@@ -27,10 +32,11 @@ from daemon.conftest import (
 
 
 def answers(path: Path) -> bool:
-    """Whether anything accepts a connection on the control socket now."""
+    """Whether the daemon answers a ping on the control socket now (a connection the stopping
+    daemon accepted into its backlog and then reset is no answer)."""
     try:
         ControlClient(path, timeout_s=5).request({"op": "ping"})
-    except DaemonNotRunningError:
+    except (DaemonNotRunningError, DaemonConnectionError):
         return False
     return True
 
