@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,22 +49,6 @@ CRASH_EVENTS = frozenset(
     }
 )
 ERROR_PREFIX = "backup-sidecar: error: "
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float = DEADLINE_S, what: str = "condition"
-) -> Any:
-    """Poll ``condition`` until it returns something truthy (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)  # the poll interval; the deadline bounds the wait
-        pause = min(pause * 2, 0.05)
 
 
 # --- environment and the CLI ------------------------------------------------------------------

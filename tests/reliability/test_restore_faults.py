@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from daemon.conftest import wait_until
 from reliability.conftest import (
     DIGEST_SQL,
     DaemonRunner,
@@ -47,7 +48,6 @@ from reliability.conftest import (
     run_cli,
     tree,
     tree_diff,
-    wait_until,
 )
 
 #: Rows of ~4 KB: the live database is ~24 MB, the archive's ~28 MB (a CLI restore takes

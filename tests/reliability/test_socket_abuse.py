@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from daemon.conftest import wait_until
 from reliability.conftest import (
     Daemon,
     DaemonRunner,
@@ -33,7 +34,6 @@ from reliability.conftest import (
     library_archive,
     make_content_db,
     short_dir,
-    wait_until,
 )
 
 ARCHIVES = 2000
