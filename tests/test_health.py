@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from backup_sidecar.archiver import free_bytes
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.health import (
     DatabaseHealth,
@@ -25,7 +26,6 @@ from backup_sidecar.health import (
     HealthStatus,
     OverduePolicy,
     check_database,
-    free_bytes,
     overdue_policies,
     policy_overdue,
 )

@@ -208,12 +208,6 @@ def _fingerprint(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged process may still write on the filesystem that holds `path`."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def policy_overdue(
     last_success: datetime | None,
     max_age: timedelta,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.archiver import DatabaseSpec
-from backup_sidecar.health import DatabaseHealth, check_database, free_bytes, overdue_policies
+from backup_sidecar.archiver import DatabaseSpec, free_bytes
+from backup_sidecar.health import DatabaseHealth, check_database, overdue_policies
 
 if TYPE_CHECKING:
     from backup_sidecar.service import Service

@@ -28,7 +28,14 @@ from backup_sidecar.archiver.model import (
     ProgressFn,
     RestoreResult,
 )
-from backup_sidecar.archiver.sqlitefacts import connect_readonly, has_sqlite_header, page_geometry
+from backup_sidecar.archiver.sqlitefacts import (
+    BUSY_SLICE_S,
+    LockDeadlineError,
+    connect_readonly,
+    copy_in_one_step,
+    has_sqlite_header,
+    page_geometry,
+)
 from backup_sidecar.archiver.staging import (
     create_exclusive,
     ensure_backup_dir,
@@ -47,7 +54,6 @@ from backup_sidecar.errors import (
 )
 
 PRE_RESTORE_POLICY = "pre_restore"
-_BUSY_SLICE_S = 0.05
 _SPACE_MARGIN = 8 << 20
 
 
@@ -214,19 +220,14 @@ def _restore_one(target: _Target, *, lock_timeout: float) -> None:
         return
     spec = target.spec
     deadline = time.monotonic() + lock_timeout
-
-    def on_step(status: int, remaining: int, total: int) -> None:
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
-            raise _DeadlineError
-
     src = connect_readonly(target.staged)
     try:
-        dst = sqlite3.connect(spec.path, timeout=_BUSY_SLICE_S)
+        dst = sqlite3.connect(spec.path, timeout=BUSY_SLICE_S)
         try:
-            src.backup(dst, pages=-1, progress=on_step, sleep=_BUSY_SLICE_S)
+            copy_in_one_step(src, dst, deadline=deadline, clock=time.monotonic)
         finally:
             dst.close()
-    except _DeadlineError:
+    except LockDeadlineError:
         raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
     except sqlite3.Error as exc:
         raise DatabaseError(
@@ -242,10 +243,6 @@ def _to_rollback_journal(staged: Path) -> None:
         conn.execute("PRAGMA journal_mode=DELETE").fetchone()
     finally:
         conn.close()
-
-
-class _DeadlineError(Exception):
-    """Raised inside the backup progress callback to give up on a destination that stays busy."""
 
 
 def _new_file_tmp(path: Path, pid: int) -> Path:

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.archiver.sqlitefacts import connect_readonly, has_sqlite_header
+from backup_sidecar.archiver.sqlitefacts import (
+    BUSY_SLICE_S,
+    LockDeadlineError,
+    StopRequestedError,
+    connect_readonly,
+    copy_in_one_step,
+    has_sqlite_header,
+)
 from backup_sidecar.archiver.staging import create_exclusive
 from backup_sidecar.errors import DatabaseError, DatabaseLockedError, OperationAbortedError
-
-_BUSY_SLICE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,6 @@ class Snapshot:
     source_journal_mode: str
     sqlite_version: str
     duration_s: float
-
-
-class _DeadlineError(Exception):
-    """Raised inside the backup progress callback to abort a step that stays busy."""
-
-
-class _StoppedError(Exception):
-    """Raised inside the backup progress callback when the caller asked to stop."""
 
 
 def check_source(spec: DatabaseSpec) -> None:
@@ -70,27 +67,21 @@ def take_snapshot(
     deadline = started + lock_timeout
     os.close(create_exclusive(dest))
     try:
-        src = connect_readonly(spec.path, timeout=_BUSY_SLICE_S)
+        src = connect_readonly(spec.path, timeout=BUSY_SLICE_S)
     except sqlite3.Error as exc:
         raise DatabaseError(spec.name, spec.path, f"cannot be opened: {exc}") from exc
     try:
         journal_mode = _journal_mode(spec, src, lock_timeout=lock_timeout, clock=clock)
 
-        def on_step(status: int, remaining: int, total: int) -> None:
-            if should_stop():
-                raise _StoppedError
-            if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and clock() > deadline:
-                raise _DeadlineError
-
         dst = sqlite3.connect(dest)
         try:
-            src.backup(dst, pages=-1, progress=on_step, sleep=_BUSY_SLICE_S)
+            copy_in_one_step(src, dst, deadline=deadline, clock=clock, should_stop=should_stop)
             dst.execute("PRAGMA journal_mode=DELETE").fetchone()
         finally:
             dst.close()
-    except _DeadlineError:
+    except LockDeadlineError:
         raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
-    except _StoppedError:
+    except StopRequestedError:
         raise OperationAbortedError(f"snapshot of {spec.name!r}") from None
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":

@@ -10,6 +10,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: How long one attempt waits on a lock before the deadline is looked at again.
+BUSY_SLICE_S = 0.05
 _INTEGRITY_MAX_ERRORS = 10
 
 
@@ -99,3 +101,32 @@ def page_geometry(path: Path, *, timeout: float) -> tuple[int, str]:
     finally:
         conn.close()
     return int(page_size), str(journal_mode).lower()
+
+
+class LockDeadlineError(Exception):
+    """A one-step copy gave up: the database stayed locked past its deadline."""
+
+
+class StopRequestedError(Exception):
+    """A one-step copy gave up: the caller asked it to stop."""
+
+
+def copy_in_one_step(
+    src: sqlite3.Connection,
+    dst: sqlite3.Connection,
+    *,
+    deadline: float,
+    clock: Callable[[], float],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """The backup API with ``pages=-1``: every page in one step, under one transaction each side.
+
+    A step that finds a lock is retried every BUSY_SLICE_S until ``deadline`` (by ``clock``)."""
+
+    def on_step(status: int, remaining: int, total: int) -> None:
+        if should_stop():
+            raise StopRequestedError
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and clock() > deadline:
+            raise LockDeadlineError
+
+    src.backup(dst, pages=-1, progress=on_step, sleep=BUSY_SLICE_S)
