@@ -368,6 +368,8 @@ def test_kill_9_of_the_daemon_inside_the_restore_transaction(
     daemon.proc.wait()
     client.join(timeout=30)
     hot = Path(f"{live}-journal").exists()
+    # On a fast machine the restore may have committed and cleaned up before the kill landed.
+    left_behind = any((backup_dir / ".staging").iterdir())
 
     assert tuple(app.execute(DIGEST_SQL)[0]) in (kill_scene.old, kill_scene.new)
     outcome = "old" if tuple(app.execute(DIGEST_SQL)[0]) == kill_scene.old else "new"
@@ -378,7 +380,8 @@ def test_kill_9_of_the_daemon_inside_the_restore_transaction(
     print(f"\ndaemon kill -9 inside the restore ({mode}): {outcome} content, hot journal {hot}")
 
     again = daemons.start(cfg)
-    assert again.log.find("leftover_removed"), "the killed restore's staging area is removed"
+    if left_behind:
+        assert again.log.find("leftover_removed"), "the killed restore's staging area is removed"
     assert list((backup_dir / ".staging").iterdir()) == []
     result = again.request("restore", archive="target", confirm=True)
     assert result["restored"] == ["user"]
