@@ -149,6 +149,8 @@ REFUSED = [
     ("timezone: Mars/Olympus", "timezone", "unknown time zone"),
     (f"timezone: {'a' * 300}", "timezone", "unknown time zone"),
     ("compression_level: 4", "compression_level", "must be <= 3"),
+    ("cpu_threads: 3", "cpu_threads", "must be auto, 1 or 2"),
+    ("cpu_threads: true", "cpu_threads", "must be auto, 1 or 2"),
     ("metrics: {port: 70000}", "metrics.port", "must be <= 65535"),
     ("control: {mode: 0660}", "control.mode", "quoted octal"),
     ("control: {mode: '0999'}", "control.mode", "invalid mode"),
@@ -432,6 +434,26 @@ def test_build_runtime_config_reads_sidecar_config(
     assert runtime.settings.timezone == "UTC"
 
 
+def test_cpu_threads_reach_the_runtime(
+    tmp_path: Path, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cpu_threads` from the file or the environment; `auto` overlaps only with 3+ CPUs."""
+    from backup_sidecar import cpus
+    from backup_sidecar.runtime import runtime_from
+
+    def threads(environ: dict[str, str]) -> int:
+        settings = load_settings(write_config("cpu_threads: 1\n"), environ=environ)
+        return runtime_from(settings, resolve_paths(settings, environ={}, cwd=tmp_path)).threads
+
+    assert threads({}) == 1
+    assert threads({"SIDECAR_CPU_THREADS": "2"}) == 2
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2.0)
+    assert threads({"SIDECAR_CPU_THREADS": "auto"}) == 1
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 4.0)
+    assert threads({"SIDECAR_CPU_THREADS": "auto"}) == 2
+    assert load_settings(None, environ={}).cpu_threads == "auto"
+
+
 FUZZED_VARIABLES = [
     "SIDECAR_TIMEZONE",
     "SIDECAR_HEALTH__INTERVAL",
@@ -444,6 +466,7 @@ FUZZED_VARIABLES = [
     "SIDECAR_METRICS__PORT",
     "SIDECAR_CONTROL__MODE",
     "SIDECAR_COMPRESSION_LEVEL",
+    "SIDECAR_CPU_THREADS",
     "SIDECAR_GRACE_PERIOD",
 ]
 

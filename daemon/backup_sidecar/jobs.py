@@ -50,6 +50,8 @@ class Runtime:
     keep: Mapping[str, int]
     policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     level: int = archiver.DEFAULT_LEVEL
+    #: Threads for a backup's integrity check and compression (1: one after the other).
+    threads: int = 1
     nice: int = 0
     lock_timeout: float = 30.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -137,6 +139,7 @@ def run_backup(
                 now=now,
                 unique=archive_name is None,
                 level=rt.level,
+                threads=rt.threads,
                 lock_timeout=rt.lock_timeout,
                 progress=progress,
                 should_stop=should_stop,
@@ -268,6 +271,7 @@ def run_restore(
                 now=rt.clock(),
                 dry_run=dry_run,
                 level=rt.level,
+                threads=rt.threads,
                 lock_timeout=rt.lock_timeout,
                 progress=progress,
                 should_stop=should_stop,
@@ -334,6 +338,7 @@ def run_drill(
             backup_dir=rt.backup_dir,
             now=rt.clock(),
             level=rt.level,
+            threads=rt.threads,
             lock_timeout=rt.lock_timeout,
             should_stop=should_stop,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from backup_sidecar.cpus import backup_threads
 from backup_sidecar.jobs import Runtime
 from backup_sidecar.settings import ResolvedPaths, Settings, load_settings, resolve_paths
 
@@ -20,6 +21,7 @@ def runtime_from(settings: Settings, paths: ResolvedPaths) -> Runtime:
             if policy.databases
         },
         level=settings.compression_level,
+        threads=backup_threads(settings.cpu_threads),
         nice=settings.nice,
         lock_timeout=settings.lock_timeout.total_seconds(),
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -124,6 +124,17 @@ def _not_empty(value: Any) -> Any:
 
 Name = Annotated[str, AfterValidator(_name)]
 Int = Annotated[int, BeforeValidator(_not_bool)]
+
+
+def _cpu_threads(value: Any) -> Any:
+    """``auto``, 1 or 2 (also as environment text)."""
+    if value == "auto" or (type(value) is int and value in (1, 2)):
+        return value
+    if isinstance(value, str) and value.strip() in ("1", "2"):
+        return int(value)
+    raise ValueError(f"must be auto, 1 or 2, not {value!r}")
+
+
 FilePath = Annotated[Path, BeforeValidator(_not_empty)]
 
 
@@ -248,6 +259,9 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     compression_level: Int = Field(default=1, ge=0, le=3)
+    #: Threads for a backup's integrity check and its hashing + compression: 1 runs them one
+    #: after the other, 2 at once; ``auto`` is 2 only with 3+ usable CPUs (backup_sidecar.cpus).
+    cpu_threads: Annotated[Literal["auto", 1, 2], BeforeValidator(_cpu_threads)] = "auto"
     #: CPU niceness of backup, verify and restore work: the application's own threads keep
     #: priority over the sidecar's compression and integrity checks (0 disables).
     nice: Int = Field(default=10, ge=0, le=19)

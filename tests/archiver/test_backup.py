@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
-from backup_sidecar.errors import DatabaseLockedError
+from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 
 METADATA = "backup_metadata.json"
 
@@ -542,4 +543,81 @@ def test_cli_backup_of_a_locked_source_fails_after_the_configured_timeout(
     line = _one_line_error(result)
     assert "locked" in line and str(rollback_db) in line, line
     assert elapsed < 1.0 + 15.0, elapsed  # the interpreter's start-up under load is most of it
+    _assert_nothing_created(backup_dir)
+
+
+# --- one thread or two ------------------------------------------------------------------------
+
+
+def _items_db(path: Path) -> Path:
+    """A rollback-journal database whose ``items`` table (one leaf page) has an index."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    conn.execute("CREATE INDEX items_name ON items (name)")
+    conn.executemany("INSERT INTO items (name) VALUES (?)", [(f"row-{i}",) for i in range(10)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_one_or_two_threads_write_the_same_checked_archive(
+    backup_dir: Path, rollback_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one thread the check runs on the calling thread before packing, with two on a
+    worker thread beside it; either way the archive holds the same checked bytes."""
+    from backup_sidecar.archiver import backup as backup_mod
+
+    ran_on: list[str] = []
+    check_all = backup_mod._check_all
+
+    def recording(*args: object, **kwargs: object) -> list[str]:
+        ran_on.append(threading.current_thread().name)
+        return check_all(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backup_mod, "_check_all", recording)
+    members = {}
+    for threads in (1, 2):
+        info = create_backup(
+            [DatabaseSpec("user", rollback_db)],
+            backup_dir=backup_dir,
+            name=f"threads_{threads}",
+            policy="manual",
+            now=NOW,
+            threads=threads,
+        )
+        assert info.manifest is not None
+        entry = info.manifest.databases["user"]
+        assert entry.integrity_check == "ok"
+        member = _tar_extract(info.path, backup_dir / f"x{threads}") / entry.file
+        assert hashlib.sha256(member.read_bytes()).hexdigest() == entry.sha256
+        members[threads] = member.read_bytes()
+    assert ran_on[0] == threading.current_thread().name
+    assert ran_on[1] != ran_on[0] and ran_on[1].startswith("integrity"), ran_on
+    assert members[1] == members[2]
+
+
+def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
+    backup_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked first, a copy that fails integrity_check is refused before any compression, and
+    nothing is left in the backup directory."""
+    from tests.archiver.test_bad_archives import corrupt_table_page
+
+    from backup_sidecar.archiver import backup as backup_mod
+
+    db = _items_db(tmp_path / "items.db")
+    db.write_bytes(corrupt_table_page(db.read_bytes(), tmp_path))
+    packed: list[object] = []
+    monkeypatch.setattr(backup_mod, "_pack_databases", lambda *a, **k: packed.append(a) or [])
+    with pytest.raises(IntegrityCheckError) as caught:
+        create_backup(
+            [DatabaseSpec("user", db)],
+            backup_dir=backup_dir,
+            name="corrupt",
+            policy="manual",
+            now=NOW,
+            threads=1,
+        )
+    assert "integrity" in str(caught.value) and str(db) in str(caught.value)
+    assert packed == []
     _assert_nothing_created(backup_dir)

@@ -1,11 +1,12 @@
 """Create one archive: snapshot, check, hash, compress, and publish it atomically.
 
-After the snapshots, the slow work runs on both cores at once: ``integrity_check`` and the
-row counts of the staged copies in a worker thread, hashing and compression of the same
-copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL). The metadata
-member must come first in the archive but depends on the check, so the database members
-are compressed into their own gzip member, and the archive is assembled at the end as
-``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
+After the snapshots, the slow work can run on two cores at once (``threads=2``):
+``integrity_check`` of the staged copies in a worker thread, hashing and compression of the
+same copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL). With
+``threads=1`` they run one after the other and a core stays free for the application (see
+backup_sidecar.cpus). The metadata member must come first in the archive but depends on the
+check, so the database members are compressed into their own gzip member, and the archive is
+assembled at the end as ``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def create_backup(
     now: datetime,
     unique: bool = False,
     level: int = DEFAULT_LEVEL,
+    threads: int = 2,
     lock_timeout: float = 30.0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -82,6 +84,7 @@ def create_backup(
         policy=policy,
         now=now,
         level=level,
+        threads=threads,
         lock_timeout=lock_timeout,
         report=progress or (lambda stage, done, total: None),
         should_stop=should_stop,
@@ -129,6 +132,7 @@ class _Job:
     policy: str
     now: datetime
     level: int
+    threads: int
     lock_timeout: float
     report: ProgressFn
     should_stop: Callable[[], bool]
@@ -147,7 +151,29 @@ class _Job:
     def check_and_pack(
         self, snaps: Sequence[Snapshot], body: Path
     ) -> tuple[list[_Checked], list[str]]:
-        """integrity_check in a worker thread while this thread hashes and compresses."""
+        """integrity_check, then hashing and compression; on two threads at once with
+        ``threads=2`` (the check in a worker thread)."""
+        if self.threads < 2:
+            self.report("check", 0, len(snaps))
+            results = _check_all(snaps, self.should_stop)
+            self.report("check", len(snaps), len(snaps))
+            if self.should_stop():
+                raise OperationAbortedError("backup")
+            if any(r != "ok" for r in results):
+                digests = ["" for _ in snaps]  # not archived: the check failed, skip packing
+            else:
+                digests = self._pack(snaps, body, self.should_stop)
+            facts = [_facts(snap) for snap in snaps]
+        else:
+            results, digests, facts = self._check_while_packing(snaps, body)
+        checked = [
+            _Checked(r, f if r == "ok" else None) for r, f in zip(results, facts, strict=True)
+        ]
+        return checked, digests
+
+    def _check_while_packing(
+        self, snaps: Sequence[Snapshot], body: Path
+    ) -> tuple[list[str], list[str], list[DatabaseFacts | None]]:
         failed = threading.Event()
 
         def stop() -> bool:
@@ -156,14 +182,7 @@ class _Job:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrity") as pool:
             checks = pool.submit(_check_all, snaps, stop)
             try:
-                digests = _pack_databases(
-                    snaps,
-                    out=body,
-                    level=self.level,
-                    now=self.now,
-                    progress=self.report,
-                    should_stop=stop,
-                )
+                digests = self._pack(snaps, body, stop)
                 # Packing usually ends first: count rows while the check is still running.
                 facts = [_facts(snap) for snap in snaps]
             except BaseException:
@@ -173,10 +192,19 @@ class _Job:
                 results = checks.result()
         if self.should_stop():
             raise OperationAbortedError("backup")
-        checked = [
-            _Checked(r, f if r == "ok" else None) for r, f in zip(results, facts, strict=True)
-        ]
-        return checked, digests
+        return results, digests, facts
+
+    def _pack(
+        self, snaps: Sequence[Snapshot], body: Path, should_stop: Callable[[], bool]
+    ) -> list[str]:
+        return _pack_databases(
+            snaps,
+            out=body,
+            level=self.level,
+            now=self.now,
+            progress=self.report,
+            should_stop=should_stop,
+        )
 
 
 @contextlib.contextmanager
