@@ -129,12 +129,19 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def sidecar_backup(ws: Workspace, db: Path, backup_dir: Path, name: str) -> Sample:
+def sidecar_backup(
+    ws: Workspace, db: Path, backup_dir: Path, name: str, *, threads: int | None = None
+) -> Sample:
+    """The default backup (``cpu_threads: auto``), or with ``threads`` set explicitly."""
     env = ws.sidecar_env(db, backup_dir)
+    label = "backup-sidecar backup"
+    if threads is not None:
+        env["SIDECAR_CPU_THREADS"] = str(threads)
+        label += f" (cpu_threads: {threads})"
     cmd = [PY, "-m", "backup_sidecar", "backup", "--user-db-only", "--name", name, "--json"]
-    m = ws.measure(cmd, "backup-sidecar backup", env)
+    m = ws.measure(cmd, label, env)
     size = json.loads(m.stdout)["size_bytes"] if m.returncode == 0 else 0
-    return Sample("backup-sidecar backup", m, size)
+    return Sample(label, m, size)
 
 
 def sidecar_verify(ws: Workspace, db: Path, backup_dir: Path, name: str) -> Sample:
