@@ -72,6 +72,7 @@ def run(
 ) -> Measurement:
     """Run ``cmd`` to its end; ``also_ours`` are pids (a writer) whose CPU is not noise."""
     full_env = {**os.environ, **(env or {})}
+    os.sync()  # the previous command's dirty pages are flushed on its account, not this one's
     others0 = sum(pid_cpu_s(p) for p in also_ours)
     self0, busy0 = _self_cpu(), busy_jiffies()
     t0 = time.monotonic()

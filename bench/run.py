@@ -78,8 +78,8 @@ def backup_methods(
         samples.append(floor)
         name = f"bench_{rep}"
         samples.append(mt.sidecar_backup(ws, db, backups, name))
-        samples.append(mt.sidecar_backup(ws, db, backups, f"two_{rep}", threads=2))
-        (backups / f"two_{rep}.tar.gz").unlink()
+        samples.append(mt.sidecar_backup(ws, db, backups, f"one_{rep}", threads=1))
+        (backups / f"one_{rep}.tar.gz").unlink()
         samples.append(mt.sidecar_verify(ws, db, backups, name))
         archive = backups / f"{name}.tar.gz"
         samples.append(mt.decompress_isal(ws, archive))
@@ -123,8 +123,8 @@ def writer_impact(
         "backup-sidecar backup": lambda w, db: mt.sidecar_backup(
             w, db, w.dir("impact_backups"), f"impact_{time.monotonic_ns()}"
         ),
-        "backup-sidecar backup (cpu_threads: 2)": lambda w, db: mt.sidecar_backup(
-            w, db, w.dir("impact_backups"), f"impact_{time.monotonic_ns()}", threads=2
+        "backup-sidecar backup (cpu_threads: 1)": lambda w, db: mt.sidecar_backup(
+            w, db, w.dir("impact_backups"), f"impact_{time.monotonic_ns()}", threads=1
         ),
     }
     for journal, db in (("wal", wal), ("rollback (DELETE)", rollback)):

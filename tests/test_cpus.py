@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from backup_sidecar.cpus import backup_threads, cgroup_quota, usable_cpus
+from backup_sidecar.cpus import CpuPlan, cgroup_quota, cpu_plan, usable_cpus
 
 
 @pytest.mark.parametrize(
-    ("setting", "cpus", "expected"),
-    [("auto", 1.0, 1), ("auto", 2.0, 1), ("auto", 2.5, 1), ("auto", 3.0, 2), ("auto", 64.0, 2),
-     (1, 64.0, 1), (2, 1.0, 2)],
+    ("setting", "cpus", "threads", "pace"),
+    [("auto", 1.0, 1, False), ("auto", 1.5, 1, False), ("auto", 2.0, 2, True),
+     ("auto", 2.5, 2, True), ("auto", 3.0, 2, False), ("auto", 64.0, 2, False),
+     (1, 64.0, 1, False), (1, 2.0, 1, False), (2, 1.0, 2, True), (2, 4.0, 2, False)],
 )  # fmt: skip
-def test_auto_overlaps_only_with_a_cpu_left_for_the_application(
-    setting: int | str, cpus: float, expected: int
+def test_overlap_from_two_cpus_paced_until_one_is_left_for_the_application(
+    setting: int | str, cpus: float, threads: int, pace: bool
 ) -> None:
-    assert backup_threads(setting, cpus=cpus) == expected
+    assert cpu_plan(setting, cpus=cpus) == CpuPlan(threads=threads, pace=pace)
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:

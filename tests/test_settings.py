@@ -437,20 +437,24 @@ def test_build_runtime_config_reads_sidecar_config(
 def test_cpu_threads_reach_the_runtime(
     tmp_path: Path, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`cpu_threads` from the file or the environment; `auto` overlaps only with 3+ CPUs."""
+    """`cpu_threads` from the file or the environment; `auto` overlaps from two CPUs on, paced
+    below three."""
     from backup_sidecar import cpus
     from backup_sidecar.runtime import runtime_from
 
-    def threads(environ: dict[str, str]) -> int:
+    def plan(environ: dict[str, str]) -> tuple[int, bool]:
         settings = load_settings(write_config("cpu_threads: 1\n"), environ=environ)
-        return runtime_from(settings, resolve_paths(settings, environ={}, cwd=tmp_path)).threads
+        rt = runtime_from(settings, resolve_paths(settings, environ={}, cwd=tmp_path))
+        return rt.threads, rt.pace
 
-    assert threads({}) == 1
-    assert threads({"SIDECAR_CPU_THREADS": "2"}) == 2
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 2.0)
-    assert threads({"SIDECAR_CPU_THREADS": "auto"}) == 1
+    assert plan({}) == (1, False)
+    assert plan({"SIDECAR_CPU_THREADS": "2"}) == (2, True)
+    assert plan({"SIDECAR_CPU_THREADS": "auto"}) == (2, True)
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1.0)
+    assert plan({"SIDECAR_CPU_THREADS": "auto"}) == (1, False)
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 4.0)
-    assert threads({"SIDECAR_CPU_THREADS": "auto"}) == 2
+    assert plan({"SIDECAR_CPU_THREADS": "auto"}) == (2, False)
     assert load_settings(None, environ={}).cpu_threads == "auto"
 
 

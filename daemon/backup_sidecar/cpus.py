@@ -1,12 +1,14 @@
-"""How many CPUs this process may use, and so how many threads a backup's heavy steps get.
+"""How a backup's heavy steps use the CPUs this process may use.
 
-A backup's integrity check and its hashing + compression can run at once on two threads. That
-only pays when a third CPU is left for the application: the sidecar and the application sit in
-different scheduling groups (containers, or sessions under Linux autogroup), where the
-sidecar's niceness does not order its threads behind the application's. With both CPUs of a
-two-CPU host busy with the backup, a 200 commits/s writer's p99 commit latency went from
-0.4 ms to 5.6 ms (bench/RESULTS.md); one after the other it stayed at 0.4 ms, for a backup 6%
-slower.
+A backup's integrity check and its hashing + compression can run at once on two threads. The
+sidecar and the application sit in different scheduling groups (containers, or sessions under
+Linux autogroup), where the sidecar's niceness does not put its threads behind the
+application's: with both CPUs of a two-CPU host busy with the backup, a 200 commits/s writer's
+p99 commit latency went from 0.5 ms to 5 ms, and autogroup nice 19 or SCHED_IDLE did not
+help. So with fewer than three CPUs the packing is paced: it works in 64 KiB slices and sleeps
+1 ms between them while the check runs, which leaves a CPU idle most of the time (the writer's
+p99 stayed at 0.5-0.8 ms) and still hides most of the packing behind the check
+(bench/RESULTS.md has the current figures).
 """
 
 from __future__ import annotations
@@ -14,18 +16,25 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def backup_threads(setting: int | str, *, cpus: float | None = None) -> int:
-    """The threads for one backup's check and packing: an explicit 1 or 2, or for ``auto``
-    2 only when at least three CPUs are usable (one stays free for the application)."""
-    if setting != "auto":
-        return int(setting)
+class CpuPlan(NamedTuple):
+    #: 1: check, then pack; 2: the check on a worker thread while this thread packs.
+    threads: int
+    #: Pace the packing while the check runs (no CPU is left for the application otherwise).
+    pace: bool
+
+
+def cpu_plan(setting: int | str, *, cpus: float | None = None) -> CpuPlan:
+    """The plan for ``cpu_threads`` (``auto``, 1 or 2) on ``cpus`` usable CPUs (default: this
+    process's): ``auto`` overlaps from two CPUs on; overlapping paces below three."""
     usable = usable_cpus() if cpus is None else cpus
-    return 2 if usable >= 3 else 1
+    threads = (2 if usable >= 2 else 1) if setting == "auto" else int(setting)
+    return CpuPlan(threads=threads, pace=threads == 2 and usable < 3)
 
 
 def usable_cpus(*, cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float:

@@ -50,8 +50,10 @@ class Runtime:
     keep: Mapping[str, int]
     policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     level: int = archiver.DEFAULT_LEVEL
-    #: Threads for a backup's integrity check and compression (1: one after the other).
+    #: Threads for a backup's integrity check and compression (1: one after the other), and
+    #: whether the compression yields its CPU while the check runs (backup_sidecar.cpus).
     threads: int = 1
+    pace: bool = False
     nice: int = 0
     lock_timeout: float = 30.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -140,6 +142,7 @@ def run_backup(
                 unique=archive_name is None,
                 level=rt.level,
                 threads=rt.threads,
+                pace=rt.pace,
                 lock_timeout=rt.lock_timeout,
                 progress=progress,
                 should_stop=should_stop,
@@ -272,6 +275,7 @@ def run_restore(
                 dry_run=dry_run,
                 level=rt.level,
                 threads=rt.threads,
+                pace=rt.pace,
                 lock_timeout=rt.lock_timeout,
                 progress=progress,
                 should_stop=should_stop,
@@ -339,6 +343,7 @@ def run_drill(
             now=rt.clock(),
             level=rt.level,
             threads=rt.threads,
+            pace=rt.pace,
             lock_timeout=rt.lock_timeout,
             should_stop=should_stop,
         )

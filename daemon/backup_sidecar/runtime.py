@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from backup_sidecar.cpus import backup_threads
+from backup_sidecar.cpus import cpu_plan
 from backup_sidecar.jobs import Runtime
 from backup_sidecar.settings import ResolvedPaths, Settings, load_settings, resolve_paths
 
 
 def runtime_from(settings: Settings, paths: ResolvedPaths) -> Runtime:
+    plan = cpu_plan(settings.cpu_threads)
     return Runtime(
         backup_dir=paths.backup_dir,
         databases={spec.name: spec for spec in paths.databases},
@@ -21,7 +22,8 @@ def runtime_from(settings: Settings, paths: ResolvedPaths) -> Runtime:
             if policy.databases
         },
         level=settings.compression_level,
-        threads=backup_threads(settings.cpu_threads),
+        threads=plan.threads,
+        pace=plan.pace,
         nice=settings.nice,
         lock_timeout=settings.lock_timeout.total_seconds(),
     )

@@ -260,7 +260,8 @@ class Settings(BaseSettings):
     control: ControlConfig = Field(default_factory=ControlConfig)
     compression_level: Int = Field(default=1, ge=0, le=3)
     #: Threads for a backup's integrity check and its hashing + compression: 1 runs them one
-    #: after the other, 2 at once; ``auto`` is 2 only with 3+ usable CPUs (backup_sidecar.cpus).
+    #: after the other, 2 at once (paced below 3 CPUs); ``auto`` is 2 from 2 usable CPUs on
+    #: (backup_sidecar.cpus).
     cpu_threads: Annotated[Literal["auto", 1, 2], BeforeValidator(_cpu_threads)] = "auto"
     #: CPU niceness of backup, verify and restore work: the application's own threads keep
     #: priority over the sidecar's compression and integrity checks (0 disables).

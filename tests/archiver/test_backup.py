@@ -23,6 +23,7 @@ import pytest
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
+from conftest import make_db
 
 METADATA = "backup_metadata.json"
 
@@ -564,7 +565,7 @@ def test_one_or_two_threads_write_the_same_checked_archive(
     backup_dir: Path, rollback_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With one thread the check runs on the calling thread before packing, with two on a
-    worker thread beside it; either way the archive holds the same checked bytes."""
+    worker thread beside it (paced or not); the archive holds the same checked bytes."""
     from backup_sidecar.archiver import backup as backup_mod
 
     ran_on: list[str] = []
@@ -576,24 +577,25 @@ def test_one_or_two_threads_write_the_same_checked_archive(
 
     monkeypatch.setattr(backup_mod, "_check_all", recording)
     members = {}
-    for threads in (1, 2):
+    for threads, pace in ((1, False), (2, False), (2, True)):
         info = create_backup(
             [DatabaseSpec("user", rollback_db)],
             backup_dir=backup_dir,
-            name=f"threads_{threads}",
+            name=f"threads_{threads}_{pace}",
             policy="manual",
             now=NOW,
             threads=threads,
+            pace=pace,
         )
         assert info.manifest is not None
         entry = info.manifest.databases["user"]
         assert entry.integrity_check == "ok"
-        member = _tar_extract(info.path, backup_dir / f"x{threads}") / entry.file
+        member = _tar_extract(info.path, backup_dir / f"x{threads}{pace}") / entry.file
         assert hashlib.sha256(member.read_bytes()).hexdigest() == entry.sha256
-        members[threads] = member.read_bytes()
+        members[threads, pace] = member.read_bytes()
     assert ran_on[0] == threading.current_thread().name
-    assert ran_on[1] != ran_on[0] and ran_on[1].startswith("integrity"), ran_on
-    assert members[1] == members[2]
+    assert all(t != ran_on[0] and t.startswith("integrity") for t in ran_on[1:]), ran_on
+    assert members[1, False] == members[2, False] == members[2, True]
 
 
 def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
@@ -621,3 +623,50 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
     assert "integrity" in str(caught.value) and str(db) in str(caught.value)
     assert packed == []
     _assert_nothing_created(backup_dir)
+
+
+def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_runs(
+    backup_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While ``pace()`` is true the packer reads 64 KiB slices and sleeps after each; once it
+    turns false (the check finished) it reads 1 MiB chunks without sleeping, and the archive
+    body is the same as an unpaced one."""
+    from types import SimpleNamespace
+
+    from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver.snapshot import take_snapshot
+
+    db = make_db(tmp_path / "big.db", wal=False, rows=80_000)
+    snap = take_snapshot(DatabaseSpec("user", db), dest=tmp_path / "staged.db", lock_timeout=5)
+    size = snap.staged.stat().st_size
+    assert size > 4 * backup_mod._CHUNK // 2, "the copy should span several slices and chunks"
+    sleeps: list[float] = []
+    monkeypatch.setattr(backup_mod, "time", SimpleNamespace(sleep=sleeps.append))
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        handle = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+        if self == snap.staged:
+            read = handle.read
+            handle.read = lambda n=-1: (reads.append(n), read(n))[1]  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    paced_slices = 20
+    pace_calls = iter(range(10**9))
+
+    def pack(out: Path, pace: object) -> list[str]:
+        return backup_mod._pack_databases(
+            [snap], out=out, level=1, now=NOW, progress=lambda *a: None,
+            should_stop=lambda: False, pace=pace,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    digests = pack(tmp_path / "paced.gz", lambda: next(pace_calls) < paced_slices)
+    assert reads[:paced_slices] == [backup_mod._SLICE] * paced_slices
+    assert set(reads[paced_slices:]) == {backup_mod._CHUNK}
+    assert sleeps == [backup_mod._PAUSE_S] * paced_slices
+    reads.clear()
+    assert pack(tmp_path / "plain.gz", lambda: False) == digests
+    assert set(reads) == {backup_mod._CHUNK}
+    assert (tmp_path / "paced.gz").read_bytes() == (tmp_path / "plain.gz").read_bytes()

@@ -2,11 +2,12 @@
 
 After the snapshots, the slow work can run on two cores at once (``threads=2``):
 ``integrity_check`` of the staged copies in a worker thread, hashing and compression of the
-same copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL). With
-``threads=1`` they run one after the other and a core stays free for the application (see
-backup_sidecar.cpus). The metadata member must come first in the archive but depends on the
-check, so the database members are compressed into their own gzip member, and the archive is
-assembled at the end as ``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
+same copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL); with
+``pace`` the packing yields its CPU every 64 KiB while the check runs. With ``threads=1`` they
+run one after the other (see backup_sidecar.cpus for the choice). The metadata member must
+come first in the archive but depends on the check, so the database members are compressed
+into their own gzip member, and the archive is assembled at the end as
+``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ from backup_sidecar.errors import (
 )
 
 _CHUNK = 1 << 20
+#: Paced packing (``pace=True``): while the check runs on the other thread, hash and compress
+#: 64 KiB (about 0.2 ms of CPU) at a time and sleep 1 ms between slices, so a waking
+#: application thread finds a CPU idle or waits one slice. See backup_sidecar.cpus.
+_SLICE = 64 << 10
+_PAUSE_S = 0.001
 DEFAULT_LEVEL = 1
 
 
@@ -64,6 +70,7 @@ def create_backup(
     unique: bool = False,
     level: int = DEFAULT_LEVEL,
     threads: int = 2,
+    pace: bool = False,
     lock_timeout: float = 30.0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -85,6 +92,7 @@ def create_backup(
         now=now,
         level=level,
         threads=threads,
+        pace=pace,
         lock_timeout=lock_timeout,
         report=progress or (lambda stage, done, total: None),
         should_stop=should_stop,
@@ -133,6 +141,7 @@ class _Job:
     now: datetime
     level: int
     threads: int
+    pace: bool
     lock_timeout: float
     report: ProgressFn
     should_stop: Callable[[], bool]
@@ -182,7 +191,9 @@ class _Job:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrity") as pool:
             checks = pool.submit(_check_all, snaps, stop)
             try:
-                digests = self._pack(snaps, body, stop)
+                digests = self._pack(
+                    snaps, body, stop, pace=lambda: self.pace and not checks.done()
+                )
                 # Packing usually ends first: count rows while the check is still running.
                 facts = [_facts(snap) for snap in snaps]
             except BaseException:
@@ -195,7 +206,12 @@ class _Job:
         return results, digests, facts
 
     def _pack(
-        self, snaps: Sequence[Snapshot], body: Path, should_stop: Callable[[], bool]
+        self,
+        snaps: Sequence[Snapshot],
+        body: Path,
+        should_stop: Callable[[], bool],
+        *,
+        pace: Callable[[], bool] = lambda: False,
     ) -> list[str]:
         return _pack_databases(
             snaps,
@@ -204,6 +220,7 @@ class _Job:
             now=self.now,
             progress=self.report,
             should_stop=should_stop,
+            pace=pace,
         )
 
 
@@ -243,8 +260,10 @@ def _pack_databases(
     now: datetime,
     progress: ProgressFn,
     should_stop: Callable[[], bool],
+    pace: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """Compress the database members (and the tar end marker) into one gzip member at ``out``."""
+    """Compress the database members (and the tar end marker) into one gzip member at ``out``,
+    in short slices with pauses while ``pace()`` is true."""
     total = sum(s.staged.stat().st_size for s in snaps)
     done = 0
     digests = []
@@ -255,13 +274,15 @@ def _pack_databases(
             gz.write(member_header(snap.spec.member, size=size, mtime=int(now.timestamp())))
             digest = hashlib.sha256()
             with snap.staged.open("rb") as src:
-                while chunk := src.read(_CHUNK):
+                while chunk := src.read(_SLICE if (pacing := pace()) else _CHUNK):
                     if should_stop():
                         raise OperationAbortedError("backup")
                     digest.update(chunk)
                     gz.write(chunk)
                     done += len(chunk)
                     progress("pack", done, total)
+                    if pacing:
+                        time.sleep(_PAUSE_S)
             gz.write(padding(size))
             digests.append(digest.hexdigest())
         gz.write(end_of_archive())
