@@ -1,0 +1,48 @@
+"""The configuration: YAML file + `SIDECAR_` environment, validated by pydantic at the edge.
+
+Every nested model refuses unknown keys and is frozen. `load_settings` turns any problem into one
+`ConfigError` naming the source (file or environment variable), the dotted key path and the reason.
+
+Policies: a policy has a 5-field cron `schedule` (in `timezone`) or an `every` interval, or
+neither (kept by retention, never scheduled). `pre_restore` is always present (default keep 10)
+and never scheduled: restores make its archives. The policy named `drill` is special: when
+scheduled, the daemon runs a restore drill on that schedule instead of a backup (it is kept here as
+plain policy data; `keep: 0` is the usual value).
+
+Relative paths (YAML, environment) are taken relative to the `cwd` given to `resolve_paths`.
+"""
+
+from backup_sidecar.settings.loading import load_settings
+from backup_sidecar.settings.model import (
+    ControlConfig,
+    DatabaseConfig,
+    HealthConfig,
+    MetricsConfig,
+    PolicyConfig,
+    Settings,
+)
+from backup_sidecar.settings.paths import (
+    ResolvedPaths,
+    RuntimeConfig,
+    build_runtime_config,
+    database_file_name,
+    resolve_paths,
+)
+from backup_sidecar.settings.values import ENV_PREFIX, parse_duration
+
+__all__ = [
+    "ENV_PREFIX",
+    "ControlConfig",
+    "DatabaseConfig",
+    "HealthConfig",
+    "MetricsConfig",
+    "PolicyConfig",
+    "ResolvedPaths",
+    "RuntimeConfig",
+    "Settings",
+    "build_runtime_config",
+    "database_file_name",
+    "load_settings",
+    "parse_duration",
+    "resolve_paths",
+]
