@@ -190,6 +190,21 @@ def test_next_runs_replace_the_schedule(metrics: Metrics, registry: CollectorReg
     assert value(registry, name, policy="hourly") == T0.timestamp()
 
 
+def test_objectives_replace_the_recovery_point_objectives(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """`health.max_backup_age` as seconds per policy, replaced as a whole on reload."""
+    name = "backup_max_age_seconds"
+    assert value(registry, name, policy="daily") is None
+    metrics.objectives({"daily": timedelta(hours=26), "weekly": timedelta(days=8)})
+    assert value(registry, name, policy="daily") == 26 * 3600
+    assert value(registry, name, policy="weekly") == 8 * 86400
+    metrics.objectives({"hourly": timedelta(hours=2)})
+    assert value(registry, name, policy="daily") is None
+    assert value(registry, name, policy="weekly") is None
+    assert value(registry, name, policy="hourly") == 7200
+
+
 def test_control_requests_bound_their_labels(metrics: Metrics, registry: CollectorRegistry) -> None:
     """Control requests count by op and result; an op outside the protocol counts as unknown,
     so a misbehaving client cannot create unbounded series."""

@@ -11,7 +11,7 @@ import platform
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
@@ -101,6 +101,7 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self._next_run_policies: set[str] = set()
+        self._objective_policies: set[str] = set()
         self._policies: set[str] = set()
         self._lock = threading.Lock()
 
@@ -134,6 +135,12 @@ class Metrics:
         )
         self.backup_last_size = gauge(
             "backup_last_size_bytes", "Size of the policy's newest archive.", ["policy"]
+        )
+        self.backup_max_age = gauge(
+            "backup_max_age_seconds",
+            "The policy's recovery point objective (health.max_backup_age): the oldest its newest "
+            "successful backup may be. Absent for a policy without one.",
+            ["policy"],
         )
         self.archives = gauge("archives", "Archives in the backup directory.", ["policy"])
         self.prune_deleted = counter(
@@ -304,6 +311,15 @@ class Metrics:
                 else:
                     self.next_run.labels(policy).set(_timestamp(when))
                     self._next_run_policies.add(policy)
+
+    def objectives(self, max_ages: Mapping[str, timedelta]) -> None:
+        """Replace every policy's recovery point objective; a policy left out loses its series."""
+        with self._lock:
+            for policy in self._objective_policies - set(max_ages):
+                self.backup_max_age.remove(policy)
+            for policy, age in max_ages.items():
+                self.backup_max_age.labels(policy).set(age.total_seconds())
+            self._objective_policies = set(max_ages)
 
     def control_request(self, op: str, *, ok: bool) -> None:
         """Count a control request; ops outside the protocol are counted as "unknown"."""

@@ -84,6 +84,7 @@ class Service:
             databases=settings.databases,
             process_metrics=True,
         )
+        self.metrics.objectives(settings.health.max_backup_age)
         self.health = HealthState()
         self._stop = threading.Event()
         self._abort = threading.Event()
@@ -224,6 +225,7 @@ class Service:
         if self._state is not None:
             self._state.runtime = self.runtime
         self.metrics.declare(policies=settings.policies, databases=settings.databases)
+        self.metrics.objectives(settings.health.max_backup_age)
         if self.scheduler is not None:
             self.scheduler.reschedule(settings.scheduled_policies(), timezone=settings.tzinfo)
         log.info("config_reloaded", policies=sorted(settings.policies))

@@ -71,6 +71,10 @@ def test_sidecar_series_arrive_with_their_labels(
         f'backup_sidecar_backup_last_success_timestamp_seconds{{{selector}, policy="frequent"}}'
     )
     assert _value(last) > 0
+    [rpo] = prometheus.query(
+        f'backup_sidecar_backup_max_age_seconds{{{selector}, policy="frequent"}}'
+    )
+    assert _value(rpo) == 3600  # the daemon's health.max_backup_age
     assert prometheus.query(f"backup_sidecar_backup_dir_free_bytes{{{selector}}} > 0")
     assert prometheus.query(f'backup_sidecar_archives{{{selector}, policy="frequent"}} >= 1')
 
