@@ -603,8 +603,7 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
 ) -> None:
     """Checked first, a copy that fails integrity_check is refused before any compression, and
     nothing is left in the backup directory."""
-    from tests.archiver.test_bad_archives import corrupt_table_page
-
+    from archiver.test_bad_archives import corrupt_table_page
     from backup_sidecar.archiver import backup as backup_mod
 
     db = _items_db(tmp_path / "items.db")
