@@ -75,10 +75,10 @@ def take_snapshot(
 
         dst = sqlite3.connect(dest)
         try:
-            # The staged copy is scratch: only the archive is made durable. Without this,
-            # committing the copy flushed it whole to disk (a 1 GiB write burst that stalled
-            # the application's own fsyncs by up to 100 ms), and a copy deleted within
-            # the kernel's writeback delay now never reaches the disk at all.
+            # The staged copy is scratch: only the archive is made durable. Committing the copy
+            # with a full fsync flushed it whole to disk, a 1 GiB burst that stalled the
+            # application's own commits by 60-250 ms; now a copy deleted within the kernel's
+            # writeback delay never reaches the disk at all.
             dst.execute("PRAGMA synchronous=OFF")
             copy_in_one_step(src, dst, deadline=deadline, clock=clock, should_stop=should_stop)
             dst.execute("PRAGMA journal_mode=DELETE").fetchone()
