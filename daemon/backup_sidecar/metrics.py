@@ -54,6 +54,16 @@ def _timestamp(moment: datetime) -> float:
     return moment.timestamp()
 
 
+def _replace_series(gauge: Gauge, labels: set[str], values: Mapping[str, float]) -> set[str]:
+    """Set ``gauge`` to ``values`` (by its one label), removing the series of ``labels`` (the
+    ones set last time) that are not among them; returns the labels now set."""
+    for label in labels - set(values):
+        gauge.remove(label)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+    return set(values)
+
+
 def _result(ok: bool) -> str:
     return "ok" if ok else "error"
 
@@ -302,24 +312,20 @@ class Metrics:
     def next_runs(self, runs: Mapping[str, datetime | None]) -> None:
         """Replace every policy's next run time; None or a policy left out removes its series."""
         with self._lock:
-            for policy in self._next_run_policies - set(runs):
-                self.next_run.remove(policy)
-            self._next_run_policies = set()
-            for policy, when in runs.items():
-                if when is None:
-                    self.next_run.remove(policy)
-                else:
-                    self.next_run.labels(policy).set(_timestamp(when))
-                    self._next_run_policies.add(policy)
+            self._next_run_policies = _replace_series(
+                self.next_run,
+                self._next_run_policies,
+                {p: _timestamp(when) for p, when in runs.items() if when is not None},
+            )
 
     def objectives(self, max_ages: Mapping[str, timedelta]) -> None:
         """Replace every policy's recovery point objective; a policy left out loses its series."""
         with self._lock:
-            for policy in self._objective_policies - set(max_ages):
-                self.backup_max_age.remove(policy)
-            for policy, age in max_ages.items():
-                self.backup_max_age.labels(policy).set(age.total_seconds())
-            self._objective_policies = set(max_ages)
+            self._objective_policies = _replace_series(
+                self.backup_max_age,
+                self._objective_policies,
+                {p: age.total_seconds() for p, age in max_ages.items()},
+            )
 
     def control_request(self, op: str, *, ok: bool) -> None:
         """Count a control request; ops outside the protocol are counted as "unknown"."""

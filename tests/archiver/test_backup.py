@@ -550,17 +550,6 @@ def test_cli_backup_of_a_locked_source_fails_after_the_configured_timeout(
 # --- one thread or two ------------------------------------------------------------------------
 
 
-def _items_db(path: Path) -> Path:
-    """A rollback-journal database whose ``items`` table (one leaf page) has an index."""
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-    conn.execute("CREATE INDEX items_name ON items (name)")
-    conn.executemany("INSERT INTO items (name) VALUES (?)", [(f"row-{i}",) for i in range(10)])
-    conn.commit()
-    conn.close()
-    return path
-
-
 def test_one_or_two_threads_write_the_same_checked_archive(
     backup_dir: Path, rollback_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -606,7 +595,7 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
     from archiver.test_bad_archives import corrupt_table_page
     from backup_sidecar.archiver import backup as backup_mod
 
-    db = _items_db(tmp_path / "items.db")
+    db = make_db(tmp_path / "items.db", wal=False, rows=10)  # items fits one leaf page
     db.write_bytes(corrupt_table_page(db.read_bytes(), tmp_path))
     packed: list[object] = []
     monkeypatch.setattr(backup_mod, "_pack_databases", lambda *a, **k: packed.append(a) or [])
