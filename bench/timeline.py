@@ -47,7 +47,7 @@ def main() -> None:
     from backup_sidecar.archiver import backup, restore, staging, verify
 
     for mod, names in (
-        (backup, ("take_snapshot", "_check_all", "_pack_databases", "_assemble", "publish")),
+        (backup, ("take_snapshot", "_check_all", "_pack_databases", "_finish", "publish")),
         (verify, ("_extract", "integrity_check")),
         (restore, ("verify_archive", "_safety_backup", "_restore_one", "create_backup")),
         (staging, ("staging_area",)),

@@ -616,7 +616,7 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
 def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_runs(
     backup_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While ``pace()`` is true the packer reads 64 KiB slices and sleeps after each; once it
+    """While ``pace()`` is true the packer reads 16 KiB slices and sleeps after each; once it
     turns false (the check finished) it reads 1 MiB chunks without sleeping, and the archive
     body is the same as an unpaced one."""
     from types import SimpleNamespace
@@ -658,3 +658,88 @@ def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_
     assert pack(tmp_path / "plain.gz", lambda: False) == digests
     assert set(reads) == {backup_mod._CHUNK}
     assert (tmp_path / "paced.gz").read_bytes() == (tmp_path / "plain.gz").read_bytes()
+
+
+def _many_tables_db(path: Path, tables: int) -> Path:
+    conn = sqlite3.connect(path)
+    for i in range(tables):
+        name = f"table_{i:04d}_with_a_long_descriptive_name"
+        conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v BLOB)")
+        conn.executemany(f"INSERT INTO {name}(v) VALUES (randomblob(64))", [()] * i)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _first_member(archive: Path) -> tuple[int, bytes]:
+    """The first gzip member's length and content."""
+    import zlib
+
+    data = archive.read_bytes()
+    first = zlib.decompressobj(31)
+    content = first.decompress(data)
+    return len(data) - len(first.unused_data), content
+
+
+def test_the_metadata_fills_the_room_left_before_the_databases(
+    backup_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The databases are compressed straight into the archive behind room for the metadata; the
+    metadata member, written last, fills that room exactly, even for 300 tables with row
+    counts (nothing is copied), and holds the metadata member alone."""
+    from backup_sidecar.archiver import backup as backup_mod
+
+    db = _many_tables_db(tmp_path / "many.db", 300)
+    rooms: list[int] = []
+    metadata_room = backup_mod._metadata_room
+
+    def recording(*args: object) -> int:
+        rooms.append(metadata_room(*args))  # type: ignore[arg-type]
+        return rooms[-1]
+
+    def no_copy(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("the metadata did not fit the room left for it")
+
+    monkeypatch.setattr(backup_mod, "_metadata_room", recording)
+    monkeypatch.setattr(backup_mod, "_relocate", no_copy)
+    info = create_backup(
+        [DatabaseSpec("user", db)], backup_dir=backup_dir, name="many", policy="m", now=NOW
+    )
+    assert info.manifest is not None and len(info.manifest.databases["user"].row_counts) == 300
+    length, content = _first_member(info.path)
+    assert [length] == rooms
+    assert content.startswith(member_header_bytes(METADATA, content))
+    assert _tar_list(info.path) == [METADATA, info.manifest.databases["user"].file]
+
+
+def member_header_bytes(name: str, content: bytes) -> bytes:
+    """The tar header at the start of ``content``, checked to name ``name`` (and nothing after
+    the metadata's padding)."""
+    import tarfile
+
+    header = tarfile.TarInfo.frombuf(content[:512], "utf-8", "strict")
+    assert header.name == name
+    assert len(content) == 512 + header.size + (-header.size % 512)
+    return content[:512]
+
+
+def test_metadata_larger_than_its_room_is_moved_not_cut(
+    backup_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the metadata not fit the room left for it, the archive is rewritten with room of
+    the right size: it verifies, GNU tar reads it, and nothing is left staged."""
+    from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver import verify_archive
+    from backup_sidecar.archiver.staging import staging_area
+
+    db = make_db(tmp_path / "items.db", wal=True, rows=2000)
+    monkeypatch.setattr(backup_mod, "_metadata_room", lambda *args: 64)
+    info = create_backup(
+        [DatabaseSpec("user", db)], backup_dir=backup_dir, name="moved", policy="m", now=NOW
+    )
+    length, content = _first_member(info.path)
+    assert length > 64 and member_header_bytes(METADATA, content)
+    assert _tar_list(info.path) == [METADATA, "user_data.db"]
+    with staging_area(backup_dir, purpose="verify") as area:
+        verify_archive(info.path, staging=area)
+    assert _staging_work_areas(backup_dir) == []

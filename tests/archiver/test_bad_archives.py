@@ -58,6 +58,9 @@ class GoodArchive:
     metadata: dict[str, Any]
     members: dict[str, bytes]
     second_member: int
+    #: Where the metadata member's deflate data starts: after the gzip header and its comment
+    #: (the spaces that make the member fill the room left for it).
+    first_deflate: int
     sources: dict[str, Path]
     scratch: Path
 
@@ -94,6 +97,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
         metadata=metadata,
         members=members,
         second_member=len(data) - len(first.unused_data),
+        first_deflate=data.index(b"\0", GZIP_HEADER) + 1,
         sources={"arrow": arrow, "user": user},
         scratch=scratch,
     )
@@ -232,7 +236,7 @@ BAD: dict[str, tuple[Callable[[GoodArchive], bytes], str]] = {
     "not_gzip": (lambda g: b"PK\x03\x04 this is a zip, not gzip" * 10, "not gzip"),
     "gzip_of_not_tar": (lambda g: gzip.compress(b"plain text, no tar here\n" * 100), "tar"),
     "gzip_of_short_text": (lambda g: gzip.compress(b"tiny"), "tar"),
-    "flipped_metadata_deflate": (lambda g: flip(g.data, GZIP_HEADER + 40), "gzip"),
+    "flipped_metadata_deflate": (lambda g: flip(g.data, g.first_deflate + 40), "gzip"),
     "flipped_database_deflate": (lambda g: flip(g.data, g.second_member + 200), "gzip"),
     "flipped_first_crc": (lambda g: flip(g.data, g.second_member - GZIP_TRAILER), "gzip"),
     "flipped_last_isize": (lambda g: flip(g.data, len(g.data) - 1), "gzip"),
@@ -457,13 +461,14 @@ def flips(draw: st.DrawFn, size: int, second: int) -> tuple[int, int]:
 
 def test_flipped_byte_anywhere_fails_or_changes_nothing(good: GoodArchive, flip_dir: Path) -> None:
     """Any flipped byte anywhere makes verify fail, unless it leaves every decompressed byte
-    identical (gzip's unprotected MTIME/XFL/OS header fields, deflate's unused bits and
-    redundant Huffman-table encodings): verify never accepts different content."""
+    identical (gzip's unprotected MTIME/XFL/OS header fields and comment padding, deflate's
+    unused bits and redundant Huffman-table encodings): verify never accepts different content."""
     original = good.tar
 
     @settings(max_examples=200, deadline=None, derandomize=True)
     @given(flips(len(good.data), good.second_member))
-    @example((GZIP_HEADER + 40, 0xFF))  # metadata deflate data
+    @example((good.first_deflate + 40, 0xFF))  # metadata deflate data
+    @example((GZIP_HEADER + 1, 0x20))  # a space of the header's comment turned into its end
     @example((good.second_member + 200, 0xFF))  # database deflate data
     @example((good.second_member - GZIP_TRAILER, 0x01))  # first member's CRC
     @example((len(good.data) - 1, 0x80))  # last member's ISIZE

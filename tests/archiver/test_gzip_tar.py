@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from isal import isal_zlib
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.archiver.gzipstream import (
@@ -23,6 +24,8 @@ from backup_sidecar.archiver.gzipstream import (
     OutputLimitError,
     StrictGzipReader,
     compress_member,
+    compress_member_exact,
+    member_bound,
 )
 from backup_sidecar.archiver.tarstream import (
     Member,
@@ -57,6 +60,30 @@ def test_gzip_multi_member_round_trip(parts: list[bytes]) -> None:
         compress_member(p, level=1) if i % 2 else gzip.compress(p) for i, p in enumerate(parts)
     )
     assert read_strict(data) == b"".join(parts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=5000), st.integers(0, 300))
+def test_gzip_member_of_an_exact_size(payload: bytes, spare: int) -> None:
+    """A member padded to any size from its smallest up to ``member_bound`` is exactly that
+    long and reads back as the payload, by Python's gzip and our strict reader, followed by
+    another member; one byte less than it needs is refused."""
+    deflate = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    smallest = 10 + 1 + len(deflate.compress(payload) + deflate.flush()) + 8  # header, NUL, trailer
+    size = min(smallest + spare, member_bound(len(payload)))
+    with pytest.raises(ValueError):
+        compress_member_exact(payload, level=1, size=smallest - 1)
+    member = compress_member_exact(payload, level=1, size=size)
+    assert len(member) == size
+    data = member + compress_member(b"next", level=1)
+    assert gzip.decompress(data) == read_strict(data) == payload + b"next"
+
+
+def test_gnu_gzip_reads_a_padded_member(tmp_path: Path) -> None:
+    padded = tmp_path / "padded.gz"
+    padded.write_bytes(compress_member_exact(b"metadata\n", level=1, size=4096))
+    out = subprocess.run(["gzip", "-dc", str(padded)], capture_output=True, check=True)
+    assert out.stdout == b"metadata\n" and padded.stat().st_size == 4096
 
 
 @settings(max_examples=50, deadline=None)

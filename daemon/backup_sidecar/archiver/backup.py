@@ -3,11 +3,17 @@
 After the snapshots, the slow work can run on two cores at once (``threads=2``):
 ``integrity_check`` of the staged copies in a worker thread, hashing and compression of the
 same copies on the calling thread (SQLite, hashlib and ISA-L all release the GIL); with
-``pace`` the packing yields its CPU every 64 KiB while the check runs. With ``threads=1`` they
-run one after the other (see backup_sidecar.cpus for the choice). The metadata member must
-come first in the archive but depends on the check, so the database members are compressed
-into their own gzip member, and the archive is assembled at the end as
-``gzip(metadata) + gzip(databases)``: one valid multi-member gzip file.
+``pace`` the packing yields its CPU every 16 KiB while the check runs. With ``threads=1`` they
+run one after the other (see backup_sidecar.cpus for the choice).
+
+The metadata member must come first in the archive but depends on the check and the digests,
+so the archive is one multi-member gzip file, ``gzip(metadata) + gzip(databases)``, written in
+place: the database members go straight into the archive file behind a gap sized for the
+largest metadata these databases can have, and the metadata member is written into the gap at
+the end, made exactly that long by the spaces of its gzip header's comment field. Nothing is
+copied, and the archive is fsynced once, at the end: flushing it as it grows was measured to
+delay many more of the application's commits (each fsync of its own queued behind ours) than
+the one commit that waits for the final flush.
 """
 
 from __future__ import annotations
@@ -25,10 +31,15 @@ from datetime import datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
-from backup_sidecar.archiver.gzipstream import GzipWriter, compress_member
+from backup_sidecar.archiver.gzipstream import GzipWriter, compress_member_exact, member_bound
 from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus, DatabaseSpec, ProgressFn
 from backup_sidecar.archiver.snapshot import Snapshot, take_snapshot
-from backup_sidecar.archiver.sqlitefacts import DatabaseFacts, collect_facts, integrity_check
+from backup_sidecar.archiver.sqlitefacts import (
+    DatabaseFacts,
+    collect_facts,
+    integrity_check,
+    user_tables,
+)
 from backup_sidecar.archiver.staging import (
     create_exclusive,
     ensure_backup_dir,
@@ -47,10 +58,10 @@ from backup_sidecar.errors import (
 
 _CHUNK = 1 << 20
 #: Paced packing (``pace=True``): while the check runs on the other thread, hash and compress
-#: 64 KiB (about 0.2 ms of CPU) at a time and sleep 1 ms between slices, so a waking
-#: application thread finds a CPU idle or waits one slice. See backup_sidecar.cpus.
-_SLICE = 64 << 10
-_PAUSE_S = 0.001
+#: 16 KiB (about 0.05 ms of CPU) at a time and sleep 0.25 ms between slices, so a waking
+#: application thread finds a CPU idle or waits one short slice. See backup_sidecar.cpus.
+_SLICE = 16 << 10
+_PAUSE_S = 0.00025
 DEFAULT_LEVEL = 1
 
 
@@ -106,7 +117,9 @@ def create_backup(
     ):
         snaps = [job.snapshot(spec, area, i) for i, spec in enumerate(databases)]
         job.report("snapshot", len(databases), len(databases))
-        entries = _entries(snaps, *job.check_and_pack(snaps, area / "databases.gz"))
+        tmp = area / "archive.tmp"
+        room = _metadata_room(claimed, policy, now, snaps)
+        entries = _entries(snaps, *job.check_and_pack(snaps, tmp, offset=room))
         doc = mf.build_metadata(
             name=claimed,
             created_at=now,
@@ -114,8 +127,7 @@ def create_backup(
             databases=entries,
             duration_s=clock() - started,
         )
-        tmp = area / "archive.tmp"
-        _assemble(tmp, doc, body=area / "databases.gz", level=level, now=now)
+        tmp = _finish(tmp, doc, room=room, level=level, now=now)
         size = tmp.stat().st_size
         final = backup_dir / f"{claimed}{mf.ARCHIVE_SUFFIX}"
         publish(tmp, final)
@@ -129,6 +141,14 @@ def create_backup(
         databases=tuple(entries),
         manifest=mf.parse_metadata(mf.encode_metadata(doc)),
     )
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Where the database members go: ``path`` from byte ``offset`` on."""
+
+    path: Path
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,10 +178,11 @@ class _Job:
         )
 
     def check_and_pack(
-        self, snaps: Sequence[Snapshot], body: Path
+        self, snaps: Sequence[Snapshot], out: Path, *, offset: int
     ) -> tuple[list[_Checked], list[str]]:
-        """integrity_check, then hashing and compression; on two threads at once with
-        ``threads=2`` (the check in a worker thread)."""
+        """integrity_check, then hashing and compression into ``out`` from ``offset`` on; on two
+        threads at once with ``threads=2`` (the check in a worker thread)."""
+        body = _Body(out, offset)
         if self.threads < 2:
             self.report("check", 0, len(snaps))
             results = _check_all(snaps, self.should_stop)
@@ -181,7 +202,7 @@ class _Job:
         return checked, digests
 
     def _check_while_packing(
-        self, snaps: Sequence[Snapshot], body: Path
+        self, snaps: Sequence[Snapshot], body: _Body
     ) -> tuple[list[str], list[str], list[DatabaseFacts | None]]:
         failed = threading.Event()
 
@@ -208,14 +229,15 @@ class _Job:
     def _pack(
         self,
         snaps: Sequence[Snapshot],
-        body: Path,
+        body: _Body,
         should_stop: Callable[[], bool],
         *,
         pace: Callable[[], bool] = lambda: False,
     ) -> list[str]:
         return _pack_databases(
             snaps,
-            out=body,
+            out=body.path,
+            offset=body.offset,
             level=self.level,
             now=self.now,
             progress=self.report,
@@ -256,19 +278,22 @@ def _pack_databases(
     snaps: Sequence[Snapshot],
     *,
     out: Path,
+    offset: int = 0,
     level: int,
     now: datetime,
     progress: ProgressFn,
     should_stop: Callable[[], bool],
     pace: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """Compress the database members (and the tar end marker) into one gzip member at ``out``,
-    in short slices with pauses while ``pace()`` is true."""
+    """Compress the database members (and the tar end marker) into one gzip member written to
+    the new file ``out`` from ``offset`` on, in short slices with pauses while ``pace()`` is
+    true."""
     total = sum(s.staged.stat().st_size for s in snaps)
     done = 0
     digests = []
     fd = create_exclusive(out)
     with os.fdopen(fd, "wb") as raw, GzipWriter(raw, level=level) as gz:
+        raw.seek(offset)
         for snap in snaps:
             size = snap.staged.stat().st_size
             gz.write(member_header(snap.spec.member, size=size, mtime=int(now.timestamp())))
@@ -298,36 +323,89 @@ def _entries(
             raise IntegrityCheckError(snap.spec.name, snap.spec.path, check.result)
         if check.facts is None:
             raise IntegrityCheckError(snap.spec.name, snap.spec.path, "schema unreadable")
-        facts = check.facts
-        entries[snap.spec.name] = mf.DatabaseEntry(
-            file=snap.spec.member,
-            source_path=str(snap.spec.path),
-            size_bytes=snap.staged.stat().st_size,
-            sha256=digest,
-            page_size=facts.page_size,
-            page_count=facts.page_count,
-            journal_mode=snap.source_journal_mode,
-            user_version=facts.user_version,
-            schema_sha256=facts.schema_sha256,
-            table_count=facts.table_count,
-            row_counts=facts.row_counts,
-            integrity_check=check.result,
-            sqlite_version=snap.sqlite_version,
-        )
+        entries[snap.spec.name] = _entry(snap, check.facts, digest)
     return entries
 
 
-def _assemble(tmp: Path, doc: dict[str, object], *, body: Path, level: int, now: datetime) -> None:
-    """Write ``gzip(metadata member) + databases member`` to ``tmp`` and make it durable."""
+def _entry(snap: Snapshot, facts: DatabaseFacts, digest: str) -> mf.DatabaseEntry:
+    return mf.DatabaseEntry(
+        file=snap.spec.member,
+        source_path=str(snap.spec.path),
+        size_bytes=snap.staged.stat().st_size,
+        sha256=digest,
+        page_size=facts.page_size,
+        page_count=facts.page_count,
+        journal_mode=snap.source_journal_mode,
+        user_version=facts.user_version,
+        schema_sha256=facts.schema_sha256,
+        table_count=facts.table_count,
+        row_counts=facts.row_counts,
+        integrity_check="ok",
+        sqlite_version=snap.sqlite_version,
+    )
+
+
+def _metadata_room(name: str, policy: str, now: datetime, snaps: Sequence[Snapshot]) -> int:
+    """The most bytes the metadata member of these staged copies can take once compressed: its
+    size with every number at its longest (row counts included, which are not counted yet)."""
+    entries = {}
+    for snap in snaps:
+        try:
+            tables = user_tables(snap.staged)
+        except sqlite3.DatabaseError:
+            tables = []  # too damaged to read: the check refuses it, any room will do
+        widest = DatabaseFacts(
+            page_size=-(2**63),
+            page_count=-(2**63),
+            user_version=-(2**31),
+            schema_sha256="0" * 64,
+            table_count=len(tables),
+            row_counts=dict.fromkeys(tables, -(2**63)),
+        )
+        entries[snap.spec.name] = _entry(snap, widest, "0" * 64)
+    doc = mf.build_metadata(
+        name=name, created_at=now, policy=policy, databases=entries, duration_s=-1e15
+    )
+    return member_bound(len(_metadata_member(doc, now)))
+
+
+def _metadata_member(doc: dict[str, object], now: datetime) -> bytes:
     meta = mf.encode_metadata(doc)
     head = member_header(mf.METADATA_MEMBER, size=len(meta), mtime=int(now.timestamp()))
-    with os.fdopen(create_exclusive(tmp), "wb") as out, body.open("rb") as src:
-        out.write(compress_member(head + meta + padding(len(meta)), level=level))
+    return head + meta + padding(len(meta))
+
+
+def _finish(tmp: Path, doc: dict[str, object], *, room: int, level: int, now: datetime) -> Path:
+    """Write the metadata member into the room left for it at the start of ``tmp`` and make the
+    archive durable. Should it not fit after all, the archive is rewritten into a new file with
+    a room of the right size (a copy of the compressed databases, never a wrong archive)."""
+    member = _metadata_member(doc, now)
+    try:
+        head = compress_member_exact(member, level=level, size=room)
+    except ValueError:
+        return _relocate(tmp, member, room=room, level=level)
+    fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, head, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _relocate(tmp: Path, member: bytes, *, room: int, level: int) -> Path:
+    moved = tmp.with_name(f"{tmp.name}.2")
+    head = compress_member_exact(member, level=level, size=member_bound(len(member)))
+    with os.fdopen(create_exclusive(moved), "wb") as out, tmp.open("rb") as src:
+        out.write(head)
         out.flush()
-        remaining = os.fstat(src.fileno()).st_size
+        remaining = os.fstat(src.fileno()).st_size - room
         while remaining:
-            sent = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+            sent = os.copy_file_range(src.fileno(), out.fileno(), remaining, room)
             if sent == 0:
-                raise OSError(f"short copy while assembling {tmp.name}")
+                raise OSError(f"short copy while writing {moved.name}")
+            room += sent
             remaining -= sent
         os.fsync(out.fileno())
+    tmp.unlink()
+    return moved

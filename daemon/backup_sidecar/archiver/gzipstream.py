@@ -9,11 +9,14 @@ byte that is not part of a valid gzip member.
 from __future__ import annotations
 
 import io
+import struct
 from typing import BinaryIO
 
 from isal import isal_zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
+_FCOMMENT = 0x10
+_OS_UNKNOWN = 255
 _GZIP_WBITS = 31
 _CHUNK = 1 << 20
 READ_BUFFER = _CHUNK
@@ -33,6 +36,26 @@ def compress_member(data: bytes, *, level: int) -> bytes:
     """One complete gzip member holding ``data``."""
     comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
     return comp.compress(data) + comp.flush()
+
+
+def member_bound(size: int) -> int:
+    """The most bytes ``compress_member`` can need for ``size`` input bytes (a generous bound:
+    stored deflate blocks cost 5 bytes per 64 KiB, the gzip header and trailer 18)."""
+    return size + size // 8 + 64
+
+
+def compress_member_exact(data: bytes, *, level: int, size: int) -> bytes:
+    """One gzip member holding ``data`` that is exactly ``size`` bytes long: the spare room is
+    the header's comment field (FCOMMENT, filled with spaces), which every gzip reader skips.
+    Raises ValueError when ``data`` does not compress into ``size`` bytes."""
+    comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+    deflated = comp.compress(data) + comp.flush()
+    trailer = struct.pack("<II", isal_zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    header = GZIP_MAGIC + bytes([8, _FCOMMENT, 0, 0, 0, 0, 0, _OS_UNKNOWN])
+    room = size - len(header) - len(deflated) - len(trailer) - 1  # the comment's closing NUL
+    if room < 0:
+        raise ValueError(f"{len(data)} bytes do not compress into {size}")
+    return header + b" " * room + b"\0" + deflated + trailer
 
 
 class GzipWriter(io.RawIOBase):

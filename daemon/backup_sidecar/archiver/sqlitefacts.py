@@ -59,6 +59,16 @@ def integrity_check(path: Path, *, should_stop: Callable[[], bool] | None = None
     return "; ".join(str(row[0]) for row in rows)
 
 
+def user_tables(path: Path) -> list[str]:
+    """The names of a staged database's own tables (what ``row_counts`` will hold)."""
+    conn = connect_readonly(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    finally:
+        conn.close()
+    return [name for (name,) in rows if not name.startswith("sqlite_")]
+
+
 def collect_facts(path: Path) -> DatabaseFacts:
     """Page geometry, schema hash and row counts of a staged (private, quiescent) database."""
     conn = connect_readonly(path)
