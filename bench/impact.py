@@ -34,6 +34,7 @@ class Impact:
     outcome: str
     noise_cores: float
     info: dict[str, float | str]
+    run: int = 1
 
 
 def _stats(lat: list[float]) -> tuple[float, float, float]:
@@ -84,6 +85,7 @@ def with_writer(
     journal: str,
     action: Callable[[Workspace], Sample] | None,
     idle_s: float = 10.0,
+    run: int = 1,
 ) -> Impact:
     """Run ``action`` (None: just wait ``idle_s``) while a writer commits into ``db``."""
     out = ws.root / "writer.json"
@@ -122,4 +124,5 @@ def with_writer(
         outcome=_outcome(sample),
         noise_cores=sample.m.noise_cores if sample else 0.0,
         info=dict(sample.info) if sample else {},
+        run=run,
     )

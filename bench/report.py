@@ -49,13 +49,13 @@ def method_table(groups: dict[str, list[Sample]], db_bytes: int) -> list[str]:
 
 def impact_table(impacts: Sequence[Impact]) -> list[str]:
     lines = [
-        "| journal | running alongside | commits | errors | p50 ms | p99 ms | max ms "
+        "| journal | running alongside | run | commits | errors | p50 ms | p99 ms | max ms "
         "| window s | outcome | other CPU, cores |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i in impacts:
         lines.append(
-            f"| {i.journal} | {i.kind} | {i.commits} | {i.errors} | {i.p50_ms:.2f} "
+            f"| {i.journal} | {i.kind} | {i.run} | {i.commits} | {i.errors} | {i.p50_ms:.2f} "
             f"| {i.p99_ms:.2f} | {i.max_ms:.1f} | {i.backup_wall_s:.2f} "
             f"| {i.outcome} | {i.noise_cores:.2f} |"
         )
