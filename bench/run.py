@@ -161,15 +161,13 @@ def writer_impact(
         # The WAL target compares p99s, which swing by up to 2x between single runs on this
         # kind of machine: the baseline and backup-sidecar's rows run WAL_RUNS times, in turn.
         runs = WAL_RUNS if journal == "wal" else 1
-        plan = [(run, kind) for run in range(1, runs + 1) for kind in (BASELINE, *REPEATED)]
+        plan = [(n, kind) for n in range(1, runs + 1) for kind in (BASELINE, *REPEATED)]
         plan += [(1, kind) for kind in kinds if kind not in REPEATED]
-        for run, kind in plan:
-            log(f"writer impact: {journal}, {kind} (run {run})")
+        for n, kind in plan:
+            log(f"writer impact: {journal}, {kind} (run {n})")
             if kind == BASELINE:
                 out.append(
-                    with_writer(
-                        ws, db, kind=kind, journal=journal, action=None, idle_s=15.0, run=run
-                    )
+                    with_writer(ws, db, kind=kind, journal=journal, action=None, idle_s=15.0, run=n)
                 )
                 continue
             fn = kinds[kind]
@@ -182,7 +180,7 @@ def writer_impact(
                         kind=kind,
                         journal=journal,
                         action=lambda w, fn=fn, db=db: fn(w, db),
-                        run=run,
+                        run=n,
                     )
                 )
             finally:
