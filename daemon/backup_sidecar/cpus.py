@@ -6,10 +6,9 @@ Linux autogroup), where the sidecar's niceness does not put its threads behind t
 application's: with both CPUs of a two-CPU host busy with the backup, a 200 commits/s writer's
 p99 commit latency went from 0.5 ms to 5 ms, and autogroup nice 19 or SCHED_IDLE did not
 help. So with fewer than three CPUs the packing is paced: it works in 16 KiB slices (about
-0.05 ms of CPU) and sleeps 0.25 ms between them while the check runs, which leaves a CPU idle
-most of the time, makes a waking application thread wait one short slice at worst (the
-writer's p99 stayed within 1.4x of its p99 with no backup) and still hides most of the
-packing behind the check (bench/RESULTS.md has the current figures).
+0.05 ms of CPU) and sleeps 0.12 ms between them while the check runs, which leaves a CPU idle
+most of the time, makes a waking application thread wait one short slice at worst, and still
+hides most of the packing behind the check (bench/RESULTS.md has the current figures).
 """
 
 from __future__ import annotations

@@ -58,10 +58,10 @@ from backup_sidecar.errors import (
 
 _CHUNK = 1 << 20
 #: Paced packing (``pace=True``): while the check runs on the other thread, hash and compress
-#: 16 KiB (about 0.05 ms of CPU) at a time and sleep 0.25 ms between slices, so a waking
+#: 16 KiB (about 0.05 ms of CPU) at a time and sleep 0.12 ms between slices, so a waking
 #: application thread finds a CPU idle or waits one short slice. See backup_sidecar.cpus.
 _SLICE = 16 << 10
-_PAUSE_S = 0.00025
+_PAUSE_S = 0.00012
 DEFAULT_LEVEL = 1
 
 
@@ -120,17 +120,18 @@ def create_backup(
         tmp = area / "archive.tmp"
         room = _metadata_room(claimed, policy, now, snaps)
         entries = _entries(snaps, *job.check_and_pack(snaps, tmp, offset=room))
-        doc = mf.build_metadata(
-            name=claimed,
-            created_at=now,
-            policy=policy,
-            databases=entries,
-            duration_s=clock() - started,
-        )
-        tmp = _finish(tmp, doc, room=room, level=level, now=now)
-        size = tmp.stat().st_size
-        final = backup_dir / f"{claimed}{mf.ARCHIVE_SUFFIX}"
-        publish(tmp, final)
+        with _discarding(snaps):
+            doc = mf.build_metadata(
+                name=claimed,
+                created_at=now,
+                policy=policy,
+                databases=entries,
+                duration_s=clock() - started,
+            )
+            tmp = _finish(tmp, doc, room=room, level=level, now=now)
+            size = tmp.stat().st_size
+            final = backup_dir / f"{claimed}{mf.ARCHIVE_SUFFIX}"
+            publish(tmp, final)
     return ArchiveInfo(
         name=claimed,
         path=final,
@@ -260,6 +261,25 @@ def _writing_into(backup_dir: Path) -> Iterator[None]:
             raise  # not a write into the backup directory (e.g. the source vanished)
         detail = f"{exc.strerror or exc}" + (f" ({where})" if where else "")
         raise BackupDirError(backup_dir, f"cannot write the backup: {detail}") from exc
+
+
+@contextlib.contextmanager
+def _discarding(snaps: Sequence[Snapshot]) -> Iterator[None]:
+    """Delete the staged copies (no longer needed) on a helper thread while the archive is
+    flushed and published: dropping a 1 GiB copy's pages takes about 0.2 s, as long as the
+    final fsync. The staging area's own cleanup still removes whatever is left."""
+
+    def discard() -> None:
+        for snap in snaps:
+            with contextlib.suppress(OSError):
+                snap.staged.unlink()
+
+    helper = threading.Thread(target=discard, name="discard", daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        helper.join()
 
 
 def _check_all(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[str]:
