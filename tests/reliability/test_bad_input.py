@@ -110,6 +110,7 @@ def build_good(root: Path) -> GoodArchive:
         metadata=metadata,
         members=members,
         second_member=len(data) - len(first.unused_data),
+        first_deflate=data.index(b"\0", GZIP_HEADER) + 1,
         sources={"arrow": arrow, "user": user},
         scratch=scratch,
     )
