@@ -325,7 +325,7 @@ def reached(phase: str, backup_dir: Path, source_size: int) -> bool:
             if phase == "finish":  # the metadata written into the room left at the start
                 with archive.open("rb") as head:
                     return head.read(2) == b"\x1f\x8b"
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # not there yet, or a name reservation
             return False
     return False
 
