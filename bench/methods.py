@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backup_sidecar.archiver.catalog import read_manifest
 from bench.proc import Measurement, run
 
 PY = sys.executable
@@ -43,6 +44,8 @@ class Workspace:
     also_ours: tuple[int, ...] = ()
     #: Record a failing command instead of raising (a method failing under a writer is a result).
     tolerant: bool = False
+    #: The disk was flushed before a writer's measured window opened (see impact.with_writer).
+    synced: bool = False
 
     def dir(self, name: str) -> Path:
         path = self.root / name
@@ -50,7 +53,7 @@ class Workspace:
         return path
 
     def measure(self, cmd: list[str], what: str, env: dict[str, str] | None = None) -> Measurement:
-        m = run(cmd, env=env, timeout=self.timeout, also_ours=self.also_ours)
+        m = run(cmd, env=env, timeout=self.timeout, also_ours=self.also_ours, sync=not self.synced)
         return _check(m, what, tolerant=self.tolerant)
 
     def sidecar_env(self, db: Path, backup_dir: Path) -> dict[str, str]:
@@ -140,8 +143,12 @@ def sidecar_backup(
         label += f" (cpu_threads: {threads})"
     cmd = [PY, "-m", "backup_sidecar", "backup", "--user-db-only", "--name", name, "--json"]
     m = ws.measure(cmd, label, env)
-    size = json.loads(m.stdout)["size_bytes"] if m.returncode == 0 else 0
-    return Sample(label, m, size)
+    if m.returncode != 0:
+        return Sample(label, m)
+    out = json.loads(m.stdout)
+    # How long its one-step snapshot read-locked the database, as the archive records it.
+    lock_s = read_manifest(Path(out["path"])).databases["user"].snapshot_seconds
+    return Sample(label, m, out["size_bytes"], {"snapshot_s": lock_s or 0.0})
 
 
 def sidecar_verify(ws: Workspace, db: Path, backup_dir: Path, name: str) -> Sample:

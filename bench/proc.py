@@ -69,10 +69,15 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     also_ours: Sequence[int] = (),
+    sync: bool = True,
 ) -> Measurement:
-    """Run ``cmd`` to its end; ``also_ours`` are pids (a writer) whose CPU is not noise."""
+    """Run ``cmd`` to its end; ``also_ours`` are pids (a writer) whose CPU is not noise.
+
+    ``sync=False`` is for a caller that flushed the disk itself before its own timing began.
+    """
     full_env = {**os.environ, **(env or {})}
-    os.sync()  # the previous command's dirty pages are flushed on its account, not this one's
+    if sync:
+        os.sync()  # the previous command's dirty pages are flushed on its account, not this one's
     others0 = sum(pid_cpu_s(p) for p in also_ours)
     self0, busy0 = _self_cpu(), busy_jiffies()
     t0 = time.monotonic()

@@ -56,6 +56,7 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "row_counts": dict,
     "integrity_check": str,
     "sqlite_version": str,
+    "snapshot_seconds": (int, float),
 }
 
 NOW = datetime(2026, 11, 25, 3, 0, 0, 123456, tzinfo=UTC)
@@ -149,6 +150,8 @@ def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
             assert _type_ok(entry[key], kind), f"databases.{name}.{key}"
         assert entry["integrity_check"] == "ok"
         assert entry["size_bytes"] == entry["page_size"] * entry["page_count"]
+        # The read lock is held inside the backup's own time.
+        assert 0 <= entry["snapshot_seconds"] <= meta["duration_seconds"]  # type: ignore[operator]
 
 
 def _assert_archive_sound(archive: Path, work: Path, *, names: list[str]) -> tuple[Path, dict]:

@@ -302,6 +302,10 @@ BAD: dict[str, tuple[Callable[[GoodArchive], bytes], str]] = {
         lambda g: repack(g, metadata=with_db_entry(g, "user", sha256="not-a-digest")),
         "databases.user.sha256",
     ),
+    "metadata_snapshot_seconds_negative": (
+        lambda g: repack(g, metadata=with_db_entry(g, "user", snapshot_seconds=-1)),
+        "databases.user.snapshot_seconds",
+    ),
     "metadata_file_traversal": (
         lambda g: repack(g, metadata=with_db_entry(g, "user", file="../x")),
         "databases.user.file",
@@ -325,6 +329,18 @@ def test_repacked_good_archive_verifies(good: GoodArchive, backup_dir: Path) -> 
     with staging_area(backup_dir, purpose="verify") as area:
         verified = verify_archive(path, staging=area)
         assert {p.name: p.read_bytes() for p in verified.staged.values()} == good.members
+
+
+def test_archive_without_snapshot_seconds_verifies(good: GoodArchive, backup_dir: Path) -> None:
+    """Archives written before the snapshot's lock time was recorded lack the key: still good."""
+    doc = json.loads(json.dumps(good.metadata))
+    for entry in doc["databases"].values():
+        assert entry.pop("snapshot_seconds") >= 0
+    path = backup_dir / "older.tar.gz"
+    path.write_bytes(repack(good, metadata=doc))
+    with staging_area(backup_dir, purpose="verify") as area:
+        verified = verify_archive(path, staging=area)
+    assert all(e.snapshot_seconds is None for e in verified.manifest.databases.values())
 
 
 # --- library level --------------------------------------------------------------------------

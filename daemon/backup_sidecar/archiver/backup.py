@@ -362,6 +362,7 @@ def _entry(snap: Snapshot, facts: DatabaseFacts, digest: str) -> mf.DatabaseEntr
         row_counts=facts.row_counts,
         integrity_check="ok",
         sqlite_version=snap.sqlite_version,
+        snapshot_seconds=round(snap.copy_s, 3),
     )
 
 

@@ -58,6 +58,9 @@ class DatabaseEntry:
     row_counts: dict[str, int]
     integrity_check: str
     sqlite_version: str
+    #: How long the one-step snapshot held the source's read lock; absent from archives written
+    #: before it was recorded.
+    snapshot_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
         row_counts=_field(value, "row_counts", dict, prefix),
         integrity_check=_field(value, "integrity_check", str, prefix),
         sqlite_version=_field(value, "sqlite_version", str, prefix),
+        snapshot_seconds=_optional_seconds(value, "snapshot_seconds", prefix),
     )
     if not NAME_RE.fullmatch(entry.file) or entry.file == METADATA_MEMBER:
         raise ManifestError(f"key '{prefix}.file': {entry.file!r} is not a plain member name")
@@ -180,6 +184,15 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
     if entry.size_bytes != entry.page_size * entry.page_count:
         raise ManifestError(f"key '{prefix}.size_bytes': does not equal page_size * page_count")
     return entry
+
+
+def _optional_seconds(doc: Mapping[str, Any], key: str, prefix: str) -> float | None:
+    if key not in doc:
+        return None
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ManifestError(f"key '{prefix}.{key}': expected seconds (a number >= 0)")
+    return float(value)
 
 
 def _field(doc: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> Any:
