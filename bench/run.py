@@ -141,7 +141,7 @@ REPEATED = (
     "backup-sidecar backup (cpu_threads: 1)",
     "floor (snapshot + integrity_check)",
 )
-RUNS = 3
+RUNS = 5
 
 
 def writer_impact(

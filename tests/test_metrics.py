@@ -94,8 +94,17 @@ def test_naming_conventions(registry: CollectorRegistry, metrics: Metrics) -> No
 
 
 def test_successful_backup(metrics: Metrics, registry: CollectorRegistry, clock: Clock) -> None:
-    """A success counts one ok run, observes its duration, and sets last success, size and age."""
-    metrics.backup_finished("daily", ok=True, duration_s=2.0, size_bytes=4096, finished_at=T0)
+    """A success counts one ok run, observes its duration, and sets last success, size, age
+    and each database's snapshot lock time."""
+    metrics.backup_finished(
+        "daily",
+        ok=True,
+        duration_s=2.0,
+        size_bytes=4096,
+        finished_at=T0,
+        snapshot_seconds={"user": 1.25},
+    )
+    assert value(registry, "backup_snapshot_lock_seconds", database="user") == 1.25
     assert value(registry, "backup_runs_total", policy="daily", result="ok") == 1
     assert value(registry, "backup_runs_total", policy="daily", result="error") == 0
     assert value(registry, "backup_duration_seconds_count", policy="daily") == 1

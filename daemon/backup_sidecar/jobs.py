@@ -36,6 +36,7 @@ class JobMetrics(Protocol):
         duration_s: float,
         size_bytes: int | None,
         finished_at: datetime,
+        snapshot_seconds: Mapping[str, float] | None = None,
     ) -> None: ...
     def prune_finished(self, policy: str, *, deleted: int, errors: int) -> None: ...
     def restore_finished(self, *, ok: bool, finished_at: datetime) -> None: ...
@@ -156,11 +157,17 @@ def run_backup(
             )
         raise
     duration = time.monotonic() - started
+    locks = {
+        db: e.snapshot_seconds
+        for db, e in (info.manifest.databases.items() if info.manifest else ())
+        if e.snapshot_seconds is not None
+    }
     bound.info(
         "backup_completed",
         archive=info.name,
         size_bytes=info.size_bytes,
         duration_s=round(duration, 3),
+        snapshot_lock_s=locks,
     )
     if metrics:
         metrics.backup_finished(
@@ -169,6 +176,7 @@ def run_backup(
             duration_s=duration,
             size_bytes=info.size_bytes,
             finished_at=rt.clock(),
+            snapshot_seconds=locks,
         )
     return info
 

@@ -146,6 +146,12 @@ class Metrics:
         self.backup_last_size = gauge(
             "backup_last_size_bytes", "Size of the policy's newest archive.", ["policy"]
         )
+        self.snapshot_lock = gauge(
+            "backup_snapshot_lock_seconds",
+            "How long the last successful backup's one-step snapshot read-locked the live "
+            "database: a rollback-journal application's writers wait up to this long.",
+            ["database"],
+        )
         self.backup_max_age = gauge(
             "backup_max_age_seconds",
             "The policy's recovery point objective (health.max_backup_age): the oldest its newest "
@@ -251,14 +257,18 @@ class Metrics:
         duration_s: float,
         finished_at: datetime,
         size_bytes: int | None = None,
+        snapshot_seconds: Mapping[str, float] | None = None,
     ) -> None:
-        """Count a backup; a success also moves the last-success time and the newest size."""
+        """Count a backup; a success also moves the last-success time, the newest size and
+        each database's snapshot lock time."""
         self.backup_runs.labels(policy, _result(ok)).inc()
         self.backup_duration.labels(policy).observe(duration_s)
         if ok:
             self.last_success_known(policy, finished_at)
             if size_bytes is not None:
                 self.backup_last_size.labels(policy).set(size_bytes)
+            for database, seconds in (snapshot_seconds or {}).items():
+                self.snapshot_lock.labels(database).set(seconds)
 
     def prune_finished(self, policy: str, deleted: int, *, errors: int = 0) -> None:
         """Count the archives a prune deleted and the ones (or the whole prune) that failed."""

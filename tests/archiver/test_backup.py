@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -711,15 +712,13 @@ def test_the_metadata_fills_the_room_left_before_the_databases(
     assert info.manifest is not None and len(info.manifest.databases["user"].row_counts) == 300
     length, content = _first_member(info.path)
     assert [length] == rooms
-    assert content.startswith(member_header_bytes(METADATA, content))
+    assert content.startswith(_member_header_bytes(METADATA, content))
     assert _tar_list(info.path) == [METADATA, info.manifest.databases["user"].file]
 
 
-def member_header_bytes(name: str, content: bytes) -> bytes:
+def _member_header_bytes(name: str, content: bytes) -> bytes:
     """The tar header at the start of ``content``, checked to name ``name`` (and nothing after
     the metadata's padding)."""
-    import tarfile
-
     header = tarfile.TarInfo.frombuf(content[:512], "utf-8", "strict")
     assert header.name == name
     assert len(content) == 512 + header.size + (-header.size % 512)
@@ -741,7 +740,7 @@ def test_metadata_larger_than_its_room_is_moved_not_cut(
         [DatabaseSpec("user", db)], backup_dir=backup_dir, name="moved", policy="m", now=NOW
     )
     length, content = _first_member(info.path)
-    assert length > 64 and member_header_bytes(METADATA, content)
+    assert length > 64 and _member_header_bytes(METADATA, content)
     assert _tar_list(info.path) == [METADATA, "user_data.db"]
     with staging_area(backup_dir, purpose="verify") as area:
         verify_archive(info.path, staging=area)

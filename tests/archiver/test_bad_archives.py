@@ -71,8 +71,13 @@ class GoodArchive:
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
-    """A good archive of a rollback-journal ``arrow`` and a WAL ``user`` database."""
-    root = tmp_path_factory.mktemp("good")
+    return build_good(tmp_path_factory.mktemp("good") / "scene")
+
+
+def build_good(root: Path) -> GoodArchive:
+    """A good archive of a rollback-journal ``arrow`` and a WAL ``user`` database of 50 rows
+    each, built under the new directory ``root`` (the reliability suite's scenes use it too)."""
+    root.mkdir(parents=True)
     arrow = make_db(root / ARROW, wal=False, rows=50)
     user = make_db(root / USER, wal=True, rows=50)
     backups = root / "backups"

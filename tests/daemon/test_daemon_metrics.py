@@ -64,6 +64,11 @@ def test_scheduled_backups_under_a_live_writer(
     assert sample(text, "backup_sidecar_database_healthy", database="user") == 1
     assert (sample(text, "backup_sidecar_backup_dir_free_bytes") or 0) > 0
     assert sample(text, "backup_sidecar_build_info") == 1
+    # The snapshot's lock time: exported per database and logged with each backup.
+    lock = sample(text, "backup_sidecar_backup_snapshot_lock_seconds", database="user")
+    assert lock is not None and 0 <= lock < 30
+    logged = d.log.find("backup_completed", policy="fast")[-1]["snapshot_lock_s"]
+    assert set(logged) == {"user"} and logged["user"] >= 0
     assert writer.committed() > commits_before, "the writer stalled while backups ran"
 
     promtool = shutil.which("promtool")

@@ -25,11 +25,9 @@ import os
 import shutil
 import subprocess
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from archiver.test_bad_archives import (
     METADATA,
     USER,
     GoodArchive,
+    build_good,
     flip,
     metadata_bytes,
     regular,
@@ -53,8 +52,6 @@ from archiver.test_bad_archives import (
     tar_gz,
     with_db_entry,
 )
-from backup_sidecar.archiver import DatabaseSpec, create_backup
-from conftest import make_db
 from reliability.conftest import (
     Daemon,
     DaemonRunner,
@@ -80,40 +77,6 @@ BOMB_BYTES = 64 << 20
 BACKUP_TMPFS = "40m"
 #: Figures for docs/reliability.md.
 TRIED: dict[str, int] = {}
-
-
-def build_good(root: Path) -> GoodArchive:
-    """The same good archive as tests/archiver's: a rollback-journal ``arrow`` and a WAL
-    ``user`` database of 50 rows each."""
-    root.mkdir(parents=True)
-    arrow = make_db(root / ARROW, wal=False, rows=50)
-    user = make_db(root / USER, wal=True, rows=50)
-    backups = root / "backups"
-    backups.mkdir()
-    info = create_backup(
-        [DatabaseSpec("arrow", arrow), DatabaseSpec("user", user)],
-        backup_dir=backups,
-        name="daily_20260101_000000",
-        policy="daily",
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    data = info.path.read_bytes()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-    metadata = json.loads(members.pop(METADATA))
-    first = zlib.decompressobj(31)
-    first.decompress(data)
-    scratch = root / "scratch"
-    scratch.mkdir()
-    return GoodArchive(
-        data=data,
-        metadata=metadata,
-        members=members,
-        second_member=len(data) - len(first.unused_data),
-        first_deflate=data.index(b"\0", GZIP_HEADER) + 1,
-        sources={"arrow": arrow, "user": user},
-        scratch=scratch,
-    )
 
 
 # --- the cases added here -----------------------------------------------------------------------

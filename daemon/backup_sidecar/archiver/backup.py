@@ -420,12 +420,13 @@ def _relocate(tmp: Path, member: bytes, *, room: int, level: int) -> Path:
     with os.fdopen(create_exclusive(moved), "wb") as out, tmp.open("rb") as src:
         out.write(head)
         out.flush()
-        remaining = os.fstat(src.fileno()).st_size - room
+        offset = room  # the compressed databases start right after the room left for metadata
+        remaining = os.fstat(src.fileno()).st_size - offset
         while remaining:
-            sent = os.copy_file_range(src.fileno(), out.fileno(), remaining, room)
+            sent = os.copy_file_range(src.fileno(), out.fileno(), remaining, offset)
             if sent == 0:
                 raise OSError(f"short copy while writing {moved.name}")
-            room += sent
+            offset += sent
             remaining -= sent
         os.fsync(out.fileno())
     tmp.unlink()
