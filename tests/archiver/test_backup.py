@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,6 +280,45 @@ def test_rollback_backup_under_a_writer_is_one_committed_state(
     meta = json.loads((out / METADATA).read_text())
     assert meta["databases"]["user"]["journal_mode"] == "delete"
     assert meta["includes"] == {"arrow_database": False, "user_database": True}
+
+
+def test_snapshot_seconds_cover_the_wait_for_a_writer(
+    rollback_db: Path, backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorded snapshot time spans the whole one-step copy, retries behind a writer's
+    exclusive lock included: it is how long the application's writers can have waited."""
+    from backup_sidecar.archiver import snapshot as snapshot_mod
+
+    holder = sqlite3.connect(rollback_db, isolation_level=None)
+    real_copy = snapshot_mod.copy_in_one_step
+    tries: list[float] = []
+
+    def copy_behind_a_writer(src: sqlite3.Connection, dst: sqlite3.Connection, **kw: Any) -> None:
+        holder.execute("BEGIN EXCLUSIVE")
+
+        def each_try() -> bool:  # the backup API's progress callback, after every step
+            tries.append(time.monotonic())
+            if len(tries) == 3:
+                holder.execute("COMMIT")  # the writer lets go after three busy tries
+            return False
+
+        real_copy(src, dst, **{**kw, "should_stop": each_try})
+
+    monkeypatch.setattr(snapshot_mod, "copy_in_one_step", copy_behind_a_writer)
+    try:
+        info = create_backup(
+            [DatabaseSpec("user", rollback_db)],
+            backup_dir=backup_dir,
+            name="waited",
+            policy="manual",
+            now=NOW,
+        )
+    finally:
+        holder.close()
+    assert len(tries) >= 4  # three busy tries, then the copy
+    waited = tries[2] - tries[0]
+    assert info.manifest is not None
+    assert info.manifest.databases["user"].snapshot_seconds >= round(waited, 3) > 0
 
 
 def test_locked_source_fails_cleanly_within_the_deadline(
