@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 import time
@@ -43,6 +44,33 @@ DRILL_POLICY = "drill"
 #: A scheduled backup waits this long for a restore or CLI backup holding its databases
 #: (skipping would leave a whole period without a backup); then it is counted as failed.
 SCHEDULED_WAIT_S = 600.0
+
+
+class _Waker:
+    """Wakes the main loop from any thread or from a signal handler, through a pipe.
+
+    Not a threading.Event: its set() takes a lock, and CPython runs a signal handler in the main
+    thread between two bytecodes, possibly while that thread holds the same lock in wait() or
+    clear(). The handler then waits for the lock forever. That was seen as a daemon that ignored
+    SIGHUP and SIGTERM while its next scheduled backup hung in the same set(). A write to a
+    non-blocking pipe takes no lock; a full pipe already holds a wake-up.
+    """
+
+    def __init__(self) -> None:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._r = os.fdopen(r, "rb", buffering=0)
+        self._w = os.fdopen(w, "wb", buffering=0)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self._w.write(b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Return after a set() (earlier ones included) or ``timeout`` seconds."""
+        select.select([self._r], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while self._r.read(4096):
+                pass
 
 
 def _start_only_changes(
@@ -88,8 +116,10 @@ class Service:
         self.health = HealthState()
         self._stop = threading.Event()
         self._abort = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()
+        self._wake = _Waker()
+        # Set by signal handlers, which must take no lock (see _Waker); read by the main loop.
+        self._stop_requested = False
+        self._reload_requested = False
         self._signals = 0
         self._busy = threading.Condition()
         self._in_flight = 0
@@ -196,11 +226,11 @@ class Service:
         self._signals += 1
         if self._signals > 1:
             os._exit(1)  # a second signal: the operator wants out now
-        self._stop.set()
+        self._stop_requested = True
         self._wake.set()
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload.set()
+        self._reload_requested = True
         self._wake.set()
 
     def reload(self) -> bool:
@@ -240,14 +270,11 @@ class Service:
         with ExitStack() as stack:
             self._start(stack)
             while not self._stop.is_set():
-                # CPython runs signal handlers only in the main thread, between bytecodes; an
-                # untimed wait here was seen to sit through a SIGTERM (after a burst of control
-                # connections the main thread stayed in this wait, nothing logged). Waking every
-                # second lets a pending SIGTERM/SIGHUP handler run.
                 self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                if self._reload.is_set():
-                    self._reload.clear()
+                if self._stop_requested:
+                    self._stop.set()
+                elif self._reload_requested:
+                    self._reload_requested = False
                     self.reload()
             self._shutdown(stack)
         log.info("daemon_stopped")

@@ -169,6 +169,30 @@ def test_config_check_and_run_exit_2_naming_the_key(case: str, cli_results: CliR
     assert not cli_results.started_something
 
 
+def test_a_burst_of_signals_never_wedges_the_daemon(
+    config_scene: ConfigScene, tmp_path: Path
+) -> None:
+    """Thousands of SIGHUPs while backups run every second: the daemon keeps backing up,
+    answers on its socket, and stops on SIGTERM within its grace period. (A signal handler that
+    took a lock the interrupted main thread held once froze the main loop and every job that
+    woke it: no reload, no stop, no further backups.)"""
+    runner = DaemonRunner(tmp_path)
+    try:
+        daemon = runner.start(config_scene.good)
+        daemon.log.wait("backup_completed", policy="often", timeout=60)
+        mark = daemon.log.mark()
+        for _ in range(5000):
+            daemon.proc.send_signal(signal.SIGHUP)
+        daemon.log.wait("config_reloaded", since=mark, timeout=30)
+        after = daemon.log.mark()
+        daemon.log.wait("backup_completed", since=after, policy="often", count=2, timeout=30)
+        assert "often" in daemon.request("status", timeout=30)["next_runs"]
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 0
+    finally:
+        runner.close()
+
+
 @pytest.mark.slow
 def test_sighup_with_each_invalid_file_keeps_the_old_policies(
     config_scene: ConfigScene, tmp_path: Path
