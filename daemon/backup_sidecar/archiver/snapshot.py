@@ -35,7 +35,6 @@ class Snapshot:
     staged: Path
     source_journal_mode: str
     sqlite_version: str
-    duration_s: float
     #: The one-step copy, any wait for the application's write lock included: the source is
     #: read-locked through it, so a rollback-journal application's writers wait up to this long.
     copy_s: float
@@ -66,8 +65,7 @@ def take_snapshot(
 ) -> Snapshot:
     """Copy ``spec`` into the new file ``dest`` and switch the copy to ``journal_mode=DELETE``."""
     check_source(spec)
-    started = clock()
-    deadline = started + lock_timeout
+    deadline = clock() + lock_timeout
     os.close(create_exclusive(dest))
     try:
         src = connect_readonly(spec.path, timeout=BUSY_SLICE_S)
@@ -105,7 +103,6 @@ def take_snapshot(
         staged=dest,
         source_journal_mode=journal_mode,
         sqlite_version=sqlite3.sqlite_version,
-        duration_s=clock() - started,
         copy_s=copy_s,
     )
 
