@@ -21,6 +21,7 @@ from backup_sidecar.control.protocol import (
     StatusRequest,
     VerifyRequest,
 )
+from backup_sidecar.errors import BusyError
 from backup_sidecar.health import HealthState
 from backup_sidecar.metrics import Metrics
 
@@ -55,8 +56,8 @@ class ControlHandler:
         rt = st.runtime
         try:
             result = self._dispatch(request, rt, progress)
-        except Exception:
-            st.metrics.control_request(request.op, ok=False)
+        except Exception as exc:
+            st.metrics.control_request(request.op, ok=False, busy=isinstance(exc, BusyError))
             raise
         st.metrics.control_request(request.op, ok=True)
         return result

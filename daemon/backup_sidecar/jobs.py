@@ -20,7 +20,7 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, ProgressFn
-from backup_sidecar.errors import SidecarError, UnknownDatabaseError, UsageError
+from backup_sidecar.errors import BusyError, SidecarError, UnknownDatabaseError, UsageError
 
 log = structlog.get_logger("backup_sidecar.jobs")
 
@@ -37,9 +37,10 @@ class JobMetrics(Protocol):
         size_bytes: int | None,
         finished_at: datetime,
         snapshot_seconds: Mapping[str, float] | None = None,
+        busy: bool = False,
     ) -> None: ...
     def prune_finished(self, policy: str, *, deleted: int, errors: int) -> None: ...
-    def restore_finished(self, *, ok: bool, finished_at: datetime) -> None: ...
+    def restore_finished(self, *, ok: bool, finished_at: datetime, busy: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,12 @@ def run_backup(
         bound.error("backup_failed", archive=name, error=str(exc), duration_s=round(duration, 3))
         if metrics:
             metrics.backup_finished(
-                policy, ok=False, duration_s=duration, size_bytes=None, finished_at=rt.clock()
+                policy,
+                ok=False,
+                duration_s=duration,
+                size_bytes=None,
+                finished_at=rt.clock(),
+                busy=isinstance(exc, BusyError),
             )
         raise
     duration = time.monotonic() - started
@@ -291,7 +297,9 @@ def run_restore(
     except SidecarError as exc:
         log.error("restore_failed", archive=path.name, error=str(exc))
         if metrics and not dry_run:
-            metrics.restore_finished(ok=False, finished_at=rt.clock())
+            metrics.restore_finished(
+                ok=False, finished_at=rt.clock(), busy=isinstance(exc, BusyError)
+            )
         raise
     if not dry_run:
         log.info(

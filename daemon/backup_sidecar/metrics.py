@@ -40,7 +40,10 @@ DURATION_BUCKETS = (
 
 #: The control socket's operations; any other op is counted as "unknown" to bound the labels.
 CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune")
-RESULTS = ("ok", "error")
+#: Outcomes of backups, restores, drills and control requests. `busy` is a refusal because
+#: another operation held the database (nothing was attempted): not a failure, so the
+#: failing-backups alert does not count it.
+RESULTS = ("ok", "error", "busy")
 
 
 def _utcnow() -> datetime:
@@ -64,7 +67,9 @@ def _replace_series(gauge: Gauge, labels: set[str], values: Mapping[str, float])
     return set(values)
 
 
-def _result(ok: bool) -> str:
+def _result(ok: bool, *, busy: bool = False) -> str:
+    if busy:
+        return "busy"
     return "ok" if ok else "error"
 
 
@@ -258,10 +263,13 @@ class Metrics:
         finished_at: datetime,
         size_bytes: int | None = None,
         snapshot_seconds: Mapping[str, float] | None = None,
+        busy: bool = False,
     ) -> None:
         """Count a backup; a success also moves the last-success time, the newest size and
-        each database's snapshot lock time."""
-        self.backup_runs.labels(policy, _result(ok)).inc()
+        each database's snapshot lock time. A `busy` refusal is counted as such, not timed."""
+        self.backup_runs.labels(policy, _result(ok, busy=busy)).inc()
+        if busy:
+            return
         self.backup_duration.labels(policy).observe(duration_s)
         if ok:
             self.last_success_known(policy, finished_at)
@@ -282,8 +290,8 @@ class Metrics:
             for policy in self._policies:
                 self.archives.labels(policy).set(counts.get(policy, 0))
 
-    def restore_finished(self, *, ok: bool, finished_at: datetime) -> None:
-        self.restore_runs.labels(_result(ok)).inc()
+    def restore_finished(self, *, ok: bool, finished_at: datetime, busy: bool = False) -> None:
+        self.restore_runs.labels(_result(ok, busy=busy)).inc()
         if ok:
             self.restore_last_success.set(_timestamp(finished_at))
 
@@ -337,6 +345,7 @@ class Metrics:
                 {p: age.total_seconds() for p, age in max_ages.items()},
             )
 
-    def control_request(self, op: str, *, ok: bool) -> None:
+    def control_request(self, op: str, *, ok: bool, busy: bool = False) -> None:
         """Count a control request; ops outside the protocol are counted as "unknown"."""
-        self.control_requests.labels(op if op in CONTROL_OPS else "unknown", _result(ok)).inc()
+        label = op if op in CONTROL_OPS else "unknown"
+        self.control_requests.labels(label, _result(ok, busy=busy)).inc()
