@@ -310,7 +310,22 @@ def run_restore(
         )
         if metrics:
             metrics.restore_finished(ok=True, finished_at=rt.clock())
+        if result.pre_restore_archive:
+            _prune_pre_restore(rt, just_written=result.pre_restore_archive, metrics=metrics)
     return result
+
+
+def _prune_pre_restore(rt: Runtime, *, just_written: str, metrics: JobMetrics | None) -> None:
+    """Apply `pre_restore`'s keep after a restore wrote a safety backup (they would pile up:
+    no schedule ever prunes that policy). Never deletes the one just written; a failure is
+    logged and counted, never a failed restore (the next restore prunes again)."""
+    policy = archiver.PRE_RESTORE_POLICY
+    try:
+        run_prune(rt, policies=[policy], metrics=metrics, wait=60.0, spare=[just_written])
+    except (SidecarError, OSError) as exc:
+        log.error("prune_failed", policy=policy, error=str(exc))
+        if metrics:
+            metrics.prune_finished(policy, deleted=0, errors=1)
 
 
 @dataclass(frozen=True)
