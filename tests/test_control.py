@@ -366,13 +366,17 @@ def test_archive_paths_are_bad_requests(
         b'{"op": "backup", "wait": "yes"}\n',
         b'{"op": "list", "extra": 1}\n',
         b'{"op": "prune", "keep": -1}\n',
+        b'{"op": "restore", "archive": "daily_20261125_030000", "confirm": true, '
+        b'"databases": []}\n',
+        b'{"op": "backup", "databases": []}\n',
         b"\n",
     ],
 )
 def test_invalid_requests_are_bad_requests_and_the_server_goes_on(
     server: ControlServer, socket_path: Path, client: ControlClient, payload: bytes
 ) -> None:
-    """Invalid UTF-8, garbage, unknown ops and wrong types get ``bad_request``, nothing crashes."""
+    """Invalid UTF-8, garbage, unknown ops and wrong types get ``bad_request``, nothing crashes;
+    an empty ``databases`` list is refused, never read as "every database"."""
     [line] = exchange(socket_path, payload)
     assert error_of(line)[0] == "bad_request"
     assert client.request({"op": "ping"})["pong"] is True

@@ -125,7 +125,12 @@ def main(
 @db_option
 @arrow_option
 @user_option
-@click.option("--policy", default="manual", show_default=True)
+@click.option(
+    "--policy",
+    default=jobs.MANUAL_POLICY,
+    show_default=True,
+    help="manual or a configured policy (not pre_restore, which only restores write).",
+)
 @click.option("--cleanup", is_flag=True, help="Prune the policy afterwards.")
 @click.option("--keep", type=int, help="With --cleanup: archives to keep (default: the policy's).")
 @json_option
@@ -146,6 +151,7 @@ def backup(
         if keep is not None and not cleanup:
             raise UsageError("--keep needs --cleanup (or use `prune --keep`)")
         rt = ctx.runtime()
+        rt.check_backup_policy(policy)
         names = _db_options(dbs, arrow_db_only, user_db_only)
         with progress_bar(enabled=not as_json) as progress:
             info = jobs.run_backup(

@@ -44,6 +44,17 @@ class UnknownDatabaseError(UsageError, LookupError):
         self.name = name
 
 
+class UnknownPolicyError(UsageError, LookupError):
+    """A backup asked for under a policy it may not use: one that is not configured (its
+    archives would never be pruned) or ``pre_restore`` (written only by restores)."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        why = "is written only by restores" if name == "pre_restore" else "is not a policy"
+        super().__init__(f"backup policy {name!r} {why} (known: {', '.join(known) or 'none'})")
+        self.name = name
+        self.known = tuple(known)
+
+
 class ArchiveError(SidecarError):
     """Something is wrong with an archive or with finding one."""
 

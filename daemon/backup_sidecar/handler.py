@@ -78,6 +78,7 @@ class ControlHandler:
                     ]
                 }
             case BackupRequest():
+                rt.check_backup_policy(request.policy)
                 with st.track("backup"):
                     info = jobs.run_backup(
                         rt,

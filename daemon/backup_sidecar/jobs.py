@@ -20,9 +20,18 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, ProgressFn
-from backup_sidecar.errors import BusyError, SidecarError, UnknownDatabaseError, UsageError
+from backup_sidecar.errors import (
+    BusyError,
+    SidecarError,
+    UnknownDatabaseError,
+    UnknownPolicyError,
+    UsageError,
+)
 
 log = structlog.get_logger("backup_sidecar.jobs")
+
+#: The policy of a backup asked for without one (CLI `backup`, socket `backup`).
+MANUAL_POLICY = "manual"
 
 
 class JobMetrics(Protocol):
@@ -59,6 +68,17 @@ class Runtime:
     nice: int = 0
     lock_timeout: float = 30.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def backup_policies(self) -> tuple[str, ...]:
+        """The policies a backup asked for by a user may go under: ``manual`` and every
+        configured one except ``pre_restore``, which only restores write."""
+        named = (p for p in self.keep if p != archiver.PRE_RESTORE_POLICY)
+        return tuple(dict.fromkeys((MANUAL_POLICY, *named)))
+
+    def check_backup_policy(self, policy: str) -> None:
+        """Refuse a policy outside `backup_policies`: its archives would never be pruned."""
+        if policy not in self.backup_policies():
+            raise UnknownPolicyError(policy, self.backup_policies())
 
     def select(
         self, names: Sequence[str] | None, *, policy: str | None = None

@@ -317,6 +317,44 @@ def test_misbehaving_clients_get_bad_request_and_the_daemon_goes_on(quiet: Daemo
     assert d.proc.poll() is None
 
 
+def test_empty_database_lists_and_unusable_policies_are_refused(
+    quiet: Daemon, wal_db: Path
+) -> None:
+    """`"databases": []` in a confirmed restore (or a backup) is `bad_request` naming the field,
+    never read as "every database": the live database keeps its rows and no pre_restore archive
+    is taken. A socket backup under `pre_restore` (only restores write it) or under a policy that
+    is not configured (its archives would never be pruned) is `bad_request` naming the policy and
+    the known ones; nothing is written."""
+    d = quiet
+    name = backup(d)
+    add_rows(wal_db, 5)
+    for op, extra in (("restore", {"archive": name, "confirm": True}), ("backup", {})):
+        reply = raw_exchange(d.socket, json.dumps({"op": op, "databases": [], **extra}).encode()
+                             + b"\n")  # fmt: skip
+        assert reply["ok"] is False, (op, reply)
+        assert reply["error"]["code"] == "bad_request", (op, reply)
+        assert "databases" in reply["error"]["message"], reply
+    assert row_count(wal_db) == 105
+    assert not d.archives("pre_restore")
+
+    for policy in ("pre_restore", "nosuch"):
+        reply = raw_exchange(d.socket, json.dumps({"op": "backup", "policy": policy}).encode()
+                             + b"\n")  # fmt: skip
+        assert reply["ok"] is False, (policy, reply)
+        assert reply["error"]["code"] == "bad_request", (policy, reply)
+        message = reply["error"]["message"]
+        assert repr(policy) in message, message
+        assert "known: manual" in message, message
+        refused = d.ctl("backup", "--policy", policy)
+        assert refused.returncode == 2, refused.stderr
+        assert repr(policy) in refused.stderr and "known: manual" in refused.stderr
+        direct = d.cli("backup", "--policy", policy)
+        assert direct.returncode == 2, direct.stderr
+        assert len(direct.stderr.strip().splitlines()) == 1, direct.stderr
+        assert repr(policy) in direct.stderr and "known: manual" in direct.stderr
+    assert [p.name for p in d.archives()] == [f"{name}.tar.gz"]
+
+
 def test_restore_reaches_a_process_holding_the_database_open(
     quiet: Daemon, wal_db: Path, sql_session: Callable[..., SqlSession]
 ) -> None:

@@ -135,6 +135,29 @@ def test_oversized_requests_are_refused(abused: Abused) -> None:
 
 
 @pytest.mark.parametrize(
+    "payload",
+    [
+        json.dumps({"op": "list", "pad": "y" * (65 << 10)}).encode() + b"\n",
+        b"x" * (1 << 20),
+    ],
+    ids=["65KiB-line", "1MiB-no-newline"],
+)
+def test_oversized_request_is_answered_not_reset(abused: Abused, payload: bytes) -> None:
+    """A plain client that sends its whole oversized request and then reads (no half-close,
+    no tolerance for errors) gets one ``bad_request`` line naming the 64 KiB limit and a clean
+    end of stream: the daemon reads and discards the rest instead of closing with unread bytes,
+    which reset the connection before the client could read the answer."""
+    with abused.daemon.connect() as sock:
+        sock.sendall(payload)  # BrokenPipeError / ConnectionResetError fail the test
+        data = bytearray()
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    reply = [json.loads(line) for line in data.splitlines()]
+    assert str(MAX_REQUEST) in _bad_request(reply)
+    _pings(abused.daemon)
+
+
+@pytest.mark.parametrize(
     ("payload", "fault"),
     [
         (b'{"op": "ping\xff\xfe"}\n', "UTF-8"),

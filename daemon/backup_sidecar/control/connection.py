@@ -41,6 +41,9 @@ class Connection:
         self.peer = peer
         self.deadline = deadline
         self.buf = bytearray()
+        #: After an oversized request was answered: bytes read and thrown away since (None: not
+        #: draining). Closing with unread bytes would reset the connection, losing the answer.
+        self.drained: int | None = None
         self.failure: OSError | None = None
         self._finished = False
         self._closed = False
@@ -63,6 +66,15 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.send(encode(ErrorResponse(error=ErrorBody(code=code, message=message))))
         self.close()
+
+    def answer_and_drain(self, code: ErrorCode, message: str) -> None:
+        """Best-effort error line, then end our side of the stream; the caller keeps reading
+        (and discarding) what the client still sends, so it can read the answer."""
+        with contextlib.suppress(OSError):
+            self.sock.send(encode(ErrorResponse(error=ErrorBody(code=code, message=message))))
+            self.sock.shutdown(socket.SHUT_WR)
+        self.buf.clear()
+        self.drained = 0
 
     def abort(self) -> None:
         """Unblock a worker stuck on this connection (the shutdown grace time ran out)."""

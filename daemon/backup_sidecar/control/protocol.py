@@ -57,8 +57,16 @@ def _archive_name(value: str) -> str:
     return value
 
 
+def _some_databases(value: list[str] | None) -> list[str] | None:
+    if value is not None and not value:
+        raise ValueError("names no database (leave it out to mean every database)")
+    return value
+
+
 ArchiveName = Annotated[str, AfterValidator(_archive_name)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+#: An explicit database list; ``[]`` is refused, never read as "all" (leaving it out is "all").
+DatabaseNames = Annotated[list[Identifier] | None, AfterValidator(_some_databases)]
 
 
 class _Request(BaseModel):
@@ -80,7 +88,7 @@ class ListRequest(_Request):
 class BackupRequest(_Request):
     op: Literal["backup"] = "backup"
     policy: Identifier = "manual"
-    databases: list[Identifier] | None = None
+    databases: DatabaseNames = None
     wait: bool = False
 
 
@@ -92,7 +100,7 @@ class VerifyRequest(_Request):
 class RestoreRequest(_Request):
     op: Literal["restore"] = "restore"
     archive: ArchiveName
-    databases: list[Identifier] | None = None
+    databases: DatabaseNames = None
     confirm: bool = False
     dry_run: bool = False
     wait: bool = False

@@ -71,6 +71,7 @@ class ControlServer:
         handler: Handler,
         mode: int = 0o660,
         max_request_bytes: int = 65536,
+        drain_bytes: int = 4 << 20,
         read_timeout_s: float = 10.0,
         write_timeout_s: float = 10.0,
         max_connections: int = 64,
@@ -81,6 +82,7 @@ class ControlServer:
         self._handler = handler
         self._mode = mode
         self._max_request_bytes = max_request_bytes
+        self._drain_bytes = drain_bytes
         self._read_timeout_s = read_timeout_s
         self._write_timeout_s = write_timeout_s
         self._max_connections = max_connections
@@ -203,6 +205,9 @@ class ControlServer:
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn: Connection) -> None:
+        if conn.drained is not None:
+            self._drain(conn)
+            return
         want = self._max_request_bytes + 1 - len(conn.buf)
         try:
             chunk = conn.sock.recv(min(want, 65536))
@@ -217,7 +222,7 @@ class ControlServer:
             if end < 0 and len(conn.buf) <= self._max_request_bytes:
                 return
             if end < 0:
-                self._drop(conn, "bad_request", f"request exceeds {self._max_request_bytes} bytes")
+                self._refuse_oversized(conn)
                 return
             line = bytes(conn.buf[:end])
         elif conn.buf:  # the client half-closed after an unterminated line: that is its request
@@ -229,12 +234,41 @@ class ControlServer:
         self._forget(conn)
         self._hand_off(conn, line)
 
+    def _refuse_oversized(self, conn: Connection) -> None:
+        """Answer ``bad_request``, then keep reading (and discarding) up to ``drain_bytes`` more
+        until the client closes or the read deadline passes: closing a Unix socket with unread
+        bytes resets it, and a client still sending its request would never see the answer."""
+        message = f"request exceeds {self._max_request_bytes} bytes"
+        self._log.warning("control_connection_dropped", reason=message, **conn.peer.log_fields())
+        conn.answer_and_drain("bad_request", message)
+        with self._idle:  # re-queued behind the others: its new deadline is the latest
+            del self._pending[conn.sock]
+            self._pending[conn.sock] = conn
+        conn.deadline = time.monotonic() + self._read_timeout_s
+
+    def _drain(self, conn: Connection) -> None:
+        assert conn.drained is not None
+        try:
+            chunk = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        conn.drained += len(chunk)
+        if not chunk or conn.drained > self._drain_bytes:
+            self._forget(conn)
+            conn.close()
+
     def _expire(self) -> None:
         now = time.monotonic()
         while self._pending:
             conn = next(iter(self._pending.values()))
             if conn.deadline > now:
                 return
+            if conn.drained is not None:  # answered already
+                self._forget(conn)
+                conn.close()
+                continue
             message = f"no complete request line within {self._read_timeout_s:g}s"
             self._drop(conn, "bad_request", message)
 
@@ -244,6 +278,10 @@ class ControlServer:
             del self._pending[conn.sock]
 
     def _drop(self, conn: Connection, code: ErrorCode, message: str) -> None:
+        if conn.drained is not None:  # answered already: only the draining stops
+            self._forget(conn)
+            conn.close()
+            return
         self._log.warning("control_connection_dropped", reason=message, **conn.peer.log_fields())
         self._forget(conn)
         conn.reject(code, message)
