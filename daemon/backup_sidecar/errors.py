@@ -144,3 +144,22 @@ class OperationAbortedError(SidecarError):
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} aborted before completion; nothing was changed")
         self.what = what
+
+
+class MemberNameError(UsageError):
+    """A database's file name cannot be a member of an archive (or two databases share one)."""
+
+    def __init__(self, database: str, member: str, reason: str) -> None:
+        super().__init__(f"database {database!r}: member name {member!r} {reason}")
+        self.database = database
+        self.member = member
+        self.reason = reason
+
+
+class MetadataRefusedError(ArchiveError):
+    """The metadata a backup wrote would not be read back: nothing was published."""
+
+    def __init__(self, archive: str, reason: str) -> None:
+        super().__init__(f"backup {archive!r} not published: its metadata is unreadable: {reason}")
+        self.archive = archive
+        self.reason = reason

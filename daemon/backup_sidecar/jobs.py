@@ -169,9 +169,10 @@ def run_backup(
                 progress=progress,
                 should_stop=should_stop,
             )
-    except SidecarError as exc:
+    except Exception as exc:  # every failure counts, not only the ones the archiver names
         duration = time.monotonic() - started
-        bound.error("backup_failed", archive=name, error=str(exc), duration_s=round(duration, 3))
+        error = str(exc) if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        bound.error("backup_failed", archive=name, error=error, duration_s=round(duration, 3))
         if metrics:
             metrics.backup_finished(
                 policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -301,3 +302,35 @@ def test_an_unchanged_database_is_rechecked_only_after_recheck_unchanged(
     eager = daemon(daemon_config(**base, health={"recheck_unchanged": "0s"}))
     body = healthz_becomes(eager, 503)
     assert any("'user'" in r for r in body["reasons"]), body
+
+
+def test_odd_file_names_back_up_through_the_daemon_and_count(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """A daemon protecting `my data.db` and `日本.db` backs them up on request into a verified
+    archive and counts the run as ok (before, the run failed after publishing a damaged archive
+    and counted neither ok nor error); a reload that adds a database two of them would archive
+    under one name is refused naming both keys, and the running config goes on."""
+    live = tmp_path / "live"
+    live.mkdir()
+    dbs = {"a": make_db(live / "my data.db", wal=True), "b": make_db(live / "日本.db", wal=False)}
+    cfg = daemon_config(databases=dbs, policies={"pre_restore": {"keep": 10}})
+    d = daemon(cfg)
+    made = d.request("backup", policy="manual")
+    assert made["databases"] == ["a", "b"], made
+    listed = d.request("list")["archives"]
+    assert [(a["status"], a["databases"]) for a in listed] == [("verified", ["a", "b"])]
+    text = d.scrape()
+    assert sample(text, RUNS, policy="manual", result="ok") == 1
+    assert (sample(text, RUNS, policy="manual", result="error") or 0) == 0
+    assert d.request("verify", archive=listed[0]["name"])["ok"] is True
+
+    mark = d.log.mark()
+    other = tmp_path / "other"
+    other.mkdir()
+    clash = {**cfg["databases"], "c": {"path": str(make_db(other / "my data.db", wal=True))}}
+    d.rewrite_config({**cfg, "databases": clash})
+    d.signal(signal.SIGHUP)
+    refused = d.log.wait("config_reload_refused", since=mark)
+    assert "databases.a and databases.c" in refused["error"]
+    assert set(d.request("status")["databases"]) == {"a", "b"}

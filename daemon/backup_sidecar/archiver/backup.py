@@ -51,6 +51,8 @@ from backup_sidecar.archiver.tarstream import end_of_archive, member_header, pad
 from backup_sidecar.errors import (
     BackupDirError,
     IntegrityCheckError,
+    MemberNameError,
+    MetadataRefusedError,
     OperationAbortedError,
     SidecarError,
     UsageError,
@@ -95,6 +97,7 @@ def create_backup(
     mf.validate_name(name)
     if not databases:
         raise UsageError("no databases selected for the backup")
+    _check_members(databases)
     ensure_backup_dir(backup_dir)
     job = _Job(
         databases=databases,
@@ -128,6 +131,7 @@ def create_backup(
                 databases=entries,
                 duration_s=clock() - started,
             )
+            manifest = _read_back(claimed, doc)
             tmp = _finish(tmp, doc, room=room, level=level, now=now)
             size = tmp.stat().st_size
             final = backup_dir / f"{claimed}{mf.ARCHIVE_SUFFIX}"
@@ -140,8 +144,31 @@ def create_backup(
         status=ArchiveStatus.VERIFIED,
         policy=policy,
         databases=tuple(entries),
-        manifest=mf.parse_metadata(mf.encode_metadata(doc)),
+        manifest=manifest,
     )
+
+
+def _check_members(databases: Sequence[DatabaseSpec]) -> None:
+    """Refuse, before any work, a member name the archive cannot hold or two databases that
+    would be archived under one name (their staged copies would collide too)."""
+    seen: dict[str, str] = {}
+    for spec in databases:
+        if problem := mf.database_member_problem(spec.member):
+            raise MemberNameError(spec.name, spec.member, problem)
+        if spec.member in seen:
+            raise MemberNameError(
+                spec.name, spec.member, f"is also the member name of database {seen[spec.member]!r}"
+            )
+        seen[spec.member] = spec.name
+
+
+def _read_back(name: str, doc: dict[str, object]) -> mf.Manifest:
+    """The metadata as every reader will parse it: a backup never publishes what verify
+    would refuse."""
+    try:
+        return mf.parse_metadata(mf.encode_metadata(doc))
+    except mf.ManifestError as exc:
+        raise MetadataRefusedError(name, str(exc)) from None
 
 
 @dataclass(frozen=True)

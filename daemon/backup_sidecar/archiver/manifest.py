@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup_sidecar import __version__
+from backup_sidecar.archiver.membername import member_name_problem
 from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, SEED_INCLUDE_KEYS
 from backup_sidecar.errors import InvalidArchiveNameError
 
@@ -34,6 +35,14 @@ def validate_name(name: str) -> str:
     if not NAME_RE.fullmatch(name) or name.endswith(ARCHIVE_SUFFIX):
         raise InvalidArchiveNameError(name)
     return name
+
+
+def database_member_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a database's member, or None: the one check that the backup,
+    the metadata parser and the configuration share."""
+    if name == METADATA_MEMBER:
+        return f"is the metadata member's name ({METADATA_MEMBER})"
+    return member_name_problem(name)
 
 
 def default_name(policy: str, now: datetime) -> str:
@@ -175,8 +184,8 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
         sqlite_version=_field(value, "sqlite_version", str, prefix),
         snapshot_seconds=_optional_seconds(value, "snapshot_seconds", prefix),
     )
-    if not NAME_RE.fullmatch(entry.file) or entry.file == METADATA_MEMBER:
-        raise ManifestError(f"key '{prefix}.file': {entry.file!r} is not a plain member name")
+    if problem := database_member_problem(entry.file):
+        raise ManifestError(f"key '{prefix}.file': {entry.file!r} {problem}")
     if not _SHA256_RE.fullmatch(entry.sha256):
         raise ManifestError(f"key '{prefix}.sha256': not a hex SHA-256")
     if entry.size_bytes < 0 or entry.page_size <= 0 or entry.page_count < 0:

@@ -11,6 +11,7 @@ copied over or deleted.
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import time
@@ -263,7 +264,8 @@ def clean_restore_leftovers(specs: Sequence[DatabaseSpec]) -> list[Path]:
     for spec in specs:
         if not spec.path.parent.is_dir():
             continue
-        for tmp in spec.path.parent.glob(f".{spec.path.name}.restore-*"):
+        # Escaped: a file name may hold glob characters ("data[1].db").
+        for tmp in spec.path.parent.glob(f".{glob.escape(spec.path.name)}.restore-*"):
             pid = tmp.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 tmp.unlink(missing_ok=True)

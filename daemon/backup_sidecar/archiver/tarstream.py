@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from backup_sidecar.archiver.membername import member_name_problem
+
 BLOCK = 512
 _END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 _REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
@@ -113,8 +115,8 @@ class TarReader:
                 tarfile.DIRTYPE: "directory",
             }.get(info.type, f"type {info.type!r}")
             raise TarFormatError(f"member {name!r} is a {kind}, not a regular file")
-        if not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise TarFormatError(f"member {name!r} is not a plain file name")
+        if problem := member_name_problem(name):
+            raise TarFormatError(f"member {name!r} is not a plain file name: it {problem}")
         if size < 0:
             raise TarFormatError(f"member {name!r} has a negative size")
         self._remaining = size

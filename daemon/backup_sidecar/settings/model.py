@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.errors import UsageError
 from backup_sidecar.scheduler import validate_cron
 from backup_sidecar.settings.values import (
@@ -37,10 +38,20 @@ from backup_sidecar.settings.values import (
 
 
 class DatabaseConfig(BaseModel):
-    """One database; with no `path`, the path comes from the environment or the usual places."""
+    """One database; with no `path`, the path comes from the environment or the usual places.
+    `member` names its file inside archives (default: the seed's name for arrow/user, else the
+    file's own name)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: FilePath | None = None
+    member: str | None = None
+
+    @field_validator("member")
+    @classmethod
+    def _member(cls, value: str | None) -> str | None:
+        if value is not None and (problem := database_member_problem(value)):
+            raise ValueError(f"{value!r} {problem}")
+        return value
 
 
 class PolicyConfig(BaseModel):

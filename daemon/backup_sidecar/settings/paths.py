@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, DatabaseSpec
-from backup_sidecar.errors import UsageError
+from backup_sidecar.errors import ConfigError, UsageError
 from backup_sidecar.settings.loading import load_settings
 from backup_sidecar.settings.model import DatabaseConfig, Settings
 
@@ -58,15 +59,20 @@ def resolve_paths(
     environ: Mapping[str, str],
     cwd: Path,
     exists: Callable[[Path], bool] = Path.exists,
+    config_file: Path | None = None,
 ) -> ResolvedPaths:
-    """Apply the DESIGN's order: environment, YAML, Docker volume (if present), local fallback."""
+    """Apply the DESIGN's order: environment, YAML, Docker volume (if present), local fallback.
+
+    Refuses a database whose member name an archive cannot hold, and two databases that would
+    be archived under one member name (`config_file` is named in the error)."""
     sources: dict[str, str] = {}
     specs = []
     for name, config in settings.databases.items():
         path, sources[f"databases.{name}"] = _resolve_database(
             name, config, environ=environ, cwd=cwd, exists=exists
         )
-        specs.append(DatabaseSpec(name=name, path=path))
+        specs.append(DatabaseSpec(name=name, path=path, member=config.member or ""))
+    _check_members(specs, sources, config_file=config_file)
     if environ.get("BACKUP_DIR"):
         backup_dir, sources["backup_dir"] = cwd / environ["BACKUP_DIR"], "environment BACKUP_DIR"
     elif settings.backup_dir is not None:
@@ -76,6 +82,30 @@ def resolve_paths(
     else:
         backup_dir, sources["backup_dir"] = cwd / "backups", "local fallback"
     return ResolvedPaths(backup_dir=backup_dir, databases=tuple(specs), sources=sources)
+
+
+def _check_members(
+    specs: list[DatabaseSpec], sources: Mapping[str, str], *, config_file: Path | None
+) -> None:
+    seen: dict[str, DatabaseSpec] = {}
+    for spec in specs:
+        rule = sources[f"databases.{spec.name}"]
+        source = rule if rule.startswith("environment") else str(config_file or "configuration")
+        if problem := database_member_problem(spec.member):
+            raise ConfigError(
+                source,
+                f"databases.{spec.name}.path",
+                f"file name {spec.member!r} cannot be an archive member: it {problem} "
+                f"(rename the file, or set databases.{spec.name}.member)",
+            )
+        other = seen.setdefault(spec.member, spec)
+        if other is not spec:
+            raise ConfigError(
+                source,
+                f"databases.{other.name} and databases.{spec.name}",
+                f"both would be archived as {spec.member!r} ({other.path}, {spec.path}); "
+                f"set databases.{spec.name}.member to another file name",
+            )
 
 
 class RuntimeConfig(NamedTuple):
@@ -96,4 +126,7 @@ def build_runtime_config(
     if config_path is None and environ.get("SIDECAR_CONFIG"):
         config_path = cwd / environ["SIDECAR_CONFIG"]
     settings = load_settings(config_path, environ=environ)
-    return RuntimeConfig(settings, resolve_paths(settings, environ=environ, cwd=cwd, exists=exists))
+    paths = resolve_paths(
+        settings, environ=environ, cwd=cwd, exists=exists, config_file=config_path
+    )
+    return RuntimeConfig(settings, paths)
