@@ -162,6 +162,14 @@ REFUSED = [
     ("databases: {arrow: {path: ' '}}", "databases.arrow.path", "must not be empty"),
     ("lock_timeout: .inf", "lock_timeout", "out of range"),
     ("policies: {d: {every: 99999999999d, keep: 1}}", "policies.d.every", "out of range"),
+    ("policies: {d: {every: 2000000d, keep: 1}}", "policies.d.every", "at most 3650d"),
+    ("policies: {d: {every: P4000D, keep: 1}}", "policies.d.every", "at most 3650d"),
+    ("health: {interval: 1ms}", "health.interval", "at least 1s"),
+    ("health: {interval: 0.5}", "health.interval", "at least 1s"),
+    ("health: {max_backup_age: {daily: 4000d}}", "health.max_backup_age.daily", "at most 3650d"),
+    ("health: {recheck_unchanged: 4000d}", "health.recheck_unchanged", "at most 3650d"),
+    ("grace_period: 4000d", "grace_period", "at most 3650d"),
+    ("lock_timeout: 30d", "lock_timeout", "at most 1d"),
 ]
 
 

@@ -77,6 +77,11 @@ INVALID: dict[str, tuple[tuple[str, str], str]] = {
         "duplicate key 'often'",
     ),
     "bad_duration": (("every: 1s", "every: soon"), "policies.often.every"),
+    "huge_every": (("every: 1s", "every: 2000000d"), "policies.often.every: must be at most 3650d"),
+    "tiny_health_interval": (
+        ("interval: 1h", "interval: 1ms"),
+        "health.interval: must be at least 1s",
+    ),
     "bad_timezone": (("grace_period: 5s", "grace_period: 5s\ntimezone: Mars/Olympus"), "timezone"),
 }
 

@@ -33,6 +33,8 @@ from backup_sidecar.settings.values import (
     KeyedValueError,
     Name,
     NonNegativeDuration,
+    at_least,
+    at_most,
     parse_cpu_threads,
 )
 
@@ -59,7 +61,7 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     schedule: str | None = None
-    every: Duration | None = None
+    every: Annotated[Duration | None, at_least(timedelta(seconds=1), "1s")] = None
     keep: Int = Field(ge=0)
     databases: list[Name] | None = None
 
@@ -68,13 +70,6 @@ class PolicyConfig(BaseModel):
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
             validate_cron(value)
-        return value
-
-    @field_validator("every")
-    @classmethod
-    def _at_least_a_second(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value < timedelta(seconds=1):
-            raise ValueError("must be at least 1s")
         return value
 
     @model_validator(mode="after")
@@ -93,7 +88,8 @@ class HealthConfig(BaseModel):
     """The health watcher; `max_backup_age` maps policy names to the oldest acceptable success."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    interval: Duration = timedelta(seconds=60)
+    #: At least 1s: each check opens every database and lists the backup directory.
+    interval: Annotated[Duration, at_least(timedelta(seconds=1), "1s")] = timedelta(seconds=60)
     quick_check: bool = True
     max_backup_age: dict[str, Duration] = Field(default_factory=dict)
     #: How long a database whose file and -wal have not changed goes without a new check
@@ -175,7 +171,11 @@ class Settings(BaseSettings):
     #: CPU niceness of backup, verify and restore work: the application's own threads keep
     #: priority over the sidecar's compression and integrity checks (0 disables).
     nice: Int = Field(default=10, ge=0, le=19)
-    lock_timeout: Duration = timedelta(seconds=30)
+    #: At most 1d: SQLite's busy timeout is a 32-bit count of milliseconds (24.8 days), and a
+    #: longer one silently became no wait at all.
+    lock_timeout: Annotated[Duration, at_most(timedelta(days=1), "1d", "SQLite's busy timeout")] = (
+        timedelta(seconds=30)
+    )
     grace_period: NonNegativeDuration = timedelta(seconds=60)
 
     @classmethod

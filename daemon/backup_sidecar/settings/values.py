@@ -19,6 +19,9 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MODE_PATTERN = re.compile(r"0?[0-7]{3,4}")
+#: The longest duration any key takes: an `every` much longer than this made APScheduler compute
+#: a next run past the year 9999 (a traceback instead of a config error).
+MAX_DURATION = timedelta(days=3650)
 
 
 class KeyedValueError(ValueError):
@@ -65,15 +68,48 @@ def _not_negative(value: timedelta) -> timedelta:
     return value
 
 
+def _bounded(value: timedelta) -> timedelta:
+    if value > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION.days}d (10 years)")
+    return value
+
+
+def at_least(minimum: timedelta, text: str) -> AfterValidator:
+    """A lower bound for one key's duration, named as the user writes it (e.g. "1s")."""
+
+    def check(value: timedelta | None) -> timedelta | None:
+        if value is not None and value < minimum:
+            raise ValueError(f"must be at least {text}")
+        return value
+
+    return AfterValidator(check)
+
+
+def at_most(maximum: timedelta, text: str, why: str) -> AfterValidator:
+    """An upper bound for one key's duration, with the reason for it."""
+
+    def check(value: timedelta) -> timedelta:
+        if value > maximum:
+            raise ValueError(f"must be at most {text} ({why})")
+        return value
+
+    return AfterValidator(check)
+
+
 def _name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
         raise ValueError(f"invalid name {value!r}: use [a-z][a-z0-9_]{{0,31}}")
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), AfterValidator(_bounded)
+]
 NonNegativeDuration = Annotated[
-    timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_not_negative),
+    AfterValidator(_bounded),
 ]
 
 
