@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 from backup_sidecar.archiver.model import DatabaseSpec
 
+#: The policy whose scheduled runs are restore drills (see service.py).
+DRILL_POLICY = "drill"
 #: How many lines of a failed check a report keeps (a corrupt database can yield thousands).
 MAX_CHECK_LINES = 5
 
@@ -248,13 +250,22 @@ def overdue_policies(
     max_age: Mapping[str, timedelta],
     *,
     now: datetime,
-    started_at: datetime | None = None,
+    started_at: datetime | Mapping[str, datetime] | None = None,
 ) -> tuple[OverduePolicy, ...]:
-    """The policies with a `max_age` whose last success (None: never) is too old, by name."""
+    """The policies with a `max_age` whose last success (None: never) is too old, by name.
+
+    `started_at` is when the never-succeeded policies' grace began: one moment for all, or one
+    per policy (a policy missing from the mapping has none)."""
+
+    def grace(policy: str) -> datetime | None:
+        if isinstance(started_at, Mapping):
+            return started_at.get(policy)
+        return started_at
+
     return tuple(
         OverduePolicy(policy, last_success.get(policy), age)
         for policy, age in sorted(max_age.items())
-        if policy_overdue(last_success.get(policy), age, now, started_at=started_at)
+        if policy_overdue(last_success.get(policy), age, now, started_at=grace(policy))
     )
 
 
@@ -332,6 +343,23 @@ class HealthState:
             kept = tuple((p, e) for p, e in s.failed_backups if p != policy)
             failed = (*kept, (policy, error)) if error is not None else kept
             return dataclasses.replace(s, failed_backups=failed)
+
+        return self.update(change)
+
+    def forget(self, *, policies: Iterable[str], databases: Iterable[str]) -> HealthStatus:
+        """Drop every state of policies and databases a reload removed (the drill's with the
+        `drill` policy): what is no longer watched raises no alarm."""
+        gone, dbs = set(policies), set(databases)
+
+        def change(s: HealthStatus) -> HealthStatus:
+            return dataclasses.replace(
+                s,
+                databases=tuple(db for db in s.databases if db.name not in dbs),
+                overdue=tuple(p for p in s.overdue if p.policy not in gone),
+                failed_backups=tuple((p, e) for p, e in s.failed_backups if p not in gone),
+                last_drill_failed=s.last_drill_failed and DRILL_POLICY not in gone,
+                last_drill_error=None if DRILL_POLICY in gone else s.last_drill_error,
+            )
 
         return self.update(change)
 

@@ -84,9 +84,13 @@ class _PolicyAgeCollector:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
 
-    def record(self, policy: str, at: float) -> None:
+    def reset(self, policy: str, at: float | None) -> None:
+        """Set exactly (the newest archive went); None removes the series."""
         with self._lock:
-            self._last[policy] = max(at, self._last.get(policy, at))
+            if at is None:
+                self._last.pop(policy, None)
+            else:
+                self._last[policy] = at
 
     def describe(self) -> Iterable[Metric]:
         return [GaugeMetricFamily(self.name, self.help, labels=["policy"])]
@@ -118,6 +122,7 @@ class Metrics:
         self._next_run_policies: set[str] = set()
         self._objective_policies: set[str] = set()
         self._policies: set[str] = set()
+        self._last_success: dict[str, float] = {}
         self._lock = threading.Lock()
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
@@ -249,10 +254,66 @@ class Metrics:
         del databases  # no database series has a meaningful value before the first check
 
     def last_success_known(self, policy: str, finished_at: datetime) -> None:
-        """Seed a policy's last success from the archives found at start (no run is counted)."""
+        """A policy's last success seen on disk or just made (no run is counted); it only ever
+        moves forward here (a rescan finds the archive's start, the run recorded its end)."""
         at = _timestamp(finished_at)
+        with self._lock:
+            self._set_last_success(policy, max(at, self._last_success.get(policy, at)))
+
+    def _set_last_success(self, policy: str, at: float) -> None:
+        self._last_success[policy] = at
         self.backup_last_success.labels(policy).set(at)
-        self._ages.record(policy, at)
+        self._ages.reset(policy, at)
+
+    def has_last_success(self, policy: str) -> bool:
+        with self._lock:
+            return policy in self._last_success
+
+    def last_success_reset(self, policy: str, finished_at: datetime | None) -> None:
+        """The policy's newest archive is gone: its last success is the newest one left, or
+        0 ("never") with no age series when none is left."""
+        with self._lock:
+            if finished_at is not None:
+                self._set_last_success(policy, _timestamp(finished_at))
+                return
+            self._last_success.pop(policy, None)
+            self.backup_last_success.labels(policy).set(0)
+            self._ages.reset(policy, None)
+
+    def forget(self, *, policies: Iterable[str] = (), databases: Iterable[str] = ()) -> None:
+        """Remove every series of policies and databases a reload removed: a removed failing
+        one must not keep an alert firing (or a stale reading shown) until a restart."""
+        policies, databases = set(policies), set(databases)
+        with self._lock:
+            self._policies -= policies
+            self._next_run_policies -= policies
+            self._objective_policies -= policies
+            for policy in policies:
+                for result in RESULTS:
+                    self.backup_runs.remove(policy, result)
+                for metric in (
+                    self.backup_duration,
+                    self.backup_last_success,
+                    self.backup_last_size,
+                    self.backup_max_age,
+                    self.archives,
+                    self.prune_deleted,
+                    self.prune_errors,
+                    self.next_run,
+                ):
+                    metric.remove(policy)
+                self._ages.reset(policy, None)
+                self._last_success.pop(policy, None)
+            for database in databases:
+                for metric in (
+                    self.snapshot_lock,
+                    self.database_healthy,
+                    self.database_size,
+                    self.database_wal_size,
+                    self.database_pages,
+                    self.database_freelist_pages,
+                ):
+                    metric.remove(database)
 
     def backup_finished(
         self,
@@ -272,7 +333,8 @@ class Metrics:
             return
         self.backup_duration.labels(policy).observe(duration_s)
         if ok:
-            self.last_success_known(policy, finished_at)
+            with self._lock:  # exactly: after a step back of the wall clock, too
+                self._set_last_success(policy, _timestamp(finished_at))
             if size_bytes is not None:
                 self.backup_last_size.labels(policy).set(size_bytes)
             for database, seconds in (snapshot_seconds or {}).items():

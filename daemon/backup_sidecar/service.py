@@ -30,17 +30,17 @@ from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.server import ControlServer
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.handler import ControlHandler, DaemonState
-from backup_sidecar.health import HealthState
+from backup_sidecar.health import DRILL_POLICY, HealthState
 from backup_sidecar.httpserver import MetricsServer
 from backup_sidecar.metrics import Metrics
 from backup_sidecar.runtime import runtime_from
 from backup_sidecar.scheduler import PolicyScheduler
 from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
+from backup_sidecar.successes import SuccessLedger
 from backup_sidecar.watcher import HealthWatcher, last_successes
 
 log = structlog.get_logger("backup_sidecar.service")
 
-DRILL_POLICY = "drill"
 #: A scheduled backup waits this long for a restore or CLI backup holding its databases
 #: (skipping would leave a whole period without a backup); then it is counted as failed.
 SCHEDULED_WAIT_S = 600.0
@@ -114,6 +114,10 @@ class Service:
         )
         self.metrics.objectives(settings.health.max_backup_age)
         self.health = HealthState()
+        self.ledger = SuccessLedger(self.metrics)
+        #: Held while a reload swaps the configuration and while the watcher publishes, so a
+        #: check begun before a reload never republishes what the reload removed.
+        self.publishing = threading.Lock()
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._wake = _Waker()
@@ -172,9 +176,11 @@ class Service:
                     wait=SCHEDULED_WAIT_S,
                 )
             except SidecarError as exc:
-                self.health.backup_finished(policy, error=str(exc))
+                if self._still_configured(policy):
+                    self.health.backup_finished(policy, error=str(exc))
                 return  # logged and counted by the job
-            self.health.backup_finished(policy)
+            if self._still_configured(policy):
+                self.health.backup_finished(policy)
             try:
                 jobs.run_prune(
                     rt, policies=[policy], metrics=self.metrics, wait=60.0, spare=[info.name]
@@ -183,6 +189,25 @@ class Service:
                 log.error("prune_failed", policy=policy, error=str(exc))
                 self.metrics.prune_finished(policy, 0, errors=1)
         self._wake.set()  # refresh archive counts and overdue state now
+
+    def _still_configured(self, policy: str) -> bool:
+        """False for a run that a reload removed the policy of while it ran: what it just
+        counted is dropped again rather than left as a series nothing updates."""
+        with self.publishing:
+            if policy in self.settings.policies:
+                return True
+            self.metrics.forget(policies=[policy])
+            return False
+
+    def seed_from_disk(self) -> None:
+        """Every configured policy's last success from the archives on disk: at start, on
+        every reload, and (through the watcher) every health interval."""
+        try:
+            archives = archiver.list_archives(self.runtime.backup_dir)
+        except OSError as exc:
+            log.error("backup_dir_unreadable", path=str(self.runtime.backup_dir), error=str(exc))
+            return
+        self.ledger.sync(archives, policies=self.settings.policies)
 
     def _drill(self, rt: jobs.Runtime) -> None:
         if not any(p != archiver.PRE_RESTORE_POLICY for p in last_successes(rt.backup_dir)):
@@ -250,12 +275,19 @@ class Service:
                 "(directory lock, control socket, metrics port and watcher are set up at start)",
             )
             return False
-        self.settings, self.paths = settings, paths
-        self.runtime = runtime_from(settings, paths)
-        if self._state is not None:
-            self._state.runtime = self.runtime
-        self.metrics.declare(policies=settings.policies, databases=settings.databases)
-        self.metrics.objectives(settings.health.max_backup_age)
+        with self.publishing:
+            removed = set(self.settings.policies) - set(settings.policies)
+            dropped = set(self.settings.databases) - set(settings.databases)
+            self.settings, self.paths = settings, paths
+            self.runtime = runtime_from(settings, paths)
+            if self._state is not None:
+                self._state.runtime = self.runtime
+            self.metrics.forget(policies=removed, databases=dropped)
+            self.health.forget(policies=removed, databases=dropped)
+            self.ledger.forget(removed)
+            self.metrics.declare(policies=settings.policies, databases=settings.databases)
+            self.metrics.objectives(settings.health.max_backup_age)
+            self.seed_from_disk()
         if self.scheduler is not None:
             self.scheduler.reschedule(settings.scheduled_policies(), timezone=settings.tzinfo)
         log.info("config_reloaded", policies=sorted(settings.policies))
@@ -295,8 +327,7 @@ class Service:
         for key, source in self.paths.sources.items():
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
             log.info("path_resolved", key=key, path=str(path), source=source)
-        for policy, at in last_successes(rt.backup_dir).items():
-            self.metrics.last_success_known(policy, at)
+        self.seed_from_disk()
         cfg = self.settings
         if cfg.metrics.enabled:
             server = MetricsServer(registry=self.registry, health=self.health)

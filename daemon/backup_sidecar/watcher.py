@@ -60,7 +60,6 @@ class HealthWatcher:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
-        self._started_at = datetime.now(UTC)
         self._clocks = (time.time(), time.monotonic())
         #: database name -> (fingerprint at its last real check, monotonic time of that check)
         self._seen: dict[str, tuple[object, float]] = {}
@@ -120,14 +119,37 @@ class HealthWatcher:
     def check_once(self) -> None:
         svc = self._service
         self._watch_clock()
-        cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
+        cfg, rt = svc.settings, svc.runtime
         mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
         previous = {db.name: db for db in svc.health.current().databases}
         recheck_s = cfg.health.recheck_unchanged.total_seconds()
-        results = tuple(
+        checked = tuple(
             self._check(spec, mode, previous.get(spec.name), recheck_s)
             for spec in rt.databases.values()
         )
+        svc.ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
+        try:
+            free = free_bytes(rt.backup_dir)
+            archives: list[archiver.ArchiveInfo] | None = archiver.list_archives(rt.backup_dir)
+        except OSError as exc:
+            log.error("backup_dir_unreadable", path=str(rt.backup_dir), error=str(exc))
+            free, archives = 0, None
+        with svc.publishing:
+            self._publish(checked, free, archives)
+
+    def _publish(
+        self,
+        checked: tuple[DatabaseHealth, ...],
+        free: int,
+        archives: list[archiver.ArchiveInfo] | None,
+    ) -> None:
+        """Publish a check under the service's publishing lock, against the configuration as it
+        is now: a database or policy a reload removed meanwhile is not brought back."""
+        svc = self._service
+        cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
+        for name in self._seen.keys() - rt.databases.keys():
+            del self._seen[name]
+        results = tuple(db for db in checked if db.name in rt.databases)
         for db in results:
             metrics.database_observed(
                 db.name,
@@ -140,22 +162,16 @@ class HealthWatcher:
             if not db.healthy:
                 log.warning("database_unhealthy", database=db.name, error=db.error)
         svc.health.set_databases(results)
-        svc.ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
-        try:
-            free = free_bytes(rt.backup_dir)
-            archives = archiver.list_archives(rt.backup_dir)
-        except OSError as exc:
-            log.error("backup_dir_unreadable", path=str(rt.backup_dir), error=str(exc))
-            free, archives = 0, []
         metrics.backup_dir_free(free)
         svc.health.set_backup_dir_free_bytes(free)
-        metrics.archives_counted(Counter(a.policy for a in archives))
-        newest: dict[str, datetime | None] = {}
-        for archive in archives:
-            if archive.status is archiver.ArchiveStatus.VERIFIED:
-                newest.setdefault(archive.policy, archive.created_at)
+        metrics.archives_counted(Counter(a.policy for a in archives or ()))
+        if archives is not None:  # an unreadable directory says nothing about what it holds
+            svc.ledger.sync(archives, policies=cfg.policies)
         overdue = overdue_policies(
-            newest, cfg.health.max_backup_age, now=datetime.now(UTC), started_at=self._started_at
+            svc.ledger.newest(),
+            cfg.health.max_backup_age,
+            now=datetime.now(UTC),
+            started_at=svc.ledger.grace_from(),
         )
         svc.health.set_overdue(overdue)
         if svc.scheduler is not None:

@@ -6,7 +6,9 @@ A real daemon process, real SIGHUPs, real `/metrics` and `/healthz` over HTTP (i
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
 RUNS = "backup_sidecar_backup_runs_total"
 RESTORES = "backup_sidecar_restore_runs_total"
 REQUESTS = "backup_sidecar_control_requests_total"
+LAST_SUCCESS = "backup_sidecar_backup_last_success_timestamp_seconds"
 
 
 def test_busy_refusals_are_counted_as_busy_not_as_failures(
@@ -80,3 +83,133 @@ def test_pre_restore_archives_are_pruned_after_every_restore(
     assert sorted(kept) == sorted([written[-1], by_cli]), kept
     deleted = sample(d.scrape(), "backup_sidecar_prune_deleted_total", policy="pre_restore")
     assert deleted == 1  # the daemon's own prunes: 3 written, 2 kept (the CLI's is not counted)
+
+
+def _series_of(text: str, **labels: str) -> list[str]:
+    """Every sample line of a scrape carrying all of `labels`."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return [
+        line
+        for line in text.splitlines()
+        if not line.startswith("#") and all(w in line for w in wanted)
+    ]
+
+
+def test_sighup_removing_a_failing_policy_and_database_clears_their_alarms(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """A database that is not SQLite and a policy whose backups of it fail make /healthz 503
+    and `database_healthy{database="extra"}` 0. A SIGHUP that removes both turns /healthz 200
+    and leaves no series of either in /metrics (the critical alert stops), at once rather than
+    at a restart."""
+    extra = tmp_path / "extra.db"
+    extra.write_bytes(b"this is not an SQLite database\n" * 200)
+    cfg = daemon_config(
+        databases={"user": wal_db, "extra": extra},
+        policies={
+            "good": {"every": "1h", "keep": 2, "databases": ["user"]},
+            "broken": {"every": "1h", "keep": 2, "databases": ["extra"]},
+            "pre_restore": {"keep": 10},
+        },
+        health={"max_backup_age": {"good": "1h", "broken": "1h"}},
+    )
+    d = daemon(cfg)
+    d.log.wait("backup_failed", policy="broken")
+    d.log.wait("backup_completed", policy="good")
+
+    def unhealthy() -> dict[str, Any] | None:
+        code, body = d.healthz()
+        reasons = " ".join(body.get("reasons", ()))
+        return body if code == 503 and "'extra'" in reasons and "'broken'" in reasons else None
+
+    wait_until(unhealthy, what="/healthz 503 for extra and broken")
+    text = d.scrape()
+    assert sample(text, "backup_sidecar_database_healthy", database="extra") == 0
+    assert sample(text, RUNS, policy="broken", result="error") == 1
+
+    mark = d.log.mark()
+    kept = {k: v for k, v in cfg["policies"].items() if k != "broken"}
+    d.rewrite_config(
+        {
+            **cfg,
+            "databases": {"user": cfg["databases"]["user"]},
+            "policies": kept,
+            "health": {**cfg["health"], "max_backup_age": {"good": "1h"}},
+        }
+    )
+    d.signal(signal.SIGHUP)
+    d.log.wait("config_reloaded", since=mark)
+    assert d.healthz() == (200, {"status": "ok"})
+    text = d.scrape()
+    assert not _series_of(text, database="extra"), _series_of(text, database="extra")
+    assert not _series_of(text, policy="broken"), _series_of(text, policy="broken")
+    assert sample(text, "backup_sidecar_database_healthy", database="user") == 1
+    assert sample(text, RUNS, policy="good", result="ok") == 1
+
+
+def test_sighup_adding_a_policy_seeds_its_last_success_from_disk(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A policy added by SIGHUP whose archive is already on disk (made by the CLI beside the
+    running daemon) reports that archive's time as its last success at once, not 0 ("never",
+    which fires BackupSidecarBackupOverdue), and is not run as a catch-up."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 3}, "pre_restore": {"keep": 10}},
+    )
+    d = daemon(cfg)
+    later = {**cfg, "policies": {**cfg["policies"], "later": {"schedule": "0 0 1 1 *", "keep": 2}}}
+    later["health"] = {**cfg["health"], "max_backup_age": {"later": "1h"}}
+    d.rewrite_config(later)
+    made = d.cli("backup", "--policy", "later", "--json")
+    assert made.returncode == 0, made.stderr
+    [listed] = [a for a in d.request("list")["archives"] if a["policy"] == "later"]
+    created = listed["created_at"]
+
+    mark = d.log.mark()
+    d.signal(signal.SIGHUP)
+    d.log.wait("config_reloaded", since=mark)
+    text = d.scrape()
+    expected = datetime.fromisoformat(created).timestamp()
+    assert sample(text, LAST_SUCCESS, policy="later") == pytest.approx(expected, abs=1)
+    age = sample(text, "backup_sidecar_policy_last_success_age_seconds", policy="later")
+    assert age is not None and age < 3600
+    assert d.healthz() == (200, {"status": "ok"})
+    assert not d.log.find("catch_up_due", policy="later", since=mark)
+
+
+def test_an_archive_deleted_by_hand_is_no_longer_a_last_success(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """The only archive of a policy deleted by hand: within a health interval its last-success
+    timestamp drops to 0 and its age series goes, and /healthz is 503 naming it (it had a
+    restore point and lost it: no start-up grace). A new backup clears both."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"rare": {"schedule": "0 0 1 1 *", "keep": 3}, "pre_restore": {"keep": 10}},
+        health={"max_backup_age": {"rare": "1h"}},
+    )
+    d = daemon(cfg)  # no archive yet: it catches up at once
+    d.log.wait("backup_completed", policy="rare")
+    wait_until(lambda: (sample(d.scrape(), LAST_SUCCESS, policy="rare") or 0) > 0, what="seed")
+    assert d.healthz() == (200, {"status": "ok"})
+
+    [archive] = d.archives("rare")
+    archive.unlink()
+
+    def lost() -> dict[str, Any] | None:
+        code, body = d.healthz()
+        return body if code == 503 and "'rare'" in " ".join(body["reasons"]) else None
+
+    wait_until(lost, what="/healthz 503 for rare", timeout=10)
+    text = d.scrape()
+    assert sample(text, LAST_SUCCESS, policy="rare") == 0
+    assert sample(text, "backup_sidecar_policy_last_success_age_seconds", policy="rare") is None
+    d.log.wait("last_success_lost", policy="rare")
+
+    d.request("backup", policy="rare")
+    wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz 200", timeout=10)
+    assert (sample(d.scrape(), LAST_SUCCESS, policy="rare") or 0) > 0

@@ -1,0 +1,67 @@
+"""The ledger of each policy's last success against what the backup directory holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
+from backup_sidecar.metrics import Metrics
+from backup_sidecar.successes import SuccessLedger
+
+T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+LAST = "backup_sidecar_backup_last_success_timestamp_seconds"
+
+
+def archive(name: str, policy: str, at: datetime) -> ArchiveInfo:
+    return ArchiveInfo(
+        name=name,
+        path=Path(f"/b/{name}.tar.gz"),
+        size_bytes=1,
+        created_at=at,
+        status=ArchiveStatus.VERIFIED,
+        policy=policy,
+    )
+
+
+def last(registry: CollectorRegistry, policy: str) -> float | None:
+    return registry.get_sample_value(LAST, {"policy": policy})
+
+
+def test_a_success_published_after_the_listing_is_not_undone_by_it() -> None:
+    """A backup recorded between a listing and its sync is not taken as deleted (the listing
+    predates it); only a second listing without it resets the policy to "never"."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version="t", policies=["daily"], clock=lambda: T0)
+    ledger = SuccessLedger(metrics, clock=lambda: T0)
+    ledger.sync([], policies=["daily"])
+    metrics.backup_finished("daily", ok=True, duration_s=1, finished_at=T0)
+    ledger.sync([], policies=["daily"])  # listed before the archive was published
+    assert last(registry, "daily") == T0.timestamp()
+    ledger.sync([archive("daily_1", "daily", T0)], policies=["daily"])
+    assert last(registry, "daily") == T0.timestamp()  # the finish time, not moved back
+    ledger.sync([], policies=["daily"])  # deleted by hand
+    assert last(registry, "daily") == 0
+    assert ledger.newest() == {}
+    assert "daily" not in ledger.grace_from()  # it had a restore point: no grace any more
+
+
+def test_the_newest_archive_deleted_falls_back_to_the_one_left() -> None:
+    """Deleting the newest archive moves the last success back to the newest one left; a
+    policy added later is seeded from disk and gets its grace from then."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version="t", policies=["daily"], clock=lambda: T0)
+    ledger = SuccessLedger(metrics, clock=lambda: T0)
+    old, new = T0 - timedelta(days=1), T0
+    both = [archive("daily_2", "daily", new), archive("daily_1", "daily", old)]
+    ledger.sync(both, policies=["daily"])
+    assert last(registry, "daily") == new.timestamp()
+    ledger.sync(both[1:], policies=["daily"])
+    assert last(registry, "daily") == old.timestamp()
+    added = [*both[1:], archive("later_1", "later", old)]
+    ledger.sync(added, policies=["daily", "later"])
+    assert last(registry, "later") == old.timestamp()
+    ledger.forget(["later"])
+    assert set(ledger.newest()) == {"daily"}
