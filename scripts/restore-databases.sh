@@ -26,7 +26,9 @@ A restore verifies the archive, takes a pre-restore safety backup of every datab
 replace, then restores into the live files while the application keeps running.
 
 If the control socket ${SIDECAR_SOCKET:-/run/backup-sidecar/control.sock} exists and the daemon
-answers, `backup-sidecar ctl ...` is used (archives are then given by name). The CLI is
+answers, `backup-sidecar ctl ...` is used for an archive given by name. An archive given as a
+path (anything with a '/') is verified and restored by the local CLI: exactly that file, never
+an archive of the same name in the daemon's backup directory. The CLI is
 $BACKUP_SIDECAR_BIN if set, else backup-sidecar on PATH, else `uv run backup-sidecar` in this
 checkout, else `python3 -m backup_sidecar`.
 
@@ -94,9 +96,16 @@ if [[ -S "$socket" ]]; then
     fi
 fi
 
-# Over the socket archives are named, never pathed: /backups/x.tar.gz -> x
-archive_name="${file##*/}"
-archive_name="${archive_name%.tar.gz}"
+# Over the socket archives are named, never pathed. A path (anything with a '/', as the CLI
+# reads it) names exactly that file, which the daemon cannot be trusted to see: its backup
+# directory may hold another archive of the same name (or, in another container, the same path
+# may be another file). So a path is verified and restored by the local CLI, never cut to its
+# bare name and handed to the daemon.
+archive_name="${file%.tar.gz}"
+if [[ "$file" == */* && "$action" != list ]] && ((use_ctl)); then
+    warn "--file $file is a path: using the local CLI on that file, not the daemon (give the archive's name to go through the daemon)"
+    use_ctl=0
+fi
 
 case "$action" in
 list)

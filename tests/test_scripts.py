@@ -8,6 +8,8 @@ talk to) and a real Unix socket at ``$SIDECAR_SOCKET``.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.appdata.demo import build_demo
+from daemon.conftest import EventLog, daemon_env, short_dir, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP_SH = ROOT / "scripts" / "backup-databases.sh"
@@ -174,15 +177,18 @@ def calls(log: Path) -> list[str]:
 
 
 def test_restore_goes_through_a_running_daemon(recording_cli: tuple[Path, Path], run: Run) -> None:
-    """With a live control socket, --list/--verify/--file use `ctl`, archives are passed by
-    name (directory and .tar.gz stripped), one database maps to --db, and the confirmation
-    is given as --force."""
+    """With a live control socket, --list/--verify/--file NAME use `ctl`, archives are passed by
+    name (.tar.gz stripped), one database maps to --db, and the confirmation is given as
+    --force; an archive given as a path goes to the local CLI as given."""
     stub, sock = recording_cli
     env = {"BACKUP_SIDECAR_BIN": str(stub), "SIDECAR_SOCKET": str(sock)}
     assert run(RESTORE_SH, "--list", **env).returncode == 0
-    assert run(RESTORE_SH, "--verify", "--file", "/b/daily_1.tar.gz", **env).returncode == 0
-    result = run(RESTORE_SH, "--file", "/b/daily_1.tar.gz", "--user-db-only", "--force", **env)
+    assert run(RESTORE_SH, "--verify", "--file", "daily_1.tar.gz", **env).returncode == 0
+    result = run(RESTORE_SH, "--file", "daily_1", "--user-db-only", "--force", **env)
     assert result.returncode == 0, result.stderr
+    pathed = run(RESTORE_SH, "--file", "/b/daily_1.tar.gz", "--force", **env)
+    assert pathed.returncode == 0, pathed.stderr
+    assert "is a path: using the local CLI" in pathed.stderr
     log = sock.parent / "calls.log"
     assert calls(log) == [
         "ctl ping",
@@ -191,6 +197,8 @@ def test_restore_goes_through_a_running_daemon(recording_cli: tuple[Path, Path],
         "ctl verify daily_1",
         "ctl ping",
         "ctl restore daily_1 --db user --force",
+        "ctl ping",
+        "restore /b/daily_1.tar.gz --force",
     ]
     assert f"socket={sock}" in log.read_text().splitlines()
 
@@ -333,3 +341,84 @@ def test_cli_is_found_on_path(app: Path, run: Run) -> None:
     result = run(BACKUP_SH, "--name", "via-path", BACKUP_SIDECAR_BIN="", PATH=path)
     assert result.returncode == 0, result.stderr
     assert (app / "backups" / "via-path.tar.gz").is_file()
+
+
+# --- against the real CLI and a real daemon ---------------------------------------------------
+
+
+@pytest.fixture
+def real_daemon(app: Path, tmp_path: Path, script_env: dict[str, str]) -> Iterator[Path]:
+    """A real daemon on the demo databases and backup directory; yields its control socket."""
+    sock_dir = short_dir()
+    sock = sock_dir / "control.sock"
+    config = write_config(
+        tmp_path / "daemon.yaml",
+        {
+            "backup_dir": str(app / "backups"),
+            "databases": {
+                name: {"path": script_env[f"{name.upper()}_DATABASE_PATH"]}
+                for name in ("arrow", "user")
+            },
+            "policies": {"pre_restore": {"keep": 10}},
+            "metrics": {"enabled": False},
+            "control": {"socket": str(sock), "mode": "0600"},
+        },
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backup_sidecar", "--config", str(config), "--log-format", "json",
+         "run"],
+        env=daemon_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    events = EventLog(proc.stderr)
+    try:
+        events.wait("daemon_started", timeout=30)
+        yield sock
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        events.join()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@needs_cli
+def test_a_path_is_restored_from_that_file_never_a_same_named_archive(
+    app: Path, tmp_path: Path, run: Run, real_daemon: Path
+) -> None:
+    """With a real daemon answering, `--file /elsewhere/x.tar.gz` verifies and restores THAT
+    file (by the local CLI), not the daemon's `<backup_dir>/x.tar.gz` (before: the path was cut
+    to `x` and the daemon restored its own archive of that name); `--file x` still goes through
+    the daemon and restores the daemon's archive."""
+    user_db = app / "databases" / "user_data.db"
+    env = {"SIDECAR_SOCKET": str(real_daemon)}
+    assert run(BACKUP_SH, "--name", "x", "--user-db-only").returncode == 0
+    in_backup_dir = users(user_db)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    add_user(user_db, "only-in-the-other-archive")
+    made = run(BACKUP_SH, "--name", "x", "--user-db-only", BACKUP_DIR=str(elsewhere))
+    assert made.returncode == 0, made.stderr
+    other = elsewhere / "x.tar.gz"
+    add_user(user_db, "after-both")
+
+    restored = run(RESTORE_SH, "--file", str(other), "--user-db-only", "--force", **env)
+    assert restored.returncode == 0, restored.stderr
+    assert "is a path: using the local CLI" in restored.stderr
+    assert users(user_db) == in_backup_dir + 1
+
+    named = run(RESTORE_SH, "--file", "x", "--user-db-only", "--force", **env)
+    assert named.returncode == 0, named.stderr
+    assert "through the sidecar daemon" in named.stderr
+    assert users(user_db) == in_backup_dir
+
+    data = bytearray(other.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    other.write_bytes(bytes(data))
+    verified = run(RESTORE_SH, "--verify", "--file", str(other), **env)
+    assert verified.returncode == 1, verified.stderr
+    assert "corrupt" in verified.stderr
+    refused = run(RESTORE_SH, "--file", str(other), "--user-db-only", "--force", **env)
+    assert refused.returncode == 1
+    assert users(user_db) == in_backup_dir
