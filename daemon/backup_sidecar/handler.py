@@ -141,6 +141,7 @@ class ControlHandler:
             "version": __version__,
             "healthy": health.ok,
             "reasons": health.reasons(),
+            "unknown": health.unknown(),
             "backup_dir": str(rt.backup_dir),
             "databases": {name: str(spec.path) for name, spec in rt.databases.items()},
             "next_runs": {

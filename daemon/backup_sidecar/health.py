@@ -45,6 +45,10 @@ class DatabaseHealth:
     freelist_count: int | None = None
     error: str | None = None
     duration_s: float = 0.0
+    #: False until a check completes: the application held the database locked past the
+    #: check's timeout before any check got through. Unknown is not unhealthy (`error` says
+    #: why it is unknown).
+    known: bool = True
 
 
 @dataclass(frozen=True)
@@ -286,7 +290,7 @@ class HealthStatus:
         found = [
             f"database {db.name!r} ({db.path}) is unhealthy: {db.error}"
             for db in self.databases
-            if not db.healthy
+            if db.known and not db.healthy
         ]
         found += [p.reason() for p in self.overdue]
         found += [f"policy {p!r}: the last backup failed: {err}" for p, err in self.failed_backups]
@@ -297,6 +301,14 @@ class HealthStatus:
         if free is not None and floor is not None and free < floor:
             found.append(f"backup directory has {free} bytes free, below the minimum {floor}")
         return found
+
+    def unknown(self) -> list[str]:
+        """What is not known yet (not a reason to be unhealthy): databases not checked yet."""
+        return [
+            f"database {db.name!r} ({db.path}) not checked yet: {db.error}"
+            for db in self.databases
+            if not db.known
+        ]
 
     @property
     def ok(self) -> bool:

@@ -74,7 +74,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _healthz(self) -> tuple[HTTPStatus, bytes, str]:
-        reasons = self.server.health.current().reasons()
+        current = self.server.health.current()
+        reasons, unknown = current.reasons(), current.unknown()
+        doc: dict[str, Any]
         if reasons:
             status, doc = (
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -82,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             status, doc = HTTPStatus.OK, {"status": "ok"}
+        if unknown:
+            doc["unknown"] = unknown
         return status, json.dumps(doc).encode() + b"\n", "application/json"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

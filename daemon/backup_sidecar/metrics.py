@@ -366,14 +366,18 @@ class Metrics:
         self,
         database: str,
         *,
-        healthy: bool,
+        healthy: bool | None,
         size_bytes: int | None = None,
         wal_size_bytes: int | None = None,
         page_count: int | None = None,
         freelist_count: int | None = None,
     ) -> None:
-        """Record one health check of a database; an unknown reading removes its series."""
-        self.database_healthy.labels(database).set(1 if healthy else 0)
+        """Record one health check of a database; an unknown reading (None: no check has
+        got through yet) removes its series."""
+        if healthy is None:
+            self.database_healthy.remove(database)
+        else:
+            self.database_healthy.labels(database).set(1 if healthy else 0)
         readings = (
             (self.database_size, size_bytes),
             (self.database_wal_size, wal_size_bytes),

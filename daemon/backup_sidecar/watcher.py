@@ -3,6 +3,7 @@ directory, published to the metrics and to `/healthz`."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -88,7 +89,8 @@ class HealthWatcher:
         recheck_s: float,
     ) -> DatabaseHealth:
         """One check; a database the application holds locked past the timeout keeps its last
-        known state (a long write transaction is not a sick database), and one whose file and
+        known state (a long write transaction is not a sick database; before any check got
+        through, it is unknown, which is not unhealthy either), and one whose file and
         -wal did not change since the last check keeps it until `recheck_s` have passed."""
         current = _fingerprint(spec.path)
         seen = self._seen.get(spec.name)
@@ -104,7 +106,9 @@ class HealthWatcher:
             self._seen[spec.name] = (_fingerprint(spec.path), time.monotonic())
             return result
         log.info("database_check_deferred", database=spec.name, reason=result.error)
-        return previous if previous is not None else result
+        if previous is not None:
+            return previous
+        return dataclasses.replace(result, known=False)
 
     def _watch_clock(self) -> None:
         """Retime the interval schedules when the wall clock was stepped since the last check."""
@@ -153,13 +157,13 @@ class HealthWatcher:
         for db in results:
             metrics.database_observed(
                 db.name,
-                healthy=db.healthy,
+                healthy=db.healthy if db.known else None,
                 size_bytes=db.size_bytes,
                 wal_size_bytes=db.wal_size_bytes,
                 page_count=db.page_count,
                 freelist_count=db.freelist_count,
             )
-            if not db.healthy:
+            if db.known and not db.healthy:
                 log.warning("database_unhealthy", database=db.name, error=db.error)
         svc.health.set_databases(results)
         metrics.backup_dir_free(free)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from backup_sidecar.control import ControlError
+from conftest import SqlSession
 from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
 
 RUNS = "backup_sidecar_backup_runs_total"
@@ -213,3 +214,37 @@ def test_an_archive_deleted_by_hand_is_no_longer_a_last_success(
     d.request("backup", policy="rare")
     wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz 200", timeout=10)
     assert (sample(d.scrape(), LAST_SUCCESS, policy="rare") or 0) > 0
+
+
+def test_a_database_locked_since_start_is_unknown_not_unhealthy(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    rollback_db: Path,
+    sql_session: Callable[..., SqlSession],
+) -> None:
+    """A daemon started while the application holds an exclusive lock on its database has no
+    check result: /healthz is 200 and says the database is unknown, `database_healthy` has no
+    sample (the critical alert cannot fire) and nothing logs `database_unhealthy`. When the
+    lock goes, the first check completes: healthy 1 and the unknown note gone."""
+    app = sql_session(rollback_db)
+    app.execute("BEGIN EXCLUSIVE")
+    app.execute("INSERT INTO items(body) VALUES ('held')")
+    cfg = daemon_config(databases={"user": rollback_db}, policies={"pre_restore": {"keep": 10}})
+    d = daemon(cfg)
+    d.log.wait("database_check_deferred", database="user")
+    code, body = d.healthz()
+    assert code == 200, body
+    assert body["status"] == "ok"
+    assert any("'user'" in u and "not checked yet" in u for u in body["unknown"]), body
+    assert sample(d.scrape(), "backup_sidecar_database_healthy", database="user") is None
+    d.log.wait("database_check_deferred", database="user", count=2)  # still locked, still 200
+    assert d.healthz()[0] == 200
+    assert "unknown" in d.request("status") and d.request("status")["unknown"]
+    assert not d.log.find("database_unhealthy")
+
+    app.execute("COMMIT")
+    wait_until(
+        lambda: sample(d.scrape(), "backup_sidecar_database_healthy", database="user") == 1,
+        what="database_healthy 1 once the lock is gone",
+    )
+    wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz without unknown")
