@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -43,22 +44,56 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (`list | head -1`), as opposed to a
+    broken pipe or socket elsewhere, which is a real failure to report."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_exit_on_closed_stdout() -> NoReturn:
+    """What Python's documentation says to do on EPIPE (and what Click does): point stdout at
+    /dev/null so the interpreter's final flush cannot fail again, and exit 1 without a word."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
+def error_json(exc: SidecarError | OSError) -> dict[str, Any]:
+    """A failed command for --json: the control socket's error object, with the same codes."""
+    from backup_sidecar.control.protocol import error_body  # noqa: PLC0415 (keep --help fast)
+
+    if isinstance(exc, SidecarError):
+        return {"ok": False, "error": error_body(exc).model_dump()}
+    where = f" ({exc.filename})" if exc.filename else ""
+    return {"ok": False, "error": {"code": "failed", "message": f"{exc.strerror or exc}{where}"}}
+
+
 @contextmanager
-def _errors(ctx: Context) -> Iterator[None]:
-    """Map the library's exceptions to one stderr line and an exit code, once for every command."""
+def _errors(ctx: Context, *, as_json: bool = False) -> Iterator[None]:
+    """Map the library's exceptions to one stderr line and an exit code, once for every command;
+    with --json, the error object is printed on stdout too. A closed stdout (the reader of a
+    pipe went away) ends the command quietly."""
     try:
         yield
-    except UsageError as exc:
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+    except (SidecarError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            _quiet_exit_on_closed_stdout()
         if ctx.verbose:
             raise
-        _fail(str(exc), 2)
-    except SidecarError as exc:
-        if ctx.verbose:
-            raise
-        _fail(str(exc), 1)
-    except OSError as exc:
-        if ctx.verbose:
-            raise
+        if as_json:
+            with suppress(BrokenPipeError):
+                click.echo(json.dumps(error_json(exc), indent=2))
+        if isinstance(exc, UsageError):
+            _fail(str(exc), 2)
+        if isinstance(exc, SidecarError):
+            _fail(str(exc), 1)
         where = f" ({exc.filename})" if exc.filename else ""
         _fail(f"{exc.strerror or exc}{where}", 1)
 
@@ -147,7 +182,7 @@ def backup(
     as_json: bool,
 ) -> None:
     """Take one consistent backup now and print the archive path."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         if keep is not None and not cleanup:
             raise UsageError("--keep needs --cleanup (or use `prune --keep`)")
         rt = ctx.runtime()
@@ -177,7 +212,7 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
     """Archives, newest first, from their metadata alone."""
     from backup_sidecar.archiver import list_archives  # noqa: PLC0415
 
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         archives = list_archives(ctx.runtime().backup_dir)
 
         def table() -> None:
@@ -202,7 +237,7 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def verify(ctx: Context, archive: str, as_json: bool) -> None:
     """Verify an archive completely: gzip stream, members, checksums, integrity_check."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         with progress_bar(enabled=not as_json) as progress:
             report = jobs.run_verify(ctx.runtime(), archive, progress=progress)
 
@@ -236,7 +271,7 @@ def restore(
     """Verify, take a pre-restore safety backup, then restore into the live databases."""
     from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
 
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         rt = ctx.runtime()
         names = _db_options(dbs, arrow_db_only, user_db_only)
         if not force and not dry_run:
@@ -274,7 +309,7 @@ def restore(
 def _prune(
     ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
 ) -> None:
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         result = jobs.run_prune(
             ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run
         )

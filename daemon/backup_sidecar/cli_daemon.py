@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from backup_sidecar.cli import Context, _errors, _fail, json_option, main
+from backup_sidecar.cli import Context, _errors, _fail, error_json, json_option, main
 from backup_sidecar.errors import RestoreRefusedError
 
 
@@ -124,6 +124,8 @@ def _request(ctx: Context, request: dict[str, Any], *, as_json: bool) -> dict[st
         with progress_bar(enabled=not as_json) as progress:
             return client.request(request, on_progress=progress)
     except ControlError as exc:
+        if as_json:
+            click.echo(json.dumps(error_json(exc), indent=2))
         _fail(
             f"daemon refused {request['op']}: {exc.code}: {exc.message}",
             2 if exc.code == "bad_request" else 1,
@@ -150,7 +152,7 @@ def _print(as_json: bool, result: dict[str, Any]) -> None:
 @click.pass_obj
 def ctl_ping(ctx: Context, as_json: bool) -> None:
     """Check that the daemon answers."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         _print(as_json, _request(ctx, {"op": "ping"}, as_json=as_json))
 
 
@@ -159,7 +161,7 @@ def ctl_ping(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def ctl_status(ctx: Context, as_json: bool) -> None:
     """Health, paths and next runs of the daemon."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         _print(as_json, _request(ctx, {"op": "status"}, as_json=as_json))
 
 
@@ -168,7 +170,7 @@ def ctl_status(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def ctl_list(ctx: Context, as_json: bool) -> None:
     """Archives, newest first, as the daemon sees them."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         _print(as_json, _request(ctx, {"op": "list"}, as_json=as_json))
 
 
@@ -180,7 +182,7 @@ def ctl_list(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def ctl_backup(ctx: Context, policy: str, dbs: tuple[str, ...], wait: bool, as_json: bool) -> None:
     """Ask the daemon for a backup now."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         req = {"op": "backup", "policy": policy, "databases": list(dbs) or None, "wait": wait}
         _print(as_json, _request(ctx, req, as_json=as_json))
 
@@ -191,7 +193,7 @@ def ctl_backup(ctx: Context, policy: str, dbs: tuple[str, ...], wait: bool, as_j
 @click.pass_obj
 def ctl_verify(ctx: Context, archive: str, as_json: bool) -> None:
     """Ask the daemon to verify an archive (by name)."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         _print(as_json, _request(ctx, {"op": "verify", "archive": archive}, as_json=as_json))
 
 
@@ -213,7 +215,7 @@ def ctl_restore(
     as_json: bool,
 ) -> None:
     """Ask the daemon to restore an archive into the live databases."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         if not force and not dry_run:
             if not sys.stdin.isatty():
                 raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
@@ -240,7 +242,7 @@ def ctl_prune(
     ctx: Context, policy: str | None, keep: int | None, dry_run: bool, as_json: bool
 ) -> None:
     """Ask the daemon to apply retention."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         req = {"op": "prune", "policy": policy, "keep": keep, "dry_run": dry_run}
         _print(as_json, _request(ctx, req, as_json=as_json))
 

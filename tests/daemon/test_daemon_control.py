@@ -138,7 +138,8 @@ def ctl_json(d: Daemon, *args: str) -> dict[str, Any]:
 
 def test_every_op_through_ctl_subprocesses(quiet: Daemon, wal_db: Path) -> None:
     """`backup-sidecar ctl ...` (its own process, stdin not a TTY) for every op: results as
-    JSON on stdout, exit 1 with one line on stderr for refused, busy and not_found."""
+    JSON on stdout, exit 1 with one line on stderr for refused, busy and not_found (with
+    --json, the socket's error object on stdout too)."""
     d = quiet
     assert ctl_json(d, "ping")["pid"] == d.proc.pid
     assert ctl_json(d, "status")["databases"] == {"user": str(wal_db)}
@@ -164,6 +165,12 @@ def test_every_op_through_ctl_subprocesses(quiet: Daemon, wal_db: Path) -> None:
     missing = d.ctl("verify", "nope")
     assert missing.returncode == 1
     assert "not_found" in missing.stderr
+    missing_json = d.ctl("verify", "nope", "--json")
+    assert missing_json.returncode == 1
+    assert json.loads(missing_json.stdout) == {
+        "ok": False,
+        "error": {"code": "not_found", "message": "no archive named 'nope'"},
+    }
 
     with holding_database_lock(d.backup_dir, "user"):
         busy = d.ctl("backup", "--db", "user")
