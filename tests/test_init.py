@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from backup_sidecar.appdata.demo_data import SYNTHETIC_ARROWS
 from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.appdata.startup import (
     DatabaseStatus,
@@ -17,6 +20,7 @@ from backup_sidecar.appdata.startup import (
 )
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
+from conftest import Sidecar
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "arrowtuner"
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
@@ -305,3 +309,29 @@ def test_database_with_any_table_is_never_written(tmp_path: Path) -> None:
     assert outcome(report, "arrow") is DatabaseStatus.EXISTS_OK
     assert tables(path) == {"legacy"}
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["not-forced", "forced"])
+def test_init_logs_a_forced_import_as_forced(
+    tmp_path: Path, sidecar_env: Callable[..., Sidecar], force: bool
+) -> None:
+    """`init --import` in production (the real CLI, JSON logs): without the force flag it logs
+    `import_skipped` once and imports nothing; with FORCE_DATABASE_IMPORT=true it imports and
+    logs `import_forced`, never `import_skipped` (the forced import was logged as skipped)."""
+    doc = tmp_path / "scraper.json"
+    doc.write_text(json.dumps(SYNTHETIC_ARROWS[0]))
+    arrow = tmp_path / "arrow_data" / "arrow_database.db"
+    extra = {"FLASK_ENV": "production", **({"FORCE_DATABASE_IMPORT": "true"} if force else {})}
+    sidecar = sidecar_env(arrow=arrow, user=tmp_path / "user_data" / "user_data.db", **extra)
+    done = sidecar.run("init", "--import", str(doc))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line]
+    events = [r["event"] for r in records]
+    if force:
+        assert events.count("import_forced") == 1, events
+        assert "import_skipped" not in events, events
+        assert arrow_count(arrow) == len(SYNTHETIC_ARROWS[0]["arrows"])
+    else:
+        assert events.count("import_skipped") == 1, events
+        assert "import_forced" not in events, events
+        assert arrow_count(arrow) == 0

@@ -36,8 +36,8 @@ def init(ctx: Context, import_files: tuple[Path, ...]) -> None:
             environ=os.environ,
             import_files=import_files,
         )
-        for message in report.messages:
-            log.warning("import_skipped", reason=message)
+        for note in report.notes:
+            log.warning(note.event, reason=note.message)
         for db in report.databases:
             fields: dict[str, object] = {
                 "database": db.name,

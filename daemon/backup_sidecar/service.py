@@ -364,7 +364,6 @@ class Service:
             control.start()
             self._control = control
             stack.callback(control.stop)
-            log.info("control_listening", socket=str(cfg.control.socket))
         log.info("daemon_started", version=__version__, policies=sorted(cfg.policies))
 
     def _stop_scheduler(self) -> None:

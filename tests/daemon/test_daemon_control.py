@@ -70,6 +70,15 @@ def backup(d: Daemon, **fields: Any) -> str:
     return str(d.request("backup", **fields)["archive"])
 
 
+def test_control_listening_is_logged_once(quiet: Daemon) -> None:
+    """The daemon logs `control_listening` once, with the socket's path and mode (the server
+    and the service both logged it)."""
+    quiet.log.wait("daemon_started")
+    (listening,) = quiet.log.find("control_listening")
+    assert listening["path"] == str(quiet.socket)
+    assert listening["mode"] == "0600"
+
+
 def test_every_op_through_the_control_client(quiet: Daemon, wal_db: Path) -> None:
     """ping, status, list, backup, verify, restore (refused without confirm, dry run, real),
     prune (dry run and real) and not_found answers over the real socket, with their effects on

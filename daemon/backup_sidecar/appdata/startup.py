@@ -64,6 +64,16 @@ class DatabaseOutcome:
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something ``init`` tells the operator about the import: the log event and its text."""
+
+    #: ``import_skipped`` (no import happened) or ``import_forced`` (a production import ran
+    #: because FORCE_DATABASE_IMPORT is true).
+    event: str
+    message: str
+
+
+@dataclass(frozen=True)
 class InitReport:
     """Everything ``init`` did: the CLI logs one line per database and exits 1 if ``not ok``."""
 
@@ -73,8 +83,12 @@ class InitReport:
     import_forced: bool
     created_dirs: tuple[Path, ...]
     databases: tuple[DatabaseOutcome, ...]
-    #: Human-readable notes, e.g. the single production import-skip message.
-    messages: tuple[str, ...] = ()
+    #: Notes about the import, e.g. the single production import-skip message.
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        return tuple(note.message for note in self.notes)
 
     @property
     def failed(self) -> tuple[DatabaseOutcome, ...]:
@@ -130,19 +144,20 @@ def run_init(
     created_dirs = _make_dirs(databases, backup_dir)
     skip = import_skip_reason(environ)
     do_import = bool(import_files) and not skip
-    messages: list[str] = []
+    notes: list[Note] = []
     if import_files and skip:
-        messages.append(skip)
+        notes.append(Note("import_skipped", skip))
     elif do_import and marker:
-        messages.append(
+        message = (
             f"{FORCE_VAR}=true: importing {len(import_files)} arrow file(s) in production "
             f"({marker})"
         )
+        notes.append(Note("import_forced", message))
     outcomes = []
     for db in databases:
         outcome = prepare_database(db)
         if do_import and db.name == ARROW_DATABASE:
-            outcome = _import_into(outcome, import_files, messages)
+            outcome = _import_into(outcome, import_files, notes)
         outcomes.append(outcome)
     return InitReport(
         production=bool(marker),
@@ -150,7 +165,7 @@ def run_init(
         import_forced=forced,
         created_dirs=created_dirs,
         databases=tuple(outcomes),
-        messages=tuple(messages),
+        notes=tuple(notes),
     )
 
 
@@ -215,10 +230,11 @@ def check_integrity(path: Path) -> tuple[str, int]:
 
 
 def _import_into(
-    outcome: DatabaseOutcome, files: Sequence[Path], messages: list[str]
+    outcome: DatabaseOutcome, files: Sequence[Path], notes: list[Note]
 ) -> DatabaseOutcome:
     if outcome.status.failed or outcome.status is DatabaseStatus.MISSING:
-        messages.append(f"not importing into {outcome.name!r}: it is {outcome.status.value}")
+        message = f"not importing into {outcome.name!r}: it is {outcome.status.value}"
+        notes.append(Note("import_skipped", message))
         return outcome
     report = import_arrows(outcome.path, files)
     return DatabaseOutcome(outcome.name, outcome.path, outcome.status, outcome.detail, report)
