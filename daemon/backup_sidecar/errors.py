@@ -111,6 +111,19 @@ class BackupDirError(SidecarError, OSError):
         self.reason = reason
 
 
+class UnsafeEntryError(BackupDirError):
+    """An entry inside the backup directory that the sidecar would have to follow or share: a
+    symbolic link, a hard-linked or foreign-owned file, something of the wrong kind."""
+
+    def __init__(self, entry: Path, reason: str) -> None:
+        super(BackupDirError, self).__init__(
+            f"backup directory entry {entry} {reason}; refusing to use it (the sidecar never "
+            "follows links or shares files inside the backup directory: remove or fix it)",
+        )
+        self.path = entry
+        self.reason = reason
+
+
 class InsufficientSpaceError(SidecarError, OSError):
     def __init__(self, path: Path, needed: int, free: int, what: str) -> None:
         super().__init__(

@@ -25,6 +25,7 @@ from backup_sidecar.errors import (
     SidecarError,
     UnknownDatabaseError,
     UnknownPolicyError,
+    UnsafeEntryError,
     UsageError,
 )
 
@@ -116,12 +117,26 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
+def refuse_unsafe_entries(rt: Runtime) -> None:
+    """UnsafeEntryError naming the first planted link or foreign file among the backup
+    directory's own entries; a missing or unreadable directory is left for the operation
+    itself to report."""
+    try:
+        archiver.check_backup_dir(rt.backup_dir)
+    except UnsafeEntryError:
+        raise
+    except OSError:
+        pass
+
+
 def clean_leftovers(rt: Runtime) -> None:
     """Remove what crashed operations left behind (only what no live process holds).
 
     Best effort: a directory this process cannot read is left for the operation itself to
-    report, with the error that names it.
+    report, with the error that names it. A planted link or foreign file among the backup
+    directory's own entries is refused first (UnsafeEntryError), before anything is removed.
     """
+    refuse_unsafe_entries(rt)
     try:
         removed = archiver.clean_leftovers(rt.backup_dir) if rt.backup_dir.is_dir() else []
         removed += archiver.clean_restore_leftovers(list(rt.databases.values()))
@@ -146,12 +161,12 @@ def run_backup(
     """One backup of the selected databases under their locks; logged and counted either way."""
     lower_priority(rt.nice)
     specs = rt.select(names, policy=policy)
-    clean_leftovers(rt)
     now = rt.clock()
     name = archive_name or archiver.default_name(policy, now)
     started = time.monotonic()
     bound = log.bind(policy=policy, databases=[s.name for s in specs])
     try:
+        clean_leftovers(rt)
         with archiver.database_locks(
             rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=should_stop
         ):
@@ -226,6 +241,7 @@ def run_prune(
     """
     if keep is not None and keep < 0:
         raise UsageError(f"--keep must be >= 0, got {keep}")
+    refuse_unsafe_entries(rt)
     archives = archiver.list_archives(rt.backup_dir)
     present = {a.policy for a in archives}
     chosen = list(policies) if policies else sorted(present | set(rt.keep))
@@ -264,6 +280,7 @@ def run_verify(
     """Verify one archive completely; returns a summary, raises CorruptArchiveError on a fault."""
     lower_priority(rt.nice)
     path = archiver.resolve_archive(rt.backup_dir, ref)
+    refuse_unsafe_entries(rt)
     with archiver.staging_area(rt.backup_dir, purpose="verify") as area:
         verified = archiver.verify_archive(
             path, staging=area, progress=progress, should_stop=should_stop

@@ -319,6 +319,7 @@ class Service:
     def _start(self, stack: ExitStack) -> None:
         rt = self.runtime
         rt.backup_dir.mkdir(parents=True, exist_ok=True)
+        archiver.check_backup_dir(rt.backup_dir)  # a planted link: refuse before touching it
         lock = archiver.DirectoryLock(rt.backup_dir)
         lock.acquire()
         stack.callback(lock.release)

@@ -22,6 +22,7 @@ from backup_sidecar.archiver.restore import (
     restore_archive,
 )
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
+from backup_sidecar.archiver.safefs import check_backup_dir
 from backup_sidecar.archiver.staging import clean_leftovers, free_bytes, staging_area
 from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
 
@@ -38,6 +39,7 @@ __all__ = [
     "PruneResult",
     "RestoreResult",
     "VerifiedArchive",
+    "check_backup_dir",
     "clean_leftovers",
     "clean_restore_leftovers",
     "create_backup",

@@ -8,6 +8,7 @@ cannot be read is listed as damaged, with the reason, never skipped.
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
-from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError
+from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError, UnsafeEntryError
 
 
 def archive_name(path: Path) -> str:
@@ -26,7 +27,7 @@ def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest
     """The parsed metadata member; CorruptArchiveError if it is missing, not first, or invalid."""
     name = archive_name(path)
     try:
-        with path.open("rb") as raw:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as raw:
             # Read-ahead of one buffer past the metadata is allowed: a seed archive is one member.
             limit = limits.max_metadata_bytes + 4096 + READ_BUFFER
             stream = open_strict(raw, limit=limit, first_member_only=True)
@@ -48,7 +49,7 @@ def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest
 
 def describe(path: Path) -> ArchiveInfo:
     """One archive as `list` shows it; damaged archives carry their error instead of metadata."""
-    st = path.stat()
+    st = path.lstat()
     try:
         manifest = read_manifest(path)
     except CorruptArchiveError as exc:
@@ -91,18 +92,33 @@ def list_archives(backup_dir: Path) -> list[ArchiveInfo]:
 
 
 def resolve_archive(backup_dir: Path, ref: str) -> Path:
-    """An archive given as a name, ``name.tar.gz``, or a path to an existing file."""
+    """An archive given as a name, ``name.tar.gz``, or a path to an existing file.
+
+    The archive itself is never reached through a symbolic link (UnsafeEntryError): a link
+    named like an archive could make a verify or restore read /etc/shadow or a live database.
+    """
     if "/" in ref:
-        path = Path(ref)
-        if not path.is_file():
-            raise ArchiveNotFoundError(ref)
-        return path
-    name = ref.removesuffix(mf.ARCHIVE_SUFFIX)
-    mf.validate_name(name)
-    path = backup_dir / f"{name}{mf.ARCHIVE_SUFFIX}"
-    if not path.is_file():
-        raise ArchiveNotFoundError(name)
+        path, shown = Path(ref), ref
+    else:
+        name = ref.removesuffix(mf.ARCHIVE_SUFFIX)
+        mf.validate_name(name)
+        path, shown = backup_dir / f"{name}{mf.ARCHIVE_SUFFIX}", name
+    try:
+        st = path.lstat()
+    except OSError:
+        raise ArchiveNotFoundError(shown) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeEntryError(path, f"is a symbolic link (to {_readlink(path)}), not an archive")
+    if not stat.S_ISREG(st.st_mode):
+        raise ArchiveNotFoundError(shown)
     return path
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return "?"
 
 
 def _policy_from_name(name: str) -> str:

@@ -15,17 +15,31 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from backup_sidecar.archiver.safefs import (
+    LOCK_DIRNAME,
+    LOCK_SUFFIX,
+    backup_dir_fd,
+    open_file,
+    open_subdir,
+)
 from backup_sidecar.errors import BackupDirError, BusyError, OperationAbortedError
 
-LOCK_DIRNAME = ".locks"
 _POLL_S = 0.05
 
 
 def _open_lock(backup_dir: Path, name: str) -> int:
-    root = backup_dir / LOCK_DIRNAME
+    """The lock file ``.locks/<name>.lock``, created if missing; never through a link (a planted
+    link must not make the daemon's PID truncate a database), never another uid's file."""
+    where = backup_dir / LOCK_DIRNAME / f"{name}{LOCK_SUFFIX}"
     try:
-        root.mkdir(mode=0o700, exist_ok=True)
-        return os.open(root / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with backup_dir_fd(backup_dir) as root:
+            locks = open_subdir(root, LOCK_DIRNAME, where=backup_dir / LOCK_DIRNAME, create=True)
+            try:
+                return open_file(locks, f"{name}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, where=where)
+            finally:
+                os.close(locks)
+    except BackupDirError:
+        raise
     except OSError as exc:
         raise BackupDirError(backup_dir, f"cannot create lock file: {exc.strerror}") from exc
 

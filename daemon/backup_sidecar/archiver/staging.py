@@ -13,15 +13,21 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from backup_sidecar.archiver.safefs import (
+    STAGING_DIRNAME,
+    backup_dir_fd,
+    check_backup_dir,
+    is_present,
+    open_subdir,
+    remove_tree,
+)
 from backup_sidecar.errors import ArchiveExistsError, BackupDirError
 
-STAGING_DIRNAME = ".staging"
 _LOCK_NAME = ".lock"
 _UNLOCKED_GRACE_S = 60.0
 
@@ -46,7 +52,7 @@ def publish(tmp: Path, final: Path) -> None:
     ``link`` fails if ``final`` exists, so two writers racing for one name cannot both win.
     """
     try:
-        os.link(tmp, final)
+        os.link(tmp, final, follow_symlinks=False)  # link(2) never follows ``final`` either
     except FileExistsError:
         raise ArchiveExistsError(final) from None
     fsync_dir(final.parent)
@@ -60,55 +66,106 @@ def free_bytes(path: Path) -> int:
 
 
 def ensure_backup_dir(backup_dir: Path) -> None:
-    """Refuse a backup directory that is missing, not a directory, or not writable."""
+    """Refuse a backup directory that is missing, not a directory, not writable, or holds a
+    planted link or foreign file where its own entries belong."""
     if not backup_dir.exists():
         raise BackupDirError(backup_dir, "does not exist")
     if not backup_dir.is_dir():
         raise BackupDirError(backup_dir, "is not a directory")
     if not os.access(backup_dir, os.W_OK | os.X_OK):
         raise BackupDirError(backup_dir, "is not writable")
+    check_backup_dir(backup_dir)
 
 
 @contextlib.contextmanager
 def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
     """A fresh locked directory under ``<backup_dir>/.staging``, removed on exit whatever
     happens."""
-    root = backup_dir / STAGING_DIRNAME
+    with _staging_root(backup_dir) as root:
+        name = _make_area(root, purpose, backup_dir)
+        where = backup_dir / STAGING_DIRNAME / name
+        area = open_subdir(root, name, where=where)
+        try:
+            lock_fd = os.open(
+                _LOCK_NAME,
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=area,
+            )
+        except OSError as exc:
+            os.close(area)
+            raise BackupDirError(backup_dir, f"cannot lock a staging area: {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if not _same_file(area, _LOCK_NAME, lock_fd):  # a cleaner raced us
+                raise BackupDirError(backup_dir, "staging area was removed by a concurrent cleanup")
+            yield where
+        finally:
+            _remove_area(root, name, area)
+            os.close(area)
+            os.close(lock_fd)
+
+
+@contextlib.contextmanager
+def _staging_root(backup_dir: Path) -> Iterator[int]:
+    """A descriptor of ``<backup_dir>/.staging`` (made if missing), never through a link."""
     try:
-        root.mkdir(mode=0o700, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=root))
+        with backup_dir_fd(backup_dir) as top:
+            root = open_subdir(
+                top, STAGING_DIRNAME, where=backup_dir / STAGING_DIRNAME, create=True
+            )
+    except BackupDirError:
+        raise
     except OSError as exc:
         raise BackupDirError(backup_dir, f"cannot create a staging area: {exc.strerror}") from exc
-    lock_fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        if not (path / _LOCK_NAME).exists():  # a cleaner raced us between mkdtemp and flock
-            raise BackupDirError(backup_dir, "staging area was removed by a concurrent cleanup")
-        yield path
+        yield root
     finally:
-        _remove_area(path)
-        os.close(lock_fd)
+        os.close(root)
 
 
-def _remove_area(path: Path) -> None:
-    """Remove a staging area with its lock file last.
+def _make_area(root: int, purpose: str, backup_dir: Path) -> str:
+    for _ in range(100):
+        name = f"{purpose}-{secrets.token_hex(6)}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=root)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise BackupDirError(
+                backup_dir, f"cannot create a staging area: {exc.strerror}"
+            ) from exc
+        return name
+    raise BackupDirError(backup_dir, "cannot create a staging area: no free name")
+
+
+def _same_file(dir_fd: int, name: str, fd: int) -> bool:
+    """Whether ``name`` in ``dir_fd`` is still the file open as ``fd``."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove_area(root: int, name: str, area: int) -> None:
+    """Remove a staging area with its lock file last, following no link.
 
     A process killed part-way then leaves a directory that still has its (now unlocked) lock,
     which the next start removes; plain rmtree could delete the lock first and leave hundreds of
     megabytes in a lockless directory that start-up must spare for a grace period (it may be one
     being created right now).
     """
-    with contextlib.suppress(OSError):
-        for entry in path.iterdir():
+    with contextlib.suppress(OSError), os.scandir(area) as entries:
+        for entry in list(entries):
             if entry.name == _LOCK_NAME:
                 continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(area, entry.name)
             else:
-                entry.unlink(missing_ok=True)
+                os.unlink(entry.name, dir_fd=area)
     with contextlib.suppress(OSError):
-        (path / _LOCK_NAME).unlink(missing_ok=True)
-        path.rmdir()
+        os.unlink(_LOCK_NAME, dir_fd=area)
+        os.rmdir(name, dir_fd=root)
 
 
 _RESERVATION_SUFFIX = ".name"
@@ -125,81 +182,123 @@ def reserve_name(backup_dir: Path, base: str, *, exact: bool) -> Iterator[str]:
     of the wall clock, which repeats when two backups start within a second or the clock steps
     back, and neither may overwrite an archive nor fail the backup.
     """
-    root = backup_dir / STAGING_DIRNAME
-    try:
-        root.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise BackupDirError(backup_dir, f"cannot create a staging area: {exc.strerror}") from exc
-    for n in range(1, _MAX_SUFFIX + 1):
-        name = base if n == 1 else f"{base}-{n}"
-        path = root / f"{name}{_RESERVATION_SUFFIX}"
-        fd = _claim(backup_dir, path, name)
-        if fd is None:
-            if exact:
-                raise ArchiveExistsError(backup_dir / f"{name}.tar.gz")
-            continue
-        try:
-            yield name
-        finally:
-            path.unlink(missing_ok=True)
-            os.close(fd)
-        return
+    with backup_dir_fd(backup_dir) as top, _staging_root(backup_dir) as root:
+        for n in range(1, _MAX_SUFFIX + 1):
+            name = base if n == 1 else f"{base}-{n}"
+            fd = _claim(top, root, name)
+            if fd is None:
+                if exact:
+                    raise ArchiveExistsError(backup_dir / f"{name}.tar.gz")
+                continue
+            try:
+                yield name
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{name}{_RESERVATION_SUFFIX}", dir_fd=root)
+                os.close(fd)
+            return
     raise BackupDirError(backup_dir, f"no free archive name left after {base}-{_MAX_SUFFIX}")
 
 
-def _claim(backup_dir: Path, path: Path, name: str) -> int | None:
+def _claim(top: int, root: int, name: str) -> int | None:
     """Create and lock the reservation of ``name``; its fd, or None if the name is taken.
 
     The kernel drops the lock when the holder dies, which lets clean_leftovers tell an
     abandoned reservation from one in use.
     """
-    final = backup_dir / f"{name}.tar.gz"
-    if final.exists():
+    final = f"{name}.tar.gz"
+    reservation = f"{name}{_RESERVATION_SUFFIX}"
+    if is_present(top, final):
         return None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            reservation,
+            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=root,
+        )
     except FileExistsError:
         return None
     fcntl.flock(fd, fcntl.LOCK_EX)
-    if _replaced(path, fd) or final.exists():  # a cleaner raced us, or it was just published
-        path.unlink(missing_ok=True)
+    # A cleaner raced us, or the name was just published.
+    if not _same_file(root, reservation, fd) or is_present(top, final):
+        with contextlib.suppress(FileNotFoundError):
+            if _same_file(root, reservation, fd):
+                os.unlink(reservation, dir_fd=root)
         os.close(fd)
         return None
     return fd
 
 
-def _replaced(path: Path, fd: int) -> bool:
-    try:
-        return path.stat().st_ino != os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return True
-
-
 def clean_leftovers(backup_dir: Path) -> list[Path]:
-    """Remove staging directories that no running process holds; return what was removed."""
-    root = backup_dir / STAGING_DIRNAME
+    """Remove staging directories and reservations that no running process holds; return what
+    was removed. Never follows a link: a ``.staging`` that is one is refused (UnsafeEntryError),
+    links inside it are left alone."""
+    with backup_dir_fd(backup_dir) as top:
+        if not is_present(top, STAGING_DIRNAME):
+            return []
+        root = open_subdir(top, STAGING_DIRNAME, where=backup_dir / STAGING_DIRNAME)
     removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for entry in sorted(root.iterdir()):
-        if entry.is_symlink():
-            continue
-        if entry.is_dir() and _is_abandoned(entry / _LOCK_NAME, entry):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-        elif entry.name.endswith(_RESERVATION_SUFFIX) and _is_abandoned(entry, entry):
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = backup_dir / STAGING_DIRNAME / entry.name
+            if entry.is_dir(follow_symlinks=False) and _area_abandoned(root, entry.name):
+                remove_tree(root, entry.name)
+                removed.append(path)
+            elif (
+                entry.name.endswith(_RESERVATION_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+                and _reservation_abandoned(root, entry.name)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=root)
+                removed.append(path)
+    finally:
+        os.close(root)
     return removed
 
 
-def _is_abandoned(lock: Path, entry: Path) -> bool:
-    """Whether nobody holds ``lock`` (guarding ``entry``): its owner died or never got it."""
+def _area_abandoned(root: int, name: str) -> bool:
+    """Whether nobody holds the staging area ``name``: its owner died or never got its lock."""
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        area = os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root
+        )
+    except OSError:  # gone, or replaced by a link meanwhile: not ours to delete
+        return False
+    try:
+        st = os.fstat(area)
+        if st.st_uid != os.geteuid():
+            return False  # not ours to delete
+        try:
+            lock = os.open(_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=area)
+        except FileNotFoundError:
+            # Died between mkdir and creating its lock, or is about to create it right now.
+            return time.time() - st.st_mtime > _UNLOCKED_GRACE_S
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return True  # not a lock of ours (ours are made O_EXCL): an abandoned area
+            raise
+        return _unlocked(lock)
+    finally:
+        os.close(area)
+
+
+def _reservation_abandoned(root: int, name: str) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root)
     except FileNotFoundError:
-        # Died between mkdtemp and creating its lock, or is about to create it right now.
-        return time.time() - entry.stat().st_mtime > _UNLOCKED_GRACE_S
+        return False
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        return False
+    return _unlocked(fd)
+
+
+def _unlocked(fd: int) -> bool:
+    """Whether nobody holds a lock on ``fd`` (closes it)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
