@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Install everything `make demo` and `make test` need, from the package registries only:
 # uv (from PyPI, if missing), the locked Python environment in .venv, and the Debian tools the
-# tests drive for real (GNU tar, sqlite3; promtool, prometheus and libfaketime with
+# tests drive for real (GNU tar, sqlite3; promtool, prometheus, libfaketime and Compose v1 with
 # --with-prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_debs=(tar sqlite3)
 if [[ "${1:-}" == "--with-prometheus" ]]; then
-    want_debs+=(prometheus faketime)  # faketime: the wall-clock fault tests (libfaketime)
+    # faketime: the wall-clock fault tests (libfaketime). docker-compose: Compose v1 (1.29.2),
+    # which the compose tests merge the override with (v2 comes with the locked environment);
+    # `config` needs no container engine.
+    want_debs+=(prometheus faketime docker-compose)
 fi
 
 missing=()

