@@ -41,6 +41,13 @@ class DaemonState:
     next_runs: Callable[[], dict[str, datetime | None]]
     should_stop: Callable[[], bool]
     track: Callable[[str], Any]  # context manager marking an operation in flight
+    #: Republish what the backup directory holds (archive counts, last successes) after an op
+    #: that may have changed it.
+    archives_changed: Callable[[], None] = lambda: None
+
+
+#: Ops that may write or delete archives (a failed restore may still leave its safety backup).
+CHANGING_OPS = frozenset({"backup", "restore", "prune"})
 
 
 class ControlHandler:
@@ -59,6 +66,9 @@ class ControlHandler:
         except Exception as exc:
             st.metrics.control_request(request.op, ok=False, busy=isinstance(exc, BusyError))
             raise
+        finally:
+            if request.op in CHANGING_OPS:
+                st.archives_changed()
         st.metrics.control_request(request.op, ok=True)
         return result
 

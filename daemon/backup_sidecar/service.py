@@ -17,6 +17,7 @@ import select
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -188,7 +189,7 @@ class Service:
             except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
                 self.metrics.prune_finished(policy, 0, errors=1)
-        self._wake.set()  # refresh archive counts and overdue state now
+        self.archives_changed()
 
     def _still_configured(self, policy: str) -> bool:
         """False for a run that a reload removed the policy of while it ran: what it just
@@ -200,14 +201,22 @@ class Service:
             return False
 
     def seed_from_disk(self) -> None:
-        """Every configured policy's last success from the archives on disk: at start, on
-        every reload, and (through the watcher) every health interval."""
+        """Every configured policy's last success, and each policy's archive count, from the
+        archives on disk: at start, on every reload, after every operation that may have
+        written or deleted archives, and (through the watcher) every health interval."""
         try:
             archives = archiver.list_archives(self.runtime.backup_dir)
         except OSError as exc:
             log.error("backup_dir_unreadable", path=str(self.runtime.backup_dir), error=str(exc))
             return
         self.ledger.sync(archives, policies=self.settings.policies)
+        self.metrics.archives_counted(Counter(a.policy for a in archives))
+
+    def archives_changed(self) -> None:
+        """Publish the backup directory as it is now, after a backup, prune or restore: the
+        archive counts read 0 after a first backup until the next health check."""
+        with self.publishing:
+            self.seed_from_disk()
 
     def _drill(self, rt: jobs.Runtime) -> None:
         if not any(p != archiver.PRE_RESTORE_POLICY for p in last_successes(rt.backup_dir)):
@@ -354,6 +363,7 @@ class Service:
                 next_runs=self.scheduler.next_run_times,
                 should_stop=self._abort.is_set,
                 track=self.track,
+                archives_changed=self.archives_changed,
             )
             self._state = state
             control = ControlServer(

@@ -334,3 +334,34 @@ def test_odd_file_names_back_up_through_the_daemon_and_count(
     refused = d.log.wait("config_reload_refused", since=mark)
     assert "databases.a and databases.c" in refused["error"]
     assert set(d.request("status")["databases"]) == {"a", "b"}
+
+
+def test_archive_counts_follow_socket_backups_and_prunes_at_once(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """`backup_sidecar_archives` holds the backup directory's counts from the start, and moves
+    right after a socket backup and a socket prune (it read the old count until the next
+    health check, here an hour away)."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        health={"interval": "1h"},
+    )
+    cli_cfg = write_config(tmp_path / "cli.yaml", cfg)
+    for name in ("manual_20260101_000000", "manual_20260101_000001"):
+        made = run_cli(cli_cfg, "backup", "--name", name)
+        assert made.returncode == 0, made.stderr
+    d = daemon(cfg)
+
+    def archives() -> float | None:
+        return sample(d.scrape(), "backup_sidecar_archives", policy="manual")
+
+    assert wait_until(lambda: archives() == 2, what="2 archives counted at start")
+    made = d.request("backup")["archive"]
+    assert archives() == 3, f"after the socket backup {made}"
+    pruned = d.request("prune", policy="manual", keep=1)
+    assert len(pruned["deleted"]) == 2, pruned
+    assert archives() == 1
