@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backup_sidecar.archiver import DatabaseSpec, clean_leftovers, create_backup
+from backup_sidecar.archiver import (
+    DatabaseSpec,
+    clean_leftovers,
+    clean_restore_leftovers,
+    create_backup,
+)
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.staging import reserve_name
 from backup_sidecar.errors import ArchiveExistsError, MemberNameError, MetadataRefusedError
@@ -295,3 +300,18 @@ def test_member_names_are_refused_before_any_work(backup_dir: Path, wal_db: Path
             backup_dir=backup_dir, name="x", policy="manual", now=NOW,
         )  # fmt: skip
     assert list(backup_dir.iterdir()) == []
+
+
+def test_a_dead_restores_leftover_is_found_whatever_the_file_name(tmp_path: Path) -> None:
+    """The half-written new database of a dead restore (`.<file>.restore-<pid>`) is removed for
+    a file name holding glob characters, and another database's leftover that the unescaped
+    pattern would have matched is left alone. (Before, `data[1]*.db` was used as a pattern.)"""
+    dead = 99_999_999  # above any pid_max: no such process
+    mine = tmp_path / f".data[1]*.db.restore-{dead}"
+    other = tmp_path / f".data1x.db.restore-{dead}"
+    mine.touch()
+    other.touch()
+    spec = DatabaseSpec("odd", tmp_path / "data[1]*.db")
+    assert clean_restore_leftovers([spec]) == [mine]
+    assert not mine.exists()
+    assert other.exists()
