@@ -186,7 +186,7 @@ def run_backup(
             )
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         duration = time.monotonic() - started
-        error = str(exc) if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        error = failure_text(exc)
         bound.error("backup_failed", archive=name, error=error, duration_s=round(duration, 3))
         if metrics:
             metrics.backup_finished(
@@ -221,6 +221,11 @@ def run_backup(
             snapshot_seconds=locks,
         )
     return info
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a failed job: the sidecar's own message, or a bug's type and message."""
+    return str(exc) if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
 
 
 def run_prune(

@@ -176,9 +176,11 @@ class Service:
                     should_stop=self._abort.is_set,
                     wait=SCHEDULED_WAIT_S,
                 )
-            except SidecarError as exc:
+            except Exception as exc:  # a bug's exception too: /healthz must show the failure
                 if self._still_configured(policy):
-                    self.health.backup_finished(policy, error=str(exc))
+                    self.health.backup_finished(policy, error=jobs.failure_text(exc))
+                if not isinstance(exc, SidecarError):
+                    raise  # a bug: the scheduler logs its traceback (scheduled_run_failed)
                 return  # logged and counted by the job
             if self._still_configured(policy):
                 self.health.backup_finished(policy)

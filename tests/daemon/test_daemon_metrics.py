@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,16 @@ import pytest
 
 from backup_sidecar import archiver
 from conftest import Writer, make_db
-from daemon.conftest import Daemon, run_cli, sample, stop_writer, wait_until, write_config
+from daemon.conftest import (
+    Daemon,
+    EventLog,
+    daemon_env,
+    run_cli,
+    sample,
+    stop_writer,
+    wait_until,
+    write_config,
+)
 
 RUNS = "backup_sidecar_backup_runs_total"
 LAST_SUCCESS = "backup_sidecar_backup_last_success_timestamp_seconds"
@@ -365,3 +375,54 @@ def test_archive_counts_follow_socket_backups_and_prunes_at_once(
     pruned = d.request("prune", policy="manual", keep=1)
     assert len(pruned["deleted"]) == 2, pruned
     assert archives() == 1
+
+
+#: Loaded by the daemon under test (PYTHONPATH): every backup fails with an exception that is
+#: not one of the sidecar's own, as a bug in the archiver would.
+_FAILING_ARCHIVER = """\
+import backup_sidecar.archiver as archiver
+def _create_backup(*args, **kwargs):
+    raise RuntimeError("injected archiver bug")
+archiver.create_backup = _create_backup
+"""
+
+
+def test_a_scheduled_backup_failing_with_a_bug_is_counted_and_turns_healthz_503(
+    daemon_config: Callable[..., dict[str, Any]], wal_db: Path, tmp_path: Path
+) -> None:
+    """A scheduled backup that fails with an exception the archiver does not name (injected
+    into the daemon process) counts as `result="error"`, turns /healthz 503 naming the policy
+    and the exception, and is still logged as a crash with its traceback (it is a bug). Before,
+    it counted neither ok nor error and /healthz stayed 200."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(_FAILING_ARCHIVER)
+    cfg = daemon_config(
+        databases={"user": wal_db}, policies={"fast": {"every": "1h", "keep": 2}},
+    )  # fmt: skip
+    config = write_config(tmp_path / "sidecar.yaml", cfg)
+    env = {**daemon_env(), "PYTHONPATH": os.pathsep.join([str(shim), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backup_sidecar", "--config", str(config), "--log-format", "json",
+         "run"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, cwd=tmp_path,
+    )  # fmt: skip
+    d = Daemon(proc=proc, config_path=config, config=cfg, env=env, log=EventLog(proc.stderr))
+    try:
+        d.log.wait("daemon_started")
+        d.metrics_port = int(d.log.find("metrics_listening")[0]["port"])
+        failed = d.log.wait("backup_failed", policy="fast")  # the catch-up run at start
+        assert failed["error"] == "RuntimeError: injected archiver bug"
+        d.log.wait("scheduled_run_failed", policy="fast")
+        assert sample(d.scrape(), RUNS, policy="fast", result="error") == 1
+        assert (sample(d.scrape(), RUNS, policy="fast", result="ok") or 0) == 0
+        body = healthz_becomes(d, 503)
+        assert any(
+            "policy 'fast': the last backup failed: RuntimeError: injected archiver bug" in r
+            for r in body["reasons"]
+        ), body
+    finally:
+        d.stop()
+        if proc.stderr is not None:
+            proc.stderr.close()
