@@ -6,6 +6,11 @@ import fcntl
 import os
 from pathlib import Path
 
+import pytest
+
+from backup_sidecar.archiver import staging
+from backup_sidecar.archiver.staging import clean_leftovers, reserve_name, staging_area
+
 
 def _abandoned_area(backup_dir: Path, name: str) -> Path:
     area = backup_dir / ".staging" / name
@@ -45,3 +50,66 @@ def test_next_restore_removes_a_dead_restores_new_file(sidecar_env, rollback_db)
     assert result.returncode == 0, result.stderr
     assert not leftover.exists()
     assert user.exists()
+
+
+@pytest.fixture
+def cleanup_before_every_lock(
+    backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[list[Path]]:
+    """Run a real leftover cleanup (its own descriptors, so its flocks conflict with ours) at
+    the worst instant: just before the staging code takes each of its blocking locks, which is
+    when a concurrent operation's cleanup could find a lock or reservation not yet held.
+    Returns what each injected cleanup removed."""
+    removed: list[list[Path]] = []
+    real_flock = fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        if op == fcntl.LOCK_EX:
+            removed.append(clean_leftovers(backup_dir))
+        real_flock(fd, op)
+
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    return removed
+
+
+def test_a_staging_area_is_never_seen_unlocked_by_a_concurrent_cleanup(
+    backup_dir: Path, cleanup_before_every_lock: list[list[Path]]
+) -> None:
+    """A cleanup running while a staging area is being set up never removes it: its lock file
+    appears only once held. (Created under its own name, the lock was unlocked for an instant;
+    a second backup's cleanup took the area for a dead one, and the first backup failed with
+    'staging area was removed by a concurrent cleanup'.)"""
+    with staging_area(backup_dir, purpose="backup") as area:
+        (area / "data").write_bytes(b"staged")
+        assert (area / "data").read_bytes() == b"staged"
+    assert cleanup_before_every_lock, "no cleanup was injected"
+    assert cleanup_before_every_lock == [[]] * len(cleanup_before_every_lock)
+
+
+def test_a_name_reservation_is_never_seen_unlocked_by_a_concurrent_cleanup(
+    backup_dir: Path, cleanup_before_every_lock: list[list[Path]]
+) -> None:
+    """A cleanup running while an exact archive name is being claimed never removes the claim,
+    so the claim never fails as 'already exists' for a name nobody has."""
+    with reserve_name(backup_dir, "manual_exact", exact=True) as name:
+        assert name == "manual_exact"
+        assert (backup_dir / ".staging" / "manual_exact.name").is_file()
+    assert cleanup_before_every_lock == [[]] * len(cleanup_before_every_lock)
+    assert not list((backup_dir / ".staging").iterdir())
+
+
+def test_a_claim_file_of_a_dead_process_is_removed_after_the_grace_period(
+    backup_dir: Path,
+) -> None:
+    """A `.pending-*` claim file whose maker died before linking it is left alone while young
+    (it may be being made right now) and removed once older than the grace period."""
+    staging_dir = backup_dir / ".staging"
+    staging_dir.mkdir()
+    young = staging_dir / ".pending-young"
+    old = staging_dir / ".pending-old"
+    young.touch()
+    old.touch()
+    past = old.stat().st_mtime - 3600
+    os.utime(old, (past, past))
+    assert clean_leftovers(backup_dir) == [old]
+    assert young.exists()

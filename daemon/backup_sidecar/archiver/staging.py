@@ -29,6 +29,7 @@ from backup_sidecar.archiver.safefs import (
 from backup_sidecar.errors import ArchiveExistsError, BackupDirError
 
 _LOCK_NAME = ".lock"
+_PENDING_PREFIX = ".pending-"
 _UNLOCKED_GRACE_S = 60.0
 
 
@@ -86,24 +87,43 @@ def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
         where = backup_dir / STAGING_DIRNAME / name
         area = open_subdir(root, name, where=where)
         try:
-            lock_fd = os.open(
-                _LOCK_NAME,
-                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=area,
-            )
+            lock_fd = _locked_new_file(area, _LOCK_NAME)
         except OSError as exc:
             os.close(area)
             raise BackupDirError(backup_dir, f"cannot lock a staging area: {exc.strerror}") from exc
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            if not _same_file(area, _LOCK_NAME, lock_fd):  # a cleaner raced us
-                raise BackupDirError(backup_dir, "staging area was removed by a concurrent cleanup")
             yield where
         finally:
             _remove_area(root, name, area)
             os.close(area)
             os.close(lock_fd)
+
+
+def _locked_new_file(dir_fd: int, name: str) -> int:
+    """Create ``name`` in ``dir_fd`` already locked (FileExistsError if it exists).
+
+    The file is created and flocked under a private name first, then linked to ``name``: a
+    cleaner that finds ``name`` unlocked knows its owner is dead. Created under its own name,
+    a lock (or a reservation) was unlocked for an instant, and a concurrent cleanup took it for
+    an abandoned one and deleted a live staging area.
+    """
+    pending = f"{_PENDING_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(
+        pending,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=dir_fd,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.link(pending, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pending, dir_fd=dir_fd)
+    return fd
 
 
 @contextlib.contextmanager
@@ -137,14 +157,6 @@ def _make_area(root: int, purpose: str, backup_dir: Path) -> str:
             ) from exc
         return name
     raise BackupDirError(backup_dir, "cannot create a staging area: no free name")
-
-
-def _same_file(dir_fd: int, name: str, fd: int) -> bool:
-    """Whether ``name`` in ``dir_fd`` is still the file open as ``fd``."""
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
 
 
 def _remove_area(root: int, name: str, area: int) -> None:
@@ -211,20 +223,12 @@ def _claim(top: int, root: int, name: str) -> int | None:
     if is_present(top, final):
         return None
     try:
-        fd = os.open(
-            reservation,
-            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=root,
-        )
+        fd = _locked_new_file(root, reservation)
     except FileExistsError:
         return None
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    # A cleaner raced us, or the name was just published.
-    if not _same_file(root, reservation, fd) or is_present(top, final):
+    if is_present(top, final):  # published between the check and the claim
         with contextlib.suppress(FileNotFoundError):
-            if _same_file(root, reservation, fd):
-                os.unlink(reservation, dir_fd=root)
+            os.unlink(reservation, dir_fd=root)
         os.close(fd)
         return None
     return fd
@@ -248,9 +252,9 @@ def clean_leftovers(backup_dir: Path) -> list[Path]:
                 remove_tree(root, entry.name)
                 removed.append(path)
             elif (
-                entry.name.endswith(_RESERVATION_SUFFIX)
-                and entry.is_file(follow_symlinks=False)
-                and _reservation_abandoned(root, entry.name)
+                entry.name.endswith(_RESERVATION_SUFFIX) or entry.name.startswith(_PENDING_PREFIX)
+            ) and (
+                entry.is_file(follow_symlinks=False) and _reservation_abandoned(root, entry.name)
             ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.name, dir_fd=root)
@@ -287,11 +291,15 @@ def _area_abandoned(root: int, name: str) -> bool:
 
 
 def _reservation_abandoned(root: int, name: str) -> bool:
+    """Whether nobody holds the reservation ``name`` (or, past the grace period, a claim file
+    ``.pending-*`` whose maker died between creating and locking it)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root)
     except FileNotFoundError:
         return False
-    if os.fstat(fd).st_uid != os.geteuid():
+    st = os.fstat(fd)
+    young = name.startswith(_PENDING_PREFIX) and time.time() - st.st_mtime <= _UNLOCKED_GRACE_S
+    if st.st_uid != os.geteuid() or young:
         os.close(fd)
         return False
     return _unlocked(fd)
