@@ -57,7 +57,7 @@ def describe(path: Path) -> ArchiveInfo:
             name=archive_name(path),
             path=path,
             size_bytes=st.st_size,
-            created_at=datetime.fromtimestamp(st.st_mtime, UTC),
+            created_at=_mtime(st.st_mtime),
             status=ArchiveStatus.DAMAGED,
             policy=_policy_from_name(archive_name(path)),
             error=exc.fault,
@@ -119,6 +119,15 @@ def _readlink(path: Path) -> str:
         return str(path.readlink())
     except OSError:
         return "?"
+
+
+def _mtime(seconds: float) -> datetime:
+    """A file's modification time in UTC, clamped to what datetime holds (tmpfs keeps any
+    64-bit time ``touch -d`` sets)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return (datetime.max if seconds > 0 else datetime.min).replace(tzinfo=UTC)
 
 
 def _policy_from_name(name: str) -> str:

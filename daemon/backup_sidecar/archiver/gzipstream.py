@@ -20,6 +20,9 @@ _OS_UNKNOWN = 255
 _GZIP_WBITS = 31
 _CHUNK = 1 << 20
 READ_BUFFER = _CHUNK
+#: Empty members are valid gzip, but no writer of these archives makes them (backup-sidecar
+#: never does, the seed's tarfile writes one member): more than this many is a hostile file.
+MAX_EMPTY_MEMBERS = 16
 
 
 class GzipFormatError(ValueError):
@@ -100,6 +103,8 @@ class StrictGzipReader(io.RawIOBase):
         self._pending = b""
         self._started = False
         self._eof = False
+        self._member_out = 0  # bytes the current member has produced so far
+        self._empty_members = 0
 
     def readable(self) -> bool:
         return True
@@ -114,6 +119,7 @@ class StrictGzipReader(io.RawIOBase):
         while not self._eof:
             if not self._pending:
                 self._pending = self._decomp.decompress(self._next_input(), len(view))
+                self._member_out += len(self._pending)
                 self._check_member_end()
                 continue
             n = min(len(view), len(self._pending))
@@ -150,23 +156,28 @@ class StrictGzipReader(io.RawIOBase):
         return data
 
     def _check_member_end(self) -> None:
-        if not self._decomp.eof:
-            return
-        if self._first_only:
-            self._eof = True  # the caller wants the first member alone (the metadata)
-            return
-        rest = self._decomp.unused_data
-        if len(rest) < 2:
-            rest += self._raw.read(2 - len(rest))
-        if not rest:
-            self._eof = True
-            return
-        if rest[:2] != GZIP_MAGIC:
-            raise GzipFormatError("trailing garbage after the last gzip member")
-        pending, self._pending = self._pending, b""
-        self._decomp = isal_zlib.decompressobj(_GZIP_WBITS)
-        self._pending = pending + self._decomp.decompress(rest, _CHUNK)
-        self._check_member_end()
+        """At each member's end, start the next one (a loop, not recursion: a chunk may hold
+        thousands of tiny members), refusing more than ``MAX_EMPTY_MEMBERS`` empty ones."""
+        while self._decomp.eof:
+            if self._first_only:
+                self._eof = True  # the caller wants the first member alone (the metadata)
+                return
+            if self._member_out == 0:
+                self._empty_members += 1
+                if self._empty_members > MAX_EMPTY_MEMBERS:
+                    raise GzipFormatError(f"more than {MAX_EMPTY_MEMBERS} empty gzip members")
+            rest = self._decomp.unused_data
+            if len(rest) < 2:
+                rest += self._raw.read(2 - len(rest))
+            if not rest:
+                self._eof = True
+                return
+            if rest[:2] != GZIP_MAGIC:
+                raise GzipFormatError("trailing garbage after the last gzip member")
+            self._decomp = isal_zlib.decompressobj(_GZIP_WBITS)
+            out = self._decomp.decompress(rest, _CHUNK)
+            self._member_out = len(out)
+            self._pending += out
 
 
 def open_strict(raw: BinaryIO, *, limit: int, first_member_only: bool = False) -> io.BufferedReader:

@@ -25,6 +25,9 @@ FORMAT_VERSION = 2
 SEED_VERSION = "1.0.0"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
+#: SQLite's largest page count (its max_page_count ceiling).
+_MAX_PAGE_COUNT = 4294967294
 
 
 class ManifestError(ValueError):
@@ -132,9 +135,11 @@ def encode_metadata(doc: Mapping[str, Any]) -> bytes:
 def parse_metadata(data: bytes) -> Manifest:
     """Parse and validate; any fault raises ManifestError naming the key."""
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{METADATA_MEMBER} is not valid JSON: {exc}") from None
+        doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ManifestError(f"{METADATA_MEMBER} is nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer past int's digit limit
+        raise ManifestError(f"{METADATA_MEMBER} is not valid JSON: {_one_line(exc)}") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{METADATA_MEMBER} is not a JSON object")
     name = _field(doc, "backup_name", str)
@@ -153,6 +158,15 @@ def parse_metadata(data: bytes) -> Manifest:
     if len(set(files)) != len(files):
         raise ManifestError("key 'databases': two databases share one member file")
     return Manifest(name, created, _policy(doc, name), entries, legacy=False, raw=doc)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _policy(doc: Mapping[str, Any], name: str) -> str:
@@ -188,8 +202,18 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
         raise ManifestError(f"key '{prefix}.file': {entry.file!r} {problem}")
     if not _SHA256_RE.fullmatch(entry.sha256):
         raise ManifestError(f"key '{prefix}.sha256': not a hex SHA-256")
-    if entry.size_bytes < 0 or entry.page_size <= 0 or entry.page_count < 0:
+    if entry.page_size not in _PAGE_SIZES:
+        raise ManifestError(f"key '{prefix}.page_size': not an SQLite page size")
+    if not 0 <= entry.page_count <= _MAX_PAGE_COUNT:
+        raise ManifestError(f"key '{prefix}.page_count': out of range")
+    if entry.size_bytes < 0:
         raise ManifestError(f"key '{prefix}': negative size or page count")
+    if not -(1 << 31) <= entry.user_version < 1 << 31:
+        raise ManifestError(f"key '{prefix}.user_version': not a 32-bit integer")
+    if not 0 <= entry.table_count < 1 << 31:
+        raise ManifestError(f"key '{prefix}.table_count': out of range")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in entry.row_counts.values()):
+        raise ManifestError(f"key '{prefix}.row_counts': every count must be an integer")
     if entry.size_bytes != entry.page_size * entry.page_count:
         raise ManifestError(f"key '{prefix}.size_bytes': does not equal page_size * page_count")
     return entry
@@ -199,7 +223,7 @@ def _optional_seconds(doc: Mapping[str, Any], key: str, prefix: str) -> float | 
     if key not in doc:
         return None
     value = doc[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
         raise ManifestError(f"key '{prefix}.{key}': expected seconds (a number >= 0)")
     return float(value)
 
@@ -215,9 +239,18 @@ def _field(doc: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> An
 
 
 def _parse_time(text: str) -> datetime:
+    """The time in UTC. Every archive time is compared, sorted, aged and shown in UTC, so one
+    that UTC cannot hold (``0001-01-01T00:00+14:00`` is 31 December of year 0) is refused here
+    rather than overflowing in whichever caller converts it first."""
+    shown = text if len(text) <= 64 else text[:61] + "..."
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ManifestError(f"key 'created_at': {text!r} is not an ISO 8601 time") from None
-    # The seed wrote naive local times; with no zone to go on, they are read as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        raise ManifestError(f"key 'created_at': {shown!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        # The seed wrote naive local times; with no zone to go on, they are read as UTC.
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ManifestError(f"key 'created_at': {shown!r} is out of range in UTC") from None

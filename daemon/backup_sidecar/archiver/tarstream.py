@@ -18,6 +18,9 @@ BLOCK = 512
 _END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 _REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _MAX_PAX_BYTES = 1 << 16
+#: The largest member size this reader accepts: what a pax ``size`` may say (the octal field
+#: stops at 8 GiB); nothing real comes close, it only keeps hostile numbers bounded.
+MAX_MEMBER_SIZE = (1 << 63) - 1
 
 
 class TarFormatError(ValueError):
@@ -104,7 +107,7 @@ class TarReader:
 
     def _regular(self, info: tarfile.TarInfo, pax: dict[str, str]) -> Member:
         name = pax.get("path", info.name)
-        size = int(pax["size"]) if "size" in pax else info.size
+        size = _pax_number(pax["size"], "size") if "size" in pax else info.size
         if info.type not in _REGULAR_TYPES:
             kind = {
                 tarfile.SYMTYPE: "symlink",
@@ -119,29 +122,35 @@ class TarReader:
             raise TarFormatError(f"member {name!r} is not a plain file name: it {problem}")
         if size < 0:
             raise TarFormatError(f"member {name!r} has a negative size")
+        if size > MAX_MEMBER_SIZE:
+            raise TarFormatError(f"member {name!r} declares {size} bytes, more than tar allows")
         self._remaining = size
         self._pad = -size % BLOCK
         return Member(name=name, size=size)
 
     def _read_pax(self, size: int) -> dict[str, str]:
+        """The records of a pax extended header, each ``"<length> <key>=<value>\\n"`` with a
+        decimal length counting the whole record; anything else is refused."""
         if size > _MAX_PAX_BYTES:
             raise TarFormatError("pax header too large")
         data = self._exact(size)
         self._exact(-size % BLOCK)
         records: dict[str, str] = {}
         pos = 0
-        try:
-            while pos < len(data):
-                length_text, _, _ = data[pos:].partition(b" ")
-                length = int(length_text)
-                record = data[pos : pos + length].decode("utf-8")
-                key, _, value = record.split(" ", 1)[1].rstrip("\n").partition("=")
-                records[key] = value
-                pos += length
-                if length <= 0:
-                    raise ValueError
-        except (ValueError, IndexError, UnicodeDecodeError):
-            raise TarFormatError("malformed pax header") from None
+        while pos < len(data):
+            space = data.find(b" ", pos, pos + 8)
+            length = _decimal(data[pos:space]) if space > pos else None
+            if length is None or length <= space - pos or pos + length > len(data):
+                raise TarFormatError("malformed pax header: bad record length")
+            record = data[space + 1 : pos + length]
+            key, eq, value = record.partition(b"=")
+            if not eq or not key or not record.endswith(b"\n"):
+                raise TarFormatError("malformed pax header: a record is not key=value")
+            try:
+                records[key.decode("utf-8")] = value[:-1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise TarFormatError("malformed pax header: not UTF-8") from None
+            pos += length
         return records
 
     def _exact(self, n: int) -> bytes:
@@ -149,3 +158,18 @@ class TarReader:
         if len(data) != n:
             raise TarFormatError("tar stream ends in the middle of a member")
         return data
+
+
+def _decimal(text: bytes) -> int | None:
+    """A non-negative decimal of at most 19 ASCII digits (no sign, space or underscore, which
+    ``int`` would accept), else None."""
+    if not 0 < len(text) <= 19 or not text.isdigit():
+        return None
+    return int(text)
+
+
+def _pax_number(value: str, key: str) -> int:
+    number = _decimal(value.encode("ascii", "replace"))
+    if number is None:
+        raise TarFormatError(f"malformed pax header: {key} {value[:40]!r} is not a number")
+    return number

@@ -126,6 +126,12 @@ def _extract(
     done = 0
     for member in members:
         db = _expected_db(name, member, expected, manifest, staged)
+        if member.size > limits.max_total_bytes:  # a hostile size, not a lack of free space
+            raise CorruptArchiveError(
+                name,
+                f"member {member.name!r} declares {member.size} bytes, past the limit of "
+                f"{limits.max_total_bytes} bytes",
+            )
         _check_space(staging, member.size)
         dest = staging / member.name
         with os.fdopen(create_exclusive(dest), "wb") as out, BackgroundSha256() as digest:
