@@ -199,7 +199,8 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
         snapshot_seconds=_optional_seconds(value, "snapshot_seconds", prefix),
     )
     if problem := database_member_problem(entry.file):
-        raise ManifestError(f"key '{prefix}.file': {entry.file!r} {problem}")
+        shown = repr(entry.file) if len(entry.file) <= 64 else repr(entry.file[:61]) + "..."
+        raise ManifestError(f"key '{prefix}.file': {shown} {problem}")
     if not _SHA256_RE.fullmatch(entry.sha256):
         raise ManifestError(f"key '{prefix}.sha256': not a hex SHA-256")
     if entry.page_size not in _PAGE_SIZES:

@@ -117,13 +117,13 @@ class TarReader:
                 tarfile.FIFOTYPE: "FIFO",
                 tarfile.DIRTYPE: "directory",
             }.get(info.type, f"type {info.type!r}")
-            raise TarFormatError(f"member {name!r} is a {kind}, not a regular file")
+            raise TarFormatError(f"member {_shown(name)} is a {kind}, not a regular file")
         if problem := member_name_problem(name):
-            raise TarFormatError(f"member {name!r} is not a plain file name: it {problem}")
+            raise TarFormatError(f"member {_shown(name)} is not a plain file name: it {problem}")
         if size < 0:
-            raise TarFormatError(f"member {name!r} has a negative size")
+            raise TarFormatError(f"member {_shown(name)} has a negative size")
         if size > MAX_MEMBER_SIZE:
-            raise TarFormatError(f"member {name!r} declares {size} bytes, more than tar allows")
+            raise TarFormatError(f"member {_shown(name)} declares {size} bytes, more than allowed")
         self._remaining = size
         self._pad = -size % BLOCK
         return Member(name=name, size=size)
@@ -171,5 +171,10 @@ def _decimal(text: bytes) -> int | None:
 def _pax_number(value: str, key: str) -> int:
     number = _decimal(value.encode("ascii", "replace"))
     if number is None:
-        raise TarFormatError(f"malformed pax header: {key} {value[:40]!r} is not a number")
+        raise TarFormatError(f"malformed pax header: {key} {_shown(value)} is not a number")
     return number
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a one-line error, cut short: a pax record may hold 64 KiB."""
+    return repr(text) if len(text) <= 64 else repr(text[:61]) + "..."
