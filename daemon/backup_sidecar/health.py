@@ -285,6 +285,9 @@ class HealthStatus:
     last_drill_error: str | None = None
     #: (policy, error) of each policy whose last scheduled backup failed.
     failed_backups: tuple[tuple[str, str], ...] = ()
+    #: (policy, what was dropped) of each policy whose scheduled run the scheduler skipped
+    #: since its last successful run.
+    missed_runs: tuple[tuple[str, str], ...] = ()
 
     def reasons(self) -> list[str]:
         found = [
@@ -294,6 +297,7 @@ class HealthStatus:
         ]
         found += [p.reason() for p in self.overdue]
         found += [f"policy {p!r}: the last backup failed: {err}" for p, err in self.failed_backups]
+        found += [f"policy {p!r}: {what}" for p, what in self.missed_runs]
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -354,7 +358,8 @@ class HealthState:
         def change(s: HealthStatus) -> HealthStatus:
             kept = tuple((p, e) for p, e in s.failed_backups if p != policy)
             failed = (*kept, (policy, error)) if error is not None else kept
-            return dataclasses.replace(s, failed_backups=failed)
+            missed = s.missed_runs if error is not None else _without(s.missed_runs, policy)
+            return dataclasses.replace(s, failed_backups=failed, missed_runs=missed)
 
         return self.update(change)
 
@@ -369,15 +374,31 @@ class HealthState:
                 databases=tuple(db for db in s.databases if db.name not in dbs),
                 overdue=tuple(p for p in s.overdue if p.policy not in gone),
                 failed_backups=tuple((p, e) for p, e in s.failed_backups if p not in gone),
+                missed_runs=tuple((p, m) for p, m in s.missed_runs if p not in gone),
                 last_drill_failed=s.last_drill_failed and DRILL_POLICY not in gone,
                 last_drill_error=None if DRILL_POLICY in gone else s.last_drill_error,
             )
 
         return self.update(change)
 
+    def run_missed(self, policy: str, what: str) -> HealthStatus:
+        """A scheduled run was dropped: a reason until the policy's next successful run."""
+        return self.update(
+            lambda s: dataclasses.replace(
+                s, missed_runs=(*_without(s.missed_runs, policy), (policy, what))
+            )
+        )
+
     def drill_finished(self, *, ok: bool, error: str | None = None) -> HealthStatus:
         return self.update(
             lambda s: dataclasses.replace(
-                s, last_drill_failed=not ok, last_drill_error=None if ok else error
+                s,
+                last_drill_failed=not ok,
+                last_drill_error=None if ok else error,
+                missed_runs=_without(s.missed_runs, DRILL_POLICY) if ok else s.missed_runs,
             )
         )
+
+
+def _without(pairs: tuple[tuple[str, str], ...], policy: str) -> tuple[tuple[str, str], ...]:
+    return tuple((p, v) for p, v in pairs if p != policy)

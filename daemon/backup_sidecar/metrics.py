@@ -44,6 +44,8 @@ CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune")
 #: another operation held the database (nothing was attempted): not a failure, so the
 #: failing-backups alert does not count it.
 RESULTS = ("ok", "error", "busy")
+#: Why the scheduler dropped a run (backup_sidecar.scheduler.SKIP_REASONS).
+SKIP_REASONS = ("late", "still_running")
 
 
 def _utcnow() -> datetime:
@@ -217,6 +219,12 @@ class Metrics:
             "Unix time of the policy's next scheduled backup (absent when none is scheduled).",
             ["policy"],
         )
+        self.missed_runs = counter(
+            "scheduler_missed_runs_total",
+            "Scheduled runs the scheduler dropped: `late` (a worker freed up more than one "
+            "period after the run time) or `still_running` (the policy's previous run was).",
+            ["policy", "reason"],
+        )
         self.control_requests = counter(
             "control_requests_total", "Control socket requests, by op and result.", ["op", "result"]
         )
@@ -251,6 +259,8 @@ class Metrics:
             self.prune_errors.labels(policy)
             self.archives.labels(policy)
             self.backup_last_success.labels(policy)
+            for reason in SKIP_REASONS:
+                self.missed_runs.labels(policy, reason)
         del databases  # no database series has a meaningful value before the first check
 
     def last_success_known(self, policy: str, finished_at: datetime) -> None:
@@ -291,6 +301,8 @@ class Metrics:
             for policy in policies:
                 for result in RESULTS:
                     self.backup_runs.remove(policy, result)
+                for reason in SKIP_REASONS:
+                    self.missed_runs.remove(policy, reason)
                 for metric in (
                     self.backup_duration,
                     self.backup_last_success,
@@ -410,6 +422,10 @@ class Metrics:
                 self._objective_policies,
                 {p: age.total_seconds() for p, age in max_ages.items()},
             )
+
+    def run_missed(self, policy: str, reason: str) -> None:
+        """Count a scheduled run the scheduler dropped."""
+        self.missed_runs.labels(policy, reason).inc()
 
     def control_request(self, op: str, *, ok: bool, busy: bool = False) -> None:
         """Count a control request; ops outside the protocol are counted as "unknown"."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -33,6 +34,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 Spec = str | timedelta
 
 log = structlog.get_logger(__name__)
+
+#: Why a scheduled run did not happen: it would have started more than its misfire grace (one
+#: period) late, waiting for a worker; or the policy's previous run was still going.
+SKIP_LATE = "late"
+SKIP_STILL_RUNNING = "still_running"
+SKIP_REASONS = (SKIP_LATE, SKIP_STILL_RUNNING)
 
 _FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -231,6 +238,7 @@ class PolicyScheduler:
         last_success: Callable[[str], datetime | None],
         clock: Callable[[], datetime] = _utc_now,
         workers: int = 1,
+        on_skipped: Callable[[str, str, datetime], None] | None = None,
     ) -> None:
         self._specs = dict(policies)
         self._timezone = timezone
@@ -246,6 +254,8 @@ class PolicyScheduler:
         self._scheduler = BackgroundScheduler(
             timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=workers)}
         )
+        self._on_skipped = on_skipped
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
 
     def start(self) -> None:
         """Add every policy's job (catching up where due) and start the scheduler thread."""
@@ -360,6 +370,20 @@ class PolicyScheduler:
         if due:
             log.info("catch_up_due", policy=name, last_success=last.isoformat() if last else None)
         return due
+
+    def _skipped(self, event: JobEvent) -> None:
+        """APScheduler dropped a run (otherwise only a free-text warning of its own)."""
+        if event.code == EVENT_JOB_MISSED:
+            reason, when = SKIP_LATE, event.scheduled_run_time
+        else:
+            reason, when = SKIP_STILL_RUNNING, event.scheduled_run_times[-1]
+        log.warning("scheduled_run_skipped", policy=event.job_id, reason=reason,
+                    scheduled=when.isoformat())  # fmt: skip
+        if self._on_skipped is not None:
+            try:
+                self._on_skipped(event.job_id, reason, when)
+            except Exception:  # a listener's failure must not stop the scheduler's loop
+                log.exception("scheduled_run_skip_unrecorded", policy=event.job_id)
 
     def _run(self, name: str) -> None:
         try:

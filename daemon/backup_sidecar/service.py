@@ -35,7 +35,7 @@ from backup_sidecar.health import DRILL_POLICY, HealthState
 from backup_sidecar.httpserver import MetricsServer
 from backup_sidecar.metrics import Metrics
 from backup_sidecar.runtime import runtime_from
-from backup_sidecar.scheduler import PolicyScheduler
+from backup_sidecar.scheduler import SKIP_LATE, PolicyScheduler
 from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
 from backup_sidecar.successes import SuccessLedger
 from backup_sidecar.watcher import HealthWatcher, last_successes
@@ -202,6 +202,22 @@ class Service:
             self.metrics.forget(policies=[policy])
             return False
 
+    def _run_skipped(self, policy: str, reason: str, scheduled: datetime) -> None:
+        """The scheduler dropped a run: counted; one that never ran because no worker was free
+        within a period is also a health reason until the policy's next run succeeds. (One
+        dropped because the policy's own previous run was still going is not: that run reports
+        its own outcome, and a run too slow for its schedule ends up overdue.)"""
+        with self.publishing:
+            if policy not in self.settings.policies:
+                return
+            self.metrics.run_missed(policy, reason)
+            if reason == SKIP_LATE:
+                self.health.run_missed(
+                    policy,
+                    f"the scheduled run at {scheduled.isoformat()} was skipped: no worker was "
+                    "free within one period",
+                )
+
     def seed_from_disk(self) -> None:
         """Every configured policy's last success, and each policy's archive count, from the
         archives on disk: at start, on every reload, after every operation that may have
@@ -354,6 +370,7 @@ class Service:
             timezone=cfg.tzinfo,
             run_policy=self.run_policy,
             last_success=self.last_success,
+            on_skipped=self._run_skipped,
         )
         self.scheduler.start()
         stack.callback(self._stop_scheduler)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from backup_sidecar.control import ControlError
-from conftest import SqlSession
+from conftest import SqlSession, make_db
 from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
 
 RUNS = "backup_sidecar_backup_runs_total"
@@ -248,3 +248,48 @@ def test_a_database_locked_since_start_is_unknown_not_unhealthy(
         what="database_healthy 1 once the lock is gone",
     )
     wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz without unknown")
+
+
+def test_runs_the_scheduler_drops_are_counted_and_reported_until_a_run_succeeds(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """One worker. `slow` (every 1s) waits for its database, held by another operation, so its
+    next runs are dropped (`still_running`: counted only). `late` (every 5s), added by SIGHUP,
+    queues its catch-up behind it; when the hold ends over a period later, that run is dropped
+    (`late`): counted and a /healthz reason naming the policy (before: only free-text
+    APScheduler warnings), until its next run succeeds."""
+    held = make_db(tmp_path / "held.db", wal=True)
+    cfg = daemon_config(
+        databases={"user": wal_db, "held": held},
+        policies={
+            "slow": {"every": "1s", "keep": 10, "databases": ["held"]},
+            "pre_restore": {"keep": 10},
+        },
+    )
+    missed = "backup_sidecar_scheduler_missed_runs_total"
+
+    def dropped(policy: str, reason: str) -> float:
+        return sample(d.scrape(), missed, policy=policy, reason=reason) or 0
+
+    with holding_database_lock(Path(cfg["backup_dir"]), "held"):
+        d = daemon(cfg)
+        wait_until(lambda: dropped("slow", "still_running") >= 1, what="slow's dropped runs")
+        assert d.healthz() == (200, {"status": "ok"})  # its own run is still going: no reason
+        late = {"every": "5s", "keep": 10, "databases": ["user"]}
+        d.rewrite_config({**cfg, "policies": {**cfg["policies"], "late": late}})
+        mark = d.log.mark()
+        d.signal(signal.SIGHUP)
+        d.log.wait("config_reloaded", since=mark)
+        # Its next tick, 5 s on, finds the catch-up still queued: the hold ends just after.
+        d.log.wait("scheduled_run_skipped", policy="late", reason="still_running", since=mark)
+    wait_until(lambda: dropped("late", "late") >= 1, what="late's queued run dropped as late")
+    code, body = d.healthz()
+    assert code == 503, body
+    assert [r for r in body["reasons"] if "'late'" in r and "was skipped" in r], body
+    d.log.wait("scheduled_run_skipped", policy="late", reason="late", since=mark)
+    d.log.wait("backup_completed", policy="late", since=mark)
+    wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz 200 again")
+    assert dropped("late", "late") == 1
