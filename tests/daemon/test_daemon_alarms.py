@@ -232,7 +232,12 @@ def test_a_database_locked_since_start_is_unknown_not_unhealthy(
     cfg = daemon_config(databases={"user": rollback_db}, policies={"pre_restore": {"keep": 10}})
     d = daemon(cfg)
     d.log.wait("database_check_deferred", database="user")
-    code, body = d.healthz()
+
+    def reports_unknown() -> tuple[int, dict[str, Any]] | None:
+        answer = d.healthz()
+        return answer if "unknown" in answer[1] else None
+
+    code, body = wait_until(reports_unknown, what="/healthz naming an unknown database")
     assert code == 200, body
     assert body["status"] == "ok"
     assert any("'user'" in u and "not checked yet" in u for u in body["unknown"]), body
