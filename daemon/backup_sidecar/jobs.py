@@ -204,14 +204,7 @@ def run_backup(
         for db, e in (info.manifest.databases.items() if info.manifest else ())
         if e.snapshot_seconds is not None
     }
-    bound.info(
-        "backup_completed",
-        archive=info.name,
-        size_bytes=info.size_bytes,
-        duration_s=round(duration, 3),
-        snapshot_lock_s=locks,
-    )
-    if metrics:
+    if metrics:  # before the log line: whoever reads `backup_completed` finds it counted
         metrics.backup_finished(
             policy,
             ok=True,
@@ -220,6 +213,13 @@ def run_backup(
             finished_at=rt.clock(),
             snapshot_seconds=locks,
         )
+    bound.info(
+        "backup_completed",
+        archive=info.name,
+        size_bytes=info.size_bytes,
+        duration_s=round(duration, 3),
+        snapshot_lock_s=locks,
+    )
     return info
 
 
