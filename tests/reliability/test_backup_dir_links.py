@@ -15,10 +15,19 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from backup_sidecar.archiver import (
+    DatabaseSpec,
+    resolve_archive,
+    restore_archive,
+    staging_area,
+    verify_archive,
+)
+from backup_sidecar.errors import UnsafeEntryError
 from reliability.conftest import (
     DEADLINE_S,
     DaemonRunner,
@@ -136,6 +145,7 @@ CLI_OPERATIONS = {
     "backup": ("backup", "--db", "user"),
     "restore": ("restore", "--force", "--db", "user", "manual_good"),
     "prune": ("prune", "--policy", "manual", "--keep", "0"),
+    "verify": ("verify", "manual_good"),
 }
 
 
@@ -144,10 +154,11 @@ CLI_OPERATIONS = {
 def test_cli_refuses_a_planted_entry_and_touches_nothing_outside(
     scene: Scene, plant: str, operation: str
 ) -> None:
-    """CLI backup, restore and prune with a link (to the live database, a file, or a directory
-    of old leftovers) or a hard link planted among the backup directory's own entries exit 1
-    with one line naming the entry: the live database, the sentinel and the directory outside
-    keep every byte and every file, and the backup directory gains no archive and loses none."""
+    """CLI backup, restore, prune and verify with a link (to the live database, a file, or a
+    directory of old leftovers) or a hard link planted among the backup directory's own
+    entries exit 1 with one line naming the entry: the live database, the sentinel and the
+    directory outside keep every byte and every file, and the backup directory gains no
+    archive and loses none."""
     entry = PLANTS[plant](scene)
     before = scene.outside_state()
     archives = sorted(p.name for p in scene.backup_dir.glob("*.tar.gz"))
@@ -190,9 +201,9 @@ def test_daemon_start_refuses_a_planted_entry(
 def test_running_daemon_refuses_an_entry_planted_under_it(
     scene: Scene, plant: str, daemons: DaemonRunner, sock_dir: Path
 ) -> None:
-    """An entry planted while the daemon runs makes each socket backup, restore and prune fail with
-    the daemon's error naming the entry (never a backup staged outside, never a cleanup
-    outside), and the daemon keeps serving."""
+    """An entry planted while the daemon runs makes each socket backup, restore, prune and
+    verify fail with the daemon's error naming the entry (never a backup staged outside, never
+    a cleanup outside), and the daemon keeps serving."""
     cfg = daemon_config(
         backup_dir=scene.backup_dir,
         databases={"user": scene.live},
@@ -205,6 +216,7 @@ def test_running_daemon_refuses_an_entry_planted_under_it(
         ("backup", {}),
         ("restore", {"archive": "manual_good", "confirm": True}),
         ("prune", {"keep": 0}),
+        ("verify", {"archive": "manual_good"}),
     ):
         with pytest.raises(SocketError) as refused:
             d.request(op, **fields)
@@ -286,3 +298,29 @@ def test_a_symlinked_backup_dir_is_the_operators_choice(
     d = daemons.start(cfg)
     assert d.request("backup")["archive"]
     assert (mount / ".locks" / "daemon.lock").is_file()
+
+
+def test_an_archive_swapped_for_a_link_after_it_was_resolved_is_not_read(scene: Scene) -> None:
+    """An archive replaced by a symbolic link (to a valid archive kept outside) between its
+    lookup and its reading is refused by verify and restore themselves, naming it; the live
+    database keeps its content."""
+    path = resolve_archive(scene.backup_dir, "manual_good")
+    elsewhere = library_archive(scene.outside, "elsewhere", user=scene.live)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    live_digest = digest(scene.live)
+    with (
+        staging_area(scene.backup_dir, purpose="verify") as area,
+        pytest.raises(UnsafeEntryError, match="symbolic link") as refused,
+    ):
+        verify_archive(path, staging=area)
+    assert refused.value.path == path
+    with pytest.raises(UnsafeEntryError, match="symbolic link"):
+        restore_archive(
+            path,
+            databases={"user": DatabaseSpec("user", scene.live)},
+            selected=None,
+            backup_dir=scene.backup_dir,
+            now=datetime(2026, 1, 2, tzinfo=UTC),
+        )
+    assert digest(scene.live) == live_digest

@@ -7,11 +7,13 @@ extracted by name with ``tarfile``. The staged copies are what a restore then wr
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.catalog import archive_name
@@ -21,7 +23,12 @@ from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
 from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader
-from backup_sidecar.errors import CorruptArchiveError, InsufficientSpaceError, OperationAbortedError
+from backup_sidecar.errors import (
+    CorruptArchiveError,
+    InsufficientSpaceError,
+    OperationAbortedError,
+    UnsafeEntryError,
+)
 
 _CHUNK = 1 << 20
 #: Space kept free on the staging filesystem while extracting.
@@ -44,6 +51,17 @@ class VerifiedArchive:
     warnings: list[str] = field(default_factory=list)
 
 
+def _open_archive(path: Path) -> BinaryIO:
+    """The archive, never through a symbolic link (one swapped in after resolve_archive)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeEntryError(path, "is a symbolic link, not an archive") from None
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def verify_archive(
     path: Path,
     *,
@@ -62,7 +80,7 @@ def verify_archive(
     name = archive_name(path)
     report = progress or (lambda stage, done, total: None)
     try:
-        with path.open("rb") as raw:
+        with _open_archive(path) as raw:
             fcntl.flock(raw.fileno(), fcntl.LOCK_SH)  # prune skips archives being read
             manifest, staged, digests = _extract(
                 raw,
