@@ -81,7 +81,8 @@ def _errors(ctx: Context, *, as_json: bool = False) -> Iterator[None]:
     pipe went away) ends the command quietly."""
     try:
         yield
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
     except (SidecarError, OSError) as exc:
         if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
             _quiet_exit_on_closed_stdout()

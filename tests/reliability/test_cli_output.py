@@ -71,6 +71,22 @@ def test_list_into_head_ends_quietly(scene: Scene) -> None:
     assert code in (0, 1), code
 
 
+def test_list_with_stdout_closed_still_works(scene: Scene) -> None:
+    """`list >&-` (no stdout at all: Python's `sys.stdout` is None) exits 0 without a
+    traceback, as before the closed-pipe handling flushed stdout itself."""
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *cli_command("list")],
+        env=scene.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def _error_object(stdout: str) -> tuple[str, str]:
     payload = json.loads(stdout)
     assert payload["ok"] is False, payload
