@@ -65,3 +65,18 @@ def test_the_newest_archive_deleted_falls_back_to_the_one_left() -> None:
     assert last(registry, "later") == old.timestamp()
     ledger.forget(["later"])
     assert set(ledger.newest()) == {"daily"}
+
+
+def test_a_new_newest_dated_earlier_is_not_a_loss() -> None:
+    """An archive listed as newest but dated before the previous newest (written after the wall
+    clock was stepped back), with the previous one still on disk, is no loss: nothing is
+    logged as lost and the last success does not move back."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version="t", policies=["daily"], clock=lambda: T0)
+    ledger = SuccessLedger(metrics, clock=lambda: T0)
+    first = archive("daily_1", "daily", T0)
+    ledger.sync([first], policies=["daily"])
+    stepped = archive("daily_2", "daily", T0 - timedelta(hours=1))
+    ledger.sync([stepped, first], policies=["daily"])
+    assert last(registry, "daily") == T0.timestamp()
+    assert ledger.newest() == {"daily": stepped.created_at}

@@ -50,9 +50,11 @@ class SuccessLedger:
     def sync(self, archives: Iterable[ArchiveInfo], *, policies: Collection[str]) -> None:
         """Publish each policy's last success from `archives` (a listing, newest first)."""
         found: dict[str, tuple[str, datetime]] = {}
+        names: set[str] = set()
         for archive in archives:
             if archive.status is archiver.ArchiveStatus.VERIFIED:
                 found.setdefault(archive.policy, (archive.name, archive.created_at))
+                names.add(archive.name)
         now = self._clock()
         with self._lock:
             for policy in policies:
@@ -78,7 +80,7 @@ class SuccessLedger:
                     self._newest.pop(policy, None)
                     self._grace.pop(policy, None)
                     continue
-                if before is not None and current[1] < before[1]:
+                if before is not None and before[0] not in names:
                     # The newest archive went: fall back to the one that is there now.
                     log.warning("last_success_lost", policy=policy, archive=before[0])
                     self._metrics.last_success_reset(policy, current[1])
