@@ -73,6 +73,19 @@ class ArchiveExistsError(ArchiveError, FileExistsError):
         self.path = path
 
 
+class ArchiveLinkError(ArchiveError):
+    """An archive path that is a symbolic link: archives are never read through one (a link
+    named like an archive could point at /etc/shadow, a live database, an archive elsewhere)."""
+
+    def __init__(self, path: Path, target: str) -> None:
+        super().__init__(
+            f"archive {path} is a symbolic link (to {target}); archives are never read through "
+            "a link: give the path of the archive itself"
+        )
+        self.path = path
+        self.target = target
+
+
 class CorruptArchiveError(ArchiveError, ValueError):
     """The archive failed verification; the message names the archive and the fault."""
 

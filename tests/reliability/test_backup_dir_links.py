@@ -27,7 +27,7 @@ from backup_sidecar.archiver import (
     staging_area,
     verify_archive,
 )
-from backup_sidecar.errors import UnsafeEntryError
+from backup_sidecar.errors import ArchiveLinkError
 from reliability.conftest import (
     DEADLINE_S,
     DaemonRunner,
@@ -311,11 +311,11 @@ def test_an_archive_swapped_for_a_link_after_it_was_resolved_is_not_read(scene: 
     live_digest = digest(scene.live)
     with (
         staging_area(scene.backup_dir, purpose="verify") as area,
-        pytest.raises(UnsafeEntryError, match="symbolic link") as refused,
+        pytest.raises(ArchiveLinkError, match="symbolic link") as refused,
     ):
         verify_archive(path, staging=area)
     assert refused.value.path == path
-    with pytest.raises(UnsafeEntryError, match="symbolic link"):
+    with pytest.raises(ArchiveLinkError, match="symbolic link"):
         restore_archive(
             path,
             databases={"user": DatabaseSpec("user", scene.live)},

@@ -15,8 +15,9 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
+from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
-from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError, UnsafeEntryError
+from backup_sidecar.errors import ArchiveLinkError, ArchiveNotFoundError, CorruptArchiveError
 
 
 def archive_name(path: Path) -> str:
@@ -94,7 +95,7 @@ def list_archives(backup_dir: Path) -> list[ArchiveInfo]:
 def resolve_archive(backup_dir: Path, ref: str) -> Path:
     """An archive given as a name, ``name.tar.gz``, or a path to an existing file.
 
-    The archive itself is never reached through a symbolic link (UnsafeEntryError): a link
+    The archive itself is never reached through a symbolic link (ArchiveLinkError): a link
     named like an archive could make a verify or restore read /etc/shadow or a live database.
     """
     if "/" in ref:
@@ -108,17 +109,10 @@ def resolve_archive(backup_dir: Path, ref: str) -> Path:
     except OSError:
         raise ArchiveNotFoundError(shown) from None
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafeEntryError(path, f"is a symbolic link (to {_readlink(path)}), not an archive")
+        raise ArchiveLinkError(path, link_target(path))
     if not stat.S_ISREG(st.st_mode):
         raise ArchiveNotFoundError(shown)
     return path
-
-
-def _readlink(path: Path) -> str:
-    try:
-        return str(path.readlink())
-    except OSError:
-        return "?"
 
 
 def _mtime(seconds: float) -> datetime:

@@ -95,6 +95,14 @@ def open_file(dir_fd: int, name: str, flags: int, *, where: Path, mode: int = 0o
     return fd
 
 
+def link_target(path: Path) -> str:
+    """Where the symbolic link ``path`` points (for an error message), or ``?``."""
+    try:
+        return str(path.readlink())
+    except OSError:
+        return "?"
+
+
 def is_present(dir_fd: int, name: str) -> bool:
     """Whether ``name`` exists in ``dir_fd`` at all (a dangling link counts: it is taken)."""
     try:

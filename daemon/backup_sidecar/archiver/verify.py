@@ -20,14 +20,15 @@ from backup_sidecar.archiver.catalog import archive_name
 from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
 from backup_sidecar.archiver.hashing import BackgroundSha256
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
+from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
 from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader
 from backup_sidecar.errors import (
+    ArchiveLinkError,
     CorruptArchiveError,
     InsufficientSpaceError,
     OperationAbortedError,
-    UnsafeEntryError,
 )
 
 _CHUNK = 1 << 20
@@ -57,7 +58,7 @@ def _open_archive(path: Path) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UnsafeEntryError(path, "is a symbolic link, not an archive") from None
+            raise ArchiveLinkError(path, link_target(path)) from None
         raise
     return os.fdopen(fd, "rb")
 
