@@ -251,6 +251,30 @@ def verify(ctx: Context, archive: str, as_json: bool) -> None:
 
 
 @main.command()
+@json_option
+@click.pass_obj
+def scrub(ctx: Context, as_json: bool) -> None:
+    """Read every archive to its end (gzip CRCs, SHA-256s) and mark the ones that fail damaged.
+
+    Exit 1 if it found a damaged archive."""
+    with _errors(ctx):
+        with progress_bar(enabled=not as_json) as progress:
+            report = jobs.run_scrub(ctx.runtime(), progress=progress)
+
+        def text() -> None:
+            for name, reason in report.damaged:
+                click.echo(f"{name}: damaged: {reason}")
+            click.echo(
+                f"scrub: {len(report.passed)} ok, {len(report.damaged)} damaged, "
+                f"{len(report.skipped)} skipped (already damaged or gone)"
+            )
+
+        _emit(as_json, report.as_json(), text)
+        if report.damaged:
+            sys.exit(1)
+
+
+@main.command()
 @click.argument("archive")
 @db_option
 @arrow_option
@@ -320,9 +344,12 @@ def _prune(
             "deleted": [a.name for a in result.deleted],
             "skipped_busy": [a.name for a in result.skipped_busy],
             "errors": [f"{a.name}: {e}" for a, e in result.failed],
+            "damaged": [{"archive": a.name, "reason": e} for a, e in result.damaged],
         }
 
         def text() -> None:
+            for a, e in result.damaged:
+                click.echo(f"damaged {a.path}: {e} (kept, not counted)", err=True)
             for a in result.deleted:
                 click.echo(f"{verb} {a.path}")
             for a in result.skipped_busy:

@@ -247,6 +247,15 @@ def ctl_prune(
         _print(as_json, _request(ctx, req, as_json=as_json))
 
 
+@ctl.command("scrub")
+@json_option
+@click.pass_obj
+def ctl_scrub(ctx: Context, as_json: bool) -> None:
+    """Ask the daemon to read every archive to its end and mark the damaged ones."""
+    with _errors(ctx):
+        _print(as_json, _request(ctx, {"op": "scrub"}, as_json=as_json))
+
+
 @main.group("config")
 def config_group() -> None:
     """Configuration tools."""
@@ -275,3 +284,6 @@ def config_check(ctx: Context, file: Path) -> None:
             nxt = next_fire_times(trigger, timezone=settings.tzinfo, now=now, count=1)
             when = nxt[0].isoformat() if nxt else "never"
             click.echo(f"policy {name}: keep {policy.keep}, next run {when}")
+        if settings.scrub.trigger is not None:
+            nxt = next_fire_times(settings.scrub.trigger, timezone=settings.tzinfo, now=now)
+            click.echo(f"scrub: next run {nxt[0].isoformat() if nxt else 'never'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from backup_sidecar.control.protocol import (
     PruneRequest,
     Request,
     RestoreRequest,
+    ScrubRequest,
     StatusRequest,
     VerifyRequest,
 )
@@ -44,10 +45,11 @@ class DaemonState:
     #: Republish what the backup directory holds (archive counts, last successes) after an op
     #: that may have changed it.
     archives_changed: Callable[[], None] = lambda: None
+    read_checks: archiver.ReadCheckCache = field(default_factory=archiver.ReadCheckCache)
 
 
 #: Ops that may write or delete archives (a failed restore may still leave its safety backup).
-CHANGING_OPS = frozenset({"backup", "restore", "prune"})
+CHANGING_OPS = frozenset({"backup", "restore", "prune", "scrub"})
 
 
 class ControlHandler:
@@ -136,13 +138,25 @@ class ControlHandler:
                         keep=request.keep,
                         dry_run=request.dry_run,
                         metrics=st.metrics,
+                        checks=st.read_checks,
                     )
                 return {
                     "dry_run": request.dry_run,
                     "deleted": [a.name for a in pruned.deleted],
                     "skipped_busy": [a.name for a in pruned.skipped_busy],
                     "errors": [f"{a.name}: {e}" for a, e in pruned.failed],
+                    "damaged": [{"archive": a.name, "reason": e} for a, e in pruned.damaged],
                 }
+            case ScrubRequest():
+                with st.track("scrub"):
+                    report = jobs.run_scrub(
+                        rt,
+                        checks=st.read_checks,
+                        metrics=st.metrics,
+                        progress=progress,
+                        should_stop=st.should_stop,
+                    )
+                return report.as_json()
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
 
     def _status(self, rt: jobs.Runtime) -> dict[str, Any]:

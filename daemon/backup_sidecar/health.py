@@ -288,6 +288,8 @@ class HealthStatus:
     #: (policy, what was dropped) of each policy whose scheduled run the scheduler skipped
     #: since its last successful run.
     missed_runs: tuple[tuple[str, str], ...] = ()
+    #: (policy, archive, reason) of each policy whose newest archive is damaged.
+    damaged_newest: tuple[tuple[str, str, str], ...] = ()
 
     def reasons(self) -> list[str]:
         found = [
@@ -298,6 +300,10 @@ class HealthStatus:
         found += [p.reason() for p in self.overdue]
         found += [f"policy {p!r}: the last backup failed: {err}" for p, err in self.failed_backups]
         found += [f"policy {p!r}: {what}" for p, what in self.missed_runs]
+        found += [
+            f"policy {p!r}: the newest archive {name!r} is damaged: {why}"
+            for p, name, why in self.damaged_newest
+        ]
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -350,6 +356,9 @@ class HealthState:
 
     def set_overdue(self, overdue: tuple[OverduePolicy, ...]) -> HealthStatus:
         return self.update(lambda s: dataclasses.replace(s, overdue=overdue))
+
+    def set_damaged_newest(self, damaged: tuple[tuple[str, str, str], ...]) -> HealthStatus:
+        return self.update(lambda s: dataclasses.replace(s, damaged_newest=damaged))
 
     def backup_finished(self, policy: str, *, error: str | None = None) -> HealthStatus:
         """Record a scheduled backup's outcome: a failure stays a reason until one succeeds

@@ -22,6 +22,7 @@ from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, ProgressFn
 from backup_sidecar.errors import (
     BusyError,
+    CorruptArchiveError,
     SidecarError,
     UnknownDatabaseError,
     UnknownPolicyError,
@@ -51,6 +52,7 @@ class JobMetrics(Protocol):
     ) -> None: ...
     def prune_finished(self, policy: str, *, deleted: int, errors: int) -> None: ...
     def restore_finished(self, *, ok: bool, finished_at: datetime, busy: bool = False) -> None: ...
+    def scrub_finished(self, *, ok: bool, finished_at: datetime) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -237,12 +239,18 @@ def run_prune(
     wait: float | None = None,
     metrics: JobMetrics | None = None,
     spare: Collection[str] = (),
+    checks: archiver.ReadCheckCache | None = None,
 ) -> archiver.PruneResult:
     """Apply retention (``keep`` overrides the policies' own counts) and report what went.
 
     Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote,
     which retention (ordering by the wall-clock ``created_at``) would otherwise delete at once
     after the clock was stepped back.
+
+    Before anything is deleted, the archive each policy relies on (its newest verified one) is
+    read to the end (readcheck.py); one that fails is marked damaged (not with ``dry_run``) and
+    the next one is tried. ``checks`` carries results between prunes (the daemon keeps one);
+    without it every prune reads again.
     """
     if keep is not None and keep < 0:
         raise UsageError(f"--keep must be >= 0, got {keep}")
@@ -257,12 +265,28 @@ def run_prune(
         for p in chosen
     }
     keep_map = {p: k for p, k in keep_map.items() if k >= 0}
-    expired = archiver.select_expired(archives, keep=keep_map, policies=chosen)
+    checks = checks if checks is not None else archiver.ReadCheckCache()
+    damaged: list[tuple[ArchiveInfo, str]] = []
+
+    def good(archive: ArchiveInfo) -> bool:
+        try:
+            fault = checks.check(archive.path)
+        except FileNotFoundError:
+            return False  # gone meanwhile: nothing to rely on, nothing to mark
+        if fault is None:
+            return True
+        damaged.append((archive, fault))
+        if not dry_run:
+            mark_damaged(rt, archive, fault, found_by="prune")
+        return False
+
+    expired = archiver.select_expired(archives, keep=keep_map, policies=chosen, good=good)
     expired = [a for a in expired if a.name not in spare]
     if dry_run:
-        return archiver.PruneResult(deleted=expired)
+        return archiver.PruneResult(deleted=expired, damaged=damaged)
     with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
         result = archiver.delete_archives(expired)
+    result.damaged.extend(damaged)
     for policy in chosen:
         deleted = sum(1 for a in result.deleted if a.policy == policy)
         errors = sum(1 for a, _ in result.failed if a.policy == policy)
@@ -273,6 +297,91 @@ def run_prune(
     for archive, error in result.failed:
         log.error("prune_failed", archive=archive.name, policy=archive.policy, error=error)
     return result
+
+
+def mark_damaged(rt: Runtime, archive: ArchiveInfo, fault: str, *, found_by: str) -> None:
+    """Write the archive's damage marker and log it; a marker that cannot be written is logged
+    (the archive is still treated as damaged by the operation that found it)."""
+    try:
+        archiver.mark_damaged(archive.path, reason=fault, found_by=found_by, now=rt.clock())
+    except OSError as exc:
+        log.error("damage_marker_failed", archive=archive.name, error=exc.strerror or str(exc))
+    log.error(
+        "archive_damaged",
+        archive=archive.name,
+        policy=archive.policy,
+        reason=fault,
+        found_by=found_by,
+    )
+
+
+@dataclass(frozen=True)
+class ScrubReport:
+    """What a scrub read: archives that passed, that it found damaged, and that it skipped
+    (already damaged, or gone while it ran)."""
+
+    passed: tuple[str, ...]
+    damaged: tuple[tuple[str, str], ...]
+    skipped: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "passed": list(self.passed),
+            "damaged": [{"archive": a, "reason": r} for a, r in self.damaged],
+            "skipped": list(self.skipped),
+        }
+
+
+def run_scrub(
+    rt: Runtime,
+    *,
+    checks: archiver.ReadCheckCache | None = None,
+    metrics: JobMetrics | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ScrubReport:
+    """Read every archive to its end (the read check, never the cache's old answer) and mark
+    the ones that fail damaged; markers whose archive was deleted are removed."""
+    lower_priority(rt.nice)
+    checks = checks if checks is not None else archiver.ReadCheckCache()
+    report = progress or (lambda stage, done, total: None)
+    passed: list[str] = []
+    damaged: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    try:
+        archives = archiver.list_archives(rt.backup_dir)
+        for i, archive in enumerate(archives):
+            report("scrub", i, len(archives))
+            if archive.status is archiver.ArchiveStatus.DAMAGED:
+                skipped.append(archive.name)
+                continue
+            try:
+                fault = checks.recheck(archive.path, should_stop=should_stop)
+            except FileNotFoundError:
+                skipped.append(archive.name)
+                continue
+            if fault is None:
+                passed.append(archive.name)
+            else:
+                damaged.append((archive.name, fault))
+                mark_damaged(rt, archive, fault, found_by="scrub")
+        report("scrub", len(archives), len(archives))
+        for path in archiver.remove_orphan_markers(rt.backup_dir):
+            log.info("damage_marker_removed", path=str(path), reason="its archive is gone")
+    except (SidecarError, OSError) as exc:
+        log.error("scrub_failed", error=str(exc))
+        if metrics:
+            metrics.scrub_finished(ok=False, finished_at=rt.clock())
+        raise
+    log.info(
+        "scrub_completed",
+        passed=len(passed),
+        damaged=[name for name, _ in damaged],
+        skipped=len(skipped),
+    )
+    if metrics:
+        metrics.scrub_finished(ok=True, finished_at=rt.clock())
+    return ScrubReport(tuple(passed), tuple(damaged), tuple(skipped))
 
 
 def run_verify(
@@ -409,18 +518,22 @@ def run_drill(
             name: DatabaseSpec(name=name, path=scratch / entry.file, member=entry.file)
             for name, entry in manifest.databases.items()
         }
-        archiver.restore_archive(
-            newest.path,
-            databases=scratch_specs,
-            selected=None,
-            backup_dir=rt.backup_dir,
-            now=rt.clock(),
-            level=rt.level,
-            threads=rt.threads,
-            pace=rt.pace,
-            lock_timeout=rt.lock_timeout,
-            should_stop=should_stop,
-        )
+        try:
+            archiver.restore_archive(
+                newest.path,
+                databases=scratch_specs,
+                selected=None,
+                backup_dir=rt.backup_dir,
+                now=rt.clock(),
+                level=rt.level,
+                threads=rt.threads,
+                pace=rt.pace,
+                lock_timeout=rt.lock_timeout,
+                should_stop=should_stop,
+            )
+        except CorruptArchiveError as exc:
+            mark_damaged(rt, newest, f"restore drill: {exc.fault}", found_by="drill")
+            raise
         mismatches = []
         for name, spec in scratch_specs.items():
             counts = collect_facts(spec.path).row_counts
@@ -431,6 +544,8 @@ def run_drill(
                 )
                 mismatches.append(f"{name}: row counts differ in {', '.join(diff[:5])}")
     report = DrillReport(newest.name, tuple(scratch_specs), tuple(mismatches))
+    if not report.ok:
+        mark_damaged(rt, newest, "restore drill: " + "; ".join(mismatches), found_by="drill")
     if report.ok:
         log.info("restore_drill_completed", archive=newest.name, databases=list(report.databases))
     else:

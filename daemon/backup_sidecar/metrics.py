@@ -39,7 +39,7 @@ DURATION_BUCKETS = (
 )
 
 #: The control socket's operations; any other op is counted as "unknown" to bound the labels.
-CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune")
+CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune", "scrub")
 #: Outcomes of backups, restores, drills and control requests. `busy` is a refusal because
 #: another operation held the database (nothing was attempted): not a failure, so the
 #: failing-backups alert does not count it.
@@ -191,6 +191,21 @@ class Metrics:
             "restore_drill_last_success_timestamp_seconds",
             "Unix time of the last successful restore drill; 0 if none yet.",
         )
+        self.scrub_runs = counter(
+            "scrub_runs_total",
+            "Scrubs (every archive read to its end); error: the scrub itself could not run.",
+            ["result"],
+        )
+        self.scrub_last_success = gauge(
+            "scrub_last_success_timestamp_seconds",
+            "Unix time the last scrub completed; 0 if none yet.",
+        )
+        self.archives_damaged = gauge(
+            "archives_damaged",
+            "Archives listed damaged (unreadable metadata, or marked by a failed read check, "
+            "scrub or restore drill).",
+            ["policy"],
+        )
         self.database_healthy = gauge(
             "database_healthy",
             "1 if the last check of the live database passed, else 0.",
@@ -239,6 +254,7 @@ class Metrics:
         for result in RESULTS:
             self.restore_runs.labels(result)
             self.drill_runs.labels(result)
+            self.scrub_runs.labels(result)
         self.declare(policies=policies, databases=databases)
 
     def declare(self, *, policies: Iterable[str] = (), databases: Iterable[str] = ()) -> None:
@@ -258,6 +274,7 @@ class Metrics:
             self.prune_deleted.labels(policy)
             self.prune_errors.labels(policy)
             self.archives.labels(policy)
+            self.archives_damaged.labels(policy)
             self.backup_last_success.labels(policy)
             for reason in SKIP_REASONS:
                 self.missed_runs.labels(policy, reason)
@@ -363,6 +380,18 @@ class Metrics:
             self._policies |= set(counts)
             for policy in self._policies:
                 self.archives.labels(policy).set(counts.get(policy, 0))
+
+    def damaged_counted(self, counts: Mapping[str, int]) -> None:
+        """Set the damaged-archive count of each policy; a known policy missing has 0."""
+        with self._lock:
+            self._policies |= set(counts)
+            for policy in self._policies:
+                self.archives_damaged.labels(policy).set(counts.get(policy, 0))
+
+    def scrub_finished(self, *, ok: bool, finished_at: datetime) -> None:
+        self.scrub_runs.labels(_result(ok)).inc()
+        if ok:
+            self.scrub_last_success.set(_timestamp(finished_at))
 
     def restore_finished(self, *, ok: bool, finished_at: datetime, busy: bool = False) -> None:
         self.restore_runs.labels(_result(ok, busy=busy)).inc()

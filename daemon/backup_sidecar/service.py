@@ -37,8 +37,9 @@ from backup_sidecar.metrics import Metrics
 from backup_sidecar.runtime import runtime_from
 from backup_sidecar.scheduler import SKIP_LATE, PolicyScheduler
 from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
+from backup_sidecar.settings.model import SCRUB_JOB
 from backup_sidecar.successes import SuccessLedger
-from backup_sidecar.watcher import HealthWatcher, last_successes
+from backup_sidecar.watcher import HealthWatcher, damaged_newest, last_successes
 
 log = structlog.get_logger("backup_sidecar.service")
 
@@ -119,6 +120,8 @@ class Service:
         #: Held while a reload swaps the configuration and while the watcher publishes, so a
         #: check begun before a reload never republishes what the reload removed.
         self.publishing = threading.Lock()
+        #: Read-check results of the prunes and scrubs, kept while the daemon runs.
+        self.read_checks = archiver.ReadCheckCache()
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._wake = _Waker()
@@ -167,6 +170,9 @@ class Service:
             if policy == DRILL_POLICY:
                 self._drill(rt)
                 return
+            if policy == SCRUB_JOB:
+                self._scrub(rt)
+                return
             self.ensure_backup_dir()
             try:
                 info = jobs.run_backup(
@@ -186,7 +192,12 @@ class Service:
                 self.health.backup_finished(policy)
             try:
                 jobs.run_prune(
-                    rt, policies=[policy], metrics=self.metrics, wait=60.0, spare=[info.name]
+                    rt,
+                    policies=[policy],
+                    metrics=self.metrics,
+                    wait=60.0,
+                    spare=[info.name],
+                    checks=self.read_checks,
                 )
             except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
@@ -229,6 +240,9 @@ class Service:
             return
         self.ledger.sync(archives, policies=self.settings.policies)
         self.metrics.archives_counted(Counter(a.policy for a in archives))
+        damaged = [a for a in archives if a.status is archiver.ArchiveStatus.DAMAGED]
+        self.metrics.damaged_counted(Counter(a.policy for a in damaged))
+        self.health.set_damaged_newest(damaged_newest(archives))
 
     def archives_changed(self) -> None:
         """Publish the backup directory as it is now, after a backup, prune or restore: the
@@ -250,6 +264,15 @@ class Service:
             ok, error = False, str(exc)
         self.metrics.drill_finished(ok=ok, finished_at=datetime.now(UTC))
         self.health.drill_finished(ok=ok, error=error)
+        if not ok:
+            self.archives_changed()  # a failed drill may have marked its archive damaged
+
+    def _scrub(self, rt: jobs.Runtime) -> None:
+        with contextlib.suppress(SidecarError):  # logged and counted by the job
+            jobs.run_scrub(
+                rt, checks=self.read_checks, metrics=self.metrics, should_stop=self._abort.is_set
+            )
+        self.archives_changed()  # markers written: damaged counts and /healthz at once
 
     def ensure_backup_dir(self) -> None:
         """Recreate a backup directory deleted under the running daemon, and claim it again
@@ -271,6 +294,9 @@ class Service:
                 log.error("backup_dir_claim_lost", path=str(backup_dir), error=str(exc))
 
     def last_success(self, policy: str) -> datetime | None:
+        if policy == SCRUB_JOB:
+            # A scrub reads every archive: it waits for its schedule, never runs at start.
+            return datetime.now(UTC)
         return last_successes(self.runtime.backup_dir).get(policy)
 
     # -- signals and reload --------------------------------------------------------------
@@ -383,6 +409,7 @@ class Service:
                 should_stop=self._abort.is_set,
                 track=self.track,
                 archives_changed=self.archives_changed,
+                read_checks=self.read_checks,
             )
             self._state = state
             control = ControlServer(

@@ -40,6 +40,20 @@ def last_successes(backup_dir: Path) -> dict[str, datetime]:
     return newest
 
 
+def damaged_newest(archives: list[archiver.ArchiveInfo]) -> tuple[tuple[str, str, str], ...]:
+    """(policy, archive, reason) for each policy whose newest archive (``archives`` is newest
+    first) is damaged; ``pre_restore`` archives are left out (restores make them, not the
+    schedule). A newer good archive or deleting the damaged one clears it."""
+    newest: dict[str, archiver.ArchiveInfo] = {}
+    for archive in archives:
+        newest.setdefault(archive.policy, archive)
+    return tuple(
+        (policy, a.name, a.error or "damaged")
+        for policy, a in sorted(newest.items())
+        if a.status is archiver.ArchiveStatus.DAMAGED and policy != archiver.PRE_RESTORE_POLICY
+    )
+
+
 def _fingerprint(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
     """Identity, size and modification time of a database file and its -wal (None: absent)."""
 
@@ -171,6 +185,11 @@ class HealthWatcher:
         metrics.archives_counted(Counter(a.policy for a in archives or ()))
         if archives is not None:  # an unreadable directory says nothing about what it holds
             svc.ledger.sync(archives, policies=cfg.policies)
+        metrics.damaged_counted(
+            Counter(a.policy for a in archives or () if a.status is archiver.ArchiveStatus.DAMAGED)
+        )
+        if archives is not None:
+            svc.health.set_damaged_newest(damaged_newest(archives))
         overdue = overdue_policies(
             svc.ledger.newest(),
             cfg.health.max_backup_age,

@@ -19,6 +19,7 @@ REQUIRED_ALERTS = {
     "BackupSidecarDatabaseUnhealthy",
     "BackupSidecarBackupDirFillingUp",
     "BackupSidecarRestoreDrillFailing",
+    "BackupSidecarArchiveDamaged",
     "BackupSidecarDown",
 }
 

@@ -6,6 +6,7 @@ metrics, scheduling or the control socket. Time, places and progress are passed 
 
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
 from backup_sidecar.archiver.catalog import list_archives, read_manifest, resolve_archive
+from backup_sidecar.archiver.damage import mark_damaged, remove_orphan_markers
 from backup_sidecar.archiver.locks import DirectoryLock, database_locks
 from backup_sidecar.archiver.manifest import ARCHIVE_SUFFIX, default_name, validate_name
 from backup_sidecar.archiver.model import (
@@ -16,6 +17,7 @@ from backup_sidecar.archiver.model import (
     ProgressFn,
     RestoreResult,
 )
+from backup_sidecar.archiver.readcheck import ReadCheckCache, read_check
 from backup_sidecar.archiver.restore import (
     PRE_RESTORE_POLICY,
     clean_restore_leftovers,
@@ -37,6 +39,7 @@ __all__ = [
     "Limits",
     "ProgressFn",
     "PruneResult",
+    "ReadCheckCache",
     "RestoreResult",
     "VerifiedArchive",
     "check_backup_dir",
@@ -48,7 +51,10 @@ __all__ = [
     "delete_archives",
     "free_bytes",
     "list_archives",
+    "mark_damaged",
+    "read_check",
     "read_manifest",
+    "remove_orphan_markers",
     "resolve_archive",
     "restore_archive",
     "select_expired",

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
+from backup_sidecar.archiver.damage import read_mark
 from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.safefs import link_target
@@ -66,6 +67,9 @@ def describe(path: Path) -> ArchiveInfo:
     status = ArchiveStatus.LEGACY if manifest.legacy else ArchiveStatus.VERIFIED
     if not manifest.legacy and any(e.integrity_check != "ok" for e in manifest.databases.values()):
         status = ArchiveStatus.DAMAGED
+    mark = read_mark(path, st)  # a failed read check, scrub or drill: rot the metadata hides
+    if mark is not None:
+        status = ArchiveStatus.DAMAGED
     return ArchiveInfo(
         name=archive_name(path),
         path=path,
@@ -75,6 +79,7 @@ def describe(path: Path) -> ArchiveInfo:
         policy=manifest.policy,
         databases=tuple(manifest.members()),
         manifest=manifest,
+        error=mark.describe() if mark is not None else None,
     )
 
 

@@ -42,7 +42,9 @@ class ArchiveStatus(enum.StrEnum):
 
     VERIFIED = "verified"  # written by backup-sidecar after integrity_check and hashing
     LEGACY = "legacy"  # written by the seed's backup_manager.py: no checksums
-    DAMAGED = "damaged"  # metadata unreadable: never trusted, never pruned
+    #: metadata unreadable, or marked by a failed read check, scrub or restore drill
+    #: (``<name>.tar.gz.damaged``): never trusted, never pruned, never counted as a good copy
+    DAMAGED = "damaged"
 
 
 @dataclass(frozen=True)

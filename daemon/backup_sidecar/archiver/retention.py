@@ -4,6 +4,11 @@
 property-tested: per policy the newest K archives stay, and the newest verified archive of a
 policy is never expired even when newer damaged or legacy ones push it out of the K.
 Damaged archives are never expired: they are kept for an operator to look at.
+
+With a ``good`` predicate (the read check, see readcheck.py) the archive a policy relies on is
+proven first: its newest verified archives are tried newest first until one passes, and only that
+one is the protected anchor. Those that fail are treated as damaged (kept, and not counted among
+the K), so a rotten newest archive can never push the last good one out.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +29,8 @@ class PruneResult:
     deleted: list[ArchiveInfo] = field(default_factory=list)
     skipped_busy: list[ArchiveInfo] = field(default_factory=list)
     failed: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
+    #: Archives whose read check failed during this prune (marked damaged, kept), with the fault.
+    damaged: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
 
 
 def select_expired(
@@ -31,10 +38,12 @@ def select_expired(
     *,
     keep: Mapping[str, int],
     policies: Collection[str] | None = None,
+    good: Callable[[ArchiveInfo], bool] | None = None,
 ) -> list[ArchiveInfo]:
     """Archives beyond the ``keep[policy]`` newest of their policy, sparing each policy's newest
     verified archive. Policies absent from ``keep`` (or filtered out by ``policies``) expire
-    nothing."""
+    nothing. With ``good``, the spared archive is the newest verified one for which ``good`` is
+    true; the newer verified ones it rejected are neither expired nor counted."""
     by_policy: dict[str, list[ArchiveInfo]] = {}
     for archive in archives:
         if archive.status is ArchiveStatus.DAMAGED:
@@ -46,9 +55,26 @@ def select_expired(
     expired: list[ArchiveInfo] = []
     for policy, group in by_policy.items():
         group.sort(key=lambda a: (a.created_at, a.name), reverse=True)
-        newest_verified = next((a for a in group if a.status is ArchiveStatus.VERIFIED), None)
-        expired.extend(a for a in group[keep[policy] :] if a is not newest_verified)
+        anchor, rejected = _anchor(group, good)
+        skip = {id(a) for a in rejected}
+        counted = [a for a in group if id(a) not in skip]
+        expired.extend(a for a in counted[keep[policy] :] if a is not anchor)
     return expired
+
+
+def _anchor(
+    group: Sequence[ArchiveInfo], good: Callable[[ArchiveInfo], bool] | None
+) -> tuple[ArchiveInfo | None, list[ArchiveInfo]]:
+    """The newest verified archive that is good (newest first), and the ones rejected on the
+    way; every verified archive may be tried when none passes."""
+    rejected: list[ArchiveInfo] = []
+    for archive in group:
+        if archive.status is not ArchiveStatus.VERIFIED:
+            continue
+        if good is None or good(archive):
+            return archive, rejected
+        rejected.append(archive)
+    return None, rejected
 
 
 def delete_archives(archives: Sequence[ArchiveInfo]) -> PruneResult:

@@ -113,6 +113,10 @@ class PruneRequest(_Request):
     keep: Annotated[int, Field(ge=0)] | None = None
 
 
+class ScrubRequest(_Request):
+    op: Literal["scrub"] = "scrub"
+
+
 Request: TypeAlias = Annotated[
     PingRequest
     | StatusRequest
@@ -120,7 +124,8 @@ Request: TypeAlias = Annotated[
     | BackupRequest
     | VerifyRequest
     | RestoreRequest
-    | PruneRequest,
+    | PruneRequest
+    | ScrubRequest,
     Field(discriminator="op"),
 ]
 REQUEST_TYPES: Final = (
@@ -131,6 +136,7 @@ REQUEST_TYPES: Final = (
     VerifyRequest,
     RestoreRequest,
     PruneRequest,
+    ScrubRequest,
 )
 OPS: Final = tuple(t.model_fields["op"].default for t in REQUEST_TYPES)
 _REQUEST: TypeAdapter[Request] = TypeAdapter(Request)

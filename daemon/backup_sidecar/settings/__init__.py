@@ -7,7 +7,8 @@ Policies: a policy has a 5-field cron `schedule` (in `timezone`) or an `every` i
 neither (kept by retention, never scheduled). `pre_restore` is always present (default keep 10)
 and never scheduled: restores make its archives. The policy named `drill` is special: when
 scheduled, the daemon runs a restore drill on that schedule instead of a backup (it is kept here as
-plain policy data; `keep: 0` is the usual value).
+plain policy data; `keep: 0` is the usual value). The top-level `scrub:` takes a `schedule` or
+`every` like a policy and schedules the scrub (job `scrub`; no policy may take that name).
 
 Relative paths (YAML, environment) are taken relative to the `cwd` given to `resolve_paths`.
 """
@@ -19,6 +20,7 @@ from backup_sidecar.settings.model import (
     HealthConfig,
     MetricsConfig,
     PolicyConfig,
+    ScrubConfig,
     Settings,
 )
 from backup_sidecar.settings.paths import (
@@ -39,6 +41,7 @@ __all__ = [
     "PolicyConfig",
     "ResolvedPaths",
     "RuntimeConfig",
+    "ScrubConfig",
     "Settings",
     "build_runtime_config",
     "database_file_name",

@@ -56,14 +56,12 @@ class DatabaseConfig(BaseModel):
         return value
 
 
-class PolicyConfig(BaseModel):
-    """Retention, and optionally when it runs: a cron `schedule` or an `every` interval."""
+class _Timing(BaseModel):
+    """When something runs on its own: a cron `schedule` or an `every` interval (or never)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     schedule: str | None = None
     every: Annotated[Duration | None, at_least(timedelta(seconds=1), "1s")] = None
-    keep: Int = Field(ge=0)
-    databases: list[Name] | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -73,15 +71,32 @@ class PolicyConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_trigger(self) -> PolicyConfig:
+    def _one_trigger(self) -> _Timing:
         if self.schedule is not None and self.every is not None:
             raise ValueError("give either schedule or every, not both")
         return self
 
     @property
     def trigger(self) -> str | timedelta | None:
-        """What the scheduler runs this policy by: the cron expression, the interval, or None."""
+        """What the scheduler runs this by: the cron expression, the interval, or None."""
         return self.schedule if self.schedule is not None else self.every
+
+
+class PolicyConfig(_Timing):
+    """Retention, and optionally when it runs: a cron `schedule` or an `every` interval."""
+
+    keep: Int = Field(ge=0)
+    databases: list[Name] | None = None
+
+
+class ScrubConfig(_Timing):
+    """The scrub: every archive read to its end on this schedule, failures marked damaged.
+    Neither `schedule` nor `every` (the default): no scheduled scrub (`backup-sidecar scrub`
+    and the socket's `scrub` still run one)."""
+
+
+#: The scheduler job of the scrub; a policy may not take this name.
+SCRUB_JOB = "scrub"
 
 
 class HealthConfig(BaseModel):
@@ -163,6 +178,7 @@ class Settings(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
     compression_level: Int = Field(default=1, ge=0, le=3)
     #: Threads for a backup's integrity check and its hashing + compression: 1 runs them one
     #: after the other, 2 at once (paced below 3 CPUs); ``auto`` is 2 from 2 usable CPUs on
@@ -218,6 +234,10 @@ class Settings(BaseSettings):
     @field_validator("policies")
     @classmethod
     def _pre_restore(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        if SCRUB_JOB in value:
+            raise KeyedValueError(
+                SCRUB_JOB, "is reserved: schedule the scrub with the top-level `scrub:` key"
+            )
         pre = value.get("pre_restore")
         if pre is None:
             return {**value, "pre_restore": PolicyConfig(**DEFAULT_POLICIES["pre_restore"])}
@@ -255,5 +275,9 @@ class Settings(BaseSettings):
         return list(chosen) if chosen is not None else list(self.databases)
 
     def scheduled_policies(self) -> dict[str, str | timedelta]:
-        """Policy name -> cron expression or interval, for the policies that run on their own."""
-        return {n: p.trigger for n, p in self.policies.items() if p.trigger is not None}
+        """Job name -> cron expression or interval, for the policies that run on their own and
+        the scrub (job `scrub`) when it is scheduled."""
+        jobs = {n: p.trigger for n, p in self.policies.items() if p.trigger is not None}
+        if self.scrub.trigger is not None:
+            jobs[SCRUB_JOB] = self.scrub.trigger
+        return jobs
