@@ -326,6 +326,7 @@ class Metrics:
                     self.backup_last_size,
                     self.backup_max_age,
                     self.archives,
+                    self.archives_damaged,
                     self.prune_deleted,
                     self.prune_errors,
                     self.next_run,
