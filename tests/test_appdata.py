@@ -17,8 +17,8 @@ from backup_sidecar.appdata.schema import (
     create_empty_database,
 )
 from backup_sidecar.errors import DatabaseError, UnknownDatabaseError, UsageError
+from conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "arrowtuner"
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 REAL_DB = FIXTURES / "arrow_database_2025-08-14.db"
 MANUFACTURERS = {"Easton Archery", "Gold Tip", "Victory Archery", "Carbon Express"}

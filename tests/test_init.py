@@ -20,9 +20,8 @@ from backup_sidecar.appdata.startup import (
 )
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
-from conftest import Sidecar
+from conftest import FIXTURES, Sidecar
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "arrowtuner"
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 REAL_DB = FIXTURES / "arrow_database_2025-08-14.db"
 

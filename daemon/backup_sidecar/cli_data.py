@@ -59,16 +59,18 @@ def init(ctx: Context, import_files: tuple[Path, ...]) -> None:
 @click.pass_obj
 def import_arrows_cmd(ctx: Context, files: tuple[Path, ...]) -> None:
     """Upsert scraper JSON into the arrow database (idempotent)."""
-    from backup_sidecar.appdata.arrows_import import import_arrows  # noqa: PLC0415
-    from backup_sidecar.appdata.startup import import_skip_reason  # noqa: PLC0415
+    from backup_sidecar.appdata.arrows_import import import_sources, load_sources  # noqa: PLC0415
+    from backup_sidecar.appdata.startup import import_note  # noqa: PLC0415
 
     with _errors(ctx):
-        reason = import_skip_reason(os.environ)
-        if reason:
-            log.warning("import_skipped", reason=reason)
-            return
+        note = import_note(os.environ, len(files))
+        if note is not None:
+            log.warning(note.event, reason=note.message)
+            if note.event == "import_skipped":
+                return
+        sources = load_sources(files)  # every file valid before the database is opened
         rt = ctx.runtime()
-        report = import_arrows(rt.select(["arrow"])[0].path, files)
+        report = import_sources(rt.select(["arrow"])[0].path, sources)
         a, s = report.arrows, report.spines
         click.echo(
             f"arrows: {a.inserted} inserted, {a.updated} updated, {a.unchanged} unchanged; "

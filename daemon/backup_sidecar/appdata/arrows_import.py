@@ -1,8 +1,11 @@
 """Upsert the arrow scraper's JSON into the arrow database, idempotently.
 
-Every file is parsed and validated before anything is written, so a malformed file (anywhere in
-the list) raises :class:`ArrowDataError` naming the file and the JSON key path, and no file is
-imported. Each file is then written in its own transaction. Arrows are keyed on
+Every file is read (bounded, see :mod:`arrows_json`), parsed and validated before the database
+is opened, so a malformed file (anywhere in the list) raises :class:`ArrowDataError` naming the
+file and the JSON key path, and no file is imported. All the files are then written in one
+transaction: a database error in any of them (a constraint, a full disk, a lock held past the
+busy timeout) rolls back the whole batch and raises :class:`DatabaseError` naming the database
+and the file it was writing; the database is as before. Arrows are keyed on
 ``(manufacturer, model_name)``, spines on ``(arrow_id, spine)``; a row is updated only when a
 value differs, so importing the same file twice changes nothing. Keys absent from the JSON
 leave the stored column alone; spines absent from the JSON are kept (an upsert, not a sync).
@@ -10,13 +13,13 @@ leave the stored column alone; spines absent from the JSON are kept (an upsert, 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backup_sidecar.appdata.arrows_json import read_document
 from backup_sidecar.appdata.arrows_parse import (
     ArrowDataError,
     ArrowRecord,
@@ -32,6 +35,8 @@ __all__ = [
     "UpsertCounts",
     "import_arrow_documents",
     "import_arrows",
+    "import_sources",
+    "load_sources",
 ]
 
 BUSY_TIMEOUT_S = 10.0
@@ -91,31 +96,28 @@ class ImportReport:
 
 def import_arrows(db_path: Path, files: Sequence[Path]) -> ImportReport:
     """Upsert scraper JSON files into the arrow database at ``db_path`` (see the module doc)."""
-    return import_arrow_documents(db_path, [(str(f), _load_json(f)) for f in files])
+    return import_sources(db_path, load_sources(files))
+
+
+def load_sources(files: Sequence[Path]) -> list[ArrowSource]:
+    """Read and validate every file; the first fault raises :class:`ArrowDataError`."""
+    return [parse_document(read_document(f), source=str(f)) for f in files]
 
 
 def import_arrow_documents(db_path: Path, documents: Sequence[tuple[str, Any]]) -> ImportReport:
     """Upsert already-decoded scraper documents, each labelled with its source for errors."""
-    sources = [parse_document(doc, source=label) for label, doc in documents]
+    return import_sources(db_path, [parse_document(doc, source=lbl) for lbl, doc in documents])
+
+
+def import_sources(db_path: Path, sources: Sequence[ArrowSource]) -> ImportReport:
+    """Write validated sources in one transaction (see the module doc)."""
     conn = _connect(db_path)
     try:
         columns = _writable_columns(conn, db_path)
-        results = tuple(_import_source(conn, src, columns) for src in sources)
+        results = _import_all(conn, db_path, sources, columns)
     finally:
         conn.close()
     return ImportReport(database=db_path, files=results)
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArrowDataError(str(path), "", f"cannot read: {exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise ArrowDataError(str(path), "", f"invalid JSON at {where}: {exc.msg}") from exc
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
@@ -146,22 +148,41 @@ def _writable_columns(conn: sqlite3.Connection, db_path: Path) -> dict[str, froz
     return found
 
 
+def _import_all(
+    conn: sqlite3.Connection,
+    db_path: Path,
+    sources: Sequence[ArrowSource],
+    columns: Mapping[str, frozenset[str]],
+) -> tuple[FileImport, ...]:
+    """Every source in one transaction: all of them, or (on any exception) none."""
+    doing = "starting the import"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        results = []
+        for src in sources:
+            doing = f"importing {src.label}"
+            results.append(_import_source(conn, src, columns))
+        doing = "committing the import"
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            reason = f"{doing} failed, nothing imported (rolled back): {exc}"
+            raise DatabaseError("arrow", db_path, " ".join(reason.split())) from exc
+        raise
+    return tuple(results)
+
+
 def _import_source(
     conn: sqlite3.Connection, src: ArrowSource, columns: Mapping[str, frozenset[str]]
 ) -> FileImport:
     arrows = spines = UpsertCounts()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        for record in src.arrows:
-            arrow_id, counts = _upsert_arrow(conn, record, columns["arrows"])
-            arrows += counts
-            for values in record.spines:
-                spines += _upsert_spine(conn, arrow_id, values, columns["spine_specifications"])
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise DatabaseError("arrow", Path(src.label), f"import failed, rolled back: {exc}") from exc
+    for record in src.arrows:
+        arrow_id, counts = _upsert_arrow(conn, record, columns["arrows"])
+        arrows += counts
+        for values in record.spines:
+            spines += _upsert_spine(conn, arrow_id, values, columns["spine_specifications"])
     return FileImport(
         source=src.label,
         manufacturer=src.manufacturer,

@@ -4,12 +4,19 @@ The scraper format: ``{"manufacturer", "scraped_at", "arrows": [{"model_name", "
 "arrow_type", "description", ..., "spine_specifications": [{"spine", "outer_diameter",
 "gpi_weight", "length_options", ...}]}]}``. Unknown keys are ignored (the scraper adds some);
 a known key with the wrong type is an error naming the key path, e.g.
-``arrows[3].spine_specifications[1].gpi_weight``.
+``arrows[3].spine_specifications[1].gpi_weight``. Every value stored must be one SQLite holds
+as the JSON said: numbers finite and within 64 bits (NaN, Infinity, ``1e400`` and 20-digit
+integers are refused, whether decoded by :mod:`arrows_json` as :class:`BadNumber` or handed in
+as Python floats), text valid Unicode (a lone surrogate escape such as ``"\\ud800"`` is
+refused), spines plain ASCII digits. Anything else raises :class:`ArrowDataError`, never
+another exception.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,17 +29,33 @@ _ARROW_TEXT = ("material", "carbon_content", "arrow_type", "description", "sourc
 _SPINE_DEFAULTS = ("straightness_tolerance", "weight_tolerance")
 _SPINE_NUMBERS = ("outer_diameter", "inner_diameter", "wall_thickness")
 _SPINE_TEXT = ("diameter_category", "insert_weight_range", "nock_size", "notes", *_SPINE_DEFAULTS)
+#: SQLite's INTEGER range: a larger Python int cannot be bound (OverflowError).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_SPINE_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class ArrowDataError(UsageError):
     """A scraper JSON file that cannot be imported; nothing from it is written."""
 
     def __init__(self, source: str, key_path: str, reason: str) -> None:
-        where = f"{source}: {key_path}" if key_path else source
+        shown = source if source.isprintable() else repr(source)  # a newline in a file name
+        where = f"{shown}: {key_path}" if key_path else shown
         super().__init__(f"{where}: {reason}")
         self.source = source
         self.key_path = key_path
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class BadNumber:
+    """A JSON number no column can hold (NaN, Infinity, 1e400, a 5,000-digit integer), kept as
+    its text by the decoder so the parser can refuse it with its key path, not at decode time."""
+
+    text: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -139,40 +162,66 @@ def _parse_spine(spec: Any, p: _Path, at: str, defaults: Mapping[str, object]) -
 def _spine_value(value: Any, p: _Path, at: str) -> int:
     if isinstance(value, bool):
         raise p.error(at, "expected an integer spine, got a boolean")
+    if isinstance(value, BadNumber):
+        raise p.error(at, f"{value.text} {value.reason}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and _SPINE_DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())  # ASCII digits only: "²".isdigit() is true, int("²") fails
     if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise p.error(at, f"spine {_shown(value)} is out of range (64-bit integers)")
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
     if value is None:
         raise p.error(at, "missing")
-    raise p.error(at, f"expected an integer spine, got {_kind(value)} {value!r}")
+    raise p.error(at, f"expected an integer spine, got {_kind(value)} {_shown(value)}")
 
 
 def _length_options(value: Any, p: _Path, at: str) -> str | None:
     """Stored as JSON text, as the app stores it."""
     if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(
-        isinstance(v, int | float | str) and not isinstance(v, bool) for v in value
-    ):
-        return json.dumps(value)
-    raise p.error(at, f"expected a list of lengths, got {_kind(value)}")
+        return _text(value, p, at)
+    if not isinstance(value, list):
+        raise p.error(at, f"expected a list of lengths, got {_kind(value)}")
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            _text(item, p, f"{at}[{i}]")
+        elif _number(item, p, f"{at}[{i}]", what="a length (number or string)") is None:
+            raise p.error(f"{at}[{i}]", "expected a length (number or string), got null")
+    return json.dumps(value)
 
 
 def _opt_text(obj: Mapping[str, Any], key: str, p: _Path, at: str) -> str | None:
-    value = obj.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise p.error(_join(at, key), f"expected a string, got {_kind(value)} {value!r}")
+    return _text(obj.get(key), p, _join(at, key))
+
+
+def _text(value: Any, p: _Path, at: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise p.error(at, f"expected a string, got {_kind(value)} {_shown(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # "\ud800": SQLite could not bind it
+        reason = f"not valid Unicode: a lone surrogate \\u{ord(value[exc.start]):04x}"
+        raise p.error(at, f"{reason} at character {exc.start}") from None
+    return value
 
 
 def _opt_number(obj: Mapping[str, Any], key: str, p: _Path, at: str) -> float | int | None:
-    value = obj.get(key)
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
-    raise p.error(_join(at, key), f"expected a number, got {_kind(value)} {value!r}")
+    return _number(obj.get(key), p, _join(at, key), what="a number")
+
+
+def _number(value: Any, p: _Path, at: str, *, what: str) -> float | int | None:
+    if isinstance(value, BadNumber):
+        raise p.error(at, f"{value.text} {value.reason}")
+    if isinstance(value, bool) or not isinstance(value, int | float | None):
+        raise p.error(at, f"expected {what}, got {_kind(value)} {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise p.error(at, f"{value!r} is not a finite number")
+    if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        raise p.error(at, f"{_shown(value)} is out of range (64-bit integers)")
+    return value
 
 
 def _merge(first: ArrowRecord, later: ArrowRecord) -> ArrowRecord:
@@ -194,4 +243,17 @@ def _kind(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
+    if isinstance(value, BadNumber):
+        return "a number"
     return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut short for a one-line error: a value may be megabytes of text, and
+    ``str()`` of an integer past 4,300 digits raises."""
+    if isinstance(value, dict | list):
+        return f"of {len(value)} item(s)"
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"of about {int(value.bit_length() * 0.30103) + 1} digits"
+    shown = repr(value)
+    return shown if len(shown) <= 64 else shown[:61] + "..."

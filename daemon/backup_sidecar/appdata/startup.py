@@ -5,7 +5,11 @@ anything); an existing one is integrity-checked read-only. A database whose SQLi
 completely empty (a zero-length file, or a header-only one) gets the schema written in place
 under a write lock; a database with any table, index, view or trigger is never written.
 Arrow JSON is imported only outside production, or in production with
-``FORCE_DATABASE_IMPORT=true``; otherwise the report carries one message saying so.
+``FORCE_DATABASE_IMPORT=true``; otherwise the report carries one message saying so. The flag
+accepts ``true``/``false`` and also ``1``/``yes``/``on`` and ``0``/``no``/``off`` (any case,
+blank meaning unset); any other value (``ture``) is refused with a :class:`ConfigError` whenever
+an import is asked for, before anything is done, rather than silently meaning false. The JSON
+files are read and validated before any directory or database is created.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_sidecar.appdata.arrows_import import ImportReport, import_arrows
+from backup_sidecar.appdata.arrows_import import ImportReport, import_sources, load_sources
+from backup_sidecar.appdata.arrows_parse import ArrowSource
 from backup_sidecar.appdata.schema import (
     BUSY_TIMEOUT_S,
     DatabaseExistsError,
@@ -25,11 +30,12 @@ from backup_sidecar.appdata.schema import (
     initialise_in_place,
 )
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.errors import BackupDirError, DatabaseError, UsageError
+from backup_sidecar.errors import BackupDirError, ConfigError, DatabaseError, UsageError
 
 PRODUCTION_VARS = ("FLASK_ENV", "APP_ENV")
 FORCE_VAR = "FORCE_DATABASE_IMPORT"
 _TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
 #: The database that arrow JSON is imported into.
 ARROW_DATABASE = "arrow"
 #: Sibling files that mean SQLite state lives outside the main file.
@@ -108,8 +114,15 @@ def production_marker(environ: Mapping[str, str]) -> str:
 
 
 def import_forced(environ: Mapping[str, str]) -> bool:
-    """``FORCE_DATABASE_IMPORT`` set to true (also 1/yes/on, any case)."""
-    return environ.get(FORCE_VAR, "").strip().lower() in _TRUE
+    """``FORCE_DATABASE_IMPORT`` set to true (also 1/yes/on, any case); false when unset, blank,
+    false/0/no/off. Any other value raises :class:`ConfigError`: a typo must not mean false."""
+    raw = environ.get(FORCE_VAR, "")
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    shown = repr(raw) if len(raw) <= 40 else repr(raw[:37]) + "..."
+    reason = f"{shown} is neither true nor false (true/1/yes/on or false/0/no/off, any case)"
+    raise ConfigError(f"environment {FORCE_VAR}", "", reason)
 
 
 def skip_import_message(marker: str) -> str:
@@ -125,8 +138,22 @@ def import_skip_reason(environ: Mapping[str, str]) -> str:
 
     The CLI's ``import-arrows`` and ``init`` both apply this one rule.
     """
+    forced = import_forced(environ)  # raises on a value that is neither true nor false
     marker = production_marker(environ)
-    return skip_import_message(marker) if marker and not import_forced(environ) else ""
+    return skip_import_message(marker) if marker and not forced else ""
+
+
+def import_note(environ: Mapping[str, str], file_count: int) -> Note | None:
+    """What to log before importing ``file_count`` files: ``import_skipped`` (production, not
+    forced: import nothing), ``import_forced`` (production, forced: import), or None."""
+    skip = import_skip_reason(environ)
+    if skip:
+        return Note("import_skipped", skip)
+    marker = production_marker(environ)
+    if not marker:
+        return None
+    message = f"{FORCE_VAR}=true: importing {file_count} arrow file(s) in production ({marker})"
+    return Note("import_forced", message)
 
 
 def run_init(
@@ -138,26 +165,21 @@ def run_init(
 ) -> InitReport:
     """Apply the startup rules to ``databases`` (see the module doc) and report what happened."""
     marker = production_marker(environ)
-    forced = import_forced(environ)
+    # Only an import consults the flag: a typo in it does not stop a start without one.
+    forced = import_forced(environ) if import_files else False
     if import_files and not any(db.name == ARROW_DATABASE for db in databases):
         raise UsageError(f"arrow JSON import needs a database named {ARROW_DATABASE!r}")
+    note = import_note(environ, len(import_files)) if import_files else None
+    notes = [note] if note is not None else []
+    do_import = bool(import_files) and (note is None or note.event == "import_forced")
+    # Every file is read and validated before a directory or database is created.
+    sources = load_sources(import_files) if do_import else []
     created_dirs = _make_dirs(databases, backup_dir)
-    skip = import_skip_reason(environ)
-    do_import = bool(import_files) and not skip
-    notes: list[Note] = []
-    if import_files and skip:
-        notes.append(Note("import_skipped", skip))
-    elif do_import and marker:
-        message = (
-            f"{FORCE_VAR}=true: importing {len(import_files)} arrow file(s) in production "
-            f"({marker})"
-        )
-        notes.append(Note("import_forced", message))
     outcomes = []
     for db in databases:
         outcome = prepare_database(db)
         if do_import and db.name == ARROW_DATABASE:
-            outcome = _import_into(outcome, import_files, notes)
+            outcome = _import_into(outcome, sources, notes)
         outcomes.append(outcome)
     return InitReport(
         production=bool(marker),
@@ -230,13 +252,13 @@ def check_integrity(path: Path) -> tuple[str, int]:
 
 
 def _import_into(
-    outcome: DatabaseOutcome, files: Sequence[Path], notes: list[Note]
+    outcome: DatabaseOutcome, sources: Sequence[ArrowSource], notes: list[Note]
 ) -> DatabaseOutcome:
     if outcome.status.failed or outcome.status is DatabaseStatus.MISSING:
         message = f"not importing into {outcome.name!r}: it is {outcome.status.value}"
         notes.append(Note("import_skipped", message))
         return outcome
-    report = import_arrows(outcome.path, files)
+    report = import_sources(outcome.path, sources)
     return DatabaseOutcome(outcome.name, outcome.path, outcome.status, outcome.detail, report)
 
 
