@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +15,7 @@ from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.connection import PeerCred
 from backup_sidecar.control.protocol import (
     BackupRequest,
+    EncodedResult,
     ListRequest,
     PingRequest,
     PruneRequest,
@@ -46,6 +49,9 @@ class DaemonState:
     #: that may have changed it.
     archives_changed: Callable[[], None] = lambda: None
     read_checks: archiver.ReadCheckCache = field(default_factory=archiver.ReadCheckCache)
+    #: The daemon's one catalog of the backup directory (archiver.Catalog), shared by `list`,
+    #: prune, scrub and restore; None: each request lists the directory itself.
+    catalog: archiver.Catalog | None = None
 
 
 #: Ops that may write or delete archives (a failed restore may still leave its safety backup).
@@ -57,10 +63,13 @@ class ControlHandler:
 
     def __init__(self, state: DaemonState) -> None:
         self._state = state
+        self._list_lock = threading.Lock()
+        #: (catalog generation, the `list` result encoded from it), shared by every request
+        self._encoded_list: tuple[int, EncodedResult] | None = None
 
     def handle(
         self, request: Request, *, progress: Callable[[str, int, int], None], peer: PeerCred
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | EncodedResult:
         st = self._state
         rt = st.runtime
         try:
@@ -76,7 +85,7 @@ class ControlHandler:
 
     def _dispatch(
         self, request: Request, rt: jobs.Runtime, progress: Callable[[str, int, int], None]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | EncodedResult:
         st = self._state
         match request:
             case PingRequest():
@@ -84,11 +93,7 @@ class ControlHandler:
             case StatusRequest():
                 return self._status(rt)
             case ListRequest():
-                return {
-                    "archives": [
-                        jobs.archive_json(a) for a in archiver.list_archives(rt.backup_dir)
-                    ]
-                }
+                return self._list(rt)
             case BackupRequest():
                 rt.check_backup_policy(request.policy)
                 with st.track("backup"):
@@ -122,6 +127,7 @@ class ControlHandler:
                         metrics=st.metrics,
                         progress=progress,
                         should_stop=st.should_stop,
+                        catalog=st.catalog,
                     )
                 return {
                     "archive": result.archive,
@@ -139,6 +145,7 @@ class ControlHandler:
                         dry_run=request.dry_run,
                         metrics=st.metrics,
                         checks=st.read_checks,
+                        catalog=st.catalog,
                     )
                 return {
                     "dry_run": request.dry_run,
@@ -155,9 +162,31 @@ class ControlHandler:
                         metrics=st.metrics,
                         progress=progress,
                         should_stop=st.should_stop,
+                        catalog=st.catalog,
                     )
                 return report.as_json()
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
+
+    def _list(self, rt: jobs.Runtime) -> dict[str, Any] | EncodedResult:
+        """Every archive, from the catalog rescanned now (only new or changed archives are
+        read), encoded once per catalog generation and shared by concurrent requests: memory
+        does not grow with the number of clients listing at once."""
+        catalog = self._state.catalog
+        if catalog is None:
+            return {
+                "archives": [jobs.archive_json(a) for a in archiver.list_archives(rt.backup_dir)]
+            }
+        with self._list_lock:
+            snapshot = catalog.refresh()
+            cached = self._encoded_list
+            if cached is None or cached[0] != snapshot.generation:
+                body = json.dumps(
+                    {"archives": [jobs.archive_json(a) for a in snapshot.archives]},
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ).encode()
+                cached = self._encoded_list = (snapshot.generation, EncodedResult(body))
+            return cached[1]
 
     def _status(self, rt: jobs.Runtime) -> dict[str, Any]:
         health = self._state.health.current()

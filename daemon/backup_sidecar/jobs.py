@@ -109,6 +109,14 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
     }
 
 
+def listing(rt: Runtime, catalog: archiver.Catalog | None) -> list[ArchiveInfo]:
+    """The backup directory's archives, newest first: from the daemon's catalog, rescanned now
+    (only new or changed archives are read), or for the CLI, one listing of the directory."""
+    if catalog is None:
+        return archiver.list_archives(rt.backup_dir)
+    return list(catalog.refresh().archives)
+
+
 def lower_priority(nice: int) -> None:
     """Make the calling thread (and the threads it starts, which inherit it) yield the CPU to
     the application: with both cores busy checking and compressing, an unniced backup raised a
@@ -240,6 +248,7 @@ def run_prune(
     metrics: JobMetrics | None = None,
     spare: Collection[str] = (),
     checks: archiver.ReadCheckCache | None = None,
+    catalog: archiver.Catalog | None = None,
 ) -> archiver.PruneResult:
     """Apply retention (``keep`` overrides the policies' own counts) and report what went.
 
@@ -255,7 +264,7 @@ def run_prune(
     if keep is not None and keep < 0:
         raise UsageError(f"--keep must be >= 0, got {keep}")
     refuse_unsafe_entries(rt)
-    archives = archiver.list_archives(rt.backup_dir)
+    archives = listing(rt, catalog)
     present = {a.policy for a in archives}
     chosen = list(policies) if policies else sorted(present | set(rt.keep))
     keep_map = {
@@ -339,6 +348,7 @@ def run_scrub(
     metrics: JobMetrics | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    catalog: archiver.Catalog | None = None,
 ) -> ScrubReport:
     """Read every archive to its end (the read check, never the cache's old answer) and mark
     the ones that fail damaged; markers whose archive was deleted are removed."""
@@ -349,7 +359,7 @@ def run_scrub(
     damaged: list[tuple[str, str]] = []
     skipped: list[str] = []
     try:
-        archives = archiver.list_archives(rt.backup_dir)
+        archives = listing(rt, catalog)
         for i, archive in enumerate(archives):
             report("scrub", i, len(archives))
             if archive.status is archiver.ArchiveStatus.DAMAGED:
@@ -422,6 +432,7 @@ def run_restore(
     metrics: JobMetrics | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    catalog: archiver.Catalog | None = None,
 ) -> archiver.RestoreResult:
     """Verify, save, and restore into the live databases, holding their locks throughout."""
     lower_priority(rt.nice)
@@ -463,17 +474,32 @@ def run_restore(
         if metrics:
             metrics.restore_finished(ok=True, finished_at=rt.clock())
         if result.pre_restore_archive:
-            _prune_pre_restore(rt, just_written=result.pre_restore_archive, metrics=metrics)
+            _prune_pre_restore(
+                rt, just_written=result.pre_restore_archive, metrics=metrics, catalog=catalog
+            )
     return result
 
 
-def _prune_pre_restore(rt: Runtime, *, just_written: str, metrics: JobMetrics | None) -> None:
+def _prune_pre_restore(
+    rt: Runtime,
+    *,
+    just_written: str,
+    metrics: JobMetrics | None,
+    catalog: archiver.Catalog | None,
+) -> None:
     """Apply `pre_restore`'s keep after a restore wrote a safety backup (they would pile up:
     no schedule ever prunes that policy). Never deletes the one just written; a failure is
     logged and counted, never a failed restore (the next restore prunes again)."""
     policy = archiver.PRE_RESTORE_POLICY
     try:
-        run_prune(rt, policies=[policy], metrics=metrics, wait=60.0, spare=[just_written])
+        run_prune(
+            rt,
+            policies=[policy],
+            metrics=metrics,
+            wait=60.0,
+            spare=[just_written],
+            catalog=catalog,
+        )
     except (SidecarError, OSError) as exc:
         log.error("prune_failed", policy=policy, error=str(exc))
         if metrics:
@@ -495,24 +521,27 @@ def run_drill(
     rt: Runtime,
     *,
     should_stop: Callable[[], bool] = lambda: False,
+    catalog: archiver.Catalog | None = None,
 ) -> DrillReport:
     """Restore the newest verified archive into a scratch area (never a live database) and
-    compare every table's row count with what the archive's metadata promised."""
+    compare every table's row count with what the archive's metadata promised (read from that
+    one archive: a listing keeps no row counts)."""
     lower_priority(rt.nice)
     from backup_sidecar.archiver.sqlitefacts import collect_facts  # noqa: PLC0415
 
     candidates = [
         a
-        for a in archiver.list_archives(rt.backup_dir)
-        if a.status is archiver.ArchiveStatus.VERIFIED
-        and a.manifest is not None
-        and a.policy != archiver.PRE_RESTORE_POLICY
+        for a in listing(rt, catalog)
+        if a.status is archiver.ArchiveStatus.VERIFIED and a.policy != archiver.PRE_RESTORE_POLICY
     ]
     if not candidates:
         raise UsageError(f"restore drill: no verified archive in {rt.backup_dir}")
     newest = candidates[0]
-    manifest = newest.manifest
-    assert manifest is not None
+    try:
+        manifest = archiver.read_manifest(newest.path)
+    except CorruptArchiveError as exc:
+        mark_damaged(rt, newest, f"restore drill: {exc.fault}", found_by="drill")
+        raise
     with archiver.staging_area(rt.backup_dir, purpose="drill") as scratch:
         scratch_specs = {
             name: DatabaseSpec(name=name, path=scratch / entry.file, member=entry.file)

@@ -39,7 +39,7 @@ from backup_sidecar.scheduler import SKIP_LATE, PolicyScheduler
 from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
 from backup_sidecar.settings.model import SCRUB_JOB
 from backup_sidecar.successes import SuccessLedger
-from backup_sidecar.watcher import HealthWatcher, damaged_newest, last_successes
+from backup_sidecar.watcher import HealthWatcher, damaged_newest, newest_verified
 
 log = structlog.get_logger("backup_sidecar.service")
 
@@ -122,6 +122,11 @@ class Service:
         self.publishing = threading.Lock()
         #: Read-check results of the prunes and scrubs, kept while the daemon runs.
         self.read_checks = archiver.ReadCheckCache()
+        #: The one catalog of the backup directory's archives (its backup_dir never changes on
+        #: reload), shared by the watcher, the ledger, the scheduler's catch-up, the jobs and
+        #: the control socket: each archive's metadata is read once, not once per reader.
+        self.catalog = archiver.Catalog(self.runtime.backup_dir)
+        self._catalog_logged = -1
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._wake = _Waker()
@@ -198,6 +203,7 @@ class Service:
                     wait=60.0,
                     spare=[info.name],
                     checks=self.read_checks,
+                    catalog=self.catalog,
                 )
             except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
@@ -234,7 +240,7 @@ class Service:
         archives on disk: at start, on every reload, after every operation that may have
         written or deleted archives, and (through the watcher) every health interval."""
         try:
-            archives = archiver.list_archives(self.runtime.backup_dir)
+            archives = self.scan_archives()
         except OSError as exc:
             log.error("backup_dir_unreadable", path=str(self.runtime.backup_dir), error=str(exc))
             return
@@ -244,6 +250,22 @@ class Service:
         self.metrics.damaged_counted(Counter(a.policy for a in damaged))
         self.health.set_damaged_newest(damaged_newest(archives))
 
+    def scan_archives(self) -> list[archiver.ArchiveInfo]:
+        """The catalog rescanned now (only new or changed archives are read), newest first;
+        each change is logged once (archive_catalog_updated). OSError if unreadable."""
+        snapshot = self.catalog.refresh()
+        if snapshot.generation != self._catalog_logged:
+            self._catalog_logged = snapshot.generation
+            log.info(
+                "archive_catalog_updated",
+                archives=len(snapshot.archives),
+                read=snapshot.read,
+                dropped=snapshot.dropped,
+                scans=self.catalog.scans,
+                reads=self.catalog.reads,
+            )
+        return list(snapshot.archives)
+
     def archives_changed(self) -> None:
         """Publish the backup directory as it is now, after a backup, prune or restore: the
         archive counts read 0 after a first backup until the next health check."""
@@ -251,13 +273,17 @@ class Service:
             self.seed_from_disk()
 
     def _drill(self, rt: jobs.Runtime) -> None:
-        if not any(p != archiver.PRE_RESTORE_POLICY for p in last_successes(rt.backup_dir)):
+        try:
+            newest = newest_verified(self.catalog.refresh().archives)
+        except OSError:
+            newest = {}
+        if not any(p != archiver.PRE_RESTORE_POLICY for p in newest):
             # Nothing to drill yet: on a fresh directory the drill's catch-up may run before the
             # first backup. Missing backups are the overdue check's business, not a failed drill.
             log.info("restore_drill_skipped", reason=f"no verified archive in {rt.backup_dir}")
             return
         try:
-            report = jobs.run_drill(rt, should_stop=self._abort.is_set)
+            report = jobs.run_drill(rt, should_stop=self._abort.is_set, catalog=self.catalog)
             ok, error = report.ok, "; ".join(report.mismatches) or None
         except SidecarError as exc:
             log.error("restore_drill_failed", error=str(exc))
@@ -270,7 +296,11 @@ class Service:
     def _scrub(self, rt: jobs.Runtime) -> None:
         with contextlib.suppress(SidecarError):  # logged and counted by the job
             jobs.run_scrub(
-                rt, checks=self.read_checks, metrics=self.metrics, should_stop=self._abort.is_set
+                rt,
+                checks=self.read_checks,
+                metrics=self.metrics,
+                should_stop=self._abort.is_set,
+                catalog=self.catalog,
             )
         self.archives_changed()  # markers written: damaged counts and /healthz at once
 
@@ -297,7 +327,11 @@ class Service:
         if policy == SCRUB_JOB:
             # A scrub reads every archive: it waits for its schedule, never runs at start.
             return datetime.now(UTC)
-        return last_successes(self.runtime.backup_dir).get(policy)
+        # The catalog as the daemon last published it (at start: just scanned), shared by every
+        # policy's catch-up: not one listing of the directory per policy.
+        if self.catalog.scans == 0:
+            self.catalog.refresh()
+        return newest_verified(self.catalog.snapshot().archives).get(policy)
 
     # -- signals and reload --------------------------------------------------------------
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -410,6 +444,7 @@ class Service:
                 track=self.track,
                 archives_changed=self.archives_changed,
                 read_checks=self.read_checks,
+                catalog=self.catalog,
             )
             self._state = state
             control = ControlServer(

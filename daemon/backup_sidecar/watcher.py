@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,10 +32,15 @@ CLOCK_STEP_S = 2.0
 
 def last_successes(backup_dir: Path) -> dict[str, datetime]:
     """Each policy's newest verified archive time, read from the backup directory."""
-    newest: dict[str, datetime] = {}
     if not backup_dir.is_dir():
-        return newest
-    for archive in archiver.list_archives(backup_dir):
+        return {}
+    return newest_verified(archiver.list_archives(backup_dir))
+
+
+def newest_verified(archives: Iterable[archiver.ArchiveInfo]) -> dict[str, datetime]:
+    """Each policy's newest verified archive time in ``archives`` (a listing, newest first)."""
+    newest: dict[str, datetime] = {}
+    for archive in archives:
         if archive.status is archiver.ArchiveStatus.VERIFIED:
             newest.setdefault(archive.policy, archive.created_at)
     return newest
@@ -148,7 +154,7 @@ class HealthWatcher:
         svc.ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
         try:
             free = free_bytes(rt.backup_dir)
-            archives: list[archiver.ArchiveInfo] | None = archiver.list_archives(rt.backup_dir)
+            archives: list[archiver.ArchiveInfo] | None = svc.scan_archives()
         except OSError as exc:
             log.error("backup_dir_unreadable", path=str(rt.backup_dir), error=str(exc))
             free, archives = 0, None

@@ -5,7 +5,13 @@ metrics, scheduling or the control socket. Time, places and progress are passed 
 """
 
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
-from backup_sidecar.archiver.catalog import list_archives, read_manifest, resolve_archive
+from backup_sidecar.archiver.catalog import (
+    Catalog,
+    CatalogSnapshot,
+    list_archives,
+    read_manifest,
+    resolve_archive,
+)
 from backup_sidecar.archiver.damage import mark_damaged, remove_orphan_markers
 from backup_sidecar.archiver.locks import DirectoryLock, database_locks
 from backup_sidecar.archiver.manifest import ARCHIVE_SUFFIX, default_name, validate_name
@@ -34,6 +40,8 @@ __all__ = [
     "PRE_RESTORE_POLICY",
     "ArchiveInfo",
     "ArchiveStatus",
+    "Catalog",
+    "CatalogSnapshot",
     "DatabaseSpec",
     "DirectoryLock",
     "Limits",

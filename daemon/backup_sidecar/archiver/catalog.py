@@ -7,13 +7,17 @@ cannot be read is listed as damaged, with the reason, never skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
-from backup_sidecar.archiver.damage import read_mark
+from backup_sidecar.archiver.damage import MARKER_SUFFIX, read_mark
 from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.safefs import link_target
@@ -84,17 +88,127 @@ def describe(path: Path) -> ArchiveInfo:
 
 
 def list_archives(backup_dir: Path) -> list[ArchiveInfo]:
-    """Every ``*.tar.gz`` in ``backup_dir``, newest first (by metadata time, then name)."""
-    infos = []
-    with os.scandir(backup_dir) as entries:
-        for entry in entries:
-            if entry.name.endswith(mf.ARCHIVE_SUFFIX) and entry.is_file(follow_symlinks=False):
+    """Every ``*.tar.gz`` in ``backup_dir``, newest first (by metadata time, then name): one
+    scan of a throwaway `Catalog` (the CLI's one-shot listing; the daemon keeps its catalog)."""
+    return list(Catalog(backup_dir).refresh().archives)
+
+
+def newest_first(infos: Iterable[ArchiveInfo]) -> list[ArchiveInfo]:
+    """The order of every listing: newest first (by metadata time, then name)."""
+    return sorted(infos, key=lambda a: (a.created_at, a.name), reverse=True)
+
+
+#: What identifies one version of an archive file (and of its damage marker) between scans:
+#: st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns. A rename, rewrite, truncation or chmod
+#: changes it; an untouched file keeps it, so its metadata is not read again.
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The backup directory as of one scan: every archive newest first. Shared by every reader
+    (never copied per request); ``generation`` changes whenever ``archives`` does."""
+
+    generation: int
+    archives: tuple[ArchiveInfo, ...]
+    #: archives whose metadata the scan that made this snapshot read, and that it dropped
+    read: int = 0
+    dropped: int = 0
+
+
+class Catalog:
+    """One backup directory's archives, kept in memory and shared by every reader.
+
+    `refresh` is one ``os.scandir`` of the directory, with an ``lstat`` per archive and per
+    damage marker (never following a link); only an archive that is new, or whose file or
+    marker changed identity (`FileIdentity`), is described again (its metadata member read);
+    vanished ones are dropped. An `ArchiveInfo` here keeps no parsed metadata (``manifest`` is
+    None: a drill reads the one archive it needs), so thousands of archives with thousands of
+    tables each cost a few hundred bytes apiece. Thread-safe: scans are serialised; `snapshot`
+    never waits for one.
+    """
+
+    def __init__(
+        self, backup_dir: Path, *, describe: Callable[[Path], ArchiveInfo] = describe
+    ) -> None:
+        self.backup_dir = backup_dir
+        self._describe = describe
+        self._scan_lock = threading.Lock()
+        #: archive file name -> (identity of the file and of its marker, what describe said)
+        self._entries: dict[str, tuple[tuple[FileIdentity, FileIdentity | None], ArchiveInfo]]
+        self._entries = {}
+        self._snapshot = CatalogSnapshot(generation=0, archives=())
+        #: scans done, and metadata reads (describe calls) done, since the catalog was made
+        self.scans = 0
+        self.reads = 0
+
+    def snapshot(self) -> CatalogSnapshot:
+        """The archives as of the last `refresh` (none before the first), without scanning."""
+        return self._snapshot
+
+    def refresh(self) -> CatalogSnapshot:
+        """Scan the directory and return the up-to-date snapshot; OSError if it is unreadable
+        (the previous snapshot is kept)."""
+        with self._scan_lock:
+            found, markers = self._scan()
+            old = self._entries
+            entries: dict[str, tuple[tuple[FileIdentity, FileIdentity | None], ArchiveInfo]] = {}
+            read = 0
+            for name, ident in found.items():
+                key = (ident, markers.get(name))
+                known = old.get(name)
+                if known is not None and known[0] == key:
+                    entries[name] = known
+                    continue
                 try:
-                    infos.append(describe(Path(entry.path)))
+                    info = self._describe(self.backup_dir / name)
                 except FileNotFoundError:
-                    continue  # pruned between scandir and stat
-    infos.sort(key=lambda a: (a.created_at, a.name), reverse=True)
-    return infos
+                    continue  # pruned between scandir and the read
+                read += 1
+                entries[name] = (key, _lean(info))
+            dropped = len(old.keys() - entries.keys())
+            self.scans += 1
+            self.reads += read
+            self._entries = entries
+            if read or dropped:
+                self._snapshot = CatalogSnapshot(
+                    generation=self._snapshot.generation + 1,
+                    archives=tuple(newest_first(info for _, info in entries.values())),
+                    read=read,
+                    dropped=dropped,
+                )
+            return self._snapshot
+
+    def _scan(self) -> tuple[dict[str, FileIdentity], dict[str, FileIdentity]]:
+        """Archive file name -> identity, and archive file name -> its marker's identity."""
+        archives: dict[str, FileIdentity] = {}
+        markers: dict[str, FileIdentity] = {}
+        tail = mf.ARCHIVE_SUFFIX + MARKER_SUFFIX
+        with os.scandir(self.backup_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if name.endswith(mf.ARCHIVE_SUFFIX):
+                        if entry.is_file(follow_symlinks=False):
+                            archives[name] = _identity(entry.stat(follow_symlinks=False))
+                    elif name.endswith(tail) and not name.startswith("."):
+                        # any type: a planted link or directory is an unreadable marker
+                        markers[name[: -len(MARKER_SUFFIX)]] = _identity(
+                            entry.stat(follow_symlinks=False)
+                        )
+                except FileNotFoundError:
+                    continue  # gone between readdir and lstat
+        return archives, markers
+
+
+def _lean(info: ArchiveInfo) -> ArchiveInfo:
+    """``info`` without its parsed metadata (the raw document and every table's row count):
+    what a listing needs is in the other fields."""
+    return dataclasses.replace(info, manifest=None) if info.manifest is not None else info
 
 
 def resolve_archive(backup_dir: Path, ref: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import (
@@ -169,6 +170,23 @@ class ErrorResponse(_Reply):
 
 
 Reply: TypeAlias = ProgressEvent | OkResponse | ErrorResponse
+
+
+@dataclass(frozen=True)
+class EncodedResult:
+    """An ``ok`` reply's result already encoded as one compact JSON object, shared by every
+    reply that sends it: the daemon's `list` of thousands of archives is encoded once per change
+    of its catalog, not copied into new objects and strings for each request."""
+
+    body: bytes
+
+
+def encode_ok(result: Mapping[str, Any] | EncodedResult) -> tuple[bytes, ...]:
+    """An ``ok`` reply line, as pieces to send one after the other (a shared encoded result is
+    sent as it is, never concatenated into a copy)."""
+    if isinstance(result, EncodedResult):
+        return (b'{"ok":true,"result":', result.body, b"}\n")
+    return (encode(OkResponse(result=dict(result))),)
 
 
 def encode(obj: BaseModel | Mapping[str, Any]) -> bytes:

@@ -25,9 +25,9 @@ from backup_sidecar import __version__, errors
 from backup_sidecar.control import socketfile
 from backup_sidecar.control.connection import Connection, PeerCred
 from backup_sidecar.control.protocol import (
+    EncodedResult,
     ErrorCode,
     ErrorResponse,
-    OkResponse,
     PingRequest,
     ProgressEvent,
     ProtocolError,
@@ -35,6 +35,7 @@ from backup_sidecar.control.protocol import (
     RestoreRequest,
     decode_request,
     encode,
+    encode_ok,
     error_body,
 )
 
@@ -50,7 +51,7 @@ class Handler(Protocol):
 
     def handle(
         self, request: Request, *, progress: ProgressFn, peer: PeerCred
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any] | EncodedResult: ...
 
 
 class Logger(Protocol):
@@ -303,7 +304,8 @@ class ControlServer:
     def _work(self, conn: Connection, line: bytes) -> None:
         try:
             op, reply = self._respond(conn, line)
-            conn.send(reply, last=True)
+            for i, piece in enumerate(reply, start=1):
+                conn.send(piece, last=i == len(reply))
         finally:
             conn.close()
             with self._idle:
@@ -313,28 +315,29 @@ class ControlServer:
             fields = conn.peer.log_fields()
             self._log.info("control_client_gone", op=op, error=str(conn.failure), **fields)
 
-    def _respond(self, conn: Connection, line: bytes) -> tuple[str | None, bytes]:
+    def _respond(self, conn: Connection, line: bytes) -> tuple[str | None, tuple[bytes, ...]]:
+        """The op and the reply line, in pieces sent one after the other."""
         try:
             request = decode_request(line)
         except ProtocolError as exc:
             self._log.warning("control_bad_request", reason=exc.reason, **conn.peer.log_fields())
-            return None, encode(ErrorResponse(error=error_body(exc)))
+            return None, (encode(ErrorResponse(error=error_body(exc))),)
         op = request.op
         self._log.info("control_request", op=op, **conn.peer.log_fields())
         started = time.monotonic()
         try:
-            reply = encode(OkResponse(result=self._run(request, conn)))
+            reply = encode_ok(self._run(request, conn))
         except Exception as exc:  # noqa: BLE001 - every failure is answered, none crashes us
             body = error_body(exc)
             if isinstance(exc, errors.SidecarError):
                 self._log.warning("control_request_failed", op=op, code=body.code, error=str(exc))
             else:
                 self._log.error("control_request_crashed", op=op, exc_info=True)
-            return op, encode(ErrorResponse(error=body))
+            return op, (encode(ErrorResponse(error=body)),)
         self._log.info("control_request_completed", op=op, duration_s=time.monotonic() - started)
         return op, reply
 
-    def _run(self, request: Request, conn: Connection) -> dict[str, Any]:
+    def _run(self, request: Request, conn: Connection) -> dict[str, Any] | EncodedResult:
         if isinstance(request, PingRequest):
             return {"pong": True, "pid": os.getpid(), "version": __version__}
         if isinstance(request, RestoreRequest) and not (request.confirm or request.dry_run):
