@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -260,6 +261,10 @@ def _planted(tmp_path: Path, kind: str) -> tuple[Path, str]:
     if kind == "fifo":
         os.mkfifo(path)
         return path, "is a FIFO, not a regular JSON file"
+    if kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+        return path, "is a socket, not a regular JSON file"
     if kind == "device":
         path.symlink_to("/dev/null")
         return path, "is a character device (a symbolic link to '/dev/null')"
@@ -268,14 +273,14 @@ def _planted(tmp_path: Path, kind: str) -> tuple[Path, str]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["directory", "link-to-directory", "dangling-link", "link-loop", "fifo", "device"],
+    ["directory", "link-to-directory", "dangling-link", "link-loop", "fifo", "device", "socket"],
 )
 def test_a_path_that_is_not_a_json_file_is_refused_by_the_cli(
     tmp_path: Path, arrow_db: Path, sidecar_env: Callable[..., Sidecar], kind: str
 ) -> None:
     """`import-arrows PATH` where PATH is a directory, a link to one, a dangling link, a link
-    loop, a FIFO (it would block for a writer: before, the command hung) or a device: exit 2,
-    one stderr line naming the path and what it is, the database untouched."""
+    loop, a FIFO (it would block for a writer: before, the command hung), a device or a socket:
+    exit 2, one stderr line naming the path and what it is, the database untouched."""
     path, reason = _planted(tmp_path, kind)
     before = dump(arrow_db)
     done = sidecar_env(arrow=arrow_db).run("import-arrows", str(path), timeout=60)
@@ -419,6 +424,7 @@ def test_import_arrows_logs_a_forced_production_import(
         json.loads(line)["event"] for line in done.stderr.splitlines() if line.startswith("{")
     ]
     assert events.count("import_forced") == 1, events
+    assert f"FORCE_DATABASE_IMPORT={value}: importing 1 arrow file(s)" in done.stderr
     assert "import_skipped" not in events
     assert arrow_count(arrow) == len({a["model_name"] for a in good_doc()["arrows"]})
 

@@ -37,8 +37,10 @@ def read_bounded(path: Path) -> bytes:
     label = str(path)
     try:
         fd = os.open(path, _FLAGS)  # O_NONBLOCK: opening a FIFO does not wait for a writer
-    except OSError as exc:
-        raise ArrowDataError(label, "", f"cannot open: {exc.strerror}{_link(path)}") from None
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        kind = _kind_at(path)
+        reason = f"is {kind}{_link(path)}" if kind else f"cannot open: {exc.strerror}{_link(path)}"
+        raise ArrowDataError(label, "", reason) from None
     except ValueError:  # a NUL byte in the path
         raise ArrowDataError(label, "", "cannot open: the path holds a NUL byte") from None
     try:
@@ -108,6 +110,15 @@ def _link(path: Path) -> str:
         return f" (a symbolic link to {str(path.readlink())!r})" if path.is_symlink() else ""
     except OSError:
         return ""
+
+
+def _kind_at(path: Path) -> str:
+    """What ``path`` (followed) is when it is there but not a regular file, else ``""``."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return ""
+    return "" if stat.S_ISREG(mode) else f"{_file_kind(mode)}, not a regular JSON file"
 
 
 def _file_kind(mode: int) -> str:

@@ -152,7 +152,8 @@ def import_note(environ: Mapping[str, str], file_count: int) -> Note | None:
     marker = production_marker(environ)
     if not marker:
         return None
-    message = f"{FORCE_VAR}=true: importing {file_count} arrow file(s) in production ({marker})"
+    flag = f"{FORCE_VAR}={environ.get(FORCE_VAR, '').strip()}"
+    message = f"{flag}: importing {file_count} arrow file(s) in production ({marker})"
     return Note("import_forced", message)
 
 
