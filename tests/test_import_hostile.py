@@ -291,6 +291,17 @@ def test_a_path_that_is_not_a_json_file_is_refused_by_the_cli(
     assert dump(arrow_db) == before
 
 
+def test_a_file_name_with_a_newline_stays_one_line(tmp_path: Path, arrow_db: Path) -> None:
+    """A bad file whose name holds a newline is named quoted (repr), so the error stays one
+    line (before: the name was printed raw, splitting the line)."""
+    bad = tmp_path / "two\nlines.json"
+    bad.write_text(with_gpi('"heavy"')(tmp_path))
+    with pytest.raises(ArrowDataError) as info:
+        import_arrows(arrow_db, [bad])
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{str(bad)!r}: {GPI}: expected a number"), str(info.value)
+
+
 def test_a_link_to_a_good_file_is_followed(tmp_path: Path, arrow_db: Path) -> None:
     """A symbolic link to a regular JSON file imports it (documented: the operator names the
     file; a Kubernetes ConfigMap's files are links)."""
