@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +52,16 @@ class DaemonState:
     #: The daemon's one catalog of the backup directory (archiver.Catalog), shared by `list`,
     #: prune, scrub and restore; None: each request lists the directory itself.
     catalog: archiver.Catalog | None = None
+
+
+def _encode_archives(archives: Iterable[archiver.ArchiveInfo]) -> bytes:
+    """``{"archives": [...]}`` as compact JSON, one archive at a time: never a list of every
+    archive's dict plus the whole document as text beside the bytes."""
+    parts = [
+        json.dumps(jobs.archive_json(a), ensure_ascii=False, separators=(",", ":")).encode()
+        for a in archives
+    ]
+    return b'{"archives":[' + b",".join(parts) + b"]}"
 
 
 #: Ops that may write or delete archives (a failed restore may still leave its safety backup).
@@ -180,12 +190,8 @@ class ControlHandler:
             snapshot = catalog.refresh()
             cached = self._encoded_list
             if cached is None or cached[0] != snapshot.generation:
-                body = json.dumps(
-                    {"archives": [jobs.archive_json(a) for a in snapshot.archives]},
-                    ensure_ascii=False,
-                    separators=(",", ":"),
-                ).encode()
-                cached = self._encoded_list = (snapshot.generation, EncodedResult(body))
+                cached = (snapshot.generation, EncodedResult(_encode_archives(snapshot.archives)))
+                self._encoded_list = cached
             return cached[1]
 
     def _status(self, rt: jobs.Runtime) -> dict[str, Any]:

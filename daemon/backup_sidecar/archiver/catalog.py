@@ -11,6 +11,7 @@ import dataclasses
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,8 +129,8 @@ class Catalog:
     marker changed identity (`FileIdentity`), is described again (its metadata member read);
     vanished ones are dropped. An `ArchiveInfo` here keeps no parsed metadata (``manifest`` is
     None: a drill reads the one archive it needs), so thousands of archives with thousands of
-    tables each cost a few hundred bytes apiece. Thread-safe: scans are serialised; `snapshot`
-    never waits for one.
+    tables each cost a few hundred bytes apiece. Thread-safe: scans are serialised, and a caller
+    that waited for a scan begun after its call takes that scan's result; `snapshot` never waits.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class Catalog:
         self._entries: dict[str, tuple[tuple[FileIdentity, FileIdentity | None], ArchiveInfo]]
         self._entries = {}
         self._snapshot = CatalogSnapshot(generation=0, archives=())
+        self._scan_started = -1  # monotonic_ns when the last scan began
         #: scans done, and metadata reads (describe calls) done, since the catalog was made
         self.scans = 0
         self.reads = 0
@@ -153,7 +155,13 @@ class Catalog:
     def refresh(self) -> CatalogSnapshot:
         """Scan the directory and return the up-to-date snapshot; OSError if it is unreadable
         (the previous snapshot is kept)."""
+        asked = time.monotonic_ns()
         with self._scan_lock:
+            if self._scan_started > asked:
+                # A scan that began after this call did is done: the directory as of now, or
+                # newer. Concurrent callers (16 clients listing at once) share one scan.
+                return self._snapshot
+            self._scan_started = time.monotonic_ns()
             found, markers = self._scan()
             old = self._entries
             entries: dict[str, tuple[tuple[FileIdentity, FileIdentity | None], ArchiveInfo]] = {}
