@@ -106,6 +106,7 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
         "status": a.status.value,
         "verified": a.status is archiver.ArchiveStatus.VERIFIED,
         "error": a.error,
+        "sequence": a.sequence,
     }
 
 
@@ -252,9 +253,9 @@ def run_prune(
 ) -> archiver.PruneResult:
     """Apply retention (``keep`` overrides the policies' own counts) and report what went.
 
-    Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote,
-    which retention (ordering by the wall-clock ``created_at``) would otherwise delete at once
-    after the clock was stepped back.
+    Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote
+    (retention orders by creation sequence, so it is the newest anyway; an archive of an older
+    version, without one, would otherwise be judged by its wall-clock time).
 
     Before anything is deleted, the archive each policy relies on (its newest verified one) is
     read to the end (readcheck.py); one that fails is marked damaged (not with ``dry_run``) and

@@ -310,11 +310,13 @@ class PolicyScheduler:
         )
 
     def clock_stepped(self) -> None:
-        """Retime the interval policies from the wall clock as it is now, after it was stepped.
+        """Retime every policy from the wall clock as it is now, after it was stepped.
 
-        An interval job's next run is a wall-clock instant: stepped back an hour, it would wait
-        that hour. Cron policies keep their wall-clock times; a step forward is a misfire that
-        the scheduler already coalesces into one run.
+        A job's next run is a wall-clock instant, and the scheduler thread sleeps on a timer
+        computed before the step. An interval job is retimed from now (stepped back an hour, it
+        would wait that hour). A cron job stepped back waits for its next fire time from now,
+        not for the one it had at the old wall time; stepped forward past a due run, it runs
+        once at once (coalesced), not when the old timer happens to wake the scheduler.
         """
         with self._lock:
             if not self._started or not self._scheduler.running:
@@ -323,6 +325,9 @@ class PolicyScheduler:
             for name, spec in self._specs.items():
                 if isinstance(spec, timedelta):
                     self._retime_job(name, spec, now=now)
+                else:
+                    self._retime_cron(name, now=now)
+            self._scheduler.wakeup()
 
     def next_run_times(self) -> dict[str, datetime | None]:
         """Policy name -> next run: computed from the specs before start, None after shutdown."""
@@ -359,6 +364,19 @@ class PolicyScheduler:
         self._scheduler.reschedule_job(
             name, trigger=build_trigger(spec, timezone=self._timezone, start=now)
         )
+
+    def _retime_cron(self, name: str, *, now: datetime) -> None:
+        job = self._scheduler.get_job(name)
+        if job is None or job.next_run_time is None:
+            return
+        if _utc(job.next_run_time) <= _utc(now):
+            when = now  # stepped past a due run: run it once, now
+        else:
+            when = _fire_after(job.trigger, None, now) or job.next_run_time
+        if when != job.next_run_time:
+            log.info("policy_retimed", policy=name, was=job.next_run_time.isoformat(),
+                     next_run=when.isoformat())  # fmt: skip
+            self._scheduler.modify_job(name, next_run_time=when)
 
     def _catch_up_due(self, name: str, spec: Spec, *, now: datetime) -> bool:
         try:

@@ -75,6 +75,17 @@ class _Waker:
                 pass
 
 
+def reconcile_sequence(backup_dir: Path, archives: list[archiver.ArchiveInfo]) -> None:
+    """Raise the directory's creation-sequence counter to the highest sequence on disk (it is a
+    cache, never trusted alone: see archiver/sequence.py)."""
+    seen = max((a.sequence for a in archives if a.sequence is not None), default=0)
+    try:
+        if archiver.reconcile_sequence(backup_dir, seen=seen):
+            log.warning("archive_sequence_raised", sequence=seen)
+    except (SidecarError, OSError) as exc:
+        log.warning("archive_sequence_unchecked", error=str(exc))
+
+
 def _start_only_changes(
     old: Settings, old_paths: ResolvedPaths, new: Settings, new_paths: ResolvedPaths
 ) -> list[str]:
@@ -249,6 +260,7 @@ class Service:
         damaged = [a for a in archives if a.status is archiver.ArchiveStatus.DAMAGED]
         self.metrics.damaged_counted(Counter(a.policy for a in damaged))
         self.health.set_damaged_newest(damaged_newest(archives))
+        reconcile_sequence(self.runtime.backup_dir, archives)
 
     def scan_archives(self) -> list[archiver.ArchiveInfo]:
         """The catalog rescanned now (only new or changed archives are read), newest first;

@@ -31,7 +31,8 @@ CLOCK_STEP_S = 2.0
 
 
 def last_successes(backup_dir: Path) -> dict[str, datetime]:
-    """Each policy's newest verified archive time, read from the backup directory."""
+    """The creation time of each policy's newest verified archive (newest by creation sequence,
+    see ArchiveInfo.newness), read from the backup directory."""
     if not backup_dir.is_dir():
         return {}
     return newest_verified(archiver.list_archives(backup_dir))
@@ -131,7 +132,7 @@ class HealthWatcher:
         return dataclasses.replace(result, known=False)
 
     def _watch_clock(self) -> None:
-        """Retime the interval schedules when the wall clock was stepped since the last check."""
+        """Retime every schedule when the wall clock was stepped since the last check."""
         wall, mono = time.time(), time.monotonic()
         step = (wall - self._clocks[0]) - (mono - self._clocks[1])
         self._clocks = (wall, mono)
@@ -201,6 +202,7 @@ class HealthWatcher:
             cfg.health.max_backup_age,
             now=datetime.now(UTC),
             started_at=svc.ledger.grace_from(),
+            silent_s=svc.ledger.silent_for(),
         )
         svc.health.set_overdue(overdue)
         if svc.scheduler is not None:

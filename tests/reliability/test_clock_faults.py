@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup, default_name
-from daemon.conftest import short_dir
+from daemon.conftest import short_dir, wait_until
 from reliability.test_backup_faults import Daemon, Daemons, make_db, published, write_config
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -176,3 +176,125 @@ def test_wall_clock_steps_back_an_hour_and_forward_a_day(
     assert daemon.request("ping")["pong"] is True
     record_property("clock_steps", str(figures))
     print(f"\nclock steps: {figures}")
+
+
+# --- issue 13 item 3: steps must not cost restore points or silence alarms ---------------------
+
+
+def written_since(daemon: Daemon, mark: int, policy: str) -> list[str]:
+    """Archives of ``policy`` completed since ``mark``, in the order they were written."""
+    return [e["archive"] for e in daemon.log.find("backup_completed", since=mark, policy=policy)]
+
+
+def on_disk(backup_dir: Path, policy: str) -> set[str]:
+    return {p.name.removesuffix(".tar.gz") for p in backup_dir.glob(f"{policy}_*.tar.gz")}
+
+
+def test_a_clock_stepped_back_a_day_keeps_the_archives_written_after_it(
+    tmp_path: Path,
+    fake_clock: tuple[Path, dict[str, str]],
+    control_socket: Path,
+    clocked_daemons: Daemons,
+) -> None:
+    """`every: 2s, keep: 3`, then the wall clock steps back a day: retention keeps the three
+    archives written last (the three dated before the step go), `list` shows archives in the
+    order they were written, and the restore drill restores one written after the step. Before,
+    the three from "the future" were kept as the newest, each new archive was pruned at the next
+    backup, and `list` and the drill offered day-old data as the newest."""
+    clock, env = fake_clock
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
+    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+                          databases={"user": db}, socket_path=control_socket,
+                          policies={"often": {"every": "2s", "keep": 3},
+                                    "drill": {"every": "2s", "keep": 0}})  # fmt: skip
+    daemon = clocked_daemons.start(config, env=env)
+    before = completed_after(daemon, 0, "often", 3)
+    mark = daemon.log.mark()
+    step_clock(clock, "-1d")
+
+    def kept_the_last_written() -> bool:
+        written = written_since(daemon, mark, "often")
+        return len(written) >= 3 and on_disk(backup_dir, "often") == set(written[-3:])
+
+    wait_until(kept_the_last_written, timeout=40, what="the three archives written last kept")
+    assert not on_disk(backup_dir, "often") & set(before)
+    assert pruned_the_newest(daemon, "often") == []
+    written = written_since(daemon, 0, "often")
+    listed = [a["name"] for a in daemon.request("list")["archives"] if a["policy"] == "often"]
+    assert listed == [n for n in reversed(written) if n in listed], (listed, written)
+    drill_mark = daemon.log.mark()
+    drilled = daemon.log.wait("restore_drill_completed", since=drill_mark, timeout=30)
+    assert drilled["archive"] in written_since(daemon, mark, "often"), drilled
+
+
+def fake_now(offset: timedelta) -> datetime:
+    return datetime.now(UTC) + offset
+
+
+def test_a_cron_policy_stepped_back_is_retimed_and_its_overdue_check_fires(
+    tmp_path: Path,
+    fake_clock: tuple[Path, dict[str, str]],
+    control_socket: Path,
+    clocked_daemons: Daemons,
+) -> None:
+    """A `*/2 * * * *` policy with `max_backup_age: 4s`, the wall clock stepped back an hour
+    right after a backup: its next run is retimed within two minutes of the new wall time (it
+    stayed at the pre-step time, an hour away), and `/healthz` turns 503 once no backup came for
+    4 s, though the newest archive is dated in the future; a backup clears it. Before, `/healthz`
+    stayed 200 for the whole hour without a backup."""
+    clock, env = fake_clock
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
+    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+                          databases={"user": db}, socket_path=control_socket,
+                          policies={"cron": {"schedule": "*/2 * * * *", "keep": 10}},
+                          health={"interval": "1s",
+                                  "max_backup_age": {"cron": "4s"}})  # fmt: skip
+    daemon = clocked_daemons.start(config, env=env)
+    completed_after(daemon, 0, "cron", 1)  # the catch-up run at start
+    step_clock(clock, "-1h")
+
+    def retimed() -> bool:
+        when = daemon.request("status")["next_runs"]["cron"]
+        return when is not None and datetime.fromisoformat(when) <= fake_now(
+            timedelta(hours=-1, minutes=2, seconds=5)
+        )
+
+    wait_until(retimed, timeout=15, what="the cron policy retimed to the stepped clock")
+    _status, body = wait_until(
+        lambda: (h := daemon.healthz())[0] == 503 and h, timeout=20, what="/healthz 503"
+    )
+    assert any("'cron'" in r and "no new backup" in r for r in body["reasons"]), body
+    daemon.request("backup", policy="cron")
+    wait_until(lambda: daemon.healthz()[0] == 200, timeout=5, what="/healthz 200 after a backup")
+
+
+def test_a_cron_policy_stepped_forward_past_its_run_runs_at_once(
+    tmp_path: Path,
+    fake_clock: tuple[Path, dict[str, str]],
+    control_socket: Path,
+    clocked_daemons: Daemons,
+) -> None:
+    """A daily cron policy due 15 minutes from now, and the wall clock stepped forward 30
+    minutes: the run it stepped past happens within seconds, once. Before, the scheduler slept
+    on its old timer for the 15 minutes (a step past a daily run of a later day: up to a day)."""
+    clock, env = fake_clock
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
+    due = datetime.now(UTC) + timedelta(minutes=15)
+    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+                          databases={"user": db}, socket_path=control_socket,
+                          policies={"daily": {"schedule": f"{due.minute} {due.hour} * * *",
+                                              "keep": 10}})  # fmt: skip
+    daemon = clocked_daemons.start(config, env=env)
+    completed_after(daemon, 0, "daily", 1)  # the catch-up run at start
+    mark = daemon.log.mark()
+    step_clock(clock, "+30m")
+    daemon.log.wait("backup_completed", since=mark, policy="daily", timeout=20)
+    when = datetime.fromisoformat(daemon.request("status")["next_runs"]["daily"])
+    assert when > fake_now(timedelta(hours=23)), when  # tomorrow's, not a second run today
+    assert len(written_since(daemon, mark, "daily")) == 1

@@ -31,6 +31,7 @@ from backup_sidecar.archiver.restore import (
 )
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
 from backup_sidecar.archiver.safefs import check_backup_dir
+from backup_sidecar.archiver.sequence import reconcile as reconcile_sequence
 from backup_sidecar.archiver.staging import clean_leftovers, free_bytes, staging_area
 from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
 
@@ -62,6 +63,7 @@ __all__ = [
     "mark_damaged",
     "read_check",
     "read_manifest",
+    "reconcile_sequence",
     "remove_orphan_markers",
     "resolve_archive",
     "restore_archive",

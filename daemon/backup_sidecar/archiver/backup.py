@@ -33,6 +33,7 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import GzipWriter, compress_member_exact, member_bound
 from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus, DatabaseSpec, ProgressFn
+from backup_sidecar.archiver.sequence import next_sequence
 from backup_sidecar.archiver.snapshot import Snapshot, take_snapshot
 from backup_sidecar.archiver.sqlitefacts import (
     DatabaseFacts,
@@ -124,12 +125,14 @@ def create_backup(
         room = _metadata_room(claimed, policy, now, snaps)
         entries = _entries(snaps, *job.check_and_pack(snaps, tmp, offset=room))
         with _discarding(snaps):
+            sequence = next_sequence(backup_dir)
             doc = mf.build_metadata(
                 name=claimed,
                 created_at=now,
                 policy=policy,
                 databases=entries,
                 duration_s=clock() - started,
+                sequence=sequence,
             )
             manifest = _read_back(claimed, doc)
             tmp = _finish(tmp, doc, room=room, level=level, now=now)
@@ -145,6 +148,7 @@ def create_backup(
         policy=policy,
         databases=tuple(entries),
         manifest=manifest,
+        sequence=sequence,
     )
 
 
@@ -412,7 +416,12 @@ def _metadata_room(name: str, policy: str, now: datetime, snaps: Sequence[Snapsh
         )
         entries[snap.spec.name] = _entry(snap, widest, "0" * 64)
     doc = mf.build_metadata(
-        name=name, created_at=now, policy=policy, databases=entries, duration_s=-1e15
+        name=name,
+        created_at=now,
+        policy=policy,
+        databases=entries,
+        duration_s=-1e15,
+        sequence=mf.MAX_SEQUENCE,
     )
     return member_bound(len(_metadata_member(doc, now)))
 

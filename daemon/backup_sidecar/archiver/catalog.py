@@ -85,18 +85,20 @@ def describe(path: Path) -> ArchiveInfo:
         databases=tuple(manifest.members()),
         manifest=manifest,
         error=mark.describe() if mark is not None else None,
+        sequence=manifest.sequence,
     )
 
 
 def list_archives(backup_dir: Path) -> list[ArchiveInfo]:
-    """Every ``*.tar.gz`` in ``backup_dir``, newest first (by metadata time, then name): one
+    """Every ``*.tar.gz`` in ``backup_dir``, newest first (`newest_first`): one
     scan of a throwaway `Catalog` (the CLI's one-shot listing; the daemon keeps its catalog)."""
     return list(Catalog(backup_dir).refresh().archives)
 
 
 def newest_first(infos: Iterable[ArchiveInfo]) -> list[ArchiveInfo]:
-    """The order of every listing: newest first (by metadata time, then name)."""
-    return sorted(infos, key=lambda a: (a.created_at, a.name), reverse=True)
+    """The order of every listing: newest first by ``ArchiveInfo.newness`` (creation sequence,
+    then metadata time, then name; never the wall clock alone)."""
+    return sorted(infos, key=lambda a: a.newness, reverse=True)
 
 
 #: What identifies one version of an archive file (and of its damage marker) between scans:

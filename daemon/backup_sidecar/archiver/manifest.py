@@ -28,6 +28,9 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
 #: SQLite's largest page count (its max_page_count ceiling).
 _MAX_PAGE_COUNT = 4294967294
+#: The largest creation sequence an archive may carry (its widest JSON form sizes the room
+#: left for the metadata).
+MAX_SEQUENCE = 2**63 - 1
 
 
 class ManifestError(ValueError):
@@ -85,6 +88,9 @@ class Manifest:
     databases: dict[str, DatabaseEntry]
     legacy: bool
     raw: Mapping[str, Any]
+    #: The backup directory's creation sequence; absent from the seed's archives and from
+    #: archives written before it was recorded.
+    sequence: int | None = None
 
     def members(self) -> dict[str, str]:
         """Database name -> member file name, for both formats."""
@@ -105,6 +111,7 @@ def build_metadata(
     policy: str,
     databases: Mapping[str, DatabaseEntry],
     duration_s: float,
+    sequence: int | None = None,
 ) -> dict[str, Any]:
     """The metadata document: the seed's keys first, then the format-2 additions."""
     doc: dict[str, Any] = {
@@ -125,6 +132,8 @@ def build_metadata(
             }
     doc["databases"] = {db: asdict(entry) for db, entry in databases.items()}
     doc["duration_seconds"] = round(duration_s, 3)
+    if sequence is not None:
+        doc["sequence"] = sequence
     return doc
 
 
@@ -144,10 +153,13 @@ def parse_metadata(data: bytes) -> Manifest:
         raise ManifestError(f"{METADATA_MEMBER} is not a JSON object")
     name = _field(doc, "backup_name", str)
     created = _parse_time(_field(doc, "created_at", str))
+    sequence = _optional_sequence(doc)
     dbs_raw = doc.get("databases")
     if dbs_raw is None:
         _field(doc, "includes", dict)
-        manifest = Manifest(name, created, _policy(doc, name), {}, legacy=True, raw=doc)
+        manifest = Manifest(
+            name, created, _policy(doc, name), {}, legacy=True, raw=doc, sequence=sequence
+        )
         if not manifest.members():
             raise ManifestError("key 'includes': names no database")
         return manifest
@@ -157,7 +169,9 @@ def parse_metadata(data: bytes) -> Manifest:
     files = [e.file for e in entries.values()]
     if len(set(files)) != len(files):
         raise ManifestError("key 'databases': two databases share one member file")
-    return Manifest(name, created, _policy(doc, name), entries, legacy=False, raw=doc)
+    return Manifest(
+        name, created, _policy(doc, name), entries, legacy=False, raw=doc, sequence=sequence
+    )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -218,6 +232,15 @@ def _entry(db: str, value: Any) -> DatabaseEntry:
     if entry.size_bytes != entry.page_size * entry.page_count:
         raise ManifestError(f"key '{prefix}.size_bytes': does not equal page_size * page_count")
     return entry
+
+
+def _optional_sequence(doc: Mapping[str, Any]) -> int | None:
+    if "sequence" not in doc:
+        return None
+    value = doc["sequence"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SEQUENCE:
+        raise ManifestError(f"key 'sequence': expected an integer from 1 to {MAX_SEQUENCE}")
+    return value
 
 
 def _optional_seconds(doc: Mapping[str, Any], key: str, prefix: str) -> float | None:

@@ -60,6 +60,15 @@ class ArchiveInfo:
     databases: tuple[str, ...] = ()
     manifest: Manifest | None = None
     error: str | None = None
+    #: The backup directory's creation sequence (see archiver/sequence.py); None for the seed's
+    #: archives, those of versions before it, and damaged ones.
+    sequence: int | None = None
+
+    @property
+    def newness(self) -> tuple[bool, int, datetime, str]:
+        """The order of archives, newest last: by creation sequence, which the wall clock cannot
+        fool; archives without one below every sequenced one, by their time, then name."""
+        return (self.sequence is not None, self.sequence or 0, self.created_at, self.name)
 
 
 #: progress(stage, done, total): stage is a short word ("snapshot", "pack", "verify", ...).

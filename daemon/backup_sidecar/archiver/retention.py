@@ -1,8 +1,10 @@
 """Retention: which archives a policy no longer needs, and deleting them safely.
 
 ``select_expired`` is pure (archives + keep counts -> expired) so its guarantees are
-property-tested: per policy the newest K archives stay, and the newest verified archive of a
-policy is never expired even when newer damaged or legacy ones push it out of the K.
+property-tested: per policy the newest K archives stay (newest by ``ArchiveInfo.newness``,
+the creation sequence: an archive dated in the future by a stepped clock is not the newest),
+and the newest verified archive of a policy is never expired even when newer damaged or
+legacy ones push it out of the K.
 Damaged archives are never expired: they are kept for an operator to look at.
 
 With a ``good`` predicate (the read check, see readcheck.py) the archive a policy relies on is
@@ -54,7 +56,7 @@ def select_expired(
             by_policy.setdefault(archive.policy, []).append(archive)
     expired: list[ArchiveInfo] = []
     for policy, group in by_policy.items():
-        group.sort(key=lambda a: (a.created_at, a.name), reverse=True)
+        group.sort(key=lambda a: a.newness, reverse=True)
         anchor, rejected = _anchor(group, good)
         skip = {id(a) for a in rejected}
         counted = [a for a in group if id(a) not in skip]
