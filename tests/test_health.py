@@ -393,6 +393,22 @@ def test_overdue_policies_names_each_late_policy() -> None:
     assert late[0].last_success == NOW - timedelta(days=2)
 
 
+def test_a_policy_silent_past_its_max_age_is_overdue_whatever_its_date() -> None:
+    """The newest archive dated in the future (a clock stepped back) is not overdue by its date,
+    but no new archive for longer than the max age (monotonic seconds) is, with a reason that
+    says so; silent for less is not."""
+    future = NOW + timedelta(hours=1)
+    late = overdue_policies(
+        {"cron": future, "often": future},
+        {"cron": timedelta(minutes=5), "often": timedelta(minutes=5)},
+        now=NOW,
+        silent_s={"cron": 301.0, "often": 299.0},
+    )
+    assert [p.policy for p in late] == ["cron"]
+    assert "no new backup for 0:05:01, longer than 0:05:00" in late[0].reason()
+    assert future.isoformat() in late[0].reason()
+
+
 def test_health_status_reasons(rollback_db: Path, tmp_path: Path) -> None:
     """Each fault (bad database, late policy, failed drill, low space) gives one reason naming
     it; without faults the status is ok with no reasons."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,3 +81,23 @@ def test_a_new_newest_dated_earlier_is_not_a_loss() -> None:
     ledger.sync([stepped, first], policies=["daily"])
     assert last(registry, "daily") == T0.timestamp()
     assert ledger.newest() == {"daily": stepped.created_at}
+
+
+def test_a_new_archive_dated_before_the_newest_is_a_new_success() -> None:
+    """After the wall clock stepped back, a new archive (higher sequence) is dated before the
+    newest one: it is the newest, `silent_for` restarts from it on the monotonic clock, and
+    a policy with no new archive is silent for as long as the monotonic clock ran, whatever
+    the archives' dates (before, it was taken as "the newest went" and nothing measured the
+    silence)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version="t", policies=["often"], clock=lambda: T0)
+    mono = [100.0]
+    ledger = SuccessLedger(metrics, clock=lambda: T0, monotonic=lambda: mono[0])
+    future = archive("often_1", "often", T0 + timedelta(days=1))
+    ledger.sync([dataclasses.replace(future, sequence=1)], policies=["often"])
+    mono[0] = 160.0
+    assert ledger.silent_for() == {"often": 60.0}
+    stepped = dataclasses.replace(archive("often_2", "often", T0), sequence=2)
+    ledger.sync([stepped, dataclasses.replace(future, sequence=1)], policies=["often"])
+    assert ledger.silent_for() == {"often": 0.0}
+    assert ledger.newest() == {"often": T0}
