@@ -495,3 +495,32 @@ def test_next_run_times_before_start() -> None:
         "daily": datetime(2026, 11, 26, 3, tzinfo=BERLIN),
         "often": NOW + timedelta(minutes=10),
     }
+
+
+def test_a_clock_step_retimes_cron_policies_from_the_new_wall_time() -> None:
+    """A wall-clock step retimes a cron policy like an interval one: stepped forward past its
+    next run, it runs now, once (it waited for the old timer); stepped back an hour, its next
+    run is the next fire time after the new wall time (it kept the one an hour ahead)."""
+    spec = "*/5 * * * *"
+    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2, seconds=30)
+    now = [base]
+    scheduler = PolicyScheduler(
+        {"cron": spec},
+        timezone=UTC,
+        run_policy=lambda name: None,
+        last_success=lambda name: now[0],
+        clock=lambda: now[0],
+    )
+    scheduler.start()  # the job's first run is a few minutes from the real time
+    try:
+        scheduler.clock_stepped()  # two hours ahead of it: due now
+        assert scheduler.next_run_times()["cron"] == base
+        now[0] = base - timedelta(hours=1)
+        scheduler.clock_stepped()
+        expected = next_fire_times(spec, timezone=UTC, now=now[0])[0]
+        assert scheduler.next_run_times()["cron"] == expected
+        now[0] = base - timedelta(minutes=30)
+        scheduler.clock_stepped()
+        assert scheduler.next_run_times()["cron"] == now[0]
+    finally:
+        scheduler.shutdown(wait=False)
