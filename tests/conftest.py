@@ -134,10 +134,11 @@ def writer_process() -> Iterator[Callable[..., Writer]]:
     """Start writer processes on a database; every one is stopped at teardown."""
     started: list[Writer] = []
 
-    def start(db: Path, *, rate: float = 0.0) -> Writer:
+    def start(db: Path, *, rate: float = 0.0, seq_log: Path | None = None) -> Writer:
         status = db.with_name(db.name + ".writer-status")
+        extra = [str(seq_log)] if seq_log else []
         proc = subprocess.Popen(
-            [sys.executable, str(WRITER), str(db), str(status), str(rate)],
+            [sys.executable, str(WRITER), str(db), str(status), str(rate), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -309,23 +309,22 @@ def restore(
                 raise RestoreRefusedError("not confirmed")
         with progress_bar(enabled=not as_json) as progress:
             result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, progress=progress)
-        payload = {
-            "archive": result.archive,
-            "dry_run": result.dry_run,
-            "restored": list(result.restored),
-            "pre_restore_archive": result.pre_restore_archive,
-            "plan": list(result.plan),
-        }
+        payload = jobs.restore_json(result)
 
         def text() -> None:
             if result.dry_run:
                 click.echo(f"dry run: {result.archive} verified; a restore would:")
                 for step in result.plan:
                     click.echo(f"  - {step}")
-                click.echo("  (after a verified pre_restore safety backup of the live databases)")
                 return
             if result.pre_restore_archive:
                 click.echo(f"safety backup: {result.pre_restore_archive}")
+            for damaged in result.damaged:
+                click.echo(
+                    f"warning: the live database {damaged}: saved as it was, in "
+                    f"{result.pre_restore_archive} (listed damaged)",
+                    err=True,
+                )
             click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
 
         _emit(as_json, payload, text)

@@ -6,6 +6,7 @@ The CLI maps these to exit codes once (usage and configuration errors 2, everyth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -161,6 +162,31 @@ class RestoreRefusedError(SidecarError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"restore refused: {reason}")
         self.reason = reason
+
+
+class RestoreIncompleteError(SidecarError):
+    """A restore wrote some databases and then failed: says which, and how to undo them."""
+
+    def __init__(
+        self,
+        *,
+        restored: Sequence[str],
+        reason: str,
+        pre_restore_archive: str | None,
+        rescue: Path | None,
+    ) -> None:
+        done = ", ".join(restored) if restored else "nothing"
+        if pre_restore_archive:
+            undo = f"; to undo, restore {pre_restore_archive}"
+        elif rescue is not None:
+            undo = f"; the content they held before is kept in {rescue}"
+        else:
+            undo = ""
+        super().__init__(f"restore incomplete: restored {done}, then {reason}{undo}")
+        self.restored = tuple(restored)
+        self.reason = reason
+        self.pre_restore_archive = pre_restore_archive
+        self.rescue = rescue
 
 
 class OperationAbortedError(SidecarError):

@@ -139,13 +139,7 @@ class ControlHandler:
                         should_stop=st.should_stop,
                         catalog=st.catalog,
                     )
-                return {
-                    "archive": result.archive,
-                    "restored": list(result.restored),
-                    "pre_restore_archive": result.pre_restore_archive,
-                    "dry_run": result.dry_run,
-                    "plan": list(result.plan),
-                }
+                return jobs.restore_json(result)
             case PruneRequest():
                 with st.track("prune"):
                     pruned = jobs.run_prune(

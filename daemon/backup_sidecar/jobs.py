@@ -156,6 +156,12 @@ def clean_leftovers(rt: Runtime) -> None:
         return
     for path in removed:
         log.warning("leftover_removed", path=str(path))
+    for path in archiver.rescued_content(rt.backup_dir):
+        log.error(
+            "pre_restore_content_kept",
+            path=str(path),
+            reason="a restore could not archive the content it replaced; move it out by hand",
+        )
 
 
 def run_backup(
@@ -505,6 +511,18 @@ def _prune_pre_restore(
         log.error("prune_failed", policy=policy, error=str(exc))
         if metrics:
             metrics.prune_finished(policy, deleted=0, errors=1)
+
+
+def restore_json(result: archiver.RestoreResult) -> dict[str, Any]:
+    """A restore's result as the CLI's --json and the control socket give it."""
+    return {
+        "archive": result.archive,
+        "dry_run": result.dry_run,
+        "restored": list(result.restored),
+        "pre_restore_archive": result.pre_restore_archive,
+        "damaged": list(result.damaged),
+        "plan": list(result.plan),
+    }
 
 
 @dataclass(frozen=True)

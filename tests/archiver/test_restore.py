@@ -332,3 +332,57 @@ def test_restore_creates_a_missing_database(sidecar_env, backup_dir: Path, tmp_p
     assert _dump(target) == _dump(source)
     assert _integrity(target) == "ok"
     assert sorted(p.name for p in target_dir.iterdir()) == ["user_data.db"]
+
+
+def test_a_commit_failing_after_another_reports_what_was_restored(
+    tmp_path: Path, backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two databases are locked and saved; then user's copy fails (injected into its step, after
+    the go) while arrow's commits. The restore raises RestoreIncompleteError saying arrow was
+    restored and naming the pre_restore archive that undoes it, which holds arrow's old content
+    (and only arrow); user is unchanged; nothing is left in .rescue."""
+    from backup_sidecar.archiver import livewrite, restore_archive
+    from backup_sidecar.errors import RestoreIncompleteError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    live = tmp_path / "live"
+    live.mkdir()
+    new = {n: _make(src / f"{n}.db", wal=False, rows=300, tag="new") for n in ("arrow", "user")}
+    old = {n: _make(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
+    archive = create_backup(
+        [DatabaseSpec(n, p) for n, p in new.items()],
+        backup_dir=backup_dir,
+        name="both",
+        policy="manual",
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    old_dump = {n: _dump(p) for n, p in old.items()}
+    real_progress = livewrite._Copy._progress
+
+    def failing(self: livewrite._Copy, status: int, remaining: int, total: int) -> None:
+        real_progress(self, status, remaining, total)
+        if self.job.name == "user" and self.go.is_set():
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    monkeypatch.setattr(livewrite._Copy, "_progress", failing)
+    with pytest.raises(RestoreIncompleteError) as err:
+        restore_archive(
+            archive.path,
+            databases={n: DatabaseSpec(n, p) for n, p in old.items()},
+            selected=None,
+            backup_dir=backup_dir,
+            now=datetime(2026, 1, 2, tzinfo=UTC),
+        )
+    assert err.value.restored == ("arrow",)
+    message = str(err.value)
+    assert "restored arrow" in message and "user" in message and "injected" in message
+    safety = err.value.pre_restore_archive
+    assert safety and f"to undo, restore {safety}" in message
+    assert _dump(old["arrow"]) == _dump(new["arrow"])
+    assert _dump(old["user"]) == old_dump["user"]
+    (info,) = [a for a in list_archives(backup_dir) if a.name == safety]
+    assert info.databases == ("arrow",) and info.status.value == "verified"
+    saved = _extract(info.path, tmp_path / "saved")
+    assert _dump(saved / "arrow_database.db") == old_dump["arrow"]
+    assert list((backup_dir / ".rescue").iterdir()) == []

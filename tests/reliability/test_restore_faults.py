@@ -473,13 +473,22 @@ def _fill_when(condition: Callable[[], bool], directory: Path, *, leave: int) ->
     return thread
 
 
-def test_disk_filling_up_during_the_safety_backup_refuses_the_restore(
+def _saving_started(backup_dir: Path) -> bool:
+    """Whether the restore has made its directory for the content it replaces."""
+    rescue = backup_dir / ".rescue"
+    return rescue.is_dir() and any(rescue.iterdir())
+
+
+def test_disk_filling_up_while_the_replaced_content_is_saved_loses_nothing(
     tmpfs: Callable[..., Path], tmp_path: Path
 ) -> None:
-    """The backup directory's filesystem fills up while the safety backup is being written
-    (after the free-space pre-check passed): the restore fails with exit 1 and one line, the
-    live database is unchanged and intact, and neither a pre_restore archive nor a staging
-    area is left behind."""
+    """The backup directory's filesystem fills up (after the free-space pre-check passed) just
+    as the restore starts saving the content it replaces. Wherever the disk runs out, exit 1
+    with one line naming the full disk, and nothing is lost: either the save failed inside the
+    restore's write transaction, which rolled back (live database byte-identical, nothing
+    left in .rescue or .staging, no pre_restore archive); or the restore had committed and
+    the safety archive could not be written, and the line names the directory that holds the
+    replaced content, which is exactly the old database."""
     backup_dir = tmpfs("backups", size="96m")
     scene = _space_scene(
         tmp_path,
@@ -489,18 +498,31 @@ def test_disk_filling_up_during_the_safety_backup_refuses_the_restore(
         old_rows=4000,
         new_rows=10,
     )
-    filler = _fill_when(
-        lambda: _staged(backup_dir, "backup", "user_data.db"), backup_dir, leave=64 << 10
-    )
+    filler = _fill_when(lambda: _saving_started(backup_dir), backup_dir, leave=64 << 10)
     result = run_cli("restore", "target", "--force", env=scene.env)
     filler.join(timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
     line = one_error_line(result)
     assert "No space left" in line or "disk is full" in line or "free space" in line, line
+    if "restore incomplete" in line:
+        assert digest(scene.live)[2] == "new" and integrity(scene.live) == "ok"
+        kept = Path(line.rsplit(" kept in ", 1)[1])
+        assert kept.parent == backup_dir / ".rescue", line
+        assert digest(kept / "user_data.db") == scene.old
+        (backup_dir / "filler").unlink()
+        listed = run_cli("list", "--json", env=scene.env)
+        assert all(
+            a["status"] != "verified"
+            for a in json.loads(listed.stdout)
+            if a["policy"] == "pre_restore"
+        )
+        FIGURES["enospc_safety"] = f"committed, content kept: {line}"
+        return
     assert scene.live.read_bytes() == scene.before
     (backup_dir / "filler").unlink()
     scene.assert_unchanged()
-    FIGURES["enospc_safety"] = line
+    assert list((backup_dir / ".rescue").iterdir()) == []
+    FIGURES["enospc_safety"] = f"rolled back: {line}"
 
 
 def test_live_directory_too_small_for_the_restore_is_refused(
@@ -534,11 +556,12 @@ def test_disk_filling_up_under_the_restore_write_rolls_back(
     tmp_path: Path,
     sql_session: Callable[..., Any],
 ) -> None:
-    """The live database's filesystem fills up after the pre-checks, while the safety backup
-    is verified, so SQLite's write of the restore hits ENOSPC (journal, WAL or the growing
-    database file): the restore exits 1 saying it was rolled back, the live database holds
-    exactly the old content and passes integrity_check, and the application's open
-    connection reads it (and writes again once space is freed)."""
+    """The live database's filesystem fills up after the pre-checks, while the restore waits
+    for the application's write lock, so SQLite's write of the restore hits ENOSPC (journal,
+    WAL or the growing database file): the restore exits 1 saying it was rolled back, the live
+    database holds exactly the old content and passes integrity_check, the application's open
+    connection reads it (and writes again once space is freed), and neither a pre_restore
+    archive nor saved content is left."""
     live_dir = tmpfs("live", size="24m")
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
@@ -547,9 +570,20 @@ def test_disk_filling_up_under_the_restore_write_rolls_back(
     )
     app = sql_session(scene.live, busy_timeout=10.0)
     assert tuple(app.execute(DIGEST_SQL)[0]) == scene.old
-    filler = _fill_when(lambda: len(_pre_restores(backup_dir)) > 0, live_dir, leave=leave)
-    result = run_cli("restore", "target", "--force", env=scene.env)
-    filler.join(timeout=60)
+    app.execute("BEGIN IMMEDIATE")  # the restore waits for this lock...
+    proc = subprocess.Popen(
+        cli_command("restore", "target", "--force"),
+        env=scene.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: _saving_started(backup_dir), what="the restore's write")
+    fill(live_dir, leave=leave)  # ...while the disk fills up
+    app.execute("ROLLBACK")
+    out, err = proc.communicate(timeout=120)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert (live_dir / "filler").exists()
     assert result.returncode == 1, result.stdout + result.stderr
     line = one_error_line(result)
@@ -561,6 +595,7 @@ def test_disk_filling_up_under_the_restore_write_rolls_back(
     app.close()
     assert digest(scene.live)[0] == scene.old[0] + 1
     assert journal_mode(scene.live) == ("wal" if wal else "delete")
+    assert _pre_restores(backup_dir) == [] and list((backup_dir / ".rescue").iterdir()) == []
     FIGURES[f"enospc_write_{'wal' if wal else 'rollback'}_{leave}"] = line
 
 

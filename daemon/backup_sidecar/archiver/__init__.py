@@ -27,6 +27,7 @@ from backup_sidecar.archiver.readcheck import ReadCheckCache, read_check
 from backup_sidecar.archiver.restore import (
     PRE_RESTORE_POLICY,
     clean_restore_leftovers,
+    rescued_content,
     restore_archive,
 )
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
@@ -65,6 +66,7 @@ __all__ = [
     "read_manifest",
     "reconcile_sequence",
     "remove_orphan_markers",
+    "rescued_content",
     "resolve_archive",
     "restore_archive",
     "select_expired",

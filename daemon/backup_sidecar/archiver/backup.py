@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,7 +38,9 @@ from backup_sidecar.archiver.snapshot import Snapshot, take_snapshot
 from backup_sidecar.archiver.sqlitefacts import (
     DatabaseFacts,
     collect_facts,
+    header_page_size,
     integrity_check,
+    one_line,
     user_tables,
 )
 from backup_sidecar.archiver.staging import (
@@ -89,11 +91,17 @@ def create_backup(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
+    captured: Mapping[str, tuple[Path, str]] | None = None,
 ) -> ArchiveInfo:
     """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing.
 
     An existing name is never overwritten: it raises ArchiveExistsError, or with ``unique``
     (for default, time-based names) the archive takes the first free ``<name>-N``.
+
+    ``captured`` (the pre-restore safety backup) maps each database's name to a copy already
+    taken, with its journal mode: the copy is archived as it is (never snapshotted again), and
+    one that fails integrity_check is archived all the same, marked damaged (its
+    ``integrity_check`` is the failure, and `list` shows the archive ``damaged``).
     """
     mf.validate_name(name)
     if not databases:
@@ -119,11 +127,15 @@ def create_backup(
         staging_area(backup_dir, purpose="backup") as area,
         _writing_into(backup_dir),
     ):
-        snaps = [job.snapshot(spec, area, i) for i, spec in enumerate(databases)]
+        if captured is None:
+            snaps = [job.snapshot(spec, area, i) for i, spec in enumerate(databases)]
+        else:
+            snaps = [_adopt(spec, *captured[spec.name], area=area) for spec in databases]
         job.report("snapshot", len(databases), len(databases))
         tmp = area / "archive.tmp"
         room = _metadata_room(claimed, policy, now, snaps)
-        entries = _entries(snaps, *job.check_and_pack(snaps, tmp, offset=room))
+        checked, digests = job.check_and_pack(snaps, tmp, offset=room, keep=captured is not None)
+        entries = _entries(snaps, checked, digests, keep_damaged=captured is not None)
         with _discarding(snaps):
             sequence = next_sequence(backup_dir)
             doc = mf.build_metadata(
@@ -144,7 +156,11 @@ def create_backup(
         path=final,
         size_bytes=size,
         created_at=now,
-        status=ArchiveStatus.VERIFIED,
+        status=(
+            ArchiveStatus.VERIFIED
+            if all(e.integrity_check == "ok" for e in entries.values())
+            else ArchiveStatus.DAMAGED
+        ),
         policy=policy,
         databases=tuple(entries),
         manifest=manifest,
@@ -210,12 +226,21 @@ class _Job:
         )
 
     def check_and_pack(
-        self, snaps: Sequence[Snapshot], out: Path, *, offset: int
+        self, snaps: Sequence[Snapshot], out: Path, *, offset: int, keep: bool = False
     ) -> tuple[list[_Checked], list[str]]:
         """integrity_check, then hashing and compression into ``out`` from ``offset`` on; on two
-        threads at once with ``threads=2`` (the check in a worker thread)."""
+        threads at once with ``threads=2`` (the check in a worker thread). With ``keep``, copies
+        that fail the check are packed all the same."""
         body = _Body(out, offset)
-        if self.threads < 2:
+        if keep:
+            results = _check_all(snaps, self.should_stop)
+            if self.should_stop():
+                raise OperationAbortedError("backup")
+            digests = self._pack(snaps, body, self.should_stop)
+            facts = [
+                _facts(snap) if r == "ok" else None for snap, r in zip(snaps, results, strict=True)
+            ]
+        elif self.threads < 2:
             self.report("check", 0, len(snaps))
             results = _check_all(snaps, self.should_stop)
             self.report("check", len(snaps), len(snaps))
@@ -365,11 +390,53 @@ def _pack_databases(
     return digests
 
 
+def _adopt(spec: DatabaseSpec, copy: Path, journal_mode: str, *, area: Path) -> Snapshot:
+    """A copy taken by the caller, linked into the staging area (the original stays put)."""
+    staged = area / spec.member
+    os.link(copy, staged, follow_symlinks=False)
+    return Snapshot(
+        spec=spec,
+        staged=staged,
+        source_journal_mode=journal_mode,
+        sqlite_version=sqlite3.sqlite_version,
+        copy_s=0.0,
+    )
+
+
+def _damaged_entry(snap: Snapshot, result: str, digest: str) -> mf.DatabaseEntry:
+    """A copy archived as it is although it fails integrity_check (a pre-restore copy)."""
+    size = snap.staged.stat().st_size
+    page_size = header_page_size(snap.staged) or 4096
+    return mf.DatabaseEntry(
+        file=snap.spec.member,
+        source_path=str(snap.spec.path),
+        size_bytes=size,
+        sha256=digest,
+        page_size=page_size,
+        page_count=size // page_size,
+        journal_mode=snap.source_journal_mode,
+        user_version=0,
+        schema_sha256="",
+        table_count=0,
+        row_counts={},
+        integrity_check=one_line(result) or "failed",
+        sqlite_version=snap.sqlite_version,
+        snapshot_seconds=0.0,
+    )
+
+
 def _entries(
-    snaps: Sequence[Snapshot], checked: Sequence[_Checked], digests: Sequence[str]
+    snaps: Sequence[Snapshot],
+    checked: Sequence[_Checked],
+    digests: Sequence[str],
+    *,
+    keep_damaged: bool = False,
 ) -> dict[str, mf.DatabaseEntry]:
     entries = {}
     for snap, check, digest in zip(snaps, checked, digests, strict=True):
+        if keep_damaged and (check.result != "ok" or check.facts is None):
+            entries[snap.spec.name] = _damaged_entry(snap, check.result, digest)
+            continue
         if check.result != "ok":
             raise IntegrityCheckError(snap.spec.name, snap.spec.path, check.result)
         if check.facts is None:

@@ -70,7 +70,13 @@ def describe(path: Path) -> ArchiveInfo:
             error=exc.fault,
         )
     status = ArchiveStatus.LEGACY if manifest.legacy else ArchiveStatus.VERIFIED
-    if not manifest.legacy and any(e.integrity_check != "ok" for e in manifest.databases.values()):
+    bad = [
+        f"{db}: {e.integrity_check}"
+        for db, e in manifest.databases.items()
+        if e.integrity_check != "ok"
+    ]
+    if not manifest.legacy and bad:
+        # A pre_restore archive of a damaged live database, saved as it was found.
         status = ArchiveStatus.DAMAGED
     mark = read_mark(path, st)  # a failed read check, scrub or drill: rot the metadata hides
     if mark is not None:
@@ -84,7 +90,13 @@ def describe(path: Path) -> ArchiveInfo:
         policy=manifest.policy,
         databases=tuple(manifest.members()),
         manifest=manifest,
-        error=mark.describe() if mark is not None else None,
+        error=(
+            mark.describe()
+            if mark is not None
+            else f"holds a damaged database ({'; '.join(bad)})"
+            if bad
+            else None
+        ),
         sequence=manifest.sequence,
     )
 

@@ -100,3 +100,5 @@ class RestoreResult:
     pre_restore_archive: str | None
     dry_run: bool
     plan: tuple[str, ...] = field(default=())
+    #: "name: reason" for each live database saved although damaged (dry run: would be).
+    damaged: tuple[str, ...] = field(default=())

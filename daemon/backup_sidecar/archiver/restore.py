@@ -1,27 +1,35 @@
-"""Restore INTO live databases through SQLite, after proving the archive and saving what is there.
+"""Restore INTO live databases through SQLite, after proving the archive; nothing is lost.
 
 Order: verify the archive (databases staged), plan and pre-check every target (page size,
-free space), take a verified ``pre_restore`` safety backup of every live database that will
-be replaced, then copy each staged database into its live file with the backup API in one
-step. That step is one write transaction under SQLite's own locks: connections the
-application holds open see the restored content at their next transaction, and a crash or a
-full disk rolls it back. Live files, ``-wal``, ``-shm`` and ``-journal`` are never renamed,
-copied over or deleted.
+free space), then write every live database in one write transaction each, all locks taken
+before any write (backup_sidecar.archiver.livewrite): inside those transactions the content
+each write replaces is saved to a fsynced file, so not one committed transaction is missed,
+and then every copy commits. The saved content becomes the ``pre_restore`` safety archive,
+verified; a live database that fails integrity_check is saved as it is, in an archive marked
+damaged. Connections the application holds open see the restored content at their next
+transaction, and a crash or a full disk rolls the write back. Live files, ``-wal``, ``-shm``
+and ``-journal`` are never renamed, copied over or deleted.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sqlite3
-import time
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
+from backup_sidecar.archiver.livewrite import (
+    Captured,
+    LiveWrite,
+    WriteIncompleteError,
+    write_locked,
+)
 from backup_sidecar.archiver.model import (
     DEFAULT_LIMITS,
     DatabaseSpec,
@@ -29,40 +37,33 @@ from backup_sidecar.archiver.model import (
     ProgressFn,
     RestoreResult,
 )
-from backup_sidecar.archiver.sqlitefacts import (
-    BUSY_SLICE_S,
-    LockDeadlineError,
-    connect_readonly,
-    copy_in_one_step,
-    has_sqlite_header,
-    page_geometry,
+from backup_sidecar.archiver.restoreplan import (
+    Live,
+    Target,
+    check_space,
+    describe,
+    plan_targets,
+    predict_damage,
 )
 from backup_sidecar.archiver.staging import (
     create_exclusive,
     ensure_backup_dir,
-    free_bytes,
     fsync_dir,
     staging_area,
 )
-from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
+from backup_sidecar.archiver.verify import verify_archive
 from backup_sidecar.errors import (
-    DatabaseError,
-    DatabaseLockedError,
-    InsufficientSpaceError,
+    BackupDirError,
     OperationAbortedError,
+    RestoreIncompleteError,
     RestoreRefusedError,
-    UnknownDatabaseError,
+    SidecarError,
 )
 
 PRE_RESTORE_POLICY = "pre_restore"
-_SPACE_MARGIN = 8 << 20
-
-
-@dataclass(frozen=True)
-class _Target:
-    spec: DatabaseSpec
-    staged: Path
-    exists: bool
+#: Where the content a restore replaced waits, fsynced, until its safety archive is published;
+#: kept (never cleaned up) if that fails or the process dies first.
+RESCUE_DIRNAME = ".rescue"
 
 
 def restore_archive(
@@ -81,175 +82,199 @@ def restore_archive(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RestoreResult:
-    """Restore ``selected`` databases (default: all in the archive) from the archive at ``path``."""
+    """Restore ``selected`` databases (default: all in the archive) from the archive at ``path``:
+    all of them or, if anything fails before the first commit, none."""
     ensure_backup_dir(backup_dir)
     with staging_area(backup_dir, purpose="restore") as area:
         verified = verify_archive(
             path, staging=area, limits=limits, progress=progress, should_stop=should_stop
         )
-        targets = _plan(verified, databases=databases, selected=selected)
-        plan = tuple(_describe(verified, t) for t in targets)
-        for target in targets:
-            _precheck(target, lock_timeout=lock_timeout)
-        _check_space(targets, backup_dir=backup_dir)
+        targets = plan_targets(verified, databases=databases, selected=selected)
+        plan = [describe(verified.name, t) for t in targets]
+        check_space(targets, backup_dir=backup_dir)
         if dry_run:
-            return RestoreResult(verified.name, (), None, dry_run=True, plan=plan)
-        safety = _safety_backup(
-            [t.spec for t in targets if t.exists],
-            backup_dir=backup_dir,
-            now=now,
-            level=level,
-            threads=threads,
-            pace=pace,
-            lock_timeout=lock_timeout,
-            progress=progress,
-            should_stop=should_stop,
-        )
+            predicted = []
+            for t in targets:
+                why = predict_damage(t, area=area, lock_timeout=lock_timeout)
+                if why:
+                    predicted.append(f"{t.spec.name}: {why}")
+                    plan.append(
+                        f"the live {t.spec.name!r} fails {why}: it will be saved as it is, in a "
+                        "pre_restore archive marked damaged, and then replaced"
+                    )
+            if any(t.live is Live.DATABASE for t in targets):
+                plan.append("first save the content every replaced database holds (pre_restore)")
+            return RestoreResult(
+                verified.name, (), None, dry_run=True, plan=tuple(plan), damaged=tuple(predicted)
+            )
+        for t in targets:
+            _prepare_staged(t.staged)
         if should_stop():
             raise OperationAbortedError(f"restore of {verified.name!r}")
-        for target in targets:
-            _restore_one(target, lock_timeout=lock_timeout)
+        existing = [t for t in targets if t.live is not Live.MISSING]
+        rescue = _new_rescue_dir(backup_dir, now)
+        try:
+            captured, failure = _write(
+                existing, rescue=rescue, lock_timeout=lock_timeout, should_stop=should_stop
+            )
+        except BaseException:
+            shutil.rmtree(rescue, ignore_errors=True)  # nothing was committed, nothing replaced
+            raise
+        written = [c.name for c in captured]
+        if failure is None:
+            try:
+                for t in targets:
+                    if t.live is Live.MISSING:
+                        _create_new(t)
+                        written.append(t.spec.name)
+            except SidecarError as exc:
+                failure = exc
+        safety, damaged = _safety_archive(
+            captured,
+            databases=databases,
+            rescue=rescue,
+            backup_dir=backup_dir,
+            now=now,
+            written=written,
+            failure=failure,
+            options={"level": level, "threads": threads, "pace": pace},
+        )
     return RestoreResult(
-        verified.name, tuple(t.spec.name for t in targets), safety, dry_run=False, plan=plan
+        verified.name,
+        tuple(t.spec.name for t in targets),
+        safety,
+        dry_run=False,
+        plan=tuple(plan),
+        damaged=damaged,
     )
 
 
-def _plan(
-    verified: VerifiedArchive,
+def _write(
+    existing: Sequence[Target],
+    *,
+    rescue: Path,
+    lock_timeout: float,
+    should_stop: Callable[[], bool],
+) -> tuple[list[Captured], SidecarError | None]:
+    """Write every existing live database; (what each held before, a failure after a commit)."""
+    if not existing:
+        return [], None
+    jobs = [LiveWrite(t.spec.name, t.spec.path, t.staged, rescue / t.spec.member) for t in existing]
+    try:
+        captured = write_locked(jobs, lock_timeout=lock_timeout, should_stop=should_stop)
+    except WriteIncompleteError as exc:
+        cause = exc.cause
+        error = cause if isinstance(cause, SidecarError) else SidecarError(str(cause))
+        return list(exc.committed), _with_name(error, exc.failed)
+    return captured, None
+
+
+def _with_name(error: SidecarError, name: str) -> SidecarError:
+    return error if name in str(error) else SidecarError(f"database {name!r}: {error}")
+
+
+def _safety_archive(
+    captured: Sequence[Captured],
     *,
     databases: Mapping[str, DatabaseSpec],
-    selected: Sequence[str] | None,
-) -> list[_Target]:
-    in_archive = list(verified.manifest.members())
-    names = list(dict.fromkeys(selected)) if selected else in_archive
-    targets = []
-    for name in names:
-        if name not in databases:
-            raise UnknownDatabaseError(name, tuple(databases))
-        if name not in in_archive:
-            raise RestoreRefusedError(
-                f"archive {verified.name!r} does not contain database {name!r} "
-                f"(it has: {', '.join(in_archive)})"
-            )
-        spec = databases[name]
-        targets.append(_Target(spec, verified.staged[name], exists=spec.path.exists()))
-    return targets
-
-
-def _describe(verified: VerifiedArchive, target: _Target) -> str:
-    how = "replace the content of" if target.exists else "create"
-    return f"{how} {target.spec.name!r} at {target.spec.path} from {verified.name!r}"
-
-
-def _precheck(target: _Target, *, lock_timeout: float) -> None:
-    """Refuse, before anything changes, a target that cannot take the staged database."""
-    spec = target.spec
-    if not target.exists:
-        if not spec.path.parent.is_dir():
-            raise DatabaseError(spec.name, spec.path, "its directory does not exist")
-        return
-    if spec.path.is_dir():
-        raise DatabaseError(spec.name, spec.path, "is a directory, not a database file")
-    if spec.path.stat().st_size and not has_sqlite_header(spec.path):
-        raise DatabaseError(spec.name, spec.path, "is not an SQLite database; refusing to write")
-    if spec.path.stat().st_size == 0:
-        return
-    live_page, live_mode = page_geometry(spec.path, timeout=lock_timeout)
-    staged_page, _ = page_geometry(target.staged, timeout=lock_timeout)
-    if live_mode == "wal" and live_page != staged_page:
-        raise RestoreRefusedError(
-            f"database {spec.name!r} ({spec.path}) is in WAL mode with page size {live_page}, "
-            f"the archive's copy has page size {staged_page}; SQLite cannot restore across "
-            "page sizes into a WAL database (switch it to journal_mode=DELETE first)"
-        )
-
-
-def _check_space(targets: Sequence[_Target], *, backup_dir: Path) -> None:
-    """The pre-restore backup needs its snapshot and archive; each live directory needs room
-    for the WAL or rollback journal the restore writes."""
-    live_total = sum(t.spec.path.stat().st_size for t in targets if t.exists)
-    need = 2 * live_total + _SPACE_MARGIN
-    free = free_bytes(backup_dir)
-    if need > free:
-        raise InsufficientSpaceError(backup_dir, need, free, "the pre-restore safety backup")
-    by_dir: dict[Path, int] = {}
-    for t in targets:
-        old = t.spec.path.stat().st_size if t.exists else 0
-        by_dir[t.spec.path.parent] = by_dir.get(t.spec.path.parent, 0) + max(
-            old, t.staged.stat().st_size
-        )
-    for directory, needed in by_dir.items():
-        free = free_bytes(directory)
-        if needed + _SPACE_MARGIN > free:
-            raise InsufficientSpaceError(directory, needed + _SPACE_MARGIN, free, "the restore")
-
-
-def _safety_backup(
-    specs: Sequence[DatabaseSpec],
-    *,
+    rescue: Path,
     backup_dir: Path,
     now: datetime,
-    level: int,
-    threads: int,
-    pace: bool,
-    lock_timeout: float,
-    progress: ProgressFn | None,
-    should_stop: Callable[[], bool],
-) -> str | None:
-    """Back up the live databases about to be replaced, and prove the archive restores."""
-    if not specs:
-        return None
-    archive = create_backup(
-        specs,
-        backup_dir=backup_dir,
-        name=mf.default_name(PRE_RESTORE_POLICY, now),
-        unique=True,
-        policy=PRE_RESTORE_POLICY,
-        now=now,
-        level=level,
-        threads=threads,
-        pace=pace,
-        lock_timeout=lock_timeout,
-        progress=progress,
-        should_stop=should_stop,
-    )
-    # integrity_check ran on these exact bytes while the archive was written; the checksums
-    # prove the archive holds them.
-    with staging_area(backup_dir, purpose="verify") as area:
-        verify_archive(archive.path, staging=area, integrity=False, should_stop=should_stop)
-    return archive.name
-
-
-def _restore_one(target: _Target, *, lock_timeout: float) -> None:
-    # The backup API copies page 1 as it is: a staged copy whose header says WAL (a seed archive
-    # made from a WAL database) would switch a rollback-journal live database to WAL.
-    _to_rollback_journal(target.staged)
-    if not target.exists:
-        _create_new(target)
-        return
-    spec = target.spec
-    deadline = time.monotonic() + lock_timeout
-    src = connect_readonly(target.staged)
+    written: Sequence[str],
+    failure: SidecarError | None,
+    options: Mapping[str, int | bool],
+) -> tuple[str | None, tuple[str, ...]]:
+    """Archive the saved content, prove the archive, then let the rescue copies go."""
+    saved = [c for c in captured if c.size_bytes > 0]  # an empty file held nothing
+    safety: str | None = None
+    damaged: tuple[str, ...] = ()
     try:
-        dst = sqlite3.connect(spec.path, timeout=BUSY_SLICE_S)
-        try:
-            copy_in_one_step(src, dst, deadline=deadline, clock=time.monotonic)
-        finally:
-            dst.close()
-    except LockDeadlineError:
-        raise DatabaseLockedError(spec.name, spec.path, lock_timeout) from None
-    except sqlite3.Error as exc:
-        raise DatabaseError(
-            spec.name, spec.path, f"restore failed and was rolled back: {exc}"
+        if saved:
+            archive = create_backup(
+                [databases[c.name] for c in saved],
+                backup_dir=backup_dir,
+                name=mf.default_name(PRE_RESTORE_POLICY, now),
+                unique=True,
+                policy=PRE_RESTORE_POLICY,
+                now=now,
+                level=int(options["level"]),
+                threads=int(options["threads"]),
+                pace=bool(options["pace"]),
+                captured={c.name: (c.path, c.journal_mode) for c in saved},
+            )
+            safety = archive.name
+            assert archive.manifest is not None
+            damaged = tuple(
+                f"{db}: integrity_check ({e.integrity_check})"
+                for db, e in archive.manifest.databases.items()
+                if e.integrity_check != "ok"
+            )
+            # The checksums prove the archive holds the exact bytes that were checked.
+            with staging_area(backup_dir, purpose="verify") as area:
+                verify_archive(archive.path, staging=area, integrity=False)
+    except Exception as exc:  # whatever it was, the saved content must not be lost
+        raise RestoreIncompleteError(
+            restored=written,
+            reason=f"the pre_restore safety archive could not be written: {exc}",
+            pre_restore_archive=None,
+            rescue=rescue,
         ) from exc
-    finally:
-        src.close()
+    shutil.rmtree(rescue, ignore_errors=True)
+    if failure is not None and not written:
+        raise failure
+    if failure is not None:
+        raise RestoreIncompleteError(
+            restored=written,
+            reason=str(failure),
+            pre_restore_archive=safety,
+            rescue=None,
+        ) from failure
+    return safety, damaged
 
 
-def _to_rollback_journal(staged: Path) -> None:
+def _new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
+    """A new directory for the content a restore replaces: removed by the restore once the
+    safety archive is published (or when nothing was committed), kept for the user otherwise."""
+    root = backup_dir / RESCUE_DIRNAME
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        if root.is_symlink() or not root.is_dir():
+            raise BackupDirError(backup_dir, f"{root} is not a directory")
+        prefix = f"{mf.default_name(PRE_RESTORE_POLICY, now)}.{os.getpid()}."
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as exc:
+        raise BackupDirError(backup_dir, f"cannot create {root}: {exc.strerror}") from exc
+
+
+def rescued_content(backup_dir: Path) -> list[Path]:
+    """Directories of saved pre-restore content left by a restore that could not archive it."""
+    root = backup_dir / RESCUE_DIRNAME
+    if not root.is_dir() or root.is_symlink():
+        return []
+    kept = []
+    for entry in sorted(root.iterdir()):
+        pid = entry.name.split(".")[1] if entry.name.count(".") >= 2 else ""
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        if pid.isdigit() and Path(f"/proc/{pid}").exists() and int(pid) != os.getpid():
+            continue  # a restore running right now
+        kept.append(entry)
+    return kept
+
+
+def _prepare_staged(staged: Path) -> None:
+    """Make the staged copy a rollback-journal database of at least two pages.
+
+    The backup API copies page 1 as it is: a staged copy whose header says WAL (a seed archive
+    made from a WAL database) would switch a rollback-journal live database to WAL. The write
+    runs in steps of fewer pages than the copy has, so that it is locked before it commits."""
     conn = sqlite3.connect(staged)
     try:
         conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+        if conn.execute("PRAGMA page_count").fetchone()[0] < 2:
+            conn.execute("CREATE TABLE sidecar_pad_ (x)")
+            conn.execute("DROP TABLE sidecar_pad_")  # leaves one free page: the same content
+            conn.commit()
     finally:
         conn.close()
 
@@ -273,7 +298,7 @@ def clean_restore_leftovers(specs: Sequence[DatabaseSpec]) -> list[Path]:
     return removed
 
 
-def _create_new(target: _Target) -> None:
+def _create_new(target: Target) -> None:
     """A database that does not exist yet is created whole, by an atomic link."""
     spec = target.spec
     tmp = _new_file_tmp(spec.path, os.getpid())

@@ -59,6 +59,12 @@ def integrity_check(path: Path, *, should_stop: Callable[[], bool] | None = None
     return "; ".join(str(row[0]) for row in rows)
 
 
+def one_line(text: str, *, limit: int = 300) -> str:
+    """An integrity_check result (whose rows may span lines) as one line of at most ``limit``."""
+    flat = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def user_tables(path: Path) -> list[str]:
     """The names of a staged database's own tables (what ``row_counts`` will hold)."""
     conn = connect_readonly(path)
@@ -140,3 +146,29 @@ def copy_in_one_step(
             raise LockDeadlineError
 
     src.backup(dst, pages=-1, progress=on_step, sleep=BUSY_SLICE_S)
+
+
+def read_header(path: Path) -> bytes:
+    """The first 100 bytes of a file (fewer if it is shorter); b"" if it cannot be read."""
+    try:
+        with path.open("rb") as f:
+            return f.read(100)
+    except OSError:
+        return b""
+
+
+def header_is_wal(path: Path) -> bool:
+    """Whether an SQLite file's header says WAL (read/write version bytes 2): the mode a
+    database keeps on disk, which cannot change while this process holds its write lock."""
+    head = read_header(path)
+    return len(head) >= 20 and head[18] == 2 and head[19] == 2
+
+
+def header_page_size(path: Path) -> int | None:
+    """The page size an SQLite file's header records, or None if it is not a valid one."""
+    head = read_header(path)
+    if len(head) < 18 or not head.startswith(SQLITE_MAGIC):
+        return None
+    raw = int.from_bytes(head[16:18], "big")
+    size = 65536 if raw == 1 else raw
+    return size if size >= 512 and size & (size - 1) == 0 else None

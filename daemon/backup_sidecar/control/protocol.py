@@ -18,9 +18,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_serializer,
 )
 
 from backup_sidecar import errors
@@ -157,6 +159,17 @@ class ProgressEvent(_Reply):
 class ErrorBody(_Reply):
     code: ErrorCode
     message: str
+    #: Only for a restore that wrote some databases and then failed (RestoreIncompleteError):
+    #: what it restored, the pre_restore archive that undoes them, or where their old content
+    #: is kept. Absent otherwise.
+    restored: list[str] | None = None
+    pre_restore_archive: str | None = None
+    rescue: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class OkResponse(_Reply):
@@ -276,6 +289,14 @@ def error_body(exc: BaseException) -> ErrorBody:
     """The error a client sees: the sidecar's own one-line message, or a generic one for bugs."""
     if isinstance(exc, ControlError) and exc.code in _CODE_NAMES:
         return ErrorBody.model_validate({"code": exc.code, "message": exc.message})
+    if isinstance(exc, errors.RestoreIncompleteError):
+        return ErrorBody(
+            code=error_code(exc),
+            message=str(exc),
+            restored=list(exc.restored),
+            pre_restore_archive=exc.pre_restore_archive,
+            rescue=str(exc.rescue) if exc.rescue else None,
+        )
     if isinstance(exc, errors.SidecarError):
         return ErrorBody(code=error_code(exc), message=str(exc))
     return ErrorBody(code="failed", message=INTERNAL_ERROR_MESSAGE)
