@@ -693,3 +693,32 @@ def test_decoding_arbitrary_objects_never_crashes(obj: dict[str, Any]) -> None:
 
     with contextlib.suppress(ProtocolError):
         decode_request(json.dumps(obj).encode())
+
+
+def test_an_incomplete_restore_error_carries_what_was_restored() -> None:
+    """A restore that wrote arrow and then failed is answered with its error object naming what
+    was restored and the pre_restore archive that undoes it; the reply decodes on the client
+    side, and any other error keeps just code and message."""
+    from pathlib import Path
+
+    from backup_sidecar import errors
+    from backup_sidecar.control.protocol import ErrorResponse, decode_reply, encode, error_body
+
+    exc = errors.RestoreIncompleteError(
+        restored=["arrow"],
+        reason="database 'user': disk I/O error",
+        pre_restore_archive="pre_restore_20260101_000000",
+        rescue=None,
+    )
+    body = error_body(exc)
+    assert body.model_dump() == {
+        "code": "failed",
+        "message": str(exc),
+        "restored": ["arrow"],
+        "pre_restore_archive": "pre_restore_20260101_000000",
+    }
+    assert "to undo, restore pre_restore_20260101_000000" in body.message
+    reply = decode_reply(encode(ErrorResponse(error=body)))
+    assert isinstance(reply, ErrorResponse) and reply.error.restored == ["arrow"]
+    plain = error_body(errors.DatabaseLockedError("user", Path("/x/user.db"), 2.0))
+    assert set(plain.model_dump()) == {"code", "message"}

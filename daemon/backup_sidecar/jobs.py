@@ -477,6 +477,7 @@ def run_restore(
             archive=result.archive,
             restored=list(result.restored),
             pre_restore_archive=result.pre_restore_archive,
+            damaged=list(result.damaged),
         )
         if metrics:
             metrics.restore_finished(ok=True, finished_at=rt.clock())

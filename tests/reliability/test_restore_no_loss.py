@@ -240,7 +240,8 @@ def test_an_empty_live_file_is_restored_over_with_nothing_to_save(tmp_path: Path
 def test_a_dangling_symlink_or_a_foreign_file_is_refused_naming_it(tmp_path: Path) -> None:
     """A live path that is a symbolic link to nothing is refused, dry run and real, with one
     line naming the link and its target; nothing is created at the target. A file that is not
-    SQLite at all is refused too, saying how to go on; it is left byte for byte."""
+    SQLite at all, or whose header SQLite refuses, is refused too, saying how to go on; it is
+    left byte for byte."""
     source = make_content_db(tmp_path / "source" / "user_data.db", rows=50, tag="new", wal=False)
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
@@ -263,6 +264,15 @@ def test_a_dangling_symlink_or_a_foreign_file_is_refused_naming_it(tmp_path: Pat
     assert result.returncode == 1
     line = one_error_line(result)
     assert str(live) in line and "not an SQLite database" in line and "move it aside" in line
+    assert tree_diff(before, tree(live.parent)) == {}
+    # The SQLite magic but a header SQLite refuses (page size 3): the same, dry run included.
+    live.write_bytes(source.read_bytes()[:16] + b"\x00\x03" + source.read_bytes()[18:])
+    before = tree(live.parent)
+    for flag in ("--dry-run", "--force"):
+        result = run_cli("restore", "good", "--db", "user", flag, env=env)
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert "SQLite cannot open it" in line and "move it aside" in line, line
     assert tree_diff(before, tree(live.parent)) == {}
     assert _pre_restores(backup_dir) == []
 

@@ -14,10 +14,10 @@ and ``-journal`` are never renamed, copied over or deleted.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from backup_sidecar.archiver.restoreplan import (
     plan_targets,
     predict_damage,
 )
+from backup_sidecar.archiver.safefs import backup_dir_fd, open_subdir
 from backup_sidecar.archiver.staging import (
     create_exclusive,
     ensure_backup_dir,
@@ -234,16 +235,27 @@ def _safety_archive(
 
 def _new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
     """A new directory for the content a restore replaces: removed by the restore once the
-    safety archive is published (or when nothing was committed), kept for the user otherwise."""
-    root = backup_dir / RESCUE_DIRNAME
-    try:
-        root.mkdir(mode=0o700, exist_ok=True)
-        if root.is_symlink() or not root.is_dir():
-            raise BackupDirError(backup_dir, f"{root} is not a directory")
-        prefix = f"{mf.default_name(PRE_RESTORE_POLICY, now)}.{os.getpid()}."
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-    except OSError as exc:
-        raise BackupDirError(backup_dir, f"cannot create {root}: {exc.strerror}") from exc
+    safety archive is published (or when nothing was committed), kept for the user otherwise.
+    ``.rescue`` is never followed if it is a link (safefs)."""
+    where = backup_dir / RESCUE_DIRNAME
+    with backup_dir_fd(backup_dir) as root:
+        rescue_fd = open_subdir(root, RESCUE_DIRNAME, where=where, create=True)
+        try:
+            base = f"{mf.default_name(PRE_RESTORE_POLICY, now)}.{os.getpid()}"
+            for n in itertools.count(1):
+                name = f"{base}.{n}"
+                try:
+                    os.mkdir(name, 0o700, dir_fd=rescue_fd)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise BackupDirError(
+                        backup_dir, f"cannot create {where}: {exc.strerror}"
+                    ) from exc
+                return where / name
+        finally:
+            os.close(rescue_fd)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def rescued_content(backup_dir: Path) -> list[Path]:
@@ -256,8 +268,8 @@ def rescued_content(backup_dir: Path) -> list[Path]:
         pid = entry.name.split(".")[1] if entry.name.count(".") >= 2 else ""
         if entry.is_symlink() or not entry.is_dir():
             continue
-        if pid.isdigit() and Path(f"/proc/{pid}").exists() and int(pid) != os.getpid():
-            continue  # a restore running right now
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue  # a restore running now (or one this process reported when it failed)
         kept.append(entry)
     return kept
 

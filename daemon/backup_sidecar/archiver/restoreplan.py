@@ -18,6 +18,8 @@ from pathlib import Path
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.snapshot import take_snapshot
 from backup_sidecar.archiver.sqlitefacts import (
+    BUSY_SLICE_S,
+    connect_readonly,
     has_sqlite_header,
     header_is_wal,
     header_page_size,
@@ -97,13 +99,37 @@ def _live_kind(spec: DatabaseSpec) -> Live:
         return Live.EMPTY
     if not has_sqlite_header(path):
         raise DatabaseError(
-            spec.name,
-            path,
-            "is not an SQLite database (no SQLite header); refusing to write over it: "
-            "SQLite cannot open it, so no application is using it as a database; move it "
-            "aside and restore again to create the database",
+            spec.name, path, f"is not an SQLite database (no SQLite header){_FOREIGN}"
         )
+    unreadable = _header_refused(path)
+    if unreadable:
+        raise DatabaseError(spec.name, path, f"SQLite cannot open it ({unreadable}){_FOREIGN}")
     return Live.DATABASE
+
+
+_FOREIGN = (
+    "; refusing to write over it: SQLite cannot open it, so no application is using it as a "
+    "database; move it aside and restore again to create the database"
+)
+
+
+def _header_refused(path: Path) -> str | None:
+    """SQLite's reason for refusing the file outright (a header it cannot read), else None.
+
+    A damaged database whose header SQLite accepts is saved and written over; one whose header
+    it refuses cannot be written through SQLite at all."""
+    try:
+        conn = connect_readonly(path, timeout=BUSY_SLICE_S)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # reads page 1 only, never the schema
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            return str(exc)
+    finally:
+        conn.close()
+    return None
 
 
 def _check_page_size(target: Target) -> None:
