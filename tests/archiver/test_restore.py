@@ -386,3 +386,66 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     saved = _extract(info.path, tmp_path / "saved")
     assert _dump(saved / "arrow_database.db") == old_dump["arrow"]
     assert list((backup_dir / ".rescue").iterdir()) == []
+
+
+def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
+    tmp_path: Path, backup_dir: Path, monkeypatch: pytest.MonkeyPatch, sidecar_env
+) -> None:
+    """The restore commits, then its safety archive fails (ENOSPC injected at create_backup):
+    RestoreIncompleteError names the .rescue directory, which holds exactly the old database
+    and the saved mark. Once its process is gone, the next run (a daemon's every backup; the
+    CLI with -v) logs it (pre_restore_content_kept) and keeps it; a dead restore's directory
+    without the mark (it never got to save, so nothing was replaced) is removed."""
+    import errno
+    import os
+
+    from backup_sidecar.archiver import rescued_content, restore_archive
+    from backup_sidecar.archiver import restore as restore_module
+    from backup_sidecar.errors import RestoreIncompleteError
+
+    new = _make(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
+    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=50, tag="old")
+    old_dump = _dump(live)
+    archive = create_backup(
+        [DatabaseSpec("user", new)],
+        backup_dir=backup_dir,
+        name="good",
+        policy="manual",
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restore_module, "create_backup", full)
+    with pytest.raises(RestoreIncompleteError) as err:
+        restore_archive(
+            archive.path,
+            databases={"user": DatabaseSpec("user", live)},
+            selected=None,
+            backup_dir=backup_dir,
+            now=datetime(2026, 1, 2, tzinfo=UTC),
+        )
+    assert err.value.restored == ("user",) and err.value.pre_restore_archive is None
+    rescue = err.value.rescue
+    assert rescue is not None and f"kept in {rescue}" in str(err.value)
+    assert "No space left" in str(err.value)
+    assert _dump(live) == _dump(new)
+    assert _dump(rescue / "user_data.db") == old_dump
+    assert (rescue / ".saved").exists()
+    assert rescued_content(backup_dir) == []  # its process (this one) is still running
+
+    dead_pid = 2**22 + 1  # above the kernel's pid_max default: no such process
+    kept = rescue.with_name(rescue.name.replace(f".{os.getpid()}.", f".{dead_pid}."))
+    rescue.rename(kept)
+    unsaved = backup_dir / ".rescue" / f"pre_restore_20260102_000000.{dead_pid}.9"
+    unsaved.mkdir()
+    (unsaved / "user_data.db").write_bytes(b"partial")
+    sidecar = sidecar_env(user=live, arrow=tmp_path / "live" / "arrow_database.db")
+    result = sidecar.run("-v", "backup", "--db", "user")  # one-shot commands log with -v
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if _is_log_record(line)]
+    assert any(
+        e["event"] == "pre_restore_content_kept" and e["path"] == str(kept) for e in events
+    ), result.stderr
+    assert kept.is_dir() and not unsaved.exists()

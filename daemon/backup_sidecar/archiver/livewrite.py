@@ -218,6 +218,7 @@ def _attempt(
     try:
         _wait_all_locked(copies, should_stop)
         captured = [_capture(copy.job, copy.fd) for copy in copies]
+        _mark_saved(copies[0].job.preimage.parent)
     except BaseException:
         for copy in copies:
             copy.abort.set()
@@ -292,6 +293,17 @@ def _capture(job: LiveWrite, fd: int) -> Captured:
             job.name, job.path, f"cannot save the content before the restore: {exc}"
         ) from exc
     return Captured(job.name, job.preimage, mode, job.preimage.stat().st_size)
+
+
+SAVED_MARKER = ".saved"
+
+
+def _mark_saved(directory: Path) -> None:
+    """Mark the pre-images complete: from here on a commit may happen, so a process that dies
+    leaves content that must be kept; without the mark nothing was replaced."""
+    marker = directory / SAVED_MARKER
+    marker.touch(exist_ok=False)
+    fsync_dir(directory)
 
 
 def _copy_fd(fd: int, dest: Path) -> None:

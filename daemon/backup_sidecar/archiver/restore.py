@@ -25,6 +25,7 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
 from backup_sidecar.archiver.livewrite import (
+    SAVED_MARKER,
     Captured,
     LiveWrite,
     WriteIncompleteError,
@@ -259,7 +260,9 @@ def _new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
 
 
 def rescued_content(backup_dir: Path) -> list[Path]:
-    """Directories of saved pre-restore content left by a restore that could not archive it."""
+    """Directories of replaced content that a restore could not archive (it failed, or its
+    process died after saving it); directories of dead restores that never got as far as
+    saving (nothing was replaced) are removed."""
     root = backup_dir / RESCUE_DIRNAME
     if not root.is_dir() or root.is_symlink():
         return []
@@ -270,7 +273,10 @@ def rescued_content(backup_dir: Path) -> list[Path]:
             continue
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             continue  # a restore running now (or one this process reported when it failed)
-        kept.append(entry)
+        if (entry / SAVED_MARKER).exists():
+            kept.append(entry)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
     return kept
 
 
