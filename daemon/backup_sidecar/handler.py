@@ -180,10 +180,10 @@ class ControlHandler:
             return {
                 "archives": [jobs.archive_json(a) for a in archiver.list_archives(rt.backup_dir)]
             }
+        snapshot = catalog.refresh()  # outside the lock: concurrent requests share one scan
         with self._list_lock:
-            snapshot = catalog.refresh()
             cached = self._encoded_list
-            if cached is None or cached[0] != snapshot.generation:
+            if cached is None or cached[0] < snapshot.generation:
                 cached = (snapshot.generation, EncodedResult(_encode_archives(snapshot.archives)))
                 self._encoded_list = cached
             return cached[1]

@@ -30,14 +30,6 @@ LOCK_TIMEOUT_S = 5.0
 CLOCK_STEP_S = 2.0
 
 
-def last_successes(backup_dir: Path) -> dict[str, datetime]:
-    """The creation time of each policy's newest verified archive (newest by creation sequence,
-    see ArchiveInfo.newness), read from the backup directory."""
-    if not backup_dir.is_dir():
-        return {}
-    return newest_verified(archiver.list_archives(backup_dir))
-
-
 def newest_verified(archives: Iterable[archiver.ArchiveInfo]) -> dict[str, datetime]:
     """Each policy's newest verified archive time in ``archives`` (a listing, newest first)."""
     newest: dict[str, datetime] = {}
