@@ -695,6 +695,25 @@ def test_decoding_arbitrary_objects_never_crashes(obj: dict[str, Any]) -> None:
         decode_request(json.dumps(obj).encode())
 
 
+@pytest.mark.parametrize(
+    ("line", "op"),
+    [
+        (b'{"op":"prune","keep":' + b"9" * 5000 + b',"dry_run":true}', None),
+        (b'{"op":"list","x":[[' + b"1" * 4400 + b"]]}", None),
+        (b'{"op":"prune","keep":-' + b"9" * 4301 + b"}", None),
+        (b"9" * 10_000, None),
+    ],
+    ids=["keep-5000-digits", "nested-4400-digits", "negative", "bare"],
+)
+def test_integers_past_the_digit_limit_are_protocol_errors(line: bytes, op: str | None) -> None:
+    """Outside attack 1, item 8: an integer longer than Python's int digit limit made
+    json.loads raise a plain ValueError that escaped decode_request and killed the connection
+    thread; it is a ProtocolError (``bad_request``) naming the limit, with no op label."""
+    with pytest.raises(ProtocolError, match="digits") as refused:
+        decode_request(line)
+    assert refused.value.op is op
+
+
 def test_an_incomplete_restore_error_carries_what_was_restored() -> None:
     """A restore that wrote arrow and then failed is answered with its error object naming what
     was restored and the pre_restore archive that undoes it; the reply decodes on the client

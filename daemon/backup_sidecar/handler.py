@@ -25,7 +25,6 @@ from backup_sidecar.control.protocol import (
     StatusRequest,
     VerifyRequest,
 )
-from backup_sidecar.errors import BusyError
 from backup_sidecar.health import HealthState
 from backup_sidecar.metrics import Metrics
 
@@ -83,15 +82,10 @@ class ControlHandler:
         st = self._state
         rt = st.runtime
         try:
-            result = self._dispatch(request, rt, progress)
-        except Exception as exc:
-            st.metrics.control_request(request.op, ok=False, busy=isinstance(exc, BusyError))
-            raise
-        finally:
+            return self._dispatch(request, rt, progress)
+        finally:  # (the control server counts every request, this one included)
             if request.op in CHANGING_OPS:
                 st.archives_changed()
-        st.metrics.control_request(request.op, ok=True)
-        return result
 
     def _dispatch(
         self, request: Request, rt: jobs.Runtime, progress: Callable[[str, int, int], None]

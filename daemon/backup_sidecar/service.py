@@ -464,6 +464,7 @@ class Service:
                 handler=ControlHandler(state),
                 mode=cfg.control.mode_bits,
                 stop_timeout_s=cfg.grace_period.total_seconds() + 30.0,
+                count=self.metrics.control_request,
             )
             control.start()
             self._control = control

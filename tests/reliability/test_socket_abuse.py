@@ -12,6 +12,7 @@ and recorded in docs/reliability.md) and it logged no crash.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import resource
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from daemon.conftest import wait_until
+from daemon.conftest import sample, wait_until
 from reliability.conftest import (
     Daemon,
     DaemonRunner,
@@ -78,7 +79,10 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
     try:
         daemon = runner.start(
             daemon_config(
-                backup_dir=backup_dir, databases={"user": live}, socket_path=sock / "c.sock"
+                backup_dir=backup_dir,
+                databases={"user": live},
+                socket_path=sock / "c.sock",
+                metrics={"host": "127.0.0.1", "port": 0},
             )
         )
         scene = Abused(daemon, backup_dir, live)
@@ -116,6 +120,18 @@ def _bad_request(reply: list[dict[str, Any]]) -> str:
     assert len(reply) == 1, reply
     assert reply[0]["ok"] is False and reply[0]["error"]["code"] == "bad_request", reply
     return str(reply[0]["error"]["message"])
+
+
+def _requests_counted(daemon: Daemon, op: str, result: str) -> float | None:
+    """control_requests_total{op, result} on the daemon's /metrics (None: no such series)."""
+    port = int(daemon.log.find("metrics_listening")[0]["port"])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return sample(text, "backup_sidecar_control_requests_total", op=op, result=result)
 
 
 def _pings(daemon: Daemon) -> None:
@@ -320,6 +336,47 @@ def test_clients_that_never_read_their_response(abused: Abused) -> None:
     )
     _pings(daemon)
     print(f"\n{NON_READERS} clients never reading a list: {_proc_figures(daemon.proc.pid)}")
+
+
+def test_integer_past_the_digit_limit_gets_bad_request(abused: Abused) -> None:
+    """Outside attack 1, item 8: ``{"op":"prune","keep":<5,000 digits>,"dry_run":true}`` got
+    no answer (json.loads raised ValueError for Python's 4,300-digit limit, which killed the
+    connection thread: EOF, a traceback, nothing counted). It gets one ``bad_request`` line
+    naming the digit limit, is counted as op="unknown" (the JSON never parsed), and a
+    4,000-digit ``keep`` (within the limit) is an ordinary dry run that deletes nothing."""
+    daemon = abused.daemon
+    before = _requests_counted(daemon, "unknown", "error") or 0
+    line = b'{"op":"prune","keep":' + b"9" * 5000 + b',"dry_run":true}\n'
+    assert "digits" in _bad_request(_raw(daemon, line))
+    assert _requests_counted(daemon, "unknown", "error") == before + 1
+    big = daemon.request("prune", keep=10**3999, dry_run=True)
+    assert big["deleted"] == [], big
+    assert len(list(abused.backup_dir.glob("*.tar.gz"))) == ARCHIVES
+    assert daemon.log.find("control_request_crashed") == []
+    _pings(daemon)
+
+
+def test_every_request_is_counted_under_bounded_labels(abused: Abused) -> None:
+    """Outside attack 1, item 8: ``ping`` and requests that never parse were not counted in
+    control_requests_total. Now ping counts as op="ping"; a non-object, invalid UTF-8 and an
+    op the protocol does not know count as op="unknown" (a client's made-up op never becomes a
+    label); a known op with a bad field counts under that op, result="error"."""
+    daemon = abused.daemon
+
+    def counts() -> tuple[float, float, float]:
+        return (
+            _requests_counted(daemon, "ping", "ok") or 0,
+            _requests_counted(daemon, "unknown", "error") or 0,
+            _requests_counted(daemon, "verify", "error") or 0,
+        )
+
+    pings, unknown, verify = counts()
+    daemon.ping()
+    for payload in (b"[]\n", b"\xff\xfe\n", b'{"op": "drop tables"}\n'):
+        _bad_request(_raw(daemon, payload))
+    _bad_request(_raw(daemon, b'{"op": "verify", "archive": 7}\n'))
+    assert counts() == (pings + 1, unknown + 3, verify + 1)
+    assert _requests_counted(daemon, "drop tables", "error") is None
 
 
 def test_memory_and_descriptors_stay_bounded(abused: Abused) -> None:

@@ -38,9 +38,12 @@ class ProtocolError(errors.UsageError):
 
     code: Final = "bad_request"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, op: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: The request's op when it named one of the protocol's ops (None: unparseable or
+        #: unknown), so a refusal is counted under a bounded set of labels.
+        self.op = op
 
 
 class ControlError(errors.SidecarError):
@@ -219,9 +222,16 @@ def _load_object(line: bytes) -> dict[str, Any]:
         raise ProtocolError(f"request is not valid JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:  # "[[[[..." within the size limit: json recurses once per level
         raise ProtocolError("request is not valid JSON: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer past Python's digit limit
+        raise ProtocolError(f"request is not valid JSON: {_first_line(exc)}") from None
     if not isinstance(data, dict):
         raise ProtocolError("a request is a JSON object")
     return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def _describe(exc: ValidationError) -> str:
@@ -243,12 +253,24 @@ def parse_request(data: Mapping[str, Any]) -> Request:
     try:
         return _REQUEST.validate_python(dict(data))
     except ValidationError as exc:
-        raise ProtocolError(f"bad {op} request: {_describe(exc)}") from None
+        raise ProtocolError(f"bad {op} request: {_describe(exc)}", op=op) from None
+    except (ValueError, RecursionError, OverflowError) as exc:
+        raise ProtocolError(f"bad {op} request: {_first_line(exc)}", op=op) from None
 
 
 def decode_request(line: bytes) -> Request:
-    """Parse one request line (with or without its newline); raise ProtocolError if invalid."""
-    return parse_request(_load_object(line))
+    """Parse one request line (with or without its newline); raise ProtocolError if invalid.
+
+    No input makes it raise anything else: every way untrusted bytes can fail to decode
+    (invalid UTF-8 or JSON, nesting past the recursion limit, an integer past Python's digit
+    limit, a value pydantic cannot describe) is a ProtocolError, answered ``bad_request``.
+    """
+    try:
+        return parse_request(_load_object(line))
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError, OverflowError, UnicodeError) as exc:
+        raise ProtocolError(f"request could not be decoded: {_first_line(exc)}") from None
 
 
 def decode_reply(line: bytes) -> Reply:

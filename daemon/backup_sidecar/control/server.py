@@ -54,6 +54,17 @@ class Handler(Protocol):
     ) -> dict[str, Any] | EncodedResult: ...
 
 
+class RequestCounter(Protocol):
+    """Counts every request the server answers (the daemon's control_requests_total)."""
+
+    def __call__(self, op: str, *, ok: bool, busy: bool = False) -> None: ...
+
+
+#: The op label of a request that could not be parsed or named no known op: labels stay bounded
+#: to the protocol's ops, never a string a client made up.
+UNKNOWN_OP = "unknown"
+
+
 class Logger(Protocol):
     """The slice of a structlog logger the server uses."""
 
@@ -78,9 +89,11 @@ class ControlServer:
         max_connections: int = 64,
         stop_timeout_s: float = 10.0,
         log: Logger | None = None,
+        count: RequestCounter | None = None,
     ) -> None:
         self.path = path
         self._handler = handler
+        self._count = count
         self._mode = mode
         self._max_request_bytes = max_request_bytes
         self._drain_bytes = drain_bytes
@@ -302,8 +315,13 @@ class ControlServer:
             conn.reject("busy", "the daemon cannot start another request now")
 
     def _work(self, conn: Connection, line: bytes) -> None:
+        op: str | None = None
         try:
-            op, reply = self._respond(conn, line)
+            try:
+                op, reply = self._respond(conn, line)
+            except Exception:  # noqa: BLE001 - a bug must be answered and logged, not kill us
+                self._log.error("control_request_crashed", op=op, exc_info=True)
+                reply = (encode(ErrorResponse(error=error_body(RuntimeError()))),)
             for i, piece in enumerate(reply, start=1):
                 conn.send(piece, last=i == len(reply))
         finally:
@@ -321,7 +339,8 @@ class ControlServer:
             request = decode_request(line)
         except ProtocolError as exc:
             self._log.warning("control_bad_request", reason=exc.reason, **conn.peer.log_fields())
-            return None, (encode(ErrorResponse(error=error_body(exc))),)
+            self._counted(exc.op or UNKNOWN_OP, ok=False)
+            return exc.op, (encode(ErrorResponse(error=error_body(exc))),)
         op = request.op
         self._log.info("control_request", op=op, **conn.peer.log_fields())
         started = time.monotonic()
@@ -333,9 +352,15 @@ class ControlServer:
                 self._log.warning("control_request_failed", op=op, code=body.code, error=str(exc))
             else:
                 self._log.error("control_request_crashed", op=op, exc_info=True)
+            self._counted(op, ok=False, busy=isinstance(exc, errors.BusyError))
             return op, (encode(ErrorResponse(error=body)),)
         self._log.info("control_request_completed", op=op, duration_s=time.monotonic() - started)
+        self._counted(op, ok=True)
         return op, reply
+
+    def _counted(self, op: str, *, ok: bool, busy: bool = False) -> None:
+        if self._count is not None:
+            self._count(op, ok=ok, busy=busy)
 
     def _run(self, request: Request, conn: Connection) -> dict[str, Any] | EncodedResult:
         if isinstance(request, PingRequest):
