@@ -96,6 +96,20 @@ class CorruptArchiveError(ArchiveError, ValueError):
         self.fault = fault
 
 
+class ArchiveTooLargeError(ArchiveError):
+    """A backup would write what verify refuses (over a reader's limit); nothing is published."""
+
+    def __init__(self, archive: str, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"backup {archive!r} refused: its {what} would be {size} bytes, over the limit of "
+            f"{limit} bytes that verify and restore accept; nothing was written"
+        )
+        self.archive = archive
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
 class DatabaseError(SidecarError):
     """A source or live database cannot be used as asked."""
 

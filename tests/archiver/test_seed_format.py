@@ -1,27 +1,53 @@
-"""Archives in the seed's ORIGINAL format (backup_manager.py) are listed, verified and restored.
+"""Archives written by the seed's ORIGINAL backup_manager.py are listed, verified and restored.
 
-The archives are built here from the seed's documented layout (DATABASE_PERSISTENCE docs in
-/work/shared/seed): Python's ``tarfile.open(path, "w:gz")`` at its default level, the metadata
-member first with only the seed's keys (no ``databases``, no checksums, a naive ISO time), then
-``arrow_database.db`` and ``user_data.db`` for the databases included.
+The archives are built here the way the original ``create_backup`` builds them: each database
+copied with the backup API into a staging directory, ``_get_db_stats`` of the live file, the
+metadata written LAST with ``json.dump(indent=2)``, then ``tarfile.open(path, "w:gz")`` adding
+``for f in temp_dir.iterdir()``: the member order is the directory's (ext4 hash) order, so the
+metadata is often not first. The same archives are also built in every order of their members
+(``itertools.permutations``). A database the seed was asked for but did not find is named in
+``includes`` and absent from the archive. Our own format keeps its metadata first, and its
+``*_db_stats`` keep every key of the seed's (the seed's UI sums ``tables`` as "records").
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import itertools
 import json
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tarfile
-from datetime import datetime
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backup_sidecar.archiver import list_archives
+from backup_sidecar.archiver import (
+    DatabaseSpec,
+    Limits,
+    create_backup,
+    list_archives,
+    read_manifest,
+    restore_archive,
+    staging_area,
+    verify_archive,
+)
+from backup_sidecar.errors import CorruptArchiveError, RestoreRefusedError
 
 METADATA = "backup_metadata.json"
+ARROW, USER = "arrow_database.db", "user_data.db"
 SEED_NAME = "archerytools_backup_20250804_163829"
+SEED_TIME = datetime(2025, 8, 4, 16, 38, 29, 591353)  # naive local time, as the seed wrote
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+RESTORE_SH = ROOT / "scripts" / "restore-databases.sh"
 
 
 def _make(path: Path, *, rows: int, tag: str) -> Path:
@@ -42,39 +68,85 @@ def _dump(db: Path) -> list[str]:
         conn.close()
 
 
-def _seed_stats(db: Path) -> dict[str, object]:
-    conn = sqlite3.connect(db)
+# --- the seed's backup_manager.py, as it is ----------------------------------------------------
+
+
+def _get_db_stats(db_path: Path) -> dict[str, Any]:
+    """The seed's ``_get_db_stats``: unrounded size, table count, per-table row counts."""
     try:
-        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-    finally:
+        conn = sqlite3.connect(db_path)
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        table_info: dict[str, Any] = {}
+        for table in tables:
+            try:
+                cursor.execute(f"SELECT COUNT(*) FROM {table}")
+                table_info[table] = cursor.fetchone()[0]
+            except sqlite3.Error:
+                table_info[table] = "unknown"
         conn.close()
-    return {"table_count": tables, "file_size_mb": round(db.stat().st_size / (1024 * 1024), 2)}
+        return {
+            "file_size_mb": db_path.stat().st_size / (1024 * 1024),
+            "table_count": len(tables),
+            "tables": table_info,
+        }
+    except Exception as exc:  # noqa: BLE001  # the seed's own catch-all
+        return {"error": str(exc)}
 
 
-def write_seed_archive(
-    path: Path, *, work: Path, arrow: Path | None, user: Path | None, name: str = SEED_NAME
+def _seed_copy(source: Path, dest: Path) -> None:
+    source_conn = sqlite3.connect(source)
+    backup_conn = sqlite3.connect(dest)
+    source_conn.backup(backup_conn)
+    backup_conn.close()
+    source_conn.close()
+
+
+def seed_backup(
+    backup_dir: Path,
+    *,
+    arrow: Path | None,
+    user: Path | None,
+    name: str = SEED_NAME,
+    order: Sequence[str] | None = None,
 ) -> Path:
-    """An archive exactly as the seed's backup_manager.py wrote it."""
-    work.mkdir(parents=True, exist_ok=True)
-    metadata: dict[str, object] = {
+    """``BackupManager.create_backup`` of the seed: ``arrow``/``user`` None means not asked
+    for; a path that does not exist is asked for (``includes`` true) but not stored. With
+    ``order`` the staged files are added in that order instead of ``iterdir()``'s."""
+    temp_dir = backup_dir / f"temp_{name}"
+    temp_dir.mkdir(exist_ok=True)
+    metadata: dict[str, Any] = {
         "backup_name": name,
-        "created_at": datetime(2025, 8, 4, 16, 38, 29, 591353).isoformat(),  # naive, as the seed
+        "created_at": SEED_TIME.isoformat(),
         "version": "1.0.0",
         "includes": {"arrow_database": arrow is not None, "user_database": user is not None},
     }
-    if arrow is not None:
-        metadata["arrow_db_stats"] = _seed_stats(arrow)
-    if user is not None:
-        metadata["user_db_stats"] = _seed_stats(user)
-    meta_file = work / METADATA
-    meta_file.write_text(json.dumps(metadata, indent=2))
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(meta_file, arcname=METADATA)
-        if arrow is not None:
-            tar.add(arrow, arcname="arrow_database.db")
-        if user is not None:
-            tar.add(user, arcname="user_data.db")
-    return path
+    if arrow is not None and arrow.exists():
+        _seed_copy(arrow, temp_dir / ARROW)
+        metadata["arrow_db_stats"] = _get_db_stats(arrow)
+    if user is not None and user.exists():
+        _seed_copy(user, temp_dir / USER)
+        metadata["user_db_stats"] = _get_db_stats(user)
+    with (temp_dir / METADATA).open("w") as f:
+        json.dump(metadata, f, indent=2)
+    backup_path = backup_dir / f"{name}.tar.gz"
+    files = list(temp_dir.iterdir()) if order is None else [temp_dir / n for n in order]
+    assert sorted(f.name for f in files) == sorted(p.name for p in temp_dir.iterdir())
+    with tarfile.open(backup_path, "w:gz") as tar:
+        for file_path in files:
+            tar.add(file_path, arcname=file_path.name)
+    shutil.rmtree(temp_dir)
+    return backup_path
+
+
+def _tar_names(archive: Path) -> list[str]:
+    listing = subprocess.run(
+        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
+    )
+    return listing.stdout.split()
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -90,41 +162,89 @@ def _is_log_record(line: str) -> bool:
     return isinstance(record, dict) and "event" in record
 
 
+def _stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.strip() and not _is_log_record(ln)]
+
+
+#: Every (databases held, member order) a seed archive can have: both databases or one, the
+#: metadata anywhere among them.
+ORDERS: list[tuple[str, ...]] = [
+    order
+    for held in ((ARROW, USER), (ARROW,), (USER,))
+    for order in itertools.permutations((*held, METADATA))
+]
+
+
+def _order_id(order: tuple[str, ...]) -> str:
+    return "+".join(n.split("_")[0].split(".")[0] for n in order)
+
+
 @pytest.fixture
-def seed_scene(tmp_path: Path, backup_dir: Path, fixtures_dir: Path, sidecar_env):
-    """Archived sources (arrow: the 2025-08-14 fixture, user: 40 rows) and live databases with
-    other content (arrow: the 2025-08-13 fixture, user: 10 rows)."""
-    src_arrow = tmp_path / "source" / "arrow_database.db"
-    src_arrow.parent.mkdir()
-    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-14.db", src_arrow)
-    src_user = _make(tmp_path / "source" / "user_data.db", rows=40, tag="seed")
-    live_arrow = tmp_path / "live" / "arrow_database.db"
-    live_arrow.parent.mkdir()
-    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-13.db", live_arrow)
-    live_user = _make(tmp_path / "live" / "user_data.db", rows=10, tag="live")
+def sources(tmp_path: Path, fixtures_dir: Path) -> dict[str, Path]:
+    """What the seed archived: the 2025-08-14 arrow fixture and a user database of 40 rows."""
+    arrow = tmp_path / "source" / ARROW
+    arrow.parent.mkdir()
+    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-14.db", arrow)
+    return {"arrow": arrow, "user": _make(tmp_path / "source" / USER, rows=40, tag="seed")}
+
+
+@pytest.fixture
+def live(tmp_path: Path, fixtures_dir: Path) -> dict[str, Path]:
+    """The live databases a restore replaces: other content than the sources."""
+    arrow = tmp_path / "live" / ARROW
+    arrow.parent.mkdir()
+    shutil.copyfile(fixtures_dir / "arrow_database_2025-08-13.db", arrow)
+    return {"arrow": arrow, "user": _make(tmp_path / "live" / USER, rows=10, tag="live")}
+
+
+@pytest.fixture
+def seed_scene(sources: dict[str, Path], live: dict[str, Path], backup_dir: Path, sidecar_env):
     return {
-        "sidecar": sidecar_env(arrow=live_arrow, user=live_user),
-        "source": {"arrow": src_arrow, "user": src_user},
-        "live": {"arrow": live_arrow, "user": live_user},
-        "work": tmp_path / "seed_work",
+        "sidecar": sidecar_env(arrow=live["arrow"], user=live["user"]),
+        "source": sources,
+        "live": live,
         "backup_dir": backup_dir,
     }
 
 
-def test_seed_archive_layout_is_what_the_seed_documents(seed_scene) -> None:
-    """Guard of the test's own premise: the built archive lists the metadata first with GNU tar
-    and its metadata has the seed's keys only (no `databases`, no checksums)."""
-    src = seed_scene["source"]
-    archive = write_seed_archive(
-        seed_scene["backup_dir"] / f"{SEED_NAME}.tar.gz",
-        work=seed_scene["work"],
-        arrow=src["arrow"],
-        user=src["user"],
-    )
-    listing = subprocess.run(
-        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert listing == [METADATA, "arrow_database.db", "user_data.db"]
+def _seed_all_orders(backup_dir: Path, sources: dict[str, Path]) -> dict[str, tuple[str, ...]]:
+    """One seed archive per entry of ORDERS in ``backup_dir``; name -> its member order."""
+    built = {}
+    for i, order in enumerate(ORDERS):
+        name = f"archerytools_backup_20250804_{i:06d}"
+        seed_backup(
+            backup_dir,
+            arrow=sources["arrow"] if ARROW in order else None,
+            user=sources["user"] if USER in order else None,
+            name=name,
+            order=order,
+        )
+        assert _tar_names(backup_dir / f"{name}.tar.gz") == list(order)
+        built[name] = order
+    return built
+
+
+def _held(order: Sequence[str]) -> list[str]:
+    return sorted(db for db, file in (("arrow", ARROW), ("user", USER)) if file in order)
+
+
+# --- the premise --------------------------------------------------------------------------------
+
+
+def test_seed_archive_is_built_as_the_seed_builds_it(seed_scene) -> None:
+    """Guard of the tests' own premise: the archive's members are the staged files in the
+    staging directory's own order (GNU tar lists them so), and its metadata has the seed's keys
+    only, with the seed's stats (unrounded size, table count, per-table row counts)."""
+    backup_dir, src = seed_scene["backup_dir"], seed_scene["source"]
+    temp_dir = backup_dir / f"temp_{SEED_NAME}"
+    temp_dir.mkdir()
+    for file in (ARROW, USER, METADATA):  # the seed's creation order
+        (temp_dir / file).touch()
+    directory_order = [p.name for p in temp_dir.iterdir()]
+    shutil.rmtree(temp_dir)
+    archive = seed_backup(backup_dir, arrow=src["arrow"], user=src["user"])
+    assert _tar_names(archive) == directory_order
+    assert not (backup_dir / f"temp_{SEED_NAME}").exists()
     with tarfile.open(archive) as tar:
         member = tar.extractfile(METADATA)
         assert member is not None
@@ -137,64 +257,345 @@ def test_seed_archive_layout_is_what_the_seed_documents(seed_scene) -> None:
         "arrow_db_stats",
         "user_db_stats",
     }
+    assert set(meta["user_db_stats"]) == {"file_size_mb", "table_count", "tables"}
+    assert meta["user_db_stats"]["tables"] == {"items": 40}
     assert datetime.fromisoformat(meta["created_at"]).tzinfo is None
 
 
-def test_seed_archive_is_listed_verified_and_restored(seed_scene) -> None:
-    """A full seed archive is listed as legacy with both databases, verifies with a warning on
-    stderr about the missing checksums, and `restore --force` puts both databases' content into
-    the live files (with a pre_restore archive of the old content)."""
+def test_orders_cover_metadata_in_every_position() -> None:
+    """Guard: the permutations put the metadata first, in the middle and last."""
+    positions = {order.index(METADATA) for order in ORDERS}
+    assert positions == {0, 1, 2}
+    assert len(ORDERS) == 6 + 2 + 2
+
+
+# --- every member order, through the library ------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=_order_id)
+def test_seed_archive_in_any_order_lists_verifies_and_restores(
+    order: tuple[str, ...], sources: dict[str, Path], live: dict[str, Path], backup_dir: Path
+) -> None:
+    """Whatever the order of its members, a seed archive is read as legacy holding exactly the
+    databases it holds, verifies (staging each database), and restores them over live
+    databases with other content; a database it does not hold is left byte-identical."""
+    archive = seed_backup(
+        backup_dir,
+        arrow=sources["arrow"] if ARROW in order else None,
+        user=sources["user"] if USER in order else None,
+        order=order,
+    )
+    held = _held(order)
+    (listed,) = list_archives(backup_dir)
+    assert (listed.status.value, listed.error) == ("legacy", None)
+    assert sorted(listed.databases) == held
+    assert listed.created_at.replace(tzinfo=None) == SEED_TIME
+    with staging_area(backup_dir, purpose="verify") as area:
+        verified = verify_archive(archive, staging=area)
+        assert sorted(verified.staged) == held
+        for db in held:
+            assert _dump(verified.staged[db]) == _dump(sources[db])
+    assert verified.manifest.legacy
+    assert any("checksum" in w for w in verified.warnings)
+    untouched = {db: live[db].read_bytes() for db in ("arrow", "user") if db not in held}
+    result = restore_archive(
+        archive,
+        databases={db: DatabaseSpec(db, path) for db, path in live.items()},
+        selected=None,
+        backup_dir=backup_dir,
+        now=NOW,
+    )
+    assert sorted(result.restored) == held
+    for db in held:
+        assert _dump(live[db]) == _dump(sources[db]), db
+    for db, data in untouched.items():
+        assert live[db].read_bytes() == data, db
+
+
+def test_seed_archive_misses_a_database_its_includes_names(
+    sources: dict[str, Path], live: dict[str, Path], backup_dir: Path, tmp_path: Path
+) -> None:
+    """The seed asked for the arrow database, which did not exist: ``includes`` says true, the
+    archive holds only user_data.db. It is listed with the user database alone, verifies with a
+    warning naming the missing file, restores the user database, and refuses the arrow one."""
+    archive = seed_backup(
+        backup_dir, arrow=tmp_path / "nowhere" / ARROW, user=sources["user"], order=(USER, METADATA)
+    )
+    (listed,) = list_archives(backup_dir)
+    assert listed.status.value == "legacy"
+    assert listed.databases == ("user",)
+    assert read_manifest(archive).raw["includes"]["arrow_database"] is True
+    with staging_area(backup_dir, purpose="verify") as area:
+        verified = verify_archive(archive, staging=area)
+    assert list(verified.staged) == ["user"]
+    assert any(ARROW in w for w in verified.warnings), verified.warnings
+    specs = {db: DatabaseSpec(db, path) for db, path in live.items()}
+    with pytest.raises(RestoreRefusedError, match="does not contain database 'arrow'"):
+        restore_archive(
+            archive, databases=specs, selected=["arrow"], backup_dir=backup_dir, now=NOW
+        )
+    arrow_before = live["arrow"].read_bytes()
+    result = restore_archive(
+        archive, databases=specs, selected=None, backup_dir=backup_dir, now=NOW
+    )
+    assert result.restored == ("user",)
+    assert _dump(live["user"]) == _dump(sources["user"])
+    assert live["arrow"].read_bytes() == arrow_before
+
+
+def test_read_check_passes_seed_archives_in_any_order_and_missing_an_included_database(
+    sources: dict[str, Path], backup_dir: Path, tmp_path: Path
+) -> None:
+    """The read check behind prune and scrub passes every seed archive order, and one whose
+    includes names a database it does not hold (a scrub must not mark a good seed archive
+    damaged); it fails one holding no database."""
+    from backup_sidecar.archiver.readcheck import read_check
+
+    for i, order in enumerate(ORDERS):
+        archive = seed_backup(
+            backup_dir,
+            arrow=sources["arrow"] if ARROW in order else None,
+            user=sources["user"] if USER in order else None,
+            name=f"order_{i}",
+            order=order,
+        )
+        read_check(archive)
+    missing = seed_backup(
+        backup_dir, arrow=tmp_path / "nowhere" / ARROW, user=sources["user"], name="missing"
+    )
+    read_check(missing)
+    empty = seed_backup(backup_dir, arrow=tmp_path / "nowhere" / ARROW, user=None, name="empty")
+    with pytest.raises(CorruptArchiveError, match="holds no database member"):
+        read_check(empty)
+
+
+def _raw_tar(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def _seed_metadata(**includes: bool) -> bytes:
+    return json.dumps(
+        {
+            "backup_name": SEED_NAME,
+            "created_at": SEED_TIME.isoformat(),
+            "version": "1.0.0",
+            "includes": {"arrow_database": includes["arrow"], "user_database": includes["user"]},
+        },
+        indent=2,
+    ).encode()
+
+
+#: Seed-looking archives that are not what the seed writes: case -> (members, the fault named).
+NOT_SEED: dict[str, tuple[Callable[[bytes], list[tuple[str, bytes]]], str]] = {
+    "no_metadata": (lambda db: [(USER, db)], f"holds no {METADATA} (it has '{USER}')"),
+    "no_metadata_two_databases": (
+        lambda db: [(ARROW, db), (USER, db)],
+        f"holds no {METADATA} (it has '{ARROW}', '{USER}')",
+    ),
+    "metadata_alone": (
+        lambda db: [(METADATA, _seed_metadata(arrow=True, user=True))],
+        "holds no database member",
+    ),
+    "duplicate_metadata": (
+        lambda db: [
+            (USER, db),
+            (METADATA, _seed_metadata(arrow=False, user=True)),
+            (METADATA, _seed_metadata(arrow=False, user=True)),
+        ],
+        f"duplicate member '{METADATA}'",
+    ),
+    "duplicate_database": (
+        lambda db: [(USER, db), (METADATA, _seed_metadata(arrow=False, user=True)), (USER, db)],
+        f"duplicate member '{USER}'",
+    ),
+    "unexpected_member": (
+        lambda db: [
+            (USER, db),
+            ("notes.txt", b"hi"),
+            (METADATA, _seed_metadata(arrow=False, user=True)),
+        ],
+        "unexpected member 'notes.txt'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_SEED))
+def test_seed_like_archive_that_the_seed_cannot_write_is_damaged(
+    case: str, sources: dict[str, Path], backup_dir: Path
+) -> None:
+    """A tar of seed database members with no metadata at all, a duplicate member, another
+    member, or no database: `list` shows it damaged with the reason, verify refuses it with the
+    same reason, and nothing is staged."""
+    build, fault = NOT_SEED[case]
+    archive = backup_dir / f"{case}.tar.gz"
+    archive.write_bytes(_raw_tar(build(sources["user"].read_bytes())))
+    (listed,) = list_archives(backup_dir)
+    assert listed.status.value == "damaged"
+    assert fault in (listed.error or ""), listed.error
+    with (
+        pytest.raises(CorruptArchiveError, match=fault.replace("(", r"\(").replace(")", r"\)")),
+        staging_area(backup_dir, purpose="verify") as area,
+    ):
+        verify_archive(archive, staging=area)
+    assert not any((backup_dir / ".staging").glob("verify-*/*.db"))
+
+
+def test_our_format_stays_strict_about_its_metadata_coming_first(
+    sources: dict[str, Path], backup_dir: Path
+) -> None:
+    """A backup-sidecar (format 2) archive re-packed with its metadata after a database is
+    damaged for list and refused by verify ("first member is ..."), though the seed's archives
+    may have theirs anywhere."""
+    info = create_backup(
+        [DatabaseSpec("user", sources["user"])],
+        backup_dir=backup_dir,
+        name="ours",
+        policy="manual",
+        now=NOW,
+    )
+    with tarfile.open(info.path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    info.path.write_bytes(_raw_tar([(USER, members[USER]), (METADATA, members[METADATA])]))
+    (listed,) = list_archives(backup_dir)
+    assert listed.status.value == "damaged"
+    assert f"first member is '{USER}', not {METADATA}" in (listed.error or "")
+    with (
+        pytest.raises(CorruptArchiveError, match=f"first member is '{USER}'"),
+        staging_area(backup_dir, purpose="verify") as area,
+    ):
+        verify_archive(info.path, staging=area)
+
+
+def _zero_bomb_then_metadata(size: int) -> bytes:
+    """A seed-looking archive: user_data.db of ``size`` zero bytes, then the metadata."""
+    meta = _seed_metadata(arrow=False, user=True)
+    head = tarfile.TarInfo(USER)
+    head.size = size
+    meta_info = tarfile.TarInfo(METADATA)
+    meta_info.size = len(meta)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = comp.compress(head.tobuf(tarfile.USTAR_FORMAT))
+    zeros = bytes(1 << 20)
+    for _ in range(size >> 20):
+        out += comp.compress(zeros)
+    out += comp.compress(meta_info.tobuf(tarfile.USTAR_FORMAT) + meta + bytes(-len(meta) % 512))
+    return out + comp.compress(bytes(1024)) + comp.flush()
+
+
+def test_listing_a_seed_archive_reads_a_bounded_amount(backup_dir: Path, monkeypatch) -> None:
+    """A tiny archive whose metadata sits behind 64 MiB of zeros: with a 16 MiB scan bound list
+    shows it damaged, naming the bound, instead of decompressing on; within the bound it is
+    found. A file is scanned once: listing it again reuses the result, until it changes."""
+    data = _zero_bomb_then_metadata(64 << 20)
+    assert len(data) < 256 << 10
+    archive = backup_dir / "bomb.tar.gz"
+    archive.write_bytes(data)
+    tight = Limits(legacy_scan_bytes=16 << 20, legacy_scan_ratio=1)
+    with pytest.raises(CorruptArchiveError, match=f"within the first {16 << 20} bytes"):
+        read_manifest(archive, limits=tight)
+
+    from backup_sidecar.archiver import legacy as legacy_scan
+
+    scans = []
+    real_scan = legacy_scan._scan
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(legacy_scan, "_scan", counting)
+    roomy = Limits(legacy_scan_bytes=128 << 20)
+    assert read_manifest(archive, limits=roomy).members() == {"user": USER}
+    assert read_manifest(archive, limits=roomy).members() == {"user": USER}
+    assert len(scans) == 1
+    archive.unlink()
+    archive.write_bytes(_zero_bomb_then_metadata(1 << 20))
+    assert read_manifest(archive, limits=roomy).members() == {"user": USER}
+    assert len(scans) == 2
+
+
+# --- the real CLI and the seed's restore script -------------------------------------------------
+
+
+def test_cli_lists_every_order_and_restores_a_metadata_last_archive(seed_scene) -> None:
+    """`list --json` shows every seed archive (each member order) as legacy with the databases
+    it holds; `verify` of the archive whose metadata is last passes with the checksum warning;
+    `restore --force` puts both databases' content into the live files."""
     sidecar, src, live = seed_scene["sidecar"], seed_scene["source"], seed_scene["live"]
-    write_seed_archive(
-        seed_scene["backup_dir"] / f"{SEED_NAME}.tar.gz",
-        work=seed_scene["work"],
-        arrow=src["arrow"],
-        user=src["user"],
-    )
-    (listed,) = json.loads(_ok(sidecar.run("list", "--json")).stdout)
-    assert listed["name"] == SEED_NAME
-    assert listed["status"] == "legacy"
-    assert sorted(listed["databases"]) == ["arrow", "user"]
-    assert datetime.fromisoformat(listed["created_at"]).replace(tzinfo=None) == datetime(
-        2025, 8, 4, 16, 38, 29, 591353
-    )
+    built = _seed_all_orders(seed_scene["backup_dir"], src)
+    rows = {row["name"]: row for row in json.loads(_ok(sidecar.run("list", "--json")).stdout)}
+    assert set(rows) == set(built)
+    for name, order in built.items():
+        assert rows[name]["status"] == "legacy", rows[name]
+        assert sorted(rows[name]["databases"]) == _held(order), rows[name]
 
-    verified = _ok(sidecar.run("verify", SEED_NAME))
-    warnings = [
-        ln for ln in verified.stderr.splitlines() if not _is_log_record(ln) and "warning" in ln
-    ]
-    assert warnings, verified.stderr
-    assert "checksum" in warnings[0]
-
-    old = {name: _dump(path) for name, path in live.items()}
-    _ok(sidecar.run("restore", SEED_NAME, "--force"))
-    for name in ("arrow", "user"):
-        assert _dump(live[name]) == _dump(src[name]), name
+    (last,) = [n for n, o in built.items() if o == (ARROW, USER, METADATA)]
+    verified = _ok(sidecar.run("verify", last))
+    assert any("checksum" in ln for ln in _stderr_lines(verified)), verified.stderr
+    _ok(sidecar.run("restore", last, "--force"))
+    for db in ("arrow", "user"):
+        assert _dump(live[db]) == _dump(src[db]), db
     pre = [a for a in list_archives(sidecar.backup_dir) if a.policy == "pre_restore"]
     assert len(pre) == 1
     assert sorted(pre[0].databases) == ["arrow", "user"]
-    assert old["user"] != _dump(live["user"])
 
 
-def test_seed_user_only_archive_restores_only_the_user_database(seed_scene) -> None:
-    """A seed archive holding only the user database (includes.arrow_database false) is listed
-    with that one database, verifies, and a plain `restore --force` replaces the user database
-    and leaves the arrow database byte-identical."""
+@pytest.mark.parametrize("only", ["user", "arrow"])
+def test_cli_restores_one_database_of_a_metadata_middle_archive(seed_scene, only: str) -> None:
+    """`restore --<db>-db-only --force` of a seed archive ordered arrow, metadata, user (seen
+    in the field) replaces that database only; the other stays byte-identical."""
     sidecar, src, live = seed_scene["sidecar"], seed_scene["source"], seed_scene["live"]
-    name = "user_data_only_20250804_140000"
-    write_seed_archive(
-        seed_scene["backup_dir"] / f"{name}.tar.gz",
-        work=seed_scene["work"],
-        arrow=None,
+    seed_backup(
+        seed_scene["backup_dir"],
+        arrow=src["arrow"],
         user=src["user"],
-        name=name,
+        order=(ARROW, METADATA, USER),
     )
-    (listed,) = json.loads(_ok(sidecar.run("list", "--json")).stdout)
-    assert listed["status"] == "legacy"
-    assert listed["databases"] == ["user"]
-    _ok(sidecar.run("verify", name))
+    other = "arrow" if only == "user" else "user"
+    other_bytes = live[other].read_bytes()
+    _ok(sidecar.run("restore", SEED_NAME, f"--{only}-db-only", "--force"))
+    assert _dump(live[only]) == _dump(src[only])
+    assert live[other].read_bytes() == other_bytes
+
+
+def test_restore_script_restores_a_user_then_metadata_archive(seed_scene) -> None:
+    """scripts/restore-databases.sh (no daemon) lists a seed archive ordered user_data.db,
+    backup_metadata.json (seen in the field), verifies it, and restores it with --user-db-only."""
+    sidecar, src, live = seed_scene["sidecar"], seed_scene["source"], seed_scene["live"]
+    name = "user_only_20250804_140000"
+    seed_backup(
+        seed_scene["backup_dir"], arrow=None, user=src["user"], name=name, order=(USER, METADATA)
+    )
+    env = dict(sidecar.env)
+    env.pop("SIDECAR_CONTROL__SOCKET", None)
+    env |= {
+        "SIDECAR_SOCKET": str(seed_scene["backup_dir"] / "no-daemon.sock"),
+        "BACKUP_SIDECAR_BIN": f"{sys.executable} -m backup_sidecar",
+    }
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(RESTORE_SH), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=300,
+        )
+
+    listed = _ok(script("--list"))
+    assert any(name in ln and "legacy" in ln for ln in listed.stdout.splitlines()), listed.stdout
+    _ok(script("--verify", "--file", f"{name}.tar.gz"))
     arrow_bytes = live["arrow"].read_bytes()
-    _ok(sidecar.run("restore", name, "--force"))
+    _ok(script("--file", f"{name}.tar.gz", "--user-db-only", "--force"))
     assert _dump(live["user"]) == _dump(src["user"])
     assert live["arrow"].read_bytes() == arrow_bytes
 
@@ -216,20 +617,16 @@ def _seed_copy_of_wal_database(path: Path, *, rows: int) -> Path:
     return path
 
 
-def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(seed_scene) -> None:
+def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(
+    seed_scene, tmp_path: Path
+) -> None:
     """Restoring a seed archive made from a WAL database into a rollback-journal live database
     replaces the content but keeps the live database's journal mode (the application chose it;
     WAL is unsafe on some volumes, e.g. network file systems)."""
     sidecar, live = seed_scene["sidecar"], seed_scene["live"]
-    member = _seed_copy_of_wal_database(seed_scene["work"] / "copy" / "user_data.db", rows=25)
+    wal_source = _seed_copy_of_wal_database(tmp_path / "wal" / USER, rows=25)
     name = "user_data_only_wal_20250804_140000"
-    write_seed_archive(
-        seed_scene["backup_dir"] / f"{name}.tar.gz",
-        work=seed_scene["work"],
-        arrow=None,
-        user=member,
-        name=name,
-    )
+    seed_backup(seed_scene["backup_dir"], arrow=None, user=wal_source, name=name)
     conn = sqlite3.connect(live["user"])
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
@@ -240,3 +637,48 @@ def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(seed_scene)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     finally:
         conn.close()
+
+
+# --- our archives, read by the seed's tool ------------------------------------------------------
+
+
+def _seed_list_backups_records(archive: Path) -> dict[str, int]:
+    """What the seed's list_backups UI shows per database: the sum of ``stats["tables"]``."""
+    with tarfile.open(archive, "r:gz") as tar:
+        member = tar.extractfile(tar.getmember(METADATA))
+        assert member is not None
+        metadata = json.loads(member.read())
+    return {
+        key: sum(v for v in metadata[key].get("tables", {}).values() if isinstance(v, int))
+        for key in ("arrow_db_stats", "user_db_stats")
+        if key in metadata
+    }
+
+
+def test_our_archives_keep_every_stats_key_of_the_seed(
+    sources: dict[str, Path], backup_dir: Path
+) -> None:
+    """Our metadata's arrow_db_stats / user_db_stats have every key the seed's _get_db_stats
+    wrote (file_size_mb, table_count, tables), with the same table counts and per-table row
+    counts the seed computes, so the seed's tool shows the real record counts, not 0."""
+    info = create_backup(
+        [DatabaseSpec("arrow", sources["arrow"]), DatabaseSpec("user", sources["user"])],
+        backup_dir=backup_dir,
+        name="ours",
+        policy="manual",
+        now=NOW,
+    )
+    with tarfile.open(info.path) as tar:
+        member = tar.extractfile(METADATA)
+        assert member is not None
+        meta = json.loads(member.read())
+    for db, key in (("arrow", "arrow_db_stats"), ("user", "user_db_stats")):
+        seed = _get_db_stats(sources[db])
+        assert set(meta[key]) >= set(seed), key
+        assert meta[key]["tables"] == seed["tables"], key
+        assert meta[key]["table_count"] == seed["table_count"], key
+        assert meta[key]["file_size_mb"] == pytest.approx(seed["file_size_mb"], abs=0.01)
+    records = _seed_list_backups_records(info.path)
+    assert records["user_db_stats"] == 40
+    assert records["arrow_db_stats"] == sum(_get_db_stats(sources["arrow"])["tables"].values())
+    assert records["arrow_db_stats"] > 0

@@ -52,6 +52,7 @@ from archiver.test_bad_archives import (
     tar_gz,
     with_db_entry,
 )
+from backup_sidecar.archiver.model import MAX_METADATA_BYTES
 from reliability.conftest import (
     Daemon,
     DaemonRunner,
@@ -148,7 +149,7 @@ EXTRA: dict[str, tuple[Callable[[GoodArchive], bytes], str]] = {
         "databases.user",
     ),
     "metadata_member_is_huge": (
-        lambda g: repack(g, metadata=b"{" + b" " * (2 << 20) + b"}"),
+        lambda g: repack(g, metadata=b"{" + b" " * MAX_METADATA_BYTES + b"}"),
         METADATA,
     ),
 }

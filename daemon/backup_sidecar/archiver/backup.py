@@ -32,7 +32,14 @@ from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import GzipWriter, compress_member_exact, member_bound
-from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus, DatabaseSpec, ProgressFn
+from backup_sidecar.archiver.model import (
+    DEFAULT_LIMITS,
+    ArchiveInfo,
+    ArchiveStatus,
+    DatabaseSpec,
+    Limits,
+    ProgressFn,
+)
 from backup_sidecar.archiver.sequence import next_sequence
 from backup_sidecar.archiver.snapshot import Snapshot, take_snapshot
 from backup_sidecar.archiver.sqlitefacts import (
@@ -50,8 +57,9 @@ from backup_sidecar.archiver.staging import (
     reserve_name,
     staging_area,
 )
-from backup_sidecar.archiver.tarstream import end_of_archive, member_header, padding
+from backup_sidecar.archiver.tarstream import BLOCK, end_of_archive, member_header, padding
 from backup_sidecar.errors import (
+    ArchiveTooLargeError,
     BackupDirError,
     IntegrityCheckError,
     MemberNameError,
@@ -88,6 +96,7 @@ def create_backup(
     threads: int = 2,
     pace: bool = False,
     lock_timeout: float = 30.0,
+    limits: Limits = DEFAULT_LIMITS,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
@@ -96,7 +105,9 @@ def create_backup(
     """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing.
 
     An existing name is never overwritten: it raises ArchiveExistsError, or with ``unique``
-    (for default, time-based names) the archive takes the first free ``<name>-N``.
+    (for default, time-based names) the archive takes the first free ``<name>-N``. An archive
+    that verify would refuse under ``limits`` (the readers' limits) raises ArchiveTooLargeError
+    and is never published.
 
     ``captured`` (the pre-restore safety backup) maps each database's name to a copy already
     taken, with its journal mode: the copy is archived as it is (never snapshotted again), and
@@ -132,6 +143,7 @@ def create_backup(
         else:
             snaps = [_adopt(spec, *captured[spec.name], area=area) for spec in databases]
         job.report("snapshot", len(databases), len(databases))
+        _check_total(claimed, snaps, limits)
         tmp = area / "archive.tmp"
         room = _metadata_room(claimed, policy, now, snaps)
         checked, digests = job.check_and_pack(snaps, tmp, offset=room, keep=captured is not None)
@@ -146,6 +158,7 @@ def create_backup(
                 duration_s=clock() - started,
                 sequence=sequence,
             )
+            _check_metadata(claimed, doc, limits)
             manifest = _read_back(claimed, doc)
             tmp = _finish(tmp, doc, room=room, level=level, now=now)
             size = tmp.stat().st_size
@@ -462,6 +475,21 @@ def _entry(snap: Snapshot, facts: DatabaseFacts, digest: str) -> mf.DatabaseEntr
         sqlite_version=snap.sqlite_version,
         snapshot_seconds=round(snap.copy_s, 3),
     )
+
+
+def _check_total(name: str, snaps: Sequence[Snapshot], limits: Limits) -> None:
+    """Refuse databases whose tar stream would expand past what verify reads."""
+    total = sum(snap.staged.stat().st_size for snap in snaps)
+    overhead = (len(snaps) * 3 + 4) * BLOCK + limits.max_metadata_bytes
+    if total + overhead > limits.max_total_bytes:
+        raise ArchiveTooLargeError(name, "content", total + overhead, limits.max_total_bytes)
+
+
+def _check_metadata(name: str, doc: dict[str, object], limits: Limits) -> None:
+    """Refuse metadata that verify, list and restore would refuse as too large."""
+    size = len(mf.encode_metadata(doc))
+    if size > limits.max_metadata_bytes:
+        raise ArchiveTooLargeError(name, f"{mf.METADATA_MEMBER}", size, limits.max_metadata_bytes)
 
 
 def _metadata_room(name: str, policy: str, now: datetime, snaps: Sequence[Snapshot]) -> int:

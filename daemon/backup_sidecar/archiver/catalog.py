@@ -1,8 +1,10 @@
 """Find and list archives from their metadata member alone, never extracting a database.
 
 Each archive's first gzip member holds only the metadata (for backup-sidecar archives), so
-listing decompresses a few kilobytes per archive whatever its size. An archive whose metadata
-cannot be read is listed as damaged, with the reason, never skipped.
+listing decompresses a few kilobytes per archive whatever its size. The seed's own archives
+are one gzip member with the metadata anywhere: their tar headers are read (bounded, and
+remembered; see archiver.legacy). An archive whose metadata cannot be read is listed as
+damaged, with the reason, never skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from pathlib import Path
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.damage import MARKER_SUFFIX, read_mark
 from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
+from backup_sidecar.archiver.legacy import (
+    SEED_DATABASE_FILES,
+    metadata_not_first,
+    scan_seed_archive,
+)
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
@@ -31,7 +38,10 @@ def archive_name(path: Path) -> str:
 
 
 def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest:
-    """The parsed metadata member; CorruptArchiveError if it is missing, not first, or invalid."""
+    """The parsed metadata member; CorruptArchiveError if it is missing, misplaced or invalid.
+
+    A backup-sidecar archive's metadata is its first member (anything else is damaged); a seed
+    archive's may be anywhere, and its manifest says which databases the archive holds."""
     name = archive_name(path)
     try:
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as raw:
@@ -40,14 +50,17 @@ def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest
             stream = open_strict(raw, limit=limit, first_member_only=True)
             tar = TarReader(stream)
             first = next(tar.members(), None)
-            if first is None or first.name != mf.METADATA_MEMBER:
-                found = "no member" if first is None else f"{first.name!r}"
-                raise CorruptArchiveError(
-                    name, f"first member is {found}, not {mf.METADATA_MEMBER}"
-                )
-            if first.size > limits.max_metadata_bytes:
-                raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is {first.size} bytes")
-            return mf.parse_metadata(tar.read(first.size))
+            if first is None:
+                raise CorruptArchiveError(name, f"holds no member, not {mf.METADATA_MEMBER}")
+            if first.name == mf.METADATA_MEMBER:
+                if first.size > limits.max_metadata_bytes:
+                    raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is {first.size} bytes")
+                manifest = mf.parse_metadata(tar.read(first.size))
+                if not manifest.legacy:
+                    return manifest
+            elif first.name not in SEED_DATABASE_FILES:
+                raise CorruptArchiveError(name, metadata_not_first(first.name))
+            return scan_seed_archive(raw, name=name, limits=limits)
     except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
         raise CorruptArchiveError(name, str(exc)) from None
     except OSError as exc:

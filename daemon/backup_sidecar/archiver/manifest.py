@@ -1,16 +1,19 @@
 """The archive's ``backup_metadata.json``: names, the metadata contract, parsing with validation.
 
-Format 2 keeps every key of the seed's ``backup_manager.py`` and adds a ``databases`` section
-with checksums and SQLite facts. Format 1 (the seed's own archives) has no ``databases`` and is
-read as a legacy manifest whose members are derived from the ``includes`` flags.
+Format 2 keeps every key of the seed's ``backup_manager.py`` (``arrow_db_stats`` and
+``user_db_stats`` with ``file_size_mb``, ``table_count`` and ``tables``, the per-table row
+counts the seed's UI adds up) and adds a ``databases`` section with checksums and SQLite facts.
+Format 1 (the seed's own archives, no ``format_version``) has no ``databases``: it is read as a
+legacy manifest, and the databases it holds are the members found in the archive (its
+``includes`` flags say what was asked for, not what was stored).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,17 +94,31 @@ class Manifest:
     #: The backup directory's creation sequence; absent from the seed's archives and from
     #: archives written before it was recorded.
     sequence: int | None = None
+    #: Legacy archives: database name -> member file, as found in the archive (None until the
+    #: archive's members were read; ``includes`` may name a database the seed did not store).
+    held: Mapping[str, str] | None = None
 
     def members(self) -> dict[str, str]:
         """Database name -> member file name, for both formats."""
         if not self.legacy:
             return {name: entry.file for name, entry in self.databases.items()}
+        if self.held is not None:
+            return dict(self.held)
+        return self.asked()
+
+    def asked(self) -> dict[str, str]:
+        """Legacy archives: the databases the ``includes`` flags name (not all may be held)."""
         includes = self.raw.get("includes", {})
         return {
             name: KNOWN_DATABASE_FILES[name]
             for name, key in SEED_INCLUDE_KEYS.items()
             if includes.get(key) is True
         }
+
+    def holding(self, files: Collection[str]) -> Manifest:
+        """This legacy manifest with the databases whose member files are ``files``."""
+        held = {db: file for db, file in KNOWN_DATABASE_FILES.items() if file in files}
+        return replace(self, held=held)
 
 
 def build_metadata(
@@ -126,9 +143,10 @@ def build_metadata(
     for db, key in (("arrow", "arrow_db_stats"), ("user", "user_db_stats")):
         if db in databases:
             entry = databases[db]
-            doc[key] = {
-                "table_count": entry.table_count,
+            doc[key] = {  # the seed's _get_db_stats keys: its tools read them
                 "file_size_mb": round(entry.size_bytes / (1024 * 1024), 2),
+                "table_count": entry.table_count,
+                "tables": dict(entry.row_counts),
             }
     doc["databases"] = {db: asdict(entry) for db, entry in databases.items()}
     doc["duration_seconds"] = round(duration_s, 3)
@@ -155,14 +173,12 @@ def parse_metadata(data: bytes) -> Manifest:
     created = _parse_time(_field(doc, "created_at", str))
     sequence = _optional_sequence(doc)
     dbs_raw = doc.get("databases")
-    if dbs_raw is None:
+    if dbs_raw is None and "format_version" not in doc:
+        # The seed's format: what it holds is read from the archive's members.
         _field(doc, "includes", dict)
-        manifest = Manifest(
+        return Manifest(
             name, created, _policy(doc, name), {}, legacy=True, raw=doc, sequence=sequence
         )
-        if not manifest.members():
-            raise ManifestError("key 'includes': names no database")
-        return manifest
     if not isinstance(dbs_raw, dict) or not dbs_raw:
         raise ManifestError("key 'databases': must be a non-empty object")
     entries = {str(db): _entry(db, value) for db, value in dbs_raw.items()}

@@ -79,13 +79,28 @@ def no_progress(stage: str, done: int, total: int) -> None:
     """The default progress sink."""
 
 
+#: The largest ``backup_metadata.json`` a backup writes and verify/list/restore read. One
+#: constant for the writer and the reader: a backup whose metadata would be larger (a database
+#: with about 100,000 tables: each table's row count is recorded twice, in ``tables`` and
+#: ``row_counts``) is refused before anything is published.
+MAX_METADATA_BYTES = 16 << 20
+#: Upper bound of everything one archive may expand to (the free space check also applies);
+#: a backup whose databases would not fit is refused.
+MAX_TOTAL_BYTES = 1 << 40
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that keep a hostile archive from exhausting disk or memory."""
+    """Bounds that keep a hostile archive from exhausting disk, memory or time. The writer
+    (create_backup) and the readers (verify, list, restore) use the same ones."""
 
-    max_metadata_bytes: int = 1 << 20
-    #: Upper bound of everything one archive may expand to (the free space check also applies).
-    max_total_bytes: int = 1 << 40
+    max_metadata_bytes: int = MAX_METADATA_BYTES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+    #: Listing a seed archive reads its tar headers to find the metadata and the databases it
+    #: holds (its members come in any order): it decompresses at most the larger of these many
+    #: bytes and ``legacy_scan_ratio`` times the archive's size before calling it damaged.
+    legacy_scan_bytes: int = 1 << 30
+    legacy_scan_ratio: int = 64
 
 
 DEFAULT_LIMITS = Limits()

@@ -28,6 +28,7 @@ from typing import BinaryIO
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import open_strict
 from backup_sidecar.archiver.hashing import BackgroundSha256
+from backup_sidecar.archiver.legacy import metadata_not_first
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits
 from backup_sidecar.archiver.tarstream import TarReader
 from backup_sidecar.errors import CorruptArchiveError, OperationAbortedError
@@ -94,7 +95,9 @@ def _read_to_end(
     tar = TarReader(open_strict(raw, limit=limits.max_total_bytes))
     manifest: mf.Manifest | None = None
     members: dict[str, tuple[int, str]] = {}  # file -> (size, sha256)
+    first = ""
     for member in tar.members():
+        first = first or member.name
         if member.name == mf.METADATA_MEMBER:
             if manifest is not None:
                 raise CorruptArchiveError(name, f"duplicate member {member.name!r}")
@@ -113,11 +116,17 @@ def _read_to_end(
     tar.finish()
     if manifest is None:
         raise CorruptArchiveError(name, f"no {mf.METADATA_MEMBER} member")
+    if not manifest.legacy and first != mf.METADATA_MEMBER:  # only the seed's may be elsewhere
+        raise CorruptArchiveError(name, metadata_not_first(first))
     _compare(name, manifest, members)
 
 
 def _compare(name: str, manifest: mf.Manifest, members: dict[str, tuple[int, str]]) -> None:
     """The members read against what the metadata promised."""
+    if manifest.legacy:  # the seed's: what it holds counts, not what its includes asked for
+        manifest = manifest.holding(members)
+        if not manifest.members():
+            raise CorruptArchiveError(name, "holds no database member")
     expected = set(manifest.members().values())
     if unexpected := sorted(set(members) - expected):
         raise CorruptArchiveError(name, f"unexpected member {unexpected[0]!r}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +20,8 @@ from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.catalog import archive_name
 from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
 from backup_sidecar.archiver.hashing import BackgroundSha256
-from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
+from backup_sidecar.archiver.legacy import SEED_DATABASE_FILES, metadata_not_first, no_metadata
+from backup_sidecar.archiver.model import DEFAULT_LIMITS, KNOWN_DATABASE_FILES, Limits, ProgressFn
 from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
@@ -39,6 +41,11 @@ LEGACY_WARNING = (
     "archive {name!r} was written by the seed's backup_manager.py: it carries no checksums, "
     "so it was verified by integrity_check alone"
 )
+NOT_HELD_WARNING = (
+    "archive {name!r} holds no {file} although its metadata's includes names it (the seed "
+    "skipped a database file that did not exist)"
+)
+_SEED_DATABASES = {file: db for db, file in KNOWN_DATABASE_FILES.items()}
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ def verify_archive(
             raise CorruptArchiveError(name, f"member {file!r}: sha256 mismatch")
     if manifest.legacy:
         warnings.append(LEGACY_WARNING.format(name=name))
+        for db, file in manifest.asked().items():
+            if db not in staged:
+                warnings.append(NOT_HELD_WARNING.format(name=name, file=file))
     if integrity or manifest.legacy:
         for i, (db, file) in enumerate(manifest.members().items()):
             report("check", i, len(staged))
@@ -131,43 +141,116 @@ def _extract(
     tar = TarReader(stream)
     members = tar.members()
     first = next(members, None)
-    if first is None or first.name != mf.METADATA_MEMBER:
-        found = "no member" if first is None else repr(first.name)
-        raise CorruptArchiveError(name, f"first member is {found}, not {mf.METADATA_MEMBER}")
-    if first.size > limits.max_metadata_bytes:
-        raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is too large ({first.size} bytes)")
-    manifest = mf.parse_metadata(tar.read(first.size))
+    if first is None:
+        raise CorruptArchiveError(name, f"holds no member, not {mf.METADATA_MEMBER}")
+    stager = _Stager(
+        name=name,
+        tar=tar,
+        staging=staging,
+        progress=progress,
+        stop=should_stop,
+        max_member=limits.max_total_bytes,
+    )
+    if first.name != mf.METADATA_MEMBER:
+        if first.name not in SEED_DATABASE_FILES:
+            raise CorruptArchiveError(name, metadata_not_first(first.name))
+        # Maybe the seed's: its metadata can come after the databases.
+        return _extract_seed(chain([first], members), tar=tar, gz=gz, stager=stager, limits=limits)
+    manifest = _read_metadata(name, tar, first, limits)
+    if manifest.legacy:
+        return _extract_seed(
+            members, tar=tar, gz=gz, stager=stager, limits=limits, manifest=manifest
+        )
     expected = {file: db for db, file in manifest.members().items()}
     gz.limit = min(gz.limit, _expansion_bound(manifest, gz.bytes_out, staging))
-    staged: dict[str, Path] = {}
-    digests: dict[str, str] = {}
-    total = sum(e.size_bytes for e in manifest.databases.values()) or 1
-    done = 0
+    stager.total = sum(e.size_bytes for e in manifest.databases.values()) or 1
     for member in members:
-        db = _expected_db(name, member, expected, manifest, staged)
-        if member.size > limits.max_total_bytes:  # a hostile size, not a lack of free space
-            raise CorruptArchiveError(
-                name,
-                f"member {member.name!r} declares {member.size} bytes, past the limit of "
-                f"{limits.max_total_bytes} bytes",
-            )
-        _check_space(staging, member.size)
-        dest = staging / member.name
-        with os.fdopen(create_exclusive(dest), "wb") as out, BackgroundSha256() as digest:
-            while chunk := tar.read(_CHUNK):
-                if should_stop():
-                    raise OperationAbortedError(f"verify of {name!r}")
-                digest.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
-                progress("extract", done, total)
-        staged[db] = dest
-        digests[db] = digest.hexdigest()
+        db = _expected_db(name, member, expected, manifest, stager.staged)
+        stager.stage(db, member)
     tar.finish()
-    missing = sorted(set(expected) - {p.name for p in staged.values()})
+    missing = sorted(set(expected) - {p.name for p in stager.staged.values()})
     if missing:
         raise CorruptArchiveError(name, f"missing member {missing[0]!r}")
-    return manifest, staged, digests
+    return manifest, stager.staged, stager.digests
+
+
+def _extract_seed(
+    members: Iterator[Member],
+    *,
+    tar: TarReader,
+    gz: StrictGzipReader,
+    stager: _Stager,
+    limits: Limits,
+    manifest: mf.Manifest | None = None,
+) -> tuple[mf.Manifest, dict[str, Path], dict[str, str]]:
+    """The seed's archives: its metadata and databases in any order, each at most once, no
+    other member; what it holds is what was staged."""
+    name = stager.name
+    first = mf.METADATA_MEMBER if manifest is not None else ""
+    gz.limit = min(gz.limit, gz.bytes_out + max(free_bytes(stager.staging) - _SPACE_RESERVE, 0))
+    for member in members:
+        first = first or member.name
+        if member.name == mf.METADATA_MEMBER:
+            if manifest is not None:
+                raise CorruptArchiveError(name, f"duplicate member {member.name!r}")
+            manifest = _read_metadata(name, tar, member, limits)
+            if not manifest.legacy:  # backup-sidecar's own format: the metadata comes first
+                raise CorruptArchiveError(name, metadata_not_first(first))
+        elif member.name not in SEED_DATABASE_FILES:
+            raise CorruptArchiveError(name, f"unexpected member {member.name!r}")
+        elif member.name in {p.name for p in stager.staged.values()}:
+            raise CorruptArchiveError(name, f"duplicate member {member.name!r}")
+        else:
+            stager.stage(_SEED_DATABASES[member.name], member)
+    tar.finish()
+    if manifest is None:
+        raise CorruptArchiveError(name, no_metadata([p.name for p in stager.staged.values()]))
+    if not stager.staged:
+        raise CorruptArchiveError(name, "holds no database member")
+    return manifest.holding([p.name for p in stager.staged.values()]), stager.staged, {}
+
+
+def _read_metadata(name: str, tar: TarReader, member: Member, limits: Limits) -> mf.Manifest:
+    if member.size > limits.max_metadata_bytes:
+        raise CorruptArchiveError(name, f"{mf.METADATA_MEMBER} is too large ({member.size} bytes)")
+    return mf.parse_metadata(tar.read(member.size))
+
+
+@dataclass
+class _Stager:
+    """Streams members into new files in ``staging``, hashing them and reporting progress."""
+
+    name: str
+    tar: TarReader
+    staging: Path
+    progress: ProgressFn
+    stop: Callable[[], bool]
+    max_member: int
+    total: int = 1
+    done: int = 0
+    staged: dict[str, Path] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def stage(self, db: str, member: Member) -> None:
+        if member.size > self.max_member:  # a hostile size, not a lack of free space
+            raise CorruptArchiveError(
+                self.name,
+                f"member {member.name!r} declares {member.size} bytes, past the limit of "
+                f"{self.max_member} bytes",
+            )
+        _check_space(self.staging, member.size)
+        dest = self.staging / member.name
+        self.total = max(self.total, self.done + member.size)
+        with os.fdopen(create_exclusive(dest), "wb") as out, BackgroundSha256() as digest:
+            while chunk := self.tar.read(_CHUNK):
+                if self.stop():
+                    raise OperationAbortedError(f"verify of {self.name!r}")
+                digest.update(chunk)
+                out.write(chunk)
+                self.done += len(chunk)
+                self.progress("extract", self.done, self.total)
+        self.staged[db] = dest
+        self.digests[db] = digest.hexdigest()
 
 
 def _expected_db(
