@@ -257,7 +257,7 @@ def scrub(ctx: Context, as_json: bool) -> None:
     """Read every archive to its end (gzip CRCs, SHA-256s) and mark the ones that fail damaged.
 
     Exit 1 if it found a damaged archive."""
-    with _errors(ctx):
+    with _errors(ctx, as_json=as_json):
         with progress_bar(enabled=not as_json) as progress:
             report = jobs.run_scrub(ctx.runtime(), progress=progress)
 

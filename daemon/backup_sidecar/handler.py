@@ -154,14 +154,19 @@ class ControlHandler:
                 }
             case ScrubRequest():
                 with st.track("scrub"):
-                    report = jobs.run_scrub(
-                        rt,
-                        checks=st.read_checks,
-                        metrics=st.metrics,
-                        progress=progress,
-                        should_stop=st.should_stop,
-                        catalog=st.catalog,
-                    )
+                    try:
+                        report = jobs.run_scrub(
+                            rt,
+                            checks=st.read_checks,
+                            metrics=st.metrics,
+                            progress=progress,
+                            should_stop=st.should_stop,
+                            catalog=st.catalog,
+                        )
+                    except Exception as exc:  # a failed scrub is a /healthz reason too
+                        st.health.scrub_finished(error=jobs.failure_text(exc))
+                        raise
+                    st.health.scrub_finished()
                 return report.as_json()
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
 

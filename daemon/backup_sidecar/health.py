@@ -309,6 +309,10 @@ class HealthStatus:
     missed_runs: tuple[tuple[str, str], ...] = ()
     #: (policy, archive, reason) of each policy whose newest archive is damaged.
     damaged_newest: tuple[tuple[str, str, str], ...] = ()
+    #: Why the last scrub the daemon ran failed (None: it succeeded, or none ran yet).
+    last_scrub_error: str | None = None
+    #: Set while the daemon cannot hold its backup directory's lock (another daemon took it).
+    claim_lost: str | None = None
 
     def reasons(self) -> list[str]:
         found = [
@@ -323,6 +327,10 @@ class HealthStatus:
             f"policy {p!r}: the newest archive {name!r} is damaged: {why}"
             for p, name, why in self.damaged_newest
         ]
+        if self.last_scrub_error is not None:
+            found.append(f"the last scrub failed: {self.last_scrub_error}")
+        if self.claim_lost is not None:
+            found.append(self.claim_lost)
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -390,6 +398,14 @@ class HealthState:
             return dataclasses.replace(s, failed_backups=failed, missed_runs=missed)
 
         return self.update(change)
+
+    def scrub_finished(self, *, error: str | None = None) -> HealthStatus:
+        """Record a scrub's outcome (scheduled or asked for on the socket): a failure stays a
+        reason until a scrub succeeds or the scrub is unscheduled."""
+        return self.update(lambda s: dataclasses.replace(s, last_scrub_error=error))
+
+    def set_claim_lost(self, reason: str | None) -> HealthStatus:
+        return self.update(lambda s: dataclasses.replace(s, claim_lost=reason))
 
     def forget(self, *, policies: Iterable[str], databases: Iterable[str]) -> HealthStatus:
         """Drop every state of policies and databases a reload removed (the drill's with the

@@ -21,6 +21,7 @@ import structlog
 from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, ProgressFn
 from backup_sidecar.errors import (
+    BackupDirError,
     BusyError,
     CorruptArchiveError,
     SidecarError,
@@ -383,12 +384,14 @@ def run_scrub(
                 damaged.append((archive.name, fault))
                 mark_damaged(rt, archive, fault, found_by="scrub")
         report("scrub", len(archives), len(archives))
-        for path in archiver.remove_orphan_markers(rt.backup_dir):
-            log.info("damage_marker_removed", path=str(path), reason="its archive is gone")
-    except (SidecarError, OSError) as exc:
-        log.error("scrub_failed", error=str(exc))
+        _remove_orphan_markers(rt)
+    except Exception as exc:  # every failure counts, not only the ones the archiver names
+        log.error("scrub_failed", error=failure_text(exc))
         if metrics:
             metrics.scrub_finished(ok=False, finished_at=rt.clock())
+        if isinstance(exc, OSError) and not isinstance(exc, SidecarError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise BackupDirError(rt.backup_dir, f"scrub failed: {exc.strerror}{where}") from exc
         raise
     log.info(
         "scrub_completed",
@@ -399,6 +402,20 @@ def run_scrub(
     if metrics:
         metrics.scrub_finished(ok=True, finished_at=rt.clock())
     return ScrubReport(tuple(passed), tuple(damaged), tuple(skipped))
+
+
+def _remove_orphan_markers(rt: Runtime) -> None:
+    """The scrub's clean-up of markers whose archive is gone: an entry it cannot or will not
+    remove is one warning, never a failed scrub."""
+    try:
+        orphans = archiver.remove_orphan_markers(rt.backup_dir)
+    except OSError as exc:
+        log.warning("damage_marker_cleanup_failed", error=exc.strerror or str(exc))
+        return
+    for path in orphans.removed:
+        log.info("damage_marker_removed", path=str(path), reason="its archive is gone")
+    for path, why in orphans.left:
+        log.warning("damage_marker_left", path=str(path), reason=why)
 
 
 def run_verify(

@@ -306,7 +306,8 @@ class Service:
             self.archives_changed()  # a failed drill may have marked its archive damaged
 
     def _scrub(self, rt: jobs.Runtime) -> None:
-        with contextlib.suppress(SidecarError):  # logged and counted by the job
+        """A scheduled scrub; a failed one is a /healthz reason until one succeeds."""
+        try:
             jobs.run_scrub(
                 rt,
                 checks=self.read_checks,
@@ -314,7 +315,14 @@ class Service:
                 should_stop=self._abort.is_set,
                 catalog=self.catalog,
             )
-        self.archives_changed()  # markers written: damaged counts and /healthz at once
+        except Exception as exc:  # logged and counted by the job
+            self.health.scrub_finished(error=jobs.failure_text(exc))
+            if not isinstance(exc, SidecarError):
+                raise  # a bug: the scheduler logs its traceback (scheduled_run_failed)
+        else:
+            self.health.scrub_finished()
+        finally:
+            self.archives_changed()  # markers written: damaged counts and /healthz at once
 
     def ensure_backup_dir(self) -> None:
         """Recreate a backup directory deleted under the running daemon, and claim it again

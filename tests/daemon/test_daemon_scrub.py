@@ -4,14 +4,18 @@ metrics and reported by `/healthz` until its cause goes; the socket's `scrub` op
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from backup_sidecar import archiver
 from backup_sidecar.archiver.damage import marker_path
+from backup_sidecar.control.protocol import ControlError
 from conftest import make_db
 from daemon.conftest import Daemon, sample, wait_until
 
@@ -89,3 +93,87 @@ def test_scheduled_scrub_marks_rot_alarms_and_clears(
     wait_until(lambda: not marker_path(paths[1]).exists(), what="orphaned marker removed")
     report = d.request("scrub")
     assert report == {"passed": ["daily_0"], "damaged": [], "skipped": []}
+
+
+def test_planted_marker_directory_never_stops_a_scrub(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    backup_dir: Path,
+) -> None:
+    """Outside attack 1, finding 2: a directory planted under an orphan marker's name
+    (`gone.tar.gz.damaged`) made every scrub fail (`Is a directory`), the socket's `scrub` op
+    crash and `scrub --json` print nothing. Now the directory is left alone with one warning,
+    an orphan marker that is a symlink is unlinked (never its target), a regular one removed,
+    and the scheduled scrub, the socket op and `scrub --json` all complete."""
+    db = make_db(tmp_path / "user_data.db", wal=True, rows=200)
+    archiver.create_backup(
+        [archiver.DatabaseSpec("user", db)],
+        backup_dir=backup_dir,
+        name="daily_0",
+        policy="daily",
+        now=datetime.now(UTC),
+    )
+    planted = backup_dir / "gone.tar.gz.damaged"
+    (planted / "inner").mkdir(parents=True)
+    (planted / "inner" / "keep.txt").write_text("planted\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the sidecar's\n")
+    (backup_dir / "link.tar.gz.damaged").symlink_to(outside)
+    (backup_dir / "old.tar.gz.damaged").write_text("{}")
+    cfg = daemon_config(
+        databases={"user": db}, policies={"daily": {"keep": 3}}, scrub={"every": "1s"}
+    )
+    d = daemon(cfg)
+    d.log.wait("scrub_completed")
+    left = d.log.wait("damage_marker_left", path=str(planted))
+    assert "not a regular file" in left["reason"]
+    assert (planted / "inner" / "keep.txt").read_text() == "planted\n"
+    assert not (backup_dir / "link.tar.gz.damaged").is_symlink()
+    assert outside.read_text() == "not the sidecar's\n"
+    assert not (backup_dir / "old.tar.gz.damaged").exists()
+    assert not d.log.find("scrub_failed")
+    assert d.request("scrub") == {"passed": ["daily_0"], "damaged": [], "skipped": []}
+    done = d.cli("scrub", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["passed"] == ["daily_0"]
+    assert d.healthz()[0] == 200
+
+
+def test_failed_scrub_is_a_healthz_reason_until_one_succeeds(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    backup_dir: Path,
+) -> None:
+    """Outside attack 1, finding 2: a scrub that could not run only moved
+    `scrub_runs_total{result="error"}`; /healthz stayed 200. Now, with the backup directory
+    replaced by a file, the scheduled scrub's failure is a /healthz reason (and the socket op
+    answers an error, not a crash; `scrub --json` prints the error object); once the directory
+    is back, the next scrub succeeds and the reason clears."""
+    db = make_db(tmp_path / "user_data.db", wal=True, rows=200)
+    cfg = daemon_config(
+        databases={"user": db}, policies={"daily": {"keep": 3}}, scrub={"every": "1s"}
+    )
+    d = daemon(cfg)
+    d.log.wait("scrub_completed")
+    shutil.rmtree(backup_dir)
+    backup_dir.write_text("not a directory\n")
+
+    def scrub_reason() -> list[str] | None:
+        code, body = d.healthz()
+        found = [r for r in body.get("reasons", []) if r.startswith("the last scrub failed")]
+        return found if code == 503 and found else None
+
+    reasons = wait_until(scrub_reason, what="/healthz naming the failed scrub")
+    assert str(backup_dir) in reasons[0]
+    assert (sample(d.scrape(), SCRUBS, result="error") or 0) >= 1
+    with pytest.raises(ControlError) as failed:
+        d.request("scrub")
+    assert str(backup_dir) in str(failed.value)
+    shown = d.cli("scrub", "--json")
+    assert shown.returncode != 0
+    assert json.loads(shown.stdout)["ok"] is False
+    backup_dir.unlink()
+    backup_dir.mkdir()
+    wait_until(lambda: d.healthz()[0] == 200, what="/healthz 200 after a scrub succeeded")

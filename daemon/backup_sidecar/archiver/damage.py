@@ -132,18 +132,42 @@ def _unreadable(path: Path, why: str) -> DamageMark:
     return DamageMark(reason=f"damage marker {path.name} is unreadable ({why})")
 
 
-def remove_orphan_markers(backup_dir: Path) -> list[Path]:
-    """Delete markers whose archive is gone (deleted by hand); returns what was removed."""
-    removed = []
+@dataclass(frozen=True)
+class OrphanMarkers:
+    """What `remove_orphan_markers` did: markers removed, and entries with a marker's name it
+    left alone, each with why (a directory planted there, one it could not unlink)."""
+
+    removed: tuple[Path, ...]
+    left: tuple[tuple[Path, str], ...]
+
+
+def remove_orphan_markers(backup_dir: Path) -> OrphanMarkers:
+    """Delete markers whose archive is gone (deleted by hand). Never follows a link: a regular
+    file or a symlink is unlinked (the link itself, never its target); anything else with a
+    marker's name (a directory planted there) is left alone and reported, as is an entry that
+    cannot be unlinked: one bad entry never stops the others, nor the scrub that calls this."""
+    removed: list[Path] = []
+    left: list[tuple[Path, str]] = []
     with os.scandir(backup_dir) as entries:
         for entry in entries:
             if not entry.name.endswith(ARCHIVE_SUFFIX + MARKER_SUFFIX) or entry.name[0] == ".":
                 continue
+            path = Path(entry.path)
             archive = Path(entry.path[: -len(MARKER_SUFFIX)])
-            if not os.path.lexists(archive):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(entry.path).unlink()
-                    removed.append(Path(entry.path))
+            try:
+                if os.path.lexists(archive):
+                    continue
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                    left.append((path, "not a regular file: left alone"))
+                    continue
+                path.unlink()  # a link itself, never what it points to
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                left.append((path, f"cannot remove: {exc.strerror or exc}"))
+                continue
+            removed.append(path)
     if removed:
         fsync_dir(backup_dir)
-    return removed
+    return OrphanMarkers(tuple(removed), tuple(left))
