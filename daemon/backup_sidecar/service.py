@@ -181,7 +181,12 @@ class Service:
         """A scheduled job: back up and prune one policy (or run the restore drill)."""
         if self._stop.is_set():
             return
-        rt = self.runtime
+        with self.publishing:
+            rt = self.runtime
+            scheduled = policy in self.settings.scheduled_policies()
+        if not scheduled:  # queued behind a busy worker before a reload removed it
+            log.info("scheduled_run_dropped", policy=policy, reason="no longer scheduled")
+            return
         with self.track(policy):
             if policy == DRILL_POLICY:
                 self._drill(rt)
@@ -219,6 +224,7 @@ class Service:
             except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
                 log.error("prune_failed", policy=policy, error=str(exc))
                 self.metrics.prune_finished(policy, 0, errors=1)
+            self._still_configured(policy)  # removed meanwhile: drop what the prune counted
         self.archives_changed()
 
     def _still_configured(self, policy: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -298,3 +299,54 @@ def test_runs_the_scheduler_drops_are_counted_and_reported_until_a_run_succeeds(
     d.log.wait("backup_completed", policy="late", since=mark)
     wait_until(lambda: d.healthz() == (200, {"status": "ok"}), what="/healthz 200 again")
     assert dropped("late", "late") == 1
+
+
+def test_a_run_queued_before_a_reload_removed_its_policy_never_starts(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """One worker, held up: `blocker` waits for its database (held by another operation).
+    `gone`, added by SIGHUP with no archive yet, is due at once and queues behind it; a second
+    SIGHUP removes `gone` before the hold ends. Its queued run must never start: no backup
+    under a policy no retention prunes any more, no series of it recreated after the reload
+    dropped them. (Found by the long run: a removed policy's queued run backed up every
+    database and brought back `prune_deleted_total{policy="slow"}`.)"""
+    held = make_db(tmp_path / "held.db", wal=True)
+    cfg = daemon_config(
+        databases={"user": wal_db, "held": held},
+        policies={
+            "blocker": {"every": "1s", "keep": 10, "databases": ["held"]},
+            "pre_restore": {"keep": 10},
+        },
+    )
+    missed = "backup_sidecar_scheduler_missed_runs_total"
+    next_run = "backup_sidecar_scheduler_next_run_timestamp_seconds"
+    with holding_database_lock(Path(cfg["backup_dir"]), "held"):
+        d = daemon(cfg)
+        wait_until(
+            lambda: sample(d.scrape(), missed, policy="blocker", reason="still_running"),
+            what="the worker held up by blocker's run",
+        )
+        gone = {"every": "1h", "keep": 10, "databases": ["user"]}
+        d.rewrite_config({**cfg, "policies": {**cfg["policies"], "gone": gone}})
+        mark = d.log.mark()
+        d.signal(signal.SIGHUP)
+        d.log.wait("config_reloaded", since=mark)
+        # APScheduler moves a job's next run on when it hands the due run to the executor.
+        wait_until(
+            lambda: (sample(d.scrape(), next_run, policy="gone") or 0) > time.time() + 1800,
+            what="gone's first run queued behind blocker's",
+        )
+        d.rewrite_config(cfg)
+        mark = d.log.mark()
+        d.signal(signal.SIGHUP)
+        d.log.wait("config_reloaded", since=mark)
+    # The held run ends, then the queue moves on in order: gone's run, then blocker's next.
+    d.log.wait("backup_completed", policy="blocker", since=mark, count=2)
+    ran = [e for e in d.log.events[mark:] if e.get("policy") == "gone" and "backup" in e["event"]]
+    assert ran == [], ran
+    assert d.log.find("scheduled_run_dropped", policy="gone", since=mark), d.log.raw[-20:]
+    assert not list(d.backup_dir.glob("gone_*")), list(d.backup_dir.glob("gone_*"))
+    assert 'policy="gone"' not in d.scrape()

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,37 @@ def newest_of(backup_dir: Path, policy: str) -> str:
     return names[-1]
 
 
+def stamp(event: dict[str, Any]) -> datetime:
+    """When the daemon logged an event, by its own (faked) wall clock."""
+    return datetime.fromisoformat(event["timestamp"])
+
+
+def assert_prunes_spare_the_newest(
+    daemon: Daemon, *, keep: dict[str, int], deleted: dict[str, int]
+) -> None:
+    """Replay the log: an `archive_pruned` may only name an archive outside the ``keep`` most
+    recently made archives of its policy still there at that point (made, neither pruned nor
+    deleted by hand: ``deleted`` maps a name to the log position of its deletion). A wall
+    clock stepped back must not make the newest ones look oldest."""
+    live: dict[str, list[str]] = {}
+    for i, e in enumerate(list(daemon.log.events)):
+        for name, at in deleted.items():
+            if at == i:
+                for names in live.values():
+                    if name in names:
+                        names.remove(name)
+        policy = e.get("policy")
+        if policy not in keep:
+            continue
+        names = live.setdefault(policy, [])
+        if e["event"] == "backup_completed":
+            names.append(e["archive"])
+        elif e["event"] == "archive_pruned":
+            newest = names[-keep[policy] :]
+            assert e["archive"] not in newest, f"pruned {e['archive']}, one of {newest}"
+            names.remove(e["archive"])
+
+
 LATE = re.compile(r"^policy '(\w+)': the scheduled run at (\S+) was skipped: no worker was free")
 #: What occupies the daemon's one scheduler worker, as its log shows it.
 WORK = frozenset({"backup_completed", "backup_failed", "archive_pruned", "restore_drill_completed"})
@@ -202,6 +233,10 @@ def late_under_load(daemon: Daemon, reason: str) -> bool:
 
 
 # --- the scenario -------------------------------------------------------------------------------
+
+
+#: The keep of each scheduled backup policy (as configured below and by the first SIGHUP).
+KEEP = {"fast": 3, "slow": 2, "minutely": 2, "added": 2}
 
 
 def policies_v1() -> dict[str, Any]:
@@ -385,6 +420,7 @@ def test_long_run_ledger_balances(
     gone = newest_of(backup_dir, "fast")
     (backup_dir / f"{gone}{SUFFIX}").unlink()
     hand_deleted.add(gone)
+    deleted_at = daemon.log.mark()
     mark = daemon.log.mark()
     completed(daemon, "fast", since=mark, n=2)
 
@@ -430,11 +466,18 @@ def test_long_run_ledger_balances(
         r"^policy '\w+': last successful backup at .* is older than",
         r"^policy '\w+' has no successful backup within",
     )
-    mark = reload_done = daemon.log.mark()  # a run of `slow` in flight at the reload has ended
+    mark = daemon.log.mark()
     step_clock(clock, "-1h")
     daemon.log.wait("wall_clock_stepped", since=mark, timeout=PHASE_S)
     completed(daemon, "fast", since=mark, n=3)
     completed(daemon, "added", since=mark, n=2)
+    # The cron policy is retimed to the stepped clock: it runs at its next minute by that clock
+    # (not an hour later), and its archive, dated an hour back, is its newest all the same.
+    back = daemon.log.wait("backup_completed", since=mark, policy="minutely", timeout=90)
+    when = re.search(r"_(\d{8}_\d{6})", back["archive"])
+    assert when, back
+    dated = datetime.strptime(when.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    assert dated < datetime.now(UTC) - timedelta(minutes=50), back  # named by that clock
     mark = daemon.log.mark()
     step_clock(clock, "+0")
     daemon.log.wait("wall_clock_stepped", since=mark, timeout=PHASE_S)
@@ -509,12 +552,20 @@ def test_long_run_ledger_balances(
         last = sample(text, "backup_sidecar_backup_last_success_timestamp_seconds", policy=policy)
         limit = sample(text, "backup_sidecar_backup_max_age_seconds", policy=policy)
         assert last and limit and time.time() - last < limit, (policy, last, limit)
-    slow_after = [
+    removal = next(e for e in events(daemon, "config_reloaded") if "slow" not in e["policies"])
+    slow_after = [  # a run in flight at the reload may end after it; none may start after it
         e
-        for e in daemon.log.events[reload_done:]
-        if e["event"].startswith("backup_") and e.get("policy") == "slow"
+        for e in events(daemon, "backup_completed", policy="slow")
+        + events(daemon, "backup_failed", policy="slow")
+        if stamp(e) - timedelta(seconds=e["duration_s"]) > stamp(removal)
     ]
-    assert not slow_after, slow_after  # a removed policy is no longer run
+    assert not slow_after, slow_after  # a removed policy never starts again
+
+    # `list` shows archives in the order they were made (the hour-old names of the step back
+    # among them), whatever the dates in their names.
+    made_order = [e["archive"] for e in events(daemon, "backup_completed")]
+    listed = [a["name"] for a in daemon.request("list")["archives"] if a["name"] in made_order]
+    assert listed == sorted(listed, key=made_order.index, reverse=True), listed
 
     # SIGTERM: exit 0, then the ledger from the complete log.
     poller.finish()
@@ -534,6 +585,7 @@ def test_long_run_ledger_balances(
     assert set(pruned_names) <= set(made), sorted(set(pruned_names) - set(made))
     lost = set(made) - set(pruned_names) - hand_deleted - present
     assert not lost, f"made, never pruned, yet gone: {sorted(lost)}"
+    assert_prunes_spare_the_newest(daemon, keep=KEEP, deleted={gone: deleted_at})
     policy_of = {e["archive"]: e["policy"] for e in events(daemon, "backup_completed")}
     on_disk_by = Counter(policy_of[n] for n in present)
     good_by = Counter(policy_of[n] for n in present - {cut})
