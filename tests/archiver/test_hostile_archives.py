@@ -15,6 +15,7 @@ import io
 import json
 import re
 import tarfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,13 +37,14 @@ from backup_sidecar.archiver import (
     ArchiveStatus,
     DatabaseSpec,
     list_archives,
+    read_check,
     read_manifest,
     restore_archive,
     select_expired,
     staging_area,
     verify_archive,
 )
-from backup_sidecar.archiver.gzipstream import MAX_EMPTY_MEMBERS
+from backup_sidecar.archiver.gzipstream import MAX_EMPTY_MEMBERS, MAX_MEMBERS
 from backup_sidecar.errors import CorruptArchiveError
 from backup_sidecar.health import overdue_policies, policy_overdue
 from backup_sidecar.scheduler import needs_catch_up
@@ -105,6 +107,19 @@ def empty_members(n: int, *, where: str = "between") -> Callable[[GoodArchive], 
         if where == "before":
             return empties + g.data
         return g.data[: g.second_member] + empties + g.data[g.second_member :]
+
+    return build
+
+
+def one_byte_members(n: int) -> Callable[[GoodArchive], bytes]:
+    """The good archive with the part after its metadata member re-gzipped as ``n - 2`` one-byte
+    gzip members and one member holding the rest: ``n`` members in all, same content."""
+
+    def build(g: GoodArchive) -> bytes:
+        rest = gzip.decompress(g.data[g.second_member :])
+        tiny = [gzip.compress(bytes([b]), mtime=0) for b in range(256)]
+        head = b"".join(tiny[b] for b in rest[: n - 2])
+        return g.data[: g.second_member] + head + gzip.compress(rest[n - 2 :], mtime=0)
 
     return build
 
@@ -239,6 +254,55 @@ def test_a_few_empty_gzip_members_still_verify(good: GoodArchive, backup_dir: Pa
     archive still verifies with its exact content."""
     path = backup_dir / "few.tar.gz"
     path.write_bytes(empty_members(MAX_EMPTY_MEMBERS)(good))
+    with staging_area(backup_dir, purpose="verify") as area:
+        verified = verify_archive(path, staging=area)
+        assert {p.name: p.read_bytes() for p in verified.staged.values()} == good.members
+
+
+def test_thousands_of_gzip_members_are_refused_early(good: GoodArchive, tmp_path: Path) -> None:
+    """Outside attack 1, item 5: an archive whose database part was re-gzipped as one-byte
+    gzip members (624,640 of them: 60 s of CPU per verify, 63 s per prune's read check) is
+    refused by verify, the read check and restore with one line naming the member limit, as
+    soon as member 1,025 begins (timed with every byte of the database part its own member);
+    the metadata still lists."""
+    backup_dir = hostile_dir(tmp_path, good, one_byte_members(5_000)(good))
+    path = backup_dir / "daily_20250101_000000.tar.gz"
+    assert read_manifest(path).backup_name == ARCHIVE
+    fault = f"more than {MAX_MEMBERS} gzip members"
+    with pytest.raises(CorruptArchiveError, match=fault) as err:
+        read_check(path)
+    assert "\n" not in str(err.value) and "daily_20250101_000000" in str(err.value)
+    with (
+        pytest.raises(CorruptArchiveError, match=fault),
+        staging_area(backup_dir, purpose="verify") as area,
+    ):
+        verify_archive(path, staging=area)
+    with pytest.raises(CorruptArchiveError, match=fault):
+        restore_archive(
+            path,
+            databases={name: DatabaseSpec(name, src) for name, src in good.sources.items()},
+            selected=None,
+            backup_dir=backup_dir,
+            now=NOW,
+            dry_run=True,
+        )
+    read_check(backup_dir / f"{ARCHIVE}.tar.gz")  # the good neighbour still passes
+    many = tmp_path / "many.tar.gz"
+    every_byte = len(gzip.decompress(good.data[good.second_member :])) + 1
+    many.write_bytes(one_byte_members(every_byte)(good))
+    started = time.process_time()
+    with pytest.raises(CorruptArchiveError, match=fault):
+        read_check(many)
+    spent = time.process_time() - started
+    assert spent < 2.0, f"{every_byte} members took {spent:.1f} s of CPU to refuse"
+
+
+def test_up_to_the_member_limit_still_verifies(good: GoodArchive, backup_dir: Path) -> None:
+    """An archive of exactly MAX_MEMBERS gzip members (a hand concatenation of many pieces)
+    is still valid gzip: verify and the read check pass it with its exact content."""
+    path = backup_dir / "many_members.tar.gz"
+    path.write_bytes(one_byte_members(MAX_MEMBERS)(good))
+    read_check(path)
     with staging_area(backup_dir, purpose="verify") as area:
         verified = verify_archive(path, staging=area)
         assert {p.name: p.read_bytes() for p in verified.staged.values()} == good.members
