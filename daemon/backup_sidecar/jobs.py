@@ -499,23 +499,32 @@ def run_restore(
         if metrics:
             metrics.restore_finished(ok=True, finished_at=rt.clock())
         if result.pre_restore_archive:
-            _prune_pre_restore(
-                rt, just_written=result.pre_restore_archive, metrics=metrics, catalog=catalog
+            prune_after_backup(
+                rt,
+                policy=archiver.PRE_RESTORE_POLICY,
+                just_written=result.pre_restore_archive,
+                metrics=metrics,
+                catalog=catalog,
             )
     return result
 
 
-def _prune_pre_restore(
+def prune_after_backup(
     rt: Runtime,
     *,
+    policy: str,
     just_written: str,
     metrics: JobMetrics | None,
-    catalog: archiver.Catalog | None,
+    checks: archiver.ReadCheckCache | None = None,
+    catalog: archiver.Catalog | None = None,
 ) -> None:
-    """Apply `pre_restore`'s keep after a restore wrote a safety backup (they would pile up:
-    no schedule ever prunes that policy). Never deletes the one just written; a failure is
-    logged and counted, never a failed restore (the next restore prunes again)."""
-    policy = archiver.PRE_RESTORE_POLICY
+    """Apply ``policy``'s keep after the daemon wrote one of its archives: a scheduled backup,
+    a socket backup into the policy, or a restore's `pre_restore` safety backup (they would
+    pile up: no schedule ever prunes that policy). Never deletes the one just written; a
+    failure is logged and counted, never a failed backup (the next one prunes again). A policy
+    without a keep (``manual``) is left as it is."""
+    if policy not in rt.keep:
+        return
     try:
         run_prune(
             rt,
@@ -523,9 +532,10 @@ def _prune_pre_restore(
             metrics=metrics,
             wait=60.0,
             spare=[just_written],
+            checks=checks,
             catalog=catalog,
         )
-    except (SidecarError, OSError) as exc:
+    except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
         log.error("prune_failed", policy=policy, error=str(exc))
         if metrics:
             metrics.prune_finished(policy, deleted=0, errors=1)

@@ -211,19 +211,14 @@ class Service:
                 return  # logged and counted by the job
             if self._still_configured(policy):
                 self.health.backup_finished(policy)
-            try:
-                jobs.run_prune(
-                    rt,
-                    policies=[policy],
-                    metrics=self.metrics,
-                    wait=60.0,
-                    spare=[info.name],
-                    checks=self.read_checks,
-                    catalog=self.catalog,
-                )
-            except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
-                log.error("prune_failed", policy=policy, error=str(exc))
-                self.metrics.prune_finished(policy, 0, errors=1)
+            jobs.prune_after_backup(
+                rt,
+                policy=policy,
+                just_written=info.name,
+                metrics=self.metrics,
+                checks=self.read_checks,
+                catalog=self.catalog,
+            )
             self._still_configured(policy)  # removed meanwhile: drop what the prune counted
         self.archives_changed()
 

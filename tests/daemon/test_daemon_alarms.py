@@ -350,3 +350,47 @@ def test_a_run_queued_before_a_reload_removed_its_policy_never_starts(
     assert d.log.find("scheduled_run_dropped", policy="gone", since=mark), d.log.raw[-20:]
     assert not list(d.backup_dir.glob("gone_*")), list(d.backup_dir.glob("gone_*"))
     assert 'policy="gone"' not in d.scrape()
+
+
+def test_socket_backups_prune_their_policy(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """Outside attack 1, finding 10: 4 `ctl backup --policy hourly` left 5 archives with
+    `keep: 2` (only scheduled runs pruned). Now every socket backup into a policy prunes it
+    like a scheduled run: at most `keep` remain, the one just written always among them; a
+    `manual` backup (no keep) prunes nothing."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"hourly": {"every": "1h", "keep": 2}})
+    d = daemon(cfg)
+    d.log.wait("backup_completed", policy="hourly")  # the start-up catch-up run
+    for _ in range(4):
+        written = d.request("backup", policy="hourly", wait=True)["archive"]
+        kept = [p.name.removesuffix(".tar.gz") for p in d.archives("hourly")]
+        assert len(kept) <= 2, kept
+        assert written in kept, (written, kept)
+    manual = [d.request("backup", wait=True)["archive"] for _ in range(3)]
+    assert {p.name.removesuffix(".tar.gz") for p in d.archives("manual")} == set(manual)
+    assert d.log.find("archive_pruned", policy="hourly")
+
+
+def test_socket_backup_clears_the_policys_failed_backup_reason(
+    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """Outside attack 1, finding 9: after a failed scheduled backup of `hourly`, a successful
+    `ctl backup --policy hourly` left /healthz naming the failure until the next scheduled run
+    (an hour). Any successful backup of the policy now clears it at once."""
+    db = tmp_path / "later.db"
+    cfg = daemon_config(databases={"user": db}, policies={"hourly": {"every": "1h", "keep": 2}})
+    d = daemon(cfg)
+    d.log.wait("backup_failed", policy="hourly")  # the catch-up run: no database yet
+
+    def failed_reasons() -> list[str]:
+        return [
+            r
+            for r in d.healthz()[1].get("reasons", [])
+            if r.startswith("policy 'hourly': the last backup failed")
+        ]
+
+    wait_until(failed_reasons, what="/healthz naming the failed hourly backup")
+    make_db(db, wal=True, rows=50)
+    d.request("backup", policy="hourly", wait=True)
+    assert failed_reasons() == []
