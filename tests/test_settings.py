@@ -491,3 +491,69 @@ def test_any_environment_gives_settings_or_a_config_error(environ: dict[str, str
         load_settings(None, environ=environ)
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+HOSTILE_YAML = {
+    "5000-digit integer": (f"policies:\n  daily: {{keep: {'9' * 5000}}}\n", "policies.daily.keep"),
+    "50,000 nested lists": (f"x: {'[' * 50000}{']' * 50000}\n", "nested deeper than 64"),
+    "50,000 nested maps": (f"x: {'{a: ' * 50000}{'}' * 50000}\n", "nested deeper than 64"),
+    "deeply nested key": (f"? {'[' * 50000}{']' * 50000}\n: 1\n", "nested deeper than 64"),
+    "impossible date": ("timezone: 2001-13-45\n", "timezone: line 1, column 11: invalid value"),
+    "infinite interval": ("policies:\n  daily: {every: 1e999, keep: 1}\n", "policies.daily.every"),
+    "5000-digit interval": (
+        f"policies:\n  daily: {{every: {'9' * 5000}s, keep: 1}}\n",
+        "policies.daily.every: duration '99999",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+def test_hostile_yaml_gives_one_short_config_error(write_config: WriteConfig, case: str) -> None:
+    """Outside attack 1, finding 1: values that made PyYAML or Python raise (the int digit
+    limit's ValueError, a RecursionError, a date's ValueError) are one short ConfigError naming
+    the file and the key path or line, never a traceback (nor a daemon killed on SIGHUP)."""
+    text, fault = HOSTILE_YAML[case]
+    path = write_config(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and fault in message, message
+    assert "\n" not in message and len(message) < 300, message
+
+
+def test_oversized_file_is_refused_unparsed(write_config: WriteConfig) -> None:
+    """A file over 1 MiB is refused before PyYAML sees it (it would hold several objects per
+    character)."""
+    path = write_config("timezone: UTC\n" + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="is larger than 1 MiB; not a configuration file"):
+        load_settings(path, environ={})
+
+
+def test_config_path_must_be_a_regular_file(tmp_path: Path) -> None:
+    """A directory given as the config file is named as one (a FIFO likewise, opened without
+    waiting for a writer: tests/reliability/test_config_faults.py)."""
+    with pytest.raises(ConfigError, match=r": is a directory, not a regular file$"):
+        load_settings(tmp_path, environ={})
+
+
+def test_deeply_nested_environment_json_is_a_config_error() -> None:
+    """A `SIDECAR_POLICIES` of 50,000 nested lists is an error naming the variable, not a
+    RecursionError."""
+    deep = "[" * 50000 + "]" * 50000
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"SIDECAR_POLICIES": deep})
+    assert str(caught.value) == "environment SIDECAR_POLICIES: invalid JSON: nested too deeply"
+
+
+@given(st.text(max_size=200))
+def test_any_yaml_text_gives_settings_or_a_config_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    """Whatever a config file holds, loading yields Settings or one ConfigError, never another
+    exception."""
+    path = tmp_path_factory.mktemp("fuzz") / "sidecar.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    try:
+        load_settings(path, environ={})
+    except ConfigError as error:
+        assert "\n" not in str(error)

@@ -375,6 +375,14 @@ class Service:
         except SidecarError as exc:
             log.error("config_reload_refused", error=str(exc))
             return False
+        except Exception as exc:  # a bug's exception too: a reload never stops the daemon
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            log.error(
+                "config_reload_refused",
+                error=f"{self._config_path}: cannot be read as a configuration: {reason}",
+                exc_info=True,
+            )
+            return False
         fixed = _start_only_changes(self.settings, self.paths, settings, paths)
         if fixed:
             log.error(

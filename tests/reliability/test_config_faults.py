@@ -83,6 +83,24 @@ INVALID: dict[str, tuple[tuple[str, str], str]] = {
         "health.interval: must be at least 1s",
     ),
     "bad_timezone": (("grace_period: 5s", "grace_period: 5s\ntimezone: Mars/Olympus"), "timezone"),
+    # Outside attack 1, finding 1: Python errors from hostile values (a traceback, exit 1; the
+    # daemon died on SIGHUP).
+    "huge_integer": (
+        ("keep: 3}", f"keep: {'9' * 5000}}}"),
+        "policies.often.keep: line 5, column 28: integer of 5000 characters is out of range",
+    ),
+    "deep_nesting": (
+        ("grace_period: 5s", f"grace_period: 5s\nx: {'[' * 50000}{']' * 50000}"),
+        "x.0.0.0....: line 12, column 67: nested deeper than 64 levels",
+    ),
+    "impossible_date": (
+        ("grace_period: 5s", "grace_period: 5s\ntimezone: 2001-13-45"),
+        "timezone: line 12, column 11: invalid value: month must be in 1..12",
+    ),
+    "oversized_file": (
+        ("grace_period: 5s", f"grace_period: 5s\n# {'x' * (1 << 20)}"),
+        "is larger than 1 MiB; not a configuration file, not read",
+    ),
 }
 
 
@@ -204,8 +222,9 @@ def test_sighup_with_each_invalid_file_keeps_the_old_policies(
 ) -> None:
     """A daemon running the good file (policy ``often`` every second) is sent SIGHUP after its
     file was replaced by each invalid one in turn: each time it logs config_reload_refused
-    naming the fault, stays up, and a backup of ``often`` completes after the refusal; its
-    status still lists the old policies. A valid file then reloads."""
+    naming the fault, stays up, and a backup of ``often`` completes after the refusal; then
+    likewise with a FIFO in the file's place; its status still lists the old policies. A valid
+    file then reloads."""
     runner = DaemonRunner(tmp_path)
     try:
         daemon = runner.start(config_scene.good)
@@ -222,6 +241,16 @@ def test_sighup_with_each_invalid_file_keeps_the_old_policies(
             daemon.log.wait("backup_completed", since=after, policy="often", timeout=30)
             assert daemon.proc.poll() is None
             refused += 1
+        # A FIFO in the file's place: opening it used to wait for a writer, forever.
+        fifo = daemon.config_path.with_suffix(".fifo")
+        os.mkfifo(fifo)
+        fifo.replace(daemon.config_path)
+        mark = daemon.log.mark()
+        daemon.proc.send_signal(signal.SIGHUP)
+        event = daemon.log.wait("config_reload_refused", since=mark, timeout=30)
+        assert "is a FIFO, not a regular file" in event["error"], event
+        daemon.log.wait("backup_completed", since=daemon.log.mark(), policy="often", timeout=30)
+        refused += 1
         status = daemon.request("status")
         assert {"often", "nightly"} <= set(status["next_runs"])
         assert daemon.log.find("config_reloaded") == []
@@ -233,3 +262,21 @@ def test_sighup_with_each_invalid_file_keeps_the_old_policies(
         print(f"\nSIGHUP with {refused} invalid files: each refused, old policies kept running")
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_config_path_that_is_no_regular_file_is_refused_at_once(
+    kind: str, tmp_path: Path
+) -> None:
+    """Outside attack 1, finding 14: ``config check FIFO`` (and ``--config FIFO run``) waited
+    forever for a writer; now both exit 2 at once with one line naming the path and its kind."""
+    path = tmp_path / "sidecar.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    shown = "a FIFO" if kind == "fifo" else "a directory"
+    for args in (("config", "check", str(path)), ("--config", str(path), "run")):
+        result = run_cli(*args, env=clean_env(), timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert one_error_line(result).endswith(f"{path}: is {shown}, not a regular file")

@@ -47,13 +47,21 @@ def parse_duration(value: Any) -> Any:
         elif _DURATION.fullmatch(text):
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
         elif not text.startswith("p"):  # ISO 8601 durations (P1D, PT30S) go on to pydantic
-            raise ValueError(f"invalid duration {value!r}: use seconds or e.g. 30s, 5m, 1h, 1d")
+            raise ValueError(
+                f"invalid duration {_shown(value)}: use seconds or e.g. 30s, 5m, 1h, 1d"
+            )
     if seconds is None:
         return value
     try:
         return timedelta(seconds=seconds)
     except (OverflowError, ValueError):
-        raise ValueError(f"duration {value!r} is out of range") from None
+        raise ValueError(f"duration {_shown(value)} is out of range") from None
+
+
+def _shown(value: object) -> str:
+    """A value as quoted in an error, cut short: the message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 def _positive(value: timedelta) -> timedelta:
