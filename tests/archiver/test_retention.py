@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,6 +118,57 @@ def test_select_expired_keep_zero_still_spares_newest_verified() -> None:
     assert [a.name for a in select_expired(archives, keep={"daily": 0})] == ["daily_2", "daily_0"]
 
 
+@st.composite
+def archive_sets_with_duplicates(
+    draw: st.DrawFn,
+) -> tuple[list[ArchiveInfo], list[ArchiveInfo], dict[str, int]]:
+    """An archive set as above (each archive its own file and restore point), and the same set
+    with extra names of some archives: hard links (same inode) and byte copies (another inode,
+    the same restore_point_id; only where the metadata records checksums), renamed ``-2``,
+    ``-3``."""
+    archives, keep = draw(archive_sets())
+    originals = [
+        dataclasses.replace(
+            a,
+            file_id=(1, i),
+            restore_point=None if a.status is ArchiveStatus.LEGACY else f"point-{i}",
+        )
+        for i, a in enumerate(archives)
+    ]
+    extra = []
+    for i, a in enumerate(originals):
+        for n in range(2, 2 + draw(st.integers(0, 2))):
+            copy = a.restore_point is not None and draw(st.booleans())
+            extra.append(
+                dataclasses.replace(
+                    a,
+                    name=f"{a.name}-{n}",
+                    path=a.path.with_name(f"{a.name}-{n}.tar.gz"),
+                    file_id=(1, 1000 * n + i) if copy else a.file_id,
+                    copy_of=a.name,
+                )
+            )
+    mixed = draw(st.permutations(originals + extra))
+    return originals, mixed, keep
+
+
+@settings(max_examples=300, deadline=None)
+@given(archive_sets_with_duplicates())
+def test_links_and_copies_are_one_restore_point(
+    case: tuple[list[ArchiveInfo], list[ArchiveInfo], dict[str, int]],
+) -> None:
+    """Outside attack 1, item 7: a hard link or a byte copy of an archive counted as another
+    restore point, so `ln X X-2; prune --keep 2` deleted the only other distinct archive.
+    Property: adding links and copies changes nothing about which originals expire; an extra
+    name is expired exactly when its original is (never the last name of a kept point)."""
+    originals, mixed, keep = case
+    alone = {a.name for a in select_expired(originals, keep=keep)}
+    expired = {a.name for a in select_expired(mixed, keep=keep)}
+    for a in mixed:
+        original = a.copy_of or a.name
+        assert (a.name in expired) == (original in alone), (a.name, sorted(expired), alone)
+
+
 # --- the real CLI ---------------------------------------------------------------------------
 
 
@@ -214,3 +268,29 @@ def test_prune_skips_archive_being_read(
     assert not other.exists()
     assert f"kept {busy}: in use" in result.stderr
     assert result.stdout.splitlines() == [f"deleted {other}"]
+
+
+def test_prune_counts_a_hard_link_or_copy_as_one_restore_point(
+    populated: dict[str, list[Path]], cli: Any
+) -> None:
+    """Outside attack 1, item 7, through the real CLI: with a hard link of the newest daily
+    (``ln X X-2``) and a byte copy of the middle one, ``prune --keep 2`` keeps the two newest
+    restore points with every name they have and deletes only the oldest; ``--keep 1`` then
+    deletes the middle one's two names and keeps the newest's two."""
+    oldest, middle, newest = populated["daily"]
+    link = newest.with_name(newest.name.replace(".tar.gz", "-2.tar.gz"))
+    os.link(newest, link)
+    copy = middle.with_name(middle.name.replace(".tar.gz", "-copy.tar.gz"))
+    shutil.copyfile(middle, copy)
+    dry = cli.run("prune", "--policy", "daily", "--keep", "2", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [f"would delete {oldest}"]
+    done = cli.run("prune", "--policy", "daily", "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in cli.backup_dir.glob("daily_*")} == {
+        p.name for p in (middle, copy, newest, link)
+    }
+    done = cli.run("prune", "--policy", "daily", "--keep", "1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(f"deleted {p}" for p in (middle, copy))
+    assert {p.name for p in cli.backup_dir.glob("daily_*")} == {newest.name, link.name}

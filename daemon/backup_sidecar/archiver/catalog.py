@@ -28,6 +28,7 @@ from backup_sidecar.archiver.legacy import (
     scan_seed_archive,
 )
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
+from backup_sidecar.archiver.retention import restore_point_id
 from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
 from backup_sidecar.errors import ArchiveLinkError, ArchiveNotFoundError, CorruptArchiveError
@@ -111,6 +112,9 @@ def describe(path: Path) -> ArchiveInfo:
             else None
         ),
         sequence=manifest.sequence,
+        file_id=(st.st_dev, st.st_ino),
+        restore_point=restore_point_id(manifest),
+        copy_of=manifest.backup_name if manifest.backup_name != archive_name(path) else None,
     )
 
 

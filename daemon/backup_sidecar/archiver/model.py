@@ -63,6 +63,15 @@ class ArchiveInfo:
     #: The backup directory's creation sequence (see archiver/sequence.py); None for the seed's
     #: archives, those of versions before it, and damaged ones.
     sequence: int | None = None
+    #: (st_dev, st_ino) of the file: hard links of one archive are one restore point.
+    file_id: tuple[int, int] | None = None
+    #: What makes two files one restore point (backup name, sequence, time and every database's
+    #: SHA-256 in the metadata, hashed; see retention.restore_point_id): a byte copy of an
+    #: archive is not another backup. None where the metadata records no checksums.
+    restore_point: str | None = None
+    #: The name the metadata records when the file is named otherwise (a link, copy or
+    #: rename of the archive written under that name); None when they agree.
+    copy_of: str | None = None
 
     @property
     def newness(self) -> tuple[bool, int, datetime, str]:

@@ -11,17 +11,26 @@ With a ``good`` predicate (the read check, see readcheck.py) the archive a polic
 proven first: its newest verified archives are tried newest first until one passes, and only that
 one is the protected anchor. Those that fail are treated as damaged (kept, and not counted among
 the K), so a rotten newest archive can never push the last good one out.
+
+Names are not restore points: hard links of one file (same st_dev, st_ino), and byte copies of
+one archive (metadata recording the same backup name, sequence, time and database SHA-256s),
+are ONE restore point, counted once toward K under the name the metadata records (the
+original). The other names share its fate: kept while it is kept, expired with it; a
+duplicate never pushes out another restore point.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import json
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus
 from backup_sidecar.archiver.staging import fsync_dir
 
@@ -56,12 +65,64 @@ def select_expired(
             by_policy.setdefault(archive.policy, []).append(archive)
     expired: list[ArchiveInfo] = []
     for policy, group in by_policy.items():
-        group.sort(key=lambda a: a.newness, reverse=True)
-        anchor, rejected = _anchor(group, good)
+        names = _restore_points(group)
+        points = sorted((same[0] for same in names.values()), key=lambda a: a.newness)
+        points.reverse()
+        anchor, rejected = _anchor(points, good)
         skip = {id(a) for a in rejected}
-        counted = [a for a in group if id(a) not in skip]
-        expired.extend(a for a in counted[keep[policy] :] if a is not anchor)
+        counted = [a for a in points if id(a) not in skip]
+        for point in counted[keep[policy] :]:
+            if point is not anchor:
+                expired.extend(names[id(point)])
     return expired
+
+
+def restore_point_id(manifest: mf.Manifest) -> str | None:
+    """What one backup's archive files share, whatever their names: its recorded name,
+    sequence, time and every database's SHA-256 (hashed: the catalog keeps it for thousands of
+    archives). None for the seed's archives, which record no checksums (their hard links are
+    still one restore point, by inode)."""
+    if manifest.legacy or not manifest.databases:
+        return None
+    key = [
+        manifest.backup_name,
+        manifest.sequence,
+        manifest.created_at.isoformat(),
+        sorted((db, entry.sha256) for db, entry in manifest.databases.items()),
+    ]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+
+
+def _restore_points(group: Sequence[ArchiveInfo]) -> dict[int, list[ArchiveInfo]]:
+    """id(representative) -> every name of that restore point, the representative first: the
+    name its metadata records (not a link, copy or rename), else the oldest by ``newness``.
+    Names sharing an inode or a restore_point_id are one point (joined transitively)."""
+    parent = list(range(len(group)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[object, int] = {}
+    for i, archive in enumerate(group):
+        keys: list[object] = []
+        if archive.file_id is not None:
+            keys.append(("inode", archive.file_id))
+        if archive.restore_point is not None:
+            keys.append(("content", archive.restore_point))
+        for key in keys:
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    members: dict[int, list[ArchiveInfo]] = {}
+    for i, archive in enumerate(group):
+        members.setdefault(root(i), []).append(archive)
+    points: dict[int, list[ArchiveInfo]] = {}
+    for same in members.values():
+        same.sort(key=lambda a: (a.copy_of is not None, a.newness))
+        points[id(same[0])] = same
+    return points
 
 
 def _anchor(
