@@ -44,7 +44,7 @@ def answers(path: Path) -> bool:
 def assert_every_archive_verifies(d: Daemon) -> None:
     """Every archive in the backup directory passes a full CLI `verify`; nothing else is there."""
     for path in sorted(d.backup_dir.iterdir()):
-        if path.name in (".locks", ".staging"):
+        if path.name in (".locks", ".staging", ".rescue"):  # .rescue: checked by the tests
             continue
         assert path.name.endswith(".tar.gz"), f"unexpected file {path.name} in the backup dir"
         done = d.cli("verify", path.name.removesuffix(".tar.gz"))
@@ -93,11 +93,13 @@ def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
 def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
     daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
-    """SIGTERM while a socket restore of a ~200 MB database runs (in its pre-restore safety
-    backup), with `grace_period: 1s`: the daemon exits 0 within grace + margin and the client
-    gets an answer rather than a hang. Either the restore finished inside the grace period (ok
-    answer, the archive's content live, its safety backup complete) or it was aborted (error
-    answer, the old content live); the live database is intact and never a mix, and every
+    """SIGTERM while a socket restore of a ~200 MB database runs (its pre-restore safety archive
+    being written, after the commit), with `grace_period: 1s`: the daemon exits 0 within grace +
+    margin and the client gets an answer rather than a hang. Either the restore finished inside
+    the grace period (ok answer, the archive's content live, its safety backup complete), or it
+    was aborted before writing (error answer, the old content live), or the shutdown
+    interrupted its safety archive ("restore incomplete" naming the .rescue directory, which
+    holds exactly the old content); the live database is intact and never a mix, and every
     archive left in the backup directory verifies."""
     cfg = daemon_config(
         databases={"user": big_db},
@@ -130,13 +132,24 @@ def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
     check = sqlite3.connect(f"file:{big_db}?mode=ro", uri=True)
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     check.close()
-    if isinstance(answer, ControlError):
+    rescue = d.backup_dir / ".rescue"
+    kept = sorted(rescue.iterdir()) if rescue.is_dir() else []
+    if isinstance(answer, ControlError) and "restore incomplete" in answer.message:
+        # Committed, then the shutdown interrupted the safety archive: the replaced content is
+        # kept, named in the answer.
+        assert row_count(big_db) == total
+        (saved,) = kept
+        assert str(saved) in answer.message and (saved / ".saved").exists()
+        assert row_count(saved / "user_data.db") == total - 100
+    elif isinstance(answer, ControlError):
         assert answer.code in ("failed", "refused")
         assert row_count(big_db) == total - 100, "an aborted restore must leave the old content"
+        assert kept == []
     else:
         assert answer["restored"] == ["user"]
         assert row_count(big_db) == total
         assert (d.backup_dir / f"{answer['pre_restore_archive']}.tar.gz").is_file()
+        assert kept == []
     assert not list(staging.glob("backup-*")), "a partial safety backup was left staged"
     assert_every_archive_verifies(d)
 

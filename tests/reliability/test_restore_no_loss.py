@@ -214,7 +214,7 @@ def test_a_corrupt_live_database_is_saved_as_it_is_and_restored_over(
     if not wal:
         assert saved.read_bytes() == corrupt_bytes
     assert _check(saved) != "ok"
-    assert not any((backup_dir / ".rescue").iterdir())
+    assert not (backup_dir / ".rescue").exists(), "emptied and removed"
 
 
 def test_an_empty_live_file_is_restored_over_with_nothing_to_save(tmp_path: Path) -> None:
@@ -320,7 +320,7 @@ def test_two_databases_one_locked_changes_neither(
     assert answer["ok"] is False and "locked" in answer["error"]["message"]
     assert "restored" not in answer["error"], "nothing was restored"
     assert _pre_restores(backup_dir) == []
-    assert not any((backup_dir / ".rescue").iterdir())
+    assert not (backup_dir / ".rescue").exists(), "emptied and removed"
     # Once the lock is gone, the same restore replaces both.
     result = run_cli("restore", "both", "--force", env=env)
     assert result.returncode == 0, result.stderr

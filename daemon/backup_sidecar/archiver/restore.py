@@ -13,6 +13,7 @@ and ``-journal`` are never renamed, copied over or deleted.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -120,7 +121,7 @@ def restore_archive(
                 existing, rescue=rescue, lock_timeout=lock_timeout, should_stop=should_stop
             )
         except BaseException:
-            shutil.rmtree(rescue, ignore_errors=True)  # nothing was committed, nothing replaced
+            _remove_rescue(rescue)  # nothing was committed, nothing was replaced
             raise
         written = [c.name for c in captured]
         if failure is None:
@@ -140,6 +141,7 @@ def restore_archive(
             written=written,
             failure=failure,
             options={"level": level, "threads": threads, "pace": pace},
+            should_stop=should_stop,
         )
     return RestoreResult(
         verified.name,
@@ -185,6 +187,7 @@ def _safety_archive(
     written: Sequence[str],
     failure: SidecarError | None,
     options: Mapping[str, int | bool],
+    should_stop: Callable[[], bool],
 ) -> tuple[str | None, tuple[str, ...]]:
     """Archive the saved content, prove the archive, then let the rescue copies go."""
     saved = [c for c in captured if c.size_bytes > 0]  # an empty file held nothing
@@ -203,6 +206,7 @@ def _safety_archive(
                 threads=int(options["threads"]),
                 pace=bool(options["pace"]),
                 captured={c.name: (c.path, c.journal_mode) for c in saved},
+                should_stop=should_stop,
             )
             safety = archive.name
             assert archive.manifest is not None
@@ -215,13 +219,14 @@ def _safety_archive(
             with staging_area(backup_dir, purpose="verify") as area:
                 verify_archive(archive.path, staging=area, integrity=False)
     except Exception as exc:  # whatever it was, the saved content must not be lost
+        why = "was interrupted" if isinstance(exc, OperationAbortedError) else f"failed: {exc}"
         raise RestoreIncompleteError(
             restored=written,
-            reason=f"the pre_restore safety archive could not be written: {exc}",
+            reason=f"the pre_restore safety archive {why}",
             pre_restore_archive=None,
             rescue=rescue,
         ) from exc
-    shutil.rmtree(rescue, ignore_errors=True)
+    _remove_rescue(rescue)
     if failure is not None and not written:
         raise failure
     if failure is not None:
@@ -232,6 +237,13 @@ def _safety_archive(
             rescue=None,
         ) from failure
     return safety, damaged
+
+
+def _remove_rescue(rescue: Path) -> None:
+    """Remove a restore's rescue directory, and ``.rescue`` itself once nothing is left in it."""
+    shutil.rmtree(rescue, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        rescue.parent.rmdir()  # fails (kept) while another restore's content is there
 
 
 def _new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
@@ -277,6 +289,8 @@ def rescued_content(backup_dir: Path) -> list[Path]:
             kept.append(entry)
         else:
             shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only once nothing is left in it
     return kept
 
 
