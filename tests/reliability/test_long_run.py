@@ -192,6 +192,9 @@ def assert_prunes_spare_the_newest(
                 for names in live.values():
                     if name in names:
                         names.remove(name)
+        if e["event"] == "restore_completed":  # logged before the prune that follows it
+            live.setdefault("pre_restore", []).append(e["pre_restore_archive"])
+            continue
         policy = e.get("policy")
         if policy not in keep:
             continue
@@ -236,7 +239,7 @@ def late_under_load(daemon: Daemon, reason: str) -> bool:
 
 
 #: The keep of each scheduled backup policy (as configured below and by the first SIGHUP).
-KEEP = {"fast": 3, "slow": 2, "minutely": 2, "added": 2}
+KEEP = {"fast": 3, "slow": 2, "minutely": 2, "added": 2, "pre_restore": 3}
 
 
 def policies_v1() -> dict[str, Any]:
@@ -368,7 +371,7 @@ def test_long_run_ledger_balances(
     close(lock)
     after_lock = daemon.log.mark()
 
-    # Phase 3: hand-made changes to the backup directory.
+    # Phase 3: archives cut short, restored from, planted and deleted by hand.
     # (a) The newest socket backup of `adhoc` is cut short: the prune read check marks it
     #     damaged, /healthz names it, and a newer good backup clears the reason.
     damage = cause(
@@ -401,7 +404,24 @@ def test_long_run_ledger_balances(
     listed = {a["name"]: a for a in daemon.request("list")["archives"]}
     assert listed[cut]["status"] == "damaged", listed[cut]
 
-    # (b) A garbage `*.tar.gz` of no configured policy: listed and counted damaged, never
+    # (b) Four restores of the journal database through the socket while its writer commits:
+    #     each writes a pre_restore safety archive, and the daemon prunes those to their keep
+    #     (3) after every restore, never the one just written.
+    restores = cause(
+        "restores of journal.db",
+        r"^policy '\w+': the scheduled run at .* was skipped: no worker was free",
+    )
+    for _ in range(4):
+        source = newest_of(backup_dir, "added")  # kept by retention for two more runs
+        done = daemon.request(
+            "restore", archive=source, databases=["journal"], confirm=True, wait=True
+        )
+        assert done["restored"] == ["journal"] and done["pre_restore_archive"], done
+        assert (backup_dir / f"{done['pre_restore_archive']}{SUFFIX}").exists(), done
+    wait_reason(daemon, r"was skipped", present=False)  # the runs it held up caught up
+    close(restores)
+
+    # (c) A garbage `*.tar.gz` of no configured policy: listed and counted damaged, never
     #     deleted by retention, never a crash; /healthz names it until it is deleted by hand.
     junk = "planted_20260101_000000"
     garbage = cause("planted garbage archive", rf"^policy 'planted': the newest archive '{junk}'")
@@ -415,7 +435,7 @@ def test_long_run_ledger_balances(
     listed = {a["name"]: a for a in daemon.request("list")["archives"]}
     assert listed[junk]["status"] == "damaged", listed[junk]
 
-    # (c) The newest archive of `fast` deleted by hand: the policy falls back to the next
+    # (d) The newest archive of `fast` deleted by hand: the policy falls back to the next
     #     newest (no alarm) and its retention goes on.
     gone = newest_of(backup_dir, "fast")
     (backup_dir / f"{gone}{SUFFIX}").unlink()
@@ -527,6 +547,14 @@ def test_long_run_ledger_balances(
             )
             for p in configured
         }
+        got["restore"] = (
+            sample(text, "backup_sidecar_restore_runs_total", result="ok") or 0,
+            sample(text, "backup_sidecar_prune_deleted_total", policy="pre_restore") or 0,
+        )
+        want["restore"] = (
+            len(events(daemon, "restore_completed")),
+            log_pruned["pre_restore"],
+        )
         got["drill"] = (sample(text, "backup_sidecar_restore_drill_runs_total", result="ok") or 0,)
         want["drill"] = (drills,)
         return {"text": text, "got": got} if got == want else None
@@ -574,6 +602,7 @@ def test_long_run_ledger_balances(
         report = stop_writer(w)
         assert report["errors"] == 0, report
     made = [e["archive"] for e in events(daemon, "backup_completed")]
+    made += [e["pre_restore_archive"] for e in events(daemon, "restore_completed")]
     pruned_names = [e["archive"] for e in events(daemon, "archive_pruned")]
     present = on_disk(backup_dir)
     assert len(set(made)) == len(made), Counter(made).most_common(3)  # no name made twice
@@ -587,11 +616,15 @@ def test_long_run_ledger_balances(
     assert not lost, f"made, never pruned, yet gone: {sorted(lost)}"
     assert_prunes_spare_the_newest(daemon, keep=KEEP, deleted={gone: deleted_at})
     policy_of = {e["archive"]: e["policy"] for e in events(daemon, "backup_completed")}
+    policy_of |= {
+        e["pre_restore_archive"]: "pre_restore" for e in events(daemon, "restore_completed")
+    }
     on_disk_by = Counter(policy_of[n] for n in present)
     good_by = Counter(policy_of[n] for n in present - {cut})
     assert good_by["fast"] == 3 and good_by["added"] == 2, on_disk_by  # each to its keep
     assert good_by["adhoc"] == 2 and on_disk_by["adhoc"] == 3, on_disk_by  # + the damaged one
     assert 1 <= good_by["minutely"] <= 2 and good_by["slow"] >= 1, on_disk_by
+    assert good_by["pre_restore"] == 3, on_disk_by  # 4 restores, pruned to keep 3
 
     # Every /healthz reason seen during the run had a cause the test injected, at that time.
     unexplained = sorted(
