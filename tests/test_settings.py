@@ -557,3 +557,20 @@ def test_any_yaml_text_gives_settings_or_a_config_error(
         load_settings(path, environ={})
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+def test_a_policy_only_the_environment_made_blames_its_variable(write_config: WriteConfig) -> None:
+    """Outside attack 1, finding 13: `SIDECAR_POLICIES__X__EVERY=1s` for a policy the file does
+    not have was reported against the file (`FILE: policies.x.keep: Field required`); the key
+    is missing from what the variable made, so the variable is named. A policy of the file
+    missing its `keep` still blames the file."""
+    environ = {"SIDECAR_POLICIES__X__EVERY": "1s"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config("policies:\n  daily: {every: 1h, keep: 3}\n"), environ=environ)
+    assert str(caught.value) == (
+        "environment SIDECAR_POLICIES__X__EVERY: policies.x.keep: Field required"
+    )
+    path = write_config("policies:\n  bare: {every: 1h}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"SIDECAR_POLICIES__BARE__EVERY": "2h"})
+    assert str(caught.value) == f"{path}: policies.bare.keep: Field required"

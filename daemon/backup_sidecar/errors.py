@@ -56,6 +56,19 @@ class UnknownPolicyError(UsageError, LookupError):
         self.known = tuple(known)
 
 
+class UnknownPrunePolicyError(UsageError, LookupError):
+    """A prune asked for under a name that is neither a configured policy nor the policy of any
+    archive in the backup directory (a removed policy's archives can still be pruned)."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        super().__init__(
+            f"cannot prune policy {name!r}: it is not configured and no archive has it "
+            f"(known: {', '.join(known) or 'none'})"
+        )
+        self.name = name
+        self.known = tuple(known)
+
+
 class ArchiveError(SidecarError):
     """Something is wrong with an archive or with finding one."""
 

@@ -27,6 +27,7 @@ from backup_sidecar.errors import (
     SidecarError,
     UnknownDatabaseError,
     UnknownPolicyError,
+    UnknownPrunePolicyError,
     UnsafeEntryError,
     UsageError,
 )
@@ -274,6 +275,10 @@ def run_prune(
     refuse_unsafe_entries(rt)
     archives = listing(rt, catalog)
     present = {a.policy for a in archives}
+    known = sorted(present | set(rt.keep) | {MANUAL_POLICY})
+    for policy in policies or ():
+        if policy not in known:  # a typo would otherwise say "nothing to delete", exit 0
+            raise UnknownPrunePolicyError(policy, known)
     chosen = list(policies) if policies else sorted(present | set(rt.keep))
     keep_map = {
         p: keep

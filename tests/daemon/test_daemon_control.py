@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from backup_sidecar import jobs
+from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.control import ControlError
 from conftest import SqlSession
 from daemon.conftest import (
@@ -423,3 +425,37 @@ def test_two_queued_backups_of_one_policy_in_the_same_second_both_succeed(quiet:
             d.log.wait("control_request", op="backup", since=mark, count=2)
         first, second = (f.result(timeout=60) for f in queued)
     assert first["archive"] != second["archive"]
+
+
+def test_prune_refuses_a_policy_neither_configured_nor_on_disk(quiet: Daemon, wal_db: Path) -> None:
+    """Outside attack 1, finding 13: `prune --policy nope` said "nothing to delete", exit 0,
+    where `backup --policy nope` exits 2. A name that is neither configured nor the policy of an
+    archive on disk is now refused by the socket (`bad_request`), `ctl prune` and the CLI's
+    `prune`/`cleanup` (exit 2, one line naming it); a removed policy whose archives are still
+    there is pruned as before."""
+    d = quiet
+    removed = jobs.Runtime(
+        backup_dir=d.backup_dir, databases={"user": DatabaseSpec("user", wal_db)}, keep={}
+    )
+    for _ in range(2):  # two archives of a policy the configuration no longer has
+        after_newest_archive_second(d)
+        jobs.run_backup(removed, policy="gone")
+    with pytest.raises(ControlError) as refused:
+        d.request("prune", policy="nope", dry_run=True)
+    assert refused.value.code == "bad_request"
+    assert "cannot prune policy 'nope': it is not configured and no archive has it" in str(
+        refused.value
+    )
+    for done in (
+        d.ctl("prune", "--policy", "nope"),
+        d.cli("prune", "--policy", "nope"),
+        d.cli("cleanup", "--policy", "nope", "--keep", "0"),
+    ):
+        assert done.returncode == 2, (done.args, done.stdout, done.stderr)
+        errors = [ln for ln in done.stderr.splitlines() if not ln.startswith("{")]
+        assert len(errors) == 1 and "'nope'" in errors[0], done.stderr
+    assert len(d.archives("gone")) == 2
+
+    pruned = d.request("prune", policy="gone", keep=1)
+    assert len(pruned["deleted"]) == 1
+    assert len(d.archives("gone")) == 1

@@ -109,6 +109,7 @@ def test_json_commands_print_the_error_object(scene: Scene, tmp_path: Path) -> N
             (("restore", "--json", "--force", "nosuch"), 1, "not_found", "nosuch"),
             (("backup", "--json", "--policy", "pre_restore"), 2, "bad_request", "pre_restore"),
             (("prune", "--json", "--keep", "-1"), 2, "bad_request", "--keep"),
+            (("prune", "--json", "--policy", "nope"), 2, "bad_request", "'nope'"),
         ]
         for args, exit_code, code, named in cases:
             done = run_cli(*args, env=scene.env)

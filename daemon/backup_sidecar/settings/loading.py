@@ -230,7 +230,11 @@ _BOUNDS = {
 
 
 def _to_config_error(
-    exc: ValidationError, *, file: str | None, env_paths: Mapping[tuple[str, ...], str]
+    exc: ValidationError,
+    *,
+    file: str | None,
+    env_paths: Mapping[tuple[str, ...], str],
+    file_data: Mapping[str, Any],
 ) -> ConfigError:
     """The first validation error as one `ConfigError`: source, dotted key path, reason.
 
@@ -250,9 +254,24 @@ def _to_config_error(
         reason = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     # The variable that set the failing value, else one that set something below it.
     culprits = [var for path, var in env_paths.items() if loc[: len(path)] == path]
+    # A section only the environment made (`SIDECAR_POLICIES__X__EVERY` for a policy `x` the
+    # file lacks): its variable, not the file, is missing the key.
+    made = loc[: _depth_in(file_data, loc) + 1]
+    culprits += [var for path, var in env_paths.items() if path[: len(made)] == made]
     culprits += [var for path, var in env_paths.items() if path[: len(loc)] == loc]
     source = f"environment {culprits[0]}" if culprits else (file or "environment")
     return ConfigError(source, ".".join(loc), reason)
+
+
+def _depth_in(data: Mapping[str, Any], loc: tuple[str, ...]) -> int:
+    """How many leading keys of `loc` the (file and default) data holds."""
+    depth = 0
+    node: Any = data
+    for key in loc:
+        if not isinstance(node, Mapping) or key not in node:
+            break
+        node, depth = node[key], depth + 1
+    return depth
 
 
 def load_settings(path: Path | None, *, environ: Mapping[str, str]) -> Settings:
@@ -292,4 +311,5 @@ def _load_settings(path: Path | None, *, environ: Mapping[str, str]) -> Settings
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        raise _to_config_error(exc, file=file, env_paths=_env_var_paths(environ)) from None
+        env_paths = _env_var_paths(environ)
+        raise _to_config_error(exc, file=file, env_paths=env_paths, file_data=seeded) from None
