@@ -113,3 +113,29 @@ def test_a_claim_file_of_a_dead_process_is_removed_after_the_grace_period(
     os.utime(old, (past, past))
     assert clean_leftovers(backup_dir) == [old]
     assert young.exists()
+
+
+def test_a_staging_area_bears_its_name_only_once_locked(
+    backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while it sets up a staging area leaves nothing a cleaner must spare
+    under the area's name: the area is made and locked under a private `.pending-` name and
+    renamed only then. (Made under its own name, a daemon killed between mkdir and its lock
+    left a lockless `backup-*` area that the next start kept for the grace period.)"""
+    real_lock = staging._locked_new_file
+    seen: list[list[str]] = []
+
+    def dying_lock(dir_fd: int, name: str) -> int:
+        seen.append(sorted(p.name for p in (backup_dir / ".staging").iterdir()))
+        raise KeyboardInterrupt  # the process dies before its lock exists
+
+    monkeypatch.setattr(staging, "_locked_new_file", dying_lock)
+    with pytest.raises(KeyboardInterrupt), staging_area(backup_dir, purpose="backup"):
+        pass
+    assert seen and all(not n.startswith("backup-") for n in seen[0]), seen
+    left = [p.name for p in (backup_dir / ".staging").iterdir()]
+    assert all(n.startswith(".pending-") for n in left), left
+    monkeypatch.setattr(staging, "_locked_new_file", real_lock)
+    with staging_area(backup_dir, purpose="backup") as area:
+        assert area.name.startswith("backup-")
+        assert (area / ".lock").is_file()

@@ -83,14 +83,8 @@ def staging_area(backup_dir: Path, *, purpose: str) -> Iterator[Path]:
     """A fresh locked directory under ``<backup_dir>/.staging``, removed on exit whatever
     happens."""
     with _staging_root(backup_dir) as root:
-        name = _make_area(root, purpose, backup_dir)
+        name, area, lock_fd = _make_area(root, purpose, backup_dir)
         where = backup_dir / STAGING_DIRNAME / name
-        area = open_subdir(root, name, where=where)
-        try:
-            lock_fd = _locked_new_file(area, _LOCK_NAME)
-        except OSError as exc:
-            os.close(area)
-            raise BackupDirError(backup_dir, f"cannot lock a staging area: {exc.strerror}") from exc
         try:
             yield where
         finally:
@@ -144,18 +138,49 @@ def _staging_root(backup_dir: Path) -> Iterator[int]:
         os.close(root)
 
 
-def _make_area(root: int, purpose: str, backup_dir: Path) -> str:
+def _make_area(root: int, purpose: str, backup_dir: Path) -> tuple[str, int, int]:
+    """Create a staging area that holds its lock before it bears its name: (name, area fd,
+    lock fd).
+
+    The directory is made and locked under a private ``.pending-`` name, then renamed to
+    ``<purpose>-<hex>``, so a cleaner never finds a named area without a lock. Made under its
+    own name, a process killed between mkdir and its lock left a lockless area that start-up
+    had to spare for the grace period (it might have been one being created right then).
+    """
     for _ in range(100):
+        pending = f"{_PENDING_PREFIX}{secrets.token_hex(8)}"
         name = f"{purpose}-{secrets.token_hex(6)}"
         try:
-            os.mkdir(name, 0o700, dir_fd=root)
+            os.mkdir(pending, 0o700, dir_fd=root)
         except FileExistsError:
             continue
         except OSError as exc:
             raise BackupDirError(
                 backup_dir, f"cannot create a staging area: {exc.strerror}"
             ) from exc
-        return name
+        area = open_subdir(root, pending, where=backup_dir / STAGING_DIRNAME / pending)
+        try:
+            lock_fd = _locked_new_file(area, _LOCK_NAME)
+        except OSError as exc:
+            os.close(area)
+            with contextlib.suppress(OSError):
+                os.rmdir(pending, dir_fd=root)
+            raise BackupDirError(backup_dir, f"cannot lock a staging area: {exc.strerror}") from exc
+        if is_present(root, name):  # 48 random bits: never seen, but rename would replace it
+            os.close(lock_fd)
+            _remove_area(root, pending, area)
+            os.close(area)
+            continue
+        try:
+            os.rename(pending, name, src_dir_fd=root, dst_dir_fd=root)
+        except OSError as exc:
+            os.close(lock_fd)
+            _remove_area(root, pending, area)
+            os.close(area)
+            raise BackupDirError(
+                backup_dir, f"cannot create a staging area: {exc.strerror}"
+            ) from exc
+        return name, area, lock_fd
     raise BackupDirError(backup_dir, "cannot create a staging area: no free name")
 
 
