@@ -188,13 +188,17 @@ class Service:
             log.info("scheduled_run_dropped", policy=policy, reason="no longer scheduled")
             return
         with self.track(policy):
+            self.ensure_backup_dir()
+            lost = self.health.current().claim_lost
+            if lost is not None:
+                log.error("scheduled_run_refused", policy=policy, reason=lost)
+                return
             if policy == DRILL_POLICY:
                 self._drill(rt)
                 return
             if policy == SCRUB_JOB:
                 self._scrub(rt)
                 return
-            self.ensure_backup_dir()
             try:
                 info = jobs.run_backup(
                     rt,
@@ -327,22 +331,38 @@ class Service:
 
     def ensure_backup_dir(self) -> None:
         """Recreate a backup directory deleted under the running daemon, and claim it again
-        (the claim's lock file went with the old directory, so a second daemon could start)."""
+        (the claim's lock file went with the old directory, so a second daemon could start);
+        likewise retake a lock file deleted or replaced under it. If another daemon took the
+        new lock meanwhile, /healthz names it and no scheduled run writes until the claim is
+        back (retried here every health interval)."""
         backup_dir = self.runtime.backup_dir
         with self._dir_guard:
-            if backup_dir.is_dir() or self._dir_lock is None:
+            if self._dir_lock is None:
                 return
-            try:
-                backup_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                log.error("backup_dir_missing", path=str(backup_dir), error=str(exc))
+            if not backup_dir.is_dir():
+                try:
+                    backup_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    log.error("backup_dir_missing", path=str(backup_dir), error=str(exc))
+                    return
+                log.warning("backup_dir_recreated", path=str(backup_dir))
+            elif self._dir_lock.held():
                 return
-            log.warning("backup_dir_recreated", path=str(backup_dir))
+            elif self.health.current().claim_lost is None:
+                log.warning("daemon_lock_lost", path=str(backup_dir))
             self._dir_lock.release()
             try:
                 self._dir_lock.acquire()
             except SidecarError as exc:
-                log.error("backup_dir_claim_lost", path=str(backup_dir), error=str(exc))
+                if self.health.current().claim_lost is None:
+                    log.error("backup_dir_claim_lost", path=str(backup_dir), error=str(exc))
+                self.health.set_claim_lost(
+                    f"{exc}: this daemon lost its lock and runs no scheduled backup, prune, "
+                    "scrub or drill until it can take it back"
+                )
+                return
+            log.warning("daemon_lock_retaken", path=str(backup_dir))
+            self.health.set_claim_lost(None)
 
     def last_success(self, policy: str) -> datetime | None:
         if policy == SCRUB_JOB:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -396,3 +397,86 @@ def test_control_socket_file_is_replaced_only_when_stale(
     assert not second.socket.exists()
     done = run_cli(first.config_path, "list", "--json")
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("how", ["locks_dir_removed", "lock_file_replaced"])
+def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    how: str,
+) -> None:
+    """Outside attack 1, finding 4: with a daemon running, `rm -rf <backup_dir>/.locks` (or
+    replacing `daemon.lock` with a new empty file) let a second daemon start on the same
+    directory; the first never retook its lock. Now the first notices within one health
+    interval (its descriptor no longer the file at that path), takes the new file, and a
+    second daemon exits 1 naming the first one's pid."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
+    first = daemon(cfg)
+    lock = first.backup_dir / ".locks" / "daemon.lock"
+    mark = first.log.mark()
+    if how == "locks_dir_removed":
+        shutil.rmtree(lock.parent)
+    else:
+        lock.unlink()
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+    def retaken() -> bool:
+        try:
+            return lock.read_text() == f"{first.proc.pid}\n"
+        except FileNotFoundError:
+            return False
+
+    wait_until(retaken, what="the first daemon's pid in a new daemon.lock")
+    assert first.log.find("daemon_lock_lost", since=mark)
+    second = daemon({**cfg, "control": {"socket": str(first.socket) + "2", "mode": "0600"}},
+                    started_ok=False)  # fmt: skip
+    assert second.wait_exit(timeout=30) == 1
+    errors = [line for line in second.log.raw if not line.startswith("{")]
+    assert f"(pid {first.proc.pid}) is already running" in errors[0], errors
+    assert first.healthz()[0] == 200
+
+
+def test_a_daemon_whose_lock_another_took_stops_writing_and_says_so(
+    daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+) -> None:
+    """Outside attack 1, finding 4: when another process holds the new `daemon.lock` (it
+    replaced the file while this daemon ran), the daemon logs `backup_dir_claim_lost`,
+    /healthz answers 503 naming the holder's pid, and scheduled runs are refused (nothing
+    written) until the holder lets go; then the lock is retaken, /healthz clears and backups
+    resume."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"fast": {"every": "1s", "keep": 3}})
+    d = daemon(cfg)
+    d.log.wait("backup_completed", policy="fast")
+    lock = d.backup_dir / ".locks" / "daemon.lock"
+    tmp = lock.with_name("planted.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        mark = d.log.mark()
+        tmp.rename(lock)  # atomically: the daemon never sees the path without a held file
+
+        def named() -> list[str] | None:
+            code, body = d.healthz()
+            found = [r for r in body.get("reasons", []) if f"(pid {os.getpid()})" in r]
+            return found if code == 503 and found else None
+
+        wait_until(named, what="/healthz naming the other lock holder")
+        assert d.log.find("backup_dir_claim_lost", since=mark)
+        refused = d.log.mark()
+        d.log.wait("scheduled_run_refused", policy="fast", since=refused)
+        before = set(d.archives("fast"))
+        d.log.wait("scheduled_run_refused", policy="fast", since=refused, count=2)
+        assert set(d.archives("fast")) == before
+        assert not d.log.find("backup_completed", since=refused)
+    finally:
+        os.close(fd)
+    mark = d.log.mark()
+    d.log.wait("daemon_lock_retaken", since=mark)
+    wait_until(lambda: d.healthz()[0] == 200, what="/healthz 200 once the lock is back")
+    d.log.wait("backup_completed", policy="fast", since=mark)
+    assert lock.read_text() == f"{d.proc.pid}\n"

@@ -97,15 +97,40 @@ class DirectoryLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = _holder_pid(fd)
             os.close(fd)
+            who = f" (pid {holder})" if holder is not None else ""
             raise BackupDirError(
-                self.backup_dir, "another backup-sidecar daemon is already running on it"
+                self.backup_dir, f"another backup-sidecar daemon{who} is already running on it"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def held(self) -> bool:
+        """Whether this claim still holds the file at ``.locks/daemon.lock``: False once that
+        file was deleted or replaced (a second daemon could then lock the new one). Compares
+        the held descriptor's device and inode with the path's, never following a link."""
+        if self._fd is None:
+            return False
+        where = self.backup_dir / LOCK_DIRNAME / f"daemon{LOCK_SUFFIX}"
+        try:
+            on_disk = os.lstat(where)
+        except OSError:
+            return False
+        mine = os.fstat(self._fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The pid a daemon holding the lock wrote into it (None: none, or not a number)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and len(text) < 20 else None
