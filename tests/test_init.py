@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -334,3 +335,33 @@ def test_init_logs_a_forced_import_as_forced(
         assert events.count("import_skipped") == 1, events
         assert "import_forced" not in events, events
         assert arrow_count(arrow) == 0
+
+
+def test_a_fifo_database_is_refused_by_init_and_backup(
+    tmp_path: Path, sidecar_env: Callable[..., Sidecar]
+) -> None:
+    """Outside attack 1, finding 6: `init` (so `start`) never finished when a database path was
+    a FIFO (SQLite's open waits for a writer), and `backup --db` called it "empty (0 bytes)".
+    Both now refuse at once, naming the database, the path and what it is (the health check's
+    words); the other database is still initialised, and nothing is archived."""
+    fifo = tmp_path / "user_data" / "user_data.db"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    arrow = tmp_path / "arrow_data" / "arrow_database.db"
+    sidecar = sidecar_env(arrow=arrow, user=fifo)
+    init = sidecar.run("init", timeout=30)
+    assert init.returncode == 1, init.stderr
+    records = [json.loads(line) for line in init.stderr.splitlines() if line.startswith("{")]
+    (refused,) = [r for r in records if r.get("database") == "user"]
+    assert refused["status"] == "refused", refused
+    assert refused["path"] == str(fifo)
+    assert refused["detail"].startswith("not a regular file (a FIFO)"), refused
+    assert arrow.is_file()
+
+    backup = sidecar.run("backup", "--db", "user", timeout=30)
+    assert backup.returncode == 1, backup.stderr
+    errors = [ln for ln in backup.stderr.splitlines() if not ln.startswith("{")]
+    assert errors == [
+        f"backup-sidecar: error: database 'user' ({fifo}): not a regular file (a FIFO)"
+    ], backup.stderr
+    assert not list(sidecar.backup_dir.glob("*.tar.gz"))

@@ -30,6 +30,7 @@ from backup_sidecar.appdata.schema import (
     initialise_in_place,
 )
 from backup_sidecar.archiver.model import DatabaseSpec
+from backup_sidecar.archiver.sqlitefacts import not_regular_reason
 from backup_sidecar.errors import BackupDirError, ConfigError, DatabaseError, UsageError
 
 PRODUCTION_VARS = ("FLASK_ENV", "APP_ENV")
@@ -196,6 +197,8 @@ def prepare_database(db: DatabaseSpec) -> DatabaseOutcome:
     """Create, initialise or integrity-check one database; never writes one that has a schema."""
     path = db.path
     journals = [f"{path}{s}" for s in _JOURNAL_SUFFIXES if _nonempty(Path(f"{path}{s}"))]
+    if problem := not_regular_reason(path):  # opening a FIFO waited for a writer, forever
+        return DatabaseOutcome(db.name, path, DatabaseStatus.REFUSED, f"{problem}; not opened")
     exists = path.exists()
     if journals and (not exists or path.stat().st_size == 0):
         # Opening such a database makes SQLite delete (or replay) the journal: leave it to a human.

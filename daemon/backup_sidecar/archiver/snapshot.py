@@ -24,6 +24,7 @@ from backup_sidecar.archiver.sqlitefacts import (
     connect_readonly,
     copy_in_one_step,
     has_sqlite_header,
+    not_regular_reason,
 )
 from backup_sidecar.archiver.staging import create_exclusive
 from backup_sidecar.errors import DatabaseError, DatabaseLockedError, OperationAbortedError
@@ -41,12 +42,15 @@ class Snapshot:
 
 
 def check_source(spec: DatabaseSpec) -> None:
-    """Refuse a source that is missing, a directory, or not an SQLite database."""
+    """Refuse a source that is missing, a directory, not a regular file (a FIFO, a device), or
+    not an SQLite database."""
     path = spec.path
     if not path.exists():
         raise DatabaseError(spec.name, path, "does not exist")
     if path.is_dir():
         raise DatabaseError(spec.name, path, "is a directory, not a database file")
+    if problem := not_regular_reason(path):  # a FIFO is 0 bytes: it was called "empty"
+        raise DatabaseError(spec.name, path, problem)
     if not os.access(path, os.R_OK):
         raise DatabaseError(spec.name, path, "is not readable")
     if path.stat().st_size == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,29 @@ class DatabaseFacts:
     schema_sha256: str
     table_count: int
     row_counts: dict[str, int]
+
+
+def not_regular_reason(path: Path) -> str:
+    """Why ``path`` (links followed) cannot be a database file: ``"not a regular file (a
+    FIFO)"`` and the like, the health check's words; ``""`` for a regular or missing file.
+
+    Checked before anything opens the file: SQLite (and ``open``) wait forever on a FIFO
+    for a writer."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return ""
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    kind = next((name for test, name in kinds.items() if test(mode)), "")
+    return f"not a regular file ({kind})" if kind else "not a regular file"
 
 
 def has_sqlite_header(path: Path) -> bool:
