@@ -112,15 +112,17 @@ class ControlHandler:
                     )
                     # Like a scheduled run: a success clears the policy's "last backup failed"
                     # reason, and the policy is pruned (never the archive just written).
+                    # `manual` is pruned only when asked (`prune`, the seed's `--cleanup`).
                     st.health.backup_finished(request.policy)
-                    jobs.prune_after_backup(
-                        rt,
-                        policy=request.policy,
-                        just_written=info.name,
-                        metrics=st.metrics,
-                        checks=st.read_checks,
-                        catalog=st.catalog,
-                    )
+                    if request.policy != jobs.MANUAL_POLICY:
+                        jobs.prune_after_backup(
+                            rt,
+                            policy=request.policy,
+                            just_written=info.name,
+                            metrics=st.metrics,
+                            checks=st.read_checks,
+                            catalog=st.catalog,
+                        )
                 return {
                     "archive": info.name,
                     "size_bytes": info.size_bytes,

@@ -357,9 +357,12 @@ def test_socket_backups_prune_their_policy(
 ) -> None:
     """Outside attack 1, finding 10: 4 `ctl backup --policy hourly` left 5 archives with
     `keep: 2` (only scheduled runs pruned). Now every socket backup into a policy prunes it
-    like a scheduled run: at most `keep` remain, the one just written always among them; a
-    `manual` backup (no keep) prunes nothing."""
-    cfg = daemon_config(databases={"user": wal_db}, policies={"hourly": {"every": "1h", "keep": 2}})
+    like a scheduled run: at most `keep` remain, the one just written always among them;
+    `manual` backups are pruned only by an explicit `prune` (the seed's `--cleanup`)."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"hourly": {"every": "1h", "keep": 2}, "manual": {"keep": 2}},
+    )
     d = daemon(cfg)
     d.log.wait("backup_completed", policy="hourly")  # the start-up catch-up run
     for _ in range(4):
