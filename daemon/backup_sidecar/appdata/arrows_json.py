@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from backup_sidecar.appdata.arrows_parse import ArrowDataError, BadNumber
+from backup_sidecar.archiver.safefs import file_kind
 
 #: The largest scraper file read (the real ones are 8-43 kB).
 MAX_JSON_BYTES: Final = 16 * 1024 * 1024
@@ -46,7 +47,7 @@ def read_bounded(path: Path) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            reason = f"is {_file_kind(mode)}{_link(path)}, not a regular JSON file"
+            reason = f"is {file_kind(mode)}{_link(path)}, not a regular JSON file"
             raise ArrowDataError(label, "", reason)
         chunks: list[bytes] = []
         size = 0
@@ -118,15 +119,4 @@ def _kind_at(path: Path) -> str:
         mode = path.stat().st_mode
     except (OSError, ValueError):
         return ""
-    return "" if stat.S_ISREG(mode) else f"{_file_kind(mode)}, not a regular JSON file"
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISDIR: "a directory",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return "" if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a regular JSON file"

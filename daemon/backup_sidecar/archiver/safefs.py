@@ -33,6 +33,21 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
+_KINDS = {
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISLNK: "a symbolic link",
+}
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO"), for one-line errors."""
+    return next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+
+
 @contextlib.contextmanager
 def backup_dir_fd(backup_dir: Path) -> Iterator[int]:
     """A descriptor of the backup directory itself (followed if it is a link: the operator's)."""

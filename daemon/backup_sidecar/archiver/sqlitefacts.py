@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from backup_sidecar.archiver.safefs import file_kind
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: How long one attempt waits on a lock before the deadline is looked at again.
 BUSY_SLICE_S = 0.05
@@ -40,15 +42,8 @@ def not_regular_reason(path: Path) -> str:
         return ""
     if stat.S_ISREG(mode):
         return ""
-    kinds = {
-        stat.S_ISDIR: "a directory",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-    }
-    kind = next((name for test, name in kinds.items() if test(mode)), "")
-    return f"not a regular file ({kind})" if kind else "not a regular file"
+    kind = file_kind(mode)
+    return "not a regular file" if kind == "not a regular file" else f"not a regular file ({kind})"
 
 
 def has_sqlite_header(path: Path) -> bool:

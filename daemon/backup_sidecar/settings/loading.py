@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from backup_sidecar.archiver.safefs import file_kind
 from backup_sidecar.errors import ConfigError, SidecarError
 from backup_sidecar.settings.model import DEFAULT_DATABASES, DEFAULT_POLICIES, Settings
 from backup_sidecar.settings.values import ENV_PREFIX, KeyedValueError
@@ -119,7 +120,7 @@ def _read_text(path: Path) -> str:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise ConfigError(label, "", f"is {_file_kind(mode)}, not a regular file")
+            raise ConfigError(label, "", f"is {file_kind(mode)}, not a regular file")
         data = b""
         while len(data) <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1)):
             data += chunk
@@ -143,18 +144,7 @@ def _kind_at(path: Path) -> str:
         mode = path.stat().st_mode
     except (OSError, ValueError):
         return ""
-    return "" if stat.S_ISREG(mode) else _file_kind(mode)
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISDIR: "a directory",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return "" if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
