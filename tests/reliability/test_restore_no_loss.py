@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -184,7 +186,9 @@ def test_a_corrupt_live_database_is_saved_as_it_is_and_restored_over(
     content and passes integrity_check, and the pre_restore archive is listed ``damaged`` with
     the integrity_check result, holding (rollback journal: byte for byte) the corrupt file.
     Today's code refused: its safety backup aborted on the failed check."""
-    source = make_content_db(tmp_path / "source" / "user_data.db", rows=300, tag="new", wal=False)
+    source = make_content_db(
+        tmp_path / "source" / "user_data.db", rows=300, tag="new", wal=False, blob=4000
+    )
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
     library_archive(backup_dir, "good", user=source)
@@ -275,6 +279,41 @@ def test_a_dangling_symlink_or_a_foreign_file_is_refused_naming_it(tmp_path: Pat
         assert "SQLite cannot open it" in line and "move it aside" in line, line
     assert tree_diff(before, tree(live.parent)) == {}
     assert _pre_restores(backup_dir) == []
+
+
+def test_a_truncated_or_fifo_live_path_is_refused_alike_by_the_dry_run_and_the_real_run(
+    tmp_path: Path,
+) -> None:
+    """A live database cut short (SQLite reads it as malformed and cannot write into it) and a
+    FIFO at the live path: the dry run fails exactly as the real run does, one line saying why
+    and how to go on, and nothing changes. (The dry run promised to save and replace the cut
+    file while the real run failed; on a FIFO the real run hung forever.)"""
+    source = make_content_db(
+        tmp_path / "source" / "user_data.db", rows=300, tag="new", wal=False, blob=4000
+    )
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    library_archive(backup_dir, "good", user=source)
+    live = tmp_path / "live" / "user_data.db"
+    live.parent.mkdir()
+    live.write_bytes(source.read_bytes()[:40000])
+    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    before = tree(live.parent)
+    for flag in ("--dry-run", "--force"):
+        result = run_cli("restore", "good", "--db", "user", flag, env=env)
+        assert result.returncode == 1, (flag, result.stdout)
+        line = one_error_line(result)
+        assert str(live) in line and "malformed" in line and "move it aside" in line, line
+    assert tree_diff(before, tree(live.parent)) == {}
+    assert _pre_restores(backup_dir) == []
+    live.unlink()
+    os.mkfifo(live)
+    for flag in ("--dry-run", "--force"):
+        result = run_cli("restore", "good", "--db", "user", flag, env=env, timeout=60)
+        assert result.returncode == 1, (flag, result.stdout)
+        line = one_error_line(result)
+        assert str(live) in line and "not a regular file (a FIFO)" in line, line
+    assert stat.S_ISFIFO(live.lstat().st_mode)
 
 
 # --- 9. all or none ----------------------------------------------------------------------------

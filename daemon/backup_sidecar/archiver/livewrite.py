@@ -30,6 +30,7 @@ from pathlib import Path
 
 from backup_sidecar.archiver.sqlitefacts import (
     BUSY_SLICE_S,
+    TOO_DAMAGED,
     LockDeadlineError,
     connect_readonly,
     copy_in_one_step,
@@ -258,7 +259,8 @@ def _as_database_error(job: LiveWrite, exc: BaseException) -> BaseException:
     if isinstance(exc, _AbortError):
         return OperationAbortedError("restore")
     if isinstance(exc, sqlite3.Error):
-        return DatabaseError(job.name, job.path, f"restore failed and was rolled back: {exc}")
+        hint = TOO_DAMAGED if getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT" else ""
+        return DatabaseError(job.name, job.path, f"restore failed and was rolled back: {exc}{hint}")
     return exc
 
 

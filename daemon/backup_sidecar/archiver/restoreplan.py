@@ -19,11 +19,13 @@ from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.snapshot import take_snapshot
 from backup_sidecar.archiver.sqlitefacts import (
     BUSY_SLICE_S,
+    TOO_DAMAGED,
     connect_readonly,
     has_sqlite_header,
     header_is_wal,
     header_page_size,
     integrity_check,
+    not_regular_reason,
     one_line,
     page_geometry,
 )
@@ -95,6 +97,8 @@ def _live_kind(spec: DatabaseSpec) -> Live:
         return Live.MISSING
     if path.is_dir():
         raise DatabaseError(spec.name, path, "is a directory, not a database file")
+    if problem := not_regular_reason(path):  # a FIFO would hang the restore, forever
+        raise DatabaseError(spec.name, path, f"is {problem}; refusing to restore into it")
     if path.stat().st_size == 0:
         return Live.EMPTY
     if not has_sqlite_header(path):
@@ -192,7 +196,11 @@ def predict_damage(target: Target, *, area: Path, lock_timeout: float) -> str | 
     except SidecarError as exc:
         if not isinstance(exc, DatabaseError) or "locked" in str(exc):
             raise
-        return f"cannot be read by SQLite ({exc})"
+        # What SQLite cannot read through, it cannot write through either: the real run's
+        # write fails and rolls back (a truncated file), so the dry run says so.
+        raise DatabaseError(
+            target.spec.name, target.spec.path, f"{exc.reason}{TOO_DAMAGED}"
+        ) from None
     try:
         result = integrity_check(copy)
     except sqlite3.Error as exc:  # pragma: no cover - integrity_check reports its own errors

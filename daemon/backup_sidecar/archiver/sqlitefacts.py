@@ -16,6 +16,11 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 #: How long one attempt waits on a lock before the deadline is looked at again.
 BUSY_SLICE_S = 0.05
 _INTEGRITY_MAX_ERRORS = 10
+#: Said of a live database SQLite cannot read: a restore cannot write into it either.
+TOO_DAMAGED = (
+    "; SQLite cannot write a restore into a database it cannot read, so nothing changes: "
+    "move it aside and restore again to create the database"
+)
 
 
 @dataclass(frozen=True)
