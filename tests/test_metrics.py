@@ -214,6 +214,24 @@ def test_objectives_replace_the_recovery_point_objectives(
     assert value(registry, name, policy="hourly") == 7200
 
 
+def test_overdue_check_is_exported_and_forgotten(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """The sidecar's own overdue verdict (which also runs on its monotonic clock) is 1 or 0 per
+    policy with a max_backup_age, so the overdue alert sees what an archive dated in the future
+    hides from `time() - last_success`; a policy dropped from the check or by a reload loses
+    its series."""
+    name = "policy_overdue"
+    metrics.overdue_checked(["daily", "hourly"], ["hourly"])
+    assert value(registry, name, policy="daily") == 0
+    assert value(registry, name, policy="hourly") == 1
+    metrics.overdue_checked(["hourly"], [])
+    assert value(registry, name, policy="daily") is None
+    assert value(registry, name, policy="hourly") == 0
+    metrics.forget(policies=["hourly"])
+    assert value(registry, name, policy="hourly") is None
+
+
 def test_control_requests_bound_their_labels(metrics: Metrics, registry: CollectorRegistry) -> None:
     """Control requests count by op and result; an op outside the protocol counts as unknown,
     so a misbehaving client cannot create unbounded series."""

@@ -123,6 +123,7 @@ class Metrics:
         self.registry = registry
         self._next_run_policies: set[str] = set()
         self._objective_policies: set[str] = set()
+        self._overdue_policies: set[str] = set()
         self._policies: set[str] = set()
         self._last_success: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -168,6 +169,13 @@ class Metrics:
             "backup_max_age_seconds",
             "The policy's recovery point objective (health.max_backup_age): the oldest its newest "
             "successful backup may be. Absent for a policy without one.",
+            ["policy"],
+        )
+        self.policy_overdue = gauge(
+            "policy_overdue",
+            "1 while the sidecar's own overdue check (the /healthz reason) holds the policy past "
+            "its max_backup_age, also by its monotonic clock (an archive dated in the future or "
+            "a stepped wall clock cannot hide it); 0 otherwise. Absent without a max_backup_age.",
             ["policy"],
         )
         self.archives = gauge("archives", "Archives in the backup directory.", ["policy"])
@@ -315,6 +323,7 @@ class Metrics:
             self._policies -= policies
             self._next_run_policies -= policies
             self._objective_policies -= policies
+            self._overdue_policies -= policies
             for policy in policies:
                 for result in RESULTS:
                     self.backup_runs.remove(policy, result)
@@ -325,6 +334,7 @@ class Metrics:
                     self.backup_last_success,
                     self.backup_last_size,
                     self.backup_max_age,
+                    self.policy_overdue,
                     self.archives,
                     self.archives_damaged,
                     self.prune_deleted,
@@ -451,6 +461,17 @@ class Metrics:
                 self.backup_max_age,
                 self._objective_policies,
                 {p: age.total_seconds() for p, age in max_ages.items()},
+            )
+
+    def overdue_checked(self, watched: Iterable[str], overdue: Iterable[str]) -> None:
+        """Publish the overdue check: 1 for each policy in ``overdue``, 0 for the rest of
+        ``watched`` (the policies with a max_backup_age); others lose their series."""
+        late = set(overdue)
+        with self._lock:
+            self._overdue_policies = _replace_series(
+                self.policy_overdue,
+                self._overdue_policies,
+                {p: 1.0 if p in late else 0.0 for p in watched},
             )
 
     def run_missed(self, policy: str, reason: str) -> None:

@@ -197,5 +197,6 @@ class HealthWatcher:
             silent_s=svc.ledger.silent_for(),
         )
         svc.health.set_overdue(overdue)
+        metrics.overdue_checked(cfg.health.max_backup_age, (p.policy for p in overdue))
         if svc.scheduler is not None:
             metrics.next_runs(svc.scheduler.next_run_times())

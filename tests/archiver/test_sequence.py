@@ -19,7 +19,9 @@ from backup_sidecar.archiver import (
     reconcile_sequence,
     select_expired,
 )
-from backup_sidecar.archiver.manifest import ManifestError, parse_metadata
+from backup_sidecar.archiver.manifest import MAX_SEQUENCE, ManifestError, parse_metadata
+from backup_sidecar.archiver.sequence import next_sequence
+from backup_sidecar.errors import BackupDirError
 from conftest import make_db
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -103,10 +105,11 @@ def test_archives_without_a_sequence_sort_below_sequenced_ones(
     assert [a.name for a in expired] == ["manual_seed"]
 
 
-@pytest.mark.parametrize("value", [True, 0, -3, "7", 1.5, 2**63, None])
+@pytest.mark.parametrize("value", [True, 0, -3, "7", 1.5, 2**53 + 1, 2**63 - 1, None])
 def test_a_bad_sequence_is_refused_naming_the_key(value: object) -> None:
-    """A sequence that is not an integer from 1 to 2**63-1 makes the metadata invalid (the
-    archive is listed damaged), with the key named."""
+    """A sequence that is not an integer from 1 to 2**53 makes the metadata invalid (the
+    archive is listed damaged), with the key named: a planted archive claiming 2**63-1 made
+    every later archive share that number, and the wall clock ordered them again."""
     doc = {"backup_name": "x", "created_at": NOW.isoformat(), "includes": {"user_database": True},
            "sequence": value}  # fmt: skip
     with pytest.raises(ManifestError, match="key 'sequence'"):
@@ -125,3 +128,16 @@ def test_a_damaged_archive_sorts_below_sequenced_ones(tmp_path: Path, spec: Data
     listed = list_archives(backup_dir)
     assert [a.name for a in listed] == ["often_1", "often_2"]
     assert listed[1].status is ArchiveStatus.DAMAGED
+
+
+def test_the_counter_never_hands_out_a_number_twice(tmp_path: Path, spec: DatabaseSpec) -> None:
+    """A counter at the maximum (planted: no directory gets there) fails the next backup with
+    one line naming the file, instead of giving two archives the same sequence."""
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    backup(backup_dir, spec, "often_1", NOW)
+    (backup_dir / ".locks" / "sequence.lock").write_text(f"{MAX_SEQUENCE}\n")
+    with pytest.raises(BackupDirError, match=r"sequence\.lock"):
+        next_sequence(backup_dir)
+    (backup_dir / ".locks" / "sequence.lock").write_text(f"{MAX_SEQUENCE - 1}\n")
+    assert next_sequence(backup_dir) == MAX_SEQUENCE

@@ -32,8 +32,9 @@ _PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
 #: SQLite's largest page count (its max_page_count ceiling).
 _MAX_PAGE_COUNT = 4294967294
 #: The largest creation sequence an archive may carry (its widest JSON form sizes the room
-#: left for the metadata).
-MAX_SEQUENCE = 2**63 - 1
+#: left for the metadata). A backup a microsecond would take 285 years to reach it: an archive
+#: claiming more is forged or corrupt, and is listed damaged rather than believed newest.
+MAX_SEQUENCE = 2**53
 
 
 class ManifestError(ValueError):

@@ -24,6 +24,8 @@ from pathlib import Path
 from backup_sidecar.archiver.catalog import list_archives
 from backup_sidecar.archiver.locks import _acquire, _open_lock
 from backup_sidecar.archiver.manifest import MAX_SEQUENCE
+from backup_sidecar.archiver.safefs import LOCK_DIRNAME
+from backup_sidecar.errors import BackupDirError
 
 _COUNTER = "sequence"
 #: How long a backup waits for another process taking a number (it holds the lock for a
@@ -42,7 +44,15 @@ def next_sequence(backup_dir: Path) -> int:
         stored = _read(fd)
         if stored is None:  # lost or unreadable: rebuilt from what is on disk
             stored = highest(a.sequence for a in list_archives(backup_dir))
-        taken = min(stored + 1, MAX_SEQUENCE)
+        if stored >= MAX_SEQUENCE:
+            # Never hand out a number twice: two archives with one sequence would be ordered by
+            # their wall-clock dates again. Only a planted counter or archive gets here.
+            raise BackupDirError(
+                backup_dir,
+                f"the creation sequence is at its maximum ({MAX_SEQUENCE}): an archive or "
+                f"{LOCK_DIRNAME}/{_COUNTER}.lock claiming it was planted; remove it",
+            )
+        taken = stored + 1
         _write(fd, taken)
         return taken
 
