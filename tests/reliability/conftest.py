@@ -154,6 +154,20 @@ def make_content_db(
 DIGEST_SQL = "SELECT count(*), total(chk), group_concat(DISTINCT tag) FROM items"
 
 
+def make_ticked_db(path: Path, *, rows: int, blob: int, ticks: int) -> Path:
+    """An archive's content for the no-commit-lost tests: ``rows`` items tagged 'archived' and
+    ``ticks`` rows of table ``ticks`` (``n`` 1..ticks) from long ago, as a writer leaves them."""
+    make_content_db(path, rows=rows, tag="archived", wal=False, blob=blob)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE ticks (n INTEGER PRIMARY KEY, at REAL)")
+    conn.executemany(
+        "INSERT INTO ticks(n, at) VALUES (?, ?)", [(i, 1000.0 + i) for i in range(1, ticks + 1)]
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
 def digest(db: Path) -> tuple[int, float, str]:
     """(row count, sum of the checksum column, the tags present) of ``items``."""
     conn = sqlite3.connect(db, timeout=DEADLINE_S)

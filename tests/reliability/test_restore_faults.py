@@ -44,6 +44,7 @@ from reliability.conftest import (
     journal_mode,
     library_archive,
     make_content_db,
+    make_ticked_db,
     one_error_line,
     run_cli,
     tree,
@@ -605,20 +606,6 @@ ARCHIVE_TICKS = 500
 WRITER_RATE = 200.0
 
 
-def _archive_with_ticks(path: Path) -> Path:
-    """The archive's content: items tagged 'archived' and ``ticks`` rows from long ago."""
-    make_content_db(path, rows=3000, tag="archived", wal=False, blob=BLOB)
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE ticks (n INTEGER PRIMARY KEY, at REAL)")
-    conn.executemany(
-        "INSERT INTO ticks(n, at) VALUES (?, ?)",
-        [(i, 1000.0 + i) for i in range(1, ARCHIVE_TICKS + 1)],
-    )
-    conn.commit()
-    conn.close()
-    return path
-
-
 def _ticks(db: Path) -> list[tuple[int, float]]:
     conn = sqlite3.connect(db, timeout=30)
     try:
@@ -641,7 +628,9 @@ def test_restore_under_a_steady_writer_is_whole_or_refused(
     items and every archive ``ticks`` row unchanged, with every other ``ticks`` row committed
     after the restore began; or it fails with exit 1 naming the lock and the old content is
     intact. The writer never sees an error and keeps committing afterwards."""
-    source = _archive_with_ticks(tmp_path / "source" / "user_data.db")
+    source = make_ticked_db(
+        tmp_path / "source" / "user_data.db", rows=3000, blob=BLOB, ticks=ARCHIVE_TICKS
+    )
     archived_ticks = _ticks(source)
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()

@@ -35,6 +35,7 @@ from reliability.conftest import (
     journal_mode,
     library_archive,
     make_content_db,
+    make_ticked_db,
     one_error_line,
     run_cli,
     tree,
@@ -44,20 +45,6 @@ from reliability.conftest import (
 SEQ_BASE = 10_000_000_000.0  # tests/support/writer.py: a logged commit k writes at = SEQ_BASE + k
 WRITER_RATE = 200.0
 ARCHIVE_TICKS = 300
-
-
-def _archive_source(path: Path) -> Path:
-    """The archive's content: 2000 items tagged 'archived' and ``ticks`` rows from long ago."""
-    make_content_db(path, rows=2000, tag="archived", wal=False, blob=500)
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE ticks (n INTEGER PRIMARY KEY, at REAL)")
-    conn.executemany(
-        "INSERT INTO ticks(n, at) VALUES (?, ?)",
-        [(i, 1000.0 + i) for i in range(1, ARCHIVE_TICKS + 1)],
-    )
-    conn.commit()
-    conn.close()
-    return path
 
 
 def _seqs(db: Path) -> set[int]:
@@ -105,7 +92,9 @@ def test_every_commit_is_in_the_safety_archive_or_the_restored_database(
     are in the pre_restore archive, k+1..n in the live database, none in neither (today's code
     lost the commits made while its safety backup ran). The live database holds the archive's
     content plus commits k+1..n, keeps its journal mode, and the writer never saw an error."""
-    source = _archive_source(tmp_path / "source" / "user_data.db")
+    source = make_ticked_db(
+        tmp_path / "source" / "user_data.db", rows=2000, blob=500, ticks=ARCHIVE_TICKS
+    )
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
     library_archive(backup_dir, "target", user=source)
