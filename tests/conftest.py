@@ -155,7 +155,7 @@ def writer_process() -> Iterator[Callable[..., Writer]]:
     for w in started:
         if w.proc.poll() is None:
             w.proc.kill()
-            w.proc.wait()
+        w.proc.communicate()  # closes its pipes: left to the GC they warn inside a later test
 
 
 # --- Archiver tests: another process holding a connection open -----------------------------

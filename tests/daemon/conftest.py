@@ -348,12 +348,15 @@ def row_count(db: Path, table: str = "items") -> int:
 
 @contextlib.contextmanager
 def holding_database_lock(backup_dir: Path, name: str) -> Iterator[None]:
-    """Hold `<backup_dir>/.locks/db-<name>.lock` as a running backup/restore/prune would."""
+    """Hold `<backup_dir>/.locks/db-<name>.lock` as a running backup/restore/prune would.
+
+    Taking it waits for a run of the daemon's own that holds it now (a scheduled backup of the
+    database may be under way when the test asks): refusing then made a long test flaky."""
     locks = backup_dir / ".locks"
     locks.mkdir(mode=0o700, exist_ok=True)
     fd = os.open(locks / f"db-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
