@@ -20,7 +20,7 @@ import pytest
 
 from backup_sidecar.archiver import free_bytes
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.health import (
+from backup_sidecar.service.health import (
     DatabaseHealth,
     HealthState,
     HealthStatus,
@@ -200,7 +200,7 @@ def _run_check_without_write_permission(db: Path) -> dict[str, object]:
         "import dataclasses, json, sys\n"
         "from pathlib import Path\n"
         "from backup_sidecar.archiver.model import DatabaseSpec\n"
-        "from backup_sidecar.health import check_database\n"
+        "from backup_sidecar.service.health import check_database\n"
         "h = check_database(DatabaseSpec('user', Path(sys.argv[1])), integrity='full',"
         " timeout_s=2)\n"
         "print(json.dumps(dataclasses.asdict(h), default=str))\n"

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.health import HealthState, check_database, overdue_policies
-from backup_sidecar.httpserver import MetricsServer
-from backup_sidecar.metrics import Metrics
+from backup_sidecar.service.health import HealthState, check_database, overdue_policies
+from backup_sidecar.service.httpserver import MetricsServer
+from backup_sidecar.service.metrics import Metrics
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from backup_sidecar import archiver, jobs
 from backup_sidecar.archiver import DatabaseSpec
-from backup_sidecar.metrics import Metrics
+from backup_sidecar.service.metrics import Metrics
 from conftest import make_db
 
 

@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backup_sidecar.scheduler import (
+from backup_sidecar.service.scheduler import (
     PolicyScheduler,
     Spec,
     needs_catch_up,

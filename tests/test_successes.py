@@ -9,8 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
-from backup_sidecar.metrics import Metrics
-from backup_sidecar.successes import SuccessLedger
+from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.successes import SuccessLedger
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 LAST = "backup_sidecar_backup_last_success_timestamp_seconds"

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.errors import UsageError
-from backup_sidecar.scheduler import validate_cron
+from backup_sidecar.service.scheduler import validate_cron
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,

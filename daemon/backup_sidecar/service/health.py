@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from backup_sidecar.archiver.model import DatabaseSpec
 
-#: The policy whose scheduled runs are restore drills (see service.py).
+#: The policy whose scheduled runs are restore drills (see service/core.py).
 DRILL_POLICY = "drill"
 #: How many lines of a failed check a report keeps (a corrupt database can yield thousands).
 MAX_CHECK_LINES = 5

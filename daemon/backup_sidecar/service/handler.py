@@ -25,8 +25,8 @@ from backup_sidecar.control.protocol import (
     StatusRequest,
     VerifyRequest,
 )
-from backup_sidecar.health import HealthState
-from backup_sidecar.metrics import Metrics
+from backup_sidecar.service.health import HealthState
+from backup_sidecar.service.metrics import Metrics
 
 log = structlog.get_logger("backup_sidecar.control")
 

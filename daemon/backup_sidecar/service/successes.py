@@ -24,7 +24,7 @@ import structlog
 from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo
 
-log = structlog.get_logger("backup_sidecar.health")
+log = structlog.get_logger(__name__)
 
 
 class SuccessMetrics(Protocol):

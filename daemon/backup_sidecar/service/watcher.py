@@ -16,12 +16,12 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec, free_bytes
-from backup_sidecar.health import DatabaseHealth, check_database, overdue_policies
+from backup_sidecar.service.health import DatabaseHealth, check_database, overdue_policies
 
 if TYPE_CHECKING:
-    from backup_sidecar.service import Service
+    from backup_sidecar.service.core import Service
 
-log = structlog.get_logger("backup_sidecar.health")
+log = structlog.get_logger(__name__)
 
 #: How long one check waits for a lock the application holds.
 LOCK_TIMEOUT_S = 5.0

@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from backup_sidecar.health import HealthState
+from backup_sidecar.service.health import HealthState
 
 log = structlog.get_logger(__name__)
 

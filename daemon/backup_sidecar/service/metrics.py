@@ -44,7 +44,7 @@ CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune",
 #: another operation held the database (nothing was attempted): not a failure, so the
 #: failing-backups alert does not count it.
 RESULTS = ("ok", "error", "busy")
-#: Why the scheduler dropped a run (backup_sidecar.scheduler.SKIP_REASONS).
+#: Why the scheduler dropped a run (backup_sidecar.service.scheduler.SKIP_REASONS).
 SKIP_REASONS = ("late", "still_running")
 
 

@@ -30,18 +30,18 @@ from prometheus_client import CollectorRegistry
 from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.server import ControlServer
 from backup_sidecar.errors import SidecarError
-from backup_sidecar.handler import ControlHandler, DaemonState
-from backup_sidecar.health import DRILL_POLICY, HealthState
-from backup_sidecar.httpserver import MetricsServer
-from backup_sidecar.metrics import Metrics
 from backup_sidecar.runtime import runtime_from
-from backup_sidecar.scheduler import SKIP_LATE, PolicyScheduler
+from backup_sidecar.service.handler import ControlHandler, DaemonState
+from backup_sidecar.service.health import DRILL_POLICY, HealthState
+from backup_sidecar.service.httpserver import MetricsServer
+from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.scheduler import SKIP_LATE, PolicyScheduler
+from backup_sidecar.service.successes import SuccessLedger
+from backup_sidecar.service.watcher import HealthWatcher, damaged_newest, newest_verified
 from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
 from backup_sidecar.settings.model import SCRUB_JOB
-from backup_sidecar.successes import SuccessLedger
-from backup_sidecar.watcher import HealthWatcher, damaged_newest, newest_verified
 
-log = structlog.get_logger("backup_sidecar.service")
+log = structlog.get_logger(__name__)
 
 #: A scheduled backup waits this long for a restore or CLI backup holding its databases
 #: (skipping would leave a whole period without a backup); then it is counted as failed.
