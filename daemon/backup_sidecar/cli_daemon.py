@@ -266,7 +266,7 @@ def config_group() -> None:
 @click.pass_obj
 def config_check(ctx: Context, file: Path) -> None:
     """Validate a YAML file and print the next run time of every policy."""
-    from backup_sidecar.service.scheduler import next_fire_times  # noqa: PLC0415
+    from backup_sidecar.cron import next_fire_times  # noqa: PLC0415
     from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
 
     with _errors(ctx):

@@ -22,8 +22,8 @@ from pydantic_settings import (
 )
 
 from backup_sidecar.archiver.manifest import database_member_problem
+from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import UsageError
-from backup_sidecar.service.scheduler import validate_cron
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,
