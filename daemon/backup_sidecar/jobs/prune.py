@@ -1,0 +1,122 @@
+"""The prune job: retention applied, never deleting the archive a policy relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.archiver import ArchiveInfo
+from backup_sidecar.errors import SidecarError, UnknownPrunePolicyError, UsageError
+from backup_sidecar.jobs.backupdir import listing, mark_damaged, refuse_unsafe_entries
+from backup_sidecar.jobs.outcomes import JobMetrics
+from backup_sidecar.jobs.runtime import MANUAL_POLICY, Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def run_prune(
+    rt: Runtime,
+    *,
+    policies: Sequence[str] | None = None,
+    keep: int | None = None,
+    dry_run: bool = False,
+    wait: float | None = None,
+    metrics: JobMetrics | None = None,
+    spare: Collection[str] = (),
+    checks: archiver.ReadCheckCache | None = None,
+    catalog: archiver.Catalog | None = None,
+) -> archiver.PruneResult:
+    """Apply retention (``keep`` overrides the policies' own counts) and report what went.
+
+    Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote
+    (retention orders by creation sequence, so it is the newest anyway; an archive of an older
+    version, without one, would otherwise be judged by its wall-clock time).
+
+    Before anything is deleted, the archive each policy relies on (its newest verified one) is
+    read to the end (readcheck.py); one that fails is marked damaged (not with ``dry_run``) and
+    the next one is tried. ``checks`` carries results between prunes (the daemon keeps one);
+    without it every prune reads again.
+    """
+    if keep is not None and keep < 0:
+        raise UsageError(f"--keep must be >= 0, got {keep}")
+    refuse_unsafe_entries(rt)
+    archives = listing(rt, catalog)
+    present = {a.policy for a in archives}
+    known = sorted(present | set(rt.keep) | {MANUAL_POLICY})
+    for policy in policies or ():
+        if policy not in known:  # a typo would otherwise say "nothing to delete", exit 0
+            raise UnknownPrunePolicyError(policy, known)
+    chosen = list(policies) if policies else sorted(present | set(rt.keep))
+    keep_map = {
+        p: keep
+        if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY)
+        else rt.keep.get(p, -1)
+        for p in chosen
+    }
+    keep_map = {p: k for p, k in keep_map.items() if k >= 0}
+    checks = checks if checks is not None else archiver.ReadCheckCache()
+    damaged: list[tuple[ArchiveInfo, str]] = []
+
+    def good(archive: ArchiveInfo) -> bool:
+        try:
+            fault = checks.check(archive.path)
+        except FileNotFoundError:
+            return False  # gone meanwhile: nothing to rely on, nothing to mark
+        if fault is None:
+            return True
+        damaged.append((archive, fault))
+        if not dry_run:
+            mark_damaged(rt, archive, fault, found_by="prune")
+        return False
+
+    expired = archiver.select_expired(archives, keep=keep_map, policies=chosen, good=good)
+    expired = [a for a in expired if a.name not in spare]
+    if dry_run:
+        return archiver.PruneResult(deleted=expired, damaged=damaged)
+    with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
+        result = archiver.delete_archives(expired)
+    result.damaged.extend(damaged)
+    for policy in chosen:
+        deleted = sum(1 for a in result.deleted if a.policy == policy)
+        errors = sum(1 for a, _ in result.failed if a.policy == policy)
+        if metrics:
+            metrics.prune_finished(policy, deleted=deleted, errors=errors)
+    for archive in result.deleted:
+        log.info("archive_pruned", archive=archive.name, policy=archive.policy)
+    for archive, error in result.failed:
+        log.error("prune_failed", archive=archive.name, policy=archive.policy, error=error)
+    return result
+
+
+def prune_after_backup(
+    rt: Runtime,
+    *,
+    policy: str,
+    just_written: str,
+    metrics: JobMetrics | None,
+    checks: archiver.ReadCheckCache | None = None,
+    catalog: archiver.Catalog | None = None,
+) -> None:
+    """Apply ``policy``'s keep after the daemon wrote one of its archives: a scheduled backup,
+    a socket backup into the policy, or a restore's `pre_restore` safety backup (they would
+    pile up: no schedule ever prunes that policy). Never deletes the one just written; a
+    failure is logged and counted, never a failed backup (the next one prunes again). A policy
+    without a keep (``manual``) is left as it is."""
+    if policy not in rt.keep:
+        return
+    try:
+        run_prune(
+            rt,
+            policies=[policy],
+            metrics=metrics,
+            wait=60.0,
+            spare=[just_written],
+            checks=checks,
+            catalog=catalog,
+        )
+    except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
+        log.error("prune_failed", policy=policy, error=str(exc))
+        if metrics:
+            metrics.prune_finished(policy, deleted=0, errors=1)

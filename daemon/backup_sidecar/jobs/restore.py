@@ -1,0 +1,94 @@
+"""The restore job: verify, save, and restore into the live databases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.archiver import ProgressFn
+from backup_sidecar.errors import BusyError, SidecarError
+from backup_sidecar.jobs.backupdir import clean_leftovers
+from backup_sidecar.jobs.effort import lower_priority
+from backup_sidecar.jobs.outcomes import JobMetrics
+from backup_sidecar.jobs.prune import prune_after_backup
+from backup_sidecar.jobs.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def run_restore(
+    rt: Runtime,
+    ref: str,
+    *,
+    names: Sequence[str] | None = None,
+    dry_run: bool = False,
+    wait: float | None = None,
+    metrics: JobMetrics | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    catalog: archiver.Catalog | None = None,
+) -> archiver.RestoreResult:
+    """Verify, save, and restore into the live databases, holding their locks throughout."""
+    lower_priority(rt.nice)
+    path = archiver.resolve_archive(rt.backup_dir, ref)
+    clean_leftovers(rt)
+    manifest = archiver.read_manifest(path)
+    targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
+    rt.select(targets)
+    try:
+        with archiver.database_locks(rt.backup_dir, targets, wait=wait, should_stop=should_stop):
+            result = archiver.restore_archive(
+                path,
+                databases=rt.databases,
+                selected=targets,
+                backup_dir=rt.backup_dir,
+                now=rt.clock(),
+                dry_run=dry_run,
+                level=rt.level,
+                threads=rt.threads,
+                pace=rt.pace,
+                lock_timeout=rt.lock_timeout,
+                progress=progress,
+                should_stop=should_stop,
+            )
+    except SidecarError as exc:
+        log.error("restore_failed", archive=path.name, error=str(exc))
+        if metrics and not dry_run:
+            metrics.restore_finished(
+                ok=False, finished_at=rt.clock(), busy=isinstance(exc, BusyError)
+            )
+        raise
+    if not dry_run:
+        log.info(
+            "restore_completed",
+            archive=result.archive,
+            restored=list(result.restored),
+            pre_restore_archive=result.pre_restore_archive,
+            damaged=list(result.damaged),
+        )
+        if metrics:
+            metrics.restore_finished(ok=True, finished_at=rt.clock())
+        if result.pre_restore_archive:
+            prune_after_backup(
+                rt,
+                policy=archiver.PRE_RESTORE_POLICY,
+                just_written=result.pre_restore_archive,
+                metrics=metrics,
+                catalog=catalog,
+            )
+    return result
+
+
+def restore_json(result: archiver.RestoreResult) -> dict[str, Any]:
+    """A restore's result as the CLI's --json and the control socket give it."""
+    return {
+        "archive": result.archive,
+        "dry_run": result.dry_run,
+        "restored": list(result.restored),
+        "pre_restore_archive": result.pre_restore_archive,
+        "damaged": list(result.damaged),
+        "plan": list(result.plan),
+    }

@@ -1,0 +1,105 @@
+"""The scrub job: every archive read to its end, the failing ones marked damaged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.archiver import ProgressFn
+from backup_sidecar.errors import BackupDirError, SidecarError
+from backup_sidecar.jobs.backupdir import listing, mark_damaged
+from backup_sidecar.jobs.effort import lower_priority
+from backup_sidecar.jobs.outcomes import JobMetrics, failure_text
+from backup_sidecar.jobs.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ScrubReport:
+    """What a scrub read: archives that passed, that it found damaged, and that it skipped
+    (already damaged, or gone while it ran)."""
+
+    passed: tuple[str, ...]
+    damaged: tuple[tuple[str, str], ...]
+    skipped: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "passed": list(self.passed),
+            "damaged": [{"archive": a, "reason": r} for a, r in self.damaged],
+            "skipped": list(self.skipped),
+        }
+
+
+def run_scrub(
+    rt: Runtime,
+    *,
+    checks: archiver.ReadCheckCache | None = None,
+    metrics: JobMetrics | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    catalog: archiver.Catalog | None = None,
+) -> ScrubReport:
+    """Read every archive to its end (the read check, never the cache's old answer) and mark
+    the ones that fail damaged; markers whose archive was deleted are removed."""
+    lower_priority(rt.nice)
+    checks = checks if checks is not None else archiver.ReadCheckCache()
+    report = progress or (lambda stage, done, total: None)
+    passed: list[str] = []
+    damaged: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    try:
+        archives = listing(rt, catalog)
+        for i, archive in enumerate(archives):
+            report("scrub", i, len(archives))
+            if archive.status is archiver.ArchiveStatus.DAMAGED:
+                skipped.append(archive.name)
+                continue
+            try:
+                fault = checks.recheck(archive.path, should_stop=should_stop)
+            except FileNotFoundError:
+                skipped.append(archive.name)
+                continue
+            if fault is None:
+                passed.append(archive.name)
+            else:
+                damaged.append((archive.name, fault))
+                mark_damaged(rt, archive, fault, found_by="scrub")
+        report("scrub", len(archives), len(archives))
+        _remove_orphan_markers(rt)
+    except Exception as exc:  # every failure counts, not only the ones the archiver names
+        log.error("scrub_failed", error=failure_text(exc))
+        if metrics:
+            metrics.scrub_finished(ok=False, finished_at=rt.clock())
+        if isinstance(exc, OSError) and not isinstance(exc, SidecarError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise BackupDirError(rt.backup_dir, f"scrub failed: {exc.strerror}{where}") from exc
+        raise
+    log.info(
+        "scrub_completed",
+        passed=len(passed),
+        damaged=[name for name, _ in damaged],
+        skipped=len(skipped),
+    )
+    if metrics:
+        metrics.scrub_finished(ok=True, finished_at=rt.clock())
+    return ScrubReport(tuple(passed), tuple(damaged), tuple(skipped))
+
+
+def _remove_orphan_markers(rt: Runtime) -> None:
+    """The scrub's clean-up of markers whose archive is gone: an entry it cannot or will not
+    remove is one warning, never a failed scrub."""
+    try:
+        orphans = archiver.remove_orphan_markers(rt.backup_dir)
+    except OSError as exc:
+        log.warning("damage_marker_cleanup_failed", error=exc.strerror or str(exc))
+        return
+    for path in orphans.removed:
+        log.info("damage_marker_removed", path=str(path), reason="its archive is gone")
+    for path, why in orphans.left:
+        log.warning("damage_marker_left", path=str(path), reason=why)
