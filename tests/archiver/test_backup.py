@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from conftest import make_db
@@ -134,6 +135,7 @@ def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
         assert _type_ok(meta[key], kind), f"{key!r} is {type(meta[key]).__name__}"
     assert meta["version"] == "1.0.0"
     assert meta["format_version"] == 2
+    assert meta["tool_version"] == __version__  # what `backup-sidecar --version` prints
     created = datetime.fromisoformat(str(meta["created_at"]))
     assert created.tzinfo is not None
     assert meta["includes"] == {

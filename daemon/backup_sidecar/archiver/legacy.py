@@ -18,7 +18,8 @@ from typing import BinaryIO
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.gzipstream import GzipFormatError, OutputLimitError, open_strict
-from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, Limits
+from backup_sidecar.archiver.model import Limits
+from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
 from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
 from backup_sidecar.errors import CorruptArchiveError
 

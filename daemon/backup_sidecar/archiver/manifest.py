@@ -15,17 +15,20 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 
-from backup_sidecar import __version__
 from backup_sidecar.archiver.membername import member_name_problem
-from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, SEED_INCLUDE_KEYS
+from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES, SEED_INCLUDE_KEYS
 from backup_sidecar.errors import InvalidArchiveNameError
 
 METADATA_MEMBER = "backup_metadata.json"
 ARCHIVE_SUFFIX = ".tar.gz"
 FORMAT_VERSION = 2
 SEED_VERSION = "1.0.0"
+#: The ``tool_version`` every archive records: the installed distribution's version, the one
+#: ``backup-sidecar --version`` prints.
+TOOL_VERSION = version("backup-sidecar")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
@@ -137,7 +140,7 @@ def build_metadata(
         "created_at": created_at.isoformat(),
         "version": SEED_VERSION,
         "format_version": FORMAT_VERSION,
-        "tool_version": __version__,
+        "tool_version": TOOL_VERSION,
         "policy": policy,
         "includes": {key: db in databases for db, key in SEED_INCLUDE_KEYS.items()},
     }

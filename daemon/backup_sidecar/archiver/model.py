@@ -7,16 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from backup_sidecar.archiver.manifest import Manifest
-
-#: The ArrowTuner databases and the member (file) names the seed's archives use for them.
-KNOWN_DATABASE_FILES: dict[str, str] = {"arrow": "arrow_database.db", "user": "user_data.db"}
-
-#: The seed's metadata flags, keyed by database name.
-SEED_INCLUDE_KEYS: dict[str, str] = {"arrow": "arrow_database", "user": "user_database"}
+from backup_sidecar.archiver.manifest import Manifest
+from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from backup_sidecar.archiver.catalog import archive_name
 from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
 from backup_sidecar.archiver.hashing import BackgroundSha256
 from backup_sidecar.archiver.legacy import SEED_DATABASE_FILES, metadata_not_first, no_metadata
-from backup_sidecar.archiver.model import DEFAULT_LIMITS, KNOWN_DATABASE_FILES, Limits, ProgressFn
+from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
 from backup_sidecar.archiver.safefs import link_target
+from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
 from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from backup_sidecar.archiver.manifest import database_member_problem
-from backup_sidecar.archiver.model import KNOWN_DATABASE_FILES, DatabaseSpec
+from backup_sidecar.archiver.model import DatabaseSpec
+from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
 from backup_sidecar.errors import ConfigError, UsageError
 from backup_sidecar.settings.loading import load_settings
 from backup_sidecar.settings.model import DatabaseConfig, Settings
