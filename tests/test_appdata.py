@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from backup_sidecar.appdata.arrows_import import ArrowDataError, import_arrows
+from backup_sidecar.appdata.arrows_import import import_arrows
 from backup_sidecar.appdata.demo import build_demo
 from backup_sidecar.appdata.schema import (
     ARROW_SCHEMA,
-    DatabaseExistsError,
     create_empty_database,
 )
-from backup_sidecar.errors import DatabaseError, UnknownDatabaseError, UsageError
+from backup_sidecar.errors import (
+    ArrowDataError,
+    DatabaseError,
+    DatabaseExistsError,
+    UnknownDatabaseError,
+    UsageError,
+)
 from conftest import FIXTURES
 
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))

@@ -29,11 +29,11 @@ from backup_sidecar.appdata.arrows_import import (
     import_sources,
 )
 from backup_sidecar.appdata.arrows_json import MAX_JSON_BYTES, decode_document
-from backup_sidecar.appdata.arrows_parse import ArrowDataError, parse_document
+from backup_sidecar.appdata.arrows_parse import parse_document
 from backup_sidecar.appdata.demo_data import SYNTHETIC_ARROWS
 from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.appdata.startup import import_forced, import_skip_reason
-from backup_sidecar.errors import ConfigError, DatabaseError
+from backup_sidecar.errors import ArrowDataError, ConfigError, DatabaseError
 from conftest import FIXTURES, Sidecar
 
 GOOD_FILES = sorted(FIXTURES.glob("*_update_*.json"))

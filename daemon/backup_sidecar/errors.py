@@ -242,3 +242,35 @@ class MetadataRefusedError(ArchiveError):
         super().__init__(f"backup {archive!r} not published: its metadata is unreadable: {reason}")
         self.archive = archive
         self.reason = reason
+
+
+# --- settings and appdata (configuration key paths, the app databases, the arrow import) ---
+
+
+class KeyedValueError(ValueError):
+    """A cross-field refusal that knows the key path below the model it was raised in."""
+
+    def __init__(self, key_path: str, reason: str) -> None:
+        super().__init__(f"{key_path}: {reason}")
+        self.key_path = key_path
+        self.reason = reason
+
+
+class DatabaseExistsError(SidecarError, FileExistsError):
+    """A database was to be created where a file already is; the existing file is left alone."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"database {path} already exists; an existing database is never replaced")
+        self.path = path
+
+
+class ArrowDataError(UsageError):
+    """A scraper JSON file that cannot be imported; nothing from it is written."""
+
+    def __init__(self, source: str, key_path: str, reason: str) -> None:
+        shown = source if source.isprintable() else repr(source)  # a newline in a file name
+        where = f"{shown}: {key_path}" if key_path else shown
+        super().__init__(f"{where}: {reason}")
+        self.source = source
+        self.key_path = key_path
+        self.reason = reason

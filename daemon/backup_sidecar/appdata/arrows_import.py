@@ -21,7 +21,6 @@ from typing import Any
 
 from backup_sidecar.appdata.arrows_json import read_document
 from backup_sidecar.appdata.arrows_parse import (
-    ArrowDataError,
     ArrowRecord,
     ArrowSource,
     parse_document,
@@ -29,7 +28,6 @@ from backup_sidecar.appdata.arrows_parse import (
 from backup_sidecar.errors import DatabaseError
 
 __all__ = [
-    "ArrowDataError",
     "FileImport",
     "ImportReport",
     "UpsertCounts",

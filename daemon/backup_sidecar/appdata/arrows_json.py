@@ -18,8 +18,9 @@ import stat
 from pathlib import Path
 from typing import Any, Final
 
-from backup_sidecar.appdata.arrows_parse import ArrowDataError, BadNumber
+from backup_sidecar.appdata.arrows_parse import BadNumber
 from backup_sidecar.archiver.safefs import file_kind
+from backup_sidecar.errors import ArrowDataError
 
 #: The largest scraper file read (the real ones are 8-43 kB).
 MAX_JSON_BYTES: Final = 16 * 1024 * 1024

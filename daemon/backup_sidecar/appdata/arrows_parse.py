@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backup_sidecar.errors import UsageError
+from backup_sidecar.errors import ArrowDataError
 
 #: Arrow keys copied to the ``arrows`` column of the same name.
 _ARROW_TEXT = ("material", "carbon_content", "arrow_type", "description", "source_url")
@@ -32,18 +32,6 @@ _SPINE_TEXT = ("diameter_category", "insert_weight_range", "nock_size", "notes",
 #: SQLite's INTEGER range: a larger Python int cannot be bound (OverflowError).
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _SPINE_DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-class ArrowDataError(UsageError):
-    """A scraper JSON file that cannot be imported; nothing from it is written."""
-
-    def __init__(self, source: str, key_path: str, reason: str) -> None:
-        shown = source if source.isprintable() else repr(source)  # a newline in a file name
-        where = f"{shown}: {key_path}" if key_path else shown
-        super().__init__(f"{where}: {reason}")
-        self.source = source
-        self.key_path = key_path
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
-from backup_sidecar.errors import DatabaseError, SidecarError, UnknownDatabaseError
+from backup_sidecar.errors import DatabaseError, DatabaseExistsError, UnknownDatabaseError
 
 DatabaseKind = Literal["arrow", "user"]
 
@@ -172,14 +172,6 @@ USER_SCHEMA: tuple[str, ...] = (
 )
 
 SCHEMAS: dict[str, tuple[str, ...]] = {"arrow": ARROW_SCHEMA, "user": USER_SCHEMA}
-
-
-class DatabaseExistsError(SidecarError, FileExistsError):
-    """A database was to be created where a file already is; the existing file is left alone."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"database {path} already exists; an existing database is never replaced")
-        self.path = path
 
 
 def schema_for(kind: str) -> tuple[str, ...]:

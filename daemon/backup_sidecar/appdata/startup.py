@@ -24,14 +24,19 @@ from backup_sidecar.appdata.arrows_import import ImportReport, import_sources, l
 from backup_sidecar.appdata.arrows_parse import ArrowSource
 from backup_sidecar.appdata.schema import (
     BUSY_TIMEOUT_S,
-    DatabaseExistsError,
     DatabaseKind,
     create_empty_database,
     initialise_in_place,
 )
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.sqlitefacts import not_regular_reason
-from backup_sidecar.errors import BackupDirError, ConfigError, DatabaseError, UsageError
+from backup_sidecar.errors import (
+    BackupDirError,
+    ConfigError,
+    DatabaseError,
+    DatabaseExistsError,
+    UsageError,
+)
 
 PRODUCTION_VARS = ("FLASK_ENV", "APP_ENV")
 FORCE_VAR = "FORCE_DATABASE_IMPORT"

@@ -21,9 +21,9 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from backup_sidecar.archiver.safefs import file_kind
-from backup_sidecar.errors import ConfigError, SidecarError
+from backup_sidecar.errors import ConfigError, KeyedValueError, SidecarError
 from backup_sidecar.settings.model import DEFAULT_DATABASES, DEFAULT_POLICIES, Settings
-from backup_sidecar.settings.values import ENV_PREFIX, KeyedValueError
+from backup_sidecar.settings.values import ENV_PREFIX
 
 #: The largest configuration file read: a real one is a few kB; a bigger file is refused
 #: before it is parsed (PyYAML holds several objects per character of it).

@@ -23,14 +23,13 @@ from pydantic_settings import (
 
 from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.cron import validate_cron
-from backup_sidecar.errors import UsageError
+from backup_sidecar.errors import KeyedValueError, UsageError
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,
     Duration,
     FilePath,
     Int,
-    KeyedValueError,
     Name,
     NonNegativeDuration,
     at_least,

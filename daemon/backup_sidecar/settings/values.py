@@ -1,5 +1,5 @@
-"""The value types of the configuration: durations, names, bounded integers, and the
-refusal that carries a key path."""
+"""The value types of the configuration: durations, names, bounded integers (the refusal that
+carries a key path, KeyedValueError, lives in errors)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,6 @@ MODE_PATTERN = re.compile(r"0?[0-7]{3,4}")
 #: The longest duration any key takes: an `every` much longer than this made APScheduler compute
 #: a next run past the year 9999 (a traceback instead of a config error).
 MAX_DURATION = timedelta(days=3650)
-
-
-class KeyedValueError(ValueError):
-    """A cross-field refusal that knows the key path below the model it was raised in."""
-
-    def __init__(self, key_path: str, reason: str) -> None:
-        super().__init__(f"{key_path}: {reason}")
-        self.key_path = key_path
-        self.reason = reason
 
 
 def parse_duration(value: Any) -> Any:
