@@ -20,15 +20,9 @@ import pytest
 
 from backup_sidecar.archiver import free_bytes
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.service.health import (
-    DatabaseHealth,
-    HealthState,
-    HealthStatus,
-    OverduePolicy,
-    check_database,
-    overdue_policies,
-    policy_overdue,
-)
+from backup_sidecar.service.dbcheck import DatabaseHealth, check_database
+from backup_sidecar.service.health import HealthState, HealthStatus
+from backup_sidecar.service.overdue import OverduePolicy, overdue_policies, policy_overdue
 
 PAGE_SIZE = 4096
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -200,7 +194,7 @@ def _run_check_without_write_permission(db: Path) -> dict[str, object]:
         "import dataclasses, json, sys\n"
         "from pathlib import Path\n"
         "from backup_sidecar.archiver.model import DatabaseSpec\n"
-        "from backup_sidecar.service.health import check_database\n"
+        "from backup_sidecar.service.dbcheck import check_database\n"
         "h = check_database(DatabaseSpec('user', Path(sys.argv[1])), integrity='full',"
         " timeout_s=2)\n"
         "print(json.dumps(dataclasses.asdict(h), default=str))\n"

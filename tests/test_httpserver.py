@@ -20,9 +20,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from backup_sidecar.archiver.model import DatabaseSpec
-from backup_sidecar.service.health import HealthState, check_database, overdue_policies
+from backup_sidecar.service.dbcheck import check_database
+from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.httpserver import MetricsServer
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.overdue import overdue_policies
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 

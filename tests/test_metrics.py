@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup_sidecar.service.metrics import DURATION_BUCKETS, Metrics
+from backup_sidecar.service.metric_families import DURATION_BUCKETS
+from backup_sidecar.service.metrics import Metrics
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 

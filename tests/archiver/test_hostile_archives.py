@@ -46,7 +46,7 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver.gzipstream import MAX_EMPTY_MEMBERS, MAX_MEMBERS
 from backup_sidecar.errors import CorruptArchiveError
-from backup_sidecar.service.health import overdue_policies, policy_overdue
+from backup_sidecar.service.overdue import overdue_policies, policy_overdue
 from backup_sidecar.service.scheduler import needs_catch_up
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,7 +16,8 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec, free_bytes
-from backup_sidecar.service.health import DatabaseHealth, check_database, overdue_policies
+from backup_sidecar.service.dbcheck import DatabaseHealth, check_database
+from backup_sidecar.service.overdue import overdue_policies
 
 if TYPE_CHECKING:
     from backup_sidecar.service.core import Service
