@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
+
+_CommittedT = TypeVar("_CommittedT")
 
 
 class SidecarError(Exception):
@@ -274,3 +277,48 @@ class ArrowDataError(UsageError):
         self.source = source
         self.key_path = key_path
         self.reason = reason
+
+
+# --- the archiver (malformed archive bytes, reported per archive; its copies and live writes) ---
+
+
+class GzipFormatError(ValueError):
+    """The bytes are not one or more complete, valid gzip members."""
+
+
+class OutputLimitError(GzipFormatError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"expands past the limit of {limit} bytes")
+        self.limit = limit
+
+
+class TarFormatError(ValueError):
+    """The tar stream breaks the rules this archive format allows."""
+
+
+class ManifestError(ValueError):
+    """The metadata member is unreadable or breaks the contract; the message says which key."""
+
+
+class LockDeadlineError(Exception):
+    """A one-step copy gave up: the database stayed locked past its deadline."""
+
+
+class StopRequestedError(Exception):
+    """A one-step copy gave up: the caller asked it to stop."""
+
+
+class WriteIncompleteError(Exception, Generic[_CommittedT]):
+    """Some databases were committed, then another's commit failed; ``committed`` holds what
+    each committed write replaced (the live writer's saved content)."""
+
+    def __init__(
+        self,
+        committed: Sequence[_CommittedT],
+        failed: str,
+        cause: BaseException,
+    ) -> None:
+        super().__init__(f"{failed}: {cause}")
+        self.committed = tuple(committed)
+        self.failed = failed
+        self.cause = cause

@@ -20,8 +20,6 @@ from isal import isal_zlib
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.archiver.gzipstream import (
-    GzipFormatError,
-    OutputLimitError,
     StrictGzipReader,
     compress_member,
     compress_member_exact,
@@ -29,12 +27,12 @@ from backup_sidecar.archiver.gzipstream import (
 )
 from backup_sidecar.archiver.tarstream import (
     Member,
-    TarFormatError,
     TarReader,
     end_of_archive,
     member_header,
     padding,
 )
+from backup_sidecar.errors import GzipFormatError, OutputLimitError, TarFormatError
 from conftest import make_db
 
 METADATA = "backup_metadata.json"

@@ -26,7 +26,12 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.staging import reserve_name
-from backup_sidecar.errors import ArchiveExistsError, MemberNameError, MetadataRefusedError
+from backup_sidecar.errors import (
+    ArchiveExistsError,
+    ManifestError,
+    MemberNameError,
+    MetadataRefusedError,
+)
 from conftest import Writer, make_db
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
@@ -274,7 +279,7 @@ def test_a_backup_whose_metadata_would_not_verify_publishes_nothing(
     staging directory and no reservation behind. (Before, it raised after publishing.)"""
 
     def refuse(data: bytes) -> mf.Manifest:
-        raise mf.ManifestError("key 'databases.user.file': injected refusal")
+        raise ManifestError("key 'databases.user.file': injected refusal")
 
     monkeypatch.setattr(mf, "parse_metadata", refuse)
     with pytest.raises(MetadataRefusedError, match=r"not published.*injected refusal"):

@@ -19,9 +19,9 @@ from backup_sidecar.archiver import (
     reconcile_sequence,
     select_expired,
 )
-from backup_sidecar.archiver.manifest import MAX_SEQUENCE, ManifestError, parse_metadata
+from backup_sidecar.archiver.manifest import MAX_SEQUENCE, parse_metadata
 from backup_sidecar.archiver.sequence import next_sequence
-from backup_sidecar.errors import BackupDirError
+from backup_sidecar.errors import BackupDirError, ManifestError
 from conftest import make_db
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

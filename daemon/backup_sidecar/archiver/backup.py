@@ -62,6 +62,7 @@ from backup_sidecar.errors import (
     ArchiveTooLargeError,
     BackupDirError,
     IntegrityCheckError,
+    ManifestError,
     MemberNameError,
     MetadataRefusedError,
     OperationAbortedError,
@@ -200,7 +201,7 @@ def _read_back(name: str, doc: dict[str, object]) -> mf.Manifest:
     would refuse."""
     try:
         return mf.parse_metadata(mf.encode_metadata(doc))
-    except mf.ManifestError as exc:
+    except ManifestError as exc:
         raise MetadataRefusedError(name, str(exc)) from None
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.damage import MARKER_SUFFIX, read_mark
-from backup_sidecar.archiver.gzipstream import READ_BUFFER, GzipFormatError, open_strict
+from backup_sidecar.archiver.gzipstream import READ_BUFFER, open_strict
 from backup_sidecar.archiver.legacy import (
     SEED_DATABASE_FILES,
     metadata_not_first,
@@ -30,8 +30,15 @@ from backup_sidecar.archiver.legacy import (
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, ArchiveInfo, ArchiveStatus, Limits
 from backup_sidecar.archiver.retention import restore_point_id
 from backup_sidecar.archiver.safefs import link_target
-from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
-from backup_sidecar.errors import ArchiveLinkError, ArchiveNotFoundError, CorruptArchiveError
+from backup_sidecar.archiver.tarstream import TarReader
+from backup_sidecar.errors import (
+    ArchiveLinkError,
+    ArchiveNotFoundError,
+    CorruptArchiveError,
+    GzipFormatError,
+    ManifestError,
+    TarFormatError,
+)
 
 
 def archive_name(path: Path) -> str:
@@ -62,7 +69,7 @@ def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> mf.Manifest
             elif first.name not in SEED_DATABASE_FILES:
                 raise CorruptArchiveError(name, metadata_not_first(first.name))
             return scan_seed_archive(raw, name=name, limits=limits)
-    except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
+    except (GzipFormatError, TarFormatError, ManifestError) as exc:
         raise CorruptArchiveError(name, str(exc)) from None
     except OSError as exc:
         raise CorruptArchiveError(name, f"cannot be read: {exc.strerror or exc}") from None

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 from isal import isal_zlib
 
+from backup_sidecar.errors import GzipFormatError, OutputLimitError
+
 GZIP_MAGIC = b"\x1f\x8b"
 _FCOMMENT = 0x10
 _OS_UNKNOWN = 255
@@ -29,16 +31,6 @@ MAX_EMPTY_MEMBERS = 16
 #: buffer's rest, so an archive re-gzipped as 600,000 one-byte members took a minute of CPU
 #: per verify or prune; past this many it is refused as soon as the member begins.
 MAX_MEMBERS = 1024
-
-
-class GzipFormatError(ValueError):
-    """The bytes are not one or more complete, valid gzip members."""
-
-
-class OutputLimitError(GzipFormatError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"expands past the limit of {limit} bytes")
-        self.limit = limit
 
 
 def compress_member(data: bytes, *, level: int) -> bytes:

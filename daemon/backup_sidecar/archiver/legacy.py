@@ -17,11 +17,17 @@ from collections import OrderedDict
 from typing import BinaryIO
 
 from backup_sidecar.archiver import manifest as mf
-from backup_sidecar.archiver.gzipstream import GzipFormatError, OutputLimitError, open_strict
+from backup_sidecar.archiver.gzipstream import open_strict
 from backup_sidecar.archiver.model import Limits
 from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
-from backup_sidecar.archiver.tarstream import TarFormatError, TarReader
-from backup_sidecar.errors import CorruptArchiveError
+from backup_sidecar.archiver.tarstream import TarReader
+from backup_sidecar.errors import (
+    CorruptArchiveError,
+    GzipFormatError,
+    ManifestError,
+    OutputLimitError,
+    TarFormatError,
+)
 
 #: The member names a seed archive may hold.
 SEED_DATABASE_FILES = frozenset(KNOWN_DATABASE_FILES.values())
@@ -64,7 +70,7 @@ def scan_seed_archive(raw: BinaryIO, *, name: str, limits: Limits) -> mf.Manifes
             known = _scan(raw, name=name, bound=bound, limits=limits)
         except CorruptArchiveError as exc:
             known = exc.fault
-        except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
+        except (GzipFormatError, TarFormatError, ManifestError) as exc:
             known = str(exc)
         with _cache_lock:
             _cache[key] = known

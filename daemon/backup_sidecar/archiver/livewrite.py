@@ -31,12 +31,17 @@ from pathlib import Path
 from backup_sidecar.archiver.sqlitefacts import (
     BUSY_SLICE_S,
     TOO_DAMAGED,
-    LockDeadlineError,
     connect_readonly,
     copy_in_one_step,
 )
 from backup_sidecar.archiver.staging import fsync_dir
-from backup_sidecar.errors import DatabaseError, DatabaseLockedError, OperationAbortedError
+from backup_sidecar.errors import (
+    DatabaseError,
+    DatabaseLockedError,
+    LockDeadlineError,
+    OperationAbortedError,
+    WriteIncompleteError,
+)
 
 #: Pages per step: the first step must not fill the page cache (2 MB by default) so that, in
 #: rollback-journal mode, nothing reaches the live file before the pre-image is captured.
@@ -71,21 +76,6 @@ class Captured:
     path: Path
     journal_mode: str
     size_bytes: int
-
-
-class WriteIncompleteError(Exception):
-    """Some databases were committed, then another's commit failed."""
-
-    def __init__(
-        self,
-        committed: Sequence[Captured],
-        failed: str,
-        cause: BaseException,
-    ) -> None:
-        super().__init__(f"{failed}: {cause}")
-        self.committed = tuple(committed)
-        self.failed = failed
-        self.cause = cause
 
 
 class _AbortError(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 
 from backup_sidecar.archiver.membername import member_name_problem
 from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES, SEED_INCLUDE_KEYS
-from backup_sidecar.errors import InvalidArchiveNameError
+from backup_sidecar.errors import InvalidArchiveNameError, ManifestError
 
 METADATA_MEMBER = "backup_metadata.json"
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -38,10 +38,6 @@ _MAX_PAGE_COUNT = 4294967294
 #: left for the metadata). A backup a microsecond would take 285 years to reach it: an archive
 #: claiming more is forged or corrupt, and is listed damaged rather than believed newest.
 MAX_SEQUENCE = 2**53
-
-
-class ManifestError(ValueError):
-    """The metadata member is unreadable or breaks the contract; the message says which key."""
 
 
 def validate_name(name: str) -> str:

@@ -25,13 +25,7 @@ from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.backup import DEFAULT_LEVEL, create_backup
-from backup_sidecar.archiver.livewrite import (
-    SAVED_MARKER,
-    Captured,
-    LiveWrite,
-    WriteIncompleteError,
-    write_locked,
-)
+from backup_sidecar.archiver.livewrite import SAVED_MARKER, Captured, LiveWrite, write_locked
 from backup_sidecar.archiver.model import (
     DEFAULT_LIMITS,
     DatabaseSpec,
@@ -61,6 +55,7 @@ from backup_sidecar.errors import (
     RestoreIncompleteError,
     RestoreRefusedError,
     SidecarError,
+    WriteIncompleteError,
 )
 
 PRE_RESTORE_POLICY = "pre_restore"

@@ -19,15 +19,19 @@ from pathlib import Path
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.sqlitefacts import (
     BUSY_SLICE_S,
-    LockDeadlineError,
-    StopRequestedError,
     connect_readonly,
     copy_in_one_step,
     has_sqlite_header,
     not_regular_reason,
 )
 from backup_sidecar.archiver.staging import create_exclusive
-from backup_sidecar.errors import DatabaseError, DatabaseLockedError, OperationAbortedError
+from backup_sidecar.errors import (
+    DatabaseError,
+    DatabaseLockedError,
+    LockDeadlineError,
+    OperationAbortedError,
+    StopRequestedError,
+)
 
 
 @dataclass(frozen=True)

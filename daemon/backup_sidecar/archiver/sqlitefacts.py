@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from backup_sidecar.archiver.safefs import file_kind
+from backup_sidecar.errors import LockDeadlineError, StopRequestedError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: How long one attempt waits on a lock before the deadline is looked at again.
@@ -141,14 +142,6 @@ def page_geometry(path: Path, *, timeout: float) -> tuple[int, str]:
     finally:
         conn.close()
     return int(page_size), str(journal_mode).lower()
-
-
-class LockDeadlineError(Exception):
-    """A one-step copy gave up: the database stayed locked past its deadline."""
-
-
-class StopRequestedError(Exception):
-    """A one-step copy gave up: the caller asked it to stop."""
 
 
 def copy_in_one_step(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from backup_sidecar.archiver.membername import member_name_problem
+from backup_sidecar.errors import TarFormatError
 
 BLOCK = 512
 _END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -21,10 +22,6 @@ _MAX_PAX_BYTES = 1 << 16
 #: The largest member size this reader accepts: what a pax ``size`` may say (the octal field
 #: stops at 8 GiB); nothing real comes close, it only keeps hostile numbers bounded.
 MAX_MEMBER_SIZE = (1 << 63) - 1
-
-
-class TarFormatError(ValueError):
-    """The tar stream breaks the rules this archive format allows."""
 
 
 def member_header(name: str, *, size: int, mtime: int) -> bytes:

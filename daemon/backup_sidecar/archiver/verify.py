@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from backup_sidecar.archiver import manifest as mf
 from backup_sidecar.archiver.catalog import archive_name
-from backup_sidecar.archiver.gzipstream import GzipFormatError, StrictGzipReader, open_strict
+from backup_sidecar.archiver.gzipstream import StrictGzipReader, open_strict
 from backup_sidecar.archiver.hashing import BackgroundSha256
 from backup_sidecar.archiver.legacy import SEED_DATABASE_FILES, metadata_not_first, no_metadata
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, Limits, ProgressFn
@@ -26,12 +26,15 @@ from backup_sidecar.archiver.safefs import link_target
 from backup_sidecar.archiver.seedfiles import KNOWN_DATABASE_FILES
 from backup_sidecar.archiver.sqlitefacts import has_sqlite_header, integrity_check
 from backup_sidecar.archiver.staging import create_exclusive, free_bytes
-from backup_sidecar.archiver.tarstream import BLOCK, Member, TarFormatError, TarReader
+from backup_sidecar.archiver.tarstream import BLOCK, Member, TarReader
 from backup_sidecar.errors import (
     ArchiveLinkError,
     CorruptArchiveError,
+    GzipFormatError,
     InsufficientSpaceError,
+    ManifestError,
     OperationAbortedError,
+    TarFormatError,
 )
 
 _CHUNK = 1 << 20
@@ -99,7 +102,7 @@ def verify_archive(
                 progress=report,
                 should_stop=should_stop,
             )
-    except (GzipFormatError, TarFormatError, mf.ManifestError) as exc:
+    except (GzipFormatError, TarFormatError, ManifestError) as exc:
         raise CorruptArchiveError(name, str(exc)) from None
     except FileNotFoundError:
         raise CorruptArchiveError(name, "archive file disappeared") from None
