@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backup_sidecar.appdata.arrows_import import (
@@ -35,6 +35,7 @@ from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.appdata.startup import import_forced, import_skip_reason
 from backup_sidecar.errors import ArrowDataError, ConfigError, DatabaseError
 from conftest import FIXTURES, Sidecar
+from support.fuzzing import FUZZ
 
 GOOD_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 #: The fuzzer's budget: fixed, reproducible (derandomized), no per-example deadline.
@@ -548,13 +549,7 @@ def test_fuzzed_documents_are_imported_or_refused_with_arrow_data_error(
     marked["arrows"][0]["spine_specifications"][0]["spine"] = 123456789
     text = json.dumps(marked)
 
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @settings(FUZZ, max_examples=EXAMPLES)
     @given(hostile_documents(base))
     @example(b"{")
     @example(b"[" * 100_000)

@@ -27,6 +27,7 @@ from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from conftest import make_db
+from support.archives import corrupt_table_page
 
 METADATA = "backup_metadata.json"
 
@@ -638,7 +639,6 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
 ) -> None:
     """Checked first, a copy that fails integrity_check is refused before any compression, and
     nothing is left in the backup directory."""
-    from archiver.test_bad_archives import corrupt_table_page
     from backup_sidecar.archiver import backup as backup_mod
 
     db = make_db(tmp_path / "items.db", wal=False, rows=10)  # items fits one leaf page

@@ -9,20 +9,14 @@ through the real CLI (``verify`` and ``restore --force``, all cases run concurre
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,297 +27,32 @@ from hypothesis import strategies as st
 from backup_sidecar.archiver import (
     DatabaseSpec,
     Limits,
-    create_backup,
     list_archives,
     restore_archive,
     staging_area,
     verify_archive,
 )
 from backup_sidecar.errors import CorruptArchiveError
-from conftest import make_db
-
-ARCHIVE = "daily_20260101_000000"
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-METADATA = "backup_metadata.json"
-ARROW, USER = "arrow_database.db", "user_data.db"
-GZIP_HEADER = 10
-GZIP_TRAILER = 8
-
-
-@dataclass(frozen=True)
-class GoodArchive:
-    """The pristine archive, its parts, and where each gzip member starts."""
-
-    data: bytes
-    metadata: dict[str, Any]
-    members: dict[str, bytes]
-    second_member: int
-    #: Where the metadata member's deflate data starts: after the gzip header and its comment
-    #: (the spaces that make the member fill the room left for it).
-    first_deflate: int
-    sources: dict[str, Path]
-    scratch: Path
-
-    @property
-    def tar(self) -> bytes:
-        return gzip.decompress(self.data)
+from support.archives import (
+    ARCHIVE,
+    BAD,
+    CLI_CASES,
+    GZIP_HEADER,
+    GZIP_TRAILER,
+    METADATA,
+    NOW,
+    Build,
+    GoodArchive,
+    build_good,
+    flip,
+    repack,
+    seed_bomb,
+)
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
     return build_good(tmp_path_factory.mktemp("good") / "scene")
-
-
-def build_good(root: Path) -> GoodArchive:
-    """A good archive of a rollback-journal ``arrow`` and a WAL ``user`` database of 50 rows
-    each, built under the new directory ``root`` (the reliability suite's scenes use it too)."""
-    root.mkdir(parents=True)
-    arrow = make_db(root / ARROW, wal=False, rows=50)
-    user = make_db(root / USER, wal=True, rows=50)
-    backups = root / "backups"
-    backups.mkdir()
-    info = create_backup(
-        [DatabaseSpec("arrow", arrow), DatabaseSpec("user", user)],
-        backup_dir=backups,
-        name=ARCHIVE,
-        policy="daily",
-        now=NOW,
-    )
-    data = info.path.read_bytes()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-    metadata = json.loads(members.pop(METADATA))
-    first = zlib.decompressobj(31)
-    first.decompress(data)
-    scratch = root / "scratch"
-    scratch.mkdir()
-    return GoodArchive(
-        data=data,
-        metadata=metadata,
-        members=members,
-        second_member=len(data) - len(first.unused_data),
-        first_deflate=data.index(b"\0", GZIP_HEADER) + 1,
-        sources={"arrow": arrow, "user": user},
-        scratch=scratch,
-    )
-
-
-# --- building bad archives ------------------------------------------------------------------
-
-
-def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o600
-    return info, data
-
-
-def special(name: str, kind: bytes, **attrs: Any) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, b""
-
-
-def tar_gz(members: list[tuple[tarfile.TarInfo, bytes]], *, after_end: bytes = b"") -> bytes:
-    """A single-member gzip of a POSIX tar written by Python's tarfile (a foreign writer)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return gzip.compress(buf.getvalue() + after_end, mtime=0)
-
-
-def metadata_bytes(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, indent=2).encode()
-
-
-def repack(
-    g: GoodArchive,
-    *,
-    metadata: dict[str, Any] | bytes | None = None,
-    replace: dict[str, bytes] | None = None,
-    extra: list[tuple[tarfile.TarInfo, bytes]] | None = None,
-    drop: tuple[str, ...] = (),
-) -> bytes:
-    """The good archive's members through tarfile, with some replaced, dropped or added."""
-    doc = metadata if metadata is not None else g.metadata
-    meta = doc if isinstance(doc, bytes) else metadata_bytes(doc)
-    members = [regular(METADATA, meta)]
-    for name, data in g.members.items():
-        if name not in drop:
-            members.append(regular(name, (replace or {}).get(name, data)))
-    return tar_gz(members + (extra or []))
-
-
-def with_db_entry(g: GoodArchive, db: str, **changes: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(g.metadata))
-    doc["databases"][db].update(changes)
-    return doc
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def flip(data: bytes, offset: int, mask: int = 0xFF) -> bytes:
-    out = bytearray(data)
-    out[offset] ^= mask
-    return bytes(out)
-
-
-def corrupt_table_page(db: bytes, scratch: Path) -> bytes:
-    """The database with one row's text changed in the table b-tree page only, so its index
-    no longer matches: ``quick_check`` passes, only ``integrity_check`` notices."""
-    path = scratch / "corrupt.db"
-    path.write_bytes(db)
-    conn = sqlite3.connect(path)
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'items'").fetchone()[0]
-    conn.close()
-    start = (root - 1) * page_size
-    page = bytearray(db[start : start + page_size])
-    assert page[0] == 0x0D, "the items table should fit in one leaf page"
-    at = page.index(b"row-7")
-    page[at : at + 5] = b"row-X"
-    corrupt = db[:start] + bytes(page) + db[start + page_size :]
-    path.write_bytes(corrupt)
-    conn = sqlite3.connect(path)
-    quick = conn.execute("PRAGMA quick_check").fetchone()[0]
-    full = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    conn.close()
-    path.unlink()
-    assert (quick, full != "ok") == ("ok", True), (quick, full)
-    return corrupt
-
-
-def not_sqlite(g: GoodArchive) -> bytes:
-    size = len(g.members[USER])
-    line = b"definitely not an SQLite database\n"
-    junk = (line * (size // len(line) + 1))[:size]
-    doc = with_db_entry(g, "user", sha256=sha256(junk))
-    return repack(g, metadata=doc, replace={USER: junk})
-
-
-def fails_integrity(g: GoodArchive) -> bytes:
-    corrupt = corrupt_table_page(g.members[USER], g.scratch)
-    return repack(
-        g, metadata=with_db_entry(g, "user", sha256=sha256(corrupt)), replace={USER: corrupt}
-    )
-
-
-def larger_than_metadata(g: GoodArchive) -> bytes:
-    bigger = g.members[USER] + b"\0" * 4096
-    return repack(
-        g, metadata=with_db_entry(g, "user", sha256=sha256(bigger)), replace={USER: bigger}
-    )
-
-
-def hidden_after_end(g: GoodArchive) -> bytes:
-    members = [regular(METADATA, metadata_bytes(g.metadata))]
-    members += [regular(n, d) for n, d in g.members.items()]
-    return tar_gz(members, after_end=b"hidden payload after the end-of-archive marker")
-
-
-def metadata_not_first(g: GoodArchive) -> bytes:
-    members = [regular(n, d) for n, d in g.members.items()]
-    return tar_gz([*members, regular(METADATA, metadata_bytes(g.metadata))])
-
-
-def duplicate(g: GoodArchive) -> bytes:
-    return repack(g, extra=[regular(USER, g.members[USER])])
-
-
-#: name -> (builder, the fault the error must name)
-BAD: dict[str, tuple[Callable[[GoodArchive], bytes], str]] = {
-    "zero_length": (lambda g: b"", "empty"),
-    "not_gzip": (lambda g: b"PK\x03\x04 this is a zip, not gzip" * 10, "not gzip"),
-    "gzip_of_not_tar": (lambda g: gzip.compress(b"plain text, no tar here\n" * 100), "tar"),
-    "gzip_of_short_text": (lambda g: gzip.compress(b"tiny"), "tar"),
-    "flipped_metadata_deflate": (lambda g: flip(g.data, g.first_deflate + 40), "gzip"),
-    "flipped_database_deflate": (lambda g: flip(g.data, g.second_member + 200), "gzip"),
-    "flipped_first_crc": (lambda g: flip(g.data, g.second_member - GZIP_TRAILER), "gzip"),
-    "flipped_last_isize": (lambda g: flip(g.data, len(g.data) - 1), "gzip"),
-    "flipped_second_magic": (lambda g: flip(g.data, g.second_member), "garbage"),
-    "flipped_first_method": (lambda g: flip(g.data, 2), "gzip"),
-    "truncated_in_metadata": (lambda g: g.data[:100], "truncated"),
-    "truncated_at_member_boundary": (lambda g: g.data[: g.second_member], "tar stream ends"),
-    "truncated_in_database": (lambda g: g.data[: g.second_member + 300], "truncated"),
-    "truncated_in_trailer": (lambda g: g.data[:-3], "truncated"),
-    "trailing_garbage": (lambda g: g.data + b"garbage", "trailing garbage"),
-    "trailing_gzip_magic": (lambda g: g.data + b"\x1f\x8b", "gzip"),
-    "trailing_zero_byte": (lambda g: g.data + b"\0", "trailing garbage"),
-    "trailing_zero_block": (lambda g: g.data + b"\0" * 1024, "trailing garbage"),
-    "member_dotdot": (lambda g: repack(g, extra=[regular("../x", b"escaped")]), "'../x'"),
-    "member_absolute": (lambda g: repack(g, extra=[regular("/etc/x", b"escaped")]), "'/etc/x'"),
-    "member_dotdot_first": (
-        lambda g: tar_gz(
-            [regular("../x", b"escaped"), regular(METADATA, metadata_bytes(g.metadata))]
-        ),
-        "'../x'",
-    ),
-    "symlink": (
-        lambda g: repack(
-            g, drop=(USER,), extra=[special(USER, tarfile.SYMTYPE, linkname="/etc/passwd")]
-        ),
-        "symlink",
-    ),
-    "hardlink": (
-        lambda g: repack(g, drop=(USER,), extra=[special(USER, tarfile.LNKTYPE, linkname=ARROW)]),
-        "hard link",
-    ),
-    "fifo": (lambda g: repack(g, drop=(USER,), extra=[special(USER, tarfile.FIFOTYPE)]), "FIFO"),
-    "char_device": (
-        lambda g: repack(
-            g, drop=(USER,), extra=[special(USER, tarfile.CHRTYPE, devmajor=1, devminor=3)]
-        ),
-        "device",
-    ),
-    "block_device": (
-        lambda g: repack(
-            g, drop=(USER,), extra=[special(USER, tarfile.BLKTYPE, devmajor=8, devminor=0)]
-        ),
-        "device",
-    ),
-    "directory": (lambda g: repack(g, extra=[special("x", tarfile.DIRTYPE)]), "directory"),
-    "unexpected_member": (
-        lambda g: repack(g, extra=[regular("notes.txt", b"hello")]),
-        "unexpected member 'notes.txt'",
-    ),
-    "missing_database": (lambda g: repack(g, drop=(USER,)), f"missing member '{USER}'"),
-    "duplicate_member": (duplicate, f"duplicate member '{USER}'"),
-    "metadata_not_first": (metadata_not_first, f"not {METADATA}"),
-    "metadata_missing": (lambda g: tar_gz([regular(n, d) for n, d in g.members.items()]), METADATA),
-    "metadata_not_json": (lambda g: repack(g, metadata=b"{not json at all"), "not valid JSON"),
-    "metadata_not_object": (lambda g: repack(g, metadata=b"[1, 2, 3]"), "not a JSON object"),
-    "metadata_size_as_string": (
-        lambda g: repack(
-            g, metadata=with_db_entry(g, "user", size_bytes=str(len(g.members[USER])))
-        ),
-        "databases.user.size_bytes",
-    ),
-    "metadata_sha256_not_hex": (
-        lambda g: repack(g, metadata=with_db_entry(g, "user", sha256="not-a-digest")),
-        "databases.user.sha256",
-    ),
-    "metadata_snapshot_seconds_negative": (
-        lambda g: repack(g, metadata=with_db_entry(g, "user", snapshot_seconds=-1)),
-        "databases.user.snapshot_seconds",
-    ),
-    "metadata_file_traversal": (
-        lambda g: repack(g, metadata=with_db_entry(g, "user", file="../x")),
-        "databases.user.file",
-    ),
-    "not_sqlite": (not_sqlite, f"'{USER}' is not an SQLite database"),
-    "fails_integrity_check": (fails_integrity, f"'{USER}' fails integrity_check"),
-    "sha256_mismatch": (
-        lambda g: repack(g, metadata=with_db_entry(g, "user", sha256="0" * 64)),
-        f"'{USER}': sha256 mismatch",
-    ),
-    "member_larger_than_metadata": (larger_than_metadata, "metadata says"),
-    "data_after_end_marker": (hidden_after_end, "after the end of the tar archive"),
-}
 
 
 def test_repacked_good_archive_verifies(good: GoodArchive, backup_dir: Path) -> None:
@@ -364,6 +93,17 @@ class Scene:
 
     def specs(self) -> dict[str, DatabaseSpec]:
         return {name: DatabaseSpec(name, path) for name, path in self.live.items()}
+
+    def restore(self, **options: Any) -> None:
+        """``restore_archive`` of the scene's archive over its live databases."""
+        restore_archive(
+            self.archive,
+            databases=self.specs(),
+            selected=None,
+            backup_dir=self.backup_dir,
+            now=NOW,
+            **options,
+        )
 
     def tree(self) -> set[str]:
         return {str(p.relative_to(self.root)) for p in self.root.rglob("*")}
@@ -433,13 +173,7 @@ def test_restore_refuses_bad_archive(bad_case: str, good: GoodArchive, tmp_path:
     build, fault = BAD[bad_case]
     scene = make_scene(tmp_path, good, build(good))
     with pytest.raises(CorruptArchiveError) as err:
-        restore_archive(
-            scene.archive,
-            databases=scene.specs(),
-            selected=None,
-            backup_dir=scene.backup_dir,
-            now=NOW,
-        )
+        scene.restore()
     assert fault in str(err.value), str(err.value)
     scene.assert_untouched()
 
@@ -530,27 +264,7 @@ def test_every_truncation_fails(good: GoodArchive, flip_dir: Path) -> None:
 def legacy_bomb() -> bytes:
     """A seed-format (no ``databases`` key) archive of ~100 KiB whose database member expands
     to 64 MiB of zeros."""
-    doc = {
-        "backup_name": "bomb",
-        "created_at": "2026-01-01T00:00:00",
-        "version": "1.0.0",
-        "includes": {"arrow_database": False, "user_database": True},
-    }
-    size = 64 << 20
-    meta = metadata_bytes(doc)
-    head = (
-        regular(METADATA, meta)[0].tobuf(tarfile.USTAR_FORMAT) + meta + b"\0" * (-len(meta) % 512)
-    )
-    db = tarfile.TarInfo(USER)
-    db.size = size
-    head += db.tobuf(tarfile.USTAR_FORMAT)
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = comp.compress(head)
-    zeros = b"\0" * (1 << 20)
-    for _ in range(size >> 20):
-        out += comp.compress(zeros)
-    out += comp.compress(b"\0" * 1024) + comp.flush()  # the end-of-archive marker
-    return out
+    return seed_bomb(user_bytes=64 << 20, metadata_first=True)
 
 
 def test_gzip_bomb_is_stopped_at_the_limit(
@@ -567,14 +281,7 @@ def test_gzip_bomb_is_stopped_at_the_limit(
     ):
         verify_archive(scene.archive, staging=area, limits=limits)
     with pytest.raises(CorruptArchiveError, match="limit"):
-        restore_archive(
-            scene.archive,
-            databases=scene.specs(),
-            selected=None,
-            backup_dir=scene.backup_dir,
-            now=NOW,
-            limits=limits,
-        )
+        scene.restore(limits=limits)
     scene.assert_untouched()
 
 
@@ -606,18 +313,6 @@ def _cli(scene: Scene, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-#: The CLI runs one case per kind of fault (its start-up costs ~0.6 s of CPU per run); the
-#: library tests above cover every variant.
-CLI_CASES = (
-    "flipped_database_deflate", "truncated_in_database", "trailing_garbage",
-    "trailing_zero_block", "zero_length", "not_gzip", "gzip_of_not_tar", "member_dotdot",
-    "member_absolute", "symlink", "hardlink", "fifo", "char_device", "unexpected_member",
-    "missing_database", "duplicate_member", "metadata_not_first", "metadata_not_json",
-    "metadata_size_as_string", "not_sqlite", "fails_integrity_check", "sha256_mismatch",
-    "member_larger_than_metadata", "data_after_end_marker",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -662,7 +357,7 @@ def test_cli_verify_and_restore_refuse(bad_case: str, cli_outcomes: dict[str, Cl
 # --- list: damaged archives are shown, never skipped; only the metadata member is read ------
 
 #: archive name -> (builder, expected status, a word of the reason for damaged ones)
-LISTED: dict[str, tuple[Callable[[GoodArchive], bytes], str, str]] = {
+LISTED: dict[str, tuple[Build, str, str]] = {
     "good": (lambda g: g.data, "verified", ""),
     "db_member_deflate_flipped": (lambda g: flip(g.data, g.second_member + 200), "verified", ""),
     "db_member_crc_flipped": (lambda g: flip(g.data, len(g.data) - GZIP_TRAILER), "verified", ""),

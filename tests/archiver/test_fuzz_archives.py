@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver.test_bad_archives import ARCHIVE, METADATA, USER, GoodArchive, build_good
 from backup_sidecar import jobs
 from backup_sidecar.archiver import (
     ArchiveStatus,
@@ -47,6 +46,8 @@ from backup_sidecar.archiver import (
     verify_archive,
 )
 from backup_sidecar.errors import CorruptArchiveError
+from support.archives import ARCHIVE, METADATA, USER, GoodArchive, build_good, seed_doc
+from support.fuzzing import FUZZ
 
 HOSTILE = "daily_20250101_000000"
 #: Anything expanding past this is the archive's fault (the disk has more room than this), so
@@ -132,12 +133,7 @@ def key_paths(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[s
 
 def legacy_doc(g: GoodArchive) -> dict[str, Any]:
     """The seed's metadata: no format_version, no databases, both includes flags set."""
-    return {
-        "backup_name": ARCHIVE,
-        "created_at": "2026-01-01T00:00:00",
-        "version": "1.0.0",
-        "includes": {"arrow_database": True, "user_database": True},
-    }
+    return seed_doc(arrow=True, user=True, name=ARCHIVE, created="2026-01-01T00:00:00")
 
 
 @st.composite
@@ -366,13 +362,7 @@ def test_fuzzed_archives_are_accepted_or_corrupt_and_never_stop_a_listing(
     outcomes: dict[str, int] = {}
     faults: list[str] = []
 
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @settings(FUZZ, max_examples=EXAMPLES)
     @given(hostile_archives(good))
     def check(data: bytes) -> None:
         faults.extend(check_directory(backup_dir, data))

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from isal import isal_zlib
 
-from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.archiver.gzipstream import (
     StrictGzipReader,
     compress_member,
@@ -34,6 +32,7 @@ from backup_sidecar.archiver.tarstream import (
 )
 from backup_sidecar.errors import GzipFormatError, OutputLimitError, TarFormatError
 from conftest import make_db
+from support.archives import USER, backup_of, regular, special, tar_of
 
 METADATA = "backup_metadata.json"
 
@@ -165,20 +164,6 @@ def test_gzip_limit_may_be_lowered_while_reading() -> None:
 # --- TarReader ------------------------------------------------------------------------------
 
 
-def tar_bytes(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
 def read_tar(data: bytes) -> dict[str, bytes]:
     reader = TarReader(io.BytesIO(data))
     out = {}
@@ -195,14 +180,14 @@ def test_tar_reads_members_written_by_tarfile() -> None:
         f"m{n}.db": bytes(range(256)) * (n // 256) + b"x" * (n % 256)
         for n in (0, 1, 511, 512, 513, 5000)
     }
-    assert read_tar(tar_bytes(*(regular(n, d) for n, d in members.items()))) == members
+    assert read_tar(tar_of([regular(n, d) for n, d in members.items()])) == members
 
 
 def test_tar_pax_long_name() -> None:
     """A name longer than the 100-byte ustar field arrives through a pax header, written by
     tarfile and by our own member_header."""
     long_name = "n" * 150 + ".db"
-    assert read_tar(tar_bytes(regular(long_name, b"data"))) == {long_name: b"data"}
+    assert read_tar(tar_of([regular(long_name, b"data")])) == {long_name: b"data"}
     ours = member_header(long_name, size=4, mtime=0) + b"data" + padding(4) + end_of_archive()
     assert read_tar(ours) == {long_name: b"data"}
 
@@ -214,43 +199,35 @@ def test_tar_pax_size_overrides_header() -> None:
     assert list(reader.members()) == [Member("big.db", 3)]
 
 
-def special(kind: bytes, **attrs: Any) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo("user_data.db")
-    info.type = kind
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, b""
-
-
 @pytest.mark.parametrize(
     ("member", "kind"),
     [
-        (special(tarfile.SYMTYPE, linkname="/etc/passwd"), "symlink"),
-        (special(tarfile.LNKTYPE, linkname="arrow_database.db"), "hard link"),
-        (special(tarfile.DIRTYPE), "directory"),
-        (special(tarfile.CHRTYPE, devmajor=1, devminor=3), "character device"),
-        (special(tarfile.BLKTYPE, devmajor=8, devminor=0), "block device"),
-        (special(tarfile.FIFOTYPE), "FIFO"),
-        (special(tarfile.CONTTYPE), "type"),
+        (special(USER, tarfile.SYMTYPE, linkname="/etc/passwd"), "symlink"),
+        (special(USER, tarfile.LNKTYPE, linkname="arrow_database.db"), "hard link"),
+        (special(USER, tarfile.DIRTYPE), "directory"),
+        (special(USER, tarfile.CHRTYPE, devmajor=1, devminor=3), "character device"),
+        (special(USER, tarfile.BLKTYPE, devmajor=8, devminor=0), "block device"),
+        (special(USER, tarfile.FIFOTYPE), "FIFO"),
+        (special(USER, tarfile.CONTTYPE), "type"),
     ],
 )
 def test_tar_refuses_non_regular_members(member: tuple[tarfile.TarInfo, bytes], kind: str) -> None:
     """Links, directories, devices, FIFOs and other types are refused, naming the member."""
     with pytest.raises(TarFormatError, match=f"'user_data.db' is a {kind}"):
-        read_tar(tar_bytes(regular("ok.db", b"x"), member))
+        read_tar(tar_of([regular("ok.db", b"x"), member]))
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/x", "a/b", "..", ".", "a\\b", "dir/"])
 def test_tar_refuses_paths(name: str) -> None:
     """Only plain file names: absolute paths, ``..``, separators are refused."""
     with pytest.raises(TarFormatError):
-        read_tar(tar_bytes(regular(name, b"x")))
+        read_tar(tar_of([regular(name, b"x")]))
 
 
 def test_tar_refuses_gnu_long_name_records() -> None:
     """GNU long-name records (not POSIX) are refused rather than half-understood."""
     with pytest.raises(TarFormatError, match="is a type"):
-        read_tar(tar_bytes(regular("g" * 150, b"x"), fmt=tarfile.GNU_FORMAT))
+        read_tar(tar_of([regular("g" * 150, b"x")], fmt=tarfile.GNU_FORMAT))
 
 
 @pytest.mark.parametrize(
@@ -268,7 +245,7 @@ def test_tar_refuses_gnu_long_name_records() -> None:
 def test_tar_stream_faults(mutate: Any, reason: str) -> None:
     """Hidden data after the end marker, truncation, a lone zero block and a bad header checksum
     are faults; zero padding after the end marker (tarfile writes records of 10 KiB) is not."""
-    good = tar_bytes(regular("a.db", b"a" * 100))
+    good = tar_of([regular("a.db", b"a" * 100)])
     assert len(good) == 10240
     assert read_tar(good) == {"a.db": b"a" * 100}
     with pytest.raises(TarFormatError, match=reason):
@@ -282,15 +259,12 @@ def test_tar_stream_faults(mutate: Any, reason: str) -> None:
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An archive of a rollback ``arrow`` and a WAL ``user`` database written by create_backup."""
     root = tmp_path_factory.mktemp("interop")
-    dbs = [
-        DatabaseSpec("arrow", make_db(root / "arrow_database.db", wal=False, rows=300)),
-        DatabaseSpec("user", make_db(root / "user_data.db", wal=True, rows=300)),
-    ]
+    dbs = {
+        "arrow": make_db(root / "arrow_database.db", wal=False, rows=300),
+        "user": make_db(root / "user_data.db", wal=True, rows=300),
+    }
     (root / "backups").mkdir()
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return create_backup(
-        dbs, backup_dir=root / "backups", name="interop", policy="daily", now=now
-    ).path
+    return backup_of(dbs, backup_dir=root / "backups", name="interop", policy="daily").path
 
 
 def test_python_gzip_and_tarfile_read_our_archive(archive: Path) -> None:

@@ -4,38 +4,25 @@ Each case below once raised an uncaught exception (RecursionError, ValueError, O
 out of the archive reader, so one such file stopped `list` for the whole directory, the
 daemon's start and its prunes. Each must now be listed ``damaged`` with a one-line reason,
 refused by ``read_manifest``, ``verify`` and ``restore`` with CorruptArchiveError naming the
-fault, and leave every other archive listed and prunable. The builders are shared with the
-fuzzer (test_fuzz_archives.py) and the daemon-level test (tests/reliability/test_hostile_dir.py).
+fault, and leave every other archive listed and prunable. The builders (tests/support/archives.py)
+are shared with the fuzzer (test_fuzz_archives.py) and the daemon-level test
+(tests/daemon/test_daemon_hostile_dir.py).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
-import json
 import re
-import tarfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver.test_bad_archives import (
-    ARCHIVE,
-    METADATA,
-    GoodArchive,
-    build_good,
-    metadata_bytes,
-    regular,
-    repack,
-)
 from backup_sidecar import jobs
 from backup_sidecar.archiver import (
     ArchiveStatus,
-    DatabaseSpec,
     list_archives,
     read_check,
     read_manifest,
@@ -48,11 +35,19 @@ from backup_sidecar.archiver.gzipstream import MAX_EMPTY_MEMBERS, MAX_MEMBERS
 from backup_sidecar.errors import CorruptArchiveError
 from backup_sidecar.service.overdue import overdue_policies, policy_overdue
 from backup_sidecar.service.scheduler import needs_catch_up
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-DEPTH = 100_000
-DIGITS = 4_301
-EMPTY_MEMBERS = 3_000
+from support.archives import (
+    ARCHIVE,
+    EMPTY_MEMBERS,
+    HOSTILE,
+    NOW,
+    GoodArchive,
+    build_good,
+    created_at,
+    empty_members,
+    one_byte_members,
+    repack,
+    with_metadata,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,97 +55,16 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
     return build_good(tmp_path_factory.mktemp("hostile") / "scene")
 
 
-# --- the hostile files --------------------------------------------------------------------------
-
-
-def with_created_at(g: GoodArchive, created_at: str) -> dict[str, Any]:
-    doc = json.loads(json.dumps(g.metadata))
-    doc["created_at"] = created_at
-    return doc
-
-
-def deeply_nested(g: GoodArchive) -> bytes:
-    """The good metadata with an extra key holding a list nested 100,000 levels deep."""
-    head = metadata_bytes(g.metadata)
-    return repack(g, metadata=b'{"x": ' + b"[" * DEPTH + b"]" * DEPTH + b", " + head[1:])
-
-
-def huge_number(g: GoodArchive) -> bytes:
-    """The good metadata with an extra key holding a 4,301-digit integer."""
-    head = metadata_bytes(g.metadata)
-    return repack(g, metadata=b'{"x": ' + b"9" * DIGITS + b", " + head[1:])
-
-
-def pax_size(value: str) -> Callable[[GoodArchive], bytes]:
-    """The metadata member's size given by a pax ``size`` record of ``value``."""
-
-    def build(g: GoodArchive) -> bytes:
-        meta = metadata_bytes(g.metadata)
-        info = regular(METADATA, meta)[0]
-        info.pax_headers = {"size": value}
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.addfile(info, io.BytesIO(meta))
-            for name, data in g.members.items():
-                tar.addfile(regular(name, data)[0], io.BytesIO(data))
-        return gzip.compress(buf.getvalue(), mtime=0)
-
-    return build
-
-
-def empty_members(n: int, *, where: str = "between") -> Callable[[GoodArchive], bytes]:
-    """The good archive with ``n`` empty gzip members before its first member or between its
-    metadata member and its database member."""
-
-    def build(g: GoodArchive) -> bytes:
-        empties = gzip.compress(b"", mtime=0) * n
-        if where == "before":
-            return empties + g.data
-        return g.data[: g.second_member] + empties + g.data[g.second_member :]
-
-    return build
-
-
-def one_byte_members(n: int) -> Callable[[GoodArchive], bytes]:
-    """The good archive with the part after its metadata member re-gzipped as ``n - 2`` one-byte
-    gzip members and one member holding the rest: ``n`` members in all, same content."""
-
-    def build(g: GoodArchive) -> bytes:
-        rest = gzip.decompress(g.data[g.second_member :])
-        tiny = [gzip.compress(bytes([b]), mtime=0) for b in range(256)]
-        head = b"".join(tiny[b] for b in rest[: n - 2])
-        return g.data[: g.second_member] + head + gzip.compress(rest[n - 2 :], mtime=0)
-
-    return build
-
-
-def created_at(text: str) -> Callable[[GoodArchive], bytes]:
-    return lambda g: repack(g, metadata=with_created_at(g, text))
-
-
-#: name -> (builder, a regular expression for the fault the error must name). Each raised
-#: something other than CorruptArchiveError before the fix, bar the extra pax sizes and the
-#: empty members before the metadata (already refused, kept to pin the new messages).
-HOSTILE: dict[str, tuple[Callable[[GoodArchive], bytes], str]] = {
-    "metadata_nested_100000_deep": (deeply_nested, "nested too deeply"),
-    "metadata_number_of_4301_digits": (huge_number, "4300 digits"),
-    "pax_size_abc": (pax_size("abc"), "size 'abc' is not a number"),
-    "pax_size_with_underscore": (pax_size("1_0"), "size '1_0' is not a number"),
-    "pax_size_of_40_digits": (pax_size("9" * 40), "size '9+' is not a number"),
-    "empty_gzip_members_before_metadata": (
-        empty_members(EMPTY_MEMBERS, where="before"),
-        "tar stream ends|empty gzip members",
-    ),
-    "created_at_0001_01_01_plus_14h": (created_at("0001-01-01T00:00+14:00"), "out of range"),
-    "created_at_9999_12_31_minus_14h": (
-        created_at("9999-12-31T23:59:59.999999-14:00"),
-        "out of range",
-    ),
-    "metadata_nan": (
-        lambda g: repack(g, metadata=metadata_bytes(g.metadata).replace(b"{", b'{"x": NaN,', 1)),
-        "NaN is not a JSON number",
-    ),
-}
+def _restore(path: Path, good: GoodArchive, backup_dir: Path, **options: Any) -> None:
+    """``restore_archive`` of ``path`` over the good archive's source databases."""
+    restore_archive(
+        path,
+        databases=good.specs(),
+        selected=None,
+        backup_dir=backup_dir,
+        now=NOW,
+        **options,
+    )
 
 
 @pytest.fixture(params=sorted(HOSTILE))
@@ -165,7 +79,7 @@ def hostile_dir(root: Path, good: GoodArchive, data: bytes) -> Path:
     backup_dir.mkdir(parents=True)
     (backup_dir / f"{ARCHIVE}.tar.gz").write_bytes(good.data)
     (backup_dir / "daily_20250101_000000.tar.gz").write_bytes(data)
-    older = with_created_at(good, "2024-01-01T00:00:00+00:00")
+    older = with_metadata(good, created_at="2024-01-01T00:00:00+00:00")
     (backup_dir / "daily_20240101_000000.tar.gz").write_bytes(repack(good, metadata=older))
     return backup_dir
 
@@ -215,13 +129,7 @@ def test_hostile_file_is_refused_by_every_reader(
     assert re.search(fault, str(err.value)), str(err.value)
     live = {name: src.read_bytes() for name, src in good.sources.items()}
     with pytest.raises(CorruptArchiveError) as err:
-        restore_archive(
-            path,
-            databases={name: DatabaseSpec(name, src) for name, src in good.sources.items()},
-            selected=None,
-            backup_dir=backup_dir,
-            now=NOW,
-        )
+        _restore(path, good, backup_dir)
     assert re.search(fault, str(err.value)), str(err.value)
     assert {name: src.read_bytes() for name, src in good.sources.items()} == live
 
@@ -239,14 +147,7 @@ def test_3000_empty_gzip_members_are_refused_by_verify(good: GoodArchive, tmp_pa
     ):
         verify_archive(path, staging=area)
     with pytest.raises(CorruptArchiveError, match="empty gzip members"):
-        restore_archive(
-            path,
-            databases={name: DatabaseSpec(name, src) for name, src in good.sources.items()},
-            selected=None,
-            backup_dir=backup_dir,
-            now=NOW,
-            dry_run=True,
-        )
+        _restore(path, good, backup_dir, dry_run=True)
 
 
 def test_a_few_empty_gzip_members_still_verify(good: GoodArchive, backup_dir: Path) -> None:
@@ -278,14 +179,7 @@ def test_thousands_of_gzip_members_are_refused_early(good: GoodArchive, tmp_path
     ):
         verify_archive(path, staging=area)
     with pytest.raises(CorruptArchiveError, match=fault):
-        restore_archive(
-            path,
-            databases={name: DatabaseSpec(name, src) for name, src in good.sources.items()},
-            selected=None,
-            backup_dir=backup_dir,
-            now=NOW,
-            dry_run=True,
-        )
+        _restore(path, good, backup_dir, dry_run=True)
     read_check(backup_dir / f"{ARCHIVE}.tar.gz")  # the good neighbour still passes
     many = tmp_path / "many.tar.gz"
     every_byte = len(gzip.decompress(good.data[good.second_member :])) + 1

@@ -8,12 +8,8 @@ database's gzip member) and driven through the real CLI (`prune`, `list`, `scrub
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
-import tarfile
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,52 +34,15 @@ from backup_sidecar.archiver import (
 from backup_sidecar.archiver.damage import marker_path
 from backup_sidecar.errors import CorruptArchiveError
 from conftest import make_db
+from support.archives import (
+    HOSTILE_BYTES,
+    ROTS,
+    flip_database_byte,
+    second_member_offset,
+    truncate,
+)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def second_member_offset(data: bytes) -> int:
-    """Where the archive's second gzip member (the first database) starts."""
-    first = zlib.decompressobj(31)
-    first.decompress(data)
-    return len(data) - len(first.unused_data)
-
-
-def truncate(path: Path) -> str:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 700])
-    return "truncated"
-
-
-def flip_database_byte(path: Path) -> str:
-    data = bytearray(path.read_bytes())
-    start = second_member_offset(bytes(data))
-    data[start + (len(data) - start) // 2] ^= 0x55
-    path.write_bytes(bytes(data))
-    return "flipped"
-
-
-def reflow_database_byte(path: Path) -> str:
-    """One byte of the database changed *before* compression: every gzip CRC is valid, only the
-    SHA-256 the metadata recorded can tell."""
-    with tarfile.open(path, mode="r:gz") as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
-        for info, body in members:
-            data = body
-            if info.name != "backup_metadata.json":
-                data = body[:-100] + bytes([body[-100] ^ 1]) + body[-99:]
-            out.addfile(info, io.BytesIO(data))
-    path.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
-    return "reflowed"
-
-
-ROTS: dict[str, Callable[[Path], str]] = {
-    "truncated": truncate,
-    "flipped_database_byte": flip_database_byte,
-    "database_changed_under_valid_gzip": reflow_database_byte,
-}
 
 
 @pytest.fixture
@@ -325,28 +284,7 @@ def test_select_expired_never_relies_on_a_rotten_archive(
     assert all(a.status is not ArchiveStatus.DAMAGED for a in expired)
 
 
-def _tar_member(name: str, data: bytes, pax: dict[str, str] | None = None) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.pax_headers = pax or {}
-    return info.tobuf(tarfile.PAX_FORMAT) + data + b"\0" * (-len(data) % 512)
-
-
-HOSTILE: dict[str, bytes] = {
-    "metadata_nested_100000_deep": gzip.compress(
-        _tar_member("backup_metadata.json", b"[" * 100_000) + b"\0" * 1024
-    ),
-    "3000_empty_gzip_members": gzip.compress(b"") * 3000,
-    "pax_size_not_a_number": gzip.compress(
-        _tar_member("user_data.db", b"x", pax={"size": "abc"}) + b"\0" * 1024
-    ),
-    "huge_number_in_metadata": gzip.compress(
-        _tar_member("backup_metadata.json", b'{"backup_name": ' + b"9" * 5000 + b"}") + b"\0" * 1024
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(HOSTILE))
+@pytest.mark.parametrize("case", list(HOSTILE_BYTES))
 def test_read_check_turns_hostile_bytes_into_one_fault(
     case: str, two_dailies: tuple[Path, Path]
 ) -> None:
@@ -354,7 +292,7 @@ def test_read_check_turns_hostile_bytes_into_one_fault(
     5,000-digit number) fail the read check with one-line faults, never an exception that
     would stop a prune or a scrub."""
     _, newer = two_dailies
-    newer.write_bytes(HOSTILE[case])
+    newer.write_bytes(HOSTILE_BYTES[case])
     cache = ReadCheckCache()
     fault = cache.recheck(newer)
     assert fault and "\n" not in fault

@@ -12,18 +12,14 @@ metadata is often not first. The same archives are also built in every order of 
 
 from __future__ import annotations
 
-import gzip
-import io
 import itertools
 import json
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tarfile
-import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +36,22 @@ from backup_sidecar.archiver import (
     verify_archive,
 )
 from backup_sidecar.errors import CorruptArchiveError, RestoreRefusedError
+from support.archives import (
+    ARROW,
+    METADATA,
+    NOW,
+    SEED_NAME,
+    SEED_TIME,
+    USER,
+    archive_metadata,
+    members_of,
+    seed_backup,
+    seed_bomb,
+    seed_db_stats,
+    seed_like,
+    seed_metadata,
+)
 
-METADATA = "backup_metadata.json"
-ARROW, USER = "arrow_database.db", "user_data.db"
-SEED_NAME = "archerytools_backup_20250804_163829"
-SEED_TIME = datetime(2025, 8, 4, 16, 38, 29, 591353)  # naive local time, as the seed wrote
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 RESTORE_SH = ROOT / "scripts" / "restore-databases.sh"
 
@@ -66,80 +72,6 @@ def _dump(db: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
-
-
-# --- the seed's backup_manager.py, as it is ----------------------------------------------------
-
-
-def _get_db_stats(db_path: Path) -> dict[str, Any]:
-    """The seed's ``_get_db_stats``: unrounded size, table count, per-table row counts."""
-    try:
-        conn = sqlite3.connect(db_path)
-        cursor = conn.cursor()
-        cursor.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-        )
-        tables = [row[0] for row in cursor.fetchall()]
-        table_info: dict[str, Any] = {}
-        for table in tables:
-            try:
-                cursor.execute(f"SELECT COUNT(*) FROM {table}")
-                table_info[table] = cursor.fetchone()[0]
-            except sqlite3.Error:
-                table_info[table] = "unknown"
-        conn.close()
-        return {
-            "file_size_mb": db_path.stat().st_size / (1024 * 1024),
-            "table_count": len(tables),
-            "tables": table_info,
-        }
-    except Exception as exc:  # noqa: BLE001  # the seed's own catch-all
-        return {"error": str(exc)}
-
-
-def _seed_copy(source: Path, dest: Path) -> None:
-    source_conn = sqlite3.connect(source)
-    backup_conn = sqlite3.connect(dest)
-    source_conn.backup(backup_conn)
-    backup_conn.close()
-    source_conn.close()
-
-
-def seed_backup(
-    backup_dir: Path,
-    *,
-    arrow: Path | None,
-    user: Path | None,
-    name: str = SEED_NAME,
-    order: Sequence[str] | None = None,
-) -> Path:
-    """``BackupManager.create_backup`` of the seed: ``arrow``/``user`` None means not asked
-    for; a path that does not exist is asked for (``includes`` true) but not stored. With
-    ``order`` the staged files are added in that order instead of ``iterdir()``'s."""
-    temp_dir = backup_dir / f"temp_{name}"
-    temp_dir.mkdir(exist_ok=True)
-    metadata: dict[str, Any] = {
-        "backup_name": name,
-        "created_at": SEED_TIME.isoformat(),
-        "version": "1.0.0",
-        "includes": {"arrow_database": arrow is not None, "user_database": user is not None},
-    }
-    if arrow is not None and arrow.exists():
-        _seed_copy(arrow, temp_dir / ARROW)
-        metadata["arrow_db_stats"] = _get_db_stats(arrow)
-    if user is not None and user.exists():
-        _seed_copy(user, temp_dir / USER)
-        metadata["user_db_stats"] = _get_db_stats(user)
-    with (temp_dir / METADATA).open("w") as f:
-        json.dump(metadata, f, indent=2)
-    backup_path = backup_dir / f"{name}.tar.gz"
-    files = list(temp_dir.iterdir()) if order is None else [temp_dir / n for n in order]
-    assert sorted(f.name for f in files) == sorted(p.name for p in temp_dir.iterdir())
-    with tarfile.open(backup_path, "w:gz") as tar:
-        for file_path in files:
-            tar.add(file_path, arcname=file_path.name)
-    shutil.rmtree(temp_dir)
-    return backup_path
 
 
 def _tar_names(archive: Path) -> list[str]:
@@ -207,18 +139,25 @@ def seed_scene(sources: dict[str, Path], live: dict[str, Path], backup_dir: Path
     }
 
 
+def _seed_in_order(
+    backup_dir: Path, sources: dict[str, Path], order: Sequence[str], *, name: str = SEED_NAME
+) -> Path:
+    """A seed archive of the databases ``order`` names, its members in that order."""
+    return seed_backup(
+        backup_dir,
+        arrow=sources["arrow"] if ARROW in order else None,
+        user=sources["user"] if USER in order else None,
+        name=name,
+        order=order,
+    )
+
+
 def _seed_all_orders(backup_dir: Path, sources: dict[str, Path]) -> dict[str, tuple[str, ...]]:
     """One seed archive per entry of ORDERS in ``backup_dir``; name -> its member order."""
     built = {}
     for i, order in enumerate(ORDERS):
         name = f"archerytools_backup_20250804_{i:06d}"
-        seed_backup(
-            backup_dir,
-            arrow=sources["arrow"] if ARROW in order else None,
-            user=sources["user"] if USER in order else None,
-            name=name,
-            order=order,
-        )
+        _seed_in_order(backup_dir, sources, order, name=name)
         assert _tar_names(backup_dir / f"{name}.tar.gz") == list(order)
         built[name] = order
     return built
@@ -245,10 +184,7 @@ def test_seed_archive_is_built_as_the_seed_builds_it(seed_scene) -> None:
     archive = seed_backup(backup_dir, arrow=src["arrow"], user=src["user"])
     assert _tar_names(archive) == directory_order
     assert not (backup_dir / f"temp_{SEED_NAME}").exists()
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile(METADATA)
-        assert member is not None
-        meta = json.loads(member.read())
+    meta = archive_metadata(archive)
     assert set(meta) == {
         "backup_name",
         "created_at",
@@ -279,12 +215,7 @@ def test_seed_archive_in_any_order_lists_verifies_and_restores(
     """Whatever the order of its members, a seed archive is read as legacy holding exactly the
     databases it holds, verifies (staging each database), and restores them over live
     databases with other content; a database it does not hold is left byte-identical."""
-    archive = seed_backup(
-        backup_dir,
-        arrow=sources["arrow"] if ARROW in order else None,
-        user=sources["user"] if USER in order else None,
-        order=order,
-    )
+    archive = _seed_in_order(backup_dir, sources, order)
     held = _held(order)
     (listed,) = list_archives(backup_dir)
     assert (listed.status.value, listed.error) == ("legacy", None)
@@ -352,13 +283,7 @@ def test_read_check_passes_seed_archives_in_any_order_and_missing_an_included_da
     from backup_sidecar.archiver.readcheck import read_check
 
     for i, order in enumerate(ORDERS):
-        archive = seed_backup(
-            backup_dir,
-            arrow=sources["arrow"] if ARROW in order else None,
-            user=sources["user"] if USER in order else None,
-            name=f"order_{i}",
-            order=order,
-        )
+        archive = _seed_in_order(backup_dir, sources, order, name=f"order_{i}")
         read_check(archive)
     missing = seed_backup(
         backup_dir, arrow=tmp_path / "nowhere" / ARROW, user=sources["user"], name="missing"
@@ -369,29 +294,6 @@ def test_read_check_passes_seed_archives_in_any_order_and_missing_an_included_da
         read_check(empty)
 
 
-def _raw_tar(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), mtime=0)
-
-
-def _seed_metadata(**includes: bool) -> bytes:
-    return json.dumps(
-        {
-            "backup_name": SEED_NAME,
-            "created_at": SEED_TIME.isoformat(),
-            "version": "1.0.0",
-            "includes": {"arrow_database": includes["arrow"], "user_database": includes["user"]},
-        },
-        indent=2,
-    ).encode()
-
-
 #: Seed-looking archives that are not what the seed writes: case -> (members, the fault named).
 NOT_SEED: dict[str, tuple[Callable[[bytes], list[tuple[str, bytes]]], str]] = {
     "no_metadata": (lambda db: [(USER, db)], f"holds no {METADATA} (it has '{USER}')"),
@@ -400,26 +302,26 @@ NOT_SEED: dict[str, tuple[Callable[[bytes], list[tuple[str, bytes]]], str]] = {
         f"holds no {METADATA} (it has '{ARROW}', '{USER}')",
     ),
     "metadata_alone": (
-        lambda db: [(METADATA, _seed_metadata(arrow=True, user=True))],
+        lambda db: [(METADATA, seed_metadata(arrow=True, user=True))],
         "holds no database member",
     ),
     "duplicate_metadata": (
         lambda db: [
             (USER, db),
-            (METADATA, _seed_metadata(arrow=False, user=True)),
-            (METADATA, _seed_metadata(arrow=False, user=True)),
+            (METADATA, seed_metadata(arrow=False, user=True)),
+            (METADATA, seed_metadata(arrow=False, user=True)),
         ],
         f"duplicate member '{METADATA}'",
     ),
     "duplicate_database": (
-        lambda db: [(USER, db), (METADATA, _seed_metadata(arrow=False, user=True)), (USER, db)],
+        lambda db: [(USER, db), (METADATA, seed_metadata(arrow=False, user=True)), (USER, db)],
         f"duplicate member '{USER}'",
     ),
     "unexpected_member": (
         lambda db: [
             (USER, db),
             ("notes.txt", b"hi"),
-            (METADATA, _seed_metadata(arrow=False, user=True)),
+            (METADATA, seed_metadata(arrow=False, user=True)),
         ],
         "unexpected member 'notes.txt'",
     ),
@@ -435,7 +337,7 @@ def test_seed_like_archive_that_the_seed_cannot_write_is_damaged(
     same reason, and nothing is staged."""
     build, fault = NOT_SEED[case]
     archive = backup_dir / f"{case}.tar.gz"
-    archive.write_bytes(_raw_tar(build(sources["user"].read_bytes())))
+    archive.write_bytes(seed_like(build(sources["user"].read_bytes())))
     (listed,) = list_archives(backup_dir)
     assert listed.status.value == "damaged"
     assert fault in (listed.error or ""), listed.error
@@ -460,9 +362,8 @@ def test_our_format_stays_strict_about_its_metadata_coming_first(
         policy="manual",
         now=NOW,
     )
-    with tarfile.open(info.path) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-    info.path.write_bytes(_raw_tar([(USER, members[USER]), (METADATA, members[METADATA])]))
+    members = members_of(info.path.read_bytes())
+    info.path.write_bytes(seed_like([(USER, members[USER]), (METADATA, members[METADATA])]))
     (listed,) = list_archives(backup_dir)
     assert listed.status.value == "damaged"
     assert f"first member is '{USER}', not {METADATA}" in (listed.error or "")
@@ -473,27 +374,11 @@ def test_our_format_stays_strict_about_its_metadata_coming_first(
         verify_archive(info.path, staging=area)
 
 
-def _zero_bomb_then_metadata(size: int) -> bytes:
-    """A seed-looking archive: user_data.db of ``size`` zero bytes, then the metadata."""
-    meta = _seed_metadata(arrow=False, user=True)
-    head = tarfile.TarInfo(USER)
-    head.size = size
-    meta_info = tarfile.TarInfo(METADATA)
-    meta_info.size = len(meta)
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = comp.compress(head.tobuf(tarfile.USTAR_FORMAT))
-    zeros = bytes(1 << 20)
-    for _ in range(size >> 20):
-        out += comp.compress(zeros)
-    out += comp.compress(meta_info.tobuf(tarfile.USTAR_FORMAT) + meta + bytes(-len(meta) % 512))
-    return out + comp.compress(bytes(1024)) + comp.flush()
-
-
 def test_listing_a_seed_archive_reads_a_bounded_amount(backup_dir: Path, monkeypatch) -> None:
     """A tiny archive whose metadata sits behind 64 MiB of zeros: with a 16 MiB scan bound list
     shows it damaged, naming the bound, instead of decompressing on; within the bound it is
     found. A file is scanned once: listing it again reuses the result, until it changes."""
-    data = _zero_bomb_then_metadata(64 << 20)
+    data = seed_bomb(user_bytes=64 << 20, metadata_first=False)
     assert len(data) < 256 << 10
     archive = backup_dir / "bomb.tar.gz"
     archive.write_bytes(data)
@@ -516,7 +401,7 @@ def test_listing_a_seed_archive_reads_a_bounded_amount(backup_dir: Path, monkeyp
     assert read_manifest(archive, limits=roomy).members() == {"user": USER}
     assert len(scans) == 1
     archive.unlink()
-    archive.write_bytes(_zero_bomb_then_metadata(1 << 20))
+    archive.write_bytes(seed_bomb(user_bytes=1 << 20, metadata_first=False))
     assert read_manifest(archive, limits=roomy).members() == {"user": USER}
     assert len(scans) == 2
 
@@ -644,10 +529,7 @@ def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(
 
 def _seed_list_backups_records(archive: Path) -> dict[str, int]:
     """What the seed's list_backups UI shows per database: the sum of ``stats["tables"]``."""
-    with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile(tar.getmember(METADATA))
-        assert member is not None
-        metadata = json.loads(member.read())
+    metadata = archive_metadata(archive)
     return {
         key: sum(v for v in metadata[key].get("tables", {}).values() if isinstance(v, int))
         for key in ("arrow_db_stats", "user_db_stats")
@@ -668,17 +550,14 @@ def test_our_archives_keep_every_stats_key_of_the_seed(
         policy="manual",
         now=NOW,
     )
-    with tarfile.open(info.path) as tar:
-        member = tar.extractfile(METADATA)
-        assert member is not None
-        meta = json.loads(member.read())
+    meta = archive_metadata(info.path)
     for db, key in (("arrow", "arrow_db_stats"), ("user", "user_db_stats")):
-        seed = _get_db_stats(sources[db])
+        seed = seed_db_stats(sources[db])
         assert set(meta[key]) >= set(seed), key
         assert meta[key]["tables"] == seed["tables"], key
         assert meta[key]["table_count"] == seed["table_count"], key
         assert meta[key]["file_size_mb"] == pytest.approx(seed["file_size_mb"], abs=0.01)
     records = _seed_list_backups_records(info.path)
     assert records["user_db_stats"] == 40
-    assert records["arrow_db_stats"] == sum(_get_db_stats(sources["arrow"])["tables"].values())
+    assert records["arrow_db_stats"] == sum(seed_db_stats(sources["arrow"])["tables"].values())
     assert records["arrow_db_stats"] > 0

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from archiver.test_bad_archives import GoodArchive, build_good
-from archiver.test_hostile_archives import HOSTILE
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from conftest import make_db
 from daemon.conftest import Daemon, sample, wait_until
+from support.archives import HOSTILE, GoodArchive, build_good
 
 OLD_GOOD = 5
 

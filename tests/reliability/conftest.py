@@ -10,8 +10,6 @@ Nothing here sleeps to synchronise: waits poll a condition or a log event up to 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import json
 import os
 import shutil
@@ -21,19 +19,16 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from backup_sidecar.archiver import DatabaseSpec, create_backup
 from daemon.conftest import EventLog
 
 #: Default deadline for anything that should happen "soon".
@@ -192,13 +187,6 @@ def journal_mode(db: Path) -> str:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
     finally:
         conn.close()
-
-
-def library_archive(backup_dir: Path, name: str, **databases: Path) -> Path:
-    """An archive written by the library (set-up only; backups are tested elsewhere)."""
-    specs = [DatabaseSpec(db, path) for db, path in databases.items()]
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return create_backup(specs, backup_dir=backup_dir, name=name, policy="manual", now=now).path
 
 
 # --- the file tree ------------------------------------------------------------------------------
@@ -481,57 +469,3 @@ def sock_dir() -> Iterator[Path]:
     path = short_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-# --- hostile archives ---------------------------------------------------------------------------
-
-METADATA = "backup_metadata.json"
-
-
-def tar_member(name: str, data: bytes) -> bytes:
-    """One ustar member (header + padded data), as raw bytes."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o600
-    return info.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512)
-
-
-def zero_bomb(head: bytes, *, zeros: int) -> bytes:
-    """gzip(head + ``zeros`` zero bytes), compressed at level 9 without holding them in memory:
-    a few hundred KiB that expand to ``zeros`` bytes."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = bytearray(comp.compress(head))
-    block = b"\0" * (1 << 20)
-    left = zeros
-    while left:
-        n = min(left, len(block))
-        out += comp.compress(block[:n])
-        left -= n
-    out += comp.flush()
-    return bytes(out)
-
-
-def legacy_metadata(**includes: bool) -> bytes:
-    """The seed's backup_metadata.json (no `databases`, no checksums)."""
-    doc = {
-        "backup_name": "legacy",
-        "created_at": "2026-01-01T00:00:00",
-        "version": "1.0.0",
-        "includes": {
-            "arrow_database": includes.get("arrow", False),
-            "user_database": includes.get("user", True),
-        },
-    }
-    return json.dumps(doc).encode()
-
-
-def gzip_of(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
-
-
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    for name, data in members:
-        buf.write(tar_member(name, data))
-    buf.write(b"\0" * 1024)
-    return buf.getvalue()

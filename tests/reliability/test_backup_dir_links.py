@@ -35,13 +35,13 @@ from reliability.conftest import (
     cli_env,
     daemon_config,
     digest,
-    library_archive,
     make_content_db,
     one_error_line,
     run_cli,
     tree,
     tree_diff,
 )
+from support.archives import library_archive
 
 #: A day ago: older than the 60 s the cleanup spares a lockless staging directory.
 OLD_S = 86_400

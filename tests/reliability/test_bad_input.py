@@ -10,7 +10,7 @@ backup directory, the live databases and the daemon's working directory is snaps
 before and after: nothing appears outside the staging area, nothing changes, the live
 databases stay byte-identical, and no staging area is left.
 
-The archive builders are tests/archiver/test_bad_archives.py's; the cases added here are the
+The archive builders are tests/support/archives.py's; the cases added here are the
 gzip bombs (a legacy archive expanding past the free space of the small tmpfs backup
 directory, a format-2 archive expanding past its metadata's sizes), pax and GNU long-name
 path traversal, more metadata type errors, and dense truncation and flip sweeps.
@@ -35,7 +35,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.test_bad_archives import (
+from backup_sidecar.archiver.model import MAX_METADATA_BYTES
+from reliability.conftest import (
+    Daemon,
+    DaemonRunner,
+    SocketError,
+    cli_env,
+    daemon_config,
+    mount_tmpfs,
+    one_error_line,
+    run_cli,
+    short_dir,
+    tree,
+    tree_diff,
+    unmount,
+)
+from support.archives import (
     ARROW,
     BAD,
     CLI_CASES,
@@ -49,25 +64,10 @@ from archiver.test_bad_archives import (
     metadata_bytes,
     regular,
     repack,
+    seed_metadata,
+    tar_bytes,
     tar_gz,
     with_db_entry,
-)
-from backup_sidecar.archiver.model import MAX_METADATA_BYTES
-from reliability.conftest import (
-    Daemon,
-    DaemonRunner,
-    SocketError,
-    cli_env,
-    daemon_config,
-    legacy_metadata,
-    mount_tmpfs,
-    one_error_line,
-    run_cli,
-    short_dir,
-    tar_bytes,
-    tree,
-    tree_diff,
-    unmount,
     zero_bomb,
 )
 
@@ -86,7 +86,7 @@ TRIED: dict[str, int] = {}
 def legacy_bomb(g: GoodArchive) -> bytes:
     """A seed-format archive (no sizes to bound it) whose real database member is followed,
     after the tar end marker, by 64 MiB of zeros: ~70 KB that expand past the free space."""
-    head = tar_bytes([(METADATA, legacy_metadata(user=True)), (USER, g.members[USER])])
+    head = tar_bytes([(METADATA, seed_metadata(user=True)), (USER, g.members[USER])])
     return zero_bomb(head, zeros=BOMB_BYTES)
 
 

@@ -17,11 +17,11 @@ import pytest
 from reliability.conftest import (
     cli_command,
     cli_env,
-    library_archive,
     make_content_db,
     one_error_line,
     run_cli,
 )
+from support.archives import library_archive
 
 #: Enough archives that `list` prints far more than a pipe holds (64 KiB).
 ARCHIVES = 1500

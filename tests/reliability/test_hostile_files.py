@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from archiver.test_bad_archives import ARCHIVE, build_good
 from backup_sidecar.archiver import ArchiveStatus, list_archives
 from reliability.conftest import cli_env, run_cli
+from support.archives import ARCHIVE, build_good
 
 
 def test_damaged_archive_dated_past_year_9999_is_listed(

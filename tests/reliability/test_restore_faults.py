@@ -42,7 +42,6 @@ from reliability.conftest import (
     fill,
     integrity,
     journal_mode,
-    library_archive,
     make_content_db,
     make_ticked_db,
     one_error_line,
@@ -50,6 +49,7 @@ from reliability.conftest import (
     tree,
     tree_diff,
 )
+from support.archives import library_archive
 
 #: Rows of ~4 KB: the live database is ~24 MB, the archive's ~28 MB (a CLI restore takes
 #: one to two seconds here, with the write step itself a few hundred milliseconds).

@@ -33,7 +33,6 @@ from reliability.conftest import (
     digest,
     integrity,
     journal_mode,
-    library_archive,
     make_content_db,
     make_ticked_db,
     one_error_line,
@@ -41,6 +40,7 @@ from reliability.conftest import (
     tree,
     tree_diff,
 )
+from support.archives import library_archive
 
 SEQ_BASE = 10_000_000_000.0  # tests/support/writer.py: a logged commit k writes at = SEQ_BASE + k
 WRITER_RATE = 200.0

@@ -32,10 +32,10 @@ from reliability.conftest import (
     DaemonRunner,
     SocketError,
     daemon_config,
-    library_archive,
     make_content_db,
     short_dir,
 )
+from support.archives import library_archive
 
 ARCHIVES = 2000
 HELD_CONNECTIONS = 2000
