@@ -31,8 +31,8 @@ from backup_sidecar.appdata.arrows_import import (
 from backup_sidecar.appdata.arrows_json import MAX_JSON_BYTES, decode_document
 from backup_sidecar.appdata.arrows_parse import parse_document
 from backup_sidecar.appdata.demo_data import SYNTHETIC_ARROWS
+from backup_sidecar.appdata.import_rules import import_forced, import_skip_reason
 from backup_sidecar.appdata.schema import create_empty_database
-from backup_sidecar.appdata.startup import import_forced, import_skip_reason
 from backup_sidecar.errors import ArrowDataError, ConfigError, DatabaseError
 from conftest import FIXTURES, Sidecar
 from support.fuzzing import FUZZ

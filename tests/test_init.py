@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.appdata.demo_data import SYNTHETIC_ARROWS
+from backup_sidecar.appdata.import_rules import import_skip_reason
 from backup_sidecar.appdata.schema import create_empty_database
-from backup_sidecar.appdata.startup import (
-    DatabaseStatus,
-    InitReport,
-    import_skip_reason,
-    run_init,
-)
+from backup_sidecar.appdata.startup import DatabaseStatus, InitReport, run_init
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
 from conftest import FIXTURES, Sidecar

@@ -60,7 +60,7 @@ def init(ctx: Context, import_files: tuple[Path, ...]) -> None:
 def import_arrows_cmd(ctx: Context, files: tuple[Path, ...]) -> None:
     """Upsert scraper JSON into the arrow database (idempotent)."""
     from backup_sidecar.appdata.arrows_import import import_sources, load_sources  # noqa: PLC0415
-    from backup_sidecar.appdata.startup import import_note  # noqa: PLC0415
+    from backup_sidecar.appdata.import_rules import import_note  # noqa: PLC0415
 
     with _errors(ctx):
         note = import_note(os.environ, len(files))

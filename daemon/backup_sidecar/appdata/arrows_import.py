@@ -25,6 +25,7 @@ from backup_sidecar.appdata.arrows_parse import (
     ArrowSource,
     parse_document,
 )
+from backup_sidecar.appdata.schema import BUSY_TIMEOUT_S
 from backup_sidecar.errors import DatabaseError
 
 __all__ = [
@@ -36,8 +37,6 @@ __all__ = [
     "import_sources",
     "load_sources",
 ]
-
-BUSY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -168,38 +168,30 @@ def _arrow(
     }
 
 
+def _document(manufacturer: str, *arrows: dict[str, Any]) -> dict[str, Any]:
+    return {"manufacturer": manufacturer, "scraped_at": "2025-08-01T00:00:00", "arrows": [*arrows]}
+
+
 #: Scraper-format documents, one per manufacturer.
 SYNTHETIC_ARROWS: tuple[dict[str, Any], ...] = (
-    {
-        "manufacturer": "Easton Archery",
-        "scraped_at": "2025-08-01T00:00:00",
-        "arrows": [
-            _arrow("Axis 5mm", "Carbon", "hunting", _spines(0.204, (300, 10.7), (340, 9.5))),
-            _arrow("Carbon One", "Carbon", "target", _spines(0.236, (500, 6.8), (600, 6.1))),
-        ],
-    },
-    {
-        "manufacturer": "Gold Tip",
-        "scraped_at": "2025-08-01T00:00:00",
-        "arrows": [
-            _arrow("Hunter XT", "Carbon", "hunting", _spines(0.246, (300, 8.5), (400, 7.5))),
-            _arrow("Velocity", "Carbon", "hunting", _spines(0.246, (300, 7.9), (400, 7.1))),
-        ],
-    },
-    {
-        "manufacturer": "Victory Archery",
-        "scraped_at": "2025-08-01T00:00:00",
-        "arrows": [
-            _arrow("VAP TKO", "Carbon", "hunting", _spines(0.166, (300, 10.3), (350, 9.4))),
-            _arrow("RIP XV", "Carbon", "hunting", _spines(0.245, (300, 8.7), (400, 7.7))),
-        ],
-    },
-    {
-        "manufacturer": "Carbon Express",
-        "scraped_at": "2025-08-01T00:00:00",
-        "arrows": [
-            _arrow("Maxima RED", "Carbon", "hunting", _spines(0.204, (250, 10.1), (350, 8.9))),
-            _arrow("PileDriver", "Carbon", "hunting", _spines(0.300, (250, 11.3), (350, 10.2))),
-        ],
-    },
+    _document(
+        "Easton Archery",
+        _arrow("Axis 5mm", "Carbon", "hunting", _spines(0.204, (300, 10.7), (340, 9.5))),
+        _arrow("Carbon One", "Carbon", "target", _spines(0.236, (500, 6.8), (600, 6.1))),
+    ),
+    _document(
+        "Gold Tip",
+        _arrow("Hunter XT", "Carbon", "hunting", _spines(0.246, (300, 8.5), (400, 7.5))),
+        _arrow("Velocity", "Carbon", "hunting", _spines(0.246, (300, 7.9), (400, 7.1))),
+    ),
+    _document(
+        "Victory Archery",
+        _arrow("VAP TKO", "Carbon", "hunting", _spines(0.166, (300, 10.3), (350, 9.4))),
+        _arrow("RIP XV", "Carbon", "hunting", _spines(0.245, (300, 8.7), (400, 7.7))),
+    ),
+    _document(
+        "Carbon Express",
+        _arrow("Maxima RED", "Carbon", "hunting", _spines(0.204, (250, 10.1), (350, 8.9))),
+        _arrow("PileDriver", "Carbon", "hunting", _spines(0.300, (250, 11.3), (350, 10.2))),
+    ),
 )

@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
+from backup_sidecar.archiver.staging import fsync_dir
 from backup_sidecar.errors import DatabaseError, DatabaseExistsError, UnknownDatabaseError
 
 DatabaseKind = Literal["arrow", "user"]
@@ -207,7 +208,7 @@ def create_empty_database(path: Path, kind: DatabaseKind) -> None:
             os.link(tmp, path)
         except FileExistsError:
             raise DatabaseExistsError(path) from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except sqlite3.Error as exc:
         raise DatabaseError(kind, path, f"cannot build the schema: {exc}") from exc
     finally:
@@ -263,14 +264,6 @@ def _build(path: Path, statements: tuple[str, ...]) -> None:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
