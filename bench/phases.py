@@ -18,8 +18,9 @@ from pathlib import Path
 
 from isal import isal_zlib
 
-from backup_sidecar.archiver.backup import _pack_databases, create_backup
+from backup_sidecar.archiver.backup import create_backup
 from backup_sidecar.archiver.model import DatabaseSpec
+from backup_sidecar.archiver.packing import pack_databases
 from backup_sidecar.archiver.restore import _restore_one, _Target
 from backup_sidecar.archiver.snapshot import take_snapshot
 from backup_sidecar.archiver.sqlitefacts import collect_facts, integrity_check
@@ -67,9 +68,9 @@ def main() -> None:
     comp = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
     _t("isal level-1 compress alone", r, _read_all, snap.staged, comp.compress)
     _t(
-        "hash + compress + write (_pack_databases)",
+        "hash + compress + write (pack_databases)",
         r,
-        _pack_databases,
+        pack_databases,
         [snap],
         out=work / "d.gz",
         level=1,

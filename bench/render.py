@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from backup_sidecar.archiver import backup
+from backup_sidecar.archiver import packing
 from backup_sidecar.cpus import CpuPlan, cpu_plan, usable_cpus
 from bench.report import (
     Target,
@@ -57,7 +57,7 @@ def _cmd(cmd: list[str]) -> str:
 def _plan_text(plan: CpuPlan) -> str:
     if plan.threads == 1:
         return "the integrity check, then the compression, on one thread."
-    slices = f"{backup._SLICE >> 10} KiB slices, {backup._PAUSE_S * 1e3:g} ms pauses"
+    slices = f"{packing.SLICE >> 10} KiB slices, {packing.PAUSE_S * 1e3:g} ms pauses"
     paced = f", the compression paced ({slices})" if plan.pace else ""
     return f"the integrity check and the compression at once on two threads{paced}."
 

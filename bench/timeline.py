@@ -44,10 +44,11 @@ def _wrap(module: Any, name: str) -> None:
 
 def main() -> None:
     from backup_sidecar import cli
-    from backup_sidecar.archiver import backup, restore, staging, verify
+    from backup_sidecar.archiver import backup, packing, restore, staging, verify
 
     for mod, names in (
-        (backup, ("take_snapshot", "_check_all", "_pack_databases", "_finish", "publish")),
+        (backup, ("take_snapshot", "write_metadata", "publish")),
+        (packing, ("check_all", "pack_databases")),
         (verify, ("_extract", "integrity_check")),
         (restore, ("verify_archive", "_safety_backup", "_restore_one", "create_backup")),
         (staging, ("staging_area",)),

@@ -602,16 +602,16 @@ def test_one_or_two_threads_write_the_same_checked_archive(
 ) -> None:
     """With one thread the check runs on the calling thread before packing, with two on a
     worker thread beside it (paced or not); the archive holds the same checked bytes."""
-    from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver import packing
 
     ran_on: list[str] = []
-    check_all = backup_mod._check_all
+    check_all = packing.check_all
 
     def recording(*args: object, **kwargs: object) -> list[str]:
         ran_on.append(threading.current_thread().name)
         return check_all(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(backup_mod, "_check_all", recording)
+    monkeypatch.setattr(packing, "check_all", recording)
     members = {}
     for threads, pace in ((1, False), (2, False), (2, True)):
         info = create_backup(
@@ -639,12 +639,12 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
 ) -> None:
     """Checked first, a copy that fails integrity_check is refused before any compression, and
     nothing is left in the backup directory."""
-    from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver import packing
 
     db = make_db(tmp_path / "items.db", wal=False, rows=10)  # items fits one leaf page
     db.write_bytes(corrupt_table_page(db.read_bytes(), tmp_path))
     packed: list[object] = []
-    monkeypatch.setattr(backup_mod, "_pack_databases", lambda *a, **k: packed.append(a) or [])
+    monkeypatch.setattr(packing, "pack_databases", lambda *a, **k: packed.append(a) or [])
     with pytest.raises(IntegrityCheckError) as caught:
         create_backup(
             [DatabaseSpec("user", db)],
@@ -667,15 +667,15 @@ def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_
     body is the same as an unpaced one."""
     from types import SimpleNamespace
 
-    from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver import packing
     from backup_sidecar.archiver.snapshot import take_snapshot
 
     db = make_db(tmp_path / "big.db", wal=False, rows=80_000)
     snap = take_snapshot(DatabaseSpec("user", db), dest=tmp_path / "staged.db", lock_timeout=5)
     size = snap.staged.stat().st_size
-    assert size > 4 * backup_mod._CHUNK // 2, "the copy should span several slices and chunks"
+    assert size > 4 * packing.CHUNK // 2, "the copy should span several slices and chunks"
     sleeps: list[float] = []
-    monkeypatch.setattr(backup_mod, "time", SimpleNamespace(sleep=sleeps.append))
+    monkeypatch.setattr(packing, "time", SimpleNamespace(sleep=sleeps.append))
     reads: list[int] = []
     real_open = Path.open
 
@@ -691,18 +691,18 @@ def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_
     pace_calls = iter(range(10**9))
 
     def pack(out: Path, pace: object) -> list[str]:
-        return backup_mod._pack_databases(
+        return packing.pack_databases(
             [snap], out=out, level=1, now=NOW, progress=lambda *a: None,
             should_stop=lambda: False, pace=pace,  # type: ignore[arg-type]
         )  # fmt: skip
 
     digests = pack(tmp_path / "paced.gz", lambda: next(pace_calls) < paced_slices)
-    assert reads[:paced_slices] == [backup_mod._SLICE] * paced_slices
-    assert set(reads[paced_slices:]) == {backup_mod._CHUNK}
-    assert sleeps == [backup_mod._PAUSE_S] * paced_slices
+    assert reads[:paced_slices] == [packing.SLICE] * paced_slices
+    assert set(reads[paced_slices:]) == {packing.CHUNK}
+    assert sleeps == [packing.PAUSE_S] * paced_slices
     reads.clear()
     assert pack(tmp_path / "plain.gz", lambda: False) == digests
-    assert set(reads) == {backup_mod._CHUNK}
+    assert set(reads) == {packing.CHUNK}
     assert (tmp_path / "paced.gz").read_bytes() == (tmp_path / "plain.gz").read_bytes()
 
 
@@ -734,10 +734,11 @@ def test_the_metadata_fills_the_room_left_before_the_databases(
     metadata member, written last, fills that room exactly, even for 300 tables with row
     counts (nothing is copied), and holds the metadata member alone."""
     from backup_sidecar.archiver import backup as backup_mod
+    from backup_sidecar.archiver import metawrite
 
     db = _many_tables_db(tmp_path / "many.db", 300)
     rooms: list[int] = []
-    metadata_room = backup_mod._metadata_room
+    metadata_room = backup_mod.metadata_room
 
     def recording(*args: object) -> int:
         rooms.append(metadata_room(*args))  # type: ignore[arg-type]
@@ -746,8 +747,8 @@ def test_the_metadata_fills_the_room_left_before_the_databases(
     def no_copy(*args: object, **kwargs: object) -> Path:
         raise AssertionError("the metadata did not fit the room left for it")
 
-    monkeypatch.setattr(backup_mod, "_metadata_room", recording)
-    monkeypatch.setattr(backup_mod, "_relocate", no_copy)
+    monkeypatch.setattr(backup_mod, "metadata_room", recording)
+    monkeypatch.setattr(metawrite, "relocate", no_copy)
     info = create_backup(
         [DatabaseSpec("user", db)], backup_dir=backup_dir, name="many", policy="m", now=NOW
     )
@@ -777,7 +778,7 @@ def test_metadata_larger_than_its_room_is_moved_not_cut(
     from backup_sidecar.archiver.staging import staging_area
 
     db = make_db(tmp_path / "items.db", wal=True, rows=2000)
-    monkeypatch.setattr(backup_mod, "_metadata_room", lambda *args: 64)
+    monkeypatch.setattr(backup_mod, "metadata_room", lambda *args: 64)
     info = create_backup(
         [DatabaseSpec("user", db)], backup_dir=backup_dir, name="moved", policy="m", now=NOW
     )
