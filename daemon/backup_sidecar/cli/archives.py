@@ -1,0 +1,191 @@
+"""Commands on the backup directory's archives: `backup`, `list`, `verify`, `scrub`, `prune`,
+`cleanup`."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC
+
+import click
+
+from backup_sidecar import jobs
+from backup_sidecar.cli.context import Context
+from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
+from backup_sidecar.cli.output import emit, fail, reported_errors
+from backup_sidecar.errors import UsageError
+from backup_sidecar.progress import progress_bar
+
+
+@click.command()
+@click.option("--name", help="Archive name (default: <policy>_<UTC time>).")
+@database_options
+@click.option(
+    "--policy",
+    default=jobs.MANUAL_POLICY,
+    show_default=True,
+    help="manual or a configured policy (not pre_restore, which only restores write).",
+)
+@click.option("--cleanup", is_flag=True, help="Prune the policy afterwards.")
+@click.option("--keep", type=int, help="With --cleanup: archives to keep (default: the policy's).")
+@json_option
+@click.pass_obj
+def backup(
+    ctx: Context,
+    name: str | None,
+    databases: DatabaseChoice,
+    policy: str,
+    cleanup: bool,
+    keep: int | None,
+    as_json: bool,
+) -> None:
+    """Take one consistent backup now and print the archive path."""
+    with reported_errors(ctx, as_json=as_json):
+        if keep is not None and not cleanup:
+            raise UsageError("--keep needs --cleanup (or use `prune --keep`)")
+        rt = ctx.runtime()
+        rt.check_backup_policy(policy)
+        names = databases.names()
+        with progress_bar(enabled=not as_json) as progress:
+            info = jobs.run_backup(
+                rt, policy=policy, names=names, archive_name=name, progress=progress
+            )
+        pruned = jobs.run_prune(rt, policies=[policy], keep=keep) if cleanup else None
+        payload = jobs.archive_json(info) | {
+            "pruned": [a.name for a in pruned.deleted] if pruned else [],
+        }
+        emit(as_json, payload, lambda: click.echo(str(info.path)))
+        if pruned and not as_json:
+            for a in pruned.deleted:
+                click.echo(f"deleted {a.path}", err=True)
+
+
+_ROW = "{:<40} {:<20} {:>12} {:<12} {:<9} {}"
+
+
+@click.command("list")
+@json_option
+@click.pass_obj
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """Archives, newest first, from their metadata alone."""
+    from backup_sidecar.archiver import list_archives  # noqa: PLC0415
+
+    with reported_errors(ctx, as_json=as_json):
+        archives = list_archives(ctx.runtime().backup_dir)
+
+        def table() -> None:
+            if not archives:
+                click.echo("no archives")
+                return
+            click.echo(
+                _ROW.format("NAME", "CREATED (UTC)", "SIZE", "POLICY", "STATUS", "DATABASES")
+            )
+            for a in archives:
+                created = a.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+                extra = a.error or ",".join(a.databases)
+                row = (a.name, created, a.size_bytes, a.policy, a.status, extra)
+                click.echo(_ROW.format(*row))
+
+        emit(as_json, [jobs.archive_json(a) for a in archives], table)
+
+
+@click.command()
+@click.argument("archive")
+@json_option
+@click.pass_obj
+def verify(ctx: Context, archive: str, as_json: bool) -> None:
+    """Verify an archive completely: gzip stream, members, checksums, integrity_check."""
+    with reported_errors(ctx, as_json=as_json):
+        with progress_bar(enabled=not as_json) as progress:
+            report = jobs.run_verify(ctx.runtime(), archive, progress=progress)
+
+        def text() -> None:
+            for warning in report["warnings"]:
+                click.echo(f"warning: {warning}", err=True)
+            click.echo(f"{report['archive']}: ok ({', '.join(report['databases'])})")
+
+        emit(as_json, report, text)
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def scrub(ctx: Context, as_json: bool) -> None:
+    """Read every archive to its end (gzip CRCs, SHA-256s) and mark the ones that fail damaged.
+
+    Exit 1 if it found a damaged archive."""
+    with reported_errors(ctx, as_json=as_json):
+        with progress_bar(enabled=not as_json) as progress:
+            report = jobs.run_scrub(ctx.runtime(), progress=progress)
+
+        def text() -> None:
+            for name, reason in report.damaged:
+                click.echo(f"{name}: damaged: {reason}")
+            click.echo(
+                f"scrub: {len(report.passed)} ok, {len(report.damaged)} damaged, "
+                f"{len(report.skipped)} skipped (already damaged or gone)"
+            )
+
+        emit(as_json, report.as_json(), text)
+        if report.damaged:
+            sys.exit(1)
+
+
+def _prune(
+    ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
+) -> None:
+    with reported_errors(ctx, as_json=as_json):
+        result = jobs.run_prune(
+            ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run
+        )
+        verb = "would delete" if dry_run else "deleted"
+        payload = {
+            "dry_run": dry_run,
+            "deleted": [a.name for a in result.deleted],
+            "skipped_busy": [a.name for a in result.skipped_busy],
+            "errors": [f"{a.name}: {e}" for a, e in result.failed],
+            "damaged": [{"archive": a.name, "reason": e} for a, e in result.damaged],
+        }
+
+        def text() -> None:
+            for a, e in result.damaged:
+                click.echo(f"damaged {a.path}: {e} (kept, not counted)", err=True)
+            for a in result.deleted:
+                click.echo(f"{verb} {a.path}")
+            for a in result.skipped_busy:
+                click.echo(f"kept {a.path}: in use by a verify or restore", err=True)
+            if not result.deleted:
+                click.echo("nothing to delete")
+
+        emit(as_json, payload, text)
+        if result.failed:
+            a, e = result.failed[0]
+            fail(f"could not delete archive {a.name!r}: {e}", 1)
+
+
+@click.command()
+@click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
+@click.option("--keep", type=int, help="Archives to keep per policy (default: the policy's keep).")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@json_option
+@click.pass_obj
+def prune(
+    ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
+) -> None:
+    """Apply retention; the newest verified archive of a policy is never deleted."""
+    _prune(ctx, policies, keep, dry_run, as_json)
+
+
+@click.command()
+@click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
+@click.option("--keep", type=int, required=True, help="Archives to keep per policy.")
+@click.option("--dry-run", is_flag=True)
+@json_option
+@click.pass_obj
+def cleanup(
+    ctx: Context, policies: tuple[str, ...], keep: int, dry_run: bool, as_json: bool
+) -> None:
+    """The seed's name for `prune --keep K`."""
+    _prune(ctx, policies, keep, dry_run, as_json)
+
+
+COMMANDS = (backup, list_cmd, verify, scrub, prune, cleanup)

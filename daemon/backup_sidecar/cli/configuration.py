@@ -1,0 +1,48 @@
+"""`config check`: validate a configuration file and show when each policy runs next."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from backup_sidecar.cli.context import Context
+from backup_sidecar.cli.output import reported_errors
+
+
+@click.group("config")
+def config_group() -> None:
+    """Configuration tools."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_obj
+def config_check(ctx: Context, file: Path) -> None:
+    """Validate a YAML file and print the next run time of every policy."""
+    from backup_sidecar.cron import next_fire_times  # noqa: PLC0415
+    from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
+
+    with reported_errors(ctx):
+        settings, paths = build_runtime_config(file, environ=os.environ, cwd=Path.cwd())
+        now = datetime.now(UTC)
+        click.echo(f"{file}: ok")
+        click.echo(f"backup_dir: {paths.backup_dir}")
+        for spec in paths.databases:
+            click.echo(f"database {spec.name}: {spec.path}")
+        for name, policy in settings.policies.items():
+            trigger = policy.trigger
+            if trigger is None:
+                click.echo(f"policy {name}: keep {policy.keep}, not scheduled")
+                continue
+            nxt = next_fire_times(trigger, timezone=settings.tzinfo, now=now, count=1)
+            when = nxt[0].isoformat() if nxt else "never"
+            click.echo(f"policy {name}: keep {policy.keep}, next run {when}")
+        if settings.scrub.trigger is not None:
+            nxt = next_fire_times(settings.scrub.trigger, timezone=settings.tzinfo, now=now)
+            click.echo(f"scrub: next run {nxt[0].isoformat() if nxt else 'never'}")
+
+
+COMMANDS = (config_group,)

@@ -1,0 +1,35 @@
+"""What every command gets from the group's options: the one place the CLI finds its
+configuration (`--config`, else `$SIDECAR_CONFIG`, which click reads for that option)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backup_sidecar.jobs import Runtime
+    from backup_sidecar.logconfig import LogFormat
+
+
+@dataclass
+class Context:
+    """The group's options, plus what `ctl` adds for its subcommands."""
+
+    #: The YAML configuration: `--config`, else `$SIDECAR_CONFIG` (None: defaults + environment).
+    config: Path | None
+    log_format: LogFormat | None
+    verbose: bool
+    #: `ctl --socket` (None: the configured control.socket).
+    socket: Path | None = None
+    #: `ctl --timeout`: seconds to wait for the daemon's answer (None: wait forever).
+    timeout: float | None = None
+    _runtime: Runtime | None = field(default=None, repr=False)
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from backup_sidecar.runtime import load_runtime  # noqa: PLC0415 (keep --help fast)
+
+            self._runtime = load_runtime(self.config, environ=os.environ, cwd=Path.cwd())
+        return self._runtime

@@ -1,0 +1,185 @@
+"""`ctl ...`: send one request to a running daemon over its control socket and print the answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from backup_sidecar.cli.context import Context
+from backup_sidecar.cli.options import json_option
+from backup_sidecar.cli.output import error_json, fail, reported_errors
+from backup_sidecar.errors import RestoreRefusedError
+
+
+@click.group()
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    envvar="SIDECAR_SOCKET",
+    help="Control socket (default: the configured control.socket).",
+)
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer.")
+@click.pass_obj
+def ctl(ctx: Context, socket_path: Path | None, timeout: float | None) -> None:
+    """Send a request to a running daemon over its control socket."""
+    ctx.socket = socket_path
+    ctx.timeout = timeout
+
+
+def _socket(ctx: Context) -> Path:
+    if ctx.socket is not None:
+        return ctx.socket
+    from backup_sidecar.settings import load_settings  # noqa: PLC0415
+
+    return load_settings(ctx.config, environ=os.environ).control.socket
+
+
+def _request(ctx: Context, request: dict[str, Any], *, as_json: bool) -> dict[str, Any]:
+    from backup_sidecar.control.client import ControlClient  # noqa: PLC0415
+    from backup_sidecar.control.protocol import ControlError  # noqa: PLC0415
+    from backup_sidecar.progress import progress_bar  # noqa: PLC0415
+
+    client = ControlClient(_socket(ctx), timeout_s=ctx.timeout)
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            return client.request(request, on_progress=progress)
+    except ControlError as exc:
+        if as_json:
+            click.echo(json.dumps(error_json(exc), indent=2))
+        fail(
+            f"daemon refused {request['op']}: {exc.code}: {exc.message}",
+            2 if exc.code == "bad_request" else 1,
+        )
+
+
+def _print(as_json: bool, result: dict[str, Any]) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            click.echo(f"{key}:")
+            for item in value:
+                click.echo("  " + "  ".join(f"{k}={v}" for k, v in item.items() if k != "path"))
+        else:
+            click.echo(
+                f"{key}: {value if not isinstance(value, list) else ', '.join(map(str, value))}"
+            )
+
+
+def _send(
+    ctx: Context, request: dict[str, Any], *, as_json: bool, json_errors: bool = True
+) -> None:
+    """Ask, print the answer; a failure before the daemon answered is reported in JSON too only
+    with ``json_errors`` (`ctl scrub` never did)."""
+    with reported_errors(ctx, as_json=as_json and json_errors):
+        _print(as_json, _request(ctx, request, as_json=as_json))
+
+
+def _plain(op: str, doc: str, *, json_errors: bool = True) -> click.Command:
+    """A `ctl` command that sends an op without arguments."""
+
+    @click.command(op, help=doc)
+    @json_option
+    @click.pass_obj
+    def command(ctx: Context, as_json: bool) -> None:
+        _send(ctx, {"op": op}, as_json=as_json, json_errors=json_errors)
+
+    return command
+
+
+@click.command("backup")
+@click.option("--policy", default="manual", show_default=True)
+@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--wait", is_flag=True, help="Wait for a running operation instead of failing busy.")
+@json_option
+@click.pass_obj
+def ctl_backup(ctx: Context, policy: str, dbs: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Ask the daemon for a backup now."""
+    _send(
+        ctx,
+        {"op": "backup", "policy": policy, "databases": list(dbs) or None, "wait": wait},
+        as_json=as_json,
+    )
+
+
+@click.command("verify")
+@click.argument("archive")
+@json_option
+@click.pass_obj
+def ctl_verify(ctx: Context, archive: str, as_json: bool) -> None:
+    """Ask the daemon to verify an archive (by name)."""
+    _send(ctx, {"op": "verify", "archive": archive}, as_json=as_json)
+
+
+@click.command("restore")
+@click.argument("archive")
+@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--force", "--confirm", "force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True)
+@click.option("--wait", is_flag=True)
+@json_option
+@click.pass_obj
+def ctl_restore(
+    ctx: Context,
+    archive: str,
+    dbs: tuple[str, ...],
+    force: bool,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Ask the daemon to restore an archive into the live databases."""
+    with reported_errors(ctx, as_json=as_json):
+        if not force and not dry_run:
+            if not sys.stdin.isatty():
+                raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
+            if not click.confirm(f"Restore {archive} into the live databases?", err=True):
+                raise RestoreRefusedError("not confirmed")
+        req = {
+            "op": "restore",
+            "archive": archive,
+            "databases": list(dbs) or None,
+            "confirm": True,
+            "dry_run": dry_run,
+            "wait": wait,
+        }
+        _print(as_json, _request(ctx, req, as_json=as_json))
+
+
+@click.command("prune")
+@click.option("--policy")
+@click.option("--keep", type=int)
+@click.option("--dry-run", is_flag=True)
+@json_option
+@click.pass_obj
+def ctl_prune(
+    ctx: Context, policy: str | None, keep: int | None, dry_run: bool, as_json: bool
+) -> None:
+    """Ask the daemon to apply retention."""
+    _send(ctx, {"op": "prune", "policy": policy, "keep": keep, "dry_run": dry_run}, as_json=as_json)
+
+
+for _command in (
+    _plain("ping", "Check that the daemon answers."),
+    _plain("status", "Health, paths and next runs of the daemon."),
+    _plain("list", "Archives, newest first, as the daemon sees them."),
+    ctl_backup,
+    ctl_verify,
+    ctl_restore,
+    ctl_prune,
+    _plain(
+        "scrub",
+        "Ask the daemon to read every archive to its end and mark the damaged ones.",
+        json_errors=False,
+    ),
+):
+    ctl.add_command(_command)
+
+COMMANDS = (ctl,)
