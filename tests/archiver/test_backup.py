@@ -27,7 +27,7 @@ from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from conftest import make_db
-from support.archives import corrupt_table_page
+from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
 
 METADATA = "backup_metadata.json"
 
@@ -64,19 +64,6 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 NOW = datetime(2026, 11, 25, 3, 0, 0, 123456, tzinfo=UTC)
-
-
-def _tar_list(archive: Path) -> list[str]:
-    out = subprocess.run(
-        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
-    ).stdout
-    return out.splitlines()
-
-
-def _tar_extract(archive: Path, dest: Path) -> Path:
-    dest.mkdir()
-    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, check=True)
-    return dest
 
 
 def _integrity(db: Path) -> str:
@@ -162,9 +149,9 @@ def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
 def _assert_archive_sound(archive: Path, work: Path, *, names: list[str]) -> tuple[Path, dict]:
     """GNU tar lists the metadata first and extracts databases that pass integrity_check and
     match the metadata's checksums; returns the extraction directory and the metadata."""
-    listing = _tar_list(archive)
+    listing = gnu_tar_names(archive)
     assert listing[0] == METADATA, listing
-    out = _tar_extract(archive, work / "extracted")
+    out = gnu_tar_extract(archive, work / "extracted")
     meta = json.loads((out / METADATA).read_text())
     _check_contract(meta, names=names)
     for name, entry in meta["databases"].items():
@@ -191,11 +178,10 @@ def test_wal_backup_under_a_fast_writer_is_one_committed_state(
     writer = writer_process(wal_db, rate=0)
     _wait_for_commits(writer, 200)
     before = writer.committed()
-    info = create_backup(
-        [DatabaseSpec("arrow", arrow_db), DatabaseSpec("user", wal_db)],
+    info = backup_of(
+        {"arrow": arrow_db, "user": wal_db},
         backup_dir=backup_dir,
         name="under_writer",
-        policy="manual",
         now=NOW,
         lock_timeout=10,
     )
@@ -235,16 +221,15 @@ def test_wal_backup_holds_rows_still_only_in_the_wal(
         assert probe.execute("SELECT count(*) FROM items").fetchone()[0] == 100
         probe.close()
 
-        info = create_backup(
-            [DatabaseSpec("user", wal_db)],
+        info = backup_of(
+            {"user": wal_db},
             backup_dir=backup_dir,
             name="wal_only",
-            policy="manual",
             now=NOW,
         )
     finally:
         conn.close()
-    out = _tar_extract(info.path, tmp_path / "out")
+    out = gnu_tar_extract(info.path, tmp_path / "out")
     check = sqlite3.connect(out / "user_data.db")
     assert check.execute("SELECT count(*) FROM items").fetchone()[0] == 600
     assert (
@@ -263,19 +248,18 @@ def test_rollback_backup_under_a_writer_is_one_committed_state(
     writer = writer_process(rollback_db, rate=500)
     _wait_for_commits(writer, 50)
     before = writer.committed()
-    info = create_backup(
-        [DatabaseSpec("user", rollback_db)],
+    info = backup_of(
+        {"user": rollback_db},
         backup_dir=backup_dir,
         name="rollback_writer",
-        policy="manual",
         now=NOW,
         lock_timeout=10,
     )
     after = _count_after(writer)
     report = _stop(writer)
     assert report["errors"] == 0
-    assert _tar_list(info.path)[0] == METADATA
-    out = _tar_extract(info.path, tmp_path / "out")
+    assert gnu_tar_names(info.path)[0] == METADATA
+    out = gnu_tar_extract(info.path, tmp_path / "out")
     assert _integrity(out / "user_data.db") == "ok"
     ticks = _ticks(out / "user_data.db")
     assert ticks == list(range(1, len(ticks) + 1))
@@ -309,11 +293,10 @@ def test_snapshot_seconds_cover_the_wait_for_a_writer(
 
     monkeypatch.setattr(snapshot_mod, "copy_in_one_step", copy_behind_a_writer)
     try:
-        info = create_backup(
-            [DatabaseSpec("user", rollback_db)],
+        info = backup_of(
+            {"user": rollback_db},
             backup_dir=backup_dir,
             name="waited",
-            policy="manual",
             now=NOW,
         )
     finally:
@@ -336,11 +319,10 @@ def test_locked_source_fails_cleanly_within_the_deadline(
     timeout = 1.0
     started = time.monotonic()
     with pytest.raises(DatabaseLockedError) as caught:
-        create_backup(
-            [DatabaseSpec("user", rollback_db)],
+        backup_of(
+            {"user": rollback_db},
             backup_dir=backup_dir,
             name="locked",
-            policy="manual",
             now=NOW,
             lock_timeout=timeout,
         )
@@ -430,7 +412,7 @@ def test_two_concurrent_backups_with_one_name_one_wins(
     line = _one_line_error(subprocess.CompletedProcess([], 1, "", loser))
     assert "same" in line or "busy" in line, line
     assert _archives(backup_dir) == ["same.tar.gz"]
-    assert _tar_list(backup_dir / "same.tar.gz")[0] == METADATA
+    assert gnu_tar_names(backup_dir / "same.tar.gz")[0] == METADATA
 
 
 def _assert_nothing_created(backup_dir: Path) -> None:
@@ -533,11 +515,10 @@ def test_unwritable_backup_dir_fails_with_one_line(sidecar_env, world_dir: Path)
 def test_list_json_is_newest_first(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
     """`list --json` orders archives by creation time, newest first, whatever their names."""
     for i, name in enumerate(["zz_oldest", "mm_middle", "aa_newest"]):
-        create_backup(
-            [DatabaseSpec("user", wal_db)],
+        backup_of(
+            {"user": wal_db},
             backup_dir=backup_dir,
             name=name,
-            policy="manual",
             now=datetime(2026, 1, 1 + i, tzinfo=UTC),
         )
     result = sidecar_env(user=wal_db).run("list", "--json")
@@ -550,11 +531,10 @@ def test_list_json_is_newest_first(sidecar_env, wal_db: Path, backup_dir: Path) 
 def test_list_shows_garbage_archive_as_damaged(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
     """An archive whose content is garbage is listed as damaged with a reason, never skipped,
     next to the good ones."""
-    create_backup(
-        [DatabaseSpec("user", wal_db)],
+    backup_of(
+        {"user": wal_db},
         backup_dir=backup_dir,
         name="good",
-        policy="manual",
         now=NOW,
     )
     (backup_dir / "daily_20260101_000000.tar.gz").write_bytes(os.urandom(4096))
@@ -614,11 +594,10 @@ def test_one_or_two_threads_write_the_same_checked_archive(
     monkeypatch.setattr(packing, "check_all", recording)
     members = {}
     for threads, pace in ((1, False), (2, False), (2, True)):
-        info = create_backup(
-            [DatabaseSpec("user", rollback_db)],
+        info = backup_of(
+            {"user": rollback_db},
             backup_dir=backup_dir,
             name=f"threads_{threads}_{pace}",
-            policy="manual",
             now=NOW,
             threads=threads,
             pace=pace,
@@ -626,7 +605,7 @@ def test_one_or_two_threads_write_the_same_checked_archive(
         assert info.manifest is not None
         entry = info.manifest.databases["user"]
         assert entry.integrity_check == "ok"
-        member = _tar_extract(info.path, backup_dir / f"x{threads}{pace}") / entry.file
+        member = gnu_tar_extract(info.path, backup_dir / f"x{threads}{pace}") / entry.file
         assert hashlib.sha256(member.read_bytes()).hexdigest() == entry.sha256
         members[threads, pace] = member.read_bytes()
     assert ran_on[0] == threading.current_thread().name
@@ -646,11 +625,10 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
     packed: list[object] = []
     monkeypatch.setattr(packing, "pack_databases", lambda *a, **k: packed.append(a) or [])
     with pytest.raises(IntegrityCheckError) as caught:
-        create_backup(
-            [DatabaseSpec("user", db)],
+        backup_of(
+            {"user": db},
             backup_dir=backup_dir,
             name="corrupt",
-            policy="manual",
             now=NOW,
             threads=1,
         )
@@ -756,7 +734,7 @@ def test_the_metadata_fills_the_room_left_before_the_databases(
     length, content = _first_member(info.path)
     assert [length] == rooms
     assert content.startswith(_member_header_bytes(METADATA, content))
-    assert _tar_list(info.path) == [METADATA, info.manifest.databases["user"].file]
+    assert gnu_tar_names(info.path) == [METADATA, info.manifest.databases["user"].file]
 
 
 def _member_header_bytes(name: str, content: bytes) -> bytes:
@@ -784,7 +762,7 @@ def test_metadata_larger_than_its_room_is_moved_not_cut(
     )
     length, content = _first_member(info.path)
     assert length > 64 and _member_header_bytes(METADATA, content)
-    assert _tar_list(info.path) == [METADATA, "user_data.db"]
+    assert gnu_tar_names(info.path) == [METADATA, "user_data.db"]
     with staging_area(backup_dir, purpose="verify") as area:
         verify_archive(info.path, staging=area)
     assert _staging_work_areas(backup_dir) == []

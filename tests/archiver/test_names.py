@@ -33,6 +33,7 @@ from backup_sidecar.errors import (
     MetadataRefusedError,
 )
 from conftest import Writer, make_db
+from support.archives import gnu_tar_names
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -169,8 +170,7 @@ def test_odd_database_file_names_back_up_list_verify_and_restore(
 
     listed = json.loads(_cli(config, "list", "--json").stdout)
     assert [(a["name"], a["status"], a["error"]) for a in listed] == [(name, "verified", None)]
-    tar = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True)
-    assert tar.stdout.splitlines() == ["backup_metadata.json", *ODD_FILE_NAMES]
+    assert gnu_tar_names(archive) == ["backup_metadata.json", *ODD_FILE_NAMES]
     meta = subprocess.run(
         ["tar", "-xzOf", str(archive), "backup_metadata.json"], capture_output=True, check=True
     )
@@ -262,8 +262,7 @@ def test_two_databases_with_one_file_name_are_refused_naming_both_keys(
     made = _cli(config, "backup", "--json")
     assert made.returncode == 0, made.stderr
     archive = json.loads(made.stdout)["path"]
-    tar = subprocess.run(["tar", "-tzf", archive], capture_output=True, text=True, check=True)
-    assert tar.stdout.splitlines() == ["backup_metadata.json", "data.db", "data-two.db"]
+    assert gnu_tar_names(Path(archive)) == ["backup_metadata.json", "data.db", "data-two.db"]
     second.unlink()
     restored = _cli(config, "restore", Path(archive).name, "--force", "--db", "two")
     assert restored.returncode == 0, restored.stderr

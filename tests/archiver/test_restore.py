@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, create_backup, list_archives
+from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
+from support.archives import gnu_tar_extract, library_archive
 
 METADATA = "backup_metadata.json"
 
@@ -70,13 +71,6 @@ def _backup(sidecar, name: str, *args: str) -> Path:
     return path
 
 
-def _archive(backup_dir: Path, name: str, **databases: Path) -> Path:
-    """An archive written by the library (setup only: the CLI's backup is tested elsewhere)."""
-    specs = [DatabaseSpec(db, path) for db, path in databases.items()]
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return create_backup(specs, backup_dir=backup_dir, name=name, policy="manual", now=now).path
-
-
 def _archives(backup_dir: Path) -> set[str]:
     return {p.name for p in backup_dir.glob("*.tar.gz")}
 
@@ -100,12 +94,6 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("backup-sidecar: error: "), lines[0]
     return lines[0]
-
-
-def _extract(archive: Path, dest: Path) -> Path:
-    dest.mkdir()
-    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, check=True)
-    return dest
 
 
 # --- round trips of the real fixtures ---------------------------------------------------------
@@ -137,7 +125,7 @@ def test_real_fixture_round_trip_into_a_live_database(
     assert _integrity(live) == "ok"
     (safety,) = _pre_restore(sidecar)
     assert safety.databases == ("arrow",)
-    out = _extract(safety.path, tmp_path / "safety")
+    out = gnu_tar_extract(safety.path, tmp_path / "safety")
     assert _dump(out / "arrow_database.db") == old
 
 
@@ -153,7 +141,7 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
     pre_restore archive verifies and holds exactly the content from before the restore."""
     source = _make(tmp_path / "source" / "user_data.db", wal=wal, rows=250, tag="restored")
     live = _make(tmp_path / "live" / "user_data.db", wal=wal, rows=100, tag="live")
-    archive = _archive(backup_dir, "to_restore", user=source)
+    archive = library_archive(backup_dir, "to_restore", user=source)
     sidecar = sidecar_env(user=live)
     before = _dump(live)
 
@@ -171,7 +159,7 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
     assert _journal_mode(live) == ("wal" if wal else "delete")
     (safety,) = _pre_restore(sidecar)
     _ok(sidecar.run("verify", safety.name))
-    out = _extract(safety.path, tmp_path / "safety")
+    out = gnu_tar_extract(safety.path, tmp_path / "safety")
     assert _dump(out / "user_data.db") == before
 
 
@@ -183,7 +171,7 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
     own transaction decides (here: rolled back to exactly the content from before)."""
     source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=30, tag="restored")
     live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, tag="live")
-    _archive(backup_dir, "blocked", user=source)
+    library_archive(backup_dir, "blocked", user=source)
     before = _dump(live)
     app = sql_session(live)
     app.execute("BEGIN EXCLUSIVE")
@@ -210,7 +198,7 @@ def two_db_scene(sidecar_env, backup_dir: Path, tmp_path: Path, fixtures_dir: Pa
     src_arrow.parent.mkdir()
     shutil.copyfile(fixtures_dir / "arrow_database_2025-08-14.db", src_arrow)
     src_user = _make(tmp_path / "source" / "user_data.db", wal=True, rows=250, tag="archived")
-    _archive(backup_dir, "both", arrow=src_arrow, user=src_user)
+    library_archive(backup_dir, "both", arrow=src_arrow, user=src_user)
     live_arrow = tmp_path / "live" / "arrow_database.db"
     live_arrow.parent.mkdir()
     shutil.copyfile(fixtures_dir / "arrow_database_2025-08-13.db", live_arrow)
@@ -288,7 +276,7 @@ def test_unknown_database_name_is_bad_usage(two_db_scene) -> None:
 def test_archive_missing_the_requested_database_refuses(two_db_scene) -> None:
     """Restoring a database the archive does not hold exits 1 naming it, and changes nothing."""
     sidecar, live, source = two_db_scene["sidecar"], two_db_scene["live"], two_db_scene["source"]
-    _archive(sidecar.backup_dir, "user_only", user=source["user"])
+    library_archive(sidecar.backup_dir, "user_only", user=source["user"])
     before = _snapshot_bytes(live)
     result = sidecar.run("restore", "user_only", "--force", "--db", "arrow")
     assert result.returncode == 1, result.stderr
@@ -305,7 +293,7 @@ def test_wal_destination_with_another_page_size_is_refused(
     no pre_restore archive."""
     source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=50, page_size=8192)
     live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, page_size=4096)
-    _archive(backup_dir, "big_pages", user=source)
+    library_archive(backup_dir, "big_pages", user=source)
     sidecar = sidecar_env(user=live)
     before = live.read_bytes()
     result = sidecar.run("restore", "big_pages", "--force")
@@ -320,7 +308,7 @@ def test_restore_creates_a_missing_database(sidecar_env, backup_dir: Path, tmp_p
     """A restore to a database file that does not exist yet creates it with the archive's
     content, and leaves no temporary file beside it."""
     source = _make(tmp_path / "source" / "user_data.db", wal=True, rows=75, tag="new")
-    _archive(backup_dir, "fresh", user=source)
+    library_archive(backup_dir, "fresh", user=source)
     target_dir = tmp_path / "empty"
     target_dir.mkdir()
     target = target_dir / "user_data.db"
@@ -350,13 +338,7 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     live.mkdir()
     new = {n: _make(src / f"{n}.db", wal=False, rows=300, tag="new") for n in ("arrow", "user")}
     old = {n: _make(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
-    archive = create_backup(
-        [DatabaseSpec(n, p) for n, p in new.items()],
-        backup_dir=backup_dir,
-        name="both",
-        policy="manual",
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    archive = library_archive(backup_dir, "both", **new)
     old_dump = {n: _dump(p) for n, p in old.items()}
     real_progress = livewrite._Copy._progress
 
@@ -368,7 +350,7 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     monkeypatch.setattr(livewrite._Copy, "_progress", failing)
     with pytest.raises(RestoreIncompleteError) as err:
         restore_archive(
-            archive.path,
+            archive,
             databases={n: DatabaseSpec(n, p) for n, p in old.items()},
             selected=None,
             backup_dir=backup_dir,
@@ -383,7 +365,7 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     assert _dump(old["user"]) == old_dump["user"]
     (info,) = [a for a in list_archives(backup_dir) if a.name == safety]
     assert info.databases == ("arrow",) and info.status.value == "verified"
-    saved = _extract(info.path, tmp_path / "saved")
+    saved = gnu_tar_extract(info.path, tmp_path / "saved")
     assert _dump(saved / "arrow_database.db") == old_dump["arrow"]
     assert not (backup_dir / ".rescue").exists()
 
@@ -406,13 +388,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     new = _make(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
     live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=50, tag="old")
     old_dump = _dump(live)
-    archive = create_backup(
-        [DatabaseSpec("user", new)],
-        backup_dir=backup_dir,
-        name="good",
-        policy="manual",
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    archive = library_archive(backup_dir, "good", user=new)
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -420,7 +396,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     monkeypatch.setattr(restore_module, "create_backup", full)
     with pytest.raises(RestoreIncompleteError) as err:
         restore_archive(
-            archive.path,
+            archive,
             databases={"user": DatabaseSpec("user", live)},
             selected=None,
             backup_dir=backup_dir,

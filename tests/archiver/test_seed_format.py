@@ -44,6 +44,7 @@ from support.archives import (
     SEED_TIME,
     USER,
     archive_metadata,
+    gnu_tar_names,
     members_of,
     seed_backup,
     seed_bomb,
@@ -72,13 +73,6 @@ def _dump(db: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
-
-
-def _tar_names(archive: Path) -> list[str]:
-    listing = subprocess.run(
-        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
-    )
-    return listing.stdout.split()
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -158,7 +152,7 @@ def _seed_all_orders(backup_dir: Path, sources: dict[str, Path]) -> dict[str, tu
     for i, order in enumerate(ORDERS):
         name = f"archerytools_backup_20250804_{i:06d}"
         _seed_in_order(backup_dir, sources, order, name=name)
-        assert _tar_names(backup_dir / f"{name}.tar.gz") == list(order)
+        assert gnu_tar_names(backup_dir / f"{name}.tar.gz") == list(order)
         built[name] = order
     return built
 
@@ -182,7 +176,7 @@ def test_seed_archive_is_built_as_the_seed_builds_it(seed_scene) -> None:
     directory_order = [p.name for p in temp_dir.iterdir()]
     shutil.rmtree(temp_dir)
     archive = seed_backup(backup_dir, arrow=src["arrow"], user=src["user"])
-    assert _tar_names(archive) == directory_order
+    assert gnu_tar_names(archive) == directory_order
     assert not (backup_dir / f"temp_{SEED_NAME}").exists()
     meta = archive_metadata(archive)
     assert set(meta) == {

@@ -20,6 +20,7 @@ import io
 import json
 import shutil
 import sqlite3
+import subprocess
 import tarfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -77,6 +78,21 @@ def _content(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     reader = tar.extractfile(member)
     assert reader is not None, member.name
     return reader.read()
+
+
+def gnu_tar_names(archive: Path) -> list[str]:
+    """The member names GNU tar lists (``tar -tzf``), in order."""
+    listing = subprocess.run(
+        ["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True
+    )
+    return listing.stdout.splitlines()
+
+
+def gnu_tar_extract(archive: Path, dest: Path) -> Path:
+    """Every member extracted by GNU tar (``tar -xzf``) into the new directory ``dest``."""
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, check=True)
+    return dest
 
 
 def archive_metadata(path: Path) -> dict[str, Any]:
