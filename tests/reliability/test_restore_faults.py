@@ -178,6 +178,18 @@ class KillAttempt:
     hot_journal: bool
     wal_grew: bool
     left: frozenset[str]
+    left_files: frozenset[tuple[str, int, int]]
+
+
+def _staging_files(backup_dir: Path) -> frozenset[tuple[str, int, int]]:
+    """Each entry of the staging directory as (name, inode, ctime): a run that removes a
+    leftover and then claims the same name (two runs in one wall-clock second reserve the same
+    ``pre_restore_<second>.name``) leaves a different file under that name."""
+    found: set[tuple[str, int, int]] = set()
+    for p in (backup_dir / ".staging").iterdir():
+        st = p.lstat()
+        found.add((p.name, st.st_ino, st.st_ctime_ns))
+    return frozenset(found)
 
 
 def _kill_attempt(
@@ -189,7 +201,7 @@ def _kill_attempt(
     rng: random.Random,
     backup_dir: Path,
     sql_session: Callable[..., Any],
-    previous_left: frozenset[str],
+    previous_left: frozenset[tuple[str, int, int]],
 ) -> KillAttempt:
     live_dir = scene.root / f"live-{mode}-{n}"
     live_dir.mkdir()
@@ -210,7 +222,7 @@ def _kill_attempt(
         backup_dir=backup_dir,
         known_safety=known_safety,
         wal_before=wal_before,
-        old=previous_left,
+        old=frozenset(name for name, _, _ in previous_left),
     )
     proc = subprocess.Popen(
         cli_command("restore", "target", "--force", "--db", "user"),
@@ -231,8 +243,9 @@ def _kill_attempt(
     _, err = proc.communicate(timeout=120)
     if not killed:
         assert proc.returncode == 0, err
-    left = frozenset(p.name for p in (backup_dir / ".staging").iterdir())
-    assert not previous_left & left, "this run removed what the killed one before it left"
+    left_files = _staging_files(backup_dir)
+    left = frozenset(name for name, _, _ in left_files)
+    assert not previous_left & left_files, "this run left what the killed one before it left"
     hot = Path(f"{live}-journal").exists() and Path(f"{live}-journal").stat().st_size > 0
     wal_grew = _wal_size(live) > wal_before
 
@@ -259,6 +272,7 @@ def _kill_attempt(
         hot_journal=hot,
         wal_grew=wal_grew and seen == scene.old,
         left=left,
+        left_files=left_files,
     )
 
 
@@ -292,7 +306,7 @@ def test_kill_9_during_restore_leaves_old_or_new_content(
                 rng=rng,
                 backup_dir=backup_dir,
                 sql_session=sql_session,
-                previous_left=attempts[-1].left if attempts else frozenset(),
+                previous_left=attempts[-1].left_files if attempts else frozenset(),
             )
         )
     killed = [a for a in attempts if a.killed]
