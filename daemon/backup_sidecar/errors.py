@@ -322,3 +322,115 @@ class WriteIncompleteError(Exception, Generic[_CommittedT]):
         self.committed = tuple(committed)
         self.failed = failed
         self.cause = cause
+
+
+# --- Offsite copies (backup_sidecar.offsite): the object store, its checksums, age, the lease ---
+
+
+class OffsiteError(SidecarError):
+    """Something failed between the sidecar and its offsite store (a bucket or a directory)."""
+
+
+class OffsiteUrlError(UsageError):
+    """An offsite URL that is neither ``s3://BUCKET[/PREFIX]`` nor ``file:///PATH``."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"offsite url {url!r}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class OffsiteCredentialsError(UsageError):
+    """Credentials for an ``s3://`` store that cannot be used (the message never holds a secret)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"offsite credentials from {source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class OffsiteUnavailableError(OffsiteError, ConnectionError):
+    """The store did not answer (or answered with a server error) through every retry."""
+
+    def __init__(self, url: str, operation: str, attempts: int, cause: str) -> None:
+        super().__init__(
+            f"offsite store {url} unavailable: {operation} failed {attempts} time(s); last: {cause}"
+        )
+        self.url = url
+        self.operation = operation
+        self.attempts = attempts
+        self.cause = cause
+
+
+class OffsiteRequestError(OffsiteError):
+    """The store refused a request in a way a retry cannot fix (permission, bad bucket)."""
+
+    def __init__(self, url: str, operation: str, cause: str) -> None:
+        super().__init__(f"offsite store {url}: {operation} refused: {cause}")
+        self.url = url
+        self.operation = operation
+        self.cause = cause
+
+
+class OffsiteObjectNotFoundError(OffsiteError, LookupError):
+    def __init__(self, url: str, name: str) -> None:
+        super().__init__(f"no offsite object named {name!r} in {url}")
+        self.url = url
+        self.name = name
+
+
+class OffsiteObjectCorruptError(OffsiteError, ValueError):
+    """An offsite object that is not what was uploaded (truncated, swapped, tampered, or without
+    its checksum record); nothing was written locally."""
+
+    def __init__(self, name: str, fault: str) -> None:
+        super().__init__(f"offsite object {name!r} refused: {fault}; nothing was written")
+        self.name = name
+        self.fault = fault
+
+
+class OffsiteKeyError(UsageError):
+    """An age recipient or identity (file) that cannot be read or parsed."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"age key {source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class OffsiteDecryptError(OffsiteError):
+    """An encrypted object that the identity cannot open: a wrong, missing or partial identity."""
+
+    def __init__(self, name: str, identity: str, reason: str) -> None:
+        super().__init__(
+            f"cannot decrypt offsite object {name!r} with identity {identity}: {reason}; "
+            "nothing was written"
+        )
+        self.name = name
+        self.identity = identity
+        self.reason = reason
+
+
+class OffsiteLeaseHeldError(OffsiteError):
+    """Another sidecar holds the prefix's lease: this one stays read-only there."""
+
+    def __init__(self, url: str, holder: str, expires_in: float) -> None:
+        super().__init__(
+            f"offsite prefix {url} is held by {holder} (lease valid for {expires_in:.0f}s more "
+            "unless renewed); this sidecar stays read-only there"
+        )
+        self.url = url
+        self.holder = holder
+        self.expires_in = expires_in
+
+
+class OffsiteLeaseLostError(OffsiteError):
+    """The lease this sidecar held was taken over (it expired before a renewal reached the store);
+    it stops writing to the prefix at once."""
+
+    def __init__(self, url: str, holder: str) -> None:
+        super().__init__(
+            f"offsite lease on {url} lost to {holder}; this sidecar stopped writing there"
+        )
+        self.url = url
+        self.holder = holder

@@ -1,0 +1,232 @@
+"""One writer per prefix: a lease made of numbered objects, each written by conditional create.
+
+``<prefix>/.offsite/lease/<generation>`` (20 digits) holds its writer's identity (host, pid, a
+random id), its time to live and whether it was released. The holder is the writer of the
+highest generation. Acquiring, renewing, taking over and releasing all *create* the next
+generation (S3 ``If-None-Match: *``, local O_EXCL), so of two sidecars racing for the same
+number exactly one wins; the winner then lists again and stands down if a higher number exists.
+Only conditional create is needed, which both S3 (SeaweedFS, MinIO, AWS) and a directory give.
+
+The expiry rule, against clock skew: a generation is expired when the *store's* clock says its
+age exceeds its TTL plus one second (S3 timestamps have one-second resolution). Its age is the
+store's now minus the object's own Last-Modified, the store's now read from the Last-Modified
+of a probe object this sidecar writes at that moment; no wall clock is compared with another
+machine's. The holder, in turn, counts its lease valid only until its *monotonic* clock passes
+the moment it sent the winning request plus the TTL (``valid_for``), so it stops writing before
+anyone may judge the lease expired, however the wall clocks stand. It renews at a third of the
+TTL; a renewal that finds a higher generation raises OffsiteLeaseLostError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
+from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.objects import Meta, Objects
+
+if TYPE_CHECKING:
+    from backup_sidecar.offsite.store import Store
+
+_BODY_MAX = 4096
+_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    host: str
+    pid: int
+    id: str
+
+    @classmethod
+    def this_process(cls) -> LeaseOwner:
+        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(8))
+
+    def describe(self) -> str:
+        return f"{self.host} pid {self.pid} (lease id {self.id})"
+
+
+@dataclass(frozen=True)
+class LeaseVerdict:
+    """``writable`` for the holder; otherwise ``holder`` names who has the prefix."""
+
+    writable: bool
+    holder: LeaseOwner | None
+    generation: int
+    expires_in: float
+    message: str
+
+
+@dataclass(frozen=True)
+class _Generation:
+    number: int
+    owner: LeaseOwner | None  # None: an unreadable body, held by someone unknown
+    ttl: float
+    released: bool
+    modified: datetime
+
+
+class Lease:
+    """The lease on ``store``'s prefix for ``owner`` (default: this process)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl: float = 300.0,
+        owner: LeaseOwner | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._objects: Objects = store.objects
+        self._dir = rec.join(store.target.prefix, rec.LEASE_DIR)
+        self._clock_key = rec.join(store.target.prefix, rec.CLOCK_DIR)
+        self.ttl = ttl
+        self.owner = owner or LeaseOwner.this_process()
+        self._monotonic = monotonic
+        self.generation: int | None = None
+        self._deadline = 0.0
+
+    @property
+    def valid_for(self) -> float:
+        """Seconds this sidecar may still write (0 when it does not hold the lease)."""
+        if self.generation is None:
+            return 0.0
+        return max(0.0, self._deadline - self._monotonic())
+
+    def acquire(self) -> LeaseVerdict:
+        """Take the lease if it is free, released, expired or ours; else a read-only verdict."""
+        current = self._newest()
+        if current is not None and current.owner == self.owner and not current.released:
+            return self.renew()
+        if current is not None and not current.released:
+            left = self._expires_in(current)
+            if left > 0:
+                return self._read_only(current, left)
+        return self._claim((current.number if current else 0) + 1, took_over=current)
+
+    def renew(self) -> LeaseVerdict:
+        """Extend a held lease; OffsiteLeaseLostError if another sidecar has taken it."""
+        if self.generation is None:
+            return self.acquire()
+        verdict = self._claim(self.generation + 1, took_over=None)
+        if not verdict.writable:
+            self.generation = None
+            raise OffsiteLeaseLostError(self._objects.url, verdict.message)
+        return verdict
+
+    def release(self) -> None:
+        """Give the prefix up now (a released generation is free to anyone at once)."""
+        if self.generation is None:
+            return
+        number = self.generation + 1
+        self.generation = None
+        if self._objects.create(self._key(number), self._body(released=True)):
+            self._prune(below=number)
+
+    def require_writable(self) -> None:
+        """Raise OffsiteLeaseHeldError unless this sidecar holds a valid lease right now."""
+        if self.valid_for > 0:
+            return
+        current = self._newest()
+        holder = "nobody (lease not taken)"
+        if current is not None and current.owner is not None:
+            holder = current.owner.describe()
+        left = self._expires_in(current) if current is not None else 0.0
+        raise OffsiteLeaseHeldError(self._objects.url, holder, left)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _claim(self, number: int, *, took_over: _Generation | None) -> LeaseVerdict:
+        started = self._monotonic()
+        if not self._objects.create(self._key(number), self._body(released=False)):
+            newest = self._newest()
+            if newest is not None and newest.number == number and newest.owner == self.owner:
+                pass  # our own create, answered late and retried
+            else:
+                assert newest is not None
+                return self._read_only(newest, self._expires_in(newest))
+        newest = self._newest()
+        if newest is None or newest.number != number:
+            assert newest is not None
+            return self._read_only(newest, self._expires_in(newest))
+        self.generation = number
+        self._deadline = started + self.ttl
+        self._prune(below=number)
+        how = "took over an expired lease" if took_over is not None else "holds the lease"
+        return LeaseVerdict(True, self.owner, number, self.ttl, f"{self.owner.describe()} {how}")
+
+    def _read_only(self, current: _Generation, left: float) -> LeaseVerdict:
+        holder = current.owner.describe() if current.owner else "an unreadable lease"
+        message = str(OffsiteLeaseHeldError(self._objects.url, holder, left))
+        return LeaseVerdict(False, current.owner, current.number, left, message)
+
+    def _expires_in(self, current: _Generation) -> float:
+        if current.released:
+            return 0.0
+        age = (self._store_now() - current.modified).total_seconds()
+        return current.ttl + _SLACK_S - age
+
+    def _store_now(self) -> datetime:
+        """The store's clock: the Last-Modified of a probe object written now."""
+        key = f"{self._clock_key}/{self.owner.id}"
+        self._objects.put(key, b"clock probe")
+        meta = self._objects.head(key)
+        self._objects.delete(key)
+        if meta is None:  # the probe vanished under us: another sidecar cleaning up; retry
+            return self._store_now()
+        return meta.modified
+
+    def _newest(self) -> _Generation | None:
+        numbered: list[tuple[int, Meta]] = []
+        for meta in self._objects.list(self._dir + "/"):
+            tail = meta.key.rsplit("/", 1)[-1]
+            if len(tail) == 20 and tail.isdigit():
+                numbered.append((int(tail), meta))
+        for number, meta in sorted(numbered, key=lambda item: item[0], reverse=True):
+            raw = self._objects.read_small(meta.key, _BODY_MAX)
+            if raw is not None:  # else pruned between the listing and the read
+                return _parse(number, raw, meta.modified, default_ttl=self.ttl)
+        return None
+
+    def _prune(self, *, below: int) -> None:
+        for meta in self._objects.list(self._dir + "/"):
+            tail = meta.key.rsplit("/", 1)[-1]
+            if len(tail) == 20 and tail.isdigit() and int(tail) < below:
+                self._objects.delete(meta.key)
+
+    def _key(self, number: int) -> str:
+        return f"{self._dir}/{number:020d}"
+
+    def _body(self, *, released: bool) -> bytes:
+        body = {
+            "format": 1,
+            "host": self.owner.host,
+            "pid": self.owner.pid,
+            "id": self.owner.id,
+            "ttl_seconds": self.ttl,
+            "released": released,
+        }
+        return json.dumps(body, sort_keys=True).encode()
+
+
+def _parse(number: int, raw: bytes, modified: datetime, *, default_ttl: float) -> _Generation:
+    """A generation from untrusted bytes; an unreadable one counts as held by someone unknown
+    for the default TTL (never as free)."""
+    try:
+        body = json.loads(raw[:_BODY_MAX])
+        owner = LeaseOwner(str(body["host"]), int(body["pid"]), str(body["id"]))
+        ttl = float(body["ttl_seconds"])
+        released = body.get("released") is True
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
+        return _Generation(number, None, default_ttl, False, modified)
+    if not 0 < ttl < 86400 * 7:
+        ttl = default_ttl
+    return _Generation(number, owner, ttl, released, modified)

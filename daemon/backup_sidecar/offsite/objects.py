@@ -1,0 +1,151 @@
+"""Key-level calls with the retry policy applied: what the store and the lease are built from.
+
+Keys here are full keys (prefix included). "Not found" is an answer (None/False), not an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+import obstore
+import obstore.exceptions as obx
+
+from backup_sidecar.errors import OffsiteRequestError
+from backup_sidecar.offsite.record import Record
+from backup_sidecar.offsite.retry import RetryPolicy, run_with_retries
+
+if TYPE_CHECKING:
+    from obstore import GetOptions
+    from obstore.store import ObjectStore
+
+T = TypeVar("T")
+NOT_FOUND = (FileNotFoundError, obx.NotFoundError)
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a HEAD or a listing says of one object; ``modified`` is the store's clock."""
+
+    key: str
+    size: int
+    modified: datetime
+    etag: str | None
+
+
+def _meta(raw: object) -> Meta:
+    m: dict[str, object] = raw  # type: ignore[assignment]
+    etag = m.get("e_tag")
+    return Meta(
+        key=str(m["path"]),
+        size=int(m["size"]),  # type: ignore[call-overload]
+        modified=m["last_modified"],  # type: ignore[arg-type]
+        etag=etag if isinstance(etag, str) else None,
+    )
+
+
+class Objects:
+    """One backend, one URL for messages, one retry policy."""
+
+    def __init__(self, backend: ObjectStore, *, url: str, retry: RetryPolicy) -> None:
+        self.backend = backend
+        self.url = url
+        self.retry = retry
+
+    def call(self, operation: str, fn: Callable[[], T]) -> T:
+        return run_with_retries(fn, policy=self.retry, url=self.url, operation=operation)
+
+    def head(self, key: str) -> Meta | None:
+        def go() -> Meta | None:
+            try:
+                return _meta(obstore.head(self.backend, key))
+            except NOT_FOUND:
+                return None
+
+        return self.call(f"head {key}", go)
+
+    def read_small(self, key: str, limit: int) -> bytes | None:
+        """The first ``limit + 1`` bytes at most (the caller refuses anything longer)."""
+
+        def go() -> bytes | None:
+            try:
+                result = obstore.get(self.backend, key, options={"range": (0, limit + 1)})
+                return bytes(result.bytes())
+            except NOT_FOUND:
+                return None
+
+        return self.call(f"get {key}", go)
+
+    def put(self, key: str, data: bytes) -> str | None:
+        """Overwrite ``key``; the new ETag."""
+        result = self.call(f"put {key}", lambda: obstore.put(self.backend, key, data))
+        return result["e_tag"]
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if absent (If-None-Match / O_EXCL): False if it already exists.
+
+        A retry after a lost answer may find the key made by our own first try: the caller
+        reads it back to tell (the lease does, by its random owner id)."""
+
+        def go() -> bool:
+            try:
+                obstore.put(self.backend, key, data, mode="create")
+            except obx.AlreadyExistsError:
+                return False
+            return True
+
+        return self.call(f"create {key}", go)
+
+    def delete(self, key: str) -> None:
+        def go() -> None:
+            try:
+                obstore.delete(self.backend, key)
+            except NOT_FOUND:
+                return
+
+        self.call(f"delete {key}", go)
+
+    def list(self, prefix: str) -> list[Meta]:
+        """Every object under ``prefix`` (recursive), all pages."""
+
+        def go() -> list[Meta]:
+            out: list[Meta] = []
+            for batch in obstore.list(self.backend, prefix=prefix or None, chunk_size=1000):
+                out.extend(_meta(m) for m in batch)
+            return out
+
+        return self.call(f"list {prefix or '/'}", go)
+
+    def stream(self, key: str, *, etag: str | None) -> tuple[Meta, Iterable[memoryview]] | None:
+        """Open a GET of ``key`` (only the version ``etag`` when given, else
+        ObjectChangedError); None if absent."""
+        options: GetOptions | None = {"if_match": etag} if etag else None
+        try:
+            result = self.call(
+                f"get {key}", lambda: obstore.get(self.backend, key, options=options)
+            )
+        except OffsiteRequestError as exc:
+            if isinstance(exc.__cause__, obx.PreconditionError):
+                raise ObjectChangedError(key) from None
+            raise
+        except NOT_FOUND:
+            return None
+        stream = result.stream(min_chunk_size=1024 * 1024)
+        return _meta(result.meta), (memoryview(chunk) for chunk in stream)
+
+
+class ObjectChangedError(Exception):
+    """The object's ETag is no longer the one asked for: it was replaced."""
+
+
+def object_fault(record: Record, meta: Meta | None) -> str | None:
+    """Why the stored object is not the one the record vouches for, or None if it is."""
+    if meta is None:
+        return "the object is missing"
+    if meta.size != record.size:
+        return f"the object holds {meta.size} bytes, the record says {record.size}"
+    if record.etag is not None and meta.etag != record.etag:
+        return "the object was replaced since its upload (ETag differs from the record)"
+    return None

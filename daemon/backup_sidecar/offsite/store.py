@@ -1,0 +1,273 @@
+"""The offsite Store: upload, confirm, list, download and delete archives under one prefix."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import obstore
+from pyrage import x25519
+
+from backup_sidecar.errors import OffsiteObjectCorruptError, OffsiteUrlError
+from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.backend import open_backend
+from backup_sidecar.offsite.crypto import EncryptedChunks
+from backup_sidecar.offsite.download import Downloaded, download, hash_object
+from backup_sidecar.offsite.multipart import MultipartAdmin
+from backup_sidecar.offsite.objects import Meta, Objects, object_fault
+from backup_sidecar.offsite.results import (
+    Confirmation,
+    Listing,
+    ListProblem,
+    OffsiteObject,
+    Uploaded,
+)
+from backup_sidecar.offsite.retry import RetryPolicy
+from backup_sidecar.offsite.target import (
+    OffsiteTarget,
+    S3Credentials,
+    parse_target,
+    resolve_credentials,
+)
+from backup_sidecar.offsite.transfer import HashingChunks, file_chunks, open_source
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+
+class Store:
+    """One offsite prefix (``s3://BUCKET/PREFIX`` or ``file:///PATH``), one retry policy."""
+
+    def __init__(
+        self,
+        target: OffsiteTarget,
+        *,
+        credentials: S3Credentials | None = None,
+        retry: RetryPolicy | None = None,
+        part_size: int = PART_SIZE,
+        max_concurrency: int = 4,
+        backend: ObjectStore | None = None,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size {part_size} under S3's minimum {MIN_PART_SIZE}")
+        self.target = target
+        self.retry = retry or RetryPolicy()
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.objects = Objects(
+            backend or open_backend(target, credentials, self.retry),
+            url=target.url,
+            retry=self.retry,
+        )
+        self._admin = (
+            MultipartAdmin(target, credentials, timeout=self.retry.request_timeout)
+            if target.scheme == "s3"
+            else None
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        environ: Mapping[str, str] | None = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+        path_style: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> Store:
+        """A store for ``url`` with credentials from ``environ`` (default ``os.environ``)."""
+        target = parse_target(url, endpoint=endpoint, region=region, path_style=path_style)
+        creds = resolve_credentials(os.environ if environ is None else environ)
+        return cls(target, credentials=creds if target.scheme == "s3" else None, retry=retry)
+
+    @property
+    def url(self) -> str:
+        return self.target.url
+
+    def key(self, name: str) -> str:
+        if not rec.valid_name(name):
+            raise OffsiteUrlError(self.url, f"invalid object name {name!r}")
+        return rec.join(self.target.prefix, name)
+
+    def record_key(self, name: str) -> str:
+        return rec.join(self.target.prefix, rec.RECORD_DIR, f"{name}.json")
+
+    # -- upload ------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        recipients: Sequence[x25519.Recipient] = (),
+    ) -> Uploaded:
+        """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting
+        to ``recipients``), check the stored size, then write the checksum record. Retries
+        restart the object from its first byte; unfinished uploads of it are aborted."""
+        encrypted = bool(recipients)
+        name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
+        key = self.key(name)
+        self.objects.delete(self.record_key(name))  # the old record no longer vouches
+        self._abort_pending(key)
+        attempts = 0
+
+        def attempt() -> tuple[HashingChunks, int, str | None]:
+            nonlocal attempts
+            attempts += 1
+            with open_source(path) as src:
+                source_size = os.fstat(src.fileno()).st_size
+                with self._payload(src, recipients) as chunks:
+                    hashed = HashingChunks(chunks)
+                    result = obstore.put(
+                        self.objects.backend,
+                        key,
+                        iter(hashed),
+                        chunk_size=self.part_size,
+                        max_concurrency=self.max_concurrency,
+                    )
+            return hashed, source_size, result["e_tag"]
+
+        hashed, source_size, _etag = self.objects.call(f"upload {key}", attempt)
+        meta = self.objects.head(key)
+        if meta is None or meta.size != hashed.size:
+            got = "nothing" if meta is None else f"{meta.size} bytes"
+            raise OffsiteObjectCorruptError(
+                name, f"the store holds {got} after {hashed.size} bytes were sent"
+            )
+        record = rec.Record(
+            name=name,
+            size=hashed.size,
+            sha256=hashed.hexdigest(),
+            etag=meta.etag,
+            encrypted=encrypted,
+            source_size=source_size,
+        )
+        self.objects.put(self.record_key(name), record.to_json())
+        self._abort_pending(key)
+        return Uploaded(name, record.size, record.sha256, record.etag, encrypted, attempts)
+
+    @contextlib.contextmanager
+    def _payload(
+        self, src: BinaryIO, recipients: Sequence[x25519.Recipient]
+    ) -> Iterator[Iterator[bytes]]:
+        if not recipients:
+            yield file_chunks(src)
+            return
+        with EncryptedChunks(src, recipients) as chunks:
+            yield iter(chunks)
+
+    def abort_orphaned_uploads(self) -> int:
+        """Abort every unfinished multipart upload under the prefix; how many. Call it only
+        while holding the lease and with no upload of this store running."""
+        return self._abort_pending(f"{self.target.prefix}/" if self.target.prefix else "")
+
+    def _abort_pending(self, key_prefix: str) -> int:
+        admin = self._admin
+        if admin is None:
+            return 0
+
+        def go() -> int:
+            pending = admin.list_pending(key_prefix)
+            for upload in pending:
+                admin.abort(upload)
+            return len(pending)
+
+        return self.objects.call(f"abort unfinished uploads of {key_prefix}", go)
+
+    # -- confirm, list, delete ---------------------------------------------------------------
+
+    def read_record(self, name: str) -> rec.Record | None:
+        """The checksum record of ``name``, None if absent; RecordError if unreadable."""
+        raw = self.objects.read_small(self.record_key(name), rec.RECORD_MAX_BYTES)
+        return None if raw is None else rec.parse_record(name, raw)
+
+    def confirm(self, name: str, *, deep: bool = False) -> Confirmation:
+        """Whether ``name`` is offsite: its record, and the object matching it."""
+        key = self.key(name)
+        try:
+            record = self.read_record(name)
+        except rec.RecordError as exc:
+            return Confirmation(name, False, None, None, str(exc))
+        if record is None:
+            return Confirmation(name, False, None, None, "no checksum record (upload unfinished)")
+        verdict = object_fault(record, self.objects.head(key))
+        if verdict is None and deep:
+            digest = hash_object(self, name, record)
+            if digest != record.sha256:
+                verdict = (
+                    f"its bytes hash to {digest[:12]}..., the record says {record.sha256[:12]}..."
+                )
+        if verdict is not None:
+            return Confirmation(name, False, record.size, record.sha256, verdict)
+        return Confirmation(name, True, record.size, record.sha256, "confirmed")
+
+    def list(self) -> Listing:
+        """Every object under the prefix with its verdict; a malformed key, an unreadable or
+        orphaned record is a problem of its own, never an error that stops the listing."""
+        prefix = rec.join(self.target.prefix, "")
+        start = len(prefix) + 1 if prefix else 0
+        data: dict[str, Meta] = {}
+        records: set[str] = set()
+        problems: list[ListProblem] = []
+        record_dir = rec.RECORD_DIR + "/"
+        for meta in self.objects.list(prefix):
+            rel = meta.key[start:]
+            if rel.startswith(".offsite/"):
+                if rel.startswith(record_dir) and rel.endswith(".json"):
+                    records.add(rel[len(record_dir) : -len(".json")])
+                continue
+            if not rec.valid_name(rel):
+                problems.append(ListProblem(meta.key, "not an archive object name"))
+                continue
+            data[rel] = meta
+        for orphan in sorted(records - data.keys()):
+            problems.append(ListProblem(self.record_key(orphan), "checksum record without object"))
+        objects = [self._listed(name, meta, name in records) for name, meta in sorted(data.items())]
+        return Listing(tuple(objects), tuple(problems))
+
+    def _listed(self, name: str, meta: Meta, has_record: bool) -> OffsiteObject:
+        record = None
+        reason = "no checksum record (upload unfinished)"
+        if has_record:
+            try:
+                record = self.read_record(name)
+            except rec.RecordError as exc:
+                reason = str(exc)
+            else:
+                if record is not None:
+                    reason = object_fault(record, meta) or "confirmed"
+        return OffsiteObject(
+            name=name,
+            size=meta.size,
+            modified=meta.modified,
+            encrypted=name.endswith(rec.ENCRYPTED_SUFFIX),
+            confirmed=reason == "confirmed",
+            reason=reason,
+            record=record,
+        )
+
+    def download(
+        self,
+        name: str,
+        dest: Path,
+        *,
+        identities: Sequence[x25519.Identity] = (),
+        identity_source: str = "(none given)",
+    ) -> Downloaded:
+        """Fetch ``name`` into ``dest`` checked against its record (and decrypted if ``.age``);
+        see ``offsite.download.download``."""
+        return download(self, name, dest, identities=identities, identity_source=identity_source)
+
+    def delete(self, name: str) -> None:
+        """Delete ``name`` and its record (the record first: a half-done delete leaves an
+        unconfirmed object, never a record vouching for nothing). Absent is fine."""
+        key = self.key(name)
+        self.objects.delete(self.record_key(name))
+        self.objects.delete(key)

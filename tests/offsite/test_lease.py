@@ -1,0 +1,130 @@
+"""One writer per prefix: the lease against a real SeaweedFS and a file:// directory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import obstore
+import pytest
+
+from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
+from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store
+from backup_sidecar.offsite.record import LEASE_DIR, join
+
+A = LeaseOwner("host-a", 101, "aaaaaaaaaaaaaaaa")
+B = LeaseOwner("host-b", 202, "bbbbbbbbbbbbbbbb")
+
+
+def poll(condition: Callable[[], LeaseVerdict], *, timeout: float) -> LeaseVerdict:
+    """Ask until the verdict is writable or the deadline passes (the last verdict)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        verdict = condition()
+        if verdict.writable or time.monotonic() > deadline:
+            return verdict
+        time.sleep(0.2)
+
+
+def test_second_sidecar_is_read_only_naming_the_holder(
+    make_store: Callable[..., Store],
+) -> None:
+    """A holds the prefix; B's verdict is read-only and names A's host, pid and id; B's
+    require_writable raises the same; A is writable and renews."""
+    a = Lease(make_store(), ttl=300, owner=A)
+    b = Lease(make_store(), ttl=300, owner=B)
+    assert a.acquire().writable
+    verdict = b.acquire()
+    assert not verdict.writable and verdict.holder == A
+    assert "host-a pid 101 (lease id aaaaaaaaaaaaaaaa)" in verdict.message
+    assert "read-only" in verdict.message and 250 < verdict.expires_in <= 301
+    with pytest.raises(OffsiteLeaseHeldError, match="held by host-a pid 101"):
+        b.require_writable()
+    renewed = a.renew()
+    assert renewed.writable and renewed.generation == 2
+    a.require_writable()
+    assert not b.acquire().writable
+
+
+def test_release_frees_the_prefix_at_once(make_store: Callable[..., Store]) -> None:
+    """After A releases, B takes the lease immediately; A is then read-only."""
+    a = Lease(make_store(), ttl=300, owner=A)
+    b = Lease(make_store(), ttl=300, owner=B)
+    assert a.acquire().writable
+    a.release()
+    assert a.valid_for == 0
+    assert b.acquire().writable
+    assert a.acquire().holder == B
+
+
+def test_expired_lease_is_taken_over_and_the_old_holder_learns_it(
+    make_store: Callable[..., Store],
+) -> None:
+    """A stops renewing a 2 s lease: B takes it over once the store's clock says it expired
+    (never before 2 s of the store's time), and A's next renewal raises naming B."""
+    a = Lease(make_store(), ttl=2, owner=A)
+    b = Lease(make_store(), ttl=2, owner=B)
+    assert a.acquire().writable
+    started = time.monotonic()
+    assert not b.acquire().writable
+    verdict = poll(b.acquire, timeout=30)
+    assert verdict.writable, verdict.message
+    assert time.monotonic() - started >= 1.0  # the store's 1 s resolution, at worst
+    assert "took over" in verdict.message
+    with pytest.raises(OffsiteLeaseLostError, match="host-b pid 202"):
+        a.renew()
+    assert a.valid_for == 0
+    with pytest.raises(OffsiteLeaseHeldError):
+        a.require_writable()
+
+
+def test_holder_stops_writing_when_its_own_monotonic_deadline_passes(
+    make_store: Callable[..., Store],
+) -> None:
+    """The holder's validity runs on its monotonic clock from before its request: with the
+    clock moved past the TTL, require_writable refuses even though nobody took over."""
+    now = [1000.0]
+    a = Lease(make_store(), ttl=60, owner=A, monotonic=lambda: now[0])
+    assert a.acquire().writable
+    now[0] += 59.5
+    assert 0 < a.valid_for <= 0.5
+    a.require_writable()
+    now[0] += 1
+    assert a.valid_for == 0
+    with pytest.raises(OffsiteLeaseHeldError, match="held by host-a"):
+        a.require_writable()
+
+
+def test_unreadable_lease_counts_as_held_not_free(make_store: Callable[..., Store]) -> None:
+    """A lease object with garbage in it is held by someone unknown until it expires: a
+    newcomer stays read-only rather than assume the prefix is free."""
+    store = make_store()
+    key = join(store.target.prefix, LEASE_DIR, f"{7:020d}")
+    obstore.put(store.objects.backend, key, b"\xff not json")
+    obstore.put(store.objects.backend, join(store.target.prefix, LEASE_DIR, "junk"), b"x")
+    verdict = Lease(store, ttl=300, owner=B).acquire()
+    assert not verdict.writable and verdict.holder is None
+    assert "unreadable lease" in verdict.message and verdict.generation == 7
+
+
+def test_racing_sidecars_get_exactly_one_lease(make_store: Callable[..., Store]) -> None:
+    """Eight sidecars acquire a free prefix at the same moment: exactly one is writable and
+    every other verdict names that one."""
+    owners = [LeaseOwner(f"host-{i}", i, f"{i:016x}") for i in range(8)]
+    leases = [Lease(make_store(), ttl=300, owner=o) for o in owners]
+    barrier = threading.Barrier(len(leases))
+    verdicts: dict[int, LeaseVerdict] = {}
+
+    def run(i: int) -> None:
+        barrier.wait()
+        verdicts[i] = leases[i].acquire()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, v in verdicts.items() if v.writable]
+    assert len(winners) == 1
+    assert {v.holder for i, v in verdicts.items() if i not in winners} == {owners[winners[0]]}
