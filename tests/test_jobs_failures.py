@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from backup_sidecar import archiver, jobs
 from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.subscribers import MetricsSubscriber
 from conftest import make_db
 
 
@@ -35,7 +36,7 @@ def test_a_backup_failing_with_any_exception_counts_as_an_error(
 
     monkeypatch.setattr(archiver, "create_backup", fail)
     with pytest.raises(type(raised)):
-        jobs.run_backup(rt, policy="manual", metrics=metrics)
+        jobs.run_backup(rt, policy="manual", outcomes=jobs.Outcomes(MetricsSubscriber(metrics)))
     runs = "backup_sidecar_backup_runs_total"
     assert registry.get_sample_value(runs, {"policy": "manual", "result": "error"}) == 1
     assert registry.get_sample_value(runs, {"policy": "manual", "result": "ok"}) == 0

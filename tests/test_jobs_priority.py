@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from backup_sidecar.archiver import DatabaseSpec
-from backup_sidecar.jobs import Runtime, run_backup, run_verify
+from backup_sidecar.jobs import Effort, Runtime, run_backup, run_verify
 
 
 def test_jobs_run_niced_and_leave_other_threads_alone(backup_dir: Path, wal_db: Path) -> None:
@@ -15,7 +15,7 @@ def test_jobs_run_niced_and_leave_other_threads_alone(backup_dir: Path, wal_db: 
     inherit it), while the rest of the process (here the test's own thread) keeps its priority."""
     rt = Runtime(
         backup_dir=backup_dir, databases={"user": DatabaseSpec("user", wal_db)},
-        keep={"manual": 3}, nice=7,
+        keep={"manual": 3}, effort=Effort(nice=7),
     )  # fmt: skip
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     seen: dict[str, int] = {}

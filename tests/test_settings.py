@@ -16,7 +16,7 @@ from backup_sidecar.errors import ConfigError, UsageError
 from backup_sidecar.settings import (
     PolicyConfig,
     Settings,
-    build_runtime_config,
+    load_configuration,
     load_settings,
     parse_duration,
     resolve_paths,
@@ -428,18 +428,16 @@ def test_other_databases_follow_the_generic_pattern(
         env.database("arrow")
 
 
-def test_build_runtime_config_reads_sidecar_config(
-    tmp_path: Path, write_config: WriteConfig
-) -> None:
+def test_load_configuration_reads_sidecar_config(tmp_path: Path, write_config: WriteConfig) -> None:
     """Without --config, $SIDECAR_CONFIG names the file; the result unpacks for the CLI."""
     write_config("timezone: Europe/Berlin\n")
-    settings, paths = build_runtime_config(
+    settings, paths = load_configuration(
         None, environ={"SIDECAR_CONFIG": "sidecar.yaml"}, cwd=tmp_path, exists=exists_only()
     )
     assert settings.timezone == "Europe/Berlin"
     assert paths.backup_dir == tmp_path / "backups"
-    runtime = build_runtime_config(None, environ={}, cwd=tmp_path, exists=exists_only())
-    assert runtime.settings.timezone == "UTC"
+    loaded = load_configuration(None, environ={}, cwd=tmp_path, exists=exists_only())
+    assert loaded.settings.timezone == "UTC"
 
 
 def test_cpu_threads_reach_the_runtime(
@@ -448,12 +446,12 @@ def test_cpu_threads_reach_the_runtime(
     """`cpu_threads` from the file or the environment; `auto` overlaps from two CPUs on, paced
     below three."""
     from backup_sidecar import cpus
-    from backup_sidecar.runtime import runtime_from
+    from backup_sidecar.jobs import Runtime
 
     def plan(environ: dict[str, str]) -> tuple[int, bool]:
         settings = load_settings(write_config("cpu_threads: 1\n"), environ=environ)
-        rt = runtime_from(settings, resolve_paths(settings, environ={}, cwd=tmp_path))
-        return rt.threads, rt.pace
+        rt = Runtime.from_settings(settings, resolve_paths(settings, environ={}, cwd=tmp_path))
+        return rt.effort.threads, rt.effort.pace
 
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 2.0)
     assert plan({}) == (1, False)

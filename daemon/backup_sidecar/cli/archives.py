@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC
 
 import click
@@ -46,9 +47,8 @@ def backup(
         rt.check_backup_policy(policy)
         names = databases.names()
         with progress_bar(enabled=not as_json) as progress:
-            info = jobs.run_backup(
-                rt, policy=policy, names=names, archive_name=name, progress=progress
-            )
+            effort = replace(rt.effort, progress=progress)
+            info = jobs.run_backup(rt, policy=policy, names=names, archive_name=name, effort=effort)
         pruned = jobs.run_prune(rt, policies=[policy], keep=keep) if cleanup else None
         payload = jobs.archive_json(info) | {
             "pruned": [a.name for a in pruned.deleted] if pruned else [],
@@ -96,7 +96,8 @@ def verify(ctx: Context, archive: str, as_json: bool) -> None:
     """Verify an archive completely: gzip stream, members, checksums, integrity_check."""
     with reported_errors(ctx, as_json=as_json):
         with progress_bar(enabled=not as_json) as progress:
-            report = jobs.run_verify(ctx.runtime(), archive, progress=progress)
+            rt = ctx.runtime()
+            report = jobs.run_verify(rt, archive, effort=replace(rt.effort, progress=progress))
 
         def text() -> None:
             for warning in report["warnings"]:
@@ -115,7 +116,8 @@ def scrub(ctx: Context, as_json: bool) -> None:
     Exit 1 if it found a damaged archive."""
     with reported_errors(ctx, as_json=as_json):
         with progress_bar(enabled=not as_json) as progress:
-            report = jobs.run_scrub(ctx.runtime(), progress=progress)
+            rt = ctx.runtime()
+            report = jobs.run_scrub(rt, effort=replace(rt.effort, progress=progress))
 
         def text() -> None:
             for name, reason in report.damaged:

@@ -23,10 +23,10 @@ def config_group() -> None:
 def config_check(ctx: Context, file: Path) -> None:
     """Validate a YAML file and print the next run time of every policy."""
     from backup_sidecar.cron import next_fire_times  # noqa: PLC0415
-    from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
+    from backup_sidecar.settings import load_configuration  # noqa: PLC0415
 
     with reported_errors(ctx):
-        settings, paths = build_runtime_config(file, environ=os.environ, cwd=Path.cwd())
+        settings, paths = load_configuration(file, environ=os.environ, cwd=Path.cwd())
         now = datetime.now(UTC)
         click.echo(f"{file}: ok")
         click.echo(f"backup_dir: {paths.backup_dir}")

@@ -29,7 +29,7 @@ class Context:
 
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            from backup_sidecar.runtime import load_runtime  # noqa: PLC0415 (keep --help fast)
+            from backup_sidecar.jobs import Runtime  # noqa: PLC0415 (keep --help fast)
 
-            self._runtime = load_runtime(self.config, environ=os.environ, cwd=Path.cwd())
+            self._runtime = Runtime.load(self.config, environ=os.environ, cwd=Path.cwd())
         return self._runtime

@@ -20,10 +20,10 @@ from backup_sidecar.cli.output import fail, reported_errors
 def run(ctx: Context) -> None:
     """Run the daemon: scheduler, health watcher, metrics endpoint and control socket."""
     from backup_sidecar.service.core import Service  # noqa: PLC0415
-    from backup_sidecar.settings import build_runtime_config  # noqa: PLC0415
+    from backup_sidecar.settings import load_configuration  # noqa: PLC0415
 
     with reported_errors(ctx):
-        settings, paths = build_runtime_config(ctx.config, environ=os.environ, cwd=Path.cwd())
+        settings, paths = load_configuration(ctx.config, environ=os.environ, cwd=Path.cwd())
         service = Service(
             settings, paths, config_path=ctx.config, environ=os.environ, cwd=Path.cwd()
         )

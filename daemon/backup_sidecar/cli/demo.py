@@ -39,7 +39,6 @@ def demo(ctx: Context, root: Path, no_daemon: bool, port: int) -> None:
     """Build demo ArrowTuner databases under ROOT, back them up, verify, then run the daemon."""
     from backup_sidecar.appdata.demo import build_demo  # noqa: PLC0415
     from backup_sidecar.archiver import list_archives  # noqa: PLC0415
-    from backup_sidecar.runtime import load_runtime  # noqa: PLC0415
 
     with reported_errors(ctx):
         root = root.absolute()
@@ -61,7 +60,7 @@ def demo(ctx: Context, root: Path, no_daemon: bool, port: int) -> None:
             for k, v in os.environ.items()
             if k not in ("BACKUP_DIR", "ARROW_DATABASE_PATH", "USER_DATABASE_PATH")
         }
-        rt = load_runtime(config, environ=env, cwd=Path.cwd())
+        rt = jobs.Runtime.load(config, environ=env, cwd=Path.cwd())
         info = jobs.run_backup(rt, policy="manual")
         report = jobs.run_verify(rt, info.name)
         click.echo(f"arrow database : {layout.arrow_db} ({layout.arrow_source})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 
@@ -44,7 +45,8 @@ def restore(
             if not click.confirm(f"Replace {live} with the content of {path.name}?", err=True):
                 raise RestoreRefusedError("not confirmed")
         with progress_bar(enabled=not as_json) as progress:
-            result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, progress=progress)
+            effort = replace(rt.effort, progress=progress)
+            result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, effort=effort)
         payload = jobs.restore_json(result)
 
         def text() -> None:

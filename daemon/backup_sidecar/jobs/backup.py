@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.archiver import ArchiveInfo, ProgressFn
+from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import BusyError
 from backup_sidecar.jobs.backupdir import clean_leftovers
-from backup_sidecar.jobs.effort import lower_priority
-from backup_sidecar.jobs.outcomes import JobMetrics, failure_text
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.outcomes import BackupFinished, Outcomes, failure_text
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -25,12 +25,14 @@ def run_backup(
     names: Sequence[str] | None = None,
     archive_name: str | None = None,
     wait: float | None = None,
-    metrics: JobMetrics | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
+    scheduled: bool = False,
 ) -> ArchiveInfo:
-    """One backup of the selected databases under their locks; logged and counted either way."""
-    lower_priority(rt.nice)
+    """One backup of the selected databases under their locks; logged and published either
+    way (``scheduled``: the schedule asked for it, not a user)."""
+    effort = effort or rt.effort
+    effort.lower_priority()
     specs = rt.select(names, policy=policy)
     now = rt.clock()
     name = archive_name or archiver.default_name(policy, now)
@@ -39,7 +41,7 @@ def run_backup(
     try:
         clean_leftovers(rt)
         with archiver.database_locks(
-            rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=should_stop
+            rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=effort.should_stop
         ):
             info = archiver.create_backup(
                 specs,
@@ -48,25 +50,23 @@ def run_backup(
                 policy=policy,
                 now=now,
                 unique=archive_name is None,
-                level=rt.level,
-                threads=rt.threads,
-                pace=rt.pace,
-                lock_timeout=rt.lock_timeout,
-                progress=progress,
-                should_stop=should_stop,
+                **effort.archiver_keywords(),
             )
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         duration = time.monotonic() - started
         error = failure_text(exc)
         bound.error("backup_failed", archive=name, error=error, duration_s=round(duration, 3))
-        if metrics:
-            metrics.backup_finished(
-                policy,
-                ok=False,
-                duration_s=duration,
-                size_bytes=None,
-                finished_at=rt.clock(),
-                busy=isinstance(exc, BusyError),
+        if outcomes:
+            outcomes.publish(
+                BackupFinished(
+                    policy=policy,
+                    archive=name,
+                    finished_at=rt.clock(),
+                    duration_s=duration,
+                    error=error,
+                    busy=isinstance(exc, BusyError),
+                    scheduled=scheduled,
+                )
             )
         raise
     duration = time.monotonic() - started
@@ -75,14 +75,17 @@ def run_backup(
         for db, e in (info.manifest.databases.items() if info.manifest else ())
         if e.snapshot_seconds is not None
     }
-    if metrics:  # before the log line: whoever reads `backup_completed` finds it counted
-        metrics.backup_finished(
-            policy,
-            ok=True,
-            duration_s=duration,
-            size_bytes=info.size_bytes,
-            finished_at=rt.clock(),
-            snapshot_seconds=locks,
+    if outcomes:  # before the log line: whoever reads `backup_completed` finds it counted
+        outcomes.publish(
+            BackupFinished(
+                policy=policy,
+                archive=info.name,
+                finished_at=rt.clock(),
+                duration_s=duration,
+                size_bytes=info.size_bytes,
+                snapshot_seconds=locks,
+                scheduled=scheduled,
+            )
         )
     bound.info(
         "backup_completed",

@@ -3,16 +3,16 @@ compared with what it promised."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec
-from backup_sidecar.errors import CorruptArchiveError, UsageError
+from backup_sidecar.errors import CorruptArchiveError, SidecarError, UsageError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged
-from backup_sidecar.jobs.effort import lower_priority
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.outcomes import DrillFinished, Outcomes
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -32,13 +32,34 @@ class DrillReport:
 def run_drill(
     rt: Runtime,
     *,
-    should_stop: Callable[[], bool] = lambda: False,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
     catalog: archiver.Catalog | None = None,
 ) -> DrillReport:
     """Restore the newest verified archive into a scratch area (never a live database) and
     compare every table's row count with what the archive's metadata promised (read from that
-    one archive: a listing keeps no row counts)."""
-    lower_priority(rt.nice)
+    one archive: a listing keeps no row counts). Published either way, unless a bug's
+    exception escapes."""
+    effort = effort or rt.effort
+    effort.lower_priority()
+    try:
+        report = _drill(rt, effort, catalog)
+    except SidecarError as exc:
+        if outcomes:
+            outcomes.publish(DrillFinished(finished_at=rt.clock(), error=str(exc)))
+        raise
+    if outcomes:
+        outcomes.publish(
+            DrillFinished(
+                finished_at=rt.clock(),
+                archive=report.archive,
+                error="; ".join(report.mismatches) or None,
+            )
+        )
+    return report
+
+
+def _drill(rt: Runtime, effort: Effort, catalog: archiver.Catalog | None) -> DrillReport:
     from backup_sidecar.archiver.sqlitefacts import collect_facts  # noqa: PLC0415
 
     candidates = [
@@ -66,11 +87,7 @@ def run_drill(
                 selected=None,
                 backup_dir=rt.backup_dir,
                 now=rt.clock(),
-                level=rt.level,
-                threads=rt.threads,
-                pace=rt.pace,
-                lock_timeout=rt.lock_timeout,
-                should_stop=should_stop,
+                **effort.archiver_keywords(),
             )
         except CorruptArchiveError as exc:
             mark_damaged(rt, newest, f"restore drill: {exc.fault}", found_by="drill")

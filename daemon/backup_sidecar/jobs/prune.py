@@ -10,7 +10,7 @@ from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import SidecarError, UnknownPrunePolicyError, UsageError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged, refuse_unsafe_entries
-from backup_sidecar.jobs.outcomes import JobMetrics
+from backup_sidecar.jobs.outcomes import Outcomes, PruneFinished
 from backup_sidecar.jobs.runtime import MANUAL_POLICY, Runtime
 
 log = structlog.get_logger(__name__)
@@ -23,7 +23,7 @@ def run_prune(
     keep: int | None = None,
     dry_run: bool = False,
     wait: float | None = None,
-    metrics: JobMetrics | None = None,
+    outcomes: Outcomes | None = None,
     spare: Collection[str] = (),
     checks: archiver.ReadCheckCache | None = None,
     catalog: archiver.Catalog | None = None,
@@ -81,8 +81,8 @@ def run_prune(
     for policy in chosen:
         deleted = sum(1 for a in result.deleted if a.policy == policy)
         errors = sum(1 for a, _ in result.failed if a.policy == policy)
-        if metrics:
-            metrics.prune_finished(policy, deleted=deleted, errors=errors)
+        if outcomes:
+            outcomes.publish(PruneFinished(policy=policy, deleted=deleted, errors=errors))
     for archive in result.deleted:
         log.info("archive_pruned", archive=archive.name, policy=archive.policy)
     for archive, error in result.failed:
@@ -95,7 +95,7 @@ def prune_after_backup(
     *,
     policy: str,
     just_written: str,
-    metrics: JobMetrics | None,
+    outcomes: Outcomes | None,
     checks: archiver.ReadCheckCache | None = None,
     catalog: archiver.Catalog | None = None,
 ) -> None:
@@ -110,7 +110,7 @@ def prune_after_backup(
         run_prune(
             rt,
             policies=[policy],
-            metrics=metrics,
+            outcomes=outcomes,
             wait=60.0,
             spare=[just_written],
             checks=checks,
@@ -118,5 +118,5 @@ def prune_after_backup(
         )
     except (SidecarError, OSError) as exc:  # e.g. the backup directory just vanished
         log.error("prune_failed", policy=policy, error=str(exc))
-        if metrics:
-            metrics.prune_finished(policy, deleted=0, errors=1)
+        if outcomes:
+            outcomes.publish(PruneFinished(policy=policy, deleted=0, errors=1))

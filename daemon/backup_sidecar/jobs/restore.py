@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.archiver import ProgressFn
 from backup_sidecar.errors import BusyError, SidecarError
 from backup_sidecar.jobs.backupdir import clean_leftovers
-from backup_sidecar.jobs.effort import lower_priority
-from backup_sidecar.jobs.outcomes import JobMetrics
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.outcomes import Outcomes, RestoreFinished
 from backup_sidecar.jobs.prune import prune_after_backup
 from backup_sidecar.jobs.runtime import Runtime
 
@@ -26,20 +25,22 @@ def run_restore(
     names: Sequence[str] | None = None,
     dry_run: bool = False,
     wait: float | None = None,
-    metrics: JobMetrics | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
     catalog: archiver.Catalog | None = None,
 ) -> archiver.RestoreResult:
     """Verify, save, and restore into the live databases, holding their locks throughout."""
-    lower_priority(rt.nice)
+    effort = effort or rt.effort
+    effort.lower_priority()
     path = archiver.resolve_archive(rt.backup_dir, ref)
     clean_leftovers(rt)
     manifest = archiver.read_manifest(path)
     targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
     rt.select(targets)
     try:
-        with archiver.database_locks(rt.backup_dir, targets, wait=wait, should_stop=should_stop):
+        with archiver.database_locks(
+            rt.backup_dir, targets, wait=wait, should_stop=effort.should_stop
+        ):
             result = archiver.restore_archive(
                 path,
                 databases=rt.databases,
@@ -47,18 +48,18 @@ def run_restore(
                 backup_dir=rt.backup_dir,
                 now=rt.clock(),
                 dry_run=dry_run,
-                level=rt.level,
-                threads=rt.threads,
-                pace=rt.pace,
-                lock_timeout=rt.lock_timeout,
-                progress=progress,
-                should_stop=should_stop,
+                **effort.archiver_keywords(),
             )
     except SidecarError as exc:
         log.error("restore_failed", archive=path.name, error=str(exc))
-        if metrics and not dry_run:
-            metrics.restore_finished(
-                ok=False, finished_at=rt.clock(), busy=isinstance(exc, BusyError)
+        if outcomes and not dry_run:
+            outcomes.publish(
+                RestoreFinished(
+                    archive=path.name,
+                    finished_at=rt.clock(),
+                    error=str(exc),
+                    busy=isinstance(exc, BusyError),
+                )
             )
         raise
     if not dry_run:
@@ -69,14 +70,14 @@ def run_restore(
             pre_restore_archive=result.pre_restore_archive,
             damaged=list(result.damaged),
         )
-        if metrics:
-            metrics.restore_finished(ok=True, finished_at=rt.clock())
+        if outcomes:
+            outcomes.publish(RestoreFinished(archive=result.archive, finished_at=rt.clock()))
         if result.pre_restore_archive:
             prune_after_backup(
                 rt,
                 policy=archiver.PRE_RESTORE_POLICY,
                 just_written=result.pre_restore_archive,
-                metrics=metrics,
+                outcomes=outcomes,
                 catalog=catalog,
             )
     return result

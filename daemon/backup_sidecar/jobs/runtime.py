@@ -1,4 +1,9 @@
-"""The runtime configuration: the plain fields the jobs need, mapped from the settings."""
+"""The runtime configuration: the plain fields the jobs need, mapped from the settings.
+
+The one place the settings become what the jobs take (the archiver never sees YAML): the
+daemon builds it with `Runtime.from_settings` at start and on every reload, the CLI with
+`Runtime.load`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec
+from backup_sidecar.cpus import cpu_plan
 from backup_sidecar.errors import UnknownDatabaseError, UnknownPolicyError
+from backup_sidecar.jobs.effort import Effort
+
+if TYPE_CHECKING:  # settings (pydantic) is imported only where a Runtime is loaded
+    from backup_sidecar.settings import ResolvedPaths, Settings
 
 #: The policy of a backup asked for without one (CLI `backup`, socket `backup`).
 MANUAL_POLICY = "manual"
@@ -23,14 +34,39 @@ class Runtime:
     databases: Mapping[str, DatabaseSpec]
     keep: Mapping[str, int]
     policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    level: int = archiver.DEFAULT_LEVEL
-    #: Threads for a backup's integrity check and compression (1: one after the other), and
-    #: whether the compression yields its CPU while the check runs (backup_sidecar.cpus).
-    threads: int = 1
-    pace: bool = False
-    nice: int = 0
-    lock_timeout: float = 30.0
+    #: How hard the jobs work unless a caller says otherwise (callers add their callbacks).
+    effort: Effort = field(default_factory=Effort)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, paths: ResolvedPaths) -> Runtime:
+        """The runtime of validated settings and their resolved paths."""
+        plan = cpu_plan(settings.cpu_threads)
+        return cls(
+            backup_dir=paths.backup_dir,
+            databases={spec.name: spec for spec in paths.databases},
+            keep={name: policy.keep for name, policy in settings.policies.items()},
+            policy_databases={
+                name: tuple(policy.databases)
+                for name, policy in settings.policies.items()
+                if policy.databases
+            },
+            effort=Effort(
+                level=settings.compression_level,
+                threads=plan.threads,
+                pace=plan.pace,
+                nice=settings.nice,
+                lock_timeout=settings.lock_timeout.total_seconds(),
+            ),
+        )
+
+    @classmethod
+    def load(cls, config: Path | None, *, environ: Mapping[str, str], cwd: Path) -> Runtime:
+        """Load the configuration file (None: defaults and environment) and resolve its paths."""
+        from backup_sidecar.settings import load_settings, resolve_paths  # noqa: PLC0415
+
+        settings = load_settings(config, environ=environ)
+        return cls.from_settings(settings, resolve_paths(settings, environ=environ, cwd=cwd))
 
     def backup_policies(self) -> tuple[str, ...]:
         """The policies a backup asked for by a user may go under: ``manual`` and every

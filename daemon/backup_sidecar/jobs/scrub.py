@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.archiver import ProgressFn
 from backup_sidecar.errors import BackupDirError, SidecarError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged
-from backup_sidecar.jobs.effort import lower_priority
-from backup_sidecar.jobs.outcomes import JobMetrics, failure_text
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.outcomes import Outcomes, ScrubFinished, failure_text
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -40,16 +38,16 @@ def run_scrub(
     rt: Runtime,
     *,
     checks: archiver.ReadCheckCache | None = None,
-    metrics: JobMetrics | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
     catalog: archiver.Catalog | None = None,
 ) -> ScrubReport:
     """Read every archive to its end (the read check, never the cache's old answer) and mark
     the ones that fail damaged; markers whose archive was deleted are removed."""
-    lower_priority(rt.nice)
+    effort = effort or rt.effort
+    effort.lower_priority()
     checks = checks if checks is not None else archiver.ReadCheckCache()
-    report = progress or (lambda stage, done, total: None)
+    report = effort.progress or (lambda stage, done, total: None)
     passed: list[str] = []
     damaged: list[tuple[str, str]] = []
     skipped: list[str] = []
@@ -61,7 +59,7 @@ def run_scrub(
                 skipped.append(archive.name)
                 continue
             try:
-                fault = checks.recheck(archive.path, should_stop=should_stop)
+                fault = checks.recheck(archive.path, should_stop=effort.should_stop)
             except FileNotFoundError:
                 skipped.append(archive.name)
                 continue
@@ -74,11 +72,14 @@ def run_scrub(
         _remove_orphan_markers(rt)
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         log.error("scrub_failed", error=failure_text(exc))
-        if metrics:
-            metrics.scrub_finished(ok=False, finished_at=rt.clock())
+        raised: Exception = exc
         if isinstance(exc, OSError) and not isinstance(exc, SidecarError):
             where = f" ({exc.filename})" if exc.filename else ""
-            raise BackupDirError(rt.backup_dir, f"scrub failed: {exc.strerror}{where}") from exc
+            raised = BackupDirError(rt.backup_dir, f"scrub failed: {exc.strerror}{where}")
+        if outcomes:
+            outcomes.publish(ScrubFinished(finished_at=rt.clock(), error=failure_text(raised)))
+        if raised is not exc:
+            raise raised from exc
         raise
     log.info(
         "scrub_completed",
@@ -86,8 +87,8 @@ def run_scrub(
         damaged=[name for name, _ in damaged],
         skipped=len(skipped),
     )
-    if metrics:
-        metrics.scrub_finished(ok=True, finished_at=rt.clock())
+    if outcomes:
+        outcomes.publish(ScrubFinished(finished_at=rt.clock()))
     return ScrubReport(tuple(passed), tuple(damaged), tuple(skipped))
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.archiver import ProgressFn
 from backup_sidecar.jobs.backupdir import refuse_unsafe_entries
-from backup_sidecar.jobs.effort import lower_priority
+from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -20,16 +18,16 @@ def run_verify(
     rt: Runtime,
     ref: str,
     *,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    effort: Effort | None = None,
 ) -> dict[str, Any]:
     """Verify one archive completely; returns a summary, raises CorruptArchiveError on a fault."""
-    lower_priority(rt.nice)
+    effort = effort or rt.effort
+    effort.lower_priority()
     path = archiver.resolve_archive(rt.backup_dir, ref)
     refuse_unsafe_entries(rt)
     with archiver.staging_area(rt.backup_dir, purpose="verify") as area:
         verified = archiver.verify_archive(
-            path, staging=area, progress=progress, should_stop=should_stop
+            path, staging=area, progress=effort.progress, should_stop=effort.should_stop
         )
     for warning in verified.warnings:
         log.warning("verify_warning", archive=verified.name, warning=warning)

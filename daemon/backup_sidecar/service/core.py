@@ -12,6 +12,7 @@ the old policies keep running.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -30,15 +31,15 @@ from prometheus_client import CollectorRegistry
 from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.server import ControlServer
 from backup_sidecar.errors import SidecarError
-from backup_sidecar.runtime import runtime_from
 from backup_sidecar.service.handler import ControlHandler, DaemonState
 from backup_sidecar.service.health import DRILL_POLICY, HealthState
 from backup_sidecar.service.httpserver import MetricsServer
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.scheduler import SKIP_LATE, PolicyScheduler
+from backup_sidecar.service.subscribers import HealthSubscriber, MetricsSubscriber
 from backup_sidecar.service.successes import SuccessLedger
 from backup_sidecar.service.watcher import HealthWatcher, damaged_newest, newest_verified
-from backup_sidecar.settings import ResolvedPaths, Settings, build_runtime_config
+from backup_sidecar.settings import ResolvedPaths, Settings, load_configuration
 from backup_sidecar.settings.model import SCRUB_JOB
 
 log = structlog.get_logger(__name__)
@@ -116,7 +117,7 @@ class Service:
         self._config_path = config_path
         self._environ = environ
         self._cwd = cwd
-        self.runtime = runtime_from(settings, paths)
+        self.runtime = jobs.Runtime.from_settings(settings, paths)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
             self.registry,
@@ -128,6 +129,11 @@ class Service:
         self.metrics.objectives(settings.health.max_backup_age)
         self.health = HealthState()
         self.ledger = SuccessLedger(self.metrics)
+        #: Every job's outcome reaches the metrics and /healthz through this one publisher.
+        self.outcomes = jobs.Outcomes(
+            MetricsSubscriber(self.metrics),
+            HealthSubscriber(self.health, configured=self._configured),
+        )
         #: Held while a reload swaps the configuration and while the watcher publishes, so a
         #: check begun before a reload never republishes what the reload removed.
         self.publishing = threading.Lock()
@@ -203,28 +209,34 @@ class Service:
                 info = jobs.run_backup(
                     rt,
                     policy=policy,
-                    metrics=self.metrics,
-                    should_stop=self._abort.is_set,
+                    effort=self._effort(rt),
+                    outcomes=self.outcomes,
+                    scheduled=True,
                     wait=SCHEDULED_WAIT_S,
                 )
-            except Exception as exc:  # a bug's exception too: /healthz must show the failure
-                if self._still_configured(policy):
-                    self.health.backup_finished(policy, error=jobs.failure_text(exc))
+            except Exception as exc:  # a bug's exception too: /healthz shows the failure
+                self._still_configured(policy)  # removed meanwhile: drop what it counted
                 if not isinstance(exc, SidecarError):
                     raise  # a bug: the scheduler logs its traceback (scheduled_run_failed)
-                return  # logged and counted by the job
-            if self._still_configured(policy):
-                self.health.backup_finished(policy)
+                return  # logged and published by the job
             jobs.prune_after_backup(
                 rt,
                 policy=policy,
                 just_written=info.name,
-                metrics=self.metrics,
+                outcomes=self.outcomes,
                 checks=self.read_checks,
                 catalog=self.catalog,
             )
             self._still_configured(policy)  # removed meanwhile: drop what the prune counted
         self.archives_changed()
+
+    def _effort(self, rt: jobs.Runtime) -> jobs.Effort:
+        """A scheduled job's effort: the configured one, stopped when the grace time ends."""
+        return dataclasses.replace(rt.effort, should_stop=self._abort.is_set)
+
+    def _configured(self, policy: str) -> bool:
+        with self.publishing:
+            return policy in self.settings.policies
 
     def _still_configured(self, policy: str) -> bool:
         """False for a run that a reload removed the policy of while it ran: what it just
@@ -300,13 +312,13 @@ class Service:
             log.info("restore_drill_skipped", reason=f"no verified archive in {rt.backup_dir}")
             return
         try:
-            report = jobs.run_drill(rt, should_stop=self._abort.is_set, catalog=self.catalog)
-            ok, error = report.ok, "; ".join(report.mismatches) or None
-        except SidecarError as exc:
+            report = jobs.run_drill(
+                rt, effort=self._effort(rt), outcomes=self.outcomes, catalog=self.catalog
+            )
+            ok = report.ok
+        except SidecarError as exc:  # published by the job
             log.error("restore_drill_failed", error=str(exc))
-            ok, error = False, str(exc)
-        self.metrics.drill_finished(ok=ok, finished_at=datetime.now(UTC))
-        self.health.drill_finished(ok=ok, error=error)
+            ok = False
         if not ok:
             self.archives_changed()  # a failed drill may have marked its archive damaged
 
@@ -316,16 +328,13 @@ class Service:
             jobs.run_scrub(
                 rt,
                 checks=self.read_checks,
-                metrics=self.metrics,
-                should_stop=self._abort.is_set,
+                effort=self._effort(rt),
+                outcomes=self.outcomes,
                 catalog=self.catalog,
             )
-        except Exception as exc:  # logged and counted by the job
-            self.health.scrub_finished(error=jobs.failure_text(exc))
+        except Exception as exc:  # logged and published by the job
             if not isinstance(exc, SidecarError):
                 raise  # a bug: the scheduler logs its traceback (scheduled_run_failed)
-        else:
-            self.health.scrub_finished()
         finally:
             self.archives_changed()  # markers written: damaged counts and /healthz at once
 
@@ -389,7 +398,7 @@ class Service:
     def reload(self) -> bool:
         """Re-read the configuration; keep the running policies if the new file is invalid."""
         try:
-            settings, paths = build_runtime_config(
+            settings, paths = load_configuration(
                 self._config_path, environ=self._environ, cwd=self._cwd
             )
         except SidecarError as exc:
@@ -415,7 +424,7 @@ class Service:
             removed = set(self.settings.policies) - set(settings.policies)
             dropped = set(self.settings.databases) - set(settings.databases)
             self.settings, self.paths = settings, paths
-            self.runtime = runtime_from(settings, paths)
+            self.runtime = jobs.Runtime.from_settings(settings, paths)
             if self._state is not None:
                 self._state.runtime = self.runtime
             self.metrics.forget(policies=removed, databases=dropped)
@@ -486,7 +495,7 @@ class Service:
         if cfg.control.enabled:
             state = DaemonState(
                 runtime=rt,
-                metrics=self.metrics,
+                outcomes=self.outcomes,
                 health=self.health,
                 next_runs=self.scheduler.next_run_times,
                 should_stop=self._abort.is_set,

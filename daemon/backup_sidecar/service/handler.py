@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-import structlog
 
 from backup_sidecar import __version__, archiver, jobs
 from backup_sidecar.control.connection import PeerCred
@@ -26,9 +25,6 @@ from backup_sidecar.control.protocol import (
     VerifyRequest,
 )
 from backup_sidecar.service.health import HealthState
-from backup_sidecar.service.metrics import Metrics
-
-log = structlog.get_logger("backup_sidecar.control")
 
 #: How long a request with "wait": true waits for another operation on its databases.
 WAIT_FOR_LOCK_S = 3600.0
@@ -39,7 +35,8 @@ class DaemonState:
     """What the handler reads from the running service; the service swaps `runtime` on reload."""
 
     runtime: jobs.Runtime
-    metrics: Metrics
+    #: Where the jobs publish how they ended (the daemon's metrics and health subscribe).
+    outcomes: jobs.Outcomes
     health: HealthState
     next_runs: Callable[[], dict[str, datetime | None]]
     should_stop: Callable[[], bool]
@@ -91,6 +88,7 @@ class ControlHandler:
         self, request: Request, rt: jobs.Runtime, progress: Callable[[str, int, int], None]
     ) -> dict[str, Any] | EncodedResult:
         st = self._state
+        effort = dataclasses.replace(rt.effort, progress=progress, should_stop=st.should_stop)
         match request:
             case PingRequest():
                 return {"pong": True, "version": __version__}
@@ -106,20 +104,19 @@ class ControlHandler:
                         policy=request.policy,
                         names=request.databases,
                         wait=WAIT_FOR_LOCK_S if request.wait else None,
-                        metrics=st.metrics,
-                        progress=progress,
-                        should_stop=st.should_stop,
+                        effort=effort,
+                        outcomes=st.outcomes,
                     )
                     # Like a scheduled run: a success clears the policy's "last backup failed"
-                    # reason, and the policy is pruned (never the archive just written).
-                    # `manual` is pruned only when asked (`prune`, the seed's `--cleanup`).
-                    st.health.backup_finished(request.policy)
+                    # reason (the health subscriber), and the policy is pruned (never the
+                    # archive just written). `manual` is pruned only when asked (`prune`, the
+                    # seed's `--cleanup`).
                     if request.policy != jobs.MANUAL_POLICY:
                         jobs.prune_after_backup(
                             rt,
                             policy=request.policy,
                             just_written=info.name,
-                            metrics=st.metrics,
+                            outcomes=st.outcomes,
                             checks=st.read_checks,
                             catalog=st.catalog,
                         )
@@ -130,9 +127,7 @@ class ControlHandler:
                 }
             case VerifyRequest():
                 with st.track("verify"):
-                    return jobs.run_verify(
-                        rt, request.archive, progress=progress, should_stop=st.should_stop
-                    )
+                    return jobs.run_verify(rt, request.archive, effort=effort)
             case RestoreRequest():
                 with st.track("restore"):
                     result = jobs.run_restore(
@@ -141,9 +136,8 @@ class ControlHandler:
                         names=request.databases,
                         dry_run=request.dry_run,
                         wait=WAIT_FOR_LOCK_S if request.wait else None,
-                        metrics=st.metrics,
-                        progress=progress,
-                        should_stop=st.should_stop,
+                        effort=effort,
+                        outcomes=st.outcomes,
                         catalog=st.catalog,
                     )
                 return jobs.restore_json(result)
@@ -154,7 +148,7 @@ class ControlHandler:
                         policies=[request.policy] if request.policy else None,
                         keep=request.keep,
                         dry_run=request.dry_run,
-                        metrics=st.metrics,
+                        outcomes=st.outcomes,
                         checks=st.read_checks,
                         catalog=st.catalog,
                     )
@@ -167,19 +161,13 @@ class ControlHandler:
                 }
             case ScrubRequest():
                 with st.track("scrub"):
-                    try:
-                        report = jobs.run_scrub(
-                            rt,
-                            checks=st.read_checks,
-                            metrics=st.metrics,
-                            progress=progress,
-                            should_stop=st.should_stop,
-                            catalog=st.catalog,
-                        )
-                    except Exception as exc:  # a failed scrub is a /healthz reason too
-                        st.health.scrub_finished(error=jobs.failure_text(exc))
-                        raise
-                    st.health.scrub_finished()
+                    report = jobs.run_scrub(
+                        rt,
+                        checks=st.read_checks,
+                        effort=effort,
+                        outcomes=st.outcomes,
+                        catalog=st.catalog,
+                    )
                 return report.as_json()
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
 

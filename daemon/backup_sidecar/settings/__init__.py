@@ -24,27 +24,27 @@ from backup_sidecar.settings.model import (
     Settings,
 )
 from backup_sidecar.settings.paths import (
+    Configuration,
     ResolvedPaths,
-    RuntimeConfig,
-    build_runtime_config,
     database_file_name,
+    load_configuration,
     resolve_paths,
 )
 from backup_sidecar.settings.values import ENV_PREFIX, parse_duration
 
 __all__ = [
     "ENV_PREFIX",
+    "Configuration",
     "ControlConfig",
     "DatabaseConfig",
     "HealthConfig",
     "MetricsConfig",
     "PolicyConfig",
     "ResolvedPaths",
-    "RuntimeConfig",
     "ScrubConfig",
     "Settings",
-    "build_runtime_config",
     "database_file_name",
+    "load_configuration",
     "load_settings",
     "parse_duration",
     "resolve_paths",

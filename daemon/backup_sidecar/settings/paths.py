@@ -109,20 +109,21 @@ def _check_members(
             )
 
 
-class RuntimeConfig(NamedTuple):
-    """What the CLI needs to start anything: the settings and the resolved paths."""
+class Configuration(NamedTuple):
+    """The loaded configuration: the settings and their resolved paths (what the daemon starts
+    from; `jobs.Runtime.from_settings` maps it to what the jobs take)."""
 
     settings: Settings
     paths: ResolvedPaths
 
 
-def build_runtime_config(
+def load_configuration(
     config_path: Path | None,
     *,
     environ: Mapping[str, str],
     cwd: Path,
     exists: Callable[[Path], bool] = Path.exists,
-) -> RuntimeConfig:
+) -> Configuration:
     """Load and resolve everything; with no `config_path`, `$SIDECAR_CONFIG` names the file."""
     if config_path is None and environ.get("SIDECAR_CONFIG"):
         config_path = cwd / environ["SIDECAR_CONFIG"]
@@ -130,4 +131,4 @@ def build_runtime_config(
     paths = resolve_paths(
         settings, environ=environ, cwd=cwd, exists=exists, config_file=config_path
     )
-    return RuntimeConfig(settings, paths)
+    return Configuration(settings, paths)
