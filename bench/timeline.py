@@ -44,13 +44,14 @@ def _wrap(module: Any, name: str) -> None:
 
 def main() -> None:
     from backup_sidecar import cli
-    from backup_sidecar.archiver import backup, packing, restore, staging, verify
+    from backup_sidecar.archiver import backup, packing, prerestore, restore, staging, verify
 
     for mod, names in (
         (backup, ("take_snapshot", "write_metadata", "publish")),
         (packing, ("check_all", "pack_databases")),
         (verify, ("_extract", "integrity_check")),
-        (restore, ("verify_archive", "_safety_backup", "_restore_one", "create_backup")),
+        (restore, ("verify_archive", "write_locked", "safety_archive")),
+        (prerestore, ("create_backup",)),
         (staging, ("staging_area",)),
     ):
         for name in names:

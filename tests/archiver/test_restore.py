@@ -329,7 +329,7 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     the go) while arrow's commits. The restore raises RestoreIncompleteError saying arrow was
     restored and naming the pre_restore archive that undoes it, which holds arrow's old content
     (and only arrow); user is unchanged; nothing is left in .rescue."""
-    from backup_sidecar.archiver import livewrite, restore_archive
+    from backup_sidecar.archiver import livecopy, restore_archive
     from backup_sidecar.errors import RestoreIncompleteError
 
     src = tmp_path / "src"
@@ -340,14 +340,14 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     old = {n: _make(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
     archive = library_archive(backup_dir, "both", **new)
     old_dump = {n: _dump(p) for n, p in old.items()}
-    real_progress = livewrite._Copy._progress
+    real_progress = livecopy.LiveCopy._progress
 
-    def failing(self: livewrite._Copy, status: int, remaining: int, total: int) -> None:
+    def failing(self: livecopy.LiveCopy, status: int, remaining: int, total: int) -> None:
         real_progress(self, status, remaining, total)
         if self.job.name == "user" and self.go.is_set():
             raise sqlite3.OperationalError("disk I/O error (injected)")
 
-    monkeypatch.setattr(livewrite._Copy, "_progress", failing)
+    monkeypatch.setattr(livecopy.LiveCopy, "_progress", failing)
     with pytest.raises(RestoreIncompleteError) as err:
         restore_archive(
             archive,
@@ -381,8 +381,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     import errno
     import os
 
-    from backup_sidecar.archiver import rescued_content, restore_archive
-    from backup_sidecar.archiver import restore as restore_module
+    from backup_sidecar.archiver import prerestore, rescued_content, restore_archive
     from backup_sidecar.errors import RestoreIncompleteError
 
     new = _make(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
@@ -393,7 +392,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(restore_module, "create_backup", full)
+    monkeypatch.setattr(prerestore, "create_backup", full)
     with pytest.raises(RestoreIncompleteError) as err:
         restore_archive(
             archive,

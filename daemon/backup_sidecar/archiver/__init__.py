@@ -23,13 +23,10 @@ from backup_sidecar.archiver.model import (
     ProgressFn,
     RestoreResult,
 )
+from backup_sidecar.archiver.newdatabase import clean_restore_leftovers
+from backup_sidecar.archiver.prerestore import PRE_RESTORE_POLICY, rescued_content
 from backup_sidecar.archiver.readcheck import ReadCheckCache, read_check
-from backup_sidecar.archiver.restore import (
-    PRE_RESTORE_POLICY,
-    clean_restore_leftovers,
-    rescued_content,
-    restore_archive,
-)
+from backup_sidecar.archiver.restore import restore_archive
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
 from backup_sidecar.archiver.safefs import check_backup_dir
 from backup_sidecar.archiver.sequence import reconcile as reconcile_sequence

@@ -85,6 +85,18 @@ def open_subdir(parent_fd: int, name: str, *, where: Path, create: bool = False)
     return fd
 
 
+def make_dir(parent_fd: int, name: str, *, backup_dir: Path, what: str) -> bool:
+    """Make the new directory ``name`` (mode 0700) in ``parent_fd``: False if the name is taken,
+    BackupDirError ``cannot create <what>`` for any other failure."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise BackupDirError(backup_dir, f"cannot create {what}: {exc.strerror}") from exc
+    return True
+
+
 def open_file(dir_fd: int, name: str, flags: int, *, where: Path, mode: int = 0o600) -> int:
     """Open the file ``name`` of ``dir_fd`` never following a link; UnsafeEntryError (and
     nothing written) unless it is a regular file of ours with a single link."""

@@ -23,6 +23,7 @@ from backup_sidecar.archiver.safefs import (
     backup_dir_fd,
     check_backup_dir,
     is_present,
+    make_dir,
     open_subdir,
     remove_tree,
 )
@@ -150,14 +151,8 @@ def _make_area(root: int, purpose: str, backup_dir: Path) -> tuple[str, int, int
     for _ in range(100):
         pending = f"{_PENDING_PREFIX}{secrets.token_hex(8)}"
         name = f"{purpose}-{secrets.token_hex(6)}"
-        try:
-            os.mkdir(pending, 0o700, dir_fd=root)
-        except FileExistsError:
+        if not make_dir(root, pending, backup_dir=backup_dir, what="a staging area"):
             continue
-        except OSError as exc:
-            raise BackupDirError(
-                backup_dir, f"cannot create a staging area: {exc.strerror}"
-            ) from exc
         area = open_subdir(root, pending, where=backup_dir / STAGING_DIRNAME / pending)
         try:
             lock_fd = _locked_new_file(area, _LOCK_NAME)
