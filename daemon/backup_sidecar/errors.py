@@ -434,3 +434,100 @@ class OffsiteLeaseLostError(OffsiteError):
         )
         self.url = url
         self.holder = holder
+
+
+# --- the page store (page-level incremental backups: packs of pages, one manifest a backup) ---
+
+
+class PageStoreError(SidecarError):
+    """Something is wrong with the page store or with one of its backups."""
+
+
+class PageStoreBusyError(PageStoreError, TimeoutError):
+    def __init__(self, store: Path, waited_s: float) -> None:
+        super().__init__(
+            f"page store {store}: still locked by another operation after {waited_s:g}s"
+        )
+        self.store = store
+        self.waited_s = waited_s
+
+
+class PageBackupNameError(PageStoreError, ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"invalid page backup name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - starting with a "
+            "letter or digit"
+        )
+        self.name = name
+
+
+class PageBackupNotFoundError(PageStoreError, LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no page backup named {name!r}")
+        self.name = name
+
+
+class PageBackupExistsError(PageStoreError, FileExistsError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"page backup {name!r} already exists; it is never overwritten")
+        self.name = name
+
+
+class PageReadError(PageStoreError):
+    """The live database's pages cannot be read (locked, not a database, no dbpage table)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"database {path}: cannot read its pages: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ManifestFormatError(PageStoreError, ValueError):
+    """A manifest's bytes are unreadable or break the format; the reason names the key."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"page backup {name!r}: manifest is malformed: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class PackFormatError(PageStoreError, ValueError):
+    """A pack file is truncated or damaged: its footer, index or one compressed frame."""
+
+    def __init__(self, pack: str, reason: str) -> None:
+        super().__init__(f"pack {pack!r} is damaged: {reason}")
+        self.pack = pack
+        self.reason = reason
+
+
+class PageMismatchError(PageStoreError, ValueError):
+    """A backup's page cannot be rebuilt as recorded: missing pack, damage, wrong content."""
+
+    def __init__(self, backup: str, pgno: int, reason: str) -> None:
+        super().__init__(f"page backup {backup!r}: page {pgno}: {reason}")
+        self.backup = backup
+        self.pgno = pgno
+        self.reason = reason
+
+
+class ImageMismatchError(PageStoreError, ValueError):
+    def __init__(self, backup: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"page backup {backup!r}: the rebuilt image has SHA-256 {actual}, the manifest "
+            f"records {expected}"
+        )
+        self.backup = backup
+        self.expected = expected
+        self.actual = actual
+
+
+class GarbageCollectionRefusedError(PageStoreError):
+    """A manifest cannot be read, so the packs it may need are unknown: nothing is swept."""
+
+    def __init__(self, backup: str, reason: str) -> None:
+        super().__init__(
+            f"page store garbage collection refused: page backup {backup!r} cannot be read "
+            f"({reason}); no pack was deleted"
+        )
+        self.backup = backup
+        self.reason = reason

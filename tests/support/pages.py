@@ -1,0 +1,31 @@
+"""Page store helpers for tests: a backup at a fixed time, a checked rebuild, the pack files."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backup_sidecar import pagestore
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def backup(db: Path, store: Path, name: str) -> pagestore.Manifest:
+    return pagestore.create_backup(db, store=store, name=name, now=NOW)
+
+
+def rebuilt(store: Path, name: str, out_dir: Path) -> bytes:
+    """Backup ``name`` rebuilt into a new file under ``out_dir``; its bytes (SHA checked)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.rebuilt.db"
+    out.unlink(missing_ok=True)
+    m = pagestore.rebuild(store, name, out=out)
+    data = out.read_bytes()
+    out.unlink()
+    assert hashlib.sha256(data).hexdigest() == m.image_sha256
+    return data
+
+
+def pack_files(store: Path) -> set[str]:
+    return {p.name for p in (store / "packs").glob("*.pack")}
