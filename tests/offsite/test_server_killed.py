@@ -1,11 +1,18 @@
-"""The S3 server killed (SIGKILL) in the middle of a multipart upload: nothing counts as
-offsite, the retry after the restart completes, and no unfinished upload stays behind."""
+"""Killed mid-upload: the S3 server (SIGKILL, then restarted) or the uploading sidecar itself
+(kill -9). Nothing counts as offsite, the next upload completes, and no unfinished upload
+(S3 multipart parts, a file:// store's staging file) stays behind."""
 
 from __future__ import annotations
 
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,51 +23,58 @@ from backup_sidecar.offsite import Confirmation, Store, Uploaded
 
 MiB = 1024 * 1024
 NAME = "app-daily-20261207T080000Z.tar.gz"
+CHILD = Path(__file__).with_name("upload_child.py")
 
 
 @pytest.fixture
-def own_seaweed(tmp_path: Path) -> Iterator[SeaweedServer]:
-    """A server of this test's own: it gets killed."""
-    server = SeaweedServer(tmp_path / "weed")
-    server.start()
+def revived(seaweed: SeaweedServer) -> Iterator[SeaweedServer]:
+    """The session's server, which this test kills: it is running again afterwards."""
     try:
-        yield server
+        yield seaweed
     finally:
-        server.stop()
+        if seaweed.process is None:
+            seaweed.start()
 
 
-def wait_for_parts(server: SeaweedServer, bucket: str, *, timeout: float) -> None:
-    """Poll until an unfinished multipart upload in the bucket holds at least two parts."""
-    client = server.client()
+def poll(condition: Callable[[], bool], what: str, *, timeout: float) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for upload in server.pending_uploads(bucket):
-            parts = client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-            if len(parts.get("Parts", [])) >= 2:
-                return
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:g}s")
         time.sleep(0.005)
-    pytest.fail("no multipart upload with two parts appeared")
 
 
-def test_killed_mid_upload_then_retry_completes_without_orphans(
-    own_seaweed: SeaweedServer, tmp_path: Path
+def parts_in(server: SeaweedServer, bucket: str, at_least: int) -> bool:
+    """Whether an unfinished multipart upload in ``bucket`` holds ``at_least`` parts."""
+    client = server.client()
+    for upload in server.pending_uploads(bucket):
+        parts = client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        if len(parts.get("Parts", [])) >= at_least:
+            return True
+    return False
+
+
+def test_server_killed_mid_upload_then_retry_completes_without_orphans(
+    revived: SeaweedServer, tmp_path: Path
 ) -> None:
-    """Kill the server once two parts of a 96 MiB upload are in; the store's next attempt
+    """Kill the server once two parts of a 64 MiB upload are in; the store's next attempt
     (after the backoff, during which the server restarts) uploads it whole; before that
     attempt nothing is confirmed; afterwards no multipart upload is left unfinished."""
-    bucket = new_bucket(own_seaweed)
-    source = archive_file(tmp_path, NAME, 96 * MiB)
+    server = revived
+    bucket = new_bucket(server)
+    source = archive_file(tmp_path, NAME, 64 * MiB)
     seen_before_retry: list[Confirmation] = []
     store: Store | None = None
 
     def backoff(_seconds: float) -> None:  # the injected sleep: the server comes back meanwhile
         assert store is not None
-        if own_seaweed.process is None:
-            own_seaweed.start()
+        if server.process is None:
+            server.start()
             seen_before_retry.append(store.confirm(NAME))
 
     store = s3_store(
-        own_seaweed,
+        server,
         bucket,
         "site-k",
         retry=fast_retry(attempts=3, sleep=backoff),
@@ -78,8 +92,8 @@ def test_killed_mid_upload_then_retry_completes_without_orphans(
 
     worker = threading.Thread(target=upload)
     worker.start()
-    wait_for_parts(own_seaweed, bucket, timeout=60)
-    own_seaweed.kill()
+    poll(lambda: parts_in(server, bucket, 2), "two uploaded parts", timeout=60)
+    server.kill()
     worker.join(timeout=180)
     assert not worker.is_alive()
     assert len(seen_before_retry) == 1, f"the upload was not interrupted: {result}"
@@ -87,23 +101,97 @@ def test_killed_mid_upload_then_retry_completes_without_orphans(
     assert isinstance(result[0], Uploaded), result[0]
     assert result[0].attempts == 2
     assert store.confirm(NAME, deep=True).confirmed
-    assert own_seaweed.pending_uploads(bucket) == []
+    assert server.pending_uploads(bucket) == []
     out = tmp_path / "back"
     store.download(NAME, out)
     assert out.read_bytes() == source.read_bytes()
 
 
 def test_abort_orphaned_uploads_clears_what_a_dead_process_left(
-    own_seaweed: SeaweedServer, tmp_path: Path
+    seaweed: SeaweedServer,
 ) -> None:
     """Unfinished uploads under the prefix (a sidecar killed mid-upload leaves them) are
     aborted by abort_orphaned_uploads; another prefix's are left alone."""
-    bucket = new_bucket(own_seaweed)
-    client = own_seaweed.client()
+    bucket = new_bucket(seaweed)
+    client = seaweed.client()
     for key in ("site-o/a.tar.gz", "site-o/b.tar.gz", "other/c.tar.gz"):
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x")
-    store = s3_store(own_seaweed, bucket, "site-o", retry=fast_retry())
+    store = s3_store(seaweed, bucket, "site-o", retry=fast_retry())
     assert store.abort_orphaned_uploads() == 2
-    assert [u["Key"] for u in own_seaweed.pending_uploads(bucket)] == ["other/c.tar.gz"]
+    assert [u["Key"] for u in seaweed.pending_uploads(bucket)] == ["other/c.tar.gz"]
     assert store.abort_orphaned_uploads() == 0
+
+
+def test_upload_of_one_name_leaves_its_age_twins_upload_alone(
+    seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    """Uploading NAME clears NAME's own unfinished uploads only, never those of a longer key
+    such as NAME.age (another upload in progress)."""
+    bucket = new_bucket(seaweed)
+    client = seaweed.client()
+    for key in (f"site-t/{NAME}", f"site-t/{NAME}.age"):
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x")
+    store = s3_store(seaweed, bucket, "site-t", retry=fast_retry())
+    source = archive_file(tmp_path, NAME, 4096)
+    assert store.upload(source).size == 4096
+    assert [u["Key"] for u in seaweed.pending_uploads(bucket)] == [f"site-t/{NAME}.age"]
+
+
+def unfinished(store: Store, root: Path, server: SeaweedServer | None) -> list[str]:
+    """What the backend holds of unfinished uploads: S3 multipart uploads under the store's
+    bucket, or staging files (``KEY#N``) under a file:// root."""
+    if server is None:
+        return sorted(p.name for p in root.rglob("*#*"))
+    return [u["Key"] for u in server.pending_uploads(store.target.bucket)]
+
+
+def test_uploader_killed_leaves_nothing_confirmed_and_the_next_one_cleans_up(
+    make_store: Callable[..., Store], backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """kill -9 a sidecar process three parts into a 48 MiB upload: the object is not offsite
+    (not confirmed, not listed as confirmed), the unfinished upload is there; the next
+    sidecar's abort_orphaned_uploads clears it, and its own upload is confirmed and whole."""
+    store = make_store(part_size=5 * MiB)
+    server: SeaweedServer | None = request.getfixturevalue("seaweed") if backend == "s3" else None
+    root = tmp_path / "offsite"
+    source = archive_file(tmp_path, NAME, 48 * MiB, seed=7)
+    spec = {
+        "url": store.target.url,
+        "endpoint": store.target.endpoint,
+        "archive": str(source),
+        "part_size": 5 * MiB,
+        "stall_after": 15 * MiB,
+    }
+    env = {**os.environ, **(server.env() if server else {})}
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), json.dumps(spec)], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], 60)
+        assert ready and child.stdout.readline() == b"stalled\n"
+        if server is None:
+            poll(
+                lambda: any(p.stat().st_size >= 10 * MiB for p in root.rglob("*#*")),
+                "a 10 MiB staging file",
+                timeout=60,
+            )
+        else:
+            poll(lambda: parts_in(server, store.target.bucket, 2), "two parts", timeout=60)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert child.stdout is not None
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert not store.confirm(NAME).confirmed
+    assert [o.name for o in store.list().objects if o.confirmed] == []
+    assert len(unfinished(store, root, server)) == 1
+    assert store.abort_orphaned_uploads() == 1
+    assert unfinished(store, root, server) == []
+    uploaded = store.upload(source)
+    assert uploaded.attempts == 1 and uploaded.size == 48 * MiB
+    assert store.confirm(NAME, deep=True).confirmed
+    assert unfinished(store, root, server) == []

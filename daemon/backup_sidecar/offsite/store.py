@@ -26,6 +26,7 @@ from backup_sidecar.offsite.results import (
     Uploaded,
 )
 from backup_sidecar.offsite.retry import RetryPolicy
+from backup_sidecar.offsite.staging import remove_staging
 from backup_sidecar.offsite.target import (
     OffsiteTarget,
     S3Credentials,
@@ -115,7 +116,7 @@ class Store:
         name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
         key = self.key(name)
         self.objects.delete(self.record_key(name))  # the old record no longer vouches
-        self._abort_pending(key)
+        self._abort_pending(key, exact=True)
         attempts = 0
 
         def attempt() -> tuple[HashingChunks, int, str | None]:
@@ -150,7 +151,7 @@ class Store:
             source_size=source_size,
         )
         self.objects.put(self.record_key(name), record.to_json())
-        self._abort_pending(key)
+        self._abort_pending(key, exact=True)
         return Uploaded(name, record.size, record.sha256, record.etag, encrypted, attempts)
 
     @contextlib.contextmanager
@@ -164,17 +165,25 @@ class Store:
             yield iter(chunks)
 
     def abort_orphaned_uploads(self) -> int:
-        """Abort every unfinished multipart upload under the prefix; how many. Call it only
-        while holding the lease and with no upload of this store running."""
+        """Abort every unfinished upload under the prefix (S3 multipart uploads; a file://
+        store's staging files); how many. Call it only while holding the lease and with no
+        upload of this store running."""
         return self._abort_pending(f"{self.target.prefix}/" if self.target.prefix else "")
 
-    def _abort_pending(self, key_prefix: str) -> int:
+    def _abort_pending(self, key_prefix: str, *, exact: bool = False) -> int:
+        """Abort the unfinished uploads of keys starting with ``key_prefix`` (``exact``: of
+        that one key only, never of a longer name such as its ``.age`` twin)."""
+
+        def wanted(key: str) -> bool:
+            return key == key_prefix if exact else key.startswith(key_prefix)
+
         admin = self._admin
         if admin is None:
-            return 0
+            assert self.target.path is not None
+            return remove_staging(self.target.path, wanted)
 
         def go() -> int:
-            pending = admin.list_pending(key_prefix)
+            pending = [u for u in admin.list_pending(key_prefix) if wanted(u.key)]
             for upload in pending:
                 admin.abort(upload)
             return len(pending)
