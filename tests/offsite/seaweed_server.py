@@ -108,6 +108,10 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # a restart (the server-killed tests) would wait for a raft election, then 5 s
+            # for the volume server's next heartbeat; a fresh raft state starts as fast as
+            # the first start (the volumes tell the master what they hold)
+            "-master.resumeState=false",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=200",
             f"-filer.localSocket={self.root / 'filer.sock'}",
