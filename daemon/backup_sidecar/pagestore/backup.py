@@ -66,13 +66,18 @@ def create_backup(
             stats=stats,
             metadata=dict(metadata or {}),
         )
-        data = manifest.to_bytes()
-        try:
-            fsio.write_file(
-                dirs.manifests_fd, manifest_file(name), data, where=dirs.manifests, replace=False
-            )
-        except FileExistsError:
-            raise PageBackupExistsError(name) from None
+        if is_present(dirs.manifests_fd, manifest_file(name)):
+            raise PageBackupExistsError(name)
+        # A rename, not link + unlink: a kill between those two would leave the manifest with
+        # two links, which the no-follow reader refuses. The exclusive lock makes the
+        # presence check above and the rename one step for every writer of this store.
+        fsio.write_file(
+            dirs.manifests_fd,
+            manifest_file(name),
+            manifest.to_bytes(),
+            where=dirs.manifests,
+            replace=True,
+        )
         return manifest
 
 

@@ -39,7 +39,7 @@ def load_manifest(dirs: fsio.StoreDirs, name: str) -> Manifest:
     except FileNotFoundError:
         raise PageBackupNotFoundError(name) from None
     except OSError as exc:
-        raise ManifestFormatError(name, f"cannot be read: {exc.strerror}") from exc
+        raise ManifestFormatError(name, f"cannot be read: {exc.strerror or exc}") from exc
     return parse_manifest(name, data)
 
 

@@ -1,0 +1,133 @@
+"""kill -9 at every file system step of a backup, a delete and a GC: every kept backup still
+rebuilds to its image, and the store goes on working (the next GC sweeps the leftovers)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backup_sidecar import pagestore
+from conftest import ROOT, make_db
+from support.pages import backup, rebuilt
+
+CRASH = ROOT / "tests" / "support" / "pagestore_crash.py"
+
+
+def _run(kill_at: int, store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CRASH), str(kill_at), str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _steps(store: Path, *args: str) -> int:
+    """How many steps the operation takes when nothing kills it (then it is undone by the
+    caller's next state, so it must be an operation that can run twice)."""
+    done = _run(0, store, *args)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def _all_kept_rebuild(store: Path, images: dict[str, bytes], out: Path) -> None:
+    listed = pagestore.list_backups(store)
+    names = set()
+    for item in listed:
+        assert isinstance(item, pagestore.Manifest), item
+        names.add(item.name)
+    assert set(images) <= names, (sorted(images), sorted(names))
+    for name in names & set(images):
+        assert rebuilt(store, name, out) == images[name], name
+
+
+def _grow(db: Path, i: int) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO items(body) VALUES (?)", [(f"step-{i}-{j}" * 20,) for j in range(200)]
+        )
+        conn.execute("UPDATE items SET body = ? WHERE id = ?", (f"edit {i}", 1 + i * 37))
+    conn.close()
+
+
+@pytest.mark.slow
+def test_kill_at_every_step_of_backup_delete_and_gc(tmp_path: Path, store: Path) -> None:
+    """Each run is a real subprocess SIGKILLed at step N (N = 1, 2, ... until the operation
+    completes); after every kill each backup that existed before (or completed) rebuilds to
+    its exact image, and a final GC plus backup leave a working store."""
+    db = make_db(tmp_path / "live.db", wal=False, rows=2000)
+    images: dict[str, bytes] = {}
+    backup(db, store, "base")
+    images["base"] = db.read_bytes()
+    out = tmp_path / "out"
+
+    # A backup killed at each step: never a manifest naming a missing pack.
+    _grow(db, 0)
+    probe = _steps(store, "backup", str(db), "probe")
+    images["probe"] = db.read_bytes()
+    kills = 0
+    for n in range(1, probe + 1):
+        _grow(db, n)
+        done = _run(n, store, "backup", str(db), f"k{n}")
+        if done.returncode == -signal.SIGKILL:
+            kills += 1
+        else:
+            assert done.returncode == 0, done.stderr
+        if (store / "manifests" / f"k{n}.json").exists():
+            images[f"k{n}"] = db.read_bytes()
+        _all_kept_rebuild(store, images, out)
+    assert kills >= probe - 2
+
+    # A delete killed at each step: the backup is either still whole or gone.
+    for name in ("d1", "d2", "d3"):
+        _grow(db, len(images) * 10)
+        backup(db, store, name)
+        images[name] = db.read_bytes()
+    for n, name in zip((1, 2, 0), ("d1", "d2", "d3"), strict=True):
+        done = _run(n, store, "delete", name)
+        assert done.returncode in (0, -signal.SIGKILL), done.stderr
+        if not (store / "manifests" / f"{name}.json").exists():
+            images.pop(name, None)
+        _all_kept_rebuild(store, images, out)
+
+    # A GC killed at each step (deleting two more backups first gives it packs to sweep).
+    for name in ("probe", "base"):
+        pagestore.delete_backup(store, name)
+        images.pop(name)
+    gc_steps = _steps_without_running_gc(store)
+    gc_kills = 0
+    for n in range(1, gc_steps + 1):
+        done = _run(n, store, "gc")
+        assert done.returncode in (0, -signal.SIGKILL), done.stderr
+        gc_kills += done.returncode == -signal.SIGKILL
+        _all_kept_rebuild(store, images, out)
+    assert gc_kills >= 2
+    pagestore.collect_garbage(store)
+    kept = set().union(*(m.packs for m in pagestore.list_backups(store)))  # type: ignore[union-attr]
+    assert {p.stem for p in (store / "packs").iterdir()} == kept
+    assert not list((store / "manifests").glob(".tmp-*"))
+    _grow(db, 999)
+    backup(db, store, "after")
+    images["after"] = db.read_bytes()
+    _all_kept_rebuild(store, images, out)
+    assert len(images) >= 3
+
+
+def _steps_without_running_gc(store: Path) -> int:
+    """A GC's step count: the unlinks it will make plus the fsyncs (2), counted from the store
+    itself so that the sweep is still there to be killed."""
+    kept: set[str] = set()
+    for item in pagestore.list_backups(store):
+        assert isinstance(item, pagestore.Manifest)
+        kept |= item.packs
+    packs = [p for p in (store / "packs").glob("*.pack") if p.stem not in kept]
+    temps = [p for d in ("packs", "manifests") for p in (store / d).glob(".tmp-*")]
+    assert packs, "the GC must have something to sweep"
+    return len(packs) + len(temps) + 2

@@ -1,0 +1,59 @@
+"""Run one page store operation and SIGKILL this process at its Nth file system step.
+
+Usage: pagestore_crash.py KILL_AT STORE backup DB NAME | delete NAME | gc
+Steps are the calls that change files: os.write, os.fsync, os.replace, os.link, os.unlink.
+KILL_AT 0 never kills; the last line printed is then the number of steps the operation took,
+so a test can kill it at every one of them in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from backup_sidecar import pagestore
+
+STEPS = ("write", "fsync", "replace", "link", "unlink")
+
+
+def _count_steps(kill_at: int) -> list[int]:
+    count = [0]
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        return step
+
+    for name in STEPS:
+        setattr(os, name, wrap(getattr(os, name)))
+    return count
+
+
+def main() -> None:
+    kill_at, store, op, *rest = sys.argv[1:]
+    count = _count_steps(int(kill_at))
+    root = Path(store)
+    if op == "backup":
+        db, name = rest
+        now = datetime(2026, 12, 7, tzinfo=UTC)
+        pagestore.create_backup(Path(db), store=root, name=name, now=now)
+    elif op == "delete":
+        pagestore.delete_backup(root, rest[0])
+    elif op == "gc":
+        pagestore.collect_garbage(root)
+    else:
+        raise SystemExit(f"unknown op {op!r}")
+    print(count[0], flush=True)
+
+
+if __name__ == "__main__":
+    main()
