@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.archiver import staging
-from backup_sidecar.archiver.staging import clean_leftovers, reserve_name, staging_area
+from backup_sidecar.archiver.leftovers import clean_leftovers
+from backup_sidecar.archiver.staging import reserve_name, staging_area
 
 
 def _abandoned_area(backup_dir: Path, name: str) -> Path:

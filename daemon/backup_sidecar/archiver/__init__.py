@@ -13,6 +13,7 @@ from backup_sidecar.archiver.catalog import (
     resolve_archive,
 )
 from backup_sidecar.archiver.damage import mark_damaged, remove_orphan_markers
+from backup_sidecar.archiver.leftovers import clean_leftovers
 from backup_sidecar.archiver.locks import DirectoryLock, database_locks
 from backup_sidecar.archiver.manifest import ARCHIVE_SUFFIX, default_name, validate_name
 from backup_sidecar.archiver.model import (
@@ -30,7 +31,7 @@ from backup_sidecar.archiver.restore import restore_archive
 from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
 from backup_sidecar.archiver.safefs import check_backup_dir
 from backup_sidecar.archiver.sequence import reconcile as reconcile_sequence
-from backup_sidecar.archiver.staging import clean_leftovers, free_bytes, staging_area
+from backup_sidecar.archiver.staging import free_bytes, staging_area
 from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
 
 __all__ = [

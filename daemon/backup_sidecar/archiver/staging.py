@@ -2,19 +2,18 @@
 
 Every operation stages its files (snapshots, extracted members, the archive being written) in
 its own directory under ``<backup_dir>/.staging/``, locked with ``flock`` while in use. A crash
-leaves an unlocked directory behind, which the next start removes; a directory still locked
-belongs to a live process and is left alone. Keeping the temporary archive there too means a
-finished archive appears in the backup directory only by a single link, never half-written.
+leaves an unlocked directory behind, which the next start removes (archiver/leftovers.py); a
+directory still locked belongs to a live process and is left alone. Keeping the temporary
+archive there too means a finished archive appears in the backup directory only by a single
+link, never half-written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from backup_sidecar.archiver.safefs import (
 )
 from backup_sidecar.errors import ArchiveExistsError, BackupDirError
 
-_LOCK_NAME = ".lock"
-_PENDING_PREFIX = ".pending-"
-_UNLOCKED_GRACE_S = 60.0
+LOCK_NAME = ".lock"
+PENDING_PREFIX = ".pending-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -102,7 +100,7 @@ def _locked_new_file(dir_fd: int, name: str) -> int:
     a lock (or a reservation) was unlocked for an instant, and a concurrent cleanup took it for
     an abandoned one and deleted a live staging area.
     """
-    pending = f"{_PENDING_PREFIX}{secrets.token_hex(8)}"
+    pending = f"{PENDING_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(
         pending,
         os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -149,13 +147,13 @@ def _make_area(root: int, purpose: str, backup_dir: Path) -> tuple[str, int, int
     had to spare for the grace period (it might have been one being created right then).
     """
     for _ in range(100):
-        pending = f"{_PENDING_PREFIX}{secrets.token_hex(8)}"
+        pending = f"{PENDING_PREFIX}{secrets.token_hex(8)}"
         name = f"{purpose}-{secrets.token_hex(6)}"
         if not make_dir(root, pending, backup_dir=backup_dir, what="a staging area"):
             continue
         area = open_subdir(root, pending, where=backup_dir / STAGING_DIRNAME / pending)
         try:
-            lock_fd = _locked_new_file(area, _LOCK_NAME)
+            lock_fd = _locked_new_file(area, LOCK_NAME)
         except OSError as exc:
             os.close(area)
             with contextlib.suppress(OSError):
@@ -189,18 +187,18 @@ def _remove_area(root: int, name: str, area: int) -> None:
     """
     with contextlib.suppress(OSError), os.scandir(area) as entries:
         for entry in list(entries):
-            if entry.name == _LOCK_NAME:
+            if entry.name == LOCK_NAME:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 remove_tree(area, entry.name)
             else:
                 os.unlink(entry.name, dir_fd=area)
     with contextlib.suppress(OSError):
-        os.unlink(_LOCK_NAME, dir_fd=area)
+        os.unlink(LOCK_NAME, dir_fd=area)
         os.rmdir(name, dir_fd=root)
 
 
-_RESERVATION_SUFFIX = ".name"
+RESERVATION_SUFFIX = ".name"
 _MAX_SUFFIX = 1000
 
 
@@ -226,7 +224,7 @@ def reserve_name(backup_dir: Path, base: str, *, exact: bool) -> Iterator[str]:
                 yield name
             finally:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{name}{_RESERVATION_SUFFIX}", dir_fd=root)
+                    os.unlink(f"{name}{RESERVATION_SUFFIX}", dir_fd=root)
                 os.close(fd)
             return
     raise BackupDirError(backup_dir, f"no free archive name left after {base}-{_MAX_SUFFIX}")
@@ -239,7 +237,7 @@ def _claim(top: int, root: int, name: str) -> int | None:
     abandoned reservation from one in use.
     """
     final = f"{name}.tar.gz"
-    reservation = f"{name}{_RESERVATION_SUFFIX}"
+    reservation = f"{name}{RESERVATION_SUFFIX}"
     if is_present(top, final):
         return None
     try:
@@ -252,87 +250,3 @@ def _claim(top: int, root: int, name: str) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def clean_leftovers(backup_dir: Path) -> list[Path]:
-    """Remove staging directories and reservations that no running process holds; return what
-    was removed. Never follows a link: a ``.staging`` that is one is refused (UnsafeEntryError),
-    links inside it are left alone."""
-    with backup_dir_fd(backup_dir) as top:
-        if not is_present(top, STAGING_DIRNAME):
-            return []
-        root = open_subdir(top, STAGING_DIRNAME, where=backup_dir / STAGING_DIRNAME)
-    removed: list[Path] = []
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            path = backup_dir / STAGING_DIRNAME / entry.name
-            if entry.is_dir(follow_symlinks=False) and _area_abandoned(root, entry.name):
-                remove_tree(root, entry.name)
-                removed.append(path)
-            elif (
-                entry.name.endswith(_RESERVATION_SUFFIX) or entry.name.startswith(_PENDING_PREFIX)
-            ) and (
-                entry.is_file(follow_symlinks=False) and _reservation_abandoned(root, entry.name)
-            ):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.name, dir_fd=root)
-                removed.append(path)
-    finally:
-        os.close(root)
-    return removed
-
-
-def _area_abandoned(root: int, name: str) -> bool:
-    """Whether nobody holds the staging area ``name``: its owner died or never got its lock."""
-    try:
-        area = os.open(
-            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root
-        )
-    except OSError:  # gone, or replaced by a link meanwhile: not ours to delete
-        return False
-    try:
-        st = os.fstat(area)
-        if st.st_uid != os.geteuid():
-            return False  # not ours to delete
-        try:
-            lock = os.open(_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=area)
-        except FileNotFoundError:
-            # Died between mkdir and creating its lock, or is about to create it right now.
-            return time.time() - st.st_mtime > _UNLOCKED_GRACE_S
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return True  # not a lock of ours (ours are made O_EXCL): an abandoned area
-            raise
-        return _unlocked(lock)
-    finally:
-        os.close(area)
-
-
-def _reservation_abandoned(root: int, name: str) -> bool:
-    """Whether nobody holds the reservation ``name`` (or, past the grace period, a claim file
-    ``.pending-*`` whose maker died between creating and locking it)."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root)
-    except FileNotFoundError:
-        return False
-    st = os.fstat(fd)
-    young = name.startswith(_PENDING_PREFIX) and time.time() - st.st_mtime <= _UNLOCKED_GRACE_S
-    if st.st_uid != os.geteuid() or young:
-        os.close(fd)
-        return False
-    return _unlocked(fd)
-
-
-def _unlocked(fd: int) -> bool:
-    """Whether nobody holds a lock on ``fd`` (closes it)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return False
-        raise
-    finally:
-        os.close(fd)
-    return True
