@@ -6,6 +6,8 @@ import contextlib
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,16 +20,25 @@ from hypothesis import strategies as st
 
 from backup_sidecar import errors
 from backup_sidecar.control import (
+    ArchiveEntry,
     BackupRequest,
+    BackupResult,
     ControlClient,
     ControlError,
     ControlServer,
     ControlSocketError,
+    DaemonConnectionError,
     DaemonNotRunningError,
+    ListResult,
     PeerCred,
     ProtocolError,
+    PruneResult,
     Request,
     RestoreRequest,
+    RestoreResult,
+    Result,
+    StatusResult,
+    VerifyResult,
     decode_request,
     error_code,
     is_daemon_running,
@@ -71,6 +82,66 @@ class RecordingLogger:
         return found[0]
 
 
+def status_result(*, busy: list[str]) -> StatusResult:
+    return StatusResult(
+        version="0",
+        healthy=not busy,
+        reasons=[f"{name} is busy" for name in busy],
+        unknown=[],
+        backup_dir="/backups",
+        databases={name: f"/data/{name}.db" for name in DATABASES},
+        next_runs={"daily": "2026-11-25T03:00:00+00:00", "manual": None},
+    )
+
+
+def list_result(*, padding: str = "") -> ListResult:
+    """Every archive; ``padding`` in the first one's error makes the answer as large as asked."""
+    return ListResult(
+        archives=[
+            ArchiveEntry(
+                name=name,
+                path=f"/backups/{name}.tar.gz",
+                created_at="2026-11-25T03:00:00+00:00",
+                size_bytes=1024,
+                databases=list(DATABASES),
+                policy=name.split("_")[0],
+                status="verified",
+                verified=True,
+                error=padding if i == 0 else None,
+                sequence=i + 1,
+            )
+            for i, name in enumerate(ARCHIVES)
+        ]
+    )
+
+
+def verify_result(archive: str) -> VerifyResult:
+    return VerifyResult(
+        archive=archive,
+        path=f"/backups/{archive}.tar.gz",
+        legacy=False,
+        databases=list(DATABASES),
+        warnings=[],
+    )
+
+
+def restore_result(archive: str, restored: list[str], *, dry_run: bool) -> RestoreResult:
+    return RestoreResult(
+        archive=archive,
+        dry_run=dry_run,
+        restored=restored,
+        pre_restore_archive="pre_1",
+        damaged=[],
+        plan=[],
+    )
+
+
+def prune_result(*, dry_run: bool) -> PruneResult:
+    return PruneResult(
+        dry_run=dry_run, deleted=ARCHIVES[1:], skipped_busy=[], errors=[], damaged=[]
+    )
+
+
 class ShopHandler:
     """A real Handler: per-database locks like the service's, and a gate to hold a backup open."""
 
@@ -85,26 +156,25 @@ class ShopHandler:
 
     def handle(
         self, request: Request, *, progress: Callable[[str, int, int], None], peer: PeerCred
-    ) -> dict[str, Any]:
+    ) -> Result:
         self.calls.append((request, peer))
         if request.op == "status":
-            return {"busy": sorted(self._busy), "databases": list(DATABASES)}
+            return status_result(busy=sorted(self._busy))
         if request.op == "list":
-            return {"archives": ARCHIVES, "padding": "x" * self.list_payload}
+            return list_result(padding="x" * self.list_payload)
         if request.op == "backup":
             return self._backup(request, progress)
         if request.op == "verify":
-            return {"archive": self._find(request.archive), "verified": True}
+            return verify_result(self._find(request.archive))
         if request.op == "restore":
             dbs = self._databases(request.databases)
-            self._find(request.archive)
-            return {"restored": dbs, "dry_run": request.dry_run, "pre_restore_archive": "pre_1"}
+            return restore_result(self._find(request.archive), dbs, dry_run=request.dry_run)
         if request.op == "prune":
             if request.policy == "explode":
                 raise RuntimeError("a bug in the handler")
             if request.policy == "locked":
                 raise errors.DatabaseLockedError("user", Path("/x/user_data.db"), 5.0)
-            return {"deleted": ARCHIVES[1:], "dry_run": request.dry_run}
+            return prune_result(dry_run=request.dry_run)
         raise AssertionError(f"unexpected op {request.op}")
 
     def _find(self, archive: str) -> str:
@@ -122,7 +192,7 @@ class ShopHandler:
 
     def _backup(
         self, request: BackupRequest, progress: Callable[[str, int, int], None]
-    ) -> dict[str, Any]:
+    ) -> BackupResult:
         dbs = self._databases(request.databases)
         with self._lock:
             if held := self._busy.intersection(dbs):
@@ -136,7 +206,7 @@ class ShopHandler:
             for i, _ in enumerate(dbs, start=1):
                 progress("snapshot", i, len(dbs))
             progress("pack", 1, 1)
-            return {"archive": f"{request.policy}_1", "databases": dbs}
+            return BackupResult(archive=f"{request.policy}_1", size_bytes=0, databases=dbs)
         finally:
             with self._lock:
                 self._busy.difference_update(dbs)
@@ -232,15 +302,18 @@ def test_ping_is_answered_by_the_server_itself(
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [
-        ({"op": "status"}, {"busy": [], "databases": ["arrow", "user"]}),
-        ({"op": "list"}, {"archives": ARCHIVES, "padding": ""}),
-        ({"op": "backup", "databases": ["user"]}, {"archive": "manual_1", "databases": ["user"]}),
-        ({"op": "verify", "archive": ARCHIVES[0]}, {"archive": ARCHIVES[0], "verified": True}),
+        ({"op": "status"}, status_result(busy=[])),
+        ({"op": "list"}, list_result()),
+        (
+            {"op": "backup", "databases": ["user"]},
+            BackupResult(archive="manual_1", size_bytes=0, databases=["user"]),
+        ),
+        ({"op": "verify", "archive": ARCHIVES[0]}, verify_result(ARCHIVES[0])),
         (
             {"op": "restore", "archive": ARCHIVES[0], "databases": ["user"], "confirm": True},
-            {"restored": ["user"], "dry_run": False, "pre_restore_archive": "pre_1"},
+            restore_result(ARCHIVES[0], ["user"], dry_run=False),
         ),
-        ({"op": "prune", "dry_run": True}, {"deleted": ARCHIVES[1:], "dry_run": True}),
+        ({"op": "prune", "dry_run": True}, prune_result(dry_run=True)),
     ],
 )
 def test_every_op_round_trips(
@@ -248,11 +321,14 @@ def test_every_op_round_trips(
     client: ControlClient,
     handler: ShopHandler,
     request_: dict[str, Any],
-    expected: dict[str, Any],
+    expected: Result,
 ) -> None:
-    """Each op reaches the handler as its validated model with the caller's identity."""
-    assert client.request(request_) == expected
-    [(received, peer)] = handler.calls
+    """Each op reaches the handler as its validated model with the caller's identity, and its
+    result model comes back as the same model (`call`) and as the same JSON object (`request`)."""
+    assert client.call(request_) == expected
+    assert client.request(request_) == expected.model_dump(mode="json")
+    [(received, peer), again] = handler.calls
+    assert again == (received, peer)
     assert {"op": received.op, **received.model_dump(exclude_defaults=True)} == request_
     assert peer == PeerCred(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
 
@@ -339,7 +415,7 @@ def test_second_backup_of_a_held_database_is_busy(
     assert caught.value.code == "busy"
     handler.gate.set()
     first.join(WAIT_S)
-    assert results == [{"archive": "manual_1", "databases": ["arrow", "user"]}]
+    assert results == [{"archive": "manual_1", "size_bytes": 0, "databases": ["arrow", "user"]}]
 
 
 @pytest.mark.parametrize("archive", ["/etc/passwd", "../x", "./x", "a/b", ".hidden"])
@@ -600,7 +676,7 @@ def test_stop_lets_a_running_request_finish(
     handler.gate.set()
     stopper.join(WAIT_S)
     worker.join(WAIT_S)
-    assert results == [{"archive": "manual_1", "databases": ["arrow", "user"]}]
+    assert results == [{"archive": "manual_1", "size_bytes": 0, "databases": ["arrow", "user"]}]
     assert not socket_path.exists()
 
 
@@ -721,7 +797,8 @@ def test_an_incomplete_restore_error_carries_what_was_restored() -> None:
     from pathlib import Path
 
     from backup_sidecar import errors
-    from backup_sidecar.control.protocol import ErrorResponse, decode_reply, encode, error_body
+    from backup_sidecar.control import encode, error_body
+    from backup_sidecar.control.protocol import ErrorResponse, decode_reply
 
     exc = errors.RestoreIncompleteError(
         restored=["arrow"],
@@ -741,3 +818,79 @@ def test_an_incomplete_restore_error_carries_what_was_restored() -> None:
     assert isinstance(reply, ErrorResponse) and reply.error.restored == ["arrow"]
     plain = error_body(errors.DatabaseLockedError("user", Path("/x/user.db"), 2.0))
     assert set(plain.model_dump()) == {"code", "message"}
+
+
+@contextlib.contextmanager
+def daemon_answering(path: Path, reply: bytes) -> Iterator[None]:
+    """A fake daemon on ``path`` that reads one request line and answers ``reply``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as stream:
+            stream.readline()
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(WAIT_S)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply", "fault"),
+    [
+        ({"op": "backup"}, b'{"ok":true,"result":{"archive":1}}\n', "bad backup result: archive"),
+        (
+            {"op": "ping"},
+            b'{"ok":true,"result":{"pong":true,"pid":"12","version":"1"}}\n',
+            "bad ping result: pid",
+        ),
+        (
+            {"op": "list"},
+            b'{"ok":true,"result":{"archives":[{"name":"a"}]}}\n',
+            "bad list result: archives.0.path",
+        ),
+        (
+            {"op": "status"},
+            b'{"ok":true,"result":{"pong":true,"pid":12,"version":"1"}}\n',
+            "bad status result: healthy: Field required",
+        ),
+    ],
+)
+def test_a_malformed_result_is_one_connection_error(
+    socket_path: Path, request_: dict[str, Any], reply: bytes, fault: str
+) -> None:
+    """A daemon's answer that is not its op's result model is one DaemonConnectionError naming
+    the op and the field at fault (never a pydantic traceback or a half-read result)."""
+    with daemon_answering(socket_path, reply), pytest.raises(DaemonConnectionError) as caught:
+        ControlClient(socket_path, timeout_s=WAIT_S).call(request_)
+    assert f"malformed reply: {fault}" in str(caught.value)
+    assert str(socket_path) in str(caught.value)
+
+
+def test_ctl_reports_a_malformed_result_in_one_line(socket_path: Path) -> None:
+    """`ctl backup` against a daemon answering a malformed result prints one error line naming
+    the socket and the fault and exits 1; nothing is printed as if it were the result."""
+    reply = b'{"ok":true,"result":{"archive":"manual_1","size_bytes":"big","databases":[]}}\n'
+    with daemon_answering(socket_path, reply):
+        ctl = ["ctl", "--socket", str(socket_path), "--timeout", str(WAIT_S)]
+        done = subprocess.run(
+            [sys.executable, "-m", "backup_sidecar", *ctl, "backup"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1, done
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"backup-sidecar: error: control socket {socket_path}: malformed reply: "
+        "bad backup result: size_bytes: Input should be a valid integer"
+    ]

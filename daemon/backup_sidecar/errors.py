@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 _CommittedT = TypeVar("_CommittedT")
 
@@ -530,4 +530,55 @@ class GarbageCollectionRefusedError(PageStoreError):
             f"({reason}); no pack was deleted"
         )
         self.backup = backup
+        self.reason = reason
+
+
+# --- the control socket (control/): a bad request line, the daemon's refusal, the connection ---
+
+
+class ProtocolError(UsageError):
+    """A request line that is not a valid request (code ``bad_request``); nothing was run."""
+
+    code: Final = "bad_request"
+
+    def __init__(self, reason: str, *, op: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: The request's op when it named one of the protocol's ops (None: unparseable or
+        #: unknown), so a refusal is counted under a bounded set of labels.
+        self.op = op
+
+
+class ControlError(SidecarError):
+    """The daemon answered a request with an error; ``code`` is one of the protocol's codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class DaemonNotRunningError(SidecarError, ConnectionError):
+    """Nothing listens on the control socket: no socket file, or a stale one."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no backup-sidecar daemon listening on {path}")
+        self.path = path
+
+
+class DaemonConnectionError(SidecarError, ConnectionError):
+    """A daemon was reached but the exchange failed: denied, timed out, cut off or garbled."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"control socket {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ControlSocketError(SidecarError, OSError):
+    """The control socket cannot be created at its path; the path is left as it was."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"control socket {path}: {reason}")
+        self.path = path
         self.reason = reason

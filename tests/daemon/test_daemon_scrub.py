@@ -15,7 +15,7 @@ import pytest
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver.damage import marker_path
-from backup_sidecar.control.protocol import ControlError
+from backup_sidecar.control import ControlError
 from conftest import make_db
 from daemon.conftest import Daemon, sample, wait_until
 

@@ -33,7 +33,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup_sidecar.control.protocol import ControlError
+from backup_sidecar.control import ControlError
 from conftest import SqlSession, Writer, make_db
 from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
 from reliability.test_backup_faults import Daemons, stop_writer, write_config

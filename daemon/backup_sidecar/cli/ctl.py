@@ -13,7 +13,7 @@ import click
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.options import json_option
 from backup_sidecar.cli.output import error_json, fail, reported_errors
-from backup_sidecar.errors import RestoreRefusedError
+from backup_sidecar.errors import ControlError, RestoreRefusedError
 
 
 @click.group()
@@ -41,14 +41,14 @@ def _socket(ctx: Context) -> Path:
 
 
 def _request(ctx: Context, request: dict[str, Any], *, as_json: bool) -> dict[str, Any]:
+    """The daemon's answer, parsed into the op's result model (and dumped back for printing)."""
     from backup_sidecar.control.client import ControlClient  # noqa: PLC0415
-    from backup_sidecar.control.protocol import ControlError  # noqa: PLC0415
     from backup_sidecar.progress import progress_bar  # noqa: PLC0415
 
     client = ControlClient(_socket(ctx), timeout_s=ctx.timeout)
     try:
         with progress_bar(enabled=not as_json) as progress:
-            return client.request(request, on_progress=progress)
+            return client.call(request, on_progress=progress).model_dump(mode="json")
     except ControlError as exc:
         if as_json:
             click.echo(json.dumps(error_json(exc), indent=2))

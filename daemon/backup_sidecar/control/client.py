@@ -11,42 +11,44 @@ import socket
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, overload
 
-from backup_sidecar import errors
-from backup_sidecar.control.protocol import (
+from backup_sidecar.control.protocol import OkResponse, ProgressEvent, Reply, decode_reply
+from backup_sidecar.control.requests import (
     REQUEST_TYPES,
-    ControlError,
-    OkResponse,
+    BackupRequest,
+    ListRequest,
     PingRequest,
-    ProgressEvent,
-    ProtocolError,
-    Reply,
+    PruneRequest,
     Request,
-    decode_reply,
-    encode,
+    RestoreRequest,
+    ScrubRequest,
+    StatusRequest,
+    VerifyRequest,
     parse_request,
+)
+from backup_sidecar.control.results import (
+    BackupResult,
+    ListResult,
+    PingResult,
+    PruneResult,
+    RestoreResult,
+    Result,
+    ScrubResult,
+    StatusResult,
+    VerifyResult,
+    parse_result,
+)
+from backup_sidecar.control.wire import encode
+from backup_sidecar.errors import (
+    ControlError,
+    DaemonConnectionError,
+    DaemonNotRunningError,
+    ProtocolError,
 )
 
 ProgressFn = Callable[[str, int, int], None]
 MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
-
-
-class DaemonNotRunningError(errors.SidecarError, ConnectionError):
-    """Nothing listens on the control socket: no socket file, or a stale one."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"no backup-sidecar daemon listening on {path}")
-        self.path = path
-
-
-class DaemonConnectionError(errors.SidecarError, ConnectionError):
-    """A daemon was reached but the exchange failed: denied, timed out, cut off or garbled."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"control socket {path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 class ControlClient:
@@ -59,12 +61,57 @@ class ControlClient:
     def request(
         self, req: Request | Mapping[str, Any], *, on_progress: ProgressFn | None = None
     ) -> dict[str, Any]:
-        """Send ``req``; return the result, or raise ControlError with the daemon's code.
+        """Send ``req``; return the result object as the daemon sent it, or raise ControlError
+        with the daemon's code (`call` returns it as the op's result model).
 
         A mapping is validated first, so a bad request fails here with ProtocolError.
         Progress events are passed to ``on_progress(stage, done, total)`` in arrival order.
         """
-        request = req if isinstance(req, REQUEST_TYPES) else parse_request(req)
+        return self._exchange(self._validated(req), on_progress)
+
+    @overload
+    def call(self, req: PingRequest, *, on_progress: ProgressFn | None = None) -> PingResult: ...
+    @overload
+    def call(
+        self, req: StatusRequest, *, on_progress: ProgressFn | None = None
+    ) -> StatusResult: ...
+    @overload
+    def call(self, req: ListRequest, *, on_progress: ProgressFn | None = None) -> ListResult: ...
+    @overload
+    def call(
+        self, req: BackupRequest, *, on_progress: ProgressFn | None = None
+    ) -> BackupResult: ...
+    @overload
+    def call(
+        self, req: VerifyRequest, *, on_progress: ProgressFn | None = None
+    ) -> VerifyResult: ...
+    @overload
+    def call(
+        self, req: RestoreRequest, *, on_progress: ProgressFn | None = None
+    ) -> RestoreResult: ...
+    @overload
+    def call(self, req: PruneRequest, *, on_progress: ProgressFn | None = None) -> PruneResult: ...
+    @overload
+    def call(self, req: ScrubRequest, *, on_progress: ProgressFn | None = None) -> ScrubResult: ...
+    @overload
+    def call(self, req: Mapping[str, Any], *, on_progress: ProgressFn | None = None) -> Result: ...
+    def call(
+        self, req: Request | Mapping[str, Any], *, on_progress: ProgressFn | None = None
+    ) -> Result:
+        """Like `request`, with the result parsed into the op's model (control/results.py);
+        an answer that is not one is a DaemonConnectionError naming the fault."""
+        request = self._validated(req)
+        data = self._exchange(request, on_progress)
+        try:
+            return parse_result(request.op, data)
+        except ProtocolError as exc:
+            raise DaemonConnectionError(self.path, f"malformed reply: {exc}") from None
+
+    @staticmethod
+    def _validated(req: Request | Mapping[str, Any]) -> Request:
+        return req if isinstance(req, REQUEST_TYPES) else parse_request(req)
+
+    def _exchange(self, request: Request, on_progress: ProgressFn | None) -> dict[str, Any]:
         with self._connect() as sock:
             # The daemon may have answered and closed already (busy, too large): read that.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -134,7 +181,7 @@ def is_daemon_running(path: Path, *, timeout_s: float = 2.0) -> bool:
     still holds the databases, and bypassing it would race it.
     """
     try:
-        ControlClient(path, timeout_s=timeout_s).request(PingRequest())
+        ControlClient(path, timeout_s=timeout_s).call(PingRequest())
     except DaemonNotRunningError:
         return False
     except (DaemonConnectionError, ControlError):

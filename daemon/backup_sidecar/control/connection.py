@@ -8,7 +8,8 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from backup_sidecar.control.protocol import ErrorBody, ErrorCode, ErrorResponse, encode
+from backup_sidecar.control.protocol import ErrorBody, ErrorCode, ErrorResponse
+from backup_sidecar.control.wire import encode
 
 
 @dataclass(frozen=True)

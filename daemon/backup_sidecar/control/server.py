@@ -10,67 +10,18 @@ When every slot is running a request, new connections are answered ``busy`` and 
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 import structlog
 
-from backup_sidecar import __version__, errors
 from backup_sidecar.control import socketfile
+from backup_sidecar.control.answer import Answerer, Handler, Logger, RequestCounter, crash_reply
 from backup_sidecar.control.connection import Connection, PeerCred
-from backup_sidecar.control.protocol import (
-    EncodedResult,
-    ErrorCode,
-    ErrorResponse,
-    PingRequest,
-    ProgressEvent,
-    ProtocolError,
-    Request,
-    RestoreRequest,
-    decode_request,
-    encode,
-    encode_ok,
-    error_body,
-)
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-class Handler(Protocol):
-    """What the server dispatches to (the service implements it); raises errors.py exceptions.
-
-    The server answers ``ping`` itself and refuses a restore without ``confirm`` or ``dry_run``
-    before calling it, so every handler gets those rules.
-    """
-
-    def handle(
-        self, request: Request, *, progress: ProgressFn, peer: PeerCred
-    ) -> dict[str, Any] | EncodedResult: ...
-
-
-class RequestCounter(Protocol):
-    """Counts every request the server answers (the daemon's control_requests_total)."""
-
-    def __call__(self, op: str, *, ok: bool, busy: bool = False) -> None: ...
-
-
-#: The op label of a request that could not be parsed or named no known op: labels stay bounded
-#: to the protocol's ops, never a string a client made up.
-UNKNOWN_OP = "unknown"
-
-
-class Logger(Protocol):
-    """The slice of a structlog logger the server uses."""
-
-    def info(self, event: str, **kw: Any) -> Any: ...
-    def warning(self, event: str, **kw: Any) -> Any: ...
-    def error(self, event: str, **kw: Any) -> Any: ...
+from backup_sidecar.control.protocol import ErrorCode
 
 
 class ControlServer:
@@ -92,8 +43,6 @@ class ControlServer:
         count: RequestCounter | None = None,
     ) -> None:
         self.path = path
-        self._handler = handler
-        self._count = count
         self._mode = mode
         self._max_request_bytes = max_request_bytes
         self._drain_bytes = drain_bytes
@@ -101,7 +50,8 @@ class ControlServer:
         self._write_timeout_s = write_timeout_s
         self._max_connections = max_connections
         self._stop_timeout_s = stop_timeout_s
-        self._log: Logger = log if log is not None else structlog.get_logger()
+        self._log: Logger = log if log is not None else structlog.get_logger(__name__)
+        self._answerer = Answerer(handler, log=self._log, count=count)
         self._stopping = threading.Event()
         self._idle = threading.Condition()
         self._active: set[Connection] = set()
@@ -318,10 +268,10 @@ class ControlServer:
         op: str | None = None
         try:
             try:
-                op, reply = self._respond(conn, line)
+                op, reply = self._answerer.answer(conn, line)
             except Exception:  # noqa: BLE001 - a bug must be answered and logged, not kill us
                 self._log.error("control_request_crashed", op=op, exc_info=True)
-                reply = (encode(ErrorResponse(error=error_body(RuntimeError()))),)
+                reply = crash_reply()
             for i, piece in enumerate(reply, start=1):
                 conn.send(piece, last=i == len(reply))
         finally:
@@ -332,45 +282,3 @@ class ControlServer:
         if conn.failure is not None:  # logged once the slot is free again
             fields = conn.peer.log_fields()
             self._log.info("control_client_gone", op=op, error=str(conn.failure), **fields)
-
-    def _respond(self, conn: Connection, line: bytes) -> tuple[str | None, tuple[bytes, ...]]:
-        """The op and the reply line, in pieces sent one after the other."""
-        try:
-            request = decode_request(line)
-        except ProtocolError as exc:
-            self._log.warning("control_bad_request", reason=exc.reason, **conn.peer.log_fields())
-            self._counted(exc.op or UNKNOWN_OP, ok=False)
-            return exc.op, (encode(ErrorResponse(error=error_body(exc))),)
-        op = request.op
-        self._log.info("control_request", op=op, **conn.peer.log_fields())
-        started = time.monotonic()
-        try:
-            reply = encode_ok(self._run(request, conn))
-        except Exception as exc:  # noqa: BLE001 - every failure is answered, none crashes us
-            body = error_body(exc)
-            if isinstance(exc, errors.SidecarError):
-                self._log.warning("control_request_failed", op=op, code=body.code, error=str(exc))
-            else:
-                self._log.error("control_request_crashed", op=op, exc_info=True)
-            self._counted(op, ok=False, busy=isinstance(exc, errors.BusyError))
-            return op, (encode(ErrorResponse(error=body)),)
-        self._log.info("control_request_completed", op=op, duration_s=time.monotonic() - started)
-        self._counted(op, ok=True)
-        return op, reply
-
-    def _counted(self, op: str, *, ok: bool, busy: bool = False) -> None:
-        if self._count is not None:
-            self._count(op, ok=ok, busy=busy)
-
-    def _run(self, request: Request, conn: Connection) -> dict[str, Any] | EncodedResult:
-        if isinstance(request, PingRequest):
-            return {"pong": True, "pid": os.getpid(), "version": __version__}
-        if isinstance(request, RestoreRequest) and not (request.confirm or request.dry_run):
-            raise errors.RestoreRefusedError(
-                'the request must say "confirm": true (or "dry_run": true); nothing was changed'
-            )
-
-        def progress(stage: str, done: int, total: int) -> None:
-            conn.send(encode(ProgressEvent(stage=stage, done=done, total=total)))
-
-        return self._handler.handle(request, progress=progress, peer=conn.peer)

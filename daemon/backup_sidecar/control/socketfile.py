@@ -12,20 +12,11 @@ import threading
 from pathlib import Path
 from typing import Final
 
-from backup_sidecar import errors
+from backup_sidecar.errors import ControlSocketError
 
 MAX_PATH_BYTES: Final = 107
 BACKLOG: Final = 128
 _UMASK_LOCK = threading.Lock()
-
-
-class ControlSocketError(errors.SidecarError, OSError):
-    """The control socket cannot be created at its path; the path is left as it was."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"control socket {path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def clear_path(path: Path) -> None:

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from backup_sidecar import __version__, archiver, jobs
+from backup_sidecar.control.answer import ping_result
 from backup_sidecar.control.connection import PeerCred
-from backup_sidecar.control.protocol import (
+from backup_sidecar.control.protocol import EncodedResult
+from backup_sidecar.control.requests import (
     BackupRequest,
-    EncodedResult,
     ListRequest,
     PingRequest,
     PruneRequest,
@@ -24,6 +25,7 @@ from backup_sidecar.control.protocol import (
     StatusRequest,
     VerifyRequest,
 )
+from backup_sidecar.control.results import RESULT_TYPES, ArchiveEntry, Result
 from backup_sidecar.service.health import HealthState
 
 #: How long a request with "wait": true waits for another operation on its databases.
@@ -51,10 +53,14 @@ class DaemonState:
 
 
 def _encode_archives(archives: Iterable[archiver.ArchiveInfo]) -> bytes:
-    """``{"archives": [...]}`` as compact JSON, one archive at a time: never a list of every
-    archive's dict plus the whole document as text beside the bytes."""
+    """A ListResult (``{"archives": [...]}``) as compact JSON, one ArchiveEntry at a time:
+    never a list of every archive's dict plus the whole document as text beside the bytes."""
     parts = [
-        json.dumps(jobs.archive_json(a), ensure_ascii=False, separators=(",", ":")).encode()
+        json.dumps(
+            ArchiveEntry.model_validate(jobs.archive_json(a)).model_dump(),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
         for a in archives
     ]
     return b'{"archives":[' + b",".join(parts) + b"]}"
@@ -75,11 +81,16 @@ class ControlHandler:
 
     def handle(
         self, request: Request, *, progress: Callable[[str, int, int], None], peer: PeerCred
-    ) -> dict[str, Any] | EncodedResult:
+    ) -> Result | EncodedResult:
+        """The op's result model (control/results.py): a job's answer that does not fit it is a
+        bug, answered ``failed`` like any other."""
         st = self._state
         rt = st.runtime
         try:
-            return self._dispatch(request, rt, progress)
+            answer = self._dispatch(request, rt, progress)
+            if isinstance(answer, EncodedResult):
+                return answer
+            return RESULT_TYPES[request.op].model_validate(answer)
         finally:  # (the control server counts every request, this one included)
             if request.op in CHANGING_OPS:
                 st.archives_changed()
@@ -91,7 +102,7 @@ class ControlHandler:
         effort = dataclasses.replace(rt.effort, progress=progress, should_stop=st.should_stop)
         match request:
             case PingRequest():
-                return {"pong": True, "version": __version__}
+                return ping_result().model_dump()
             case StatusRequest():
                 return self._status(rt)
             case ListRequest():

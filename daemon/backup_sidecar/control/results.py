@@ -1,0 +1,138 @@
+"""What the daemon answers to each op: one model per op, shared by the server and the client.
+
+The service's handler builds them, the server encodes them, the client parses the daemon's
+answer back into the same model (a malformed answer is one DaemonConnectionError there). Field
+order is the order on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from backup_sidecar.control.wire import describe
+from backup_sidecar.errors import ProtocolError
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class PingResult(_Result):
+    pong: Literal[True] = True
+    pid: int
+    version: str
+
+
+class StatusResult(_Result):
+    version: str
+    healthy: bool
+    #: Why the daemon is unhealthy (empty: healthy).
+    reasons: list[str]
+    #: What is not known yet (databases not checked yet): not a reason to be unhealthy.
+    unknown: list[str]
+    backup_dir: str
+    #: Database name -> its live path.
+    databases: dict[str, str]
+    #: Policy -> its next scheduled run (ISO 8601), None when it never fires again.
+    next_runs: dict[str, str | None]
+
+
+class ArchiveEntry(_Result):
+    """One archive as `list` shows it (the CLI's `list --json` too)."""
+
+    name: str
+    path: str
+    created_at: str
+    size_bytes: int
+    databases: list[str]
+    policy: str
+    status: str
+    verified: bool
+    error: str | None
+    sequence: int | None
+
+
+class ListResult(_Result):
+    archives: list[ArchiveEntry]
+
+
+class BackupResult(_Result):
+    archive: str
+    size_bytes: int
+    databases: list[str]
+
+
+class VerifyResult(_Result):
+    archive: str
+    path: str
+    ok: Literal[True] = True
+    legacy: bool
+    databases: list[str]
+    warnings: list[str]
+
+
+class RestoreResult(_Result):
+    archive: str
+    dry_run: bool
+    restored: list[str]
+    pre_restore_archive: str | None
+    #: "name: reason" for each live database saved although damaged (dry run: would be).
+    damaged: list[str]
+    plan: list[str]
+
+
+class DamagedArchive(_Result):
+    archive: str
+    reason: str
+
+
+class PruneResult(_Result):
+    dry_run: bool
+    deleted: list[str]
+    skipped_busy: list[str]
+    #: "name: reason" for each archive that could not be deleted.
+    errors: list[str]
+    #: Damaged archives: kept, not counted.
+    damaged: list[DamagedArchive]
+
+
+class ScrubResult(_Result):
+    passed: list[str]
+    damaged: list[DamagedArchive]
+    #: Already damaged, or gone while the scrub ran.
+    skipped: list[str]
+
+
+Result: TypeAlias = (
+    PingResult
+    | StatusResult
+    | ListResult
+    | BackupResult
+    | VerifyResult
+    | RestoreResult
+    | PruneResult
+    | ScrubResult
+)
+#: The model of each op's answer.
+RESULT_TYPES: Final[dict[str, type[Result]]] = {
+    "ping": PingResult,
+    "status": StatusResult,
+    "list": ListResult,
+    "backup": BackupResult,
+    "verify": VerifyResult,
+    "restore": RestoreResult,
+    "prune": PruneResult,
+    "scrub": ScrubResult,
+}
+
+
+def parse_result(op: str, data: object) -> Result:
+    """The daemon's answer to ``op`` as its model; ProtocolError naming the fault if malformed."""
+    try:
+        return RESULT_TYPES[op].model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"bad {op} result: {describe(exc, tagged=False, whole='result')}"
+        ) from None
