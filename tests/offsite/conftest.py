@@ -12,7 +12,7 @@ from offsite_support import fast_retry, new_bucket, s3_store
 from pyrage import x25519
 from seaweed_server import SeaweedMissingError, SeaweedServer
 
-from backup_sidecar.offsite import Store, parse_target
+from backup_sidecar.offsite import Lease, Store, parse_target
 
 BACKENDS = ("s3", "file")
 _prefixes = itertools.count()
@@ -70,6 +70,15 @@ def make_store(
 @pytest.fixture
 def store(make_store: Callable[..., Store]) -> Store:
     return make_store()
+
+
+@pytest.fixture
+def lease(store: Store) -> Iterator[Lease]:
+    """This test's sidecar holding the store's prefix (every write needs it)."""
+    held = Lease(store, ttl=300)
+    assert held.acquire().writable
+    yield held
+    held.release()
 
 
 @pytest.fixture

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import random
-from collections.abc import Callable
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from seaweed_server import SeaweedServer
@@ -13,6 +19,8 @@ from seaweed_server import SeaweedServer
 from backup_sidecar.offsite import RetryPolicy, Store, parse_target, resolve_credentials
 
 _names = itertools.count()
+MiB = 1024 * 1024
+CHILD = Path(__file__).with_name("upload_child.py")
 
 
 def fast_retry(attempts: int = 3, sleep: Callable[[float], None] | None = None) -> RetryPolicy:
@@ -50,3 +58,57 @@ def archive_file(directory: Path, name: str, size: int, *, seed: int = 1) -> Pat
             f.write(rng.randbytes(n))
             left -= n
     return path
+
+
+class Sidecar:
+    """A sidecar process (upload_child.py) and the lines it prints."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    def says(self, timeout: float = 60) -> str:
+        """Its next line (failing after ``timeout`` without one)."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        assert ready, f"the sidecar said nothing in {timeout:g}s"
+        return self.process.stdout.readline().decode().rstrip("\n")
+
+    def tell(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(timeout=30) == -signal.SIGKILL
+
+
+@contextlib.contextmanager
+def sidecar(
+    store: Store, server: SeaweedServer | None, archive: Path, **spec: object
+) -> Iterator[Sidecar]:
+    """Start a sidecar process on ``store``'s prefix uploading ``archive``; killed at exit."""
+    spec = {
+        "url": store.target.url,
+        "endpoint": store.target.endpoint,
+        "archive": str(archive),
+        "part_size": 5 * MiB,
+        **spec,
+    }
+    env = {**os.environ, **(server.env() if server else {})}
+    process = subprocess.Popen(
+        [sys.executable, str(CHILD), json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        yield Sidecar(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()

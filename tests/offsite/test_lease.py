@@ -5,16 +5,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import obstore
 import pytest
+from offsite_support import archive_file, sidecar
+from seaweed_server import SeaweedServer
 
 from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
-from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store
+from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target
 from backup_sidecar.offsite.record import LEASE_DIR, join
 
 A = LeaseOwner("host-a", 101, "aaaaaaaaaaaaaaaa")
 B = LeaseOwner("host-b", 202, "bbbbbbbbbbbbbbbb")
+NAME = "app-daily-20261207T080000Z.tar.gz"
 
 
 def poll(condition: Callable[[], LeaseVerdict], *, timeout: float) -> LeaseVerdict:
@@ -128,3 +132,57 @@ def test_racing_sidecars_get_exactly_one_lease(make_store: Callable[..., Store])
     winners = [i for i, v in verdicts.items() if v.writable]
     assert len(winners) == 1
     assert {v.holder for i, v in verdicts.items() if i not in winners} == {owners[winners[0]]}
+
+
+def test_second_sidecar_process_is_read_only_and_prunes_nothing(
+    make_store: Callable[..., Store],
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Sidecar A, a process of its own, holds the prefix and uploaded an archive. This
+    sidecar B, same prefix, is read-only and says who holds it: its upload, delete (a prune)
+    and abort of unfinished uploads raise OffsiteLeaseHeldError naming A; A's archive stays
+    there, confirmed, and B can still list and download it. Once A releases, B writes."""
+    store = make_store()
+    server: SeaweedServer | None = request.getfixturevalue("seaweed") if backend == "s3" else None
+    theirs = archive_file(tmp_path, NAME, 64 * 1024, seed=3)
+    (tmp_path / "b").mkdir()
+    mine = archive_file(tmp_path / "b", "b-daily-20261207T090000Z.tar.gz", 4096)
+    with sidecar(store, server, theirs, lease_ttl=300) as a:
+        assert a.says() == "holding"
+        assert a.says() == "uploaded"
+        b = Lease(store, ttl=300)
+        verdict = b.acquire()
+        assert not verdict.writable and verdict.holder is not None
+        assert verdict.holder.pid == a.pid
+        assert f"pid {a.pid} " in verdict.message and "read-only" in verdict.message
+        writes: list[Callable[[], object]] = [
+            lambda: store.upload(mine, lease=b),
+            lambda: store.delete(NAME, lease=b),
+            lambda: store.abort_orphaned_uploads(lease=b),
+        ]
+        for write in writes:
+            with pytest.raises(OffsiteLeaseHeldError, match=f"pid {a.pid} .*read-only"):
+                write()
+        assert [(o.name, o.confirmed) for o in store.list().objects] == [(NAME, True)]
+        store.download(NAME, tmp_path / "copy")
+        assert (tmp_path / "copy").read_bytes() == theirs.read_bytes()
+        a.tell()
+        assert a.says() == "released"
+    assert b.acquire().writable
+    store.delete(NAME, lease=b)
+    assert store.list().objects == ()
+
+
+def test_a_lease_guards_only_its_own_prefix(tmp_path: Path) -> None:
+    """A lease held on one prefix is no licence to write another: the write is refused
+    before anything is touched."""
+    here = Store(parse_target(f"file://{tmp_path / 'here'}"))
+    there = Store(parse_target(f"file://{tmp_path / 'there'}"))
+    lease = Lease(here, ttl=300, owner=A)
+    assert lease.acquire().writable
+    source = archive_file(tmp_path, NAME, 4096)
+    with pytest.raises(ValueError, match="does not cover"):
+        there.upload(source, lease=lease)
+    assert there.list().objects == ()

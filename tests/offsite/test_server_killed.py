@@ -4,26 +4,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from offsite_support import archive_file, fast_retry, new_bucket, s3_store
+from offsite_support import archive_file, fast_retry, new_bucket, s3_store, sidecar
 from seaweed_server import SeaweedServer
 
-from backup_sidecar.offsite import Confirmation, Store, Uploaded
+from backup_sidecar.offsite import Confirmation, Lease, Store, Uploaded
 
 MiB = 1024 * 1024
 NAME = "app-daily-20261207T080000Z.tar.gz"
-CHILD = Path(__file__).with_name("upload_child.py")
 
 
 @pytest.fixture
@@ -81,12 +74,14 @@ def test_server_killed_mid_upload_then_retry_completes_without_orphans(
         part_size=5 * MiB,
         max_concurrency=2,
     )
+    lease = Lease(store)
+    assert lease.acquire().writable
     result: list[Uploaded | BaseException] = []
 
     def upload() -> None:
         assert store is not None
         try:
-            result.append(store.upload(source))
+            result.append(store.upload(source, lease=lease))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             result.append(exc)
 
@@ -118,9 +113,11 @@ def test_abort_orphaned_uploads_clears_what_a_dead_process_left(
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x")
     store = s3_store(seaweed, bucket, "site-o", retry=fast_retry())
-    assert store.abort_orphaned_uploads() == 2
+    lease = Lease(store)
+    assert lease.acquire().writable
+    assert store.abort_orphaned_uploads(lease=lease) == 2
     assert [u["Key"] for u in seaweed.pending_uploads(bucket)] == ["other/c.tar.gz"]
-    assert store.abort_orphaned_uploads() == 0
+    assert store.abort_orphaned_uploads(lease=lease) == 0
 
 
 def test_upload_of_one_name_leaves_its_age_twins_upload_alone(
@@ -134,8 +131,10 @@ def test_upload_of_one_name_leaves_its_age_twins_upload_alone(
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x")
     store = s3_store(seaweed, bucket, "site-t", retry=fast_retry())
+    lease = Lease(store)
+    assert lease.acquire().writable
     source = archive_file(tmp_path, NAME, 4096)
-    assert store.upload(source).size == 4096
+    assert store.upload(source, lease=lease).size == 4096
     assert [u["Key"] for u in seaweed.pending_uploads(bucket)] == [f"site-t/{NAME}.age"]
 
 
@@ -152,26 +151,15 @@ def test_uploader_killed_leaves_nothing_confirmed_and_the_next_one_cleans_up(
 ) -> None:
     """kill -9 a sidecar process three parts into a 48 MiB upload: the object is not offsite
     (not confirmed, not listed as confirmed), the unfinished upload is there; the next
-    sidecar's abort_orphaned_uploads clears it, and its own upload is confirmed and whole."""
+    sidecar is read-only until the dead one's lease runs out, then its
+    abort_orphaned_uploads clears the leftover and its own upload is confirmed and whole."""
     store = make_store(part_size=5 * MiB)
     server: SeaweedServer | None = request.getfixturevalue("seaweed") if backend == "s3" else None
     root = tmp_path / "offsite"
     source = archive_file(tmp_path, NAME, 48 * MiB, seed=7)
-    spec = {
-        "url": store.target.url,
-        "endpoint": store.target.endpoint,
-        "archive": str(source),
-        "part_size": 5 * MiB,
-        "stall_after": 15 * MiB,
-    }
-    env = {**os.environ, **(server.env() if server else {})}
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), json.dumps(spec)], stdout=subprocess.PIPE, env=env
-    )
-    try:
-        assert child.stdout is not None
-        ready, _, _ = select.select([child.stdout], [], [], 60)
-        assert ready and child.stdout.readline() == b"stalled\n"
+    with sidecar(store, server, source, stall_after=15 * MiB, lease_ttl=1) as child:
+        assert child.says() == "holding"
+        assert child.says() == "stalled"
         if server is None:
             poll(
                 lambda: any(p.stat().st_size >= 10 * MiB for p in root.rglob("*#*")),
@@ -180,18 +168,17 @@ def test_uploader_killed_leaves_nothing_confirmed_and_the_next_one_cleans_up(
             )
         else:
             poll(lambda: parts_in(server, store.target.bucket, 2), "two parts", timeout=60)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.stdout is not None
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
+        child.kill()
     assert not store.confirm(NAME).confirmed
     assert [o.name for o in store.list().objects if o.confirmed] == []
     assert len(unfinished(store, root, server)) == 1
-    assert store.abort_orphaned_uploads() == 1
+    lease = Lease(store, ttl=300)
+    first = lease.acquire()
+    assert not first.writable and f"pid {child.pid} " in first.message
+    poll(lambda: lease.acquire().writable, "the dead sidecar's lease expiring", timeout=30)
+    assert store.abort_orphaned_uploads(lease=lease) == 1
     assert unfinished(store, root, server) == []
-    uploaded = store.upload(source)
+    uploaded = store.upload(source, lease=lease)
     assert uploaded.attempts == 1 and uploaded.size == 48 * MiB
     assert store.confirm(NAME, deep=True).confirmed
     assert unfinished(store, root, server) == []

@@ -20,7 +20,7 @@ from backup_sidecar.errors import (
     OffsiteObjectNotFoundError,
     OffsiteUnavailableError,
 )
-from backup_sidecar.offsite import Store, load_identities, parse_recipients, parse_target
+from backup_sidecar.offsite import Lease, Store, load_identities, parse_recipients, parse_target
 from backup_sidecar.offsite.record import Record, parse_record
 
 MiB = 1024 * 1024
@@ -46,11 +46,13 @@ def local(tmp_path: Path) -> Path:
     return path
 
 
-def test_plaintext_round_trip_is_confirmed_and_identical(store: Store, local: Path) -> None:
+def test_plaintext_round_trip_is_confirmed_and_identical(
+    lease: Lease, store: Store, local: Path
+) -> None:
     """A multipart upload (12 MiB, 5 MiB parts... the store's 8 MiB default) is confirmed with
     the file's SHA-256 and size, listed as confirmed, and downloads byte for byte."""
     source = archive_file(local, NAME, 12 * MiB + 17)
-    up = store.upload(source)
+    up = store.upload(source, lease=lease)
     assert (up.name, up.size, up.sha256, up.encrypted) == (
         NAME,
         source.stat().st_size,
@@ -73,13 +75,13 @@ def test_plaintext_round_trip_is_confirmed_and_identical(store: Store, local: Pa
 
 
 def test_encrypted_round_trip_stores_age_ciphertext(
-    store: Store, local: Path, age_identity: tuple[x25519.Identity, Path]
+    lease: Lease, store: Store, local: Path, age_identity: tuple[x25519.Identity, Path]
 ) -> None:
     """Encrypted to a recipient, the object is <name>.age, is age ciphertext that pyrage opens
     with the identity into the original, holds no plaintext, and downloads decrypted."""
     identity, identity_file = age_identity
     source = archive_file(local, NAME, 3 * MiB + 5)
-    up = store.upload(source, recipients=parse_recipients([str(identity.to_public())]))
+    up = store.upload(source, recipients=parse_recipients([str(identity.to_public())]), lease=lease)
     assert up.name == NAME + ".age" and up.encrypted
     stored = raw_get(store, store.key(up.name))
     assert stored.startswith(b"age-encryption.org/v1\n")
@@ -98,13 +100,17 @@ def test_encrypted_round_trip_stores_age_ciphertext(
 
 @pytest.mark.parametrize("identity_kind", ["missing", "wrong"])
 def test_wrong_or_missing_identity_is_one_clear_error_and_no_file(
-    store: Store, local: Path, age_identity: tuple[x25519.Identity, Path], identity_kind: str
+    lease: Lease,
+    store: Store,
+    local: Path,
+    age_identity: tuple[x25519.Identity, Path],
+    identity_kind: str,
 ) -> None:
     """Without the identity, or with another one, the download fails naming the object and
     the identity, and leaves no file (nor temp file) behind."""
     identity, _ = age_identity
     source = archive_file(local, NAME, MiB)
-    up = store.upload(source, recipients=[identity.to_public()])
+    up = store.upload(source, recipients=[identity.to_public()], lease=lease)
     dest_dir = local / "restore"
     dest_dir.mkdir()
     identities = [] if identity_kind == "missing" else [x25519.Identity.generate()]
@@ -151,6 +157,7 @@ def _tamper_keeping_record_consistent(store: Store, _local: Path, up_name: str) 
     ids=["truncated", "swapped", "tampered"],
 )
 def test_damaged_object_is_refused_and_nothing_written(
+    lease: Lease,
     store: Store,
     local: Path,
     age_identity: tuple[x25519.Identity, Path],
@@ -162,7 +169,7 @@ def test_damaged_object_is_refused_and_nothing_written(
     tamper), download raises one error naming the object, and no file is left."""
     identity, _ = age_identity
     source = archive_file(local, NAME, 2 * MiB + 3)
-    up = store.upload(source, recipients=[identity.to_public()] if encrypted else [])
+    up = store.upload(source, recipients=[identity.to_public()] if encrypted else [], lease=lease)
     damage(store, local, up.name)
     assert not store.confirm(up.name, deep=True).confirmed
     dest_dir = local / "restore"
@@ -174,11 +181,13 @@ def test_damaged_object_is_refused_and_nothing_written(
     assert leftovers(dest_dir) == []
 
 
-def test_object_without_record_is_unfinished_not_offsite(store: Store, local: Path) -> None:
+def test_object_without_record_is_unfinished_not_offsite(
+    lease: Lease, store: Store, local: Path
+) -> None:
     """An object whose checksum record is missing (the upload died before it) is neither
     confirmed nor downloadable; a missing name is not-found."""
     source = archive_file(local, NAME, MiB)
-    store.upload(source)
+    store.upload(source, lease=lease)
     store.objects.delete(store.record_key(NAME))
     confirmation = store.confirm(NAME)
     assert not confirmation.confirmed and "no checksum record" in confirmation.reason
@@ -190,11 +199,13 @@ def test_object_without_record_is_unfinished_not_offsite(store: Store, local: Pa
     assert not (local / "out").exists()
 
 
-def test_listing_turns_malformed_entries_into_problems(store: Store, local: Path) -> None:
+def test_listing_turns_malformed_entries_into_problems(
+    lease: Lease, store: Store, local: Path
+) -> None:
     """Foreign keys, an unreadable record and a record without its object are per-item
     problems; the good object is still listed, confirmed."""
-    store.upload(archive_file(local, NAME, 4096))
-    store.upload(archive_file(local, "b.tar.gz", 4096))
+    store.upload(archive_file(local, NAME, 4096), lease=lease)
+    store.upload(archive_file(local, "b.tar.gz", 4096), lease=lease)
     backend = store.objects.backend
     obstore.put(backend, store.key("b.tar.gz").replace("b.tar.gz", "nested/x.tar.gz"), b"x")
     obstore.put(backend, store.key("b.tar.gz").replace("b.tar.gz", "bad name!"), b"x")
@@ -212,19 +223,19 @@ def test_listing_turns_malformed_entries_into_problems(store: Store, local: Path
     ]
 
 
-def test_delete_removes_object_and_record(store: Store, local: Path) -> None:
+def test_delete_removes_object_and_record(lease: Lease, store: Store, local: Path) -> None:
     """After delete, neither the object nor its record is listed; deleting again is fine."""
-    store.upload(archive_file(local, NAME, 4096))
-    store.delete(NAME)
-    store.delete(NAME)
+    store.upload(archive_file(local, NAME, 4096), lease=lease)
+    store.delete(NAME, lease=lease)
+    store.delete(NAME, lease=lease)
     assert store.list().objects == () and store.list().problems == ()
     assert store.read_record(NAME) is None
 
 
-def test_download_never_overwrites(store: Store, local: Path) -> None:
+def test_download_never_overwrites(lease: Lease, store: Store, local: Path) -> None:
     """An existing destination is refused; it keeps its content."""
     source = archive_file(local, NAME, 4096)
-    store.upload(source)
+    store.upload(source, lease=lease)
     dest = local / "taken"
     dest.write_bytes(b"mine")
     with pytest.raises(ArchiveExistsError):
@@ -232,19 +243,22 @@ def test_download_never_overwrites(store: Store, local: Path) -> None:
     assert dest.read_bytes() == b"mine"
 
 
-def test_reupload_replaces_and_confirms_the_new_bytes(store: Store, local: Path) -> None:
+def test_reupload_replaces_and_confirms_the_new_bytes(
+    lease: Lease, store: Store, local: Path
+) -> None:
     """Uploading a name again (a retried job) leaves the record vouching for the new bytes."""
-    store.upload(archive_file(local, NAME, 4096, seed=1))
+    store.upload(archive_file(local, NAME, 4096, seed=1), lease=lease)
     second = archive_file(local / ".." / "local", "second", 8192, seed=2)
-    up = store.upload(second, name=NAME)
+    up = store.upload(second, name=NAME, lease=lease)
     record = store.read_record(NAME)
     assert record is not None and record.sha256 == sha256(second) == up.sha256
     assert store.confirm(NAME, deep=True).confirmed
 
 
-def test_unreachable_endpoint_retries_with_backoff_then_one_error(local: Path) -> None:
+def test_unreachable_endpoint_retries_with_backoff_then_one_error() -> None:
     """A dead endpoint: the configured attempts, waits doubling and capped, then
-    OffsiteUnavailableError naming the URL and the operation; the credentials never show."""
+    OffsiteUnavailableError naming the URL and the operation; the credentials never show.
+    Taking the lease (the first call of any writing sidecar) and listing both go that way."""
     import socket
 
     with socket.socket() as s:
@@ -259,11 +273,13 @@ def test_unreachable_endpoint_retries_with_backoff_then_one_error(local: Path) -
         credentials=S3Credentials("AKIDVISIBLE", "very-secret-value"),
         retry=fast_retry(attempts=4, sleep=waits.append),
     )
-    with pytest.raises(OffsiteUnavailableError) as err:
-        store.upload(archive_file(local, NAME, 4096))
-    assert waits == [0.01, 0.02, 0.04]
-    assert "s3://nowhere/p" in str(err.value) and "4 time(s)" in str(err.value)
-    assert "very-secret-value" not in str(err.value) + repr(store.objects.backend)
+    for operation in (Lease(store).acquire, store.list):
+        waits.clear()
+        with pytest.raises(OffsiteUnavailableError) as err:
+            operation()
+        assert waits == [0.01, 0.02, 0.04]
+        assert "s3://nowhere/p" in str(err.value) and "4 time(s)" in str(err.value)
+        assert "very-secret-value" not in str(err.value) + repr(store.objects.backend)
     assert "very-secret-value" not in repr(store.target)
 
 
@@ -289,11 +305,11 @@ def test_record_parser_refuses_malformed_records() -> None:
         parse_record("a.tar.gz", deep[:60000])
 
 
-def test_upload_never_follows_a_link(store: Store, local: Path) -> None:
+def test_upload_never_follows_a_link(lease: Lease, store: Store, local: Path) -> None:
     """A symbolic link in the backup directory is not uploaded (shared ground: never follow a
     link there); nothing appears offsite."""
     target = archive_file(local, "real.tar.gz", 4096)
     (local / NAME).symlink_to(target)
     with pytest.raises(OSError, match=r"Too many levels|symbolic"):
-        store.upload(local / NAME)
+        store.upload(local / NAME, lease=lease)
     assert store.list().objects == ()

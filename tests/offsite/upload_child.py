@@ -1,9 +1,11 @@
-"""A sidecar's uploader in a process of its own, for the kill -9 tests.
+"""A sidecar in a process of its own, for the kill -9 and two-sidecar tests.
 
-``python upload_child.py SPEC_JSON`` uploads ``archive`` to ``url`` (``endpoint`` for s3; the
-AWS variables come from the environment). Once ``stall_after`` bytes went into the store's
-stream it prints ``stalled`` and blocks, so the test kills it mid-upload at a known point
-rather than racing a fast loopback upload.
+``python upload_child.py SPEC_JSON``: takes the lease on ``url`` (``endpoint`` for s3; the AWS
+variables come from the environment) for ``lease_ttl`` seconds and prints ``holding``, then
+uploads ``archive``. With ``stall_after``, once that many bytes went into the store's stream it
+prints ``stalled`` and blocks, so the test kills it mid-upload at a known point rather than
+racing a fast loopback upload. Otherwise it prints ``uploaded``, waits for a line on stdin,
+releases the lease and prints ``released``.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from backup_sidecar.offsite import Store, parse_target, resolve_credentials
+from backup_sidecar.offsite import Lease, Store, parse_target, resolve_credentials
 from backup_sidecar.offsite import store as store_module
+
+
+def say(word: str) -> None:
+    print(word, flush=True)
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
     real = store_module.file_chunks
+    stall_after = spec.get("stall_after")
 
     def stalling(f: BinaryIO) -> Iterator[bytes]:
         sent = 0
         for chunk in real(f):
             yield chunk
             sent += len(chunk)
-            if sent >= spec["stall_after"]:
-                print("stalled", flush=True)
+            if stall_after is not None and sent >= stall_after:
+                say("stalled")
                 threading.Event().wait()
 
     store_module.file_chunks = stalling  # type: ignore[assignment]
@@ -39,8 +46,17 @@ def main() -> None:
     )
     credentials = resolve_credentials(os.environ) if target.scheme == "s3" else None
     store = Store(target, credentials=credentials, part_size=spec["part_size"], max_concurrency=2)
-    store.upload(Path(spec["archive"]))
-    print("uploaded", flush=True)
+    lease = Lease(store, ttl=spec["lease_ttl"])
+    verdict = lease.acquire()
+    if not verdict.writable:
+        say(f"read-only: {verdict.message}")
+        return
+    say("holding")
+    store.upload(Path(spec["archive"]), lease=lease)
+    say("uploaded")
+    sys.stdin.readline()
+    lease.release()
+    say("released")
 
 
 if __name__ == "__main__":

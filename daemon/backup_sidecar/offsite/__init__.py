@@ -20,16 +20,16 @@ API for the wiring step (all keyword-only beyond the subject; every error is in 
                   part_size=8 MiB, max_concurrency=4)
     store = Store.from_url(url, environ=None, endpoint=None, region=None, path_style=False,
                            retry=None)             # the two lines above in one
-    store.upload(path, name=None, recipients=()) -> Uploaded(name, size, sha256, etag,
-                                                            encrypted, attempts)
+    store.upload(path, lease=lease, name=None, recipients=()) -> Uploaded(name, size,
+                                                sha256, etag, encrypted, attempts)
     store.confirm(name, deep=False) -> Confirmation(name, confirmed, size, sha256, reason)
     store.list() -> Listing(objects=(OffsiteObject(name, size, modified, encrypted,
                                                    confirmed, reason, record), ...),
                             problems=(ListProblem(key, reason), ...))
     store.download(name, dest, identities=(), identity_source="...") -> Downloaded(name,
                    path, size, sha256, decrypted)
-    store.delete(name)
-    store.abort_orphaned_uploads() -> int        # only while holding the lease, no upload
+    store.delete(name, lease=lease)
+    store.abort_orphaned_uploads(lease=lease) -> int     # with no upload of this store running
     parse_recipients(["age1..."]) -> recipients  # OffsiteKeyError
     load_identities(Path) -> identities          # OffsiteKeyError
     lease = Lease(store, ttl=300.0, owner=None)   # owner: LeaseOwner.this_process()
@@ -37,6 +37,13 @@ API for the wiring step (all keyword-only beyond the subject; every error is in 
     lease.renew() -> LeaseVerdict                # OffsiteLeaseLostError when taken over
     lease.release(); lease.require_writable()    # OffsiteLeaseHeldError naming the holder
     lease.valid_for -> seconds this sidecar may still write
+
+Every write (upload, delete, abort_orphaned_uploads) takes the prefix's Lease and raises
+OffsiteLeaseHeldError unless this sidecar holds it at that moment: a second sidecar on the
+same prefix can list, confirm and download, never upload or prune. A sidecar killed without
+releasing holds its lease until the TTL runs out (on the store's clock); its successor, a new
+process with a new lease id, is read-only until then. The holder renews at a third of the TTL
+(the wiring's job, e.g. before each upload and on a timer during a long one).
 
 Errors: OffsiteUnavailableError (transient, after the retries: the upload stays pending),
 OffsiteRequestError (refused: permissions, bucket), OffsiteObjectNotFoundError,

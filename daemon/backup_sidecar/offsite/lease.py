@@ -86,6 +86,8 @@ class Lease:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._objects: Objects = store.objects
+        self.url = store.url
+        self.prefix = store.target.prefix
         self._dir = rec.join(store.target.prefix, rec.LEASE_DIR)
         self._clock_key = rec.join(store.target.prefix, rec.CLOCK_DIR)
         self.ttl = ttl

@@ -38,6 +38,8 @@ from backup_sidecar.offsite.transfer import HashingChunks, file_chunks, open_sou
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
+    from backup_sidecar.offsite.lease import Lease
+
 PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
 
@@ -106,15 +108,19 @@ class Store:
         self,
         path: Path,
         *,
+        lease: Lease,
         name: str | None = None,
         recipients: Sequence[x25519.Recipient] = (),
     ) -> Uploaded:
         """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting
         to ``recipients``), check the stored size, then write the checksum record. Retries
-        restart the object from its first byte; unfinished uploads of it are aborted."""
+        restart the object from its first byte; unfinished uploads of it are aborted. Only
+        the holder of ``lease`` writes (checked first, and again before the record: a lease
+        lost meanwhile leaves the object unconfirmed)."""
         encrypted = bool(recipients)
         name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
         key = self.key(name)
+        self._require_writable(lease)
         self.objects.delete(self.record_key(name))  # the old record no longer vouches
         self._abort_pending(key, exact=True)
         attempts = 0
@@ -150,6 +156,7 @@ class Store:
             encrypted=encrypted,
             source_size=source_size,
         )
+        self._require_writable(lease)
         self.objects.put(self.record_key(name), record.to_json())
         self._abort_pending(key, exact=True)
         return Uploaded(name, record.size, record.sha256, record.etag, encrypted, attempts)
@@ -164,10 +171,11 @@ class Store:
         with EncryptedChunks(src, recipients) as chunks:
             yield iter(chunks)
 
-    def abort_orphaned_uploads(self) -> int:
+    def abort_orphaned_uploads(self, *, lease: Lease) -> int:
         """Abort every unfinished upload under the prefix (S3 multipart uploads; a file://
-        store's staging files); how many. Call it only while holding the lease and with no
-        upload of this store running."""
+        store's staging files); how many. Only the holder of ``lease``, with no upload of
+        this store running."""
+        self._require_writable(lease)
         return self._abort_pending(f"{self.target.prefix}/" if self.target.prefix else "")
 
     def _abort_pending(self, key_prefix: str, *, exact: bool = False) -> int:
@@ -274,9 +282,17 @@ class Store:
         see ``offsite.download.download``."""
         return download(self, name, dest, identities=identities, identity_source=identity_source)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, lease: Lease) -> None:
         """Delete ``name`` and its record (the record first: a half-done delete leaves an
-        unconfirmed object, never a record vouching for nothing). Absent is fine."""
+        unconfirmed object, never a record vouching for nothing). Absent is fine. Only the
+        holder of ``lease``: a read-only sidecar never prunes another's archives."""
         key = self.key(name)
+        self._require_writable(lease)
         self.objects.delete(self.record_key(name))
         self.objects.delete(key)
+
+    def _require_writable(self, lease: Lease) -> None:
+        """OffsiteLeaseHeldError unless ``lease`` is this prefix's and held right now."""
+        if lease.url != self.url or lease.prefix != self.target.prefix:
+            raise ValueError(f"the lease on {lease.url} does not cover {self.url}")
+        lease.require_writable()
