@@ -7,8 +7,9 @@
    database, no copy) against ``snapshot`` (one-step backup API copy into a temporary file,
    then reading its pages). Repetitions interleaved, warm page cache.
 2. The store itself: a full backup, an incremental of the unchanged database, then one of
-   the "day of writes" (bench.gen mutate); its stored bytes against the compressed
-   page-delta bound (the changed pages alone, concatenated, zstd level 3), and rebuild times.
+   the "day of writes" (bench.gen mutate), each with the previous one as parent (changed
+   pages stored as deltas of their old version); the day's stored bytes against the page-delta
+   bound (the changed pages alone, concatenated, zstd level 3), and rebuild times.
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ def delta_bound(old: Path, new: Path, page_size: int) -> tuple[int, int, int]:
     return changed, changed * page_size, out
 
 
-def timed_backup(db: Path, store: Path, name: str) -> tuple[pagestore.Manifest, float, int]:
+def timed_backup(
+    db: Path, store: Path, name: str, parent: str | None = None
+) -> tuple[pagestore.Manifest, float, int]:
     t0 = time.perf_counter()
-    m = pagestore.create_backup(db, store=store, name=name, now=datetime.now(UTC))
+    m = pagestore.create_backup(db, store=store, name=name, now=datetime.now(UTC), parent=parent)
     dt = time.perf_counter() - t0
     manifest_bytes = (store / "manifests" / f"{name}.json").stat().st_size
     return m, dt, manifest_bytes
@@ -121,13 +124,15 @@ def main() -> None:
     full, res["full_s"], res["full_manifest_bytes"] = timed_backup(live, store, "full")
     res["full_stats"] = dict(full.stats)
     log("unchanged incremental")
-    same, res["unchanged_s"], res["unchanged_manifest_bytes"] = timed_backup(live, store, "same")
+    same, res["unchanged_s"], res["unchanged_manifest_bytes"] = timed_backup(
+        live, store, "same", "full"
+    )
     res["unchanged_stats"] = dict(same.stats)
     day1 = work / "day1.db"
     res["rebuild_full_s"] = timed_rebuild(store, "full", day1)
     log("day of writes")
     res["mutate"] = mutate(live, seed=2)
-    day, res["day_s"], res["day_manifest_bytes"] = timed_backup(live, store, "day")
+    day, res["day_s"], res["day_manifest_bytes"] = timed_backup(live, store, "day", "same")
     res["day_stats"] = dict(day.stats)
     res["day_runs"] = len(day.runs)
     day2 = work / "day2.db"

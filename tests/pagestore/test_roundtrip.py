@@ -36,13 +36,18 @@ def _content(pgno: int, kind: int, step: int) -> bytes:
 @given(
     steps=st.lists(st.lists(edit, max_size=12), min_size=1, max_size=5),
     dropped=st.sets(st.integers(min_value=0, max_value=4)),
+    with_parent=st.booleans(),
 )
 def test_random_page_edits_round_trip(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[list[tuple[int, int]]], dropped: set[int]
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[list[tuple[int, int]]],
+    dropped: set[int],
+    with_parent: bool,
 ) -> None:
     """Raw page edits (pages 2..40 of a rollback database, page 1 kept so SQLite opens it) are
-    applied, a backup taken after each batch; some backups are deleted and garbage collected;
-    every kept one rebuilds byte for byte to the file it was taken of."""
+    applied, a backup taken after each batch (with or without the previous one as parent, so
+    changed pages are deltas of deltas); some backups are deleted and garbage collected; every
+    kept one rebuilds byte for byte to the file it was taken of."""
     tmp = tmp_path_factory.mktemp("prop")
     db = make_db(tmp / "live.db", wal=False, rows=1200, page_size=PAGE)
     assert db.stat().st_size >= 40 * PAGE
@@ -53,7 +58,7 @@ def test_random_page_edits_round_trip(
             for pgno, kind in batch:
                 f.seek((pgno - 1) * PAGE)
                 f.write(_content(pgno, kind, i))
-        m = backup(db, store, f"b{i}")
+        m = backup(db, store, f"b{i}", parent=f"b{i - 1}" if i and with_parent else None)
         images[m.name] = db.read_bytes()
         assert m.stats["pages_new"] <= len(batch) + (m.page_count if i == 0 else 0)
     for i in sorted(dropped):

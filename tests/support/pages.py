@@ -11,8 +11,8 @@ from backup_sidecar import pagestore
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
-def backup(db: Path, store: Path, name: str) -> pagestore.Manifest:
-    return pagestore.create_backup(db, store=store, name=name, now=NOW)
+def backup(db: Path, store: Path, name: str, *, parent: str | None = None) -> pagestore.Manifest:
+    return pagestore.create_backup(db, store=store, name=name, now=NOW, parent=parent)
 
 
 def rebuilt(store: Path, name: str, out_dir: Path) -> bytes:

@@ -1,6 +1,6 @@
 """Run one page store operation and SIGKILL this process at its Nth file system step.
 
-Usage: pagestore_crash.py KILL_AT STORE backup DB NAME | delete NAME | gc
+Usage: pagestore_crash.py KILL_AT STORE backup DB NAME [PARENT] | delete NAME | gc
 Steps are the calls that change files: os.write, os.fsync, os.replace, os.link, os.unlink.
 KILL_AT 0 never kills; the last line printed is then the number of steps the operation took,
 so a test can kill it at every one of them in turn.
@@ -43,9 +43,11 @@ def main() -> None:
     count = _count_steps(int(kill_at))
     root = Path(store)
     if op == "backup":
-        db, name = rest
+        db, name, *parent = rest
         now = datetime(2026, 12, 7, tzinfo=UTC)
-        pagestore.create_backup(Path(db), store=root, name=name, now=now)
+        pagestore.create_backup(
+            Path(db), store=root, name=name, now=now, parent=next(iter(parent), None)
+        )
     elif op == "delete":
         pagestore.delete_backup(root, rest[0])
     elif op == "gc":

@@ -1,11 +1,13 @@
 """The page store: page-level incremental backups of SQLite databases.
 
-A backup reads every page of the live database inside one read transaction (``reader``),
-stores each page not already stored into zstd packs addressed by SHA-256 (``packs``,
-``backup``) and writes a manifest naming every page's location and the image's SHA-256
-(``manifest``). Any backup rebuilds into a checked image or a standalone tar.gz
-(``rebuild``); deleting a backup and collecting unused packs never breaks another (``gc``).
-Layout and atomicity: ``fsio``. Imports only itself, ``errors`` and ``archiver.safefs``.
+A backup (``backup``) reads every page of the live database inside one read transaction
+(``reader``), stores each page not already stored into zstd packs addressed by SHA-256, a
+changed one as a delta of its parent backup's page (``placing``, ``packwrite``,
+``packformat``), and writes a manifest naming every page's location and the image's SHA-256
+(``manifest``, ``header``). Any backup rebuilds into a checked image or a standalone tar.gz
+(``rebuild``, ``packread``); deleting a backup and collecting unused packs never breaks
+another (``gc``). Layout, lock and atomic writes: ``fsio``. Imports only itself, ``errors``
+and ``archiver.safefs``; docs/pagestore.md has the design and the measurements.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """One page-level backup: read every page in one read transaction, store only new pages.
 
 Each page is hashed (SHA-256); a page whose hash is already in a pack (from any earlier
-backup, or earlier in this one) costs nothing, a new one goes into a new pack. The packs are
+backup, or earlier in this one) costs nothing, a new one goes into a new pack, as a delta of
+the parent backup's page where there is one (``placing``). The packs are
 published first, the manifest last: a crash before the manifest leaves only packs that no
 manifest names (swept by the next GC), never a manifest naming a missing pack. The whole
 backup holds the store's exclusive lock, so a GC cannot sweep its packs before the manifest
@@ -16,18 +17,20 @@ read on this project's machines (docs/pagestore.md), next to the image's own SHA
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from backup_sidecar.archiver.safefs import is_present
 from backup_sidecar.errors import PackFormatError, PageBackupExistsError
-from backup_sidecar.pagestore import fsio, packs
+from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import Manifest, check_name, manifest_file, runs_of
-from backup_sidecar.pagestore.reader import ImageInfo, read_pages
-
-LOCK_TIMEOUT_S = 30.0
+from backup_sidecar.pagestore.packformat import LEVEL, SUFFIX, read_index
+from backup_sidecar.pagestore.placing import Placer
+from backup_sidecar.pagestore.reader import read_pages
+from backup_sidecar.pagestore.rebuild import load_manifest
 
 
 def create_backup(
@@ -36,38 +39,51 @@ def create_backup(
     store: Path,
     name: str,
     now: datetime,
+    parent: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    level: int = packs.LEVEL,
+    level: int = LEVEL,
     busy_timeout_s: float = 30.0,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> Manifest:
-    """Back up the live database ``db`` into the page store at ``store`` as ``name``."""
+    """Back up the live database ``db`` into the page store at ``store`` as ``name``.
+
+    With ``parent`` (the chain's previous backup, chosen by the caller: the store never orders
+    backups by a clock), a changed page is stored as a delta of the parent's page.
+    """
     check_name(name)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
         if is_present(dirs.manifests_fd, manifest_file(name)):
             raise PageBackupExistsError(name)
+        base = load_manifest(dirs, parent) if parent is not None else None
         known = known_pages(dirs)
-        with read_pages(db, busy_timeout_s=busy_timeout_s) as (info, pages):
-            image_sha, locations, written = _store_pages(dirs, info, pages, known, level)
+        with (
+            read_pages(db, busy_timeout_s=busy_timeout_s) as (info, pages),
+            Placer(dirs, page_size=info.page_size, known=known, parent=base, level=level) as placer,
+        ):
+            image = hashlib.sha256()
+            locations = []
+            for pgno, page in enumerate(pages, start=1):
+                image.update(page)
+                locations.append(placer.place(pgno, page))
+            written = placer.finish()
         stats = {
             "pages_read": info.page_count,
-            "pages_new": sum(n for _, n, _ in written),
+            "pages_new": placer.pages_new,
+            "pages_delta": placer.pages_delta,
             "packs_written": len(written),
-            "bytes_stored": sum(size for _, _, size in written),
+            "bytes_stored": sum(written),
         }
         manifest = Manifest(
             name=name,
             created_at=now.isoformat(),
             page_size=info.page_size,
             page_count=info.page_count,
-            image_sha256=image_sha,
+            image_sha256=image.hexdigest(),
             header=info.header,
             runs=runs_of(locations),
             stats=stats,
-            metadata=dict(metadata or {}),
+            metadata={**(metadata or {}), **({"parent": parent} if parent else {})},
         )
-        if is_present(dirs.manifests_fd, manifest_file(name)):
-            raise PageBackupExistsError(name)
         # A rename, not link + unlink: a kill between those two would leave the manifest with
         # two links, which the no-follow reader refuses. The exclusive lock makes the
         # presence check above and the rename one step for every writer of this store.
@@ -87,48 +103,12 @@ def known_pages(dirs: fsio.StoreDirs) -> dict[bytes, tuple[str, int]]:
     A damaged pack is left out: a new backup stores its pages again rather than name them.
     """
     known: dict[bytes, tuple[str, int]] = {}
-    for file in fsio.listdir(dirs.packs_fd, packs.SUFFIX):
-        pack_id = file.removesuffix(packs.SUFFIX)
+    for file in fsio.listdir(dirs.packs_fd, SUFFIX):
+        pack_id = file.removesuffix(SUFFIX)
         try:
-            idx = packs.read_index(dirs.packs_fd, pack_id, where=dirs.packs)
+            idx = read_index(dirs.packs_fd, pack_id, where=dirs.packs)
         except (PackFormatError, OSError):
             continue
         for slot, digest in enumerate(idx.digests):
             known.setdefault(digest, (pack_id, slot))
     return known
-
-
-def _store_pages(
-    dirs: fsio.StoreDirs,
-    info: ImageInfo,
-    pages: Iterator[bytes],
-    known: dict[bytes, tuple[str, int]],
-    level: int,
-) -> tuple[str, list[tuple[str, int]], list[tuple[str, int, int]]]:
-    """Hash and place every page; returns the image SHA-256, each page's (pack, slot) and the
-    packs written as (id, pages, bytes)."""
-    image = hashlib.sha256()
-    locations: list[tuple[str, int]] = []
-    written: list[tuple[str, int, int]] = []
-    writer: packs.PackWriter | None = None
-    try:
-        for page in pages:
-            image.update(page)
-            digest = hashlib.sha256(page).digest()
-            where = known.get(digest)
-            if where is None:
-                if writer is None:
-                    writer = packs.PackWriter(dirs, page_size=info.page_size, level=level)
-                where = (writer.pack_id, writer.add(page, digest))
-                known[digest] = where
-                if writer.full:
-                    written.append((writer.pack_id, writer.slots, writer.finish()))
-                    writer = None
-            locations.append(where)
-        if writer is not None:
-            written.append((writer.pack_id, writer.slots, writer.finish()))
-            writer = None
-    finally:
-        if writer is not None:
-            writer.abort()
-    return image.hexdigest(), locations, written

@@ -32,6 +32,7 @@ MANIFESTS = "manifests"
 TMP_PREFIX = ".tmp-"
 _LOCK = ".lock"
 _POLL_S = 0.05
+LOCK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)

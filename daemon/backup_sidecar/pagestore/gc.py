@@ -17,11 +17,13 @@ from pathlib import Path
 from backup_sidecar.errors import (
     GarbageCollectionRefusedError,
     ManifestFormatError,
+    PackFormatError,
     PageBackupNotFoundError,
 )
-from backup_sidecar.pagestore import fsio, manifest, packs
-from backup_sidecar.pagestore.backup import LOCK_TIMEOUT_S
+from backup_sidecar.pagestore import fsio, manifest
+from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import manifest_file
+from backup_sidecar.pagestore.packformat import SUFFIX, pack_file, read_index
 from backup_sidecar.pagestore.rebuild import load_manifest
 
 
@@ -47,32 +49,58 @@ def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOU
 
 
 def collect_garbage(store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> GcReport:
-    """Delete every pack no manifest names, and leftover temporary files."""
+    """Delete every pack no manifest needs (names, or holds a base of a delta it names), and
+    leftover temporary files."""
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
-        referenced: set[str] = set()
-        for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
-            name = file.removesuffix(manifest.SUFFIX)
-            try:
-                referenced |= load_manifest(dirs, name).packs
-            except ManifestFormatError as exc:
-                raise GarbageCollectionRefusedError(name, exc.reason) from exc
-            except ValueError as exc:  # a file whose name is no backup's: never ours to judge
-                raise GarbageCollectionRefusedError(file, str(exc)) from exc
+        present = {f.removesuffix(SUFFIX) for f in fsio.listdir(dirs.packs_fd, SUFFIX)}
+        referenced = _mark(dirs, _named_packs(dirs), present)
         temps = 0
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             for tmp in fsio.list_temps(fd):
                 fsio.discard(fd, tmp)
                 temps += 1
         deleted: list[str] = []
-        freed = kept = 0
-        for file in fsio.listdir(dirs.packs_fd, packs.SUFFIX):
-            pack_id = file.removesuffix(packs.SUFFIX)
-            if pack_id in referenced:
-                kept += 1
-                continue
+        freed = 0
+        for pack_id in sorted(present - referenced):
+            file = pack_file(pack_id)
             freed += os.stat(file, dir_fd=dirs.packs_fd, follow_symlinks=False).st_size
             os.unlink(file, dir_fd=dirs.packs_fd)
             deleted.append(pack_id)
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             os.fsync(fd)
-        return GcReport(tuple(deleted), freed, temps, kept)
+        return GcReport(tuple(deleted), freed, temps, len(present & referenced))
+
+
+def _named_packs(dirs: fsio.StoreDirs) -> set[str]:
+    """Every pack a manifest names; GarbageCollectionRefusedError if one cannot be read."""
+    named: set[str] = set()
+    for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
+        name = file.removesuffix(manifest.SUFFIX)
+        try:
+            named |= load_manifest(dirs, name).packs
+        except ManifestFormatError as exc:
+            raise GarbageCollectionRefusedError(name, exc.reason) from exc
+        except ValueError as exc:  # a file whose name is no backup's: never ours to judge
+            raise GarbageCollectionRefusedError(file, str(exc)) from exc
+    return named
+
+
+def _mark(dirs: fsio.StoreDirs, named: set[str], present: set[str]) -> set[str]:
+    """``named`` and, transitively, the base packs of their deltas. A pack already missing
+    is skipped (its backups are broken either way); one whose index cannot be read refuses
+    the sweep, since its bases are unknown."""
+    marked: set[str] = set()
+    todo = sorted(named)
+    while todo:
+        pack_id = todo.pop()
+        if pack_id in marked:
+            continue
+        marked.add(pack_id)
+        if pack_id not in present:
+            continue
+        try:
+            bases = read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases
+        except (PackFormatError, OSError) as exc:
+            raise GarbageCollectionRefusedError(f"pack {pack_id}", str(exc)) from exc
+        todo.extend(sorted(bases - marked))
+    return marked

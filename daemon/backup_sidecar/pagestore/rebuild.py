@@ -25,9 +25,9 @@ from backup_sidecar.errors import (
     PageMismatchError,
 )
 from backup_sidecar.pagestore import fsio, manifest
-from backup_sidecar.pagestore.backup import LOCK_TIMEOUT_S
+from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import Manifest, manifest_file, parse_manifest
-from backup_sidecar.pagestore.packs import PackReader
+from backup_sidecar.pagestore.packread import PackReader
 
 
 def load_manifest(dirs: fsio.StoreDirs, name: str) -> Manifest:
