@@ -49,7 +49,15 @@ def file_kind(mode: int) -> str:
 
 
 @contextlib.contextmanager
-def backup_dir_fd(backup_dir: Path) -> Iterator[int]:
+def closing_fd(fd: int) -> Iterator[int]:
+    """``fd``, closed when the block is left, whatever happens."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def backup_dir_fd(backup_dir: Path) -> contextlib.AbstractContextManager[int]:
     """A descriptor of the backup directory itself (followed if it is a link: the operator's)."""
     try:
         fd = os.open(backup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -59,10 +67,7 @@ def backup_dir_fd(backup_dir: Path) -> Iterator[int]:
         raise BackupDirError(backup_dir, "is not a directory") from None
     except OSError as exc:
         raise BackupDirError(backup_dir, f"cannot be opened: {exc.strerror}") from exc
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+    return closing_fd(fd)
 
 
 def open_subdir(parent_fd: int, name: str, *, where: Path, create: bool = False) -> int:

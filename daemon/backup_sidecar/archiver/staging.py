@@ -21,6 +21,7 @@ from backup_sidecar.archiver.safefs import (
     STAGING_DIRNAME,
     backup_dir_fd,
     check_backup_dir,
+    closing_fd,
     is_present,
     make_dir,
     open_subdir,
@@ -119,8 +120,7 @@ def _locked_new_file(dir_fd: int, name: str) -> int:
     return fd
 
 
-@contextlib.contextmanager
-def _staging_root(backup_dir: Path) -> Iterator[int]:
+def _staging_root(backup_dir: Path) -> contextlib.AbstractContextManager[int]:
     """A descriptor of ``<backup_dir>/.staging`` (made if missing), never through a link."""
     try:
         with backup_dir_fd(backup_dir) as top:
@@ -131,10 +131,7 @@ def _staging_root(backup_dir: Path) -> Iterator[int]:
         raise
     except OSError as exc:
         raise BackupDirError(backup_dir, f"cannot create a staging area: {exc.strerror}") from exc
-    try:
-        yield root
-    finally:
-        os.close(root)
+    return closing_fd(root)
 
 
 def _make_area(root: int, purpose: str, backup_dir: Path) -> tuple[str, int, int]:
