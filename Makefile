@@ -2,7 +2,7 @@
 UV_RUN := uv run --frozen
 export UV_NO_PROGRESS := 1
 
-.PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick
+.PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick bench-offsite
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -35,6 +35,9 @@ bench:
 bench-quick:
 	@./bench/bootstrap.sh
 	$(UV_RUN) python -m bench.run --quick --out bench/RESULTS-quick.md
+
+bench-offsite:
+	$(UV_RUN) python -m bench.offsite
 
 clean:
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from pyrage import x25519
 from backup_sidecar.errors import (
     ArchiveExistsError,
     OffsiteDecryptError,
+    OffsiteKeyError,
     OffsiteObjectCorruptError,
     OffsiteObjectNotFoundError,
     OffsiteUnavailableError,
@@ -313,3 +314,28 @@ def test_upload_never_follows_a_link(lease: Lease, store: Store, local: Path) ->
     with pytest.raises(OSError, match=r"Too many levels|symbolic"):
         store.upload(local / NAME, lease=lease)
     assert store.list().objects == ()
+
+
+def test_unusable_keys_are_one_clear_error_without_the_secret(tmp_path: Path) -> None:
+    """A bad recipient is refused naming its position; an identity file that is missing,
+    binary, empty or holds a malformed line is refused naming the file (and the line number),
+    never echoing a line of it."""
+    with pytest.raises(OffsiteKeyError, match=r"recipient #2"):
+        parse_recipients([str(x25519.Identity.generate().to_public()), "age1notakey"])
+    with pytest.raises(OffsiteKeyError, match="at least one"):
+        parse_recipients([])
+    malformed = "AGE-SECRET-KEY-1THISISNOTAVALIDKEYBUTLOOKSSECRET"
+    cases = {
+        "missing.key": (None, "cannot read"),
+        "binary.key": (b"\xff\xfe", "not ASCII"),
+        "empty.key": (b"# only a comment\n\n", "no AGE-SECRET-KEY-1"),
+        "bad.key": (f"# comment\n{malformed}\n".encode(), "line 2 is not an age identity"),
+    }
+    for name, (content, reason) in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(OffsiteKeyError) as err:
+            load_identities(path)
+        assert str(path) in str(err.value) and reason in str(err.value)
+        assert "SECRET" not in str(err.value).replace("AGE-SECRET-KEY-1...", "")
