@@ -32,8 +32,8 @@ from bench.proc import run
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "work" / "offsite"
-sys.path.insert(0, str(REPO / "tests" / "offsite"))
-from seaweed_server import SeaweedServer  # noqa: E402 - the tests' server, started the same way
+sys.path.insert(0, str(REPO / "tests"))
+from support.seaweed import SeaweedServer  # noqa: E402 - the tests' server, started the same way
 
 MiB = 1024 * 1024
 # (label, worker op, extra spec): uploads first, so each round's downloads fetch its uploads

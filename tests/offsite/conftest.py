@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from offsite_support import fast_retry, new_bucket, s3_store
 from pyrage import x25519
-from seaweed_server import SeaweedMissingError, SeaweedServer
 
 from backup_sidecar.offsite import Lease, Store, parse_target
+from support.offsite import fast_retry, new_bucket, s3_store
+from support.seaweed import SeaweedMissingError, SeaweedServer
 
 BACKENDS = ("s3", "file")
 _prefixes = itertools.count()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import obstore
 import pytest
-from offsite_support import archive_file, sidecar
-from seaweed_server import SeaweedServer
 
 from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
 from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target
 from backup_sidecar.offsite.record import LEASE_DIR, join
+from support.offsite import archive_file, sidecar
+from support.seaweed import SeaweedServer
 
 A = LeaseOwner("host-a", 101, "aaaaaaaaaaaaaaaa")
 B = LeaseOwner("host-b", 202, "bbbbbbbbbbbbbbbb")

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from offsite_support import archive_file, fast_retry, new_bucket, s3_store, sidecar
-from seaweed_server import SeaweedServer
 
 from backup_sidecar.offsite import Confirmation, Lease, Store, Uploaded
+from support.offsite import archive_file, fast_retry, new_bucket, s3_store, sidecar
+from support.seaweed import SeaweedServer
 
 MiB = 1024 * 1024
 NAME = "app-daily-20261207T080000Z.tar.gz"

@@ -10,7 +10,6 @@ from pathlib import Path
 import obstore
 import pyrage
 import pytest
-from offsite_support import archive_file, fast_retry
 from pyrage import x25519
 
 from backup_sidecar.errors import (
@@ -23,6 +22,7 @@ from backup_sidecar.errors import (
 )
 from backup_sidecar.offsite import Lease, Store, load_identities, parse_recipients, parse_target
 from backup_sidecar.offsite.record import Record, parse_record
+from support.offsite import archive_file, fast_retry
 
 MiB = 1024 * 1024
 NAME = "app-daily-20261207T070000Z.tar.gz"

@@ -1,6 +1,6 @@
 """A sidecar in a process of its own, for the kill -9 and two-sidecar tests.
 
-``python upload_child.py SPEC_JSON``: takes the lease on ``url`` (``endpoint`` for s3; the AWS
+``python offsite_child.py SPEC_JSON``: takes the lease on ``url`` (``endpoint`` for s3; the AWS
 variables come from the environment) for ``lease_ttl`` seconds and prints ``holding``, then
 uploads ``archive``. With ``stall_after``, once that many bytes went into the store's stream it
 prints ``stalled`` and blocks, so the test kills it mid-upload at a known point rather than

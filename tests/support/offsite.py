@@ -14,13 +14,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from seaweed_server import SeaweedServer
-
 from backup_sidecar.offsite import RetryPolicy, Store, parse_target, resolve_credentials
+from support.seaweed import SeaweedServer
 
 _names = itertools.count()
 MiB = 1024 * 1024
-CHILD = Path(__file__).with_name("upload_child.py")
+CHILD = Path(__file__).with_name("offsite_child.py")
 
 
 def fast_retry(attempts: int = 3, sleep: Callable[[float], None] | None = None) -> RetryPolicy:
@@ -61,7 +60,7 @@ def archive_file(directory: Path, name: str, size: int, *, seed: int = 1) -> Pat
 
 
 class Sidecar:
-    """A sidecar process (upload_child.py) and the lines it prints."""
+    """A sidecar process (offsite_child.py) and the lines it prints."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
