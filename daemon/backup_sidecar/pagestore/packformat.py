@@ -3,18 +3,18 @@
 A pack is written once, in order, and read by slot::
 
     frame 0 | frame 1 | ... | index | footer
-    frame:  one zstd frame: either up to FRAME_PAGES whole pages compressed together (a 4 KiB
-            page alone compresses far worse), or ONE page compressed against its base (the
-            same page of the parent backup, another slot, as a zstd prefix: a changed page
-            mostly repeats its old version, and stores as a small delta)
+    frame:  one zstd frame of up to FRAME_PAGES pages, compressed together (a 4 KiB page alone
+            compresses far worse): whole pages, or deltas: pages compressed with their bases
+            (each slot's base is the same page of the parent backup, another slot), joined
+            in slot order, as a zstd prefix; a changed page mostly repeats its old version
     index:  one zstd frame: head (magic, page size, slot count, frame count, base count), the
-            base packs (16 bytes each), per frame (offset, length, first slot, pages, base
-            pack number or -1, base slot, depth), per slot its SHA-256
-    footer: index offset u64, index length u32, b"SCPAGES2"
+            base packs (16 bytes each), per frame (offset, length, first slot, pages, kind,
+            depth), per slot its SHA-256 and its base (pack number or -1, slot)
+    footer: index offset u64, index length u32, b"SCPAGES3"
 
-A delta's depth is its base's depth + 1 (a whole page: 0); writers cap it at MAX_DEPTH, so a
-page is rebuilt from at most MAX_DEPTH deltas. A pack's base packs must be kept with it: the
-GC marks them (``bases``) as it marks the packs the manifests name.
+A delta frame's depth is its bases' greatest depth + 1 (whole pages: 0); writers cap it at
+MAX_DEPTH, so a page is rebuilt from at most MAX_DEPTH deltas. A pack's base packs must be
+kept with it: the GC marks them (``bases``) as it marks the packs the manifests name.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ PACK_PAGES = 8192
 MAX_DEPTH = 8
 LEVEL = 3
 FOOTER = struct.Struct("<QI8s")
-FOOTER_MAGIC = b"SCPAGES2"
+FOOTER_MAGIC = b"SCPAGES3"
 HEAD = struct.Struct("<4sIIII")
 INDEX_MAGIC = b"PIDX"
-FRAME = struct.Struct("<QIIIiIB")
-DIGEST = 32
+FRAME = struct.Struct("<QIIIBB")
+SLOT = struct.Struct("<32siI")
 _INDEX_LIMIT = 64 << 20
 
 
@@ -59,7 +59,7 @@ class Frame:
     length: int
     first_slot: int
     pages: int
-    base: tuple[str, int] | None
+    delta: bool
     depth: int
 
 
@@ -71,10 +71,11 @@ class PackIndex:
     page_size: int
     frames: tuple[Frame, ...]
     digests: tuple[bytes, ...]
+    slot_bases: tuple[tuple[str, int] | None, ...]
 
     @property
     def bases(self) -> frozenset[str]:
-        return frozenset(f.base[0] for f in self.frames if f.base and f.base[0] != self.pack_id)
+        return frozenset(b[0] for b in self.slot_bases if b and b[0] != self.pack_id)
 
     def frame_of(self, slot: int) -> Frame:
         lo, hi = 0, len(self.frames) - 1
@@ -87,23 +88,20 @@ class PackIndex:
         return self.frames[lo]
 
 
-def encode_index(page_size: int, frames: list[Frame], digests: list[bytes]) -> bytes:
-    bases = sorted({f.base[0] for f in frames if f.base})
-    number = {b: i for i, b in enumerate(bases)}
-    head = HEAD.pack(INDEX_MAGIC, page_size, len(digests), len(frames), len(bases))
+def encode_index(
+    page_size: int, frames: list[Frame], digests: list[bytes], bases: list[tuple[str, int] | None]
+) -> bytes:
+    packs = sorted({b[0] for b in bases if b})
+    number = {p: i for i, p in enumerate(packs)}
+    head = HEAD.pack(INDEX_MAGIC, page_size, len(digests), len(frames), len(packs))
     table = b"".join(
-        FRAME.pack(
-            f.offset,
-            f.length,
-            f.first_slot,
-            f.pages,
-            number[f.base[0]] if f.base else -1,
-            f.base[1] if f.base else 0,
-            f.depth,
-        )
-        for f in frames
+        FRAME.pack(f.offset, f.length, f.first_slot, f.pages, int(f.delta), f.depth) for f in frames
     )
-    raw = head + b"".join(bytes.fromhex(b) for b in bases) + table + b"".join(digests)
+    slots = b"".join(
+        SLOT.pack(d, number[b[0]] if b else -1, b[1] if b else 0)
+        for d, b in zip(digests, bases, strict=True)
+    )
+    raw = head + b"".join(bytes.fromhex(p) for p in packs) + table + slots
     return zstd.compress(raw, level=LEVEL)
 
 
@@ -147,30 +145,40 @@ def _parse_index(pack_id: str, raw: bytes, *, data_end: int) -> PackIndex:
     if magic != INDEX_MAGIC or not 512 <= page_size <= 65536:
         raise PackFormatError(pack_id, "bad index header")
     at = HEAD.size + 16 * n_bases
-    if len(raw) != at + n_frames * FRAME.size + n_slots * DIGEST:
+    if len(raw) != at + n_frames * FRAME.size + n_slots * SLOT.size:
         raise PackFormatError(pack_id, "index length does not match its counts")
-    bases = [raw[HEAD.size + 16 * i : HEAD.size + 16 * (i + 1)].hex() for i in range(n_bases)]
+    packs = [raw[HEAD.size + 16 * i : HEAD.size + 16 * (i + 1)].hex() for i in range(n_bases)]
+    digests: list[bytes] = []
+    bases: list[tuple[str, int] | None] = []
+    for d, number, slot in SLOT.iter_unpack(raw[at + n_frames * FRAME.size :]):
+        if not -1 <= number < n_bases:
+            raise PackFormatError(pack_id, f"slot {len(digests)} names no base pack")
+        digests.append(d)
+        bases.append((packs[number], slot) if number >= 0 else None)
+    frames = _parse_frames(pack_id, raw[at : at + n_frames * FRAME.size], bases, data_end)
+    return PackIndex(pack_id, page_size, frames, tuple(digests), tuple(bases))
+
+
+def _parse_frames(
+    pack_id: str, raw: bytes, bases: list[tuple[str, int] | None], data_end: int
+) -> tuple[Frame, ...]:
     frames: list[Frame] = []
     next_slot = 0
-    for i in range(n_frames):
-        off, length, first, pages, base_no, base_slot, depth = FRAME.unpack_from(
-            raw, at + i * FRAME.size
-        )
-        delta = base_no >= 0
+    for i, (off, length, first, pages, kind, depth) in enumerate(FRAME.iter_unpack(raw)):
+        slots = bases[first : first + pages]
+        delta = kind == 1
         if (
             first != next_slot
-            or pages < 1
+            or not 1 <= pages <= FRAME_PAGES
+            or len(slots) != pages
             or off + length > data_end
-            or base_no >= n_bases
-            or (delta and (pages != 1 or not 1 <= depth <= MAX_DEPTH))
-            or (not delta and (pages > FRAME_PAGES or depth != 0))
+            or kind > 1
+            or (delta and (not 1 <= depth <= MAX_DEPTH or None in slots))
+            or (not delta and (depth != 0 or any(slots)))
         ):
             raise PackFormatError(pack_id, f"frame {i} of the index is inconsistent")
-        base = (bases[base_no], base_slot) if delta else None
-        frames.append(Frame(off, length, first, pages, base, depth))
+        frames.append(Frame(off, length, first, pages, delta, depth))
         next_slot += pages
-    if next_slot != n_slots or (n_slots and not frames):
-        raise PackFormatError(pack_id, f"frames hold {next_slot} slots, not {n_slots}")
-    start = at + n_frames * FRAME.size
-    digests = tuple(raw[i : i + DIGEST] for i in range(start, len(raw), DIGEST))
-    return PackIndex(pack_id, page_size, tuple(frames), digests)
+    if next_slot != len(bases):
+        raise PackFormatError(pack_id, f"frames hold {next_slot} slots, not {len(bases)}")
+    return tuple(frames)

@@ -1,13 +1,13 @@
-"""Reading pages back by (pack, slot): whole-page frames and deltas over their bases.
+"""Reading pages back by (pack, slot): frames of whole pages and frames of deltas.
 
-A delta is decoded over its base page, itself read (and checked against its SHA-256) the same
-way, at most MAX_DEPTH deep. Decoded frames and delta pages are kept in a small LRU cache, so
-a rebuild in page order decompresses each frame about once.
+A delta frame is decoded over its slots' base pages, each read the same way, at most
+MAX_DEPTH deep (a wrong base shows as a wrong page: the caller checks every page's SHA-256).
+Decoded frames are kept in a small LRU cache, so a rebuild in page order decompresses each
+frame about once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 
@@ -72,10 +72,11 @@ class PackReader:
             self._frames.move_to_end(key)
             return self._frames[key]
         prefix = None
-        if frame.base is not None:
+        if frame.delta:
             if budget <= 1:
                 raise PackFormatError(idx.pack_id, f"slot {frame.first_slot}: deltas too deep")
-            prefix = self._base(idx, frame.base, budget - 1)
+            bases = idx.slot_bases[frame.first_slot : frame.first_slot + frame.pages]
+            prefix = b"".join(self._base(idx, b, budget - 1) for b in bases if b)
         raw = os.pread(self._fd(idx.pack_id), frame.length, frame.offset)
         what = f"the frame of slot {frame.first_slot}"
         data = decompress(raw, idx.pack_id, what, limit=frame.pages * idx.page_size, prefix=prefix)
@@ -86,12 +87,9 @@ class PackReader:
 
     def _base(self, idx: PackIndex, base: tuple[str, int], budget: int) -> bytes:
         try:
-            page, digest = self._page(base[0], base[1], budget)
+            return self._page(base[0], base[1], budget)[0]
         except FileNotFoundError:
             raise PackFormatError(idx.pack_id, f"its base pack {base[0]} is missing") from None
-        if hashlib.sha256(page).digest() != digest:
-            raise PackFormatError(base[0], f"slot {base[1]} (a delta's base) is damaged")
-        return page
 
     def _fd(self, pack_id: str) -> int:
         fd = self._fds.get(pack_id)
