@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import obstore
 import pytest
 
-from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
+from backup_sidecar.errors import (
+    OffsiteLeaseHeldError,
+    OffsiteLeaseLostError,
+    OffsiteRequestError,
+)
 from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target
+from backup_sidecar.offsite import store as store_module
 from backup_sidecar.offsite.record import LEASE_DIR, join
 from support.offsite import archive_file, sidecar
 from support.seaweed import SeaweedServer
@@ -186,3 +192,49 @@ def test_a_lease_guards_only_its_own_prefix(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not cover"):
         there.upload(source, lease=lease)
     assert there.list().objects == ()
+
+
+def test_lease_lost_during_an_upload_leaves_it_unconfirmed(
+    make_store: Callable[..., Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's lease runs out (its monotonic clock passes the TTL) while the bytes are in
+    flight: the upload raises OffsiteLeaseHeldError instead of writing the checksum record, so
+    the object is not offsite."""
+    now = [1000.0]
+    store = make_store()
+    lease = Lease(store, ttl=60, owner=A, monotonic=lambda: now[0])
+    assert lease.acquire().writable
+    real = store_module.file_chunks
+
+    def slow_link(f: BinaryIO) -> Iterator[bytes]:
+        yield from real(f)
+        now[0] += 61  # the last byte went out after the lease's deadline
+
+    monkeypatch.setattr(store_module, "file_chunks", slow_link)
+    with pytest.raises(OffsiteLeaseHeldError, match="held by host-a"):
+        store.upload(archive_file(tmp_path, NAME, 4096), lease=lease)
+    confirmation = store.confirm(NAME)
+    assert not confirmation.confirmed and "no checksum record" in confirmation.reason
+
+
+def test_a_vanishing_clock_probe_is_one_error_not_an_endless_loop(
+    make_store: Callable[..., Store],
+) -> None:
+    """Judging another sidecar's lease reads the store's clock through a probe object; if the
+    probe keeps vanishing between its write and its read, acquire gives up with one
+    OffsiteRequestError instead of recursing forever."""
+    assert Lease(make_store(), ttl=300, owner=A).acquire().writable
+    store = make_store()
+    real_head = store.objects.head
+    heads: list[str] = []
+
+    def head(key: str) -> object:
+        if "/.offsite/clock/" in f"/{key}":
+            heads.append(key)
+            return None
+        return real_head(key)
+
+    store.objects.head = head  # type: ignore[method-assign,assignment]
+    with pytest.raises(OffsiteRequestError, match="vanished"):
+        Lease(store, ttl=300, owner=B).acquire()
+    assert len(heads) == 3

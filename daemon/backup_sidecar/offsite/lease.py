@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError
+from backup_sidecar.errors import (
+    OffsiteLeaseHeldError,
+    OffsiteLeaseLostError,
+    OffsiteRequestError,
+)
 from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.objects import Meta, Objects
 
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 _BODY_MAX = 4096
 _SLACK_S = 1.0
+_CLOCK_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -179,12 +184,17 @@ class Lease:
     def _store_now(self) -> datetime:
         """The store's clock: the Last-Modified of a probe object written now."""
         key = f"{self._clock_key}/{self.owner.id}"
-        self._objects.put(key, b"clock probe")
-        meta = self._objects.head(key)
-        self._objects.delete(key)
-        if meta is None:  # the probe vanished under us: another sidecar cleaning up; retry
-            return self._store_now()
-        return meta.modified
+        for _ in range(_CLOCK_TRIES):
+            self._objects.put(key, b"clock probe")
+            meta = self._objects.head(key)
+            self._objects.delete(key)
+            if meta is not None:  # else it vanished under us (someone cleaning up): again
+                return meta.modified
+        raise OffsiteRequestError(
+            self._objects.url,
+            f"read the store's clock ({key})",
+            f"the probe object vanished between its write and its read {_CLOCK_TRIES} times",
+        )
 
     def _newest(self) -> _Generation | None:
         numbered: list[tuple[int, Meta]] = []
