@@ -7,20 +7,23 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec, free_bytes
+from backup_sidecar.service.archives import damaged_newest
 from backup_sidecar.service.dbcheck import DatabaseHealth, check_database
+from backup_sidecar.service.health import HealthState
+from backup_sidecar.service.live import LiveConfig
+from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.overdue import overdue_policies
-
-if TYPE_CHECKING:
-    from backup_sidecar.service.core import Service
+from backup_sidecar.service.scheduler import PolicyScheduler
+from backup_sidecar.service.successes import SuccessLedger
 
 log = structlog.get_logger(__name__)
 
@@ -29,29 +32,6 @@ LOCK_TIMEOUT_S = 5.0
 #: A wall-clock change this much larger or smaller than the monotonic one between two checks is
 #: a step (NTP slews at most ~0.5 ms/s; a step is what a VM resume or `date -s` does).
 CLOCK_STEP_S = 2.0
-
-
-def newest_verified(archives: Iterable[archiver.ArchiveInfo]) -> dict[str, datetime]:
-    """Each policy's newest verified archive time in ``archives`` (a listing, newest first)."""
-    newest: dict[str, datetime] = {}
-    for archive in archives:
-        if archive.status is archiver.ArchiveStatus.VERIFIED:
-            newest.setdefault(archive.policy, archive.created_at)
-    return newest
-
-
-def damaged_newest(archives: list[archiver.ArchiveInfo]) -> tuple[tuple[str, str, str], ...]:
-    """(policy, archive, reason) for each policy whose newest archive (``archives`` is newest
-    first) is damaged; ``pre_restore`` archives are left out (restores make them, not the
-    schedule). A newer good archive or deleting the damaged one clears it."""
-    newest: dict[str, archiver.ArchiveInfo] = {}
-    for archive in archives:
-        newest.setdefault(archive.policy, archive)
-    return tuple(
-        (policy, a.name, a.error or "damaged")
-        for policy, a in sorted(newest.items())
-        if a.status is archiver.ArchiveStatus.DAMAGED and policy != archiver.PRE_RESTORE_POLICY
-    )
 
 
 def _fingerprint(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
@@ -68,10 +48,32 @@ def _fingerprint(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
 
 
 class HealthWatcher:
-    """Runs `check_once` now and then every `interval` seconds until stopped."""
+    """Runs `check_once` now and then every `interval` seconds until stopped.
 
-    def __init__(self, service: Service, *, interval: float) -> None:
-        self._service = service
+    Its collaborators: the configuration now (``live``, whose publishing lock it publishes
+    under), the health state, the metrics and the success ledger it publishes to, the scan of
+    the backup directory's archives, the claim it keeps on that directory, and the scheduler
+    (None until it runs) it tells about a stepped wall clock and asks for the next runs."""
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        live: LiveConfig,
+        health: HealthState,
+        metrics: Metrics,
+        ledger: SuccessLedger,
+        scan_archives: Callable[[], list[archiver.ArchiveInfo]],
+        ensure_backup_dir: Callable[[], None],
+        scheduler: Callable[[], PolicyScheduler | None],
+    ) -> None:
+        self._live = live
+        self._health = health
+        self._metrics = metrics
+        self._ledger = ledger
+        self._scan_archives = scan_archives
+        self._ensure_backup_dir = ensure_backup_dir
+        self._scheduler = scheduler
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
@@ -129,30 +131,29 @@ class HealthWatcher:
         wall, mono = time.time(), time.monotonic()
         step = (wall - self._clocks[0]) - (mono - self._clocks[1])
         self._clocks = (wall, mono)
-        scheduler = self._service.scheduler
+        scheduler = self._scheduler()
         if abs(step) > CLOCK_STEP_S and scheduler is not None:
             log.warning("wall_clock_stepped", seconds=round(step, 1))
             scheduler.clock_stepped()
 
     def check_once(self) -> None:
-        svc = self._service
         self._watch_clock()
-        cfg, rt = svc.settings, svc.runtime
+        cfg, rt = self._live.now.settings, self._live.now.runtime
         mode: Literal["quick", "full"] = "quick" if cfg.health.quick_check else "full"
-        previous = {db.name: db for db in svc.health.current().databases}
+        previous = {db.name: db for db in self._health.current().databases}
         recheck_s = cfg.health.recheck_unchanged.total_seconds()
         checked = tuple(
             self._check(spec, mode, previous.get(spec.name), recheck_s)
             for spec in rt.databases.values()
         )
-        svc.ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
+        self._ensure_backup_dir()  # a deleted one is recreated within one interval, not one period
         try:
             free = free_bytes(rt.backup_dir)
-            archives: list[archiver.ArchiveInfo] | None = svc.scan_archives()
+            archives: list[archiver.ArchiveInfo] | None = self._scan_archives()
         except OSError as exc:
             log.error("backup_dir_unreadable", path=str(rt.backup_dir), error=str(exc))
             free, archives = 0, None
-        with svc.publishing:
+        with self._live.publishing:
             self._publish(checked, free, archives)
 
     def _publish(
@@ -161,10 +162,10 @@ class HealthWatcher:
         free: int,
         archives: list[archiver.ArchiveInfo] | None,
     ) -> None:
-        """Publish a check under the service's publishing lock, against the configuration as it
-        is now: a database or policy a reload removed meanwhile is not brought back."""
-        svc = self._service
-        cfg, rt, metrics = svc.settings, svc.runtime, svc.metrics
+        """Publish a check under the publishing lock, against the configuration as it is now:
+        a database or policy a reload removed meanwhile is not brought back."""
+        now, metrics, health = self._live.now, self._metrics, self._health
+        cfg, rt = now.settings, now.runtime
         for name in self._seen.keys() - rt.databases.keys():
             del self._seen[name]
         results = tuple(db for db in checked if db.name in rt.databases)
@@ -179,25 +180,26 @@ class HealthWatcher:
             )
             if db.known and not db.healthy:
                 log.warning("database_unhealthy", database=db.name, error=db.error)
-        svc.health.set_databases(results)
+        health.set_databases(results)
         metrics.backup_dir_free(free)
-        svc.health.set_backup_dir_free_bytes(free)
+        health.set_backup_dir_free_bytes(free)
         metrics.archives_counted(Counter(a.policy for a in archives or ()))
         if archives is not None:  # an unreadable directory says nothing about what it holds
-            svc.ledger.sync(archives, policies=cfg.policies)
+            self._ledger.sync(archives, policies=cfg.policies)
         metrics.damaged_counted(
             Counter(a.policy for a in archives or () if a.status is archiver.ArchiveStatus.DAMAGED)
         )
         if archives is not None:
-            svc.health.set_damaged_newest(damaged_newest(archives))
+            health.set_damaged_newest(damaged_newest(archives))
         overdue = overdue_policies(
-            svc.ledger.newest(),
+            self._ledger.newest(),
             cfg.health.max_backup_age,
             now=datetime.now(UTC),
-            started_at=svc.ledger.grace_from(),
-            silent_s=svc.ledger.silent_for(),
+            started_at=self._ledger.grace_from(),
+            silent_s=self._ledger.silent_for(),
         )
-        svc.health.set_overdue(overdue)
+        health.set_overdue(overdue)
         metrics.overdue_checked(cfg.health.max_backup_age, (p.policy for p in overdue))
-        if svc.scheduler is not None:
-            metrics.next_runs(svc.scheduler.next_run_times())
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            metrics.next_runs(scheduler.next_run_times())
