@@ -19,9 +19,10 @@ from pathlib import Path
 from isal import isal_zlib
 
 from backup_sidecar.archiver.backup import create_backup
+from backup_sidecar.archiver.livecopy import LiveWrite
+from backup_sidecar.archiver.livewrite import write_locked
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.packing import pack_databases
-from backup_sidecar.archiver.restore import _restore_one, _Target
 from backup_sidecar.archiver.snapshot import take_snapshot
 from backup_sidecar.archiver.sqlitefacts import collect_facts, integrity_check
 from backup_sidecar.archiver.verify import verify_archive
@@ -105,12 +106,14 @@ def main() -> None:
     v = _t("verify_archive (whole)", r, verify_archive, info.path, staging=stage)
     live = work / "live.db"
     shutil.copyfile(args.db, live)
-    target = _Target(DatabaseSpec("user", live.resolve()), v.staged["user"], exists=True)
+    rescue = work / "rescue"
+    rescue.mkdir()
+    job = LiveWrite("user", live.resolve(), v.staged["user"], rescue / "user_data.db")
     _t(
-        "restore step alone (backup API into the live file)",
+        "restore step alone (save the pre-image, write the live file)",
         r,
-        _restore_one,
-        target,
+        write_locked,
+        [job],
         lock_timeout=30,
     )
     print(json.dumps(r))
