@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -10,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from backup_sidecar import pagestore
 from backup_sidecar.archiver.safefs import UnsafeEntryError
-from backup_sidecar.errors import PageBackupExistsError, PageBackupNameError, PageReadError
+from backup_sidecar.errors import (
+    PageBackupExistsError,
+    PageBackupNameError,
+    PageReadError,
+    PageStoreBusyError,
+)
 from backup_sidecar.pagestore.reader import read_pages
 from conftest import Writer, make_db
-from support.pages import backup, pack_files, rebuilt
+from support.pages import NOW, backup, pack_files, rebuilt
 
 
 def _wait_for(cond: Callable[[], bool], *, deadline_s: float = 30.0) -> None:
@@ -155,3 +163,20 @@ def test_a_planted_link_in_the_store_is_refused(wal_db: Path, store: Path, tmp_p
     with pytest.raises(UnsafeEntryError, match="symbolic link"):
         backup(wal_db, store, "x")
     assert not list(elsewhere.iterdir())
+
+
+def test_a_store_locked_by_another_operation_is_busy(wal_db: Path, store: Path) -> None:
+    """While another process holds the store's lock (a GC, say), a backup waits at most its
+    lock timeout, then fails with PageStoreBusyError naming the store; nothing is written."""
+    backup(wal_db, store, "first")
+    fd = os.open(store / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(PageStoreBusyError, match=r"page store .*pages: still locked"):
+            pagestore.create_backup(wal_db, store=store, name="second", now=NOW, lock_timeout_s=0.2)
+        with pytest.raises(PageStoreBusyError):
+            pagestore.list_backups(store, lock_timeout_s=0.2)
+    finally:
+        os.close(fd)
+    assert not (store / "manifests" / "second.json").exists()
+    backup(wal_db, store, "second")

@@ -12,9 +12,10 @@ A pack is written once, in order, and read by slot::
             depth), per slot its SHA-256 and its base (pack number or -1, slot)
     footer: index offset u64, index length u32, b"SCPAGES3"
 
-A delta frame's depth is its bases' greatest depth + 1 (whole pages: 0); writers cap it at
-MAX_DEPTH, so a page is rebuilt from at most MAX_DEPTH deltas. A pack's base packs must be
-kept with it: the GC marks them (``bases``) as it marks the packs the manifests name.
+A delta frame's depth is its bases' greatest depth + 1 (whole pages: 0). Readers accept up to
+MAX_DEPTH; this version's writer builds deltas on whole pages only (depth 1, see placing.py).
+A pack's base packs must be kept with it: the GC marks them (``bases``) as it marks the packs
+the manifests name.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 A page whose SHA-256 is already stored (by any backup, or earlier in this one) is named, not
 stored. A new page whose parent backup holds a page at the same number is stored as a zstd
-delta over that page (a changed page mostly repeats its old version) unless that would make
-a chain deeper than MAX_DEPTH or the parent's page cannot be read and checked; every other new
-page is stored whole, 64 to a frame. Deltas and whole pages go to separate packs, each
-published when full or at ``finish``; after a failure nothing unfinished is published.
+delta over the whole version of that page (the parent's page, or the page it is a delta of: a
+changed page mostly repeats its old version) unless that page cannot be read and checked;
+every other new page is stored whole, 64 to a frame. Deltas and whole pages go to separate
+packs, each published when full or at ``finish``; after a failure nothing unfinished is
+published.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from types import TracebackType
 from backup_sidecar.errors import PackFormatError
 from backup_sidecar.pagestore import fsio
 from backup_sidecar.pagestore.manifest import Manifest
-from backup_sidecar.pagestore.packformat import MAX_DEPTH
 from backup_sidecar.pagestore.packread import PackReader
 from backup_sidecar.pagestore.packwrite import PackWriter
 
@@ -97,16 +97,22 @@ class Placer:
         return self._writers[kind]
 
     def _delta_base(self, pgno: int) -> tuple[tuple[str, int], bytes, int] | None:
+        """The whole page this page's delta is built on: the parent's page at ``pgno`` if it
+        is whole, else that page's own base. Deltas are one level deep: a delta frame needs
+        only whole frames to decode, so a rebuild never fans out through chains of frames
+        (a frame of 64 deltas has up to 64 base frames; chained, that multiplies)."""
         if pgno > len(self._parent):
             return None
         base = self._parent[pgno - 1]
         try:
-            depth = self._reader.depth(*base) + 1
-            if depth > MAX_DEPTH:
+            keyframe = self._reader.index(base[0]).slot_bases[base[1]]
+            if keyframe is not None:
+                base = keyframe
+            if self._reader.depth(*base) != 0:
                 return None
             page, digest = self._reader.page(*base)
-        except (PackFormatError, OSError):
+        except (PackFormatError, OSError, IndexError):
             return None  # the parent's page is damaged or gone: store this one whole
         if hashlib.sha256(page).digest() != digest:
             return None
-        return base, page, depth
+        return base, page, 1

@@ -161,7 +161,9 @@ def export(
         with (
             _output(out) as (_, fd),
             os.fdopen(os.dup(fd), "wb") as raw,
-            tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar,
+            tarfile.open(
+                fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=6
+            ) as tar,
         ):
             for extra, data in extra_members:
                 tar.addfile(_info(extra, len(data), mtime), io.BytesIO(data))
