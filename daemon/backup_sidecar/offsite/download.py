@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import pyrage
 from pyrage import x25519
@@ -17,12 +17,10 @@ from backup_sidecar.errors import (
     OffsiteObjectNotFoundError,
 )
 from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.bucket import Bucket
 from backup_sidecar.offsite.crypto import decrypt_stream
 from backup_sidecar.offsite.objects import ObjectChangedError, object_fault
 from backup_sidecar.offsite.transfer import CHUNK, HashingReader, publish_file
-
-if TYPE_CHECKING:
-    from backup_sidecar.offsite.store import Store
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class Downloaded:
     decrypted: bool
 
 
-def checked_record(store: Store, name: str) -> rec.Record:
+def checked_record(store: Bucket, name: str) -> rec.Record:
     """The record of ``name`` with the object matching it, or the one clear error."""
     key = store.key(name)
     try:
@@ -66,7 +64,7 @@ class _FailingSource(HashingReader):
 
 
 def download(
-    store: Store,
+    store: Bucket,
     name: str,
     dest: Path,
     *,
@@ -95,7 +93,7 @@ def download(
     return Downloaded(name, dest, record.size, record.sha256, encrypted)
 
 
-def hash_object(store: Store, name: str, record: rec.Record) -> str:
+def hash_object(store: Bucket, name: str, record: rec.Record) -> str:
     """The SHA-256 of the stored bytes (streamed, nothing kept)."""
 
     def go() -> str:
@@ -106,7 +104,7 @@ def hash_object(store: Store, name: str, record: rec.Record) -> str:
     return store.objects.call(f"hash {store.key(name)}", go)
 
 
-def _open(store: Store, name: str, record: rec.Record) -> _FailingSource:
+def _open(store: Bucket, name: str, record: rec.Record) -> _FailingSource:
     try:
         opened = store.objects.stream(store.key(name), etag=record.etag)
     except ObjectChangedError:

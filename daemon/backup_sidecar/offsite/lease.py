@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from backup_sidecar.errors import (
     OffsiteLeaseHeldError,
@@ -35,10 +34,8 @@ from backup_sidecar.errors import (
     OffsiteRequestError,
 )
 from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.bucket import Bucket
 from backup_sidecar.offsite.objects import Meta, Objects
-
-if TYPE_CHECKING:
-    from backup_sidecar.offsite.store import Store
 
 _BODY_MAX = 4096
 _SLACK_S = 1.0
@@ -84,7 +81,7 @@ class Lease:
 
     def __init__(
         self,
-        store: Store,
+        store: Bucket,
         *,
         ttl: float = 300.0,
         owner: LeaseOwner | None = None,
