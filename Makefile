@@ -1,6 +1,8 @@
 # The entry point for humans and CI alike. `make demo` and `make test` bootstrap what they need.
 UV_RUN := uv run --frozen
 export UV_NO_PROGRESS := 1
+# ruff and the format check over the package, tests and benchmarks; mypy --strict (pyproject says over what).
+LINT = $(UV_RUN) ruff check daemon tests bench && $(UV_RUN) ruff format --check daemon tests bench && $(UV_RUN) mypy
 
 .PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick bench-offsite
 
@@ -10,8 +12,10 @@ bootstrap:
 demo: bootstrap
 	$(UV_RUN) backup-sidecar demo --root ./var
 
+# Lint is part of the test command, so CI (which runs `make test` alone) runs it too.
 test:
 	@./scripts/bootstrap.sh --with-prometheus
+	$(LINT)
 	$(UV_RUN) pytest
 
 # The fault-injection suite alone (make test runs it too).
@@ -23,9 +27,7 @@ test-fast: bootstrap
 	$(UV_RUN) pytest -m "not slow" -x -q
 
 lint: bootstrap
-	$(UV_RUN) ruff check daemon tests bench
-	$(UV_RUN) ruff format --check daemon tests bench
-	$(UV_RUN) mypy
+	$(LINT)
 
 # Benchmarks (not tests): 1 GiB takes about half an hour; results go to bench/RESULTS.md.
 bench:
