@@ -180,3 +180,23 @@ def test_a_store_locked_by_another_operation_is_busy(wal_db: Path, store: Path) 
         os.close(fd)
     assert not (store / "manifests" / "second.json").exists()
     backup(wal_db, store, "second")
+
+
+def test_pages_read_by_a_child_process(
+    tmp_path: Path, store: Path, writer_process: Callable[..., Writer]
+) -> None:
+    """``read_in_child``: the read runs in a child process (for a caller that also holds the
+    database open through sqlite3, whose locks a second SQLite library would drop). Under a
+    live writer the backup is consistent; quiet, it is the file's exact bytes; a file that is
+    no database is one PageReadError naming it, with the child's reason."""
+    db = make_db(tmp_path / "live.db", wal=False, rows=2000)
+    writer = writer_process(db, rate=200)
+    pagestore.create_backup(db, store=store, name="busy", now=NOW, read_in_child=True)
+    assert writer.stop()["errors"] == 0
+    assert _ticks(rebuilt(store, "busy", tmp_path / "out"), tmp_path) >= 1
+    pagestore.create_backup(db, store=store, name="quiet", now=NOW, read_in_child=True)
+    assert rebuilt(store, "quiet", tmp_path / "out") == db.read_bytes()
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("hello\n" * 1000)
+    with pytest.raises(PageReadError, match=r"notes\.db: cannot read its pages: file is not a"):
+        pagestore.create_backup(bogus, store=store, name="x", now=NOW, read_in_child=True)

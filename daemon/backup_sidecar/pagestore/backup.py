@@ -30,6 +30,7 @@ from backup_sidecar.pagestore.manifest import Manifest, check_name, manifest_fil
 from backup_sidecar.pagestore.packformat import LEVEL, SUFFIX, read_index
 from backup_sidecar.pagestore.placing import Placer
 from backup_sidecar.pagestore.reader import read_pages
+from backup_sidecar.pagestore.readproc import read_pages_in_child
 from backup_sidecar.pagestore.rebuild import load_manifest
 
 
@@ -44,11 +45,14 @@ def create_backup(
     level: int = LEVEL,
     busy_timeout_s: float = 30.0,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
+    read_in_child: bool = False,
 ) -> Manifest:
     """Back up the live database ``db`` into the page store at ``store`` as ``name``.
 
     With ``parent`` (the chain's previous backup, chosen by the caller: the store never orders
-    backups by a clock), a changed page is stored as a delta of the parent's page.
+    backups by a clock), a changed page is stored as a delta of the parent's page. With
+    ``read_in_child``, the pages are read by a child process (``readproc``): required where
+    this process may also have ``db`` open through the stdlib ``sqlite3``.
     """
     check_name(name)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
@@ -57,7 +61,9 @@ def create_backup(
         base = load_manifest(dirs, parent) if parent is not None else None
         known = known_pages(dirs)
         with (
-            read_pages(db, busy_timeout_s=busy_timeout_s) as (info, pages),
+            (read_pages_in_child if read_in_child else read_pages)(
+                db, busy_timeout_s=busy_timeout_s
+            ) as (info, pages),
             Placer(dirs, page_size=info.page_size, known=known, parent=base, level=level) as placer,
         ):
             image = hashlib.sha256()
