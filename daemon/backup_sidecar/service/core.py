@@ -88,7 +88,7 @@ class Service:
         #: Every job's outcome reaches the metrics and /healthz through this one publisher.
         self.outcomes = jobs.Outcomes(
             MetricsSubscriber(self.metrics),
-            HealthSubscriber(self.health, configured=self.live.configured),
+            HealthSubscriber(self.health, publish_if_configured=self.live.publish_if_configured),
         )
         #: Read-check results of the prunes and scrubs, kept while the daemon runs.
         self.read_checks = archiver.ReadCheckCache()

@@ -4,6 +4,7 @@ swapped together by a reload under the publishing lock."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backup_sidecar.jobs import Runtime
@@ -32,7 +33,12 @@ class LiveConfig:
     now: Configured
     publishing: threading.Lock = field(default_factory=threading.Lock)
 
-    def configured(self, policy: str) -> bool:
-        """Whether ``policy`` is in the configuration now."""
+    def publish_if_configured(self, policy: str, publish: Callable[[], object]) -> bool:
+        """Run ``publish`` if ``policy`` is in the configuration now, under the publishing lock:
+        a reload cannot remove the policy between the check and the publishing (and then leave
+        an alarm of a policy nothing watches any more)."""
         with self.publishing:
-            return policy in self.now.settings.policies
+            if policy not in self.now.settings.policies:
+                return False
+            publish()
+            return True

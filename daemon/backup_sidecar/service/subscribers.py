@@ -51,21 +51,27 @@ class MetricsSubscriber:
 
 class HealthSubscriber:
     """Keeps `/healthz`'s reasons: a failed scheduled backup of a policy still configured
-    (``configured``: a reload may have removed it while it ran) until one of that policy
-    succeeds (a backup asked for on the socket clears it too), a failed scrub until one
-    succeeds, and the drill's last result."""
+    (a reload may have removed it while it ran: ``publish_if_configured`` checks and records
+    under the reload's lock) until one of that policy succeeds (a backup asked for on the
+    socket clears it too), a failed scrub until one succeeds, and the drill's last result."""
 
-    def __init__(self, health: HealthState, *, configured: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        health: HealthState,
+        *,
+        publish_if_configured: Callable[[str, Callable[[], object]], bool],
+    ) -> None:
         self._health = health
-        self._configured = configured
+        self._publish_if_configured = publish_if_configured
 
     def __call__(self, event: Outcome) -> None:
         h = self._health
         match event:
             case BackupFinished() if event.ok:
                 h.backup_finished(event.policy)
-            case BackupFinished() if event.scheduled and self._configured(event.policy):
-                h.backup_finished(event.policy, error=event.error)
+            case BackupFinished() if event.scheduled:
+                policy, error = event.policy, event.error
+                self._publish_if_configured(policy, lambda: h.backup_finished(policy, error=error))
             case ScrubFinished():
                 h.scrub_finished(error=event.error)
             case DrillFinished():
