@@ -22,7 +22,7 @@ from backup_sidecar.errors import (
     UnknownDatabaseError,
     UsageError,
 )
-from conftest import FIXTURES
+from support.paths import FIXTURES
 
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 REAL_DB = FIXTURES / "arrow_database_2025-08-14.db"

@@ -34,8 +34,9 @@ from backup_sidecar.appdata.demo_data import SYNTHETIC_ARROWS
 from backup_sidecar.appdata.import_rules import import_forced, import_skip_reason
 from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.errors import ArrowDataError, ConfigError, DatabaseError
-from conftest import FIXTURES, Sidecar
+from support.cli import Sidecar
 from support.fuzzing import FUZZ
+from support.paths import FIXTURES
 
 GOOD_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 #: The fuzzer's budget: fixed, reproducible (derandomized), no per-example deadline.

@@ -17,7 +17,8 @@ from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.appdata.startup import DatabaseStatus, InitReport, run_init
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
-from conftest import FIXTURES, Sidecar
+from support.cli import Sidecar
+from support.paths import FIXTURES
 
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
 REAL_DB = FIXTURES / "arrow_database_2025-08-14.db"

@@ -13,7 +13,7 @@ from backup_sidecar import archiver, jobs
 from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.subscribers import MetricsSubscriber
-from conftest import make_db
+from support.databases import make_db
 
 
 @pytest.mark.parametrize("raised", [RuntimeError("boom"), ValueError("unexpected")])

@@ -8,8 +8,6 @@ talk to) and a real Unix socket at ``$SIDECAR_SOCKET``.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar.appdata.demo import build_demo
-from daemon.conftest import EventLog, daemon_env, short_dir, write_config
+from support.daemon import DaemonRunner, quiet_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP_SH = ROOT / "scripts" / "backup-databases.sh"
@@ -347,40 +345,20 @@ def test_cli_is_found_on_path(app: Path, run: Run) -> None:
 
 
 @pytest.fixture
-def real_daemon(app: Path, tmp_path: Path, script_env: dict[str, str]) -> Iterator[Path]:
-    """A real daemon on the demo databases and backup directory; yields its control socket."""
-    sock_dir = short_dir()
-    sock = sock_dir / "control.sock"
-    config = write_config(
-        tmp_path / "daemon.yaml",
-        {
-            "backup_dir": str(app / "backups"),
-            "databases": {
-                name: {"path": script_env[f"{name.upper()}_DATABASE_PATH"]}
-                for name in ("arrow", "user")
-            },
-            "policies": {"pre_restore": {"keep": 10}},
-            "metrics": {"enabled": False},
-            "control": {"socket": str(sock), "mode": "0600"},
-        },
+def real_daemon(
+    app: Path, script_env: dict[str, str], daemons: DaemonRunner, sock_dir: Path
+) -> Path:
+    """A real daemon on the demo databases and backup directory; its control socket."""
+    databases = {
+        name: Path(script_env[f"{name.upper()}_DATABASE_PATH"]) for name in ("arrow", "user")
+    }
+    config = quiet_config(
+        backup_dir=app / "backups",
+        databases=databases,
+        socket_path=sock_dir / "control.sock",
+        policies={"pre_restore": {"keep": 10}},
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backup_sidecar", "--config", str(config), "--log-format", "json",
-         "run"],
-        env=daemon_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    events = EventLog(proc.stderr)
-    try:
-        events.wait("daemon_started", timeout=30)
-        yield sock
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        events.join()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        shutil.rmtree(sock_dir, ignore_errors=True)
+    return daemons.start(config).socket
 
 
 @needs_cli

@@ -26,8 +26,8 @@ import pytest
 from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
-from conftest import make_db
 from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
+from support.databases import make_db
 
 METADATA = "backup_metadata.json"
 
@@ -104,15 +104,6 @@ def _wait_for_commits(writer: object, count: int, *, deadline_s: float = 10.0) -
         time.sleep(0.005)
 
 
-def _stop(writer: object) -> dict[str, float]:
-    """Stop a writer and return its report. (conftest's Writer.stop closes stdin and then calls
-    communicate(), which flushes the closed pipe and raises ValueError.)"""
-    proc = writer.proc  # type: ignore[attr-defined]
-    out, err = proc.communicate(timeout=60)  # closes stdin: the writer's signal to stop
-    assert proc.returncode == 0, err
-    return dict(json.loads(out))
-
-
 def _type_ok(value: object, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
@@ -186,7 +177,7 @@ def test_wal_backup_under_a_fast_writer_is_one_committed_state(
         lock_timeout=10,
     )
     after = _count_after(writer)
-    report = _stop(writer)
+    report = writer.stop()
     assert report["errors"] == 0
     assert info.path == backup_dir / "under_writer.tar.gz"
 
@@ -256,7 +247,7 @@ def test_rollback_backup_under_a_writer_is_one_committed_state(
         lock_timeout=10,
     )
     after = _count_after(writer)
-    report = _stop(writer)
+    report = writer.stop()
     assert report["errors"] == 0
     assert gnu_tar_names(info.path)[0] == METADATA
     out = gnu_tar_extract(info.path, tmp_path / "out")

@@ -28,7 +28,7 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver.catalog import describe
 from backup_sidecar.archiver.damage import marker_path
-from conftest import make_db
+from support.databases import make_db
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

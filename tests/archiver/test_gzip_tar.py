@@ -31,8 +31,8 @@ from backup_sidecar.archiver.tarstream import (
     padding,
 )
 from backup_sidecar.errors import GzipFormatError, OutputLimitError, TarFormatError
-from conftest import make_db
 from support.archives import USER, backup_of, regular, special, tar_of
+from support.databases import make_db
 
 METADATA = "backup_metadata.json"
 

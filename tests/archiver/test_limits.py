@@ -25,7 +25,7 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, MAX_METADATA_BYTES
 from backup_sidecar.errors import ArchiveTooLargeError, CorruptArchiveError
-from conftest import make_db
+from support.databases import make_db
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 METADATA = "backup_metadata.json"

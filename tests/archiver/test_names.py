@@ -32,8 +32,8 @@ from backup_sidecar.errors import (
     MemberNameError,
     MetadataRefusedError,
 )
-from conftest import Writer, make_db
 from support.archives import gnu_tar_names
+from support.databases import Writer, make_db
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 

@@ -22,7 +22,7 @@ from backup_sidecar.archiver import (
     create_backup,
     select_expired,
 )
-from conftest import make_db
+from support.databases import make_db
 
 POLICIES = ("daily", "weekly", "manual", "pre_restore")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)

@@ -33,7 +33,6 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver.damage import marker_path
 from backup_sidecar.errors import CorruptArchiveError
-from conftest import make_db
 from support.archives import (
     HOSTILE_BYTES,
     ROTS,
@@ -41,6 +40,7 @@ from support.archives import (
     second_member_offset,
     truncate,
 )
+from support.databases import make_db
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -22,7 +22,7 @@ from backup_sidecar.archiver import (
 from backup_sidecar.archiver.manifest import MAX_SEQUENCE, parse_metadata
 from backup_sidecar.archiver.sequence import next_sequence
 from backup_sidecar.errors import BackupDirError, ManifestError
-from conftest import make_db
+from support.databases import make_db
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 COUNTER = Path(".locks") / "sequence.lock"

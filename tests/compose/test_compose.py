@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from backup_sidecar.settings import load_settings
-from conftest import ROOT
+from support.paths import ROOT
 
 APP_COMPOSE = ROOT / "tests" / "compose" / "docker-compose.yml"
 #: The seed's deploy file: `docker-compose -f docker-compose.enhanced-ssl.yml up -d --build`.

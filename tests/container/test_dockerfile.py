@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from container.conftest import DOCKERFILE, Instruction, final_stage, image_command
+from support.dockerfile import DOCKERFILE, Instruction, final_stage, image_command
+from support.paths import ROOT
 
 DOCKERIGNORE = ROOT / ".dockerignore"
 OCI_LABELS = ("title", "description", "version", "licenses", "base.name")

@@ -7,52 +7,27 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ROOT
-from container.conftest import Instruction, VolumeTree, final_stage, image_command
+from support.dockerfile import Instruction, VolumeTree, final_stage, image_command
+from support.metrics import free_port, http_get
+from support.paths import ROOT
+from support.waiting import wait_until
 
 VENV_BIN = Path(sys.executable).parent
 COMPOSE_CONFIG = ROOT / "config" / "sidecar.compose.yaml"
 DEADLINE_S = 60.0
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float = DEADLINE_S, what: str) -> Any:
-    """Poll `condition` until it returns something truthy (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # the poll interval; the deadline bounds the wait
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return http_get(f"http://127.0.0.1:{port}/healthz")[0]
 
 
 def as_user(tree: VolumeTree) -> list[str]:
@@ -151,6 +126,7 @@ def test_image_command_starts_healthy_as_uid_1000_and_stops_on_sigterm(
     wait_until(
         lambda: container.proc.poll() is not None or healthz(port) == 200,
         what="/healthz 200",
+        timeout=DEADLINE_S,
     )
     assert container.proc.poll() is None, "\n".join(container.log[-20:])
 
@@ -166,7 +142,9 @@ def test_image_command_starts_healthy_as_uid_1000_and_stops_on_sigterm(
     for db in (volume_tree.arrow_db, volume_tree.user_db):
         assert db.stat().st_uid == volume_tree.uid, db
     archives = wait_until(
-        lambda: list(volume_tree.backups.glob("*.tar.gz")), what="a catch-up backup"
+        lambda: list(volume_tree.backups.glob("*.tar.gz")),
+        what="a catch-up backup",
+        timeout=DEADLINE_S,
     )
     assert all(a.stat().st_uid == volume_tree.uid for a in archives)
     assert volume_tree.socket.is_socket()

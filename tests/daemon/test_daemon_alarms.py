@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from backup_sidecar.control import ControlError
-from conftest import SqlSession, make_db
-from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
+from support.daemon import DaemonRunner
+from support.databases import SqlSession, holding_database_lock, make_db
+from support.metrics import sample
+from support.waiting import wait_until
 
 RUNS = "backup_sidecar_backup_runs_total"
 RESTORES = "backup_sidecar_restore_runs_total"
@@ -26,7 +28,7 @@ LAST_SUCCESS = "backup_sidecar_backup_last_success_timestamp_seconds"
 
 
 def test_busy_refusals_are_counted_as_busy_not_as_failures(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """A backup and a restore refused because another operation holds the database count as
     `result="busy"` in backup_runs_total, restore_runs_total and control_requests_total, not as
@@ -35,7 +37,7 @@ def test_busy_refusals_are_counted_as_busy_not_as_failures(
         databases={"user": wal_db},
         policies={"daily": {"keep": 3}, "pre_restore": {"keep": 10}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     archive = d.request("backup", policy="daily")["archive"]
     with holding_database_lock(d.backup_dir, "user"):
         for op, fields in (
@@ -60,7 +62,7 @@ def test_busy_refusals_are_counted_as_busy_not_as_failures(
 
 
 def test_pre_restore_archives_are_pruned_after_every_restore(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """`pre_restore` is never scheduled, so only a restore can keep its retention: after every
     restore (through the socket and through the CLI beside the daemon) at most `keep` safety
@@ -69,7 +71,7 @@ def test_pre_restore_archives_are_pruned_after_every_restore(
         databases={"user": wal_db},
         policies={"manual": {"keep": 3}, "pre_restore": {"keep": 2}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     archive = d.request("backup", policy="manual")["archive"]
     written = []
     for _ in range(3):
@@ -98,7 +100,7 @@ def _series_of(text: str, **labels: str) -> list[str]:
 
 
 def test_sighup_removing_a_failing_policy_and_database_clears_their_alarms(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -118,7 +120,7 @@ def test_sighup_removing_a_failing_policy_and_database_clears_their_alarms(
         },
         health={"max_backup_age": {"good": "1h", "broken": "1h"}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_failed", policy="broken")
     d.log.wait("backup_completed", policy="good")
 
@@ -153,7 +155,7 @@ def test_sighup_removing_a_failing_policy_and_database_clears_their_alarms(
 
 
 def test_sighup_adding_a_policy_seeds_its_last_success_from_disk(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """A policy added by SIGHUP whose archive is already on disk (made by the CLI beside the
     running daemon) reports that archive's time as its last success at once, not 0 ("never",
@@ -162,7 +164,7 @@ def test_sighup_adding_a_policy_seeds_its_last_success_from_disk(
         databases={"user": wal_db},
         policies={"manual": {"keep": 3}, "pre_restore": {"keep": 10}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     later = {**cfg, "policies": {**cfg["policies"], "later": {"schedule": "0 0 1 1 *", "keep": 2}}}
     later["health"] = {**cfg["health"], "max_backup_age": {"later": "1h"}}
     d.rewrite_config(later)
@@ -184,7 +186,7 @@ def test_sighup_adding_a_policy_seeds_its_last_success_from_disk(
 
 
 def test_an_archive_deleted_by_hand_is_no_longer_a_last_success(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """The only archive of a policy deleted by hand: within a health interval its last-success
     timestamp drops to 0 and its age series goes, and /healthz is 503 naming it (it had a
@@ -194,7 +196,7 @@ def test_an_archive_deleted_by_hand_is_no_longer_a_last_success(
         policies={"rare": {"schedule": "0 0 1 1 *", "keep": 3}, "pre_restore": {"keep": 10}},
         health={"max_backup_age": {"rare": "1h"}},
     )
-    d = daemon(cfg)  # no archive yet: it catches up at once
+    d = daemons.start(cfg)  # no archive yet: it catches up at once
     d.log.wait("backup_completed", policy="rare")
     wait_until(lambda: (sample(d.scrape(), LAST_SUCCESS, policy="rare") or 0) > 0, what="seed")
     assert d.healthz() == (200, {"status": "ok"})
@@ -218,7 +220,7 @@ def test_an_archive_deleted_by_hand_is_no_longer_a_last_success(
 
 
 def test_a_database_locked_since_start_is_unknown_not_unhealthy(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     rollback_db: Path,
     sql_session: Callable[..., SqlSession],
@@ -231,7 +233,7 @@ def test_a_database_locked_since_start_is_unknown_not_unhealthy(
     app.execute("BEGIN EXCLUSIVE")
     app.execute("INSERT INTO items(body) VALUES ('held')")
     cfg = daemon_config(databases={"user": rollback_db}, policies={"pre_restore": {"keep": 10}})
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("database_check_deferred", database="user")
 
     def reports_unknown() -> tuple[int, dict[str, Any]] | None:
@@ -257,7 +259,7 @@ def test_a_database_locked_since_start_is_unknown_not_unhealthy(
 
 
 def test_runs_the_scheduler_drops_are_counted_and_reported_until_a_run_succeeds(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -281,7 +283,7 @@ def test_runs_the_scheduler_drops_are_counted_and_reported_until_a_run_succeeds(
         return sample(d.scrape(), missed, policy=policy, reason=reason) or 0
 
     with holding_database_lock(Path(cfg["backup_dir"]), "held"):
-        d = daemon(cfg)
+        d = daemons.start(cfg)
         wait_until(lambda: dropped("slow", "still_running") >= 1, what="slow's dropped runs")
         assert d.healthz() == (200, {"status": "ok"})  # its own run is still going: no reason
         late = {"every": "5s", "keep": 10, "databases": ["user"]}
@@ -302,7 +304,7 @@ def test_runs_the_scheduler_drops_are_counted_and_reported_until_a_run_succeeds(
 
 
 def test_a_run_queued_before_a_reload_removed_its_policy_never_starts(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -324,7 +326,7 @@ def test_a_run_queued_before_a_reload_removed_its_policy_never_starts(
     missed = "backup_sidecar_scheduler_missed_runs_total"
     next_run = "backup_sidecar_scheduler_next_run_timestamp_seconds"
     with holding_database_lock(Path(cfg["backup_dir"]), "held"):
-        d = daemon(cfg)
+        d = daemons.start(cfg)
         wait_until(
             lambda: sample(d.scrape(), missed, policy="blocker", reason="still_running"),
             what="the worker held up by blocker's run",
@@ -353,7 +355,7 @@ def test_a_run_queued_before_a_reload_removed_its_policy_never_starts(
 
 
 def test_socket_backups_prune_their_policy(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """Outside attack 1, finding 10: 4 `ctl backup --policy hourly` left 5 archives with
     `keep: 2` (only scheduled runs pruned). Now every socket backup into a policy prunes it
@@ -363,7 +365,7 @@ def test_socket_backups_prune_their_policy(
         databases={"user": wal_db},
         policies={"hourly": {"every": "1h", "keep": 2}, "manual": {"keep": 2}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_completed", policy="hourly")  # the start-up catch-up run
     for _ in range(4):
         written = d.request("backup", policy="hourly", wait=True)["archive"]
@@ -376,14 +378,14 @@ def test_socket_backups_prune_their_policy(
 
 
 def test_socket_backup_clears_the_policys_failed_backup_reason(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     """Outside attack 1, finding 9: after a failed scheduled backup of `hourly`, a successful
     `ctl backup --policy hourly` left /healthz naming the failure until the next scheduled run
     (an hour). Any successful backup of the policy now clears it at once."""
     db = tmp_path / "later.db"
     cfg = daemon_config(databases={"user": db}, policies={"hourly": {"every": "1h", "keep": 2}})
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_failed", policy="hourly")  # the catch-up run: no database yet
 
     def failed_reasons() -> list[str]:

@@ -8,9 +8,6 @@ the real `read_manifest`, which also appends the archive's name to a file.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -19,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
-
-from .conftest import Daemon, EventLog, daemon_env, wait_until, write_config
+from support.cli import sitecustomize
+from support.daemon import DaemonRunner
+from support.waiting import wait_until
 
 _SPY = """\
 import os
@@ -44,6 +42,7 @@ def reads(log: Path) -> Counter[str]:
 
 
 def test_many_policies_and_concurrent_lists_share_one_catalog(
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     backup_dir: Path,
@@ -69,58 +68,36 @@ def test_many_policies_and_concurrent_lists_share_one_catalog(
     policies: dict[str, Any] = {f"p{i:02d}": {"every": "1h", "keep": 3} for i in range(POLICIES)}
     policies["manual"] = {"keep": 5}
     cfg = daemon_config(databases={"user": wal_db}, policies=policies)
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(_SPY)
     log = tmp_path / "reads.log"
-    config = write_config(tmp_path / "sidecar.yaml", cfg)
-    env = {
-        **daemon_env(),
-        "PYTHONPATH": os.pathsep.join([str(shim), *sys.path]),
-        "READS_LOG": str(log),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backup_sidecar", "--config", str(config), "--log-format", "json",
-         "run"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    d = Daemon(proc=proc, config_path=config, config=cfg, env=env, log=EventLog(proc.stderr))
-    try:
-        d.log.wait("daemon_started")
-        assert not d.log.find("catch_up_due"), "every policy has a fresh archive"
-        mark = d.log.mark()
-        d.metrics_port = int(d.log.find("metrics_listening")[0]["port"])
-        wait_until(lambda: d.healthz()[0] == 200, what="healthz 200")
-        assert reads(log) == Counter(made), "each archive read once, whatever the policies"
-        assert d.log.find("archive_catalog_updated")[-1]["reads"] == POLICIES
+    d = daemons.start(cfg, env={**sitecustomize(tmp_path, _SPY), "READS_LOG": str(log)})
+    assert not d.log.find("catch_up_due"), "every policy has a fresh archive"
+    mark = d.log.mark()
+    wait_until(lambda: d.healthz()[0] == 200, what="healthz 200")
+    assert reads(log) == Counter(made), "each archive read once, whatever the policies"
+    assert d.log.find("archive_catalog_updated")[-1]["reads"] == POLICIES
 
-        answers: list[list[str]] = []
-        errors: list[BaseException] = []
+    answers: list[list[str]] = []
+    errors: list[BaseException] = []
 
-        def list_once() -> None:
-            try:
-                answers.append([a["name"] for a in d.request("list")["archives"]])
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(exc)
+    def list_once() -> None:
+        try:
+            answers.append([a["name"] for a in d.request("list")["archives"]])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
 
-        threads = [threading.Thread(target=list_once) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not errors, errors
-        assert len(answers) == 16 and all(a == answers[0] for a in answers)
-        assert sorted(answers[0]) == sorted(n.removesuffix(".tar.gz") for n in made)
-        assert reads(log) == Counter(made), "concurrent lists read no metadata again"
-        assert len(d.log.find("archive_catalog_updated", since=mark)) == 0
+    threads = [threading.Thread(target=list_once) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(answers) == 16 and all(a == answers[0] for a in answers)
+    assert sorted(answers[0]) == sorted(n.removesuffix(".tar.gz") for n in made)
+    assert reads(log) == Counter(made), "concurrent lists read no metadata again"
+    assert len(d.log.find("archive_catalog_updated", since=mark)) == 0
 
-        (backup_dir / made[0]).unlink()
-        new = d.request("backup")["archive"]
-        listed = [a["name"] for a in d.request("list")["archives"]]
-        assert listed[0] == new and made[0].removesuffix(".tar.gz") not in listed
-        assert reads(log) == Counter([*made, f"{new}.tar.gz"]), "only the new archive is read"
-    finally:
-        d.stop()
-        proc.stderr.close()
+    (backup_dir / made[0]).unlink()
+    new = d.request("backup")["archive"]
+    listed = [a["name"] for a in d.request("list")["archives"]]
+    assert listed[0] == new and made[0].removesuffix(".tar.gz") not in listed
+    assert reads(log) == Counter([*made, f"{new}.tar.gz"]), "only the new archive is read"

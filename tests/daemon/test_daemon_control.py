@@ -19,26 +19,22 @@ import pytest
 from backup_sidecar import jobs
 from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.control import ControlError
-from conftest import SqlSession
-from daemon.conftest import (
-    Daemon,
-    holding_database_lock,
-    row_count,
-    sample,
-    wait_until,
-)
+from support.daemon import Daemon, DaemonRunner
+from support.databases import SqlSession, holding_database_lock, row_count
+from support.metrics import sample
+from support.waiting import wait_until
 
 
 @pytest.fixture
 def quiet(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> Daemon:
     """A daemon over the `wal_db` database (100 rows) with nothing scheduled: every archive in
     its backup directory was asked for by the test."""
     cfg = daemon_config(
         databases={"user": wal_db}, policies={"manual": {"keep": 2}, "pre_restore": {"keep": 10}}
     )
-    return daemon(cfg)
+    return daemons.start(cfg)
 
 
 def error_code(call: Callable[[], object]) -> str:
@@ -221,7 +217,7 @@ def test_busy_while_another_operation_holds_the_database_and_wait_succeeds(
 
 @pytest.mark.slow
 def test_two_backups_of_a_big_database_at_once(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
     """Two socket backups of the same ~200 MB database: while the first runs, a second one
     answers `busy` at once, and one sent with `"wait": true` runs after the first and succeeds."""
@@ -230,7 +226,7 @@ def test_two_backups_of_a_big_database_at_once(
         policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
         health={"interval": "60s"},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     with ThreadPoolExecutor(2) as pool:
         first_second = utc_second()
         slow = pool.submit(d.request, "backup")

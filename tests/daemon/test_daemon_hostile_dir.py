@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup
-from conftest import make_db
-from daemon.conftest import Daemon, sample, wait_until
 from support.archives import HOSTILE, GoodArchive, build_good
+from support.daemon import Daemon, DaemonRunner
+from support.databases import make_db
+from support.metrics import sample
+from support.waiting import wait_until
 
 OLD_GOOD = 5
 
@@ -40,7 +42,7 @@ def verified(d: Daemon, policy: str) -> list[str]:
 
 
 def test_daemon_with_hostile_archives_starts_lists_and_keeps_pruning(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     backup_dir: Path,
     tmp_path: Path,
@@ -65,7 +67,7 @@ def test_daemon_with_hostile_archives_starts_lists_and_keeps_pruning(
     before = {name: (backup_dir / f"{name}.tar.gz").read_bytes() for name in hostile}
 
     policies = {"often": {"every": "2s", "keep": 1}}
-    d = daemon(daemon_config(databases={"user": live}, policies=policies))
+    d = daemons.start(daemon_config(databases={"user": live}, policies=policies))
     d.log.wait("archive_pruned", count=OLD_GOOD, timeout=60)
     first = d.log.wait("backup_completed", policy="often", timeout=60)
     # One more lands while the daemon runs: its next prunes must not crash on it either.

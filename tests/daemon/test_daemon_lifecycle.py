@@ -22,14 +22,10 @@ from backup_sidecar.control import (
     DaemonConnectionError,
     DaemonNotRunningError,
 )
-from daemon.conftest import (
-    Daemon,
-    holding_database_lock,
-    row_count,
-    run_cli,
-    sample,
-    wait_until,
-)
+from support.daemon import Daemon, DaemonRunner
+from support.databases import holding_database_lock, row_count
+from support.metrics import sample
+from support.waiting import wait_until
 
 
 def answers(path: Path) -> bool:
@@ -54,7 +50,7 @@ def assert_every_archive_verifies(d: Daemon) -> None:
 
 @pytest.mark.slow
 def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
     """SIGTERM while the start-up backup of a ~200 MB database runs, with `grace_period: 0s`
     (so the abort path runs however fast the machine is): the daemon aborts the backup, exits 0
@@ -66,7 +62,7 @@ def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
         health={"interval": "60s"},
         grace_period="0s",
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("catch_up_due", policy="hourly")
     staging = d.backup_dir / ".staging"
     wait_until(lambda: any(staging.glob("backup-*")), what="the backup to start staging")
@@ -85,14 +81,14 @@ def test_sigterm_during_a_long_backup_aborts_it_within_the_grace_period(
     assert_every_archive_verifies(d)
 
     calm = dict(cfg, policies={"hourly": {"keep": 3}, "pre_restore": {"keep": 10}})
-    again = daemon(calm)
+    again = daemons.start(calm)
     assert not staging.exists() or not list(staging.iterdir())
     assert again.request("ping")["pong"] is True
 
 
 @pytest.mark.slow
 def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
     """SIGTERM while a socket restore of a ~200 MB database runs (its pre-restore safety archive
     being written, after the commit), with `grace_period: 1s`: the daemon exits 0 within grace +
@@ -108,7 +104,7 @@ def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
         health={"interval": "60s"},
         grace_period="1s",
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     archive = d.request("backup")["archive"]
     total = row_count(big_db)
     conn = sqlite3.connect(big_db)
@@ -157,7 +153,7 @@ def test_sigterm_during_a_long_restore_leaves_the_live_database_whole(
 
 @pytest.mark.slow
 def test_a_second_sigterm_exits_at_once_and_the_next_start_cleans_up(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], big_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
     """A second SIGTERM during the grace period exits at once (code 1) in the middle of a big
     backup, like a crash: no archive appears, and the next start removes the dead backup's
@@ -168,7 +164,7 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_cleans_up(
         health={"interval": "60s"},
         grace_period="60s",
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     staging = d.backup_dir / ".staging"
     wait_until(lambda: any(staging.glob("backup-*")), what="the backup to start staging")
     mark = d.log.mark()
@@ -184,14 +180,14 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_cleans_up(
     assert_every_archive_verifies(d)
 
     calm = dict(cfg, policies={"hourly": {"keep": 3}, "pre_restore": {"keep": 10}})
-    again = daemon(calm)
+    again = daemons.start(calm)
     removed = {Path(e["path"]).name for e in again.log.find("leftover_removed")}
     assert left <= removed
     assert not list(staging.glob("backup-*"))
 
 
 def test_sigterm_lets_a_short_job_finish(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """SIGTERM while a socket backup is in flight (waiting for the database lock, then quick):
     the daemon stops accepting, lets the job finish within the grace period, answers the client,
@@ -199,7 +195,7 @@ def test_sigterm_lets_a_short_job_finish(
     cfg = daemon_config(
         databases={"user": wal_db}, policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}}
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     result: dict[str, Any] = {}
 
     def backup() -> None:
@@ -224,7 +220,7 @@ def test_sigterm_lets_a_short_job_finish(
 
 
 def test_sigterm_stops_a_request_still_waiting_for_a_database_lock(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """A `"wait": true` backup still queued behind a lock that another process never lets go
     does not keep the daemon alive: after SIGTERM and `grace_period: 1s` the client gets an
@@ -234,7 +230,7 @@ def test_sigterm_stops_a_request_still_waiting_for_a_database_lock(
         policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
         grace_period="1s",
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     with ThreadPoolExecutor(1) as pool, holding_database_lock(d.backup_dir, "user"):
         mark = d.log.mark()
         queued = pool.submit(d.request, "backup", databases=["user"], wait=True)
@@ -251,7 +247,7 @@ def test_sigterm_stops_a_request_still_waiting_for_a_database_lock(
 
 
 def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """SIGHUP with a valid new file adds its new policy (seen in `ctl status` next_runs and in
     the metrics); SIGHUP with an invalid file logs `config_reload_refused` naming the problem,
@@ -260,7 +256,7 @@ def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
         databases={"user": wal_db},
         policies={"fast": {"every": "1s", "keep": 3}, "pre_restore": {"keep": 10}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     assert set(d.request("status")["next_runs"]) == {"fast"}
 
     mark = d.log.mark()
@@ -290,7 +286,7 @@ def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(
 
 
 def test_sighup_cannot_move_the_daemon_to_another_backup_dir(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -302,7 +298,7 @@ def test_sighup_cannot_move_the_daemon_to_another_backup_dir(
         databases={"user": wal_db},
         policies={"fast": {"every": "1s", "keep": 3}, "pre_restore": {"keep": 10}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     mark = d.log.mark()
@@ -313,7 +309,7 @@ def test_sighup_cannot_move_the_daemon_to_another_backup_dir(
     assert d.request("status")["backup_dir"] == str(d.backup_dir)
     d.log.wait("backup_completed", policy="fast", since=d.log.mark())
     assert not list(elsewhere.glob("*.tar.gz"))
-    second = daemon(cfg, started_ok=False)
+    second = daemons.start(cfg, started_ok=False)
     assert second.wait_exit(timeout=30) == 1
 
     mark = d.log.mark()
@@ -325,13 +321,13 @@ def test_sighup_cannot_move_the_daemon_to_another_backup_dir(
 
 
 def test_a_second_daemon_on_the_same_backup_dir_is_refused(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """A second daemon with the same configuration exits 1 with one clear line naming the
     backup directory, and leaves the first daemon's socket and service alone."""
     cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
-    first = daemon(cfg)
-    second = daemon(cfg, started_ok=False)
+    first = daemons.start(cfg)
+    second = daemons.start(cfg, started_ok=False)
     assert second.wait_exit(timeout=30) == 1
     errors = [line for line in second.log.raw if not line.startswith("{")]
     assert len(errors) == 1, second.log.raw
@@ -344,7 +340,7 @@ def test_a_second_daemon_on_the_same_backup_dir_is_refused(
 
 
 def test_leftover_staging_dirs_are_removed_at_start(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     backup_dir: Path,
@@ -366,7 +362,7 @@ def test_leftover_staging_dirs_are_removed_at_start(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
-        d = daemon(cfg)
+        d = daemons.start(cfg)
         removed = {Path(e["path"]).name for e in d.log.find("leftover_removed")}
         assert removed == {"backup-crashed", "restore-ancient"}
         assert not crashed.exists()
@@ -377,7 +373,7 @@ def test_leftover_staging_dirs_are_removed_at_start(
 
 
 def test_control_socket_file_is_replaced_only_when_stale(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -385,23 +381,23 @@ def test_control_socket_file_is_replaced_only_when_stale(
     """A daemon killed with SIGKILL leaves its socket file behind; the next start replaces it
     and answers on it; a clean stop removes it."""
     cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
-    first = daemon(cfg)
+    first = daemons.start(cfg)
     first.proc.kill()
     assert first.wait_exit(timeout=30) == -signal.SIGKILL
     assert first.socket.exists()
-    second = daemon(cfg)
+    second = daemons.start(cfg)
     assert ControlClient(second.socket, timeout_s=10).request({"op": "ping"})["pid"] == (
         second.proc.pid
     )
     assert second.stop() == 0
     assert not second.socket.exists()
-    done = run_cli(first.config_path, "list", "--json")
+    done = first.cli("list", "--json")
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("how", ["locks_dir_removed", "lock_file_replaced"])
 def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     how: str,
@@ -412,7 +408,7 @@ def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
     interval (its descriptor no longer the file at that path), takes the new file, and a
     second daemon exits 1 naming the first one's pid."""
     cfg = daemon_config(databases={"user": wal_db}, policies={"pre_restore": {"keep": 10}})
-    first = daemon(cfg)
+    first = daemons.start(cfg)
     lock = first.backup_dir / ".locks" / "daemon.lock"
     mark = first.log.mark()
     if how == "locks_dir_removed":
@@ -430,7 +426,7 @@ def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
 
     wait_until(retaken, what="the first daemon's pid in a new daemon.lock")
     assert first.log.find("daemon_lock_lost", since=mark)
-    second = daemon({**cfg, "control": {"socket": str(first.socket) + "2", "mode": "0600"}},
+    second = daemons.start({**cfg, "control": {"socket": str(first.socket) + "2", "mode": "0600"}},
                     started_ok=False)  # fmt: skip
     assert second.wait_exit(timeout=30) == 1
     errors = [line for line in second.log.raw if not line.startswith("{")]
@@ -439,7 +435,7 @@ def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
 
 
 def test_a_daemon_whose_lock_another_took_stops_writing_and_says_so(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
 ) -> None:
@@ -449,7 +445,7 @@ def test_a_daemon_whose_lock_another_took_stops_writing_and_says_so(
     written) until the holder lets go; then the lock is retaken, /healthz clears and backups
     resume."""
     cfg = daemon_config(databases={"user": wal_db}, policies={"fast": {"every": "1s", "keep": 3}})
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_completed", policy="fast")
     lock = d.backup_dir / ".locks" / "daemon.lock"
     tmp = lock.with_name("planted.tmp")

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,17 +16,11 @@ from typing import Any
 import pytest
 
 from backup_sidecar import archiver
-from conftest import Writer, make_db
-from daemon.conftest import (
-    Daemon,
-    EventLog,
-    daemon_env,
-    run_cli,
-    sample,
-    stop_writer,
-    wait_until,
-    write_config,
-)
+from support.cli import run_cli, sitecustomize
+from support.daemon import Daemon, DaemonRunner, write_config
+from support.databases import Writer, make_db
+from support.metrics import sample
+from support.waiting import wait_until
 
 RUNS = "backup_sidecar_backup_runs_total"
 LAST_SUCCESS = "backup_sidecar_backup_last_success_timestamp_seconds"
@@ -44,7 +37,7 @@ def healthz_becomes(d: Daemon, status: int, *, timeout: float = 20.0) -> dict[st
 
 
 def test_scheduled_backups_under_a_live_writer(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     writer_process: Callable[..., Writer],
@@ -58,7 +51,7 @@ def test_scheduled_backups_under_a_live_writer(
         policies={"fast": {"every": "1s", "keep": 3}, "pre_restore": {"keep": 10}},
         health={"max_backup_age": {"fast": "1m"}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_completed", policy="fast")
     first = d.scrape()
     first_ts = sample(first, LAST_SUCCESS, policy="fast")
@@ -101,12 +94,12 @@ def test_scheduled_backups_under_a_live_writer(
     assert d.request("verify", archive=newest)["ok"] is True
     status, body = d.healthz()
     assert (status, body) == (200, {"status": "ok"})
-    report = stop_writer(writer)
+    report = writer.stop()
     assert report["errors"] == 0, report
 
 
 def test_healthz_follows_a_corrupted_database(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     """A database damaged on disk (garbage in the middle of a b-tree page) turns /healthz 503
     with a JSON reason naming it and `database_healthy` 0; putting the good file back turns
@@ -115,7 +108,7 @@ def test_healthz_follows_a_corrupted_database(
     good = tmp_path / "good-copy.db"
     shutil.copyfile(db, good)
     cfg = daemon_config(databases={"user": db}, policies={"pre_restore": {"keep": 10}})
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     healthz_becomes(d, 200)
 
     page_size = 4096
@@ -139,7 +132,7 @@ def test_healthz_follows_a_corrupted_database(
 
 
 def test_healthz_reports_an_overdue_policy(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -152,9 +145,9 @@ def test_healthz_reports_an_overdue_policy(
         health={"max_backup_age": {"rare": "6s"}},
     )
     # One archive of the policy made before the start: recent enough that no catch-up runs.
-    made = run_cli(write_config(tmp_path / "cli.yaml", cfg), "backup", "--policy", "rare")
+    made = run_cli("backup", "--policy", "rare", config=write_config(tmp_path / "cli.yaml", cfg))
     assert made.returncode == 0, made.stderr
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     assert not d.log.find("catch_up_due", policy="rare")
 
     body = healthz_becomes(d, 503)
@@ -168,7 +161,7 @@ def test_healthz_reports_an_overdue_policy(
 
 
 def test_healthz_reports_a_failed_restore_drill(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     tmp_path: Path,
 ) -> None:
@@ -180,7 +173,7 @@ def test_healthz_reports_a_failed_restore_drill(
         databases={"user": db},
         policies={"drill": {"every": "1s", "keep": 0}, "pre_restore": {"keep": 10}},
     )
-    made = run_cli(write_config(tmp_path / "cli.yaml", cfg), "backup", "--json")
+    made = run_cli("backup", "--json", config=write_config(tmp_path / "cli.yaml", cfg))
     assert made.returncode == 0, made.stderr
     (archive,) = Path(cfg["backup_dir"]).glob("*.tar.gz")
     data = bytearray(archive.read_bytes())
@@ -190,7 +183,7 @@ def test_healthz_reports_a_failed_restore_drill(
     (listed,) = archiver.list_archives(Path(cfg["backup_dir"]))
     assert listed.status is archiver.ArchiveStatus.VERIFIED  # metadata still reads fine
 
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     body = healthz_becomes(d, 503)
     assert any("drill" in r for r in body["reasons"]), body
     assert (sample(d.scrape(), "backup_sidecar_restore_drill_runs_total", result="error") or 0) > 0
@@ -202,7 +195,7 @@ def test_healthz_reports_a_failed_restore_drill(
 
 
 def test_a_drill_before_the_first_backup_is_not_a_failure(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
 ) -> None:
     """On a fresh backup directory the drill's start-up catch-up can run before the first
     backup: with nothing to drill yet it is skipped, not failed, so /healthz does not stay 503
@@ -215,7 +208,7 @@ def test_a_drill_before_the_first_backup_is_not_a_failure(
             "pre_restore": {"keep": 10},
         },
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_completed", policy="hourly")
     assert healthz_becomes(d, 200) == {"status": "ok"}
     assert not d.log.find("restore_drill_failed")
@@ -236,7 +229,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_idle_footprint_and_scrape_latency(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     record_property: Callable[[str, object], None],
@@ -250,7 +243,7 @@ def test_idle_footprint_and_scrape_latency(
         policies={"daily": {"schedule": "0 3 * * *", "keep": 7}, "pre_restore": {"keep": 10}},
         health={"interval": "60s", "max_backup_age": {"daily": "26h"}},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("backup_completed", policy="daily")  # the start-up catch-up, then idle
 
     pid = d.proc.pid
@@ -294,14 +287,14 @@ def _damage_keeping_mtime(db: Path) -> None:
 
 
 def test_an_unchanged_database_is_rechecked_only_after_recheck_unchanged(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     """An idle database (same size and mtime of the file and its -wal) is not checked again
     every interval: damage that leaves both alone stays unseen for `recheck_unchanged` (here
     1h, over several 1s intervals), and is found at once when it is 0 (every interval)."""
     db = make_db(tmp_path / "user_data.db", wal=False, rows=2000)
     base = {"databases": {"user": db}, "policies": {"pre_restore": {"keep": 10}}}
-    lazy = daemon(daemon_config(**base, health={"recheck_unchanged": "1h"}))
+    lazy = daemons.start(daemon_config(**base, health={"recheck_unchanged": "1h"}))
     healthz_becomes(lazy, 200)
     _damage_keeping_mtime(db)
     deadline = time.monotonic() + 4.0  # four health intervals
@@ -309,13 +302,13 @@ def test_an_unchanged_database_is_rechecked_only_after_recheck_unchanged(
         assert lazy.healthz()[0] == 200, "an unchanged file was checked again"
     lazy.stop()
 
-    eager = daemon(daemon_config(**base, health={"recheck_unchanged": "0s"}))
+    eager = daemons.start(daemon_config(**base, health={"recheck_unchanged": "0s"}))
     body = healthz_becomes(eager, 503)
     assert any("'user'" in r for r in body["reasons"]), body
 
 
 def test_odd_file_names_back_up_through_the_daemon_and_count(
-    daemon: Callable[..., Daemon], daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     """A daemon protecting `my data.db` and `日本.db` backs them up on request into a verified
     archive and counts the run as ok (before, the run failed after publishing a damaged archive
@@ -325,7 +318,7 @@ def test_odd_file_names_back_up_through_the_daemon_and_count(
     live.mkdir()
     dbs = {"a": make_db(live / "my data.db", wal=True), "b": make_db(live / "日本.db", wal=False)}
     cfg = daemon_config(databases=dbs, policies={"pre_restore": {"keep": 10}})
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     made = d.request("backup", policy="manual")
     assert made["databases"] == ["a", "b"], made
     listed = d.request("list")["archives"]
@@ -347,7 +340,7 @@ def test_odd_file_names_back_up_through_the_daemon_and_count(
 
 
 def test_archive_counts_follow_socket_backups_and_prunes_at_once(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     wal_db: Path,
     tmp_path: Path,
@@ -362,9 +355,9 @@ def test_archive_counts_follow_socket_backups_and_prunes_at_once(
     )
     cli_cfg = write_config(tmp_path / "cli.yaml", cfg)
     for name in ("manual_20260101_000000", "manual_20260101_000001"):
-        made = run_cli(cli_cfg, "backup", "--name", name)
+        made = run_cli("backup", "--name", name, config=cli_cfg)
         assert made.returncode == 0, made.stderr
-    d = daemon(cfg)
+    d = daemons.start(cfg)
 
     def archives() -> float | None:
         return sample(d.scrape(), "backup_sidecar_archives", policy="manual")
@@ -388,41 +381,26 @@ archiver.create_backup = _create_backup
 
 
 def test_a_scheduled_backup_failing_with_a_bug_is_counted_and_turns_healthz_503(
-    daemon_config: Callable[..., dict[str, Any]], wal_db: Path, tmp_path: Path
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
 ) -> None:
     """A scheduled backup that fails with an exception the archiver does not name (injected
     into the daemon process) counts as `result="error"`, turns /healthz 503 naming the policy
     and the exception, and is still logged as a crash with its traceback (it is a bug). Before,
     it counted neither ok nor error and /healthz stayed 200."""
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(_FAILING_ARCHIVER)
     cfg = daemon_config(
         databases={"user": wal_db}, policies={"fast": {"every": "1h", "keep": 2}},
     )  # fmt: skip
-    config = write_config(tmp_path / "sidecar.yaml", cfg)
-    env = {**daemon_env(), "PYTHONPATH": os.pathsep.join([str(shim), *sys.path])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backup_sidecar", "--config", str(config), "--log-format", "json",
-         "run"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, cwd=tmp_path,
-    )  # fmt: skip
-    d = Daemon(proc=proc, config_path=config, config=cfg, env=env, log=EventLog(proc.stderr))
-    try:
-        d.log.wait("daemon_started")
-        d.metrics_port = int(d.log.find("metrics_listening")[0]["port"])
-        failed = d.log.wait("backup_failed", policy="fast")  # the catch-up run at start
-        assert failed["error"] == "RuntimeError: injected archiver bug"
-        d.log.wait("scheduled_run_failed", policy="fast")
-        assert sample(d.scrape(), RUNS, policy="fast", result="error") == 1
-        assert (sample(d.scrape(), RUNS, policy="fast", result="ok") or 0) == 0
-        body = healthz_becomes(d, 503)
-        assert any(
-            "policy 'fast': the last backup failed: RuntimeError: injected archiver bug" in r
-            for r in body["reasons"]
-        ), body
-    finally:
-        d.stop()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    d = daemons.start(cfg, env=sitecustomize(tmp_path, _FAILING_ARCHIVER), crash_expected=True)
+    failed = d.log.wait("backup_failed", policy="fast")  # the catch-up run at start
+    assert failed["error"] == "RuntimeError: injected archiver bug"
+    d.log.wait("scheduled_run_failed", policy="fast")
+    assert sample(d.scrape(), RUNS, policy="fast", result="error") == 1
+    assert (sample(d.scrape(), RUNS, policy="fast", result="ok") or 0) == 0
+    body = healthz_becomes(d, 503)
+    assert any(
+        "policy 'fast': the last backup failed: RuntimeError: injected archiver bug" in r
+        for r in body["reasons"]
+    ), body

@@ -16,8 +16,10 @@ import pytest
 from backup_sidecar import archiver
 from backup_sidecar.archiver.damage import marker_path
 from backup_sidecar.control import ControlError
-from conftest import make_db
-from daemon.conftest import Daemon, sample, wait_until
+from support.daemon import DaemonRunner
+from support.databases import make_db
+from support.metrics import sample
+from support.waiting import wait_until
 
 DAMAGED = "backup_sidecar_archives_damaged"
 SCRUBS = "backup_sidecar_scrub_runs_total"
@@ -35,7 +37,7 @@ def flip_database_byte(path: Path) -> None:
 
 
 def test_scheduled_scrub_marks_rot_alarms_and_clears(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     tmp_path: Path,
     backup_dir: Path,
@@ -63,7 +65,7 @@ def test_scheduled_scrub_marks_rot_alarms_and_clears(
         policies={"daily": {"keep": 3}, "pre_restore": {"keep": 10}},
         scrub={"every": "1s"},
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     event = d.log.wait("archive_damaged", archive="daily_1", found_by="scrub")
     assert json.loads(marker_path(paths[1]).read_text())["reason"] == event["reason"]
 
@@ -96,7 +98,7 @@ def test_scheduled_scrub_marks_rot_alarms_and_clears(
 
 
 def test_planted_marker_directory_never_stops_a_scrub(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     tmp_path: Path,
     backup_dir: Path,
@@ -124,7 +126,7 @@ def test_planted_marker_directory_never_stops_a_scrub(
     cfg = daemon_config(
         databases={"user": db}, policies={"daily": {"keep": 3}}, scrub={"every": "1s"}
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("scrub_completed")
     left = d.log.wait("damage_marker_left", path=str(planted))
     assert "not a regular file" in left["reason"]
@@ -141,7 +143,7 @@ def test_planted_marker_directory_never_stops_a_scrub(
 
 
 def test_failed_scrub_is_a_healthz_reason_until_one_succeeds(
-    daemon: Callable[..., Daemon],
+    daemons: DaemonRunner,
     daemon_config: Callable[..., dict[str, Any]],
     tmp_path: Path,
     backup_dir: Path,
@@ -155,7 +157,7 @@ def test_failed_scrub_is_a_healthz_reason_until_one_succeeds(
     cfg = daemon_config(
         databases={"user": db}, policies={"daily": {"keep": 3}}, scrub={"every": "1s"}
     )
-    d = daemon(cfg)
+    d = daemons.start(cfg)
     d.log.wait("scrub_completed")
     shutil.rmtree(backup_dir)
     backup_dir.write_text("not a directory\n")

@@ -21,7 +21,7 @@ from backup_sidecar.errors import (
     PageStoreBusyError,
 )
 from backup_sidecar.pagestore.reader import read_pages
-from conftest import Writer, make_db
+from support.databases import Writer, make_db
 from support.pages import NOW, backup, pack_files, rebuilt
 
 

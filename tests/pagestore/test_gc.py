@@ -9,7 +9,7 @@ import pytest
 
 from backup_sidecar import pagestore
 from backup_sidecar.errors import GarbageCollectionRefusedError, PageBackupNotFoundError
-from conftest import make_db
+from support.databases import make_db
 from support.pages import backup, pack_files, rebuilt
 
 

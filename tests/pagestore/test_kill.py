@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar import pagestore
-from conftest import ROOT, make_db
+from support.databases import make_db
 from support.pages import backup, rebuilt
+from support.paths import ROOT
 
 CRASH = ROOT / "tests" / "support" / "pagestore_crash.py"
 

@@ -7,7 +7,7 @@ import ast
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from support.paths import ROOT
 
 PACKAGE = ROOT / "daemon" / "backup_sidecar" / "pagestore"
 ALLOWED = {"backup_sidecar.errors", "backup_sidecar.archiver.safefs"}

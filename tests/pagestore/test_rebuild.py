@@ -17,7 +17,7 @@ from backup_sidecar.errors import (
     PageBackupNotFoundError,
     PageMismatchError,
 )
-from conftest import make_db
+from support.databases import make_db
 from support.pages import backup, pack_files, rebuilt
 
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backup_sidecar import pagestore
-from conftest import make_db
+from support.databases import make_db
 from support.pages import backup, rebuilt
 
 PAGE = 1024

@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from backup_sidecar import __version__
-from prometheus.conftest import DASHBOARD, JOB, Prometheus, SidecarDaemon, wait_until
+from support.prometheus import DASHBOARD, DEADLINE_S, JOB, Prometheus, SidecarDaemon
+from support.waiting import wait_until
 
 #: Grafana's variables, as Grafana would expand them for a 1s scrape interval and "All".
 DASHBOARD_VARIABLES = {
@@ -39,7 +40,7 @@ def test_sidecar_series_arrive_with_their_labels(
         targets = prometheus.api("targets")["activeTargets"]
         return [t for t in targets if t["labels"]["instance"] == target and t["health"] == "up"]
 
-    [active] = wait_until(up, what="the sidecar target to be up")
+    [active] = wait_until(up, what="the sidecar target to be up", timeout=DEADLINE_S)
     assert active["labels"]["job"] == JOB
     assert active["scrapeUrl"] == f"http://{target}/metrics"
 
@@ -53,6 +54,7 @@ def test_sidecar_series_arrive_with_their_labels(
             if _value(s) >= 1
         ],
         what="a successful scheduled backup in Prometheus",
+        timeout=DEADLINE_S,
     )
     assert ok_runs[0]["metric"]["__name__"] == "backup_sidecar_backup_runs_total"
 
@@ -101,6 +103,7 @@ def test_failing_backups_fire_the_shipped_alerts(
             f'backup_sidecar_backup_runs_total{{{selector}, policy="frequent", result="ok"}} >= 1'
         ),
         what="a successful backup before the damage",
+        timeout=DEADLINE_S,
     )
     assert not prometheus.alerts("BackupSidecarBackupsFailing")
 
@@ -117,10 +120,12 @@ def test_failing_backups_fire_the_shipped_alerts(
             f'increase(backup_sidecar_backup_runs_total{{{selector}, result="error"}}[1m]) > 0'
         ),
         what="failed backups counted in Prometheus",
+        timeout=DEADLINE_S,
     )
     failing = wait_until(
         lambda: prometheus.alerts("BackupSidecarBackupsFailing"),
         what="BackupSidecarBackupsFailing to fire",
+        timeout=DEADLINE_S,
     )
     assert [a["labels"]["policy"] for a in failing] == ["frequent"]
     assert failing[0]["labels"]["severity"] == "warning"
@@ -129,6 +134,7 @@ def test_failing_backups_fire_the_shipped_alerts(
     unhealthy = wait_until(
         lambda: prometheus.alerts("BackupSidecarDatabaseUnhealthy"),
         what="BackupSidecarDatabaseUnhealthy to fire",
+        timeout=DEADLINE_S,
     )
     assert [a["labels"]["database"] for a in unhealthy] == ["user"]
     assert not prometheus.alerts("BackupSidecarDown")
@@ -170,6 +176,7 @@ def test_every_dashboard_query_evaluates(
             and prometheus.query(f"count_over_time(up{{{selector}}}[1m]) >= 5")
         ),
         what="a few scrapes with backups in them",
+        timeout=DEADLINE_S,
     )
 
     with_data: dict[str, bool] = {}

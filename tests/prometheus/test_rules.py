@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT
-from prometheus.conftest import ALERTS, JOB, require_binary, rules_for_test
+from support.paths import ROOT
+from support.prometheus import ALERTS, JOB, require_binary, rules_for_test
 
 PROMETHEUS_YML = ROOT / "config" / "prometheus.yml"
 UNIT_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"

@@ -27,21 +27,14 @@ from backup_sidecar.archiver import (
     staging_area,
     verify_archive,
 )
+from backup_sidecar.control import ControlError
 from backup_sidecar.errors import ArchiveLinkError
-from reliability.conftest import (
-    DEADLINE_S,
-    DaemonRunner,
-    SocketError,
-    cli_env,
-    daemon_config,
-    digest,
-    make_content_db,
-    one_error_line,
-    run_cli,
-    tree,
-    tree_diff,
-)
 from support.archives import library_archive
+from support.cli import cli_env, one_error_line, run_cli
+from support.daemon import DaemonRunner, quiet_config
+from support.databases import digest, make_content_db
+from support.files import tree, tree_diff
+from support.waiting import DEADLINE_S
 
 #: A day ago: older than the 60 s the cleanup spares a lockless staging directory.
 OLD_S = 86_400
@@ -182,12 +175,12 @@ def test_daemon_start_refuses_a_planted_entry(
     the live database and the leftovers cleanup deleted nothing outside."""
     entry = PLANTS[plant](scene)
     before = scene.outside_state()
-    cfg = daemon_config(
+    cfg = quiet_config(
         backup_dir=scene.backup_dir,
         databases={"user": scene.live},
         socket_path=sock_dir / "c.sock",
     )
-    d = daemons.start(cfg, wait_started=False)
+    d = daemons.start(cfg, started_ok=False)
     assert d.proc.wait(timeout=DEADLINE_S) == 1
     d.log.join()
     errors = [line for line in d.log.raw if line.strip() and not line.startswith("{")]
@@ -204,7 +197,7 @@ def test_running_daemon_refuses_an_entry_planted_under_it(
     """An entry planted while the daemon runs makes each socket backup, restore, prune and
     verify fail with the daemon's error naming the entry (never a backup staged outside, never
     a cleanup outside), and the daemon keeps serving."""
-    cfg = daemon_config(
+    cfg = quiet_config(
         backup_dir=scene.backup_dir,
         databases={"user": scene.live},
         socket_path=sock_dir / "c.sock",
@@ -218,7 +211,7 @@ def test_running_daemon_refuses_an_entry_planted_under_it(
         ("prune", {"keep": 0}),
         ("verify", {"archive": "manual_good"}),
     ):
-        with pytest.raises(SocketError) as refused:
+        with pytest.raises(ControlError) as refused:
             d.request(op, **fields)
         _assert_refused_naming(refused.value.message, entry)
     assert tree_diff(before, scene.outside_state()) == {}
@@ -291,7 +284,7 @@ def test_a_symlinked_backup_dir_is_the_operators_choice(
     restored = run_cli("restore", "--force", "manual_good", env=env, cwd=scene.root)
     assert restored.returncode == 0, restored.stderr
     assert digest(scene.live)[2] == "archived"
-    cfg = daemon_config(
+    cfg = quiet_config(
         backup_dir=scene.backup_dir,
         databases={"user": scene.live},
         socket_path=sock_dir / "c.sock",

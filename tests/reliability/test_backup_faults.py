@@ -22,26 +22,25 @@ The clock faults (8) are in test_clock_faults.py. Figures for docs/reliability.m
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import socket
-import sqlite3
 import subprocess
-import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from daemon.conftest import Daemon, EventLog, daemon_env, sample, short_dir, wait_until
+from support.cli import ERROR_PREFIX, clean_env, cli_command, one_error_line, run_cli
+from support.daemon import Daemon, DaemonRunner, fault_config
+from support.databases import copy_of, count, integrity, make_big_db, make_content_db
+from support.files import fill
+from support.metrics import sample
+from support.waiting import wait_until
 
-ERROR_PREFIX = "backup-sidecar: error: "
 BIG_MB = 200
 KILL_SEED = 5_2026
 CLI_KILLS = 10
@@ -50,162 +49,7 @@ DAEMON_KILLS = 6
 PHASES = ("snapshot", "pack", "finish", "published")
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-
-def cli_command(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "backup_sidecar", "--config", str(config),
-            "--log-format", "json", *args]  # fmt: skip
-
-
-def run_cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The real CLI with a YAML file, as its own process (stdin not a TTY)."""
-    return subprocess.run(
-        cli_command(config, *args), env=daemon_env(), capture_output=True, text=True,
-        timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one `backup-sidecar: error: ...` line on stderr; log records and tracebacks fail."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("{")]
-    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), result.stderr
-    return lines[0]
-
-
-class Daemons:
-    """Starts real daemons (`... --config FILE --log-format json run`) with an optional extra
-    environment; at the end every one still running is SIGTERMed, and a crash event or a
-    traceback in any daemon's log fails the test."""
-
-    CRASHES = frozenset(
-        {"control_request_crashed", "control_loop_crashed", "health_check_crashed",
-         "scheduled_run_failed", "http_request_failed"}
-    )  # fmt: skip
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.started: list[Daemon] = []
-
-    def start(
-        self, config: Path, *, env: dict[str, str] | None = None, started_ok: bool = True
-    ) -> Daemon:
-        full_env = {**daemon_env(), **(env or {})}
-        proc = subprocess.Popen(
-            cli_command(config, "run"), env=full_env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=self.workdir,
-        )  # fmt: skip
-        assert proc.stderr is not None
-        doc = yaml.safe_load(config.read_text())
-        d = Daemon(proc=proc, config_path=config, config=doc, env=full_env,
-                   log=EventLog(proc.stderr))  # fmt: skip
-        self.started.append(d)
-        if started_ok:
-            d.log.wait("daemon_started", timeout=60)
-            if doc.get("metrics", {}).get("enabled", True):
-                d.metrics_port = int(d.log.find("metrics_listening")[0]["port"])
-        return d
-
-    def close(self) -> None:
-        problems = []
-        for d in self.started:
-            if d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)
-                try:
-                    d.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    d.proc.kill()
-                    d.proc.wait()
-                    problems.append(f"daemon {d.proc.pid} ignored SIGTERM for 60s")
-            d.log.join()
-            if d.proc.stderr is not None:
-                d.proc.stderr.close()
-            crashes = [e for e in d.log.events if e["event"] in self.CRASHES]
-            tracebacks = [ln for ln in d.log.raw if ln.startswith("Traceback")]
-            if crashes or tracebacks:
-                problems.append(f"daemon {d.proc.pid} logged {crashes or tracebacks}")
-        assert not problems, problems
-
-
-@pytest.fixture
-def sidecars(tmp_path: Path) -> Iterator[Daemons]:
-    """Real daemon processes for one test, stopped and checked for crashes at teardown."""
-    runner = Daemons(tmp_path)
-    try:
-        yield runner
-    finally:
-        runner.close()
-
-
-@pytest.fixture
-def sock_path() -> Iterator[Path]:
-    """A control socket path short enough for AF_UNIX, in a private directory."""
-    path = short_dir()
-    yield path / "control.sock"
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def write_config(
-    path: Path,
-    *,
-    backup_dir: Path,
-    databases: dict[str, Path],
-    socket_path: Path,
-    policies: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> Path:
-    """One YAML file for the CLI and the daemon: loopback metrics on a free port, 1s health."""
-    cfg: dict[str, Any] = {
-        "backup_dir": str(backup_dir),
-        "databases": {name: {"path": str(db)} for name, db in databases.items()},
-        "policies": policies or {},
-        "health": {"interval": "1s", "max_backup_age": {}},
-        "metrics": {"host": "127.0.0.1", "port": 0},
-        "control": {"socket": str(socket_path), "mode": "0600"},
-        "grace_period": "5s",
-        "lock_timeout": "10s",
-    }
-    cfg.update(overrides)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-# --- databases and archives ---------------------------------------------------------------------
-
-
-def make_db(path: Path, *, rows: int, body: int = 100, wal: bool = True, tag: str = "old") -> Path:
-    """A real database with ``rows`` rows of ``body`` random (incompressible) bytes in ``items``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA journal_mode={'wal' if wal else 'delete'}")
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, tag TEXT, body BLOB NOT NULL)")
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-        "INSERT INTO items(tag, body) SELECT ?, randomblob(?) FROM n",
-        (rows, tag, body),
-    )
-    conn.commit()
-    if wal:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return path
-
-
-def count(db: Path, sql: str = "SELECT count(*) FROM items") -> int:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    finally:
-        conn.close()
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
-    finally:
-        conn.close()
+# --- archives and the staging directory ---------------------------------------------------------
 
 
 def archive_metadata(path: Path) -> dict[str, Any]:
@@ -263,31 +107,15 @@ def stray_temp_files(backup_dir: Path) -> list[Path]:
     ]
 
 
-def stop_writer(writer: Any) -> dict[str, Any]:
-    """Stop a `writer_process` (EOF on its stdin) and return its JSON report."""
-    out, err = writer.proc.communicate(timeout=60)
-    assert writer.proc.returncode == 0, err
-    return dict(json.loads(out))
-
-
 # --- a large database, once per module ----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def big_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ~200 MB WAL database of hex text rows, generated in SQL once for the module."""
-    path = tmp_path_factory.mktemp("big") / "template.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=wal")
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-        "INSERT INTO items(body) SELECT hex(randomblob(2000)) FROM n",
-        (BIG_MB * 1024 * 1024 // 4000,),
+    path = make_big_db(
+        tmp_path_factory.mktemp("big") / "template.db", megabytes=BIG_MB, hex_text=True
     )
-    conn.commit()
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
     assert path.stat().st_size >= BIG_MB * 1024 * 1024
     return path
 
@@ -295,10 +123,7 @@ def big_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def big_db(tmp_path: Path, big_template: Path) -> Path:
     """A private copy of the ~200 MB WAL database."""
-    dest = tmp_path / "data" / "user_data.db"
-    dest.parent.mkdir()
-    shutil.copyfile(big_template, dest)
-    return dest
+    return copy_of(big_template, tmp_path / "data" / "user_data.db")
 
 
 # --- 1. kill -9 at many points ------------------------------------------------------------------
@@ -352,7 +177,7 @@ def kill_at(
 def judge_aftermath(config: Path, backup_dir: Path, outcomes: dict[str, int]) -> None:
     """No archive, or one that verifies; then the archive is removed for the next point."""
     for archive in published(backup_dir):
-        result = run_cli(config, "verify", archive.name)
+        result = run_cli("verify", archive.name, config=config)
         assert result.returncode == 0, f"{archive.name} does not verify: {result.stderr}"
         outcomes["verified_archive"] += 1
         archive.unlink()
@@ -364,7 +189,7 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
     tmp_path: Path,
     big_db: Path,
     sock_path: Path,
-    sidecars: Daemons,
+    daemons: DaemonRunner,
     writer_process: Callable[..., Any],
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -374,7 +199,7 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
     integrity_check and holds every row the writer reported committed."""
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": big_db}, socket_path=sock_path)  # fmt: skip
     size = big_db.stat().st_size
     writer = writer_process(big_db, rate=500)
@@ -384,7 +209,7 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
     for i, (phase, delay) in enumerate(plan[:CLI_KILLS]):
         before = set(staged(backup_dir))
         proc = subprocess.Popen(
-            cli_command(config, "backup", "--name", f"cli-kill-{i}"), env=daemon_env(),
+            cli_command("backup", "--name", f"cli-kill-{i}", config=config), env=clean_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         killed = kill_at(proc, phase, delay, backup_dir=backup_dir, source_size=size)
@@ -399,12 +224,12 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
         assert len([p for p in left if p.is_dir()]) <= 1, left
         judge_aftermath(config, backup_dir, outcomes)
 
-    final = run_cli(config, "backup", "--name", "cli-after-kills")
+    final = run_cli("backup", "--name", "cli-after-kills", config=config)
     assert final.returncode == 0, final.stderr
     assert leftovers(backup_dir) == [], staged(backup_dir)
     judge_aftermath(config, backup_dir, outcomes)
 
-    daemon = sidecars.start(config)
+    daemon = daemons.start(config)
     for i, (phase, delay) in enumerate(plan[CLI_KILLS:]):
         request = {"op": "backup", "databases": ["user"]}
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
@@ -416,10 +241,10 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
             daemon.proc.wait(timeout=30)
         outcomes["killed" if killed else "finished_first"] += 1
         judge_aftermath(config, backup_dir, outcomes)
-        daemon = sidecars.start(config)  # its start removes the dead daemon's staging area
+        daemon = daemons.start(config)  # its start removes the dead daemon's staging area
         assert leftovers(backup_dir) == [], f"point {i}: {staged(backup_dir)}"
 
-    report = stop_writer(writer)
+    report = writer.stop()
     assert report["errors"] == 0, report
     assert integrity(big_db) == "ok"
     assert count(big_db, "SELECT count(*) FROM ticks") >= writer.committed() == report["commits"]
@@ -433,35 +258,6 @@ def test_kill_9_during_backups_leaves_no_bad_archive_and_no_leftover(
 # --- 2. full filesystem -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    """Mount small tmpfs filesystems (needs root); every one is unmounted at teardown."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                capture_output=True, text=True, check=False)  # fmt: skip
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip() or result.returncode}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in reversed(mounted):
-        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
-def fill(directory: Path, *, leave: int) -> Path:
-    """A filler file leaving about ``leave`` bytes free on ``directory``'s filesystem."""
-    filler = directory / "filler.bin"
-    st = os.statvfs(directory)
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
-
-
 #: Free bytes left for a ~1.6 MB incompressible database: too little for the snapshot; room for
 #: the snapshot but not the archive (compressed straight into its file).
 FULL_PHASES = {"snapshot": 800_000, "pack": 2_400_000}
@@ -469,28 +265,28 @@ FULL_PHASES = {"snapshot": 800_000, "pack": 2_400_000}
 
 @pytest.mark.parametrize("phase", sorted(FULL_PHASES))
 def test_full_backup_filesystem_fails_cleanly_with_cli(
-    phase: str, tmp_path: Path, small_fs: Callable[[str, str], Path], sock_path: Path
+    phase: str, tmp_path: Path, tmpfs: Callable[..., Path], sock_path: Path
 ) -> None:
     """A backup directory whose filesystem fills up during the snapshot, the compression or the
     assembly: exit 1 and one line naming the backup directory and the lack of space; no archive
     and nothing left staged; the next backup after the space is freed succeeds."""
-    backup_dir = small_fs("backups", "32m")
-    db = make_db(tmp_path / "data" / "user_data.db", rows=400, body=4000)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    backup_dir = tmpfs("backups", size="32m")
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=400, blob=4000)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path)  # fmt: skip
-    filler = fill(backup_dir, leave=FULL_PHASES[phase])
+    fill(backup_dir, leave=FULL_PHASES[phase])
 
-    failed = run_cli(config, "backup")
+    failed = run_cli("backup", config=config)
     assert failed.returncode == 1, failed.stderr
-    line = error_line(failed)
+    line = one_error_line(failed)
     assert str(backup_dir) in line and ("space" in line or "full" in line), line
     assert published(backup_dir) == [] and staged(backup_dir) == []
 
-    filler.unlink()
-    ok = run_cli(config, "backup")
+    (backup_dir / "filler").unlink()
+    ok = run_cli("backup", config=config)
     assert ok.returncode == 0, ok.stderr
     assert len(published(backup_dir)) == 1 and staged(backup_dir) == []
-    assert run_cli(config, "verify", published(backup_dir)[0].name).returncode == 0
+    assert run_cli("verify", published(backup_dir)[0].name, config=config).returncode == 0
 
 
 def healthz_reasons(daemon: Daemon) -> tuple[int, list[str]]:
@@ -505,19 +301,19 @@ def error_runs(daemon: Daemon, policy: str) -> float:
 
 @pytest.mark.slow
 def test_full_backup_filesystem_is_counted_and_reported_by_the_daemon(
-    tmp_path: Path, small_fs: Callable[[str, str], Path], sock_path: Path, sidecars: Daemons
+    tmp_path: Path, tmpfs: Callable[..., Path], sock_path: Path, daemons: DaemonRunner
 ) -> None:
     """Scheduled backups into a full filesystem: each failure is logged and counted
     (`backup_runs_total{result="error"}`), `/healthz` turns 503 naming the policy and the lack
     of space, nothing is published or left staged; once space is freed the next scheduled
     backup succeeds and `/healthz` is 200 again."""
-    backup_dir = small_fs("backups", "32m")
-    db = make_db(tmp_path / "data" / "user_data.db", rows=400, body=4000)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    backup_dir = tmpfs("backups", size="32m")
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=400, blob=4000)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path,
                           policies={"often": {"every": "2s", "keep": 2}})  # fmt: skip
-    filler = fill(backup_dir, leave=FULL_PHASES["pack"])
-    daemon = sidecars.start(config)
+    fill(backup_dir, leave=FULL_PHASES["pack"])
+    daemon = daemons.start(config)
 
     failure = daemon.log.wait("backup_failed", policy="often", timeout=30)
     assert "space" in failure["error"], failure
@@ -529,7 +325,7 @@ def test_full_backup_filesystem_is_counted_and_reported_by_the_daemon(
     assert published(backup_dir) == []
     assert daemon.request("ping")["pong"] is True
 
-    filler.unlink()
+    (backup_dir / "filler").unlink()
     mark = daemon.log.mark()
     daemon.log.wait("backup_completed", policy="often", since=mark, timeout=30)
     wait_until(lambda: healthz_reasons(daemon)[0] == 200, what="/healthz 200 after recovery")
@@ -541,48 +337,48 @@ def test_full_backup_filesystem_is_counted_and_reported_by_the_daemon(
 
 
 def test_read_only_backup_directory_fails_cleanly(
-    tmp_path: Path, small_fs: Callable[[str, str], Path], sock_path: Path, sidecars: Daemons
+    tmp_path: Path, tmpfs: Callable[..., Path], sock_path: Path, daemons: DaemonRunner
 ) -> None:
     """A read-only backup directory: the CLI backup exits 1 with one line naming the directory;
     the daemon refuses to start on it (exit 1, one clear line); after `remount,rw` both work."""
-    backup_dir = small_fs("backups", "32m")
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    backup_dir = tmpfs("backups", size="32m")
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=50)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path)  # fmt: skip
     remount = ["mount", "-o", "remount,ro", str(backup_dir)]
     assert subprocess.run(remount, capture_output=True, check=False).returncode == 0
 
-    failed = run_cli(config, "backup")
+    failed = run_cli("backup", config=config)
     assert failed.returncode == 1, failed.stderr
-    line = error_line(failed)
+    line = one_error_line(failed)
     assert str(backup_dir) in line and "Read-only" in line, line
 
-    refused = sidecars.start(config, started_ok=False)
+    refused = daemons.start(config, started_ok=False)
     assert refused.proc.wait(timeout=30) == 1
     refused.log.join()
     assert any(str(backup_dir) in ln for ln in refused.log.raw), refused.log.raw
 
     remount[2] = "remount,rw"
     assert subprocess.run(remount, capture_output=True, check=False).returncode == 0
-    assert run_cli(config, "backup").returncode == 0
-    daemon = sidecars.start(config)
+    assert run_cli("backup", config=config).returncode == 0
+    daemon = daemons.start(config)
     assert daemon.request("backup")["archive"]
     assert len(published(backup_dir)) == 2 and staged(backup_dir) == []
 
 
 @pytest.mark.slow
 def test_backup_directory_deleted_under_the_daemon_is_recreated_and_reclaimed(
-    tmp_path: Path, sock_path: Path, sidecars: Daemons
+    tmp_path: Path, sock_path: Path, daemons: DaemonRunner
 ) -> None:
     """`rm -rf` of the backup directory while the daemon runs: the daemon keeps running,
     recreates the directory at its next scheduled backup (logging `backup_dir_recreated`),
     goes on publishing archives there, and claims it again: a second daemon is still refused."""
     backup_dir = tmp_path / "backups"
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=50)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path,
                           policies={"often": {"every": "2s", "keep": 3}})  # fmt: skip
-    daemon = sidecars.start(config)
+    daemon = daemons.start(config)
     daemon.log.wait("backup_completed", policy="often", timeout=30)
 
     mark = daemon.log.mark()
@@ -593,28 +389,28 @@ def test_backup_directory_deleted_under_the_daemon_is_recreated_and_reclaimed(
     assert daemon.request("ping")["pong"] is True
 
     other_sock = sock_path.with_name("other.sock")
-    other = write_config(tmp_path / "other.yaml", backup_dir=backup_dir,
+    other = fault_config(tmp_path / "other.yaml", backup_dir=backup_dir,
                          databases={"user": db}, socket_path=other_sock)  # fmt: skip
-    second = sidecars.start(other, started_ok=False)
+    second = daemons.start(other, started_ok=False)
     assert second.proc.wait(timeout=30) == 1
 
 
 @pytest.mark.slow
 def test_database_deleted_or_replaced_under_the_daemon(
-    tmp_path: Path, sock_path: Path, sidecars: Daemons
+    tmp_path: Path, sock_path: Path, daemons: DaemonRunner
 ) -> None:
     """The live database replaced by another valid database (atomic rename): the next
     scheduled backup holds the new content. Deleted: backups fail naming the missing file,
     `/healthz` is 503 for it, the daemon keeps answering; recreated: backups succeed again."""
     backup_dir = tmp_path / "backups"
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50, tag="old")
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=50, tag="old")
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path,
                           policies={"often": {"every": "2s", "keep": 3}})  # fmt: skip
-    daemon = sidecars.start(config)
+    daemon = daemons.start(config)
     daemon.log.wait("backup_completed", policy="often", timeout=30)
 
-    replacement = make_db(tmp_path / "data" / "new.db", rows=77, tag="new")
+    replacement = make_content_db(tmp_path / "data" / "new.db", rows=77, tag="new")
     replacement.replace(db)
     mark = daemon.log.mark()
     done = daemon.log.wait("backup_completed", policy="often", since=mark, timeout=30)
@@ -632,7 +428,7 @@ def test_database_deleted_or_replaced_under_the_daemon(
     assert any("'user'" in r and "does not exist" in r for r in reasons), reasons
     assert daemon.request("ping")["pong"] is True
 
-    make_db(tmp_path / "data" / "again.db", rows=5, tag="again").replace(db)
+    make_content_db(tmp_path / "data" / "again.db", rows=5, tag="again").replace(db)
     mark = daemon.log.mark()
     daemon.log.wait("backup_completed", policy="often", since=mark, timeout=30)
     wait_until(lambda: healthz_reasons(daemon)[0] == 200, what="/healthz 200 after recovery")
@@ -644,7 +440,7 @@ def test_database_deleted_or_replaced_under_the_daemon(
 def test_exclusively_locked_source_fails_within_the_deadline_while_daemon_serves(
     tmp_path: Path,
     sock_path: Path,
-    sidecars: Daemons,
+    daemons: DaemonRunner,
     sql_session: Callable[..., Any],
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -654,14 +450,14 @@ def test_exclusively_locked_source_fails_within_the_deadline_while_daemon_serves
     way (exit 1, one line); after COMMIT both succeed."""
     timeout_s, margin_s = 2.0, 2.0
     backup_dir = tmp_path / "backups"
-    db = make_db(tmp_path / "data" / "user_data.db", rows=200, wal=False)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=200, wal=False)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path,
                           lock_timeout="2s")  # fmt: skip
-    daemon = sidecars.start(config)
+    daemon = daemons.start(config)
     app = sql_session(db)
     app.execute("BEGIN EXCLUSIVE")
-    app.execute("INSERT INTO items(tag, body) VALUES ('locked', x'00')")
+    app.execute("INSERT INTO items(tag, chk, body) VALUES ('locked', 0, x'00')")
 
     request = {"op": "backup", "databases": ["user"]}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
@@ -686,16 +482,16 @@ def test_exclusively_locked_source_fails_within_the_deadline_while_daemon_serves
     assert max(served) < 1.0, served
 
     t0 = time.monotonic()
-    cli = run_cli(config, "backup")
+    cli = run_cli("backup", config=config)
     cli_elapsed = time.monotonic() - t0
     assert cli.returncode == 1
-    assert "locked" in error_line(cli)
+    assert "locked" in one_error_line(cli)
     assert cli_elapsed < timeout_s + margin_s + 3.0, cli_elapsed  # + interpreter start
     assert published(backup_dir) == [] and staged(backup_dir) == []
 
     app.execute("COMMIT")
     assert daemon.request("backup")["archive"]
-    assert run_cli(config, "backup").returncode == 0
+    assert run_cli("backup", config=config).returncode == 0
     figures = {
         "socket_backup_failed_after_s": round(elapsed, 3),
         "cli_failed_after_s": round(cli_elapsed, 3),
@@ -722,16 +518,16 @@ def test_steady_writer_during_large_backup_sees_no_error(
     latency during the backup are recorded (the target lives in the benchmark issue)."""
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": big_db}, socket_path=sock_path)  # fmt: skip
     writer = writer_process(big_db, rate=200)
     t0 = time.monotonic()
-    result = run_cli(config, "backup", "--json")
+    result = run_cli("backup", "--json", config=config)
     duration = time.monotonic() - t0
-    report = stop_writer(writer)
+    report = writer.stop()
     assert result.returncode == 0, result.stderr
     assert report["errors"] == 0, report
-    assert run_cli(config, "verify", json.loads(result.stdout)["name"]).returncode == 0
+    assert run_cli("verify", json.loads(result.stdout)["name"], config=config).returncode == 0
     figures = {"backup_s": round(duration, 2), "commits": report["commits"],
                "max_latency_ms": round(report["max_latency_s"] * 1000, 1),
                "p99_latency_ms": round(report["p99_latency_s"] * 1000, 1)}  # fmt: skip
@@ -743,50 +539,52 @@ def test_steady_writer_during_large_backup_sees_no_error(
 
 
 def test_rows_only_in_wal_are_in_the_daemon_archive(
-    tmp_path: Path, sock_path: Path, sidecars: Daemons, sql_session: Callable[..., Any]
+    tmp_path: Path, sock_path: Path, daemons: DaemonRunner, sql_session: Callable[..., Any]
 ) -> None:
     """Rows committed by a connection that keeps the database open with
     `wal_autocheckpoint=0` live only in `-wal` (the main file alone lacks them); a backup through
     the daemon's socket holds every one, and the archive verifies."""
     backup_dir = tmp_path / "backups"
-    db = make_db(tmp_path / "data" / "user_data.db", rows=100)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=100)
+    config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
                           databases={"user": db}, socket_path=sock_path)  # fmt: skip
     app = sql_session(db)
     app.execute("PRAGMA wal_autocheckpoint=0")
     for i in range(50):
-        app.execute(f"INSERT INTO items(tag, body) VALUES ('wal-only', randomblob({100 + i}))")
+        app.execute(
+            f"INSERT INTO items(tag, chk, body) VALUES ('wal-only', {i}, randomblob({100 + i}))"
+        )
     main_only = tmp_path / "main-only.db"
     shutil.copyfile(db, main_only)  # the main file without its -wal
     assert Path(f"{db}-wal").stat().st_size > 0
     assert count(main_only, "SELECT count(*) FROM items WHERE tag = 'wal-only'") == 0
 
-    daemon = sidecars.start(config)
+    daemon = daemons.start(config)
     result = daemon.request("backup", databases=["user"])
     archive = backup_dir / f"{result['archive']}.tar.gz"
     copy = extract_db(archive, "user_data.db", tmp_path / "from-archive.db")
     assert count(copy, "SELECT count(*) FROM items WHERE tag = 'wal-only'") == 50
     assert count(copy) == 150
-    assert run_cli(config, "verify", result["archive"]).returncode == 0
+    assert run_cli("verify", result["archive"], config=config).returncode == 0
 
 
 # --- 7. two daemons, two CLI backups of one name ------------------------------------------------
 
 
 def test_second_daemon_on_the_same_backup_directory_refuses(
-    tmp_path: Path, sock_path: Path, sidecars: Daemons
+    tmp_path: Path, sock_path: Path, daemons: DaemonRunner
 ) -> None:
     """A second daemon on a backup directory a daemon already runs on exits 1 within the
     deadline with one line naming the directory and the other daemon; the first keeps serving."""
     backup_dir = tmp_path / "backups"
-    db = make_db(tmp_path / "data" / "user_data.db", rows=10)
-    first = write_config(tmp_path / "first.yaml", backup_dir=backup_dir,
+    db = make_content_db(tmp_path / "data" / "user_data.db", rows=10)
+    first = fault_config(tmp_path / "first.yaml", backup_dir=backup_dir,
                          databases={"user": db}, socket_path=sock_path)  # fmt: skip
-    daemon = sidecars.start(first)
-    second_cfg = write_config(tmp_path / "second.yaml", backup_dir=backup_dir,
+    daemon = daemons.start(first)
+    second_cfg = fault_config(tmp_path / "second.yaml", backup_dir=backup_dir,
                               databases={"user": db},
                               socket_path=sock_path.with_name("second.sock"))  # fmt: skip
-    second = sidecars.start(second_cfg, started_ok=False)
+    second = daemons.start(second_cfg, started_ok=False)
     assert second.proc.wait(timeout=30) == 1
     second.log.join()
     lines = [ln for ln in second.log.raw if ln.startswith(ERROR_PREFIX)]
@@ -804,9 +602,9 @@ def test_two_cli_backups_with_one_name_have_exactly_one_winner(
     exactly one exits 0 and its archive verifies; the other exits 1 with one clear line."""
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
-    arrow = make_db(tmp_path / "data" / "arrow_database.db", rows=3000, body=1000)
-    user = make_db(tmp_path / "data" / "user_data.db", rows=3000, body=1000)
-    config = write_config(
+    arrow = make_content_db(tmp_path / "data" / "arrow_database.db", rows=3000, blob=1000)
+    user = make_content_db(tmp_path / "data" / "user_data.db", rows=3000, blob=1000)
+    config = fault_config(
         tmp_path / "sidecar.yaml",
         backup_dir=backup_dir,
         databases={"arrow": arrow, "user": user},
@@ -821,8 +619,8 @@ def test_two_cli_backups_with_one_name_have_exactly_one_winner(
             else [["--db", "user"], ["--db", "arrow"]]
         )
         procs = [
-            subprocess.Popen(cli_command(config, "backup", "--name", name, *dbs),
-                             env=daemon_env(), stdin=subprocess.DEVNULL,
+            subprocess.Popen(cli_command("backup", "--name", name, *dbs, config=config),
+                             env=clean_env(), stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for dbs in pair
         ]  # fmt: skip
@@ -830,11 +628,11 @@ def test_two_cli_backups_with_one_name_have_exactly_one_winner(
         codes = sorted(r[0] for r in results)
         assert codes == [0, 1], results
         loser = next(r for r in results if r[0] == 1)
-        line = error_line(subprocess.CompletedProcess([], 1, loser[1], loser[2]))
+        line = one_error_line(subprocess.CompletedProcess([], 1, loser[1], loser[2]))
         assert name in line or "busy" in line, line
         losers.append(line.removeprefix(ERROR_PREFIX))
         assert published(backup_dir) == [backup_dir / f"{name}.tar.gz"]
-        assert run_cli(config, "verify", name).returncode == 0
+        assert run_cli("verify", name, config=config).returncode == 0
         (backup_dir / f"{name}.tar.gz").unlink()
         assert staged(backup_dir) == []
     print("\nlosers said:\n  " + "\n  ".join(sorted(set(losers))))

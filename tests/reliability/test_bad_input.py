@@ -36,20 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backup_sidecar.archiver.model import MAX_METADATA_BYTES
-from reliability.conftest import (
-    Daemon,
-    DaemonRunner,
-    SocketError,
-    cli_env,
-    daemon_config,
-    mount_tmpfs,
-    one_error_line,
-    run_cli,
-    short_dir,
-    tree,
-    tree_diff,
-    unmount,
-)
+from backup_sidecar.control import ControlError
 from support.archives import (
     ARROW,
     BAD,
@@ -70,6 +57,9 @@ from support.archives import (
     with_db_entry,
     zero_bomb,
 )
+from support.cli import cli_env, one_error_line, run_cli
+from support.daemon import Daemon, DaemonRunner, quiet_config
+from support.files import mount_tmpfs, short_dir, tree, tree_diff, unmount
 
 #: Zeros a bomb expands to: past the bound of both kinds of archive here.
 BOMB_BYTES = 64 << 20
@@ -230,7 +220,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     runner = DaemonRunner(root)
     try:
         daemon = runner.start(
-            daemon_config(backup_dir=backup_dir, databases=live, socket_path=sock / "c.sock")
+            quiet_config(backup_dir=backup_dir, databases=live, socket_path=sock / "c.sock")
         )
         yield Scene(
             root,
@@ -256,7 +246,7 @@ def _refused(scene: Scene, archive: str, fault: str) -> dict[str, str]:
     before = scene.snapshot()
     messages = {}
     for op, fields in (("verify", {}), ("restore", {"confirm": True})):
-        with pytest.raises(SocketError) as err:
+        with pytest.raises(ControlError) as err:
             scene.daemon.request(op, archive=archive, **fields)
         assert err.value.code == "corrupt", (op, err.value)
         message = err.value.message
@@ -313,7 +303,7 @@ def test_socket_truncations_at_many_offsets(scene: Scene) -> None:
     for n in sorted(offsets):
         path = scene.put("truncated", g.data[:n])
         for op, fields in (("verify", {}), ("restore", {"confirm": True})):
-            with pytest.raises(SocketError) as err:
+            with pytest.raises(ControlError) as err:
                 scene.daemon.request(op, archive="truncated", **fields)
             assert err.value.code == "corrupt", (n, op, err.value)
             assert (
@@ -359,9 +349,9 @@ def test_socket_flipped_bytes_hypothesis(scene: Scene) -> None:
         tried.append(offset)
         try:
             scene.daemon.request("verify", archive="flipped")
-        except SocketError as err:
+        except ControlError as err:
             assert err.code == "corrupt", (offset, mask, err)
-            with pytest.raises(SocketError) as again:
+            with pytest.raises(ControlError) as again:
                 scene.daemon.request("restore", archive="flipped", confirm=True)
             assert again.value.code == "corrupt"
         else:

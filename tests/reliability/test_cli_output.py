@@ -6,7 +6,6 @@ Real processes: the CLI as its own process, its stdout a real pipe into GNU ``he
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from reliability.conftest import (
-    cli_command,
-    cli_env,
-    make_content_db,
-    one_error_line,
-    run_cli,
-)
-from support.archives import library_archive
+from support.archives import manual_archives
+from support.cli import cli_command, cli_env, one_error_line, run_cli
+from support.databases import make_content_db
 
 #: Enough archives that `list` prints far more than a pipe holds (64 KiB).
 ARCHIVES = 1500
@@ -41,9 +35,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     arrow = make_content_db(root / "live" / "arrow_database.db", rows=50, tag="live", wal=False)
     backup_dir = root / "backups"
     backup_dir.mkdir()
-    one = library_archive(backup_dir, "manual_20260101_000000", user=user)
-    for i in range(1, ARCHIVES):
-        os.link(one, backup_dir / f"manual_20260101_{i:06d}.tar.gz")
+    one = manual_archives(backup_dir, ARCHIVES, user=user)
     yield Scene(backup_dir, cli_env(backup_dir, arrow=arrow, user=user), one.name)
 
 

@@ -13,81 +13,18 @@ wait instead (the only change to the process; condition waits are unaffected).
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backup_sidecar.archiver import DatabaseSpec, create_backup, default_name
-from daemon.conftest import short_dir, wait_until
-from reliability.test_backup_faults import Daemon, Daemons, make_db, published, write_config
-
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-SLEEP_SHIM = """\
-import threading, time
-def _sleep(seconds, _wait=threading.Event().wait):
-    if seconds < 0:
-        raise ValueError("sleep length must be non-negative")
-    _wait(seconds)
-time.sleep = _sleep
-"""
-
-
-@pytest.fixture
-def clocked_daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Real daemons for one test, stopped and checked for crashes at teardown."""
-    runner = Daemons(tmp_path)
-    try:
-        yield runner
-    finally:
-        runner.close()
-
-
-@pytest.fixture
-def control_socket() -> Iterator[Path]:
-    """A control socket path short enough for AF_UNIX, in a private directory."""
-    path = short_dir()
-    yield path / "control.sock"
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def libfaketime() -> Path:
-    """libfaketime's preload library, installed with apt-get (as root) if it is missing."""
-    if not LIBFAKETIME.exists() and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "faketime"],
-                       capture_output=True, check=False, timeout=300)  # fmt: skip
-    if not LIBFAKETIME.exists():
-        pytest.skip(f"libfaketime not installed ({LIBFAKETIME}); apt-get install faketime")
-    return LIBFAKETIME
-
-
-@pytest.fixture
-def fake_clock(tmp_path: Path, libfaketime: Path) -> tuple[Path, dict[str, str]]:
-    """A clock file (offset "+0" to start) and the environment that makes a process obey it."""
-    clock = tmp_path / "faketime.rc"
-    clock.write_text("+0\n")
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SLEEP_SHIM)
-    env = {
-        "LD_PRELOAD": str(libfaketime),
-        "FAKETIME_TIMESTAMP_FILE": str(clock),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "PYTHONPATH": str(shim),
-    }
-    return clock, env
-
-
-def step_clock(clock: Path, offset: str) -> None:
-    """Step the faked wall clock to ``offset`` from the real one ("-1h", "+1d")."""
-    tmp = clock.with_suffix(".tmp")
-    tmp.write_text(f"{offset}\n")
-    tmp.replace(clock)
+from support.clock import step_clock
+from support.daemon import Daemon, DaemonRunner, fault_config
+from support.databases import make_content_db
+from support.waiting import wait_until
 
 
 def sha256(path: Path) -> str:
@@ -108,6 +45,26 @@ def seed_hour_old_archives(
                              policy=policy, now=at)  # fmt: skip
         seeded[info.name] = sha256(info.path)
     return seeded
+
+
+@pytest.fixture
+def clocked(
+    tmp_path: Path, fake_clock: tuple[Path, dict[str, str]], sock_path: Path, daemons: DaemonRunner
+) -> Callable[..., Daemon]:
+    """Start a daemon that obeys the fake clock, over one content database of ``rows`` rows
+    (`tmp_path`/data/user_data.db) backed up to `tmp_path`/backups, with ``policies`` and any
+    other section given."""
+
+    def start(*, rows: int, policies: dict[str, Any], **sections: Any) -> Daemon:
+        backup_dir = tmp_path / "backups"
+        backup_dir.mkdir()
+        db = make_content_db(tmp_path / "data" / "user_data.db", rows=rows)
+        config = fault_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
+                              databases={"user": db}, socket_path=sock_path,
+                              policies=policies, **sections)  # fmt: skip
+        return daemons.start(config, env=fake_clock[1])
+
+    return start
 
 
 def completed_after(daemon: Daemon, mark: int, policy: str, n: int) -> list[str]:
@@ -135,8 +92,7 @@ def pruned_the_newest(daemon: Daemon, policy: str) -> list[str]:
 def test_wall_clock_steps_back_an_hour_and_forward_a_day(
     tmp_path: Path,
     fake_clock: tuple[Path, dict[str, str]],
-    control_socket: Path,
-    clocked_daemons: Daemons,
+    clocked: Callable[..., Daemon],
     record_property: Callable[[str, object], None],
 ) -> None:
     """The daemon's wall clock steps back an hour (onto names its archives from an hour ago
@@ -144,22 +100,17 @@ def test_wall_clock_steps_back_an_hour_and_forward_a_day(
     existed keeps its bytes (no name is overwritten), the backups after each step succeed under
     distinct names, a prune never deletes the backup just written (the newest content), and
     both schedules keep producing archives after both steps."""
-    clock, env = fake_clock
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    db = make_db(tmp_path / "data" / "user_data.db", rows=200)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
-                          databases={"user": db}, socket_path=control_socket,
-                          policies={"often": {"every": "2s", "keep": 1000},
-                                    "kept": {"every": "2s", "keep": 2}})  # fmt: skip
-    daemon = clocked_daemons.start(config, env=env)
+    clock, _env = fake_clock
+    daemon = clocked(rows=200, policies={"often": {"every": "2s", "keep": 1000},
+                                         "kept": {"every": "2s", "keep": 2}})  # fmt: skip
+    backup_dir, db = daemon.backup_dir, tmp_path / "data" / "user_data.db"
     completed_after(daemon, 0, "kept", 3)
     completed_after(daemon, 0, "often", 2)
     seeded = seed_hour_old_archives(backup_dir, db, policy="often", seconds=45)
 
     figures: dict[str, object] = {}
     for step in ("-1h", "+1d"):
-        before = {p.name: sha256(p) for p in published(backup_dir) if p.name.startswith("often")}
+        before = {p.name: sha256(p) for p in daemon.archives() if p.name.startswith("often")}
         mark = daemon.log.mark()
         step_clock(clock, step)
         often = completed_after(daemon, mark, "often", 3)
@@ -191,25 +142,18 @@ def on_disk(backup_dir: Path, policy: str) -> set[str]:
 
 
 def test_a_clock_stepped_back_a_day_keeps_the_archives_written_after_it(
-    tmp_path: Path,
     fake_clock: tuple[Path, dict[str, str]],
-    control_socket: Path,
-    clocked_daemons: Daemons,
+    clocked: Callable[..., Daemon],
 ) -> None:
     """`every: 2s, keep: 3`, then the wall clock steps back a day: retention keeps the three
     archives written last (the three dated before the step go), `list` shows archives in the
     order they were written, and the restore drill restores one written after the step. Before,
     the three from "the future" were kept as the newest, each new archive was pruned at the next
     backup, and `list` and the drill offered day-old data as the newest."""
-    clock, env = fake_clock
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
-                          databases={"user": db}, socket_path=control_socket,
-                          policies={"often": {"every": "2s", "keep": 3},
-                                    "drill": {"every": "2s", "keep": 0}})  # fmt: skip
-    daemon = clocked_daemons.start(config, env=env)
+    clock, _env = fake_clock
+    daemon = clocked(rows=50, policies={"often": {"every": "2s", "keep": 3},
+                                        "drill": {"every": "2s", "keep": 0}})  # fmt: skip
+    backup_dir = daemon.backup_dir
     before = completed_after(daemon, 0, "often", 3)
     mark = daemon.log.mark()
     step_clock(clock, "-1d")
@@ -234,26 +178,17 @@ def fake_now(offset: timedelta) -> datetime:
 
 
 def test_a_cron_policy_stepped_back_is_retimed_and_its_overdue_check_fires(
-    tmp_path: Path,
     fake_clock: tuple[Path, dict[str, str]],
-    control_socket: Path,
-    clocked_daemons: Daemons,
+    clocked: Callable[..., Daemon],
 ) -> None:
     """A `*/2 * * * *` policy with `max_backup_age: 4s`, the wall clock stepped back an hour
     right after a backup: its next run is retimed within two minutes of the new wall time (it
     stayed at the pre-step time, an hour away), and `/healthz` turns 503 once no backup came for
     4 s, though the newest archive is dated in the future; a backup clears it. Before, `/healthz`
     stayed 200 for the whole hour without a backup."""
-    clock, env = fake_clock
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
-                          databases={"user": db}, socket_path=control_socket,
-                          policies={"cron": {"schedule": "*/2 * * * *", "keep": 10}},
-                          health={"interval": "1s",
-                                  "max_backup_age": {"cron": "4s"}})  # fmt: skip
-    daemon = clocked_daemons.start(config, env=env)
+    clock, _env = fake_clock
+    daemon = clocked(rows=50, policies={"cron": {"schedule": "*/2 * * * *", "keep": 10}},
+                     health={"interval": "1s", "max_backup_age": {"cron": "4s"}})  # fmt: skip
     completed_after(daemon, 0, "cron", 1)  # the catch-up run at start
     step_clock(clock, "-1h")
 
@@ -273,24 +208,16 @@ def test_a_cron_policy_stepped_back_is_retimed_and_its_overdue_check_fires(
 
 
 def test_a_cron_policy_stepped_forward_past_its_run_runs_at_once(
-    tmp_path: Path,
     fake_clock: tuple[Path, dict[str, str]],
-    control_socket: Path,
-    clocked_daemons: Daemons,
+    clocked: Callable[..., Daemon],
 ) -> None:
     """A daily cron policy due 15 minutes from now, and the wall clock stepped forward 30
     minutes: the run it stepped past happens within seconds, once. Before, the scheduler slept
     on its old timer for the 15 minutes (a step past a daily run of a later day: up to a day)."""
-    clock, env = fake_clock
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    db = make_db(tmp_path / "data" / "user_data.db", rows=50)
+    clock, _env = fake_clock
     due = datetime.now(UTC) + timedelta(minutes=15)
-    config = write_config(tmp_path / "sidecar.yaml", backup_dir=backup_dir,
-                          databases={"user": db}, socket_path=control_socket,
-                          policies={"daily": {"schedule": f"{due.minute} {due.hour} * * *",
-                                              "keep": 10}})  # fmt: skip
-    daemon = clocked_daemons.start(config, env=env)
+    daemon = clocked(rows=50, policies={"daily": {"schedule": f"{due.minute} {due.hour} * * *",
+                                                  "keep": 10}})  # fmt: skip
     completed_after(daemon, 0, "daily", 1)  # the catch-up run at start
     mark = daemon.log.mark()
     step_clock(clock, "+30m")

@@ -22,14 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reliability.conftest import (
-    DaemonRunner,
-    clean_env,
-    make_content_db,
-    one_error_line,
-    run_cli,
-    short_dir,
-)
+from support.cli import one_error_line, run_cli
+from support.daemon import DaemonRunner
+from support.databases import make_content_db
+from support.files import short_dir
 
 GOOD = """\
 backup_dir: {backup_dir}
@@ -141,7 +137,7 @@ def test_invalid_files_are_invalid_yaml_or_settings(config_scene: ConfigScene) -
     """Positive control: the good file passes ``config check`` (exit 0), so every refusal
     below is caused by its one change."""
     path = config_scene.write("good", config_scene.good)
-    result = run_cli("config", "check", str(path), env=clean_env())
+    result = run_cli("config", "check", str(path))
     assert result.returncode == 0, result.stderr
     assert "policy often" in result.stdout
 
@@ -166,10 +162,8 @@ def cli_results(config_scene: ConfigScene) -> CliResults:
         case: str,
     ) -> tuple[Path, subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
         path = paths[case]
-        check = run_cli("config", "check", str(path), env=clean_env())
-        daemon = run_cli(
-            "--config", str(path), "--log-format", "json", "run", env=clean_env(), timeout=60
-        )
+        check = run_cli("config", "check", str(path))
+        daemon = run_cli("run", config=path, timeout=60)
         return path, check, daemon
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -193,75 +187,67 @@ def test_config_check_and_run_exit_2_naming_the_key(case: str, cli_results: CliR
 
 
 def test_a_burst_of_signals_never_wedges_the_daemon(
-    config_scene: ConfigScene, tmp_path: Path
+    config_scene: ConfigScene, daemons: DaemonRunner
 ) -> None:
     """Thousands of SIGHUPs while backups run every second: the daemon keeps backing up,
     answers on its socket, and stops on SIGTERM within its grace period. (A signal handler that
     took a lock the interrupted main thread held once froze the main loop and every job that
     woke it: no reload, no stop, no further backups.)"""
-    runner = DaemonRunner(tmp_path)
-    try:
-        daemon = runner.start(config_scene.good)
-        daemon.log.wait("backup_completed", policy="often", timeout=60)
-        mark = daemon.log.mark()
-        for _ in range(5000):
-            daemon.proc.send_signal(signal.SIGHUP)
-        daemon.log.wait("config_reloaded", since=mark, timeout=30)
-        after = daemon.log.mark()
-        daemon.log.wait("backup_completed", since=after, policy="often", count=2, timeout=30)
-        assert "often" in daemon.request("status", timeout=30)["next_runs"]
-        daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(timeout=30) == 0
-    finally:
-        runner.close()
+    daemon = daemons.start(config_scene.good)
+    daemon.log.wait("backup_completed", policy="often", timeout=60)
+    mark = daemon.log.mark()
+    for _ in range(5000):
+        daemon.proc.send_signal(signal.SIGHUP)
+    daemon.log.wait("config_reloaded", since=mark, timeout=30)
+    after = daemon.log.mark()
+    daemon.log.wait("backup_completed", since=after, policy="often", count=2, timeout=30)
+    assert "often" in daemon.request("status", timeout=30)["next_runs"]
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=30) == 0
 
 
 @pytest.mark.slow
 def test_sighup_with_each_invalid_file_keeps_the_old_policies(
-    config_scene: ConfigScene, tmp_path: Path
+    config_scene: ConfigScene, daemons: DaemonRunner
 ) -> None:
     """A daemon running the good file (policy ``often`` every second) is sent SIGHUP after its
     file was replaced by each invalid one in turn: each time it logs config_reload_refused
     naming the fault, stays up, and a backup of ``often`` completes after the refusal; then
     likewise with a FIFO in the file's place; its status still lists the old policies. A valid
     file then reloads."""
-    runner = DaemonRunner(tmp_path)
-    try:
-        daemon = runner.start(config_scene.good)
-        daemon.log.wait("backup_completed", policy="often", timeout=60)
-        refused = 0
-        for case in sorted(INVALID):
-            _, fault = INVALID[case]
-            daemon.rewrite_config(config_scene.invalid(case))
-            mark = daemon.log.mark()
-            daemon.proc.send_signal(signal.SIGHUP)
-            event = daemon.log.wait("config_reload_refused", since=mark, timeout=30)
-            assert fault in event["error"], (case, event)
-            after = daemon.log.mark()
-            daemon.log.wait("backup_completed", since=after, policy="often", timeout=30)
-            assert daemon.proc.poll() is None
-            refused += 1
-        # A FIFO in the file's place: opening it used to wait for a writer, forever.
-        fifo = daemon.config_path.with_suffix(".fifo")
-        os.mkfifo(fifo)
-        fifo.replace(daemon.config_path)
+    daemon = daemons.start(config_scene.good)
+    daemon.log.wait("backup_completed", policy="often", timeout=60)
+    refused = 0
+    for case in sorted(INVALID):
+        _, fault = INVALID[case]
+        daemon.rewrite_config(config_scene.invalid(case))
         mark = daemon.log.mark()
         daemon.proc.send_signal(signal.SIGHUP)
         event = daemon.log.wait("config_reload_refused", since=mark, timeout=30)
-        assert "is a FIFO, not a regular file" in event["error"], event
-        daemon.log.wait("backup_completed", since=daemon.log.mark(), policy="often", timeout=30)
+        assert fault in event["error"], (case, event)
+        after = daemon.log.mark()
+        daemon.log.wait("backup_completed", since=after, policy="often", timeout=30)
+        assert daemon.proc.poll() is None
         refused += 1
-        status = daemon.request("status")
-        assert {"often", "nightly"} <= set(status["next_runs"])
-        assert daemon.log.find("config_reloaded") == []
+    # A FIFO in the file's place: opening it used to wait for a writer, forever.
+    fifo = daemon.config_path.with_suffix(".fifo")
+    os.mkfifo(fifo)
+    fifo.replace(daemon.config_path)
+    mark = daemon.log.mark()
+    daemon.proc.send_signal(signal.SIGHUP)
+    event = daemon.log.wait("config_reload_refused", since=mark, timeout=30)
+    assert "is a FIFO, not a regular file" in event["error"], event
+    daemon.log.wait("backup_completed", since=daemon.log.mark(), policy="often", timeout=30)
+    refused += 1
+    status = daemon.request("status")
+    assert {"often", "nightly"} <= set(status["next_runs"])
+    assert daemon.log.find("config_reloaded") == []
 
-        daemon.rewrite_config(config_scene.good.replace("every: 1s", "every: 1h"))
-        mark = daemon.log.mark()
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.log.wait("config_reloaded", since=mark, timeout=30)
-        print(f"\nSIGHUP with {refused} invalid files: each refused, old policies kept running")
-    finally:
-        runner.close()
+    daemon.rewrite_config(config_scene.good.replace("every: 1s", "every: 1h"))
+    mark = daemon.log.mark()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.log.wait("config_reloaded", since=mark, timeout=30)
+    print(f"\nSIGHUP with {refused} invalid files: each refused, old policies kept running")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
@@ -277,6 +263,6 @@ def test_a_config_path_that_is_no_regular_file_is_refused_at_once(
         path.mkdir()
     shown = "a FIFO" if kind == "fifo" else "a directory"
     for args in (("config", "check", str(path)), ("--config", str(path), "run")):
-        result = run_cli(*args, env=clean_env(), timeout=30)
+        result = run_cli(*args, timeout=30)
         assert result.returncode == 2, result.stderr
         assert one_error_line(result).endswith(f"{path}: is {shown}, not a regular file")

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_sidecar.archiver import ArchiveStatus, list_archives
-from reliability.conftest import cli_env, run_cli
 from support.archives import ARCHIVE, build_good
+from support.cli import cli_env, run_cli
 
 
 def test_damaged_archive_dated_past_year_9999_is_listed(

@@ -13,7 +13,6 @@ disk is unexplained; the counters agree with the log; every `/healthz` reason se
 the test injected, and none is left once the causes are gone.
 """
 
-# ruff: noqa: F811  (the clock harness's pytest fixtures are imported, then requested by name)
 from __future__ import annotations
 
 import itertools
@@ -34,18 +33,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from backup_sidecar.control import ControlError
-from conftest import SqlSession, Writer, make_db
-from daemon.conftest import Daemon, holding_database_lock, sample, wait_until
-from reliability.test_backup_faults import Daemons, stop_writer, write_config
-
-# The clock harness's fixtures (libfaketime with an offset file, the daemon runner).
-from reliability.test_clock_faults import (  # noqa: F401  (pytest fixtures)
-    clocked_daemons,
-    control_socket,
-    fake_clock,
-    libfaketime,
-    step_clock,
-)
+from support.clock import step_clock
+from support.daemon import Daemon, DaemonRunner, fault_config
+from support.databases import SqlSession, Writer, holding_database_lock, make_db
+from support.metrics import sample
+from support.waiting import wait_until
 
 #: How long any one phase may wait for the daemon to act.
 PHASE_S = 60.0
@@ -269,7 +261,7 @@ def config_doc(
     tmp_path: Path, socket_path: Path, dbs: dict[str, Path], policies: dict[str, Any]
 ) -> dict[str, Any]:
     ages = {"fast": "45s", "slow": "45s", "added": "45s", "minutely": "3m"}
-    path = write_config(
+    path = fault_config(
         tmp_path / "sidecar.yaml",
         backup_dir=tmp_path / "backups",
         databases=dbs,
@@ -289,8 +281,8 @@ def config_doc(
 def test_long_run_ledger_balances(
     tmp_path: Path,
     fake_clock: tuple[Path, dict[str, str]],
-    control_socket: Path,
-    clocked_daemons: Daemons,
+    sock_path: Path,
+    daemons: DaemonRunner,
     writer_process: Callable[..., Writer],
     sql_session: Callable[..., SqlSession],
     record_property: Callable[[str, object], None],
@@ -317,9 +309,9 @@ def test_long_run_ledger_balances(
     backup_dir.mkdir()
     writers = [writer_process(dbs["main"], rate=20), writer_process(dbs["journal"], rate=5)]
 
-    cfg = config_doc(tmp_path, control_socket, dbs, policies_v1())
+    cfg = config_doc(tmp_path, sock_path, dbs, policies_v1())
     config_path = tmp_path / "sidecar.yaml"
-    daemon = clocked_daemons.start(config_path, env=clock_env)
+    daemon = daemons.start(config_path, env=clock_env)
     # The whole log is kept beside the test's files, to read after a failure.
     request.addfinalizer(lambda: (tmp_path / "daemon.log").write_text("\n".join(daemon.log.raw)))
     started = time.monotonic()
@@ -611,7 +603,7 @@ def test_long_run_ledger_balances(
     poller.finish()
     assert daemon.stop(timeout=60) == 0
     for w in writers:
-        report = stop_writer(w)
+        report = w.stop()
         assert report["errors"] == 0, report
     made = [e["archive"] for e in events(daemon, "backup_completed")]
     made += [e["pre_restore_archive"] for e in events(daemon, "restore_completed")]

@@ -30,26 +30,20 @@ from typing import Any
 
 import pytest
 
-from daemon.conftest import wait_until
-from reliability.conftest import (
+from backup_sidecar.control import ControlError
+from support.archives import library_archive
+from support.cli import cli_command, cli_env, one_error_line, run_cli
+from support.daemon import DaemonRunner, quiet_config
+from support.databases import (
     DIGEST_SQL,
-    DaemonRunner,
-    SocketError,
-    cli_command,
-    cli_env,
-    daemon_config,
     digest,
-    fill,
     integrity,
     journal_mode,
     make_content_db,
     make_ticked_db,
-    one_error_line,
-    run_cli,
-    tree,
-    tree_diff,
 )
-from support.archives import library_archive
+from support.files import fill, tree, tree_diff
+from support.waiting import wait_until
 
 #: Rows of ~4 KB: the live database is ~24 MB, the archive's ~28 MB (a CLI restore takes
 #: one to two seconds here, with the write step itself a few hundred milliseconds).
@@ -326,7 +320,7 @@ def test_kill_9_during_restore_leaves_old_or_new_content(
     assert any(a.left for a in killed), "killed restores leave staging areas behind"
     last_left = attempts[-1].left
     daemon = daemons.start(
-        daemon_config(
+        quiet_config(
             backup_dir=backup_dir,
             databases={"user": kill_scene.root / f"live-{mode}-0" / "user_data.db"},
             socket_path=tmp_path / "c.sock",
@@ -346,7 +340,7 @@ def test_kill_9_during_restore_leaves_old_or_new_content(
 
     # The operator retries: the CLI restore completes into a database that saw a kill.
     live = kill_scene.root / f"live-{mode}-0" / "user_data.db"
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
     result = run_cli("restore", "target", "--force", "--db", "user", env=env)
     assert result.returncode == 0, result.stderr
     assert digest(live) == kill_scene.new
@@ -374,14 +368,14 @@ def test_kill_9_of_the_daemon_inside_the_restore_transaction(
     shutil.copyfile(kill_scene.templates[mode], live)
     app = sql_session(live, busy_timeout=30.0)
     app.execute("SELECT count(*) FROM items")
-    cfg = daemon_config(
+    cfg = quiet_config(
         backup_dir=backup_dir, databases={"user": live}, socket_path=tmp_path / "c.sock"
     )
     daemon = daemons.start(cfg)
     wal_before = _wal_size(live)
 
     def ask() -> None:  # the daemon dies mid-answer: the connection just ends
-        with contextlib.suppress(OSError, AssertionError, SocketError, ValueError):
+        with contextlib.suppress(OSError, AssertionError, ControlError, ValueError):
             daemon.request("restore", archive="target", confirm=True)
 
     client = threading.Thread(target=ask, daemon=True)
@@ -655,9 +649,7 @@ def test_restore_under_a_steady_writer_is_whole_or_refused(
     old_items = digest(live)
     writer = writer_process(live, rate=WRITER_RATE)
     wait_until(lambda: writer.committed() >= 50, what="the writer's first rows")
-    env = cli_env(
-        backup_dir, arrow=live.parent / "arrow_database.db", user=live, SIDECAR_LOCK_TIMEOUT="20s"
-    )
+    env = cli_env(backup_dir, user=live, SIDECAR_LOCK_TIMEOUT="20s")
     started_wall = time.time()
     started = time.monotonic()
     result = run_cli("restore", "target", "--force", "--db", "user", env=env, timeout=120)
@@ -719,13 +711,13 @@ def test_wal_page_size_mismatch_is_refused_through_the_socket(
     backup_dir.mkdir()
     library_archive(backup_dir, "big_pages", user=source)
     daemon = daemons.start(
-        daemon_config(
+        quiet_config(
             backup_dir=backup_dir, databases={"user": live}, socket_path=tmp_path / "c.sock"
         )
     )
     before = tree(live.parent)
     for fields in ({"confirm": True}, {"dry_run": True}):
-        with pytest.raises(SocketError) as err:
+        with pytest.raises(ControlError) as err:
             daemon.request("restore", archive="big_pages", **fields)
         assert err.value.code == "refused", err.value
         assert "page size 4096" in err.value.message and "8192" in err.value.message

@@ -25,22 +25,12 @@ from typing import Any
 
 import pytest
 
-from daemon.conftest import wait_until
-from reliability.conftest import (
-    DaemonRunner,
-    cli_env,
-    daemon_config,
-    digest,
-    integrity,
-    journal_mode,
-    make_content_db,
-    make_ticked_db,
-    one_error_line,
-    run_cli,
-    tree,
-    tree_diff,
-)
 from support.archives import library_archive
+from support.cli import cli_env, one_error_line, run_cli
+from support.daemon import DaemonRunner, quiet_config
+from support.databases import digest, integrity, journal_mode, make_content_db, make_ticked_db
+from support.files import tree, tree_diff
+from support.waiting import wait_until
 
 SEQ_BASE = 10_000_000_000.0  # tests/support/writer.py: a logged commit k writes at = SEQ_BASE + k
 WRITER_RATE = 200.0
@@ -102,14 +92,14 @@ def test_every_commit_is_in_the_safety_archive_or_the_restored_database(
     seq_log = tmp_path / "commits.log"
     writer = writer_process(live, rate=WRITER_RATE, seq_log=seq_log)
     wait_until(lambda: writer.committed() >= 100, what="the writer's first commits")
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
     if via == "cli":
         result = run_cli("restore", "target", "--force", "--db", "user", "--json", env=env)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
     else:
         daemon = daemons.start(
-            daemon_config(
+            quiet_config(
                 backup_dir=backup_dir, databases={"user": live}, socket_path=tmp_path / "c.sock"
             )
         )
@@ -166,6 +156,18 @@ def _check(db: Path) -> str:
         return str(exc)
 
 
+def _good_archive(tmp_path: Path, *, rows: int, blob: int = 64) -> tuple[Path, Path]:
+    """A source database of ``rows`` new rows (rollback journal) and the backup directory
+    holding its archive `good`."""
+    source = make_content_db(
+        tmp_path / "source" / "user_data.db", rows=rows, tag="new", wal=False, blob=blob
+    )
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    library_archive(backup_dir, "good", user=source)
+    return source, backup_dir
+
+
 @pytest.mark.parametrize("wal", [False, True], ids=["rollback", "wal"])
 def test_a_corrupt_live_database_is_saved_as_it_is_and_restored_over(
     wal: bool, tmp_path: Path
@@ -175,16 +177,11 @@ def test_a_corrupt_live_database_is_saved_as_it_is_and_restored_over(
     content and passes integrity_check, and the pre_restore archive is listed ``damaged`` with
     the integrity_check result, holding (rollback journal: byte for byte) the corrupt file.
     Today's code refused: its safety backup aborted on the failed check."""
-    source = make_content_db(
-        tmp_path / "source" / "user_data.db", rows=300, tag="new", wal=False, blob=4000
-    )
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    library_archive(backup_dir, "good", user=source)
+    source, backup_dir = _good_archive(tmp_path, rows=300, blob=4000)
     live = make_content_db(tmp_path / "live" / "user_data.db", rows=500, tag="old", wal=wal)
     _corrupt(live)
     corrupt_bytes = live.read_bytes()
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
 
     dry = run_cli("restore", "good", "--db", "user", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -214,14 +211,11 @@ def test_an_empty_live_file_is_restored_over_with_nothing_to_save(tmp_path: Path
     """A zero-byte live file (SQLite reads it as an empty database) is written over: exit 0, the
     archive's content, and no pre_restore archive since there was nothing to save; the dry run
     says so. Today's code refused ("is empty (0 bytes)")."""
-    source = make_content_db(tmp_path / "source" / "user_data.db", rows=50, tag="new", wal=False)
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    library_archive(backup_dir, "good", user=source)
+    source, backup_dir = _good_archive(tmp_path, rows=50)
     live = tmp_path / "live" / "user_data.db"
     live.parent.mkdir()
     live.touch()
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
     dry = run_cli("restore", "good", "--db", "user", "--dry-run", env=env)
     assert dry.returncode == 0 and "nothing to save" in dry.stdout, dry.stdout + dry.stderr
     result = run_cli("restore", "good", "--db", "user", "--force", env=env)
@@ -235,15 +229,12 @@ def test_a_dangling_symlink_or_a_foreign_file_is_refused_naming_it(tmp_path: Pat
     line naming the link and its target; nothing is created at the target. A file that is not
     SQLite at all, or whose header SQLite refuses, is refused too, saying how to go on; it is
     left byte for byte."""
-    source = make_content_db(tmp_path / "source" / "user_data.db", rows=50, tag="new", wal=False)
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    library_archive(backup_dir, "good", user=source)
+    source, backup_dir = _good_archive(tmp_path, rows=50)
     live = tmp_path / "live" / "user_data.db"
     live.parent.mkdir()
     target = tmp_path / "gone" / "real.db"
     live.symlink_to(target)
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
     for flag in ("--dry-run", "--force"):
         result = run_cli("restore", "good", "--db", "user", flag, env=env)
         assert result.returncode == 1, result.stderr
@@ -277,16 +268,11 @@ def test_a_truncated_or_fifo_live_path_is_refused_alike_by_the_dry_run_and_the_r
     FIFO at the live path: the dry run fails exactly as the real run does, one line saying why
     and how to go on, and nothing changes. (The dry run promised to save and replace the cut
     file while the real run failed; on a FIFO the real run hung forever.)"""
-    source = make_content_db(
-        tmp_path / "source" / "user_data.db", rows=300, tag="new", wal=False, blob=4000
-    )
-    backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
-    library_archive(backup_dir, "good", user=source)
+    source, backup_dir = _good_archive(tmp_path, rows=300, blob=4000)
     live = tmp_path / "live" / "user_data.db"
     live.parent.mkdir()
     live.write_bytes(source.read_bytes()[:40000])
-    env = cli_env(backup_dir, arrow=live.parent / "arrow_database.db", user=live)
+    env = cli_env(backup_dir, user=live)
     before = tree(live.parent)
     for flag in ("--dry-run", "--force"):
         result = run_cli("restore", "good", "--db", "user", flag, env=env)

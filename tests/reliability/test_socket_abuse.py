@@ -12,9 +12,7 @@ and recorded in docs/reliability.md) and it logged no crash.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
-import os
 import resource
 import shutil
 import socket
@@ -26,16 +24,13 @@ from typing import Any
 
 import pytest
 
-from daemon.conftest import sample, wait_until
-from reliability.conftest import (
-    Daemon,
-    DaemonRunner,
-    SocketError,
-    daemon_config,
-    make_content_db,
-    short_dir,
-)
-from support.archives import library_archive
+from backup_sidecar.control import ControlError
+from support.archives import manual_archives
+from support.daemon import Daemon, DaemonRunner, quiet_config
+from support.databases import make_content_db
+from support.files import short_dir
+from support.metrics import sample
+from support.waiting import wait_until
 
 ARCHIVES = 2000
 HELD_CONNECTIONS = 2000
@@ -71,14 +66,12 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
     live = make_content_db(root / "live" / "user_data.db", rows=100, tag="live", wal=True)
     backup_dir = root / "backups"
     backup_dir.mkdir()
-    one = library_archive(backup_dir, "manual_20260101_000000", user=live)
-    for i in range(1, ARCHIVES):
-        os.link(one, backup_dir / f"manual_20260101_{i:06d}.tar.gz")
+    manual_archives(backup_dir, ARCHIVES, user=live)
     sock = short_dir()
     runner = DaemonRunner(root)
     try:
         daemon = runner.start(
-            daemon_config(
+            quiet_config(
                 backup_dir=backup_dir,
                 databases={"user": live},
                 socket_path=sock / "c.sock",
@@ -89,7 +82,7 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
         # Warm up every code path the abuse below goes through once, then take the baseline.
         assert len(daemon.request("list")["archives"]) == ARCHIVES
         daemon.ping()
-        with pytest.raises(SocketError):
+        with pytest.raises(ControlError):
             daemon.request("verify", archive="nosuch")
         scene.baseline = _proc_figures(daemon.proc.pid)
         yield scene
@@ -102,20 +95,6 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
             shutil.rmtree(sock, ignore_errors=True)
 
 
-def _raw(daemon: Daemon, payload: bytes, *, half_close: bool = True) -> list[dict[str, Any]]:
-    """Send raw bytes (half-closing unless told not to) and read the reply lines."""
-    with daemon.connect() as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(payload)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        data = bytearray()
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(1 << 16):
-                data += chunk
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
-
-
 def _bad_request(reply: list[dict[str, Any]]) -> str:
     assert len(reply) == 1, reply
     assert reply[0]["ok"] is False and reply[0]["error"]["code"] == "bad_request", reply
@@ -124,14 +103,7 @@ def _bad_request(reply: list[dict[str, Any]]) -> str:
 
 def _requests_counted(daemon: Daemon, op: str, result: str) -> float | None:
     """control_requests_total{op, result} on the daemon's /metrics (None: no such series)."""
-    port = int(daemon.log.find("metrics_listening")[0]["port"])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    return sample(text, "backup_sidecar_control_requests_total", op=op, result=result)
+    return sample(daemon.scrape(), "backup_sidecar_control_requests_total", op=op, result=result)
 
 
 def _pings(daemon: Daemon) -> None:
@@ -143,10 +115,10 @@ def _pings(daemon: Daemon) -> None:
 def test_oversized_requests_are_refused(abused: Abused) -> None:
     """A 1 MiB request without a newline and a 70 KB request line both get ``bad_request``
     naming the 64 KiB limit; the daemon answers ping afterwards."""
-    message = _bad_request(_raw(abused.daemon, b"x" * (1 << 20), half_close=False))
+    message = _bad_request(abused.daemon.exchange(b"x" * (1 << 20), half_close=False))
     assert str(MAX_REQUEST) in message
     line = json.dumps({"op": "list", "pad": "y" * 70_000}).encode() + b"\n"
-    assert str(MAX_REQUEST) in _bad_request(_raw(abused.daemon, line))
+    assert str(MAX_REQUEST) in _bad_request(abused.daemon.exchange(line))
     _pings(abused.daemon)
 
 
@@ -204,7 +176,7 @@ def test_malformed_requests_get_bad_request(abused: Abused, payload: bytes, faul
     """Invalid UTF-8, invalid JSON, a non-object, an unknown op, wrong types and JSON nested
     tens of thousands deep each get one ``bad_request`` line naming the fault; the daemon
     answers ping afterwards."""
-    assert fault in _bad_request(_raw(abused.daemon, payload))
+    assert fault in _bad_request(abused.daemon.exchange(payload))
     _pings(abused.daemon)
 
 
@@ -228,7 +200,7 @@ def test_paths_instead_of_names_are_refused(abused: Abused, archive: str) -> Non
     byte-identical, and no pre_restore archive is taken."""
     before = abused.live.read_bytes()
     for op, fields in (("restore", {"confirm": True}), ("verify", {})):
-        with pytest.raises(SocketError) as err:
+        with pytest.raises(ControlError) as err:
             abused.daemon.request(op, archive=archive, **fields)
         assert err.value.code == "bad_request", err.value
     assert abused.live.read_bytes() == before
@@ -271,7 +243,7 @@ def _open_many(daemon: Daemon, count: int, partial: bytes) -> list[socket.socket
     socks = []
     for _ in range(count):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(daemon.socket_path))  # blocking: waits for room in the backlog
+        sock.connect(str(daemon.socket))  # blocking: waits for room in the backlog
         if partial:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
@@ -347,7 +319,7 @@ def test_integer_past_the_digit_limit_gets_bad_request(abused: Abused) -> None:
     daemon = abused.daemon
     before = _requests_counted(daemon, "unknown", "error") or 0
     line = b'{"op":"prune","keep":' + b"9" * 5000 + b',"dry_run":true}\n'
-    assert "digits" in _bad_request(_raw(daemon, line))
+    assert "digits" in _bad_request(daemon.exchange(line))
     assert _requests_counted(daemon, "unknown", "error") == before + 1
     big = daemon.request("prune", keep=10**3999, dry_run=True)
     assert big["deleted"] == [], big
@@ -373,8 +345,8 @@ def test_every_request_is_counted_under_bounded_labels(abused: Abused) -> None:
     pings, unknown, verify = counts()
     daemon.ping()
     for payload in (b"[]\n", b"\xff\xfe\n", b'{"op": "drop tables"}\n'):
-        _bad_request(_raw(daemon, payload))
-    _bad_request(_raw(daemon, b'{"op": "verify", "archive": 7}\n'))
+        _bad_request(daemon.exchange(payload))
+    _bad_request(daemon.exchange(b'{"op": "verify", "archive": 7}\n'))
     assert counts() == (pings + 1, unknown + 3, verify + 1)
     assert _requests_counted(daemon, "drop tables", "error") is None
 

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, create_backup
-from conftest import make_db
+from support.databases import make_db
 
 ARCHIVE = "daily_20260101_000000"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,6 +67,15 @@ def backup_of(
 def library_archive(backup_dir: Path, name: str, **databases: Path) -> Path:
     """An archive written by the library (set-up only; backups are tested elsewhere)."""
     return backup_of(databases, backup_dir=backup_dir, name=name).path
+
+
+def manual_archives(backup_dir: Path, count: int, **databases: Path) -> Path:
+    """``count`` manual archives of one content, `manual_20260101_000000` and hard links to it
+    named one second apart (a large backup directory, quick to make); the first one's path."""
+    one = library_archive(backup_dir, "manual_20260101_000000", **databases)
+    for i in range(1, count):
+        os.link(one, backup_dir / f"manual_20260101_{i:06d}.tar.gz")
+    return one
 
 
 def members_of(data: bytes) -> dict[str, bytes]:
