@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backup_sidecar import pagestore
 from backup_sidecar.pagestore.packformat import read_index
-from conftest import make_db
+from support.databases import make_db
 from support.pages import backup, pack_files, rebuilt
 
 
