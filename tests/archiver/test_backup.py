@@ -27,6 +27,7 @@ from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
+from support.cli import one_error_line
 from support.databases import make_db
 
 METADATA = "backup_metadata.json"
@@ -330,23 +331,6 @@ def test_locked_source_fails_cleanly_within_the_deadline(
 # --- through the CLI ------------------------------------------------------------------------
 
 
-def _is_log_record(line: str) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and "event" in record
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The single error line on stderr; JSON log records (the sidecar logs to stderr) aside."""
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.strip().splitlines() if not _is_log_record(ln)]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("backup-sidecar: error: "), lines[0]
-    return lines[0]
-
-
 def _archives(backup_dir: Path) -> list[str]:
     return sorted(p.name for p in backup_dir.glob("*.tar.gz"))
 
@@ -356,7 +340,7 @@ def test_backup_name_with_a_slash_is_bad_usage(sidecar_env, wal_db: Path, backup
     sidecar = sidecar_env(user=wal_db)
     result = sidecar.run("backup", "--user-db-only", "--name", "../escape")
     assert result.returncode == 2, result.stderr
-    assert "escape" in _one_line_error(result)
+    assert "escape" in one_error_line(result)
     assert _archives(backup_dir) == []
     assert not (backup_dir.parent / "escape.tar.gz").exists()
 
@@ -377,7 +361,7 @@ def test_backup_never_overwrites_an_existing_name(
     conn.close()
     second = sidecar.run("backup", "--user-db-only", "--name", "keep_me")
     assert second.returncode in (1, 2), second.stderr
-    assert "keep_me" in _one_line_error(second)
+    assert "keep_me" in one_error_line(second)
     assert archive.read_bytes() == original
     assert _archives(backup_dir) == ["keep_me.tar.gz"]
 
@@ -400,7 +384,7 @@ def test_two_concurrent_backups_with_one_name_one_wins(
     assert codes[0] == 0 and codes[1] != 0, results
     loser = next(err for code, _, err in results if code != 0)
     # The loser either found the name taken or the database busy with the winner's backup.
-    line = _one_line_error(subprocess.CompletedProcess([], 1, "", loser))
+    line = one_error_line(subprocess.CompletedProcess([], 1, "", loser))
     assert "same" in line or "busy" in line, line
     assert _archives(backup_dir) == ["same.tar.gz"]
     assert gnu_tar_names(backup_dir / "same.tar.gz")[0] == METADATA
@@ -425,7 +409,7 @@ def test_bad_source_fails_with_one_line(
     sidecar = sidecar_env(user=bad)
     result = sidecar.run("backup", "--user-db-only", "--name", "bad_source")
     assert result.returncode == 1, result.stderr
-    assert str(bad) in _one_line_error(result)
+    assert str(bad) in one_error_line(result)
     _assert_nothing_created(backup_dir)
     if kind == "missing":
         assert not bad.exists()
@@ -447,7 +431,7 @@ def test_unusable_backup_dir_fails_with_one_line(
     sidecar = sidecar_env(user=wal_db, BACKUP_DIR=str(target))
     result = sidecar.run("backup", "--user-db-only", "--name", "nowhere")
     assert result.returncode == 1, result.stderr
-    assert str(target) in _one_line_error(result)
+    assert str(target) in one_error_line(result)
     assert not target.exists()
 
 
@@ -496,7 +480,7 @@ def test_unwritable_backup_dir_fails_with_one_line(sidecar_env, world_dir: Path)
         timeout=120,
     )
     assert result.returncode == 1, result.stderr
-    assert str(target) in _one_line_error(result)
+    assert str(target) in one_error_line(result)
     assert list(target.iterdir()) == []
 
 
@@ -559,7 +543,7 @@ def test_cli_backup_of_a_locked_source_fails_after_the_configured_timeout(
     elapsed = time.monotonic() - started
     holder.execute("ROLLBACK")
     assert result.returncode == 1, result.stderr
-    line = _one_line_error(result)
+    line = one_error_line(result)
     assert "locked" in line and str(rollback_db) in line, line
     assert elapsed < 1.0 + 15.0, elapsed  # the interpreter's start-up under load is most of it
     _assert_nothing_created(backup_dir)

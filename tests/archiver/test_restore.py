@@ -17,6 +17,7 @@ import pytest
 
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
 from support.archives import gnu_tar_extract, library_archive
+from support.cli import is_log_record, one_error_line
 
 METADATA = "backup_metadata.json"
 
@@ -77,23 +78,6 @@ def _archives(backup_dir: Path) -> set[str]:
 
 def _pre_restore(sidecar) -> list[ArchiveInfo]:
     return [a for a in list_archives(sidecar.backup_dir) if a.policy == "pre_restore"]
-
-
-def _is_log_record(line: str) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and "event" in record
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The single error line on stderr; JSON log records (the sidecar logs to stderr) aside."""
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.strip().splitlines() if not _is_log_record(ln)]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("backup-sidecar: error: "), lines[0]
-    return lines[0]
 
 
 # --- round trips of the real fixtures ---------------------------------------------------------
@@ -179,7 +163,7 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
     sidecar = sidecar_env(user=live, SIDECAR_LOCK_TIMEOUT="1s")
     result = sidecar.run("restore", "blocked", "--force", timeout=60)
     assert result.returncode == 1, result.stderr
-    assert "locked" in _one_line_error(result)
+    assert "locked" in one_error_line(result)
     app.execute("ROLLBACK")
     assert app.execute("SELECT count(*) FROM items") == [[100]]
     app.close()
@@ -234,7 +218,7 @@ def test_restore_without_force_or_tty_refuses(two_db_scene) -> None:
     archives = _archives(sidecar.backup_dir)
     result = sidecar.run("restore", "both", input="y\n")
     assert result.returncode == 1, result.stderr
-    assert "--force" in _one_line_error(result)
+    assert "--force" in one_error_line(result)
     assert _snapshot_bytes(live) == before
     assert _archives(sidecar.backup_dir) == archives
 
@@ -268,7 +252,7 @@ def test_unknown_database_name_is_bad_usage(two_db_scene) -> None:
     before = _snapshot_bytes(live)
     result = sidecar.run("restore", "both", "--force", "--db", "nosuch")
     assert result.returncode == 2, result.stderr
-    assert "nosuch" in _one_line_error(result)
+    assert "nosuch" in one_error_line(result)
     assert _snapshot_bytes(live) == before
     assert _pre_restore(sidecar) == []
 
@@ -280,7 +264,7 @@ def test_archive_missing_the_requested_database_refuses(two_db_scene) -> None:
     before = _snapshot_bytes(live)
     result = sidecar.run("restore", "user_only", "--force", "--db", "arrow")
     assert result.returncode == 1, result.stderr
-    assert "arrow" in _one_line_error(result)
+    assert "arrow" in one_error_line(result)
     assert _snapshot_bytes(live) == before
     assert _pre_restore(sidecar) == []
 
@@ -298,7 +282,7 @@ def test_wal_destination_with_another_page_size_is_refused(
     before = live.read_bytes()
     result = sidecar.run("restore", "big_pages", "--force")
     assert result.returncode == 1, result.stderr
-    assert "page size" in _one_line_error(result)
+    assert "page size" in one_error_line(result)
     assert live.read_bytes() == before
     assert _pre_restore(sidecar) == []
     assert _archives(sidecar.backup_dir) == {"big_pages.tar.gz"}
@@ -419,7 +403,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     sidecar = sidecar_env(user=live, arrow=tmp_path / "live" / "arrow_database.db")
     result = sidecar.run("-v", "backup", "--db", "user")  # one-shot commands log with -v
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stderr.splitlines() if _is_log_record(line)]
+    events = [json.loads(line) for line in result.stderr.splitlines() if is_log_record(line)]
     assert any(
         e["event"] == "pre_restore_content_kept" and e["path"] == str(kept) for e in events
     ), result.stderr

@@ -52,6 +52,7 @@ from support.archives import (
     seed_like,
     seed_metadata,
 )
+from support.cli import is_log_record
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTORE_SH = ROOT / "scripts" / "restore-databases.sh"
@@ -80,16 +81,8 @@ def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess
     return result
 
 
-def _is_log_record(line: str) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and "event" in record
-
-
 def _stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [ln for ln in result.stderr.splitlines() if ln.strip() and not _is_log_record(ln)]
+    return [ln for ln in result.stderr.splitlines() if ln.strip() and not is_log_record(ln)]
 
 
 #: Every (databases held, member order) a seed archive can have: both databases or one, the
