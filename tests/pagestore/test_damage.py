@@ -21,7 +21,7 @@ from backup_sidecar.errors import (
     PageStoreError,
 )
 from backup_sidecar.pagestore.packformat import FOOTER, HEAD, zstd
-from conftest import make_db
+from support.databases import make_db
 from support.pages import backup
 
 
