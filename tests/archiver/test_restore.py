@@ -18,22 +18,9 @@ import pytest
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
 from support.archives import gnu_tar_extract, library_archive
 from support.cli import is_log_record, one_error_line
+from support.databases import make_db
 
 METADATA = "backup_metadata.json"
-
-
-def _make(path: Path, *, wal: bool, rows: int, page_size: int = 4096, tag: str = "row") -> Path:
-    """A small real database: ``items`` with ``rows`` rows whose bodies carry ``tag``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA page_size={page_size}")
-    conn.execute(f"PRAGMA journal_mode={'wal' if wal else 'delete'}")
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-    conn.execute("CREATE INDEX items_body ON items(body)")
-    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"{tag}-{i}",) for i in range(rows)])
-    conn.commit()
-    conn.close()
-    return path
 
 
 def _dump(db: Path) -> list[str]:
@@ -123,8 +110,8 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
     """While another process keeps one connection open, a restore replaces the content and that
     SAME connection sees the restored rows at its next read; the journal mode is kept; the
     pre_restore archive verifies and holds exactly the content from before the restore."""
-    source = _make(tmp_path / "source" / "user_data.db", wal=wal, rows=250, tag="restored")
-    live = _make(tmp_path / "live" / "user_data.db", wal=wal, rows=100, tag="live")
+    source = make_db(tmp_path / "source" / "user_data.db", wal=wal, rows=250, tag="restored")
+    live = make_db(tmp_path / "live" / "user_data.db", wal=wal, rows=100, tag="live")
     archive = library_archive(backup_dir, "to_restore", user=source)
     sidecar = sidecar_env(user=live)
     before = _dump(live)
@@ -153,8 +140,8 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
     """When the application holds the WAL database's write lock past the lock timeout, the
     restore exits 1 saying it is locked, and the live content is left as the application's
     own transaction decides (here: rolled back to exactly the content from before)."""
-    source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=30, tag="restored")
-    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, tag="live")
+    source = make_db(tmp_path / "source" / "user_data.db", wal=False, rows=30, tag="restored")
+    live = make_db(tmp_path / "live" / "user_data.db", wal=True, rows=100, tag="live")
     library_archive(backup_dir, "blocked", user=source)
     before = _dump(live)
     app = sql_session(live)
@@ -181,12 +168,12 @@ def two_db_scene(sidecar_env, backup_dir: Path, tmp_path: Path, fixtures_dir: Pa
     src_arrow = tmp_path / "source" / "arrow_database.db"
     src_arrow.parent.mkdir()
     shutil.copyfile(fixtures_dir / "arrow_database_2025-08-14.db", src_arrow)
-    src_user = _make(tmp_path / "source" / "user_data.db", wal=True, rows=250, tag="archived")
+    src_user = make_db(tmp_path / "source" / "user_data.db", wal=True, rows=250, tag="archived")
     library_archive(backup_dir, "both", arrow=src_arrow, user=src_user)
     live_arrow = tmp_path / "live" / "arrow_database.db"
     live_arrow.parent.mkdir()
     shutil.copyfile(fixtures_dir / "arrow_database_2025-08-13.db", live_arrow)
-    live_user = _make(tmp_path / "live" / "user_data.db", wal=False, rows=100, tag="live")
+    live_user = make_db(tmp_path / "live" / "user_data.db", wal=False, rows=100, tag="live")
     return {
         "sidecar": sidecar_env(arrow=live_arrow, user=live_user),
         "live": {"arrow": live_arrow, "user": live_user},
@@ -275,8 +262,8 @@ def test_wal_destination_with_another_page_size_is_refused(
     """A WAL live database whose page size differs from the archive's copy is refused before
     anything changes: exit 1, a message about the page size, the live file byte-identical, and
     no pre_restore archive."""
-    source = _make(tmp_path / "source" / "user_data.db", wal=False, rows=50, page_size=8192)
-    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=100, page_size=4096)
+    source = make_db(tmp_path / "source" / "user_data.db", wal=False, rows=50, page_size=8192)
+    live = make_db(tmp_path / "live" / "user_data.db", wal=True, rows=100, page_size=4096)
     library_archive(backup_dir, "big_pages", user=source)
     sidecar = sidecar_env(user=live)
     before = live.read_bytes()
@@ -291,7 +278,7 @@ def test_wal_destination_with_another_page_size_is_refused(
 def test_restore_creates_a_missing_database(sidecar_env, backup_dir: Path, tmp_path: Path) -> None:
     """A restore to a database file that does not exist yet creates it with the archive's
     content, and leaves no temporary file beside it."""
-    source = _make(tmp_path / "source" / "user_data.db", wal=True, rows=75, tag="new")
+    source = make_db(tmp_path / "source" / "user_data.db", wal=True, rows=75, tag="new")
     library_archive(backup_dir, "fresh", user=source)
     target_dir = tmp_path / "empty"
     target_dir.mkdir()
@@ -320,8 +307,8 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     src.mkdir()
     live = tmp_path / "live"
     live.mkdir()
-    new = {n: _make(src / f"{n}.db", wal=False, rows=300, tag="new") for n in ("arrow", "user")}
-    old = {n: _make(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
+    new = {n: make_db(src / f"{n}.db", wal=False, rows=300, tag="new") for n in ("arrow", "user")}
+    old = {n: make_db(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
     archive = library_archive(backup_dir, "both", **new)
     old_dump = {n: _dump(p) for n, p in old.items()}
     real_progress = livecopy.LiveCopy._progress
@@ -368,8 +355,8 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     from backup_sidecar.archiver import prerestore, rescued_content, restore_archive
     from backup_sidecar.errors import RestoreIncompleteError
 
-    new = _make(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
-    live = _make(tmp_path / "live" / "user_data.db", wal=True, rows=50, tag="old")
+    new = make_db(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
+    live = make_db(tmp_path / "live" / "user_data.db", wal=True, rows=50, tag="old")
     old_dump = _dump(live)
     archive = library_archive(backup_dir, "good", user=new)
 

@@ -22,14 +22,18 @@ from support.waiting import DEADLINE_S
 # --- builders -----------------------------------------------------------------------------------
 
 
-def make_db(path: Path, *, wal: bool, rows: int = 100, page_size: int = 4096) -> Path:
-    """A small real database with an `items` table of ``rows`` rows."""
+def make_db(
+    path: Path, *, wal: bool, rows: int = 100, page_size: int = 4096, tag: str = "row"
+) -> Path:
+    """A small real database with an `items` table of ``rows`` rows whose bodies carry ``tag``
+    (its directory made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA page_size={page_size}")
     conn.execute(f"PRAGMA journal_mode={'wal' if wal else 'delete'}")
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
     conn.execute("CREATE INDEX items_body ON items(body)")
-    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"row-{i}",) for i in range(rows)])
+    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"{tag}-{i}",) for i in range(rows)])
     conn.commit()
     conn.close()
     return path
