@@ -22,6 +22,7 @@ from backup_sidecar.errors import (
     UnknownDatabaseError,
     UsageError,
 )
+from support.databases import count, dump, rows_of
 from support.paths import FIXTURES
 
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
@@ -34,29 +35,8 @@ needs_fixtures = pytest.mark.skipif(
 )
 
 
-def dump(path: Path) -> list[str]:
-    """The full SQL dump of a database, sqlite_sequence included."""
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
-def count(path: Path, sql: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    finally:
-        conn.close()
-
-
 def manufacturers(path: Path) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {r[0] for r in conn.execute("SELECT DISTINCT manufacturer FROM arrows")}
-    finally:
-        conn.close()
+    return {r[0] for r in rows_of(path, "SELECT DISTINCT manufacturer FROM arrows")}
 
 
 @pytest.fixture

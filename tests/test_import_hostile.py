@@ -35,6 +35,7 @@ from backup_sidecar.appdata.import_rules import import_forced, import_skip_reaso
 from backup_sidecar.appdata.schema import create_empty_database
 from backup_sidecar.errors import ArrowDataError, ConfigError, DatabaseError
 from support.cli import Sidecar
+from support.databases import count, dump
 from support.fuzzing import FUZZ
 from support.paths import FIXTURES
 
@@ -52,20 +53,8 @@ def good_doc() -> dict[str, Any]:
     return copy.deepcopy(SYNTHETIC_ARROWS[0])
 
 
-def dump(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
 def arrow_count(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM arrows").fetchone()[0])
-    finally:
-        conn.close()
+    return count(path, "SELECT count(*) FROM arrows")
 
 
 @pytest.fixture
@@ -503,7 +492,8 @@ def hostile_documents(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
             node.append(draw(values))
     stored = [n for n in _containers(doc) if isinstance(n, dict) and "gpi_weight" in n]
     stored += [n for n in _containers(doc) if isinstance(n, dict) and "model_name" in n]
-    if stored and draw(st.booleans()):  # a hostile value where the import stores one
+    hostile = draw(st.booleans()) if stored else False
+    if hostile:  # a hostile value where the import stores one
         node = draw(st.sampled_from(stored))
         keys = STORED_SPINE_KEYS if "gpi_weight" in node else STORED_ARROW_KEYS
         raw = st.sampled_from([f"@raw{i}@" for i in range(len(RAW_TOKENS))])

@@ -18,6 +18,7 @@ from backup_sidecar.appdata.startup import DatabaseStatus, InitReport, run_init
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.errors import UsageError
 from support.cli import Sidecar
+from support.databases import count, rows_of
 from support.paths import FIXTURES
 
 SCRAPER_FILES = sorted(FIXTURES.glob("*_update_*.json"))
@@ -59,19 +60,11 @@ def outcome(report: InitReport, name: str) -> DatabaseStatus:
 
 
 def tables(path: Path) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    finally:
-        conn.close()
+    return {r[0] for r in rows_of(path, "SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def arrow_count(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM arrows").fetchone()[0])
-    finally:
-        conn.close()
+    return count(path, "SELECT count(*) FROM arrows")
 
 
 def test_missing_databases_and_directories_are_created(tmp_path: Path) -> None:

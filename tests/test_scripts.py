@@ -20,6 +20,7 @@ import pytest
 
 from backup_sidecar.appdata.demo import build_demo
 from support.daemon import DaemonRunner, quiet_config
+from support.databases import count
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP_SH = ROOT / "scripts" / "backup-databases.sh"
@@ -91,11 +92,7 @@ def run(script_env: dict[str, str]) -> Run:
 
 
 def users(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
-    finally:
-        conn.close()
+    return count(db, "SELECT count(*) FROM users")
 
 
 def add_user(db: Path, google_id: str) -> None:

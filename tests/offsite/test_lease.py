@@ -16,7 +16,7 @@ from backup_sidecar.errors import (
     OffsiteLeaseLostError,
     OffsiteRequestError,
 )
-from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target
+from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target, transfer
 from backup_sidecar.offsite import store as store_module
 from backup_sidecar.offsite.record import LEASE_DIR, join
 from support.offsite import archive_file, sidecar
@@ -204,7 +204,7 @@ def test_lease_lost_during_an_upload_leaves_it_unconfirmed(
     store = make_store()
     lease = Lease(store, ttl=60, owner=A, monotonic=lambda: now[0])
     assert lease.acquire().writable
-    real = store_module.file_chunks
+    real = transfer.file_chunks
 
     def slow_link(f: BinaryIO) -> Iterator[bytes]:
         yield from real(f)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from backup_sidecar import pagestore
-from backup_sidecar.archiver.safefs import UnsafeEntryError
 from backup_sidecar.errors import (
     PageBackupExistsError,
     PageBackupNameError,
     PageReadError,
     PageStoreBusyError,
+    UnsafeEntryError,
 )
 from backup_sidecar.pagestore.reader import read_pages
 from support.databases import Writer, make_db

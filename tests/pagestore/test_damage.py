@@ -103,7 +103,9 @@ def _rewrite_index(pack: Path, edit: Callable[[bytearray], None]) -> None:
     pack.write_bytes(data[:offset] + index + FOOTER.pack(offset, len(index), magic))
 
 
-def _set(fmt: str, at: Callable[[bytearray], int], value: Callable[[int], int]) -> Callable:
+def _set(
+    fmt: str, at: Callable[[bytearray], int], value: Callable[[int], int]
+) -> Callable[[bytearray], None]:
     def edit(raw: bytearray) -> None:
         pos = at(raw)
         (old,) = struct.unpack_from(fmt, raw, pos)
@@ -113,7 +115,7 @@ def _set(fmt: str, at: Callable[[bytearray], int], value: Callable[[int], int]) 
 
 
 def _first_frame(raw: bytearray) -> int:
-    return HEAD.size + 16 * HEAD.unpack_from(raw)[4]
+    return HEAD.size + 16 * int(HEAD.unpack_from(raw)[4])
 
 
 INDEX_DAMAGE = {

@@ -27,7 +27,7 @@ def _imports(path: Path) -> set[str]:
 def test_pagestore_imports_only_its_layer() -> None:
     """No module of pagestore/ imports the daemon (settings, jobs, service, cli, metrics,
     logging) or any archiver module but safefs."""
-    wrong = {}
+    wrong: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.glob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]

@@ -186,9 +186,9 @@ def assert_prunes_spare_the_newest(
     for i, e in enumerate(list(daemon.log.events)):
         for name, at in deleted.items():
             if at == i:
-                for policy, names in live.items():
+                for owner, names in live.items():
                     if name in names:
-                        listed_before[policy] = list(names)
+                        listed_before[owner] = list(names)
                         names.remove(name)
         if e["event"] == "restore_completed":  # logged before the prune that follows it
             live.setdefault("pre_restore", []).append(e["pre_restore_archive"])
@@ -533,7 +533,7 @@ def test_long_run_ledger_balances(
         log_failed = Counter(e["policy"] for e in events(daemon, "backup_failed"))
         log_pruned = Counter(e["policy"] for e in events(daemon, "archive_pruned"))
         drills = len(events(daemon, "restore_drill_completed"))
-        got = {
+        got: dict[str, tuple[float, ...]] = {
             p: (
                 sample(text, "backup_sidecar_backup_runs_total", policy=p, result="ok") or 0,
                 sample(text, "backup_sidecar_backup_runs_total", policy=p, result="error") or 0,
@@ -542,7 +542,7 @@ def test_long_run_ledger_balances(
             )
             for p in configured
         }
-        want = {
+        want: dict[str, tuple[float, ...]] = {
             p: (
                 log_ok[p],
                 log_failed[p] - busy_refusals[p],
@@ -596,8 +596,8 @@ def test_long_run_ledger_balances(
     # `list` shows archives in the order they were made (the hour-old names of the step back
     # among them), whatever the dates in their names.
     made_order = [e["archive"] for e in events(daemon, "backup_completed")]
-    listed = [a["name"] for a in daemon.request("list")["archives"] if a["name"] in made_order]
-    assert listed == sorted(listed, key=made_order.index, reverse=True), listed
+    in_list = [a["name"] for a in daemon.request("list")["archives"] if a["name"] in made_order]
+    assert in_list == sorted(in_list, key=made_order.index, reverse=True), in_list
 
     # SIGTERM: exit 0, then the ledger from the complete log.
     poller.finish()

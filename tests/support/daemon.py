@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from socket import socket as RawSocket  # noqa: N812  (the class: Daemon.socket is a path)
 from typing import Any
 
 import yaml
@@ -146,7 +147,7 @@ class Daemon:
         """The product's own client (what `ctl` uses)."""
         return ControlClient(self.socket, timeout_s=timeout_s)
 
-    def connect(self, *, timeout: float = DEADLINE_S) -> socket.socket:
+    def connect(self, *, timeout: float = DEADLINE_S) -> RawSocket:
         """A raw connection to the control socket. The connect itself is blocking with a send
         timeout (a full backlog is waited for, as the real client does; Python's own timeout
         would fail at once with EAGAIN), then reads and writes time out after ``timeout``."""

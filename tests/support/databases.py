@@ -150,6 +150,16 @@ def digest(db: Path) -> tuple[int, float, str]:
     return int(n), float(total), str(tags)
 
 
+def dump(db: Path | str, *, uri: bool = False) -> list[str]:
+    """The whole database as SQL (`iterdump`, sqlite_sequence included): equal dumps, equal
+    content."""
+    conn = sqlite3.connect(db, timeout=DEADLINE_S, uri=uri)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
 def integrity(db: Path) -> str:
     return "; ".join(str(r[0]) for r in rows_of(db, "PRAGMA integrity_check"))
 

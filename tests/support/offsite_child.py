@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from backup_sidecar.offsite import Lease, Store, parse_target, resolve_credentials
+from backup_sidecar.offsite import Lease, Store, parse_target, resolve_credentials, transfer
 from backup_sidecar.offsite import store as store_module
 
 
@@ -28,19 +28,20 @@ def say(word: str) -> None:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    real = store_module.file_chunks
+    real = transfer.file_chunks
     stall_after = spec.get("stall_after")
 
-    def stalling(f: BinaryIO) -> Iterator[bytes]:
+    def stalling(f: BinaryIO, size: int = transfer.CHUNK) -> Iterator[bytes]:
         sent = 0
-        for chunk in real(f):
+        for chunk in real(f, size):
             yield chunk
             sent += len(chunk)
             if stall_after is not None and sent >= stall_after:
                 say("stalled")
                 threading.Event().wait()
 
-    store_module.file_chunks = stalling  # type: ignore[assignment]
+    # store calls the name it imported: replace it there
+    store_module.file_chunks = stalling  # type: ignore[attr-defined]
     target = parse_target(
         spec["url"], endpoint=spec.get("endpoint"), region="us-east-1", path_style=True
     )

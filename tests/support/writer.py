@@ -27,7 +27,12 @@ def main() -> None:
     seq_log = Path(sys.argv[4]).open("a", buffering=1) if len(sys.argv) > 4 else None  # noqa: SIM115
     seq = 0
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_at_end_of_input() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_at_end_of_input, daemon=True).start()
     conn = sqlite3.connect(db, timeout=30)
     conn.execute("CREATE TABLE IF NOT EXISTS ticks (n INTEGER PRIMARY KEY, at REAL)")
     conn.commit()
