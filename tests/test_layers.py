@@ -181,3 +181,19 @@ def test_no_module_is_over_the_line_limit() -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES and name not in DECLARATION_LISTS
     }
     assert long == {}
+
+
+def test_every_public_exception_lives_in_errors() -> None:
+    """An exception a caller may catch is declared in errors.py (one place to read what can go
+    wrong); a module keeps only private control-flow exceptions (`_Name`) it raises and catches
+    itself."""
+    outside = [
+        f"{name}.{node.name}"
+        for name, path in modules().items()
+        if name != "backup_sidecar.errors"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.ClassDef)
+        and not node.name.startswith("_")
+        and node.name.endswith(("Error", "Exception"))
+    ]
+    assert outside == []

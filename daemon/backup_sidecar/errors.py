@@ -436,6 +436,25 @@ class OffsiteLeaseLostError(OffsiteError):
         self.holder = holder
 
 
+# Raised and caught inside offsite/, each turned into one of the errors above.
+
+
+class RecordError(ValueError):
+    """A checksum record that cannot be read; the message says why, in one line."""
+
+
+class ObjectChangedError(Exception):
+    """The object's ETag is no longer the one asked for: it was replaced."""
+
+
+class S3RequestFailedError(ConnectionError):
+    """A non-2xx answer (or an unreadable one): ``status`` 0 when the body was unreadable."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}" if status else detail)
+        self.status = status
+
+
 # --- the page store (page-level incremental backups: packs of pages, one manifest a backup) ---
 
 

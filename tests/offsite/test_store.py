@@ -286,7 +286,7 @@ def test_unreachable_endpoint_retries_with_backoff_then_one_error() -> None:
 
 def test_record_parser_refuses_malformed_records() -> None:
     """Every malformed record is one RecordError (never a KeyError or TypeError)."""
-    from backup_sidecar.offsite.record import RecordError
+    from backup_sidecar.errors import RecordError
 
     good = Record("a.tar.gz", 1, "0" * 64, None, False, 1).to_json()
     assert parse_record("a.tar.gz", good).size == 1

@@ -12,14 +12,16 @@ import pyrage
 from pyrage import x25519
 
 from backup_sidecar.errors import (
+    ObjectChangedError,
     OffsiteDecryptError,
     OffsiteObjectCorruptError,
     OffsiteObjectNotFoundError,
+    RecordError,
 )
 from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.bucket import Bucket
 from backup_sidecar.offsite.crypto import decrypt_stream
-from backup_sidecar.offsite.objects import ObjectChangedError, object_fault
+from backup_sidecar.offsite.objects import object_fault
 from backup_sidecar.offsite.transfer import CHUNK, HashingReader, publish_file
 
 
@@ -37,7 +39,7 @@ def checked_record(store: Bucket, name: str) -> rec.Record:
     key = store.key(name)
     try:
         record = store.read_record(name)
-    except rec.RecordError as exc:
+    except RecordError as exc:
         raise OffsiteObjectCorruptError(name, str(exc)) from None
     meta = store.objects.head(key)
     if meta is None and record is None:

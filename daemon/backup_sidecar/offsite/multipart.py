@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
+from backup_sidecar.errors import S3RequestFailedError
 from backup_sidecar.offsite.target import OffsiteTarget, S3Credentials
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -29,14 +30,6 @@ class PendingUpload:
     key: str
     upload_id: str
     initiated: str
-
-
-class S3RequestFailedError(ConnectionError):
-    """A non-2xx answer (or an unreadable one): ``status`` 0 when the body was unreadable."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}" if status else detail)
-        self.status = status
 
 
 class MultipartAdmin:

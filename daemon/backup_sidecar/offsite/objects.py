@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import obstore
 import obstore.exceptions as obx
 
-from backup_sidecar.errors import OffsiteRequestError
+from backup_sidecar.errors import ObjectChangedError, OffsiteRequestError
 from backup_sidecar.offsite.record import Record
 from backup_sidecar.offsite.retry import RetryPolicy, run_with_retries
 
@@ -134,10 +134,6 @@ class Objects:
             return None
         stream = result.stream(min_chunk_size=1024 * 1024)
         return _meta(result.meta), (memoryview(chunk) for chunk in stream)
-
-
-class ObjectChangedError(Exception):
-    """The object's ETag is no longer the one asked for: it was replaced."""
 
 
 def object_fault(record: Record, meta: Meta | None) -> str | None:

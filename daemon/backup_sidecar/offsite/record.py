@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from backup_sidecar.errors import RecordError
+
 RECORD_DIR = ".offsite/sums"
 LEASE_DIR = ".offsite/lease"
 CLOCK_DIR = ".offsite/clock"
@@ -58,10 +60,6 @@ class Record:
             "source_size": self.source_size,
         }
         return json.dumps(body, sort_keys=True).encode()
-
-
-class RecordError(ValueError):
-    """A checksum record that cannot be read; the message says why, in one line."""
 
 
 def parse_record(name: str, raw: bytes) -> Record:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import obstore
 from pyrage import x25519
 
-from backup_sidecar.errors import OffsiteObjectCorruptError, OffsiteUrlError
+from backup_sidecar.errors import OffsiteObjectCorruptError, OffsiteUrlError, RecordError
 from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.backend import open_backend
 from backup_sidecar.offsite.crypto import EncryptedChunks
@@ -210,7 +210,7 @@ class Store:
         key = self.key(name)
         try:
             record = self.read_record(name)
-        except rec.RecordError as exc:
+        except RecordError as exc:
             return Confirmation(name, False, None, None, str(exc))
         if record is None:
             return Confirmation(name, False, None, None, "no checksum record (upload unfinished)")
@@ -255,7 +255,7 @@ class Store:
         if has_record:
             try:
                 record = self.read_record(name)
-            except rec.RecordError as exc:
+            except RecordError as exc:
                 reason = str(exc)
             else:
                 if record is not None:
