@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ import pytest
 
 from backup_sidecar import __version__
 from backup_sidecar.archiver import DatabaseSpec, create_backup
+from backup_sidecar.archiver.snapshot import Snapshot
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
-from support.cli import one_error_line
-from support.databases import make_db
+from support.cli import Sidecar, one_error_line
+from support.databases import SqlSession, Writer, make_db
 
 METADATA = "backup_metadata.json"
 
@@ -83,24 +84,24 @@ def _ticks(db: Path) -> list[int]:
         conn.close()
 
 
-def _count_after(writer: object, *, deadline_s: float = 10.0) -> int:
+def _count_after(writer: Writer, *, deadline_s: float = 10.0) -> int:
     """The writer's commit count, read once it has advanced past the first read after the backup.
 
     The status file lags the commits by at most one, so a value read after it changes once is
     at least every commit made before this call began.
     """
-    first = writer.committed()  # type: ignore[attr-defined]
+    first = writer.committed()
     deadline = time.monotonic() + deadline_s
-    while (now := writer.committed()) == first:  # type: ignore[attr-defined]
+    while (now := writer.committed()) == first:
         assert time.monotonic() < deadline, "the writer stopped committing"
         time.sleep(0.002)
-    return int(now)
+    return now
 
 
-def _wait_for_commits(writer: object, count: int, *, deadline_s: float = 10.0) -> None:
+def _wait_for_commits(writer: Writer, count: int, *, deadline_s: float = 10.0) -> None:
     """Poll until the writer has committed at least ``count`` rows (so the backup races it)."""
     deadline = time.monotonic() + deadline_s
-    while writer.committed() < count:  # type: ignore[attr-defined]
+    while writer.committed() < count:
         assert time.monotonic() < deadline, f"the writer did not reach {count} commits"
         time.sleep(0.005)
 
@@ -123,8 +124,10 @@ def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
         "user_database": "user" in names,
     }
     for stats in ("arrow_db_stats", "user_db_stats"):
+        block = meta[stats]
+        assert isinstance(block, dict)
         for key, kind in STATS_KEYS.items():
-            assert _type_ok(meta[stats][key], kind), f"{stats}.{key}"  # type: ignore[index]
+            assert _type_ok(block[key], kind), f"{stats}.{key}"
     databases = meta["databases"]
     assert isinstance(databases, dict)
     assert sorted(databases) == sorted(names)
@@ -135,10 +138,12 @@ def _check_contract(meta: dict[str, object], *, names: list[str]) -> None:
         assert entry["integrity_check"] == "ok"
         assert entry["size_bytes"] == entry["page_size"] * entry["page_count"]
         # The read lock is held inside the backup's own time.
-        assert 0 <= entry["snapshot_seconds"] <= meta["duration_seconds"]  # type: ignore[operator]
+        assert 0 <= entry["snapshot_seconds"] <= meta["duration_seconds"]
 
 
-def _assert_archive_sound(archive: Path, work: Path, *, names: list[str]) -> tuple[Path, dict]:
+def _assert_archive_sound(
+    archive: Path, work: Path, *, names: list[str]
+) -> tuple[Path, dict[str, Any]]:
     """GNU tar lists the metadata first and extracts databases that pass integrity_check and
     match the metadata's checksums; returns the extraction directory and the metadata."""
     listing = gnu_tar_names(archive)
@@ -161,7 +166,11 @@ def _staging_work_areas(backup_dir: Path) -> list[Path]:
 
 
 def test_wal_backup_under_a_fast_writer_is_one_committed_state(
-    wal_db: Path, arrow_db: Path, backup_dir: Path, tmp_path: Path, writer_process
+    wal_db: Path,
+    arrow_db: Path,
+    backup_dir: Path,
+    tmp_path: Path,
+    writer_process: Callable[..., Writer],
 ) -> None:
     """A backup of a WAL database while another process commits as fast as it can holds exactly
     the rows 1..n of one committed state (no gap, never torn), with n between the writer's count
@@ -232,7 +241,7 @@ def test_wal_backup_holds_rows_still_only_in_the_wal(
 
 
 def test_rollback_backup_under_a_writer_is_one_committed_state(
-    rollback_db: Path, backup_dir: Path, tmp_path: Path, writer_process
+    rollback_db: Path, backup_dir: Path, tmp_path: Path, writer_process: Callable[..., Writer]
 ) -> None:
     """A rollback-journal database written by another process (500 commits/s) backs up to one
     committed state: ticks 1..n without a gap, n within the writer's before/after counts, and
@@ -267,9 +276,9 @@ def test_snapshot_seconds_cover_the_wait_for_a_writer(
     """The recorded snapshot time spans the whole one-step copy, retries behind a writer's
     exclusive lock included: it is how long the application's writers can have waited."""
     from backup_sidecar.archiver import snapshot as snapshot_mod
+    from backup_sidecar.archiver.sqlitefacts import copy_in_one_step as real_copy
 
     holder = sqlite3.connect(rollback_db, isolation_level=None)
-    real_copy = snapshot_mod.copy_in_one_step
     tries: list[float] = []
 
     def copy_behind_a_writer(src: sqlite3.Connection, dst: sqlite3.Connection, **kw: Any) -> None:
@@ -296,11 +305,13 @@ def test_snapshot_seconds_cover_the_wait_for_a_writer(
     assert len(tries) >= 4  # three busy tries, then the copy
     waited = tries[2] - tries[0]
     assert info.manifest is not None
-    assert info.manifest.databases["user"].snapshot_seconds >= round(waited, 3) > 0
+    snapshot_seconds = info.manifest.databases["user"].snapshot_seconds
+    assert snapshot_seconds is not None
+    assert snapshot_seconds >= round(waited, 3) > 0
 
 
 def test_locked_source_fails_cleanly_within_the_deadline(
-    rollback_db: Path, backup_dir: Path, sql_session
+    rollback_db: Path, backup_dir: Path, sql_session: Callable[..., SqlSession]
 ) -> None:
     """A rollback-journal source held under BEGIN EXCLUSIVE by another process past the lock
     timeout makes create_backup raise DatabaseLockedError soon after the timeout, and leaves no
@@ -335,7 +346,9 @@ def _archives(backup_dir: Path) -> list[str]:
     return sorted(p.name for p in backup_dir.glob("*.tar.gz"))
 
 
-def test_backup_name_with_a_slash_is_bad_usage(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+def test_backup_name_with_a_slash_is_bad_usage(
+    sidecar_env: Callable[..., Sidecar], wal_db: Path, backup_dir: Path
+) -> None:
     """`backup --name` with a path separator is refused as bad usage (exit 2), nothing written."""
     sidecar = sidecar_env(user=wal_db)
     result = sidecar.run("backup", "--user-db-only", "--name", "../escape")
@@ -346,7 +359,7 @@ def test_backup_name_with_a_slash_is_bad_usage(sidecar_env, wal_db: Path, backup
 
 
 def test_backup_never_overwrites_an_existing_name(
-    sidecar_env, wal_db: Path, backup_dir: Path
+    sidecar_env: Callable[..., Sidecar], wal_db: Path, backup_dir: Path
 ) -> None:
     """A second backup under an existing name fails with one line naming the archive, and the
     existing archive keeps its exact bytes."""
@@ -367,7 +380,7 @@ def test_backup_never_overwrites_an_existing_name(
 
 
 def test_two_concurrent_backups_with_one_name_one_wins(
-    sidecar_env, wal_db: Path, backup_dir: Path
+    sidecar_env: Callable[..., Sidecar], wal_db: Path, backup_dir: Path
 ) -> None:
     """Two `backup --name same` processes started together: exactly one succeeds, the other
     fails with one line, and the one archive is sound."""
@@ -397,7 +410,7 @@ def _assert_nothing_created(backup_dir: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["directory", "not_sqlite", "missing"])
 def test_bad_source_fails_with_one_line(
-    kind: str, sidecar_env, backup_dir: Path, tmp_path: Path
+    kind: str, sidecar_env: Callable[..., Sidecar], backup_dir: Path, tmp_path: Path
 ) -> None:
     """A user database path that is a directory, a file that is not SQLite, or a missing file
     fails the backup with exit 1 and one stderr line naming the path; nothing is created."""
@@ -419,7 +432,7 @@ def test_bad_source_fails_with_one_line(
 
 @pytest.mark.parametrize("kind", ["missing", "under_a_file"])
 def test_unusable_backup_dir_fails_with_one_line(
-    kind: str, sidecar_env, wal_db: Path, tmp_path: Path
+    kind: str, sidecar_env: Callable[..., Sidecar], wal_db: Path, tmp_path: Path
 ) -> None:
     """A backup directory that does not exist, or whose path runs through a regular file, fails
     the backup with exit 1 and one stderr line naming it; nothing is created."""
@@ -444,7 +457,9 @@ def world_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_unwritable_backup_dir_fails_with_one_line(sidecar_env, world_dir: Path) -> None:
+def test_unwritable_backup_dir_fails_with_one_line(
+    sidecar_env: Callable[..., Sidecar], world_dir: Path
+) -> None:
     """A backup directory the (unprivileged) user cannot write fails the backup with exit 1 and
     one stderr line naming it; nothing is created in it."""
     setpriv = shutil.which("setpriv")
@@ -487,7 +502,9 @@ def test_unwritable_backup_dir_fails_with_one_line(sidecar_env, world_dir: Path)
 # --- list -------------------------------------------------------------------------------------
 
 
-def test_list_json_is_newest_first(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+def test_list_json_is_newest_first(
+    sidecar_env: Callable[..., Sidecar], wal_db: Path, backup_dir: Path
+) -> None:
     """`list --json` orders archives by creation time, newest first, whatever their names."""
     for i, name in enumerate(["zz_oldest", "mm_middle", "aa_newest"]):
         backup_of(
@@ -503,7 +520,9 @@ def test_list_json_is_newest_first(sidecar_env, wal_db: Path, backup_dir: Path) 
     assert all(a["status"] == "verified" and a["databases"] == ["user"] for a in listed)
 
 
-def test_list_shows_garbage_archive_as_damaged(sidecar_env, wal_db: Path, backup_dir: Path) -> None:
+def test_list_shows_garbage_archive_as_damaged(
+    sidecar_env: Callable[..., Sidecar], wal_db: Path, backup_dir: Path
+) -> None:
     """An archive whose content is garbage is listed as damaged with a reason, never skipped,
     next to the good ones."""
     backup_of(
@@ -530,7 +549,10 @@ def test_list_shows_garbage_archive_as_damaged(sidecar_env, wal_db: Path, backup
 
 
 def test_cli_backup_of_a_locked_source_fails_after_the_configured_timeout(
-    sidecar_env, rollback_db: Path, backup_dir: Path, sql_session
+    sidecar_env: Callable[..., Sidecar],
+    rollback_db: Path,
+    backup_dir: Path,
+    sql_session: Callable[..., SqlSession],
 ) -> None:
     """`SIDECAR_LOCK_TIMEOUT` reaches the snapshot: a CLI backup of a source held under BEGIN
     EXCLUSIVE exits 1 soon after that timeout, with one line saying it is locked, and leaves no
@@ -562,9 +584,9 @@ def test_one_or_two_threads_write_the_same_checked_archive(
     ran_on: list[str] = []
     check_all = packing.check_all
 
-    def recording(*args: object, **kwargs: object) -> list[str]:
+    def recording(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[str]:
         ran_on.append(threading.current_thread().name)
-        return check_all(*args, **kwargs)  # type: ignore[arg-type]
+        return check_all(snaps, should_stop)
 
     monkeypatch.setattr(packing, "check_all", recording)
     members = {}
@@ -598,7 +620,12 @@ def test_one_thread_does_not_pack_a_copy_that_fails_the_check(
     db = make_db(tmp_path / "items.db", wal=False, rows=10)  # items fits one leaf page
     db.write_bytes(corrupt_table_page(db.read_bytes(), tmp_path))
     packed: list[object] = []
-    monkeypatch.setattr(packing, "pack_databases", lambda *a, **k: packed.append(a) or [])
+
+    def pack_databases(*args: object, **kwargs: object) -> list[str]:
+        packed.append(args)
+        return []
+
+    monkeypatch.setattr(packing, "pack_databases", pack_databases)
     with pytest.raises(IntegrityCheckError) as caught:
         backup_of(
             {"user": db},
@@ -632,21 +659,27 @@ def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_
     reads: list[int] = []
     real_open = Path.open
 
-    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
-        handle = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
         if self == snap.staged:
             read = handle.read
-            handle.read = lambda n=-1: (reads.append(n), read(n))[1]  # type: ignore[method-assign]
+
+            def counted_read(n: int = -1) -> bytes:
+                reads.append(n)
+                chunk: bytes = read(n)
+                return chunk
+
+            handle.read = counted_read
         return handle
 
     monkeypatch.setattr(Path, "open", counting_open)
     paced_slices = 20
     pace_calls = iter(range(10**9))
 
-    def pack(out: Path, pace: object) -> list[str]:
+    def pack(out: Path, pace: Callable[[], bool]) -> list[str]:
         return packing.pack_databases(
             [snap], out=out, level=1, now=NOW, progress=lambda *a: None,
-            should_stop=lambda: False, pace=pace,  # type: ignore[arg-type]
+            should_stop=lambda: False, pace=pace,
         )  # fmt: skip
 
     digests = pack(tmp_path / "paced.gz", lambda: next(pace_calls) < paced_slices)
@@ -691,10 +724,9 @@ def test_the_metadata_fills_the_room_left_before_the_databases(
 
     db = _many_tables_db(tmp_path / "many.db", 300)
     rooms: list[int] = []
-    metadata_room = backup_mod.metadata_room
 
-    def recording(*args: object) -> int:
-        rooms.append(metadata_room(*args))  # type: ignore[arg-type]
+    def recording(name: str, policy: str, now: datetime, snaps: Sequence[Snapshot]) -> int:
+        rooms.append(metawrite.metadata_room(name, policy, now, snaps))
         return rooms[-1]
 
     def no_copy(*args: object, **kwargs: object) -> Path:

@@ -29,7 +29,7 @@ import json
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -140,7 +140,7 @@ def legacy_doc(g: GoodArchive) -> dict[str, Any]:
 def metadata(draw: st.DrawFn, g: GoodArchive) -> bytes:
     """The good (format 2 or legacy) metadata with some keys dropped or set to raw JSON."""
     doc = json.loads(json.dumps(g.metadata)) if draw(st.booleans()) else legacy_doc(g)
-    raws = []
+    raws: list[str] = []
     paths = [*key_paths(doc), ("created_at",), ("extra",), ("databases", "user", "extra")]
     count = draw(st.sampled_from([0, 0, 0, 0, 0, 1, 1, 2, 3]))
     for path in draw(st.lists(st.sampled_from(paths), min_size=count, max_size=count)):
@@ -203,7 +203,8 @@ def member(draw: st.DrawFn, name: str, data: bytes) -> bytes:
     info = tarfile.TarInfo(name)
     info.mode = 0o600
     info.size = len(data)
-    fmt = draw(st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT]))
+    formats: list[Literal[0, 1, 2]] = [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT]
+    fmt = draw(st.sampled_from(formats))
     flips: list[tuple[int, int]] = []
     if hostile:
         if rarely(draw, 3):

@@ -274,9 +274,13 @@ def test_python_gzip_and_tarfile_read_our_archive(archive: Path) -> None:
     with tarfile.open(archive, mode="r:gz") as tar:
         assert tar.getnames() == [METADATA, "arrow_database.db", "user_data.db"]
         assert all(m.isreg() for m in tar)
-        meta = json.loads(tar.extractfile(METADATA).read())  # type: ignore[union-attr]
+        metadata = tar.extractfile(METADATA)
+        assert metadata is not None
+        meta = json.loads(metadata.read())
         for db, entry in meta["databases"].items():
-            data = tar.extractfile(entry["file"]).read()  # type: ignore[union-attr]
+            member = tar.extractfile(entry["file"])
+            assert member is not None, db
+            data = member.read()
             assert hashlib.sha256(data).hexdigest() == entry["sha256"], db
             assert len(data) == entry["size_bytes"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from backup_sidecar.archiver import staging
 from backup_sidecar.archiver.leftovers import clean_leftovers
 from backup_sidecar.archiver.staging import reserve_name, staging_area
+from support.cli import Sidecar
 
 
 def _abandoned_area(backup_dir: Path, name: str) -> Path:
@@ -21,7 +23,9 @@ def _abandoned_area(backup_dir: Path, name: str) -> Path:
     return area
 
 
-def test_next_backup_removes_abandoned_staging_but_not_a_live_one(sidecar_env, wal_db) -> None:
+def test_next_backup_removes_abandoned_staging_but_not_a_live_one(
+    sidecar_env: Callable[..., Sidecar], wal_db: Path
+) -> None:
     """A staging area nobody holds (its process died) is removed by the next CLI backup; one
     whose lock is held by a running process is left alone."""
     sidecar = sidecar_env(user=wal_db)
@@ -38,7 +42,9 @@ def test_next_backup_removes_abandoned_staging_but_not_a_live_one(sidecar_env, w
         os.close(fd)
 
 
-def test_next_restore_removes_a_dead_restores_new_file(sidecar_env, rollback_db) -> None:
+def test_next_restore_removes_a_dead_restores_new_file(
+    sidecar_env: Callable[..., Sidecar], rollback_db: Path
+) -> None:
     """A new database half-written by a restore whose process died (`.<file>.restore-<pid>`)
     is removed by the next restore; the live database is untouched by the cleanup."""
     user = rollback_db
@@ -69,7 +75,7 @@ def cleanup_before_every_lock(
             removed.append(clean_leftovers(backup_dir))
         real_flock(fd, op)
 
-    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", flock)  # staging.fcntl is this module
     return removed
 
 

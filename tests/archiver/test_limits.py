@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from backup_sidecar.archiver import (
 )
 from backup_sidecar.archiver.model import DEFAULT_LIMITS, MAX_METADATA_BYTES
 from backup_sidecar.errors import ArchiveTooLargeError, CorruptArchiveError
+from support.cli import Sidecar
 from support.databases import make_db
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,7 +68,7 @@ def test_one_limit_for_the_writer_and_the_readers() -> None:
 
 @pytest.mark.slow
 def test_backup_of_14000_tables_verifies_lists_and_restores(
-    wide_db: Path, sidecar_env, tmp_path: Path
+    wide_db: Path, sidecar_env: Callable[..., Sidecar], tmp_path: Path
 ) -> None:
     """A database of 14,000 tables (64-character names) makes metadata over 1 MiB: the backup
     succeeds, lists as verified, verifies, and restores (the real CLI, each step exit 0)."""

@@ -38,7 +38,7 @@ from support.databases import Writer, make_db
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
 
-def test_concurrent_default_names_all_get_distinct_archives(backup_dir: Path, wal_db) -> None:
+def test_concurrent_default_names_all_get_distinct_archives(backup_dir: Path, wal_db: Path) -> None:
     """Eight backups started at the same wall-clock second with the same default name (as
     after a clock step back, or queued behind a restore) all succeed as distinct archives."""
     spec = DatabaseSpec("user", wal_db)
@@ -60,7 +60,7 @@ def test_concurrent_default_names_all_get_distinct_archives(backup_dir: Path, wa
     )
 
 
-def test_explicit_name_has_exactly_one_winner(backup_dir: Path, wal_db) -> None:
+def test_explicit_name_has_exactly_one_winner(backup_dir: Path, wal_db: Path) -> None:
     """Of several backups racing for one explicit name, exactly one publishes it; the others
     raise ArchiveExistsError and leave the winner's bytes alone."""
     spec = DatabaseSpec("user", wal_db)
@@ -242,8 +242,10 @@ def test_two_databases_with_one_file_name_are_refused_naming_both_keys(
     """Two databases called `data.db` in two directories are refused at load naming both keys
     and both paths (before: every backup failed with a misleading "File exists"); with
     `member:` set for one of them they back up and restore under distinct member names."""
-    first = make_db((tmp_path / "a").mkdir() or tmp_path / "a" / "data.db", wal=True)
-    second = make_db((tmp_path / "b").mkdir() or tmp_path / "b" / "data.db", wal=False, rows=7)
+    (tmp_path / "a").mkdir()
+    first = make_db(tmp_path / "a" / "data.db", wal=True)
+    (tmp_path / "b").mkdir()
+    second = make_db(tmp_path / "b" / "data.db", wal=False, rows=7)
     dbs = {"one": {"path": str(first)}, "two": {"path": str(second)}}
     config = _cli_config(tmp_path, backup_dir, dbs)
     done = _cli(config, "config", "check", str(config))

@@ -10,15 +10,17 @@ import json
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
 from support.archives import gnu_tar_extract, library_archive
-from support.cli import is_log_record, one_error_line
-from support.databases import make_db
+from support.cli import Sidecar, is_log_record, one_error_line
+from support.databases import SqlSession, make_db
 
 METADATA = "backup_metadata.json"
 
@@ -52,7 +54,7 @@ def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess
     return result
 
 
-def _backup(sidecar, name: str, *args: str) -> Path:
+def _backup(sidecar: Sidecar, name: str, *args: str) -> Path:
     out = _ok(sidecar.run("backup", "--name", name, *args)).stdout.strip().splitlines()
     path = Path(out[-1])
     assert path == sidecar.backup_dir / f"{name}.tar.gz"
@@ -63,7 +65,7 @@ def _archives(backup_dir: Path) -> set[str]:
     return {p.name for p in backup_dir.glob("*.tar.gz")}
 
 
-def _pre_restore(sidecar) -> list[ArchiveInfo]:
+def _pre_restore(sidecar: Sidecar) -> list[ArchiveInfo]:
     return [a for a in list_archives(sidecar.backup_dir) if a.policy == "pre_restore"]
 
 
@@ -72,7 +74,11 @@ def _pre_restore(sidecar) -> list[ArchiveInfo]:
 
 @pytest.mark.parametrize(("source_day", "live_day"), [("13", "14"), ("14", "13")])
 def test_real_fixture_round_trip_into_a_live_database(
-    source_day: str, live_day: str, fixtures_dir: Path, sidecar_env, tmp_path: Path
+    source_day: str,
+    live_day: str,
+    fixtures_dir: Path,
+    sidecar_env: Callable[..., Sidecar],
+    tmp_path: Path,
 ) -> None:
     """Back up one real ArrowTuner arrow database, verify it, and restore it with --force into a
     live database holding the other day's content: afterwards the live database dumps exactly
@@ -105,7 +111,11 @@ def test_real_fixture_round_trip_into_a_live_database(
 
 @pytest.mark.parametrize("wal", [False, True], ids=["rollback", "wal"])
 def test_restore_reaches_a_connection_held_open_by_another_process(
-    wal: bool, sidecar_env, backup_dir: Path, tmp_path: Path, sql_session
+    wal: bool,
+    sidecar_env: Callable[..., Sidecar],
+    backup_dir: Path,
+    tmp_path: Path,
+    sql_session: Callable[..., SqlSession],
 ) -> None:
     """While another process keeps one connection open, a restore replaces the content and that
     SAME connection sees the restored rows at its next read; the journal mode is kept; the
@@ -135,7 +145,10 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
 
 
 def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
-    sidecar_env, backup_dir: Path, tmp_path: Path, sql_session
+    sidecar_env: Callable[..., Sidecar],
+    backup_dir: Path,
+    tmp_path: Path,
+    sql_session: Callable[..., SqlSession],
 ) -> None:
     """When the application holds the WAL database's write lock past the lock timeout, the
     restore exits 1 saying it is locked, and the live content is left as the application's
@@ -161,8 +174,18 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
 # --- refusals and options ---------------------------------------------------------------------
 
 
+class TwoDbScene(TypedDict):
+    """The CLI on the live databases, and the databases (name -> path) live and archived."""
+
+    sidecar: Sidecar
+    live: dict[str, Path]
+    source: dict[str, Path]
+
+
 @pytest.fixture
-def two_db_scene(sidecar_env, backup_dir: Path, tmp_path: Path, fixtures_dir: Path):
+def two_db_scene(
+    sidecar_env: Callable[..., Sidecar], backup_dir: Path, tmp_path: Path, fixtures_dir: Path
+) -> TwoDbScene:
     """An archive of both databases (arrow: the 2025-08-14 fixture, user: 250 rows), and live
     databases with other content (arrow: the 2025-08-13 fixture, user: 100 rows)."""
     src_arrow = tmp_path / "source" / "arrow_database.db"
@@ -185,7 +208,7 @@ def _snapshot_bytes(paths: dict[str, Path]) -> dict[str, bytes]:
     return {name: path.read_bytes() for name, path in paths.items()}
 
 
-def test_dry_run_changes_nothing(two_db_scene) -> None:
+def test_dry_run_changes_nothing(two_db_scene: TwoDbScene) -> None:
     """`restore --dry-run` verifies and describes the plan but leaves every live file
     byte-identical and writes no archive (no pre_restore backup)."""
     sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
@@ -197,7 +220,7 @@ def test_dry_run_changes_nothing(two_db_scene) -> None:
     assert _archives(sidecar.backup_dir) == archives
 
 
-def test_restore_without_force_or_tty_refuses(two_db_scene) -> None:
+def test_restore_without_force_or_tty_refuses(two_db_scene: TwoDbScene) -> None:
     """`restore` with neither --force nor a terminal on stdin refuses with exit 1 and one error
     line, and changes nothing."""
     sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
@@ -219,7 +242,7 @@ def test_restore_without_force_or_tty_refuses(two_db_scene) -> None:
     ],
 )
 def test_selective_restore_touches_only_the_chosen_database(
-    flags: tuple[str, ...], chosen: str, two_db_scene
+    flags: tuple[str, ...], chosen: str, two_db_scene: TwoDbScene
 ) -> None:
     """A selective restore replaces the chosen database's content, leaves the other one
     byte-identical, and saves only the chosen one in the pre_restore archive."""
@@ -233,7 +256,7 @@ def test_selective_restore_touches_only_the_chosen_database(
     assert safety.databases == (chosen,)
 
 
-def test_unknown_database_name_is_bad_usage(two_db_scene) -> None:
+def test_unknown_database_name_is_bad_usage(two_db_scene: TwoDbScene) -> None:
     """`restore --db` with a database name that is not configured exits 2 and changes nothing."""
     sidecar, live = two_db_scene["sidecar"], two_db_scene["live"]
     before = _snapshot_bytes(live)
@@ -244,7 +267,7 @@ def test_unknown_database_name_is_bad_usage(two_db_scene) -> None:
     assert _pre_restore(sidecar) == []
 
 
-def test_archive_missing_the_requested_database_refuses(two_db_scene) -> None:
+def test_archive_missing_the_requested_database_refuses(two_db_scene: TwoDbScene) -> None:
     """Restoring a database the archive does not hold exits 1 naming it, and changes nothing."""
     sidecar, live, source = two_db_scene["sidecar"], two_db_scene["live"], two_db_scene["source"]
     library_archive(sidecar.backup_dir, "user_only", user=source["user"])
@@ -257,7 +280,7 @@ def test_archive_missing_the_requested_database_refuses(two_db_scene) -> None:
 
 
 def test_wal_destination_with_another_page_size_is_refused(
-    sidecar_env, backup_dir: Path, tmp_path: Path
+    sidecar_env: Callable[..., Sidecar], backup_dir: Path, tmp_path: Path
 ) -> None:
     """A WAL live database whose page size differs from the archive's copy is refused before
     anything changes: exit 1, a message about the page size, the live file byte-identical, and
@@ -275,7 +298,9 @@ def test_wal_destination_with_another_page_size_is_refused(
     assert _archives(sidecar.backup_dir) == {"big_pages.tar.gz"}
 
 
-def test_restore_creates_a_missing_database(sidecar_env, backup_dir: Path, tmp_path: Path) -> None:
+def test_restore_creates_a_missing_database(
+    sidecar_env: Callable[..., Sidecar], backup_dir: Path, tmp_path: Path
+) -> None:
     """A restore to a database file that does not exist yet creates it with the archive's
     content, and leaves no temporary file beside it."""
     source = make_db(tmp_path / "source" / "user_data.db", wal=True, rows=75, tag="new")
@@ -342,7 +367,10 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
 
 
 def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
-    tmp_path: Path, backup_dir: Path, monkeypatch: pytest.MonkeyPatch, sidecar_env
+    tmp_path: Path,
+    backup_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sidecar_env: Callable[..., Sidecar],
 ) -> None:
     """The restore commits, then its safety archive fails (ENOSPC injected at create_backup):
     RestoreIncompleteError names the .rescue directory, which holds exactly the old database

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -52,7 +52,7 @@ from support.archives import (
     seed_like,
     seed_metadata,
 )
-from support.cli import is_log_record
+from support.cli import Sidecar, is_log_record
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTORE_SH = ROOT / "scripts" / "restore-databases.sh"
@@ -116,8 +116,22 @@ def live(tmp_path: Path, fixtures_dir: Path) -> dict[str, Path]:
     return {"arrow": arrow, "user": _make(tmp_path / "live" / USER, rows=10, tag="live")}
 
 
+class SeedScene(TypedDict):
+    """The CLI on the live databases, the sources the seed archived, and the backup directory."""
+
+    sidecar: Sidecar
+    source: dict[str, Path]
+    live: dict[str, Path]
+    backup_dir: Path
+
+
 @pytest.fixture
-def seed_scene(sources: dict[str, Path], live: dict[str, Path], backup_dir: Path, sidecar_env):
+def seed_scene(
+    sources: dict[str, Path],
+    live: dict[str, Path],
+    backup_dir: Path,
+    sidecar_env: Callable[..., Sidecar],
+) -> SeedScene:
     return {
         "sidecar": sidecar_env(arrow=live["arrow"], user=live["user"]),
         "source": sources,
@@ -157,7 +171,7 @@ def _held(order: Sequence[str]) -> list[str]:
 # --- the premise --------------------------------------------------------------------------------
 
 
-def test_seed_archive_is_built_as_the_seed_builds_it(seed_scene) -> None:
+def test_seed_archive_is_built_as_the_seed_builds_it(seed_scene: SeedScene) -> None:
     """Guard of the tests' own premise: the archive's members are the staged files in the
     staging directory's own order (GNU tar lists them so), and its metadata has the seed's keys
     only, with the seed's stats (unrounded size, table count, per-table row counts)."""
@@ -361,7 +375,9 @@ def test_our_format_stays_strict_about_its_metadata_coming_first(
         verify_archive(info.path, staging=area)
 
 
-def test_listing_a_seed_archive_reads_a_bounded_amount(backup_dir: Path, monkeypatch) -> None:
+def test_listing_a_seed_archive_reads_a_bounded_amount(
+    backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tiny archive whose metadata sits behind 64 MiB of zeros: with a 16 MiB scan bound list
     shows it damaged, naming the bound, instead of decompressing on; within the bound it is
     found. A file is scanned once: listing it again reuses the result, until it changes."""
@@ -396,7 +412,7 @@ def test_listing_a_seed_archive_reads_a_bounded_amount(backup_dir: Path, monkeyp
 # --- the real CLI and the seed's restore script -------------------------------------------------
 
 
-def test_cli_lists_every_order_and_restores_a_metadata_last_archive(seed_scene) -> None:
+def test_cli_lists_every_order_and_restores_a_metadata_last_archive(seed_scene: SeedScene) -> None:
     """`list --json` shows every seed archive (each member order) as legacy with the databases
     it holds; `verify` of the archive whose metadata is last passes with the checksum warning;
     `restore --force` puts both databases' content into the live files."""
@@ -420,7 +436,9 @@ def test_cli_lists_every_order_and_restores_a_metadata_last_archive(seed_scene) 
 
 
 @pytest.mark.parametrize("only", ["user", "arrow"])
-def test_cli_restores_one_database_of_a_metadata_middle_archive(seed_scene, only: str) -> None:
+def test_cli_restores_one_database_of_a_metadata_middle_archive(
+    seed_scene: SeedScene, only: str
+) -> None:
     """`restore --<db>-db-only --force` of a seed archive ordered arrow, metadata, user (seen
     in the field) replaces that database only; the other stays byte-identical."""
     sidecar, src, live = seed_scene["sidecar"], seed_scene["source"], seed_scene["live"]
@@ -437,7 +455,7 @@ def test_cli_restores_one_database_of_a_metadata_middle_archive(seed_scene, only
     assert live[other].read_bytes() == other_bytes
 
 
-def test_restore_script_restores_a_user_then_metadata_archive(seed_scene) -> None:
+def test_restore_script_restores_a_user_then_metadata_archive(seed_scene: SeedScene) -> None:
     """scripts/restore-databases.sh (no daemon) lists a seed archive ordered user_data.db,
     backup_metadata.json (seen in the field), verifies it, and restores it with --user-db-only."""
     sidecar, src, live = seed_scene["sidecar"], seed_scene["source"], seed_scene["live"]
@@ -490,7 +508,7 @@ def _seed_copy_of_wal_database(path: Path, *, rows: int) -> Path:
 
 
 def test_seed_member_from_a_wal_database_keeps_the_live_journal_mode(
-    seed_scene, tmp_path: Path
+    seed_scene: SeedScene, tmp_path: Path
 ) -> None:
     """Restoring a seed archive made from a WAL database into a rollback-journal live database
     replaces the content but keeps the live database's journal mode (the application chose it;
