@@ -29,7 +29,7 @@ from backup_sidecar.archiver.snapshot import Snapshot
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
 from support.cli import Sidecar, one_error_line
-from support.databases import SqlSession, Writer, make_db
+from support.databases import SqlSession, Writer, integrity, make_db
 
 METADATA = "backup_metadata.json"
 
@@ -66,14 +66,6 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 NOW = datetime(2026, 11, 25, 3, 0, 0, 123456, tzinfo=UTC)
-
-
-def _integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _ticks(db: Path) -> list[int]:
@@ -153,7 +145,7 @@ def _assert_archive_sound(
     _check_contract(meta, names=names)
     for name, entry in meta["databases"].items():
         member = out / entry["file"]
-        assert _integrity(member) == "ok", name
+        assert integrity(member) == "ok", name
         assert hashlib.sha256(member.read_bytes()).hexdigest() == entry["sha256"]
         assert member.stat().st_size == entry["size_bytes"]
     assert sorted(listing) == sorted([METADATA, *(e["file"] for e in meta["databases"].values())])
@@ -261,7 +253,7 @@ def test_rollback_backup_under_a_writer_is_one_committed_state(
     assert report["errors"] == 0
     assert gnu_tar_names(info.path)[0] == METADATA
     out = gnu_tar_extract(info.path, tmp_path / "out")
-    assert _integrity(out / "user_data.db") == "ok"
+    assert integrity(out / "user_data.db") == "ok"
     ticks = _ticks(out / "user_data.db")
     assert ticks == list(range(1, len(ticks) + 1))
     assert before <= len(ticks) <= after, (before, len(ticks), after)

@@ -20,33 +20,9 @@ import pytest
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
 from support.archives import gnu_tar_extract, library_archive
 from support.cli import Sidecar, is_log_record, one_error_line
-from support.databases import SqlSession, make_db
+from support.databases import SqlSession, integrity, journal_mode, make_db, read_only_dump
 
 METADATA = "backup_metadata.json"
-
-
-def _dump(db: Path) -> list[str]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
-def _integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _journal_mode(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -88,8 +64,8 @@ def test_real_fixture_round_trip_into_a_live_database(
     for path, day in ((source, source_day), (live, live_day)):
         path.parent.mkdir()
         shutil.copyfile(fixtures_dir / f"arrow_database_2025-08-{day}.db", path)
-    expected = _dump(source)
-    old = _dump(live)
+    expected = read_only_dump(source)
+    old = read_only_dump(live)
     assert expected != old
 
     archive = _backup(sidecar_env(arrow=source), f"arrow_{source_day}", "--arrow-db-only")
@@ -98,12 +74,12 @@ def test_real_fixture_round_trip_into_a_live_database(
     assert f"arrow_{source_day}: ok" in verified.stdout
     _ok(sidecar.run("restore", f"arrow_{source_day}", "--force"))
 
-    assert _dump(live) == expected
-    assert _integrity(live) == "ok"
+    assert read_only_dump(live) == expected
+    assert integrity(live) == "ok"
     (safety,) = _pre_restore(sidecar)
     assert safety.databases == ("arrow",)
     out = gnu_tar_extract(safety.path, tmp_path / "safety")
-    assert _dump(out / "arrow_database.db") == old
+    assert read_only_dump(out / "arrow_database.db") == old
 
 
 # --- live restores under open connections -----------------------------------------------------
@@ -124,24 +100,24 @@ def test_restore_reaches_a_connection_held_open_by_another_process(
     live = make_db(tmp_path / "live" / "user_data.db", wal=wal, rows=100, tag="live")
     archive = library_archive(backup_dir, "to_restore", user=source)
     sidecar = sidecar_env(user=live)
-    before = _dump(live)
+    before = read_only_dump(live)
 
     app = sql_session(live)
     assert app.execute("SELECT count(*) FROM items") == [[100]]
     _ok(sidecar.run("restore", archive.name, "--force", "--db", "user"))
     assert app.execute("SELECT count(*) FROM items") == [[250]]
     assert app.execute("SELECT count(*) FROM items WHERE body LIKE 'live-%'") == [[0]]
-    assert _dump(live) == _dump(source)
+    assert read_only_dump(live) == read_only_dump(source)
     app.execute("INSERT INTO items(body) VALUES ('after-restore')")  # the app goes on writing
     assert app.execute("SELECT count(*) FROM items") == [[251]]
     app.close()
 
-    assert _integrity(live) == "ok"
-    assert _journal_mode(live) == ("wal" if wal else "delete")
+    assert integrity(live) == "ok"
+    assert journal_mode(live) == ("wal" if wal else "delete")
     (safety,) = _pre_restore(sidecar)
     _ok(sidecar.run("verify", safety.name))
     out = gnu_tar_extract(safety.path, tmp_path / "safety")
-    assert _dump(out / "user_data.db") == before
+    assert read_only_dump(out / "user_data.db") == before
 
 
 def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
@@ -156,7 +132,7 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
     source = make_db(tmp_path / "source" / "user_data.db", wal=False, rows=30, tag="restored")
     live = make_db(tmp_path / "live" / "user_data.db", wal=True, rows=100, tag="live")
     library_archive(backup_dir, "blocked", user=source)
-    before = _dump(live)
+    before = read_only_dump(live)
     app = sql_session(live)
     app.execute("BEGIN EXCLUSIVE")
     app.execute("INSERT INTO items(body) VALUES ('uncommitted')")
@@ -167,8 +143,8 @@ def test_restore_into_a_write_locked_wal_database_gives_up_cleanly(
     app.execute("ROLLBACK")
     assert app.execute("SELECT count(*) FROM items") == [[100]]
     app.close()
-    assert _dump(live) == before
-    assert _integrity(live) == "ok"
+    assert read_only_dump(live) == before
+    assert integrity(live) == "ok"
 
 
 # --- refusals and options ---------------------------------------------------------------------
@@ -250,7 +226,7 @@ def test_selective_restore_touches_only_the_chosen_database(
     other = "arrow" if chosen == "user" else "user"
     untouched = live[other].read_bytes()
     _ok(sidecar.run("restore", "both", "--force", *flags))
-    assert _dump(live[chosen]) == _dump(source[chosen])
+    assert read_only_dump(live[chosen]) == read_only_dump(source[chosen])
     assert live[other].read_bytes() == untouched
     (safety,) = _pre_restore(sidecar)
     assert safety.databases == (chosen,)
@@ -313,8 +289,8 @@ def test_restore_creates_a_missing_database(
     payload = json.loads(result.stdout)
     assert payload["restored"] == ["user"]
     assert payload["pre_restore_archive"] is None
-    assert _dump(target) == _dump(source)
-    assert _integrity(target) == "ok"
+    assert read_only_dump(target) == read_only_dump(source)
+    assert integrity(target) == "ok"
     assert sorted(p.name for p in target_dir.iterdir()) == ["user_data.db"]
 
 
@@ -335,7 +311,7 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     new = {n: make_db(src / f"{n}.db", wal=False, rows=300, tag="new") for n in ("arrow", "user")}
     old = {n: make_db(live / f"{n}.db", wal=n == "user", rows=50, tag="old") for n in new}
     archive = library_archive(backup_dir, "both", **new)
-    old_dump = {n: _dump(p) for n, p in old.items()}
+    old_dump = {n: read_only_dump(p) for n, p in old.items()}
     real_progress = livecopy.LiveCopy._progress
 
     def failing(self: livecopy.LiveCopy, status: int, remaining: int, total: int) -> None:
@@ -357,12 +333,12 @@ def test_a_commit_failing_after_another_reports_what_was_restored(
     assert "restored arrow" in message and "user" in message and "injected" in message
     safety = err.value.pre_restore_archive
     assert safety and f"to undo, restore {safety}" in message
-    assert _dump(old["arrow"]) == _dump(new["arrow"])
-    assert _dump(old["user"]) == old_dump["user"]
+    assert read_only_dump(old["arrow"]) == read_only_dump(new["arrow"])
+    assert read_only_dump(old["user"]) == old_dump["user"]
     (info,) = [a for a in list_archives(backup_dir) if a.name == safety]
     assert info.databases == ("arrow",) and info.status.value == "verified"
     saved = gnu_tar_extract(info.path, tmp_path / "saved")
-    assert _dump(saved / "arrow_database.db") == old_dump["arrow"]
+    assert read_only_dump(saved / "arrow_database.db") == old_dump["arrow"]
     assert not (backup_dir / ".rescue").exists()
 
 
@@ -385,7 +361,7 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
 
     new = make_db(tmp_path / "src" / "user_data.db", wal=False, rows=300, tag="new")
     live = make_db(tmp_path / "live" / "user_data.db", wal=True, rows=50, tag="old")
-    old_dump = _dump(live)
+    old_dump = read_only_dump(live)
     archive = library_archive(backup_dir, "good", user=new)
 
     def full(*args: object, **kwargs: object) -> None:
@@ -404,8 +380,8 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
     rescue = err.value.rescue
     assert rescue is not None and f"kept in {rescue}" in str(err.value)
     assert "No space left" in str(err.value)
-    assert _dump(live) == _dump(new)
-    assert _dump(rescue / "user_data.db") == old_dump
+    assert read_only_dump(live) == read_only_dump(new)
+    assert read_only_dump(rescue / "user_data.db") == old_dump
     assert (rescue / ".saved").exists()
     assert rescued_content(backup_dir) == []  # its process (this one) is still running
 

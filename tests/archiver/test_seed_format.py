@@ -53,6 +53,7 @@ from support.archives import (
     seed_metadata,
 )
 from support.cli import Sidecar, is_log_record
+from support.databases import read_only_dump
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTORE_SH = ROOT / "scripts" / "restore-databases.sh"
@@ -66,14 +67,6 @@ def _make(path: Path, *, rows: int, tag: str) -> Path:
     conn.commit()
     conn.close()
     return path
-
-
-def _dump(db: Path) -> list[str]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -226,7 +219,7 @@ def test_seed_archive_in_any_order_lists_verifies_and_restores(
         verified = verify_archive(archive, staging=area)
         assert sorted(verified.staged) == held
         for db in held:
-            assert _dump(verified.staged[db]) == _dump(sources[db])
+            assert read_only_dump(verified.staged[db]) == read_only_dump(sources[db])
     assert verified.manifest.legacy
     assert any("checksum" in w for w in verified.warnings)
     untouched = {db: live[db].read_bytes() for db in ("arrow", "user") if db not in held}
@@ -239,7 +232,7 @@ def test_seed_archive_in_any_order_lists_verifies_and_restores(
     )
     assert sorted(result.restored) == held
     for db in held:
-        assert _dump(live[db]) == _dump(sources[db]), db
+        assert read_only_dump(live[db]) == read_only_dump(sources[db]), db
     for db, data in untouched.items():
         assert live[db].read_bytes() == data, db
 
@@ -271,7 +264,7 @@ def test_seed_archive_misses_a_database_its_includes_names(
         archive, databases=specs, selected=None, backup_dir=backup_dir, now=NOW
     )
     assert result.restored == ("user",)
-    assert _dump(live["user"]) == _dump(sources["user"])
+    assert read_only_dump(live["user"]) == read_only_dump(sources["user"])
     assert live["arrow"].read_bytes() == arrow_before
 
 
@@ -429,7 +422,7 @@ def test_cli_lists_every_order_and_restores_a_metadata_last_archive(seed_scene: 
     assert any("checksum" in ln for ln in _stderr_lines(verified)), verified.stderr
     _ok(sidecar.run("restore", last, "--force"))
     for db in ("arrow", "user"):
-        assert _dump(live[db]) == _dump(src[db]), db
+        assert read_only_dump(live[db]) == read_only_dump(src[db]), db
     pre = [a for a in list_archives(sidecar.backup_dir) if a.policy == "pre_restore"]
     assert len(pre) == 1
     assert sorted(pre[0].databases) == ["arrow", "user"]
@@ -451,7 +444,7 @@ def test_cli_restores_one_database_of_a_metadata_middle_archive(
     other = "arrow" if only == "user" else "user"
     other_bytes = live[other].read_bytes()
     _ok(sidecar.run("restore", SEED_NAME, f"--{only}-db-only", "--force"))
-    assert _dump(live[only]) == _dump(src[only])
+    assert read_only_dump(live[only]) == read_only_dump(src[only])
     assert live[other].read_bytes() == other_bytes
 
 
@@ -486,7 +479,7 @@ def test_restore_script_restores_a_user_then_metadata_archive(seed_scene: SeedSc
     _ok(script("--verify", "--file", f"{name}.tar.gz"))
     arrow_bytes = live["arrow"].read_bytes()
     _ok(script("--file", f"{name}.tar.gz", "--user-db-only", "--force"))
-    assert _dump(live["user"]) == _dump(src["user"])
+    assert read_only_dump(live["user"]) == read_only_dump(src["user"])
     assert live["arrow"].read_bytes() == arrow_bytes
 
 

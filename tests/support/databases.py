@@ -160,6 +160,11 @@ def dump(db: Path | str, *, uri: bool = False) -> list[str]:
         conn.close()
 
 
+def read_only_dump(db: Path) -> list[str]:
+    """The dump through a read-only connection (it cannot create or change a file)."""
+    return dump(f"file:{db}?mode=ro", uri=True)
+
+
 def integrity(db: Path) -> str:
     return "; ".join(str(r[0]) for r in rows_of(db, "PRAGMA integrity_check"))
 
