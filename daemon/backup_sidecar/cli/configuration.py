@@ -40,6 +40,14 @@ def config_check(ctx: Context, file: Path) -> None:
             nxt = next_fire_times(trigger, timezone=settings.tzinfo, now=now, count=1)
             when = nxt[0].isoformat() if nxt else "never"
             click.echo(f"policy {name}: keep {policy.keep}, next run {when}")
+        if settings.offsite is not None:
+            encryption = settings.offsite.encryption
+            how = (
+                f"encrypted to {len(encryption.recipients)} age recipient(s)"
+                if encryption
+                else "plaintext"
+            )
+            click.echo(f"offsite: {settings.offsite.url} ({how})")
         if settings.scrub.trigger is not None:
             nxt = next_fire_times(settings.scrub.trigger, timezone=settings.tzinfo, now=now)
             click.echo(f"scrub: next run {nxt[0].isoformat() if nxt else 'never'}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.cpus import cpu_plan
-from backup_sidecar.errors import UnknownDatabaseError, UnknownPolicyError
+from backup_sidecar.errors import UnknownDatabaseError, UnknownPolicyError, UsageError
 from backup_sidecar.jobs.effort import Effort
 
 if TYPE_CHECKING:  # settings (pydantic) is imported only where a Runtime is loaded
@@ -24,6 +24,24 @@ if TYPE_CHECKING:  # settings (pydantic) is imported only where a Runtime is loa
 
 #: The policy of a backup asked for without one (CLI `backup`, socket `backup`).
 MANUAL_POLICY = "manual"
+
+
+@dataclass(frozen=True)
+class OffsiteSpec:
+    """The `offsite` section as plain values (the jobs open the store from it)."""
+
+    url: str
+    endpoint: str | None = None
+    region: str | None = None
+    path_style: bool = False
+    #: Confirmed copies to keep per policy (default: the policy's local keep).
+    keep: Mapping[str, int] = field(default_factory=dict)
+    #: Seconds the newest confirmed copy of a policy may age (None: not watched).
+    max_age: float | None = None
+    #: age public keys every upload is encrypted to (empty: plaintext).
+    recipients: tuple[str, ...] = ()
+    #: The age identity file restores decrypt with (None: not configured).
+    identity_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,7 @@ class Runtime:
     #: How hard the jobs work unless a caller says otherwise (callers add their callbacks).
     effort: Effort = field(default_factory=Effort)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    offsite: OffsiteSpec | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, paths: ResolvedPaths) -> Runtime:
@@ -58,6 +77,7 @@ class Runtime:
                 nice=settings.nice,
                 lock_timeout=settings.lock_timeout.total_seconds(),
             ),
+            offsite=_offsite_spec(settings, paths),
         )
 
     @classmethod
@@ -67,6 +87,12 @@ class Runtime:
 
         settings = load_settings(config, environ=environ)
         return cls.from_settings(settings, resolve_paths(settings, environ=environ, cwd=cwd))
+
+    def require_offsite(self) -> OffsiteSpec:
+        """The offsite section, or a UsageError saying it is missing."""
+        if self.offsite is None:
+            raise UsageError("no offsite store configured (add an `offsite:` section with a url)")
+        return self.offsite
 
     def backup_policies(self) -> tuple[str, ...]:
         """The policies a backup asked for by a user may go under: ``manual`` and every
@@ -88,3 +114,20 @@ class Runtime:
             if name not in self.databases:
                 raise UnknownDatabaseError(name, tuple(self.databases))
         return [self.databases[name] for name in dict.fromkeys(chosen)]
+
+
+def _offsite_spec(settings: Settings, paths: ResolvedPaths) -> OffsiteSpec | None:
+    section = settings.offsite
+    if section is None:
+        return None
+    encryption = section.encryption
+    return OffsiteSpec(
+        url=section.url,
+        endpoint=section.endpoint,
+        region=section.region,
+        path_style=section.path_style,
+        keep={name: section.keep.get(name, p.keep) for name, p in settings.policies.items()},
+        max_age=section.max_age_seconds(),
+        recipients=tuple(encryption.recipients) if encryption else (),
+        identity_file=paths.offsite_identity,
+    )

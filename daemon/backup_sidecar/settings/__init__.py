@@ -23,6 +23,7 @@ from backup_sidecar.settings.model import (
     ScrubConfig,
     Settings,
 )
+from backup_sidecar.settings.offsite import OffsiteConfig, OffsiteEncryptionConfig
 from backup_sidecar.settings.paths import (
     Configuration,
     ResolvedPaths,
@@ -39,6 +40,8 @@ __all__ = [
     "DatabaseConfig",
     "HealthConfig",
     "MetricsConfig",
+    "OffsiteConfig",
+    "OffsiteEncryptionConfig",
     "PolicyConfig",
     "ResolvedPaths",
     "ScrubConfig",

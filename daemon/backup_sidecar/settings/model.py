@@ -24,6 +24,7 @@ from pydantic_settings import (
 from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import KeyedValueError, UsageError
+from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,
@@ -178,6 +179,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    offsite: OffsiteConfig | None = None
     compression_level: Int = Field(default=1, ge=0, le=3)
     #: Threads for a backup's integrity check and its hashing + compression: 1 runs them one
     #: after the other, 2 at once (paced below 3 CPUs); ``auto`` is 2 from 2 usable CPUs on
@@ -256,6 +258,7 @@ class Settings(BaseSettings):
         for name in self.health.max_backup_age:
             if name not in self.policies:
                 raise KeyedValueError(f"health.max_backup_age.{name}", "not a policy name")
+        check_offsite_policies(self.offsite, self.policies)
         return self
 
     @property

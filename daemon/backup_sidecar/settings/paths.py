@@ -24,6 +24,8 @@ class ResolvedPaths:
     backup_dir: Path
     databases: tuple[DatabaseSpec, ...]
     sources: dict[str, str]
+    #: The age identity file of `offsite.encryption.identity_file` (relative to the cwd).
+    offsite_identity: Path | None = None
 
     def database(self, name: str) -> DatabaseSpec:
         """The spec of one configured database."""
@@ -82,7 +84,14 @@ def resolve_paths(
         backup_dir, sources["backup_dir"] = DOCKER_ROOT / "backups", f"docker {DOCKER_ROOT}"
     else:
         backup_dir, sources["backup_dir"] = cwd / "backups", "local fallback"
-    return ResolvedPaths(backup_dir=backup_dir, databases=tuple(specs), sources=sources)
+    encryption = settings.offsite.encryption if settings.offsite else None
+    identity = encryption.identity_file if encryption else None
+    return ResolvedPaths(
+        backup_dir=backup_dir,
+        databases=tuple(specs),
+        sources=sources,
+        offsite_identity=cwd / identity if identity is not None else None,
+    )
 
 
 def _check_members(
