@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from support.archives import GoodArchive, build_good
 from support.cli import Sidecar, cli_env
 from support.daemon import DaemonRunner
 from support.databases import SqlSession, Writer, make_db
@@ -29,6 +30,13 @@ def backup_dir(tmp_path: Path) -> Path:
     path = tmp_path / "backups"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
+    """A good archive (two databases, made by create_backup) for the module's hostile
+    variations to start from; built once per test module."""
+    return build_good(tmp_path_factory.mktemp("good") / "scene")
 
 
 @pytest.fixture

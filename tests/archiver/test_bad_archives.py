@@ -43,16 +43,10 @@ from support.archives import (
     NOW,
     Build,
     GoodArchive,
-    build_good,
     flip,
     repack,
     seed_bomb,
 )
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
-    return build_good(tmp_path_factory.mktemp("good") / "scene")
 
 
 def test_repacked_good_archive_verifies(good: GoodArchive, backup_dir: Path) -> None:

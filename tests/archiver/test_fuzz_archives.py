@@ -46,7 +46,7 @@ from backup_sidecar.archiver import (
     verify_archive,
 )
 from backup_sidecar.errors import CorruptArchiveError
-from support.archives import ARCHIVE, METADATA, USER, GoodArchive, build_good, seed_doc
+from support.archives import ARCHIVE, METADATA, USER, GoodArchive, seed_doc
 from support.fuzzing import FUZZ
 
 HOSTILE = "daily_20250101_000000"
@@ -55,11 +55,6 @@ HOSTILE = "daily_20250101_000000"
 LIMITS = Limits(max_total_bytes=64 << 20)
 EXAMPLES = 300
 _RAW = "\x00raw{}\x00"
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
-    return build_good(tmp_path_factory.mktemp("fuzz") / "scene")
 
 
 # --- JSON -------------------------------------------------------------------------------------

@@ -41,18 +41,12 @@ from support.archives import (
     HOSTILE,
     NOW,
     GoodArchive,
-    build_good,
     created_at,
     empty_members,
     one_byte_members,
     repack,
     with_metadata,
 )
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
-    return build_good(tmp_path_factory.mktemp("hostile") / "scene")
 
 
 def _restore(path: Path, good: GoodArchive, backup_dir: Path, **options: Any) -> None:

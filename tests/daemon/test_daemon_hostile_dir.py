@@ -16,21 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from backup_sidecar.archiver import DatabaseSpec, create_backup
-from support.archives import HOSTILE, GoodArchive, build_good
+from support.archives import HOSTILE, GoodArchive
 from support.daemon import Daemon, DaemonRunner
 from support.databases import make_db
 from support.metrics import sample
 from support.waiting import wait_until
 
 OLD_GOOD = 5
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> GoodArchive:
-    return build_good(tmp_path_factory.mktemp("hostile-daemon") / "scene")
 
 
 def verified(d: Daemon, policy: str) -> list[str]:
