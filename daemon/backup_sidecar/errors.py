@@ -379,6 +379,14 @@ class OffsiteObjectNotFoundError(OffsiteError, LookupError):
         self.name = name
 
 
+class OffsiteNothingToRestoreError(OffsiteError, LookupError):
+    """``restore --latest --from-offsite`` on a store that holds no confirmed archive."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no confirmed archive in {url} to restore")
+        self.url = url
+
+
 class OffsiteObjectCorruptError(OffsiteError, ValueError):
     """An offsite object that is not what was uploaded (truncated, swapped, tampered, or without
     its checksum record); nothing was written locally."""

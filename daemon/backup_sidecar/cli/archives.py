@@ -11,6 +11,7 @@ import click
 
 from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
+from backup_sidecar.cli.offsite import list_offsite
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, fail, reported_errors
 from backup_sidecar.errors import UsageError
@@ -63,12 +64,16 @@ _ROW = "{:<40} {:<20} {:>12} {:<12} {:<9} {}"
 
 
 @click.command("list")
+@click.option("--offsite", is_flag=True, help="What the offsite store holds instead.")
 @json_option
 @click.pass_obj
-def list_cmd(ctx: Context, as_json: bool) -> None:
-    """Archives, newest first, from their metadata alone."""
+def list_cmd(ctx: Context, offsite: bool, as_json: bool) -> None:
+    """Archives, newest first, from their metadata alone (--offsite: the offsite store's)."""
     from backup_sidecar.archiver import list_archives  # noqa: PLC0415
 
+    if offsite:
+        list_offsite(ctx, as_json=as_json)
+        return
     with reported_errors(ctx, as_json=as_json):
         archives = list_archives(ctx.runtime().backup_dir)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 
@@ -11,31 +12,55 @@ from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, reported_errors
-from backup_sidecar.errors import RestoreRefusedError
+from backup_sidecar.errors import RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
 
 
 @click.command()
-@click.argument("archive")
+@click.argument("archive", required=False)
 @database_options
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Verify and say what would happen; change nothing.")
+@click.option(
+    "--from-offsite",
+    is_flag=True,
+    help="Download the archive from the offsite store first (checked, decrypted).",
+)
+@click.option("--latest", is_flag=True, help="With --from-offsite: the newest confirmed copy.")
 @json_option
 @click.pass_obj
 def restore(
     ctx: Context,
-    archive: str,
+    archive: str | None,
     databases: DatabaseChoice,
     force: bool,
     dry_run: bool,
+    from_offsite: bool,
+    latest: bool,
     as_json: bool,
 ) -> None:
-    """Verify, take a pre-restore safety backup, then restore into the live databases."""
+    """Verify, take a pre-restore safety backup, then restore into the live databases.
+
+    With --from-offsite, ARCHIVE (or --latest) is first downloaded from the offsite store into
+    the backup directory, its checksum checked and, if encrypted, decrypted with
+    offsite.encryption.identity_file."""
     from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
+        archive = _which(archive, latest=latest, from_offsite=from_offsite)
         rt = ctx.runtime()
         names = databases.names()
+        if from_offsite:
+            from backup_sidecar.jobs.offsite import fetch_archive  # noqa: PLC0415
+
+            rt.require_offsite()
+            if names:
+                rt.select(names)
+            fetched = fetch_archive(rt, archive, environ=os.environ)
+            if not as_json:
+                click.echo(f"downloaded {fetched.object} as {fetched.archive}", err=True)
+            archive = fetched.archive
+        assert archive is not None
         if not force and not dry_run:
             path = resolve_archive(rt.backup_dir, archive)
             targets = names or [n for n in read_manifest(path).members() if n in rt.databases]
@@ -66,6 +91,17 @@ def restore(
             click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
 
         emit(as_json, payload, text)
+
+
+def _which(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:
+    """The archive asked for (None: the newest offsite), or a UsageError for a contradiction."""
+    if latest and not from_offsite:
+        raise UsageError("--latest needs --from-offsite")
+    if latest and archive is not None:
+        raise UsageError("give an archive name or --latest, not both")
+    if archive is None and not latest:
+        raise UsageError("give an archive name (or --latest --from-offsite)")
+    return archive
 
 
 COMMANDS = (restore,)

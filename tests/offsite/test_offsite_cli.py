@@ -1,0 +1,277 @@
+"""`list --offsite` and `restore --from-offsite` through the real CLI (subprocesses) against the
+session's SeaweedFS and a file:// directory: archives made by the real `backup`, uploaded by the
+offsite library (the upload job is not wired yet)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import obstore
+import pytest
+from pyrage import x25519
+
+from backup_sidecar.offsite import Lease, Store, parse_recipients, parse_target
+from support.cli import cli_env, one_error_line, run_cli
+from support.databases import dump, integrity, make_db
+from support.offsite import fast_retry, s3_store
+from support.seaweed import SeaweedServer
+from support.waiting import wait_until
+
+
+@dataclass
+class Site:
+    """One sidecar's databases, backup directory and configuration, and its offsite store
+    (opened by the test as an uploader would)."""
+
+    root: Path
+    store: Store
+    lease: Lease
+    env: dict[str, str]
+    identity: x25519.Identity
+    offsite_yaml: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def user(self) -> Path:
+        return self.root / "data" / "user_data.db"
+
+    @property
+    def arrow(self) -> Path:
+        return self.root / "data" / "arrow_database.db"
+
+    def config(self, **encryption: object) -> Path:
+        """The YAML file (offsite section plus ``encryption`` when given)."""
+        section: dict[str, object] = dict(self.offsite_yaml)
+        if encryption:
+            section["encryption"] = encryption
+        path = self.root / "sidecar.yaml"
+        path.write_text(json.dumps({"offsite": section}))
+        return path
+
+    def cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, config=config or self.config(), env=self.env, timeout=120)
+
+    def backup_and_upload(self, name: str, *, encrypt: bool) -> str:
+        """A real backup named ``name``, uploaded (age-encrypted when asked); the object name."""
+        result = self.cli("backup", "--name", name)
+        assert result.returncode == 0, result.stderr
+        recipients = parse_recipients([str(self.identity.to_public())]) if encrypt else ()
+        archive = self.backup_dir / f"{name}.tar.gz"
+        return self.store.upload(archive, lease=self.lease, recipients=recipients).name
+
+    def identity_file(self, identity: x25519.Identity | None = None) -> Path:
+        path = self.root / "age.key"
+        path.write_text(f"# test identity\n{identity or self.identity}\n")
+        path.chmod(0o600)
+        return path
+
+    def wipe(self) -> None:
+        """A lost host: no archives, no databases."""
+        shutil.rmtree(self.backup_dir)
+        self.backup_dir.mkdir()
+        for db in self.root.joinpath("data").iterdir():
+            db.unlink()
+
+
+@pytest.fixture
+def site(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """Two real databases (WAL and rollback journal), a backup directory, and the offsite
+    store of ``backend`` with this test's lease on it."""
+    root = tmp_path / "site"
+    make_db(root / "data" / "user_data.db", wal=True, rows=300, tag="user")
+    make_db(root / "data" / "arrow_database.db", wal=False, rows=200, tag="arrow")
+    (root / "backups").mkdir()
+    env = cli_env(root / "backups", user=root / "data" / "user_data.db")
+    if backend == "file":
+        url = f"file://{tmp_path / 'offsite'}"
+        store = Store(parse_target(url), retry=fast_retry())
+        yaml: dict[str, object] = {"url": url}
+    else:
+        server: SeaweedServer = request.getfixturevalue("seaweed")
+        bucket: str = request.getfixturevalue("shared_bucket")
+        prefix = f"cli-{tmp_path.name}"
+        store = s3_store(server, bucket, prefix, retry=fast_retry())
+        yaml = {"url": f"s3://{bucket}/{prefix}", "endpoint": server.endpoint, "path_style": True}
+        env.update(server.env())
+    lease = Lease(store, ttl=300)
+    assert lease.acquire().writable
+    try:
+        yield Site(root, store, lease, env, x25519.Identity.generate(), yaml)
+    finally:
+        lease.release()
+
+
+def raw_key(store: Store, relative: str) -> str:
+    """The store key of ``relative`` under the prefix, even a name the Store would refuse."""
+    return store.key("x").removesuffix("x") + relative
+
+
+def until_the_store_clock_passes(store: Store, name: str) -> None:
+    """Wait until an object written now is dated after ``name`` on the store's clock (S3
+    dates objects to the second), so the upload order is unambiguous."""
+    first = store.objects.head(store.key(name))
+    assert first is not None
+    probe = raw_key(store, ".offsite/clock/test-probe")
+
+    def passed() -> bool:
+        store.objects.put(probe, b"")
+        meta = store.objects.head(probe)
+        return meta is not None and meta.modified > first.modified
+
+    wait_until(passed, timeout=10, what="the store's clock to pass the first upload")
+    store.objects.delete(probe)
+
+
+def entries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_list_offsite_shows_archives_and_problems(site: Site) -> None:
+    """Each object with its size, encryption and confirmation (or why not); a stray key and an
+    orphaned record are one problem line each; exit 0, in text and JSON."""
+    plain = site.backup_and_upload("first", encrypt=False)
+    sealed = site.backup_and_upload("second", encrypt=True)
+    backend = site.store.objects.backend
+    obstore.put(backend, site.store.key("unfinished.tar.gz"), b"half an upload")
+    obstore.put(backend, raw_key(site.store, "bad name!"), b"x")
+    obstore.put(backend, site.store.record_key("gone.tar.gz"), b"{}")
+    result = site.cli("list", "--offsite", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed["url"] == site.store.url
+    by_object = {a["object"]: a for a in listed["archives"]}
+    assert sorted(by_object) == [plain, sealed, "unfinished.tar.gz"]
+    assert (by_object[plain]["name"], by_object[plain]["encrypted"]) == ("first", False)
+    assert (by_object[sealed]["name"], by_object[sealed]["encrypted"]) == ("second", True)
+    assert by_object[plain]["confirmed"] and by_object[sealed]["confirmed"]
+    assert by_object[plain]["size"] == (site.backup_dir / "first.tar.gz").stat().st_size
+    assert not by_object["unfinished.tar.gz"]["confirmed"]
+    assert "no checksum record" in by_object["unfinished.tar.gz"]["reason"]
+    problems = sorted((p["key"].rsplit("/", 1)[-1], p["reason"]) for p in listed["problems"])
+    assert problems == [
+        ("bad name!", "not an archive object name"),
+        ("gone.tar.gz.json", "checksum record without object"),
+    ]
+    text = site.cli("list", "--offsite")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].split()[:2] == ["OBJECT", "UPLOADED"]
+    row = next(line for line in lines if line.startswith(sealed))
+    assert row.split()[-2:] == ["yes", "confirmed"]
+    assert any(line.startswith("unfinished.tar.gz") and "unconfirmed" in line for line in lines)
+    assert sum(line.startswith("problem: ") for line in lines) == 2
+
+
+def test_restore_from_offsite_brings_back_a_lost_host(site: Site) -> None:
+    """Disaster recovery: archives and databases gone, `restore NAME --from-offsite --force`
+    downloads, checks, decrypts, verifies and restores; the databases equal the originals."""
+    name = site.backup_and_upload("nightly", encrypt=True)
+    assert name == "nightly.tar.gz.age"
+    before = {db: dump(db) for db in (site.user, site.arrow)}
+    site.wipe()
+    config = site.config(recipients=[str(site.identity.to_public())], identity_file="age.key")
+    site.identity_file()
+    result = run_cli(
+        "restore",
+        "nightly",
+        "--from-offsite",
+        "--force",
+        config=config,
+        env=site.env,
+        cwd=site.root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "restored arrow, user from nightly" in result.stdout
+    assert "downloaded nightly.tar.gz.age as nightly" in result.stderr
+    for db, rows in before.items():
+        assert dump(db) == rows
+        assert integrity(db) == "ok"
+    listed = json.loads(site.cli("list", "--json", config=config).stdout)
+    assert {a["name"]: a["status"] for a in listed}["nightly"] == "verified"
+
+
+def test_restore_latest_from_offsite_takes_the_newest_upload(site: Site) -> None:
+    """`--latest` picks the newest confirmed upload by the store's clock, not by name: the
+    databases hold the second backup's rows."""
+    older = site.backup_and_upload("zz_older", encrypt=False)
+    subprocess.run(
+        ["sqlite3", str(site.user), "INSERT INTO items(body) VALUES ('after the first')"],
+        check=True,
+    )
+    newest_rows = dump(site.user)
+    until_the_store_clock_passes(site.store, older)
+    site.backup_and_upload("aa_newer", encrypt=False)
+    site.wipe()
+    result = site.cli("restore", "--latest", "--from-offsite", "--force", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["archive"] == "aa_newer"
+    assert dump(site.user) == newest_rows
+
+
+def test_wrong_or_missing_identity_is_one_error_and_nothing_is_touched(site: Site) -> None:
+    """An encrypted object with the wrong identity, no identity_file, or an unreadable one:
+    one error line, the live databases and the backup directory exactly as they were."""
+    site.backup_and_upload("sealed", encrypt=True)
+    (site.backup_dir / "sealed.tar.gz").unlink()
+    before = {db: dump(db) for db in (site.user, site.arrow)}
+    listing = entries(site.backup_dir)
+    public = str(site.identity.to_public())
+    cases: list[tuple[Callable[[], Path], int, str]] = [
+        (
+            lambda: site.config(
+                recipients=[public],
+                identity_file=str(site.identity_file(x25519.Identity.generate())),
+            ),
+            1,
+            "cannot decrypt offsite object 'sealed.tar.gz.age' with identity",
+        ),
+        (
+            lambda: site.config(recipients=[public]),
+            1,
+            "offsite.encryption.identity_file (not set): no identity given",
+        ),
+        (
+            lambda: site.config(recipients=[public], identity_file=str(site.root / "absent")),
+            2,
+            "cannot read the identity file",
+        ),
+    ]
+    for make_config, code, message in cases:
+        result = site.cli("restore", "sealed", "--from-offsite", "--force", config=make_config())
+        assert result.returncode == code, result.stderr
+        assert message in one_error_line(result)
+        assert entries(site.backup_dir) == listing
+        assert {db: dump(db) for db in before} == before
+
+
+def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
+    """No offsite section, --latest without --from-offsite, an absent name, a name already in
+    the backup directory, a tampered object and an empty store: one line each, nothing
+    written."""
+    assert "no offsite store configured" in one_error_line(
+        run_cli("restore", "x", "--from-offsite", env=site.env)
+    )
+    assert "--latest needs --from-offsite" in one_error_line(site.cli("restore", "--latest"))
+    empty = site.cli("restore", "--latest", "--from-offsite", "--force")
+    assert empty.returncode == 1
+    assert f"no confirmed archive in {site.store.url}" in one_error_line(empty)
+    absent = site.cli("restore", "nope", "--from-offsite", "--force")
+    assert "no offsite object named 'nope.tar.gz'" in one_error_line(absent)
+    site.backup_and_upload("kept", encrypt=False)
+    here = site.cli("restore", "kept", "--from-offsite", "--force")
+    assert "archive 'kept.tar.gz' already exists" in one_error_line(here)
+    (site.backup_dir / "kept.tar.gz").unlink()
+    obstore.put(site.store.objects.backend, site.store.key("kept.tar.gz"), b"not the archive")
+    before = entries(site.backup_dir)
+    tampered = site.cli("restore", "kept", "--from-offsite", "--force")
+    assert tampered.returncode == 1
+    assert "offsite object 'kept.tar.gz' refused" in one_error_line(tampered)
+    assert entries(site.backup_dir) == before
