@@ -34,6 +34,7 @@ REFUSED = [
     ("offsite: {url: 's3://bucket/p', keep: {hourly: 3}}", "offsite.keep.hourly", "not a policy"),
     ("offsite: {url: 's3://bucket/p', keep: {daily: -1}}", "offsite.keep.daily", ">= 0"),
     ("offsite: {url: 's3://bucket/p', max_age: soon}", "offsite.max_age", "invalid duration"),
+    ("offsite: {url: 's3://bucket/p', attempts: 0}", "offsite.attempts", ">= 1"),
     ("offsite: {url: 'file:///srv/x', endpoint: 'http://a:1'}", "offsite.endpoint", "s3://"),
     ("offsite: {url: 'file:///srv/x', path_style: true}", "offsite.path_style", "s3://"),
     ("offsite: {url: 's3://bucket/p', endpoint: 'ftp://a'}", "offsite.endpoint", "http://"),
@@ -116,6 +117,7 @@ def test_the_full_section_maps_onto_the_runtime(tmp_path: Path) -> None:
           path_style: true
           keep: {{daily: 30}}
           max_age: 2d
+          attempts: 2
           encryption:
             recipients: [{RECIPIENT}]
             identity_file: keys/age.txt
@@ -137,6 +139,7 @@ def test_the_full_section_maps_onto_the_runtime(tmp_path: Path) -> None:
     assert spec.max_age == 2 * 86400
     assert spec.recipients == (RECIPIENT,)
     assert spec.identity_file == tmp_path / "keys/age.txt"
+    assert spec.attempts == 2
     plain = load_settings(None, environ={})
     assert plain.offsite is None
     assert (

@@ -36,6 +36,7 @@ def open_store(spec: OffsiteSpec, *, environ: Mapping[str, str]) -> offsite.Stor
         endpoint=spec.endpoint,
         region=spec.region,
         path_style=spec.path_style,
+        retry=offsite.RetryPolicy(attempts=spec.attempts),
     )
 
 

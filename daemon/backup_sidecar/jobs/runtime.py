@@ -42,6 +42,8 @@ class OffsiteSpec:
     recipients: tuple[str, ...] = ()
     #: The age identity file restores decrypt with (None: not configured).
     identity_file: Path | None = None
+    #: Tries of each request (the library's backoff between them).
+    attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -130,4 +132,5 @@ def _offsite_spec(settings: Settings, paths: ResolvedPaths) -> OffsiteSpec | Non
         max_age=section.max_age_seconds(),
         recipients=tuple(encryption.recipients) if encryption else (),
         identity_file=paths.offsite_identity,
+        attempts=section.attempts,
     )

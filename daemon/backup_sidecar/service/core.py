@@ -33,6 +33,7 @@ from backup_sidecar.service.httpserver import MetricsServer
 from backup_sidecar.service.inflight import InFlight
 from backup_sidecar.service.live import Configured, LiveConfig
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.offsite import OffsiteUploader
 from backup_sidecar.service.runs import ScheduledRuns
 from backup_sidecar.service.scheduler import PolicyScheduler
 from backup_sidecar.service.subscribers import HealthSubscriber, MetricsSubscriber
@@ -216,6 +217,11 @@ class Service:
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
             log.info("path_resolved", key=key, path=str(path), source=source)
         self.archives.seed_from_disk()
+        stack.callback(
+            OffsiteUploader.start_for(
+                self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ
+            ).stop
+        )
         if cfg.metrics.enabled:
             server = MetricsServer(registry=self.registry, health=self.health)
             self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)

@@ -222,6 +222,23 @@ class MetricFamilies:
         self.control_requests = counter(
             "control_requests_total", "Control socket requests, by op and result.", ["op", "result"]
         )
+        self.offsite_last_success = gauge(
+            "offsite_last_success_timestamp_seconds",
+            "Unix time an archive of the policy was last confirmed offsite (absent until one is).",
+            ["policy"],
+        )
+        self.offsite_upload_bytes = counter(
+            "offsite_upload_bytes_total", "Bytes of confirmed offsite uploads (as stored)."
+        )
+        self.offsite_failures = counter(
+            "offsite_failures_total",
+            "Failed offsite passes: unavailable, refused, corrupt, decrypt, lease, credentials, "
+            "key, local or other.",
+            ["reason"],
+        )
+        self.offsite_pending = gauge(
+            "offsite_pending_archives", "Verified local archives not yet confirmed offsite."
+        )
         self.policy_age = PolicyAgeCollector(clock)
         registry.register(self.policy_age)
         if process_metrics:

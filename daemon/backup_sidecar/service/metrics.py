@@ -76,6 +76,11 @@ class Metrics:
             families.scrub_runs.labels(result)
         self.declare(policies=policies, databases=databases)
 
+    @property
+    def families(self) -> MetricFamilies:
+        """The declared families (the offsite uploader moves its own)."""
+        return self._families
+
     def declare(self, *, policies: Iterable[str] = (), databases: Iterable[str] = ()) -> None:
         """Create the series of known policies and databases so they exist before any event.
 

@@ -89,6 +89,8 @@ class OffsiteConfig(BaseModel):
     keep: dict[Name, Annotated[Int, Field(ge=0)]] = Field(default_factory=dict)
     max_age: Duration | None = None
     encryption: OffsiteEncryptionConfig | None = None
+    #: Tries of each request before the pass fails (backoff 1s doubling, at most 30s, between).
+    attempts: Int = Field(default=5, ge=1, le=20)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,188 @@
+"""The offsite upload job: every verified local archive not yet confirmed offsite is uploaded,
+on its own thread, never inside a backup.
+
+A finished backup only wakes the thread (``notify``), so a slow or dead endpoint never delays
+or fails the local backup. Each pass takes (or renews) the prefix's lease; when another sidecar
+holds it, this one logs ``offsite_read_only`` once and tries again later. Right after taking
+the lease it clears unfinished uploads left by a killed predecessor. What is pending is derived
+from the bucket on every pass (local verified archives minus confirmed objects), so pending
+uploads survive a restart without a local state file. A failed pass is retried after
+``retry_s`` (the library's own retries with backoff run inside each request).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import structlog
+
+from backup_sidecar import archiver, jobs, offsite
+from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.offsite import open_store
+from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
+from backup_sidecar.jobs.runtime import OffsiteSpec
+from backup_sidecar.service.live import LiveConfig
+from backup_sidecar.service.metric_families import MetricFamilies
+from backup_sidecar.service.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+LEASE_TTL_S = 300.0
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The `reason` label of ``backup_sidecar_offsite_failures_total`` (a bounded set)."""
+    name = type(exc).__name__
+    for word, reason in (
+        ("Unavailable", "unavailable"),
+        ("Request", "refused"),
+        ("Corrupt", "corrupt"),
+        ("Decrypt", "decrypt"),
+        ("Lease", "lease"),
+        ("Credentials", "credentials"),
+        ("Key", "key"),
+    ):
+        if word in name:
+            return reason
+    return "local" if isinstance(exc, OSError) else "other"
+
+
+class OffsiteUploader:
+    """The upload thread of one daemon (idle while no `offsite` section is configured)."""
+
+    def __init__(
+        self,
+        *,
+        live: LiveConfig,
+        families: MetricFamilies,
+        catalog: archiver.Catalog,
+        environ: Mapping[str, str],
+        retry_s: float = 60.0,
+    ) -> None:
+        self._live = live
+        self._families = families
+        self._catalog = catalog
+        self._environ = environ
+        self._retry_s = retry_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._spec: OffsiteSpec | None = None
+        self._store: offsite.Store | None = None
+        self._lease: offsite.Lease | None = None
+        self._told_read_only = False
+
+    @classmethod
+    def start_for(
+        cls,
+        live: LiveConfig,
+        metrics: Metrics,
+        catalog: archiver.Catalog,
+        outcomes: jobs.Outcomes,
+        environ: Mapping[str, str],
+    ) -> OffsiteUploader:
+        """The daemon's uploader, subscribed to its outcomes and started."""
+        uploader = cls(live=live, families=metrics.families, catalog=catalog, environ=environ)
+        outcomes.subscribe(uploader.notify)
+        uploader.start()
+        return uploader
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="offsite-upload", daemon=True)
+        self._thread.start()
+
+    def notify(self, event: Outcome) -> None:
+        """An outcome subscriber: a successful backup wakes the upload thread (nothing more)."""
+        if isinstance(event, BackupFinished) and event.ok:
+            self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread (an upload in flight is abandoned unconfirmed) and free the lease."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._lease is not None and self._thread is not None and not self._thread.is_alive():
+            try:
+                self._lease.release()
+            except (SidecarError, OSError) as exc:
+                log.warning("offsite_lease_release_failed", error=str(exc))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.sync()
+            except Exception as exc:  # a bug: logged, retried later, never the daemon's end
+                log.exception("offsite_upload_failed", error=str(exc))
+                self._families.offsite_failures.labels("other").inc()
+            self._wake.wait(timeout=self._retry_s)
+
+    def _open(self, spec: OffsiteSpec) -> tuple[offsite.Store, offsite.Lease]:
+        if self._store is None or self._lease is None or spec != self._spec:
+            if self._lease is not None:
+                try:
+                    self._lease.release()
+                except (SidecarError, OSError) as exc:
+                    log.warning("offsite_lease_release_failed", error=str(exc))
+            self._store = open_store(spec, environ=self._environ)
+            self._lease = offsite.Lease(self._store, ttl=LEASE_TTL_S)
+            self._spec = spec
+            self._told_read_only = False
+        return self._store, self._lease
+
+    def sync(self) -> int:
+        """One pass: upload every pending archive; how many were confirmed."""
+        rt = self._live.now.runtime
+        spec = rt.offsite
+        if spec is None:
+            return 0
+        try:
+            return self._sync(rt, spec)
+        except (SidecarError, OSError) as exc:
+            log.warning("offsite_upload_failed", error=str(exc), reason=failure_reason(exc))
+            self._families.offsite_failures.labels(failure_reason(exc)).inc()
+            return 0
+
+    def _sync(self, rt: jobs.Runtime, spec: OffsiteSpec) -> int:
+        store, lease = self._open(spec)
+        held = lease.valid_for > 0
+        verdict = lease.renew()
+        if not verdict.writable:
+            if not self._told_read_only:
+                log.warning("offsite_read_only", url=store.url, holder=verdict.holder)
+                self._told_read_only = True
+            return 0
+        self._told_read_only = False
+        if not held:  # just taken: clear what a killed predecessor left unfinished
+            aborted = store.abort_orphaned_uploads(lease=lease)
+            if aborted:
+                log.info("offsite_orphans_aborted", url=store.url, count=aborted)
+        suffix = ".age" if spec.recipients else ""
+        recipients = offsite.parse_recipients(list(spec.recipients)) if spec.recipients else ()
+        confirmed = {o.name for o in store.list().objects if o.confirmed}
+        local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
+        pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
+        self._families.offsite_pending.set(len(pending))
+        done = 0
+        for archive in pending:
+            if self._stop.is_set():
+                break
+            lease.renew()
+            up = store.upload(archive.path, lease=lease, recipients=recipients)
+            done += 1
+            self._families.offsite_upload_bytes.inc(up.size)
+            now = datetime.now(UTC).timestamp()
+            self._families.offsite_last_success.labels(archive.policy).set(now)
+            self._families.offsite_pending.set(len(pending) - done)
+            log.info(
+                "offsite_upload_completed",
+                archive=archive.name,
+                object=up.name,
+                size=up.size,
+                encrypted=up.encrypted,
+                attempts=up.attempts,
+            )
+        return done

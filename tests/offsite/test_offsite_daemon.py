@@ -1,0 +1,94 @@
+"""The daemon's offsite upload job against the session's SeaweedFS: a dead endpoint never
+fails or delays a backup; every verified archive is uploaded (age-encrypted) once the endpoint
+answers; what is pending is derived from the bucket, so a restart uploads what it missed."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from pyrage import x25519
+
+from backup_sidecar.offsite import Store
+from support.daemon import DaemonRunner, quiet_config
+from support.databases import make_db
+from support.metrics import free_port, sample
+from support.offsite import fast_retry, s3_store
+from support.seaweed import SeaweedServer
+from support.waiting import wait_until
+
+
+def _confirmed(store: Store) -> set[str]:
+    return {o.name for o in store.list().objects if o.confirmed}
+
+
+def test_uploads_follow_backups_and_a_dead_endpoint_never_fails_one(
+    daemons: DaemonRunner,
+    tmp_path: Path,
+    sock_dir: Path,
+    seaweed: SeaweedServer,
+    shared_bucket: str,
+) -> None:
+    """Endpoint dead: the backup succeeds, /healthz stays 200, the failure is counted as
+    `unavailable`. After a reload to the live endpoint, the next backup's wake uploads both
+    archives as age objects; metrics say so. Stopped, a backup made meanwhile, restarted: the
+    new daemon takes the released lease and uploads the missed archive."""
+    user = make_db(tmp_path / "data" / "user_data.db", wal=True, rows=50)
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    prefix = f"daemon-{tmp_path.name}"
+    identity = x25519.Identity.generate()
+    offsite: dict[str, Any] = {
+        "url": f"s3://{shared_bucket}/{prefix}",
+        "endpoint": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "path_style": True,
+        "attempts": 1,
+        "encryption": {"recipients": [str(identity.to_public())]},
+    }
+    config = quiet_config(
+        backup_dir=backup_dir,
+        databases={"user": user},
+        socket_path=sock_dir / "control.sock",
+        metrics={"enabled": True, "host": "127.0.0.1", "port": 0},
+        offsite=offsite,
+    )
+    d = daemons.start(config, env=seaweed.env())
+    first = d.request("backup")["archive"]
+    assert (backup_dir / f"{first}.tar.gz").is_file()
+    wait_until(
+        lambda: (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="unavailable")
+                 or 0) >= 1,
+        what="the dead endpoint's failure counted",
+    )  # fmt: skip
+    assert d.healthz()[0] == 200
+    store = s3_store(seaweed, shared_bucket, prefix, retry=fast_retry())
+    assert _confirmed(store) == set()
+
+    offsite["endpoint"] = seaweed.endpoint
+    d.rewrite_config({**config, "offsite": offsite})
+    mark = len(d.log.find("config_reloaded"))
+    d.signal(signal.SIGHUP)
+    d.log.wait("config_reloaded", count=mark + 1)
+    second = d.request("backup")["archive"]
+    wanted = {f"{first}.tar.gz.age", f"{second}.tar.gz.age"}
+    wait_until(lambda: _confirmed(store) == wanted, what="both archives confirmed offsite")
+    wait_until(
+        lambda: sample(d.scrape(), "backup_sidecar_offsite_pending_archives") == 0,
+        what="nothing pending",
+    )
+    scrape = d.scrape()
+    assert (sample(scrape, "backup_sidecar_offsite_upload_bytes_total") or 0) > 0
+    last = sample(scrape, "backup_sidecar_offsite_last_success_timestamp_seconds", policy="manual")
+    assert last is not None and last > 0
+    assert d.stop() == 0
+
+    missed = d.cli("backup", "--json")
+    assert missed.returncode == 0, missed.stderr
+    names = {p.name for p in backup_dir.glob("*.tar.gz")}
+    assert len(names) == 3
+    daemons.start(d.config_path, env=seaweed.env())
+    wait_until(
+        lambda: _confirmed(store) == {f"{n}.age" for n in names},
+        what="the archive made while the daemon was down uploaded after its restart",
+    )
