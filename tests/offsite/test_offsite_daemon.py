@@ -11,7 +11,7 @@ from typing import Any
 from pyrage import x25519
 
 from backup_sidecar.offsite import Store
-from support.daemon import DaemonRunner, quiet_config
+from support.daemon import Daemon, DaemonRunner, quiet_config
 from support.databases import make_db
 from support.metrics import free_port, sample
 from support.offsite import fast_retry, s3_store
@@ -92,3 +92,52 @@ def test_uploads_follow_backups_and_a_dead_endpoint_never_fails_one(
         lambda: _confirmed(store) == {f"{n}.age" for n in names},
         what="the archive made while the daemon was down uploaded after its restart",
     )
+
+
+def test_two_daemons_on_one_prefix_one_writes_the_other_stays_read_only(
+    daemons: DaemonRunner,
+    tmp_path: Path,
+    sock_dir: Path,
+    seaweed: SeaweedServer,
+    shared_bucket: str,
+) -> None:
+    """Two sidecars configured with the same prefix: the first holds the lease and uploads;
+    the second logs `offsite_read_only` naming the holder, once, and uploads nothing."""
+    prefix = f"shared-{tmp_path.name}"
+    offsite = {
+        "url": f"s3://{shared_bucket}/{prefix}",
+        "endpoint": seaweed.endpoint,
+        "path_style": True,
+        "attempts": 1,
+    }
+    store = s3_store(seaweed, shared_bucket, prefix, retry=fast_retry())
+
+    def start(site: str) -> Daemon:
+        user = make_db(tmp_path / site / "data" / "user_data.db", wal=True, rows=20)
+        backup_dir = tmp_path / site / "backups"
+        backup_dir.mkdir()
+        config = quiet_config(
+            backup_dir=backup_dir,
+            databases={"user": user},
+            socket_path=sock_dir / f"{site}.sock",
+            metrics={"enabled": True, "host": "127.0.0.1", "port": 0},
+            offsite=offsite,
+        )
+        return daemons.start(config, env=seaweed.env())
+
+    a = start("a")
+    first = a.request("backup")["archive"]
+    wait_until(lambda: _confirmed(store) == {f"{first}.tar.gz"}, what="a's upload")
+    b = start("b")
+    read_only = b.log.wait("offsite_read_only")
+    assert f"pid {a.proc.pid} " in read_only["holder"], read_only
+    second = b.request("backup")["archive"]
+    b.request("backup")
+    wait_until(
+        lambda: sample(b.scrape(), "backup_sidecar_offsite_pending_archives") == 2,
+        what="b's passes after its backups: two archives pending, none uploaded",
+    )
+    assert len(b.log.find("offsite_read_only")) == 1
+    assert b.log.find("offsite_upload_completed") == []
+    assert _confirmed(store) == {f"{first}.tar.gz"}
+    assert second

@@ -150,9 +150,15 @@ class OffsiteUploader:
         store, lease = self._open(spec)
         held = lease.valid_for > 0
         verdict = lease.renew()
+        suffix = ".age" if spec.recipients else ""
+        confirmed = {o.name for o in store.list().objects if o.confirmed}
+        local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
+        pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
+        self._families.offsite_pending.set(len(pending))
         if not verdict.writable:
             if not self._told_read_only:
-                log.warning("offsite_read_only", url=store.url, holder=verdict.holder)
+                holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
+                log.warning("offsite_read_only", url=store.url, holder=holder)
                 self._told_read_only = True
             return 0
         self._told_read_only = False
@@ -160,17 +166,13 @@ class OffsiteUploader:
             aborted = store.abort_orphaned_uploads(lease=lease)
             if aborted:
                 log.info("offsite_orphans_aborted", url=store.url, count=aborted)
-        suffix = ".age" if spec.recipients else ""
         recipients = offsite.parse_recipients(list(spec.recipients)) if spec.recipients else ()
-        confirmed = {o.name for o in store.list().objects if o.confirmed}
-        local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
-        pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
-        self._families.offsite_pending.set(len(pending))
         done = 0
         for archive in pending:
             if self._stop.is_set():
                 break
-            lease.renew()
+            if lease.valid_for < LEASE_TTL_S * 2 / 3:
+                lease.renew()
             up = store.upload(archive.path, lease=lease, recipients=recipients)
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
