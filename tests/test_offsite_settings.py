@@ -35,6 +35,7 @@ REFUSED = [
     ("offsite: {url: 's3://bucket/p', keep: {daily: -1}}", "offsite.keep.daily", ">= 0"),
     ("offsite: {url: 's3://bucket/p', max_age: soon}", "offsite.max_age", "invalid duration"),
     ("offsite: {url: 's3://bucket/p', attempts: 0}", "offsite.attempts", ">= 1"),
+    ("offsite: {url: 's3://bucket/p', lease_ttl: 500ms}", "offsite.lease_ttl", "at least 1s"),
     ("offsite: {url: 'file:///srv/x', endpoint: 'http://a:1'}", "offsite.endpoint", "s3://"),
     ("offsite: {url: 'file:///srv/x', path_style: true}", "offsite.path_style", "s3://"),
     ("offsite: {url: 's3://bucket/p', endpoint: 'ftp://a'}", "offsite.endpoint", "http://"),
@@ -118,6 +119,7 @@ def test_the_full_section_maps_onto_the_runtime(tmp_path: Path) -> None:
           keep: {{daily: 30}}
           max_age: 2d
           attempts: 2
+          lease_ttl: 10m
           encryption:
             recipients: [{RECIPIENT}]
             identity_file: keys/age.txt
@@ -139,7 +141,7 @@ def test_the_full_section_maps_onto_the_runtime(tmp_path: Path) -> None:
     assert spec.max_age == 2 * 86400
     assert spec.recipients == (RECIPIENT,)
     assert spec.identity_file == tmp_path / "keys/age.txt"
-    assert spec.attempts == 2
+    assert (spec.attempts, spec.lease_ttl) == (2, 600.0)
     plain = load_settings(None, environ={})
     assert plain.offsite is None
     assert (

@@ -44,6 +44,8 @@ class OffsiteSpec:
     identity_file: Path | None = None
     #: Tries of each request (the library's backoff between them).
     attempts: int = 5
+    #: Seconds the prefix's lease lasts unless renewed.
+    lease_ttl: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -133,4 +135,5 @@ def _offsite_spec(settings: Settings, paths: ResolvedPaths) -> OffsiteSpec | Non
         recipients=tuple(encryption.recipients) if encryption else (),
         identity_file=paths.offsite_identity,
         attempts=section.attempts,
+        lease_ttl=section.lease_ttl.total_seconds(),
     )

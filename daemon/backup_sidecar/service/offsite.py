@@ -12,8 +12,9 @@ uploads survive a restart without a local state file. A failed pass is retried a
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 import structlog
@@ -28,8 +29,6 @@ from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-LEASE_TTL_S = 300.0
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -47,6 +46,29 @@ def failure_reason(exc: BaseException) -> str:
         if word in name:
             return reason
     return "local" if isinstance(exc, OSError) else "other"
+
+
+@contextlib.contextmanager
+def _renewing(lease: offsite.Lease) -> Iterator[None]:
+    """Renew ``lease`` every third of its TTL on a thread while the block runs (a long
+    upload): without it, an upload outlasting the lease could never be confirmed."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lease.ttl / 3):
+            try:
+                lease.renew()
+            except (SidecarError, OSError) as exc:  # the upload's own check then refuses
+                log.warning("offsite_lease_renewal_failed", error=str(exc))
+                return
+
+    thread = threading.Thread(target=renew, name="offsite-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class OffsiteUploader:
@@ -128,7 +150,7 @@ class OffsiteUploader:
                 except (SidecarError, OSError) as exc:
                     log.warning("offsite_lease_release_failed", error=str(exc))
             self._store = open_store(spec, environ=self._environ)
-            self._lease = offsite.Lease(self._store, ttl=LEASE_TTL_S)
+            self._lease = offsite.Lease(self._store, ttl=spec.lease_ttl)
             self._spec = spec
             self._told_read_only = False
         return self._store, self._lease
@@ -171,9 +193,10 @@ class OffsiteUploader:
         for archive in pending:
             if self._stop.is_set():
                 break
-            if lease.valid_for < LEASE_TTL_S * 2 / 3:
+            if lease.valid_for < lease.ttl * 2 / 3:
                 lease.renew()
-            up = store.upload(archive.path, lease=lease, recipients=recipients)
+            with _renewing(lease):
+                up = store.upload(archive.path, lease=lease, recipients=recipients)
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
             now = datetime.now(UTC).timestamp()

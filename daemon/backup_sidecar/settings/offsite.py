@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from backup_sidecar.errors import KeyedValueError, OffsiteKeyError, OffsiteUrlError
 from backup_sidecar.offsite import OffsiteTarget, parse_recipients, parse_target
-from backup_sidecar.settings.values import Duration, FilePath, Int, Name
+from backup_sidecar.settings.values import Duration, FilePath, Int, Name, at_least
 
 #: Keys that would hold a secret: refused wherever they appear in the section.
 SECRET_KEYS = frozenset(
@@ -91,6 +91,8 @@ class OffsiteConfig(BaseModel):
     encryption: OffsiteEncryptionConfig | None = None
     #: Tries of each request before the pass fails (backoff 1s doubling, at most 30s, between).
     attempts: Int = Field(default=5, ge=1, le=20)
+    #: How long the prefix's lease lasts unless renewed (renewed every third of it).
+    lease_ttl: Annotated[Duration, at_least(timedelta(seconds=1), "1s")] = timedelta(minutes=5)
 
     @model_validator(mode="before")
     @classmethod
