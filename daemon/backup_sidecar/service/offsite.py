@@ -95,6 +95,7 @@ class OffsiteUploader:
         self._store: offsite.Store | None = None
         self._lease: offsite.Lease | None = None
         self._told_read_only = False
+        self._last_success: dict[str, float] = {}
 
     @classmethod
     def start_for(
@@ -168,15 +169,31 @@ class OffsiteUploader:
             self._families.offsite_failures.labels(failure_reason(exc)).inc()
             return 0
 
+    def _seed_last_success(
+        self, local: list[archiver.ArchiveInfo], confirmed: Mapping[str, datetime], suffix: str
+    ) -> None:
+        """Each policy's newest confirmed copy (the store's upload time), so the gauge is right
+        after a restart too, before this process uploads anything."""
+        for archive in local:
+            modified = confirmed.get(archive.path.name + suffix)
+            if modified is not None:
+                self._confirmed_at(archive.policy, modified.timestamp())
+
+    def _confirmed_at(self, policy: str, moment: float) -> None:
+        if moment > self._last_success.get(policy, 0.0):
+            self._last_success[policy] = moment
+            self._families.offsite_last_success.labels(policy).set(moment)
+
     def _sync(self, rt: jobs.Runtime, spec: OffsiteSpec) -> int:
         store, lease = self._open(spec)
         held = lease.valid_for > 0
         verdict = lease.renew()
         suffix = ".age" if spec.recipients else ""
-        confirmed = {o.name for o in store.list().objects if o.confirmed}
+        confirmed = {o.name: o.modified for o in store.list().objects if o.confirmed}
         local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
         pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
         self._families.offsite_pending.set(len(pending))
+        self._seed_last_success(local, confirmed, suffix)
         if not verdict.writable:
             if not self._told_read_only:
                 holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
@@ -199,8 +216,7 @@ class OffsiteUploader:
                 up = store.upload(archive.path, lease=lease, recipients=recipients)
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
-            now = datetime.now(UTC).timestamp()
-            self._families.offsite_last_success.labels(archive.policy).set(now)
+            self._confirmed_at(archive.policy, datetime.now(UTC).timestamp())
             self._families.offsite_pending.set(len(pending) - done)
             log.info(
                 "offsite_upload_completed",
