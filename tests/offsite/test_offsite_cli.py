@@ -5,6 +5,7 @@ offsite library (the upload job is not wired yet)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -16,8 +17,8 @@ import pytest
 from pyrage import x25519
 
 from backup_sidecar.offsite import Lease, Store, parse_recipients, parse_target
-from support.cli import cli_env, one_error_line, run_cli
-from support.databases import dump, integrity, make_db
+from support.cli import cli_command, cli_env, one_error_line, run_cli
+from support.databases import dump, integrity, make_big_db, make_db
 from support.offsite import fast_retry, s3_store
 from support.seaweed import SeaweedServer
 from support.waiting import wait_until
@@ -275,3 +276,51 @@ def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
     assert tampered.returncode == 1
     assert "offsite object 'kept.tar.gz' refused" in one_error_line(tampered)
     assert entries(site.backup_dir) == before
+
+
+def _partial_downloads(backup_dir: Path) -> list[Path]:
+    """Every file a download is still writing, anywhere under the backup directory."""
+    return [
+        Path(top) / name
+        for top, _, files in os.walk(backup_dir)
+        for name in files
+        if name.endswith(".offsite-part")
+    ]
+
+
+def test_a_download_killed_midway_is_cleaned_up_by_the_next_restore(site: Site) -> None:
+    """kill -9 of `restore --from-offsite` while the archive is arriving: the partial file is
+    in a locked staging area, which the next restore removes as abandoned before it fetches
+    again; nothing is left behind. (It was a hidden `.NAME.tar.gz.*.offsite-part` beside the
+    archives, which nothing ever removed.)"""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{site.user}{suffix}").unlink(missing_ok=True)
+    make_big_db(site.user, megabytes=64)
+    site.backup_and_upload("big", encrypt=False)
+    (site.backup_dir / "big.tar.gz").unlink()
+    config = site.config()
+    proc = subprocess.Popen(
+        cli_command("restore", "big", "--from-offsite", "--force", config=config),
+        env=site.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: _partial_downloads(site.backup_dir) or proc.poll() is not None,
+            timeout=60,
+            what="the download to start writing",
+        )
+        assert proc.poll() is None, "the download finished before it could be killed"
+        proc.kill()
+    finally:
+        proc.communicate(timeout=60)
+    assert _partial_downloads(site.backup_dir), "the killed download left its partial file"
+
+    result = site.cli("restore", "big", "--from-offsite", "--force", config=config)
+    assert result.returncode == 0, result.stderr
+    assert _partial_downloads(site.backup_dir) == []
+    assert list((site.backup_dir / ".staging").iterdir()) == []
+    assert integrity(site.user) == "ok"
