@@ -4,7 +4,9 @@ from `support.*`, never from a conftest."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,18 @@ from support.daemon import DaemonRunner
 from support.databases import SqlSession, Writer, make_db
 from support.files import short_dir
 from support.paths import FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _priority_restored() -> Iterator[None]:
+    """A job run in the test process nices the calling thread for good (by design: a daemon's
+    workers stay niced), and threads started later inherit it: give the test runner's thread
+    its priority back after each test, so no test sees another's niceness."""
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    yield
+    if os.getpriority(os.PRIO_PROCESS, tid) != before:
+        os.setpriority(os.PRIO_PROCESS, tid, before)
 
 
 @pytest.fixture
