@@ -133,17 +133,20 @@ def test_two_daemons_on_one_prefix_one_writes_the_other_stays_read_only(
             socket_path=sock_dir / f"{site}.sock",
             metrics={"enabled": True, "host": "127.0.0.1", "port": 0},
             offsite=offsite,
+            # each site's own policy: archive names of the two never collide (default names
+            # are per second, and a name the bucket holds counts as uploaded)
+            policies={"pre_restore": {"keep": 100}, f"site_{site}": {"keep": 5}},
         )
         return daemons.start(config, env=seaweed.env())
 
     a = start("a")
-    first = a.request("backup")["archive"]
+    first = a.request("backup", policy="site_a")["archive"]
     wait_until(lambda: _confirmed(store) == {f"{first}.tar.gz"}, what="a's upload")
     b = start("b")
     read_only = b.log.wait("offsite_read_only")
     assert f"pid {a.proc.pid} " in read_only["holder"], read_only
-    second = b.request("backup")["archive"]
-    b.request("backup")
+    second = b.request("backup", policy="site_b")["archive"]
+    b.request("backup", policy="site_b")
     try:
         wait_until(
             lambda: sample(b.scrape(), "backup_sidecar_offsite_pending_archives") == 2,
@@ -151,7 +154,10 @@ def test_two_daemons_on_one_prefix_one_writes_the_other_stays_read_only(
         )
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}; b's failures: {b.log.find('offsite_upload_failed')}"
+            f"{exc}; pending now: "
+            f"{sample(b.scrape(), 'backup_sidecar_offsite_pending_archives')}, b's archives: "
+            f"{[(a['name'], a['status']) for a in b.request('list')['archives']]}, b's failures: "
+            f"{b.log.find('offsite_upload_failed')}"
         ) from None
     assert len(b.log.find("offsite_read_only")) == 1
     assert b.log.find("offsite_upload_completed") == []
