@@ -9,15 +9,14 @@ download publishes its file only once every check passed).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver, offsite
+from backup_sidecar.archiver.staging import publish
 from backup_sidecar.errors import (
     ArchiveExistsError,
     OffsiteNothingToRestoreError,
@@ -107,7 +106,7 @@ def fetch_archive(rt: Runtime, ref: str | None, *, environ: Mapping[str, str]) -
         # abandoned one), then linked into place, never over an archive published meanwhile.
         staged = area / dest.name
         got = store.download(chosen.name, staged, identities=identities, identity_source=source)
-        _publish(staged, dest)
+        publish(staged, dest)
     log.info(
         "offsite_download_completed",
         archive=local,
@@ -116,20 +115,6 @@ def fetch_archive(rt: Runtime, ref: str | None, *, environ: Mapping[str, str]) -
         decrypted=got.decrypted,
     )
     return Fetched(archive=local, object=chosen.name, size=got.size, decrypted=got.decrypted)
-
-
-def _publish(staged: Path, dest: Path) -> None:
-    """Link the fetched archive into the backup directory (EEXIST: an archive of that name
-    appeared meanwhile) and make the new name durable."""
-    try:
-        os.link(staged, dest, follow_symlinks=False)
-    except FileExistsError:
-        raise ArchiveExistsError(dest) from None
-    fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _newest(
