@@ -4,6 +4,7 @@ checksum record, refusals of damaged objects, tolerant listing, delete, retries.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -331,6 +332,10 @@ def test_unusable_keys_are_one_clear_error_without_the_secret(tmp_path: Path) ->
         "empty.key": (b"# only a comment\n\n", "no AGE-SECRET-KEY-1"),
         "bad.key": (f"# comment\n{malformed}\n".encode(), "line 2 is not an age identity"),
     }
+    os.mkfifo(tmp_path / "fifo.key")  # a FIFO is refused at once, not waited on for ever
+    cases["fifo.key"] = (None, "not a regular file")
+    (tmp_path / "dir.key").mkdir()
+    cases["dir.key"] = (None, "not a regular file")
     for name, (content, reason) in cases.items():
         path = tmp_path / name
         if content is not None:

@@ -9,7 +9,9 @@ queue of at most ``_QUEUE_DEPTH`` chunks join the two, so memory never grows wit
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,10 +47,20 @@ def parse_recipients(keys: Sequence[str]) -> tuple[x25519.Recipient, ...]:
 def load_identities(path: Path) -> tuple[x25519.Identity, ...]:
     """The identities of an age identity file; never echoes a line of it in an error."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(_IDENTITY_MAX_BYTES + 1)
+        # Non-blocking open: a FIFO at the path is refused at once, never waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise OffsiteKeyError(str(path), f"cannot read the identity file: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OffsiteKeyError(str(path), "cannot read the identity file: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(_IDENTITY_MAX_BYTES + 1)
+        except OSError as exc:
+            raise OffsiteKeyError(
+                str(path), f"cannot read the identity file: {exc.strerror}"
+            ) from None
     if len(raw) > _IDENTITY_MAX_BYTES:
         raise OffsiteKeyError(str(path), "too large for an identity file")
     try:
