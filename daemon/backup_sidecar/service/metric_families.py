@@ -239,6 +239,29 @@ class MetricFamilies:
         self.offsite_pending = gauge(
             "offsite_pending_archives", "Verified local archives not yet confirmed offsite."
         )
+        self.offsite_pruned = counter(
+            "offsite_pruned_total",
+            "Offsite objects deleted by offsite retention (policy `unconfirmed`: uploads "
+            "left unfinished over a day).",
+            ["policy"],
+        )
+        self.offsite_verify_last_success = gauge(
+            "offsite_verify_last_success_timestamp_seconds",
+            "Unix time the newest confirmed offsite copy of the policy last passed the "
+            "scheduled verify (download, decrypt, full verify); absent until one does.",
+            ["policy"],
+        )
+        self.offsite_verify_runs = counter(
+            "offsite_verify_runs_total",
+            "Scheduled offsite verifies of one copy: ok, failed, skipped (no identity file).",
+            ["result"],
+        )
+        self.offsite_verify_failures = counter(
+            "offsite_verify_failures_total",
+            "Failed offsite verifies: unavailable, refused, corrupt, decrypt, key, damaged "
+            "(the archiver's verify refused it), local or other.",
+            ["reason"],
+        )
         self.policy_age = PolicyAgeCollector(clock)
         registry.register(self.policy_age)
         if process_metrics:
