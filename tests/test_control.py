@@ -168,6 +168,7 @@ class ShopHandler:
             return verify_result(self._find(request.archive))
         if request.op == "restore":
             dbs = self._databases(request.databases)
+            assert request.archive is not None  # (this shop restores local archives only)
             return restore_result(self._find(request.archive), dbs, dry_run=request.dry_run)
         if request.op == "prune":
             if request.policy == "explode":

@@ -67,6 +67,10 @@ def _print(as_json: bool, result: dict[str, Any]) -> None:
             click.echo(f"{key}:")
             for item in value:
                 click.echo("  " + "  ".join(f"{k}={v}" for k, v in item.items() if k != "path"))
+        elif isinstance(value, dict) and value and isinstance(next(iter(value.values())), dict):
+            click.echo(f"{key}:")
+            for name, item in value.items():
+                click.echo(f"  {name}: " + "  ".join(f"{k}={v}" for k, v in item.items()))
         else:
             click.echo(
                 f"{key}: {value if not isinstance(value, list) else ', '.join(map(str, value))}"
@@ -82,10 +86,13 @@ def _send(
         _print(as_json, _request(ctx, request, as_json=as_json))
 
 
-def _plain(op: str, doc: str, *, json_errors: bool = True) -> click.Command:
-    """A `ctl` command that sends an op without arguments."""
+def _plain(
+    name: str, doc: str, *, json_errors: bool = True, op: str | None = None
+) -> click.Command:
+    """A `ctl` command that sends an op without arguments (``op``: when not its name)."""
+    op = op or name
 
-    @click.command(op, help=doc)
+    @click.command(name, help=doc)
     @json_option
     @click.pass_obj
     def command(ctx: Context, as_json: bool) -> None:
@@ -119,32 +126,42 @@ def ctl_verify(ctx: Context, archive: str, as_json: bool) -> None:
 
 
 @click.command("restore")
-@click.argument("archive")
+@click.argument("archive", required=False)
 @click.option("--db", "dbs", multiple=True, metavar="NAME")
 @click.option("--force", "--confirm", "force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True)
 @click.option("--wait", is_flag=True)
+@click.option("--from-offsite", is_flag=True, help="The daemon downloads it from offsite first.")
+@click.option("--latest", is_flag=True, help="With --from-offsite: the newest confirmed copy.")
 @json_option
 @click.pass_obj
 def ctl_restore(
     ctx: Context,
-    archive: str,
+    archive: str | None,
     dbs: tuple[str, ...],
     force: bool,
     dry_run: bool,
     wait: bool,
+    from_offsite: bool,
+    latest: bool,
     as_json: bool,
 ) -> None:
-    """Ask the daemon to restore an archive into the live databases."""
+    """Ask the daemon to restore an archive into the live databases (with --from-offsite:
+    ARCHIVE or --latest, downloaded from the offsite store by the daemon first)."""
+    from backup_sidecar.cli.restore import which_archive  # noqa: PLC0415
+
     with reported_errors(ctx, as_json=as_json):
+        which_archive(archive, latest=latest, from_offsite=from_offsite)
+        what = archive or "the newest offsite copy"
         if not force and not dry_run:
             if not sys.stdin.isatty():
                 raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
-            if not click.confirm(f"Restore {archive} into the live databases?", err=True):
+            if not click.confirm(f"Restore {what} into the live databases?", err=True):
                 raise RestoreRefusedError("not confirmed")
-        req = {
-            "op": "restore",
-            "archive": archive,
+        req: dict[str, Any] = {"op": "restore", "archive": archive}
+        if from_offsite:
+            req.update({"from": "offsite", "latest": latest})
+        req |= {
             "databases": list(dbs) or None,
             "confirm": True,
             "dry_run": dry_run,
@@ -174,6 +191,9 @@ for _command in (
     ctl_verify,
     ctl_restore,
     ctl_prune,
+    _plain(
+        "offsite-status", "Lease, pending uploads and newest copies offsite.", op="offsite_status"
+    ),
     _plain(
         "scrub",
         "Ask the daemon to read every archive to its end and mark the damaged ones.",

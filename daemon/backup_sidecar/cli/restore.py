@@ -47,7 +47,7 @@ def restore(
     from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
-        archive = _which(archive, latest=latest, from_offsite=from_offsite)
+        archive = which_archive(archive, latest=latest, from_offsite=from_offsite)
         rt = ctx.runtime()
         names = databases.names()
         if from_offsite:
@@ -93,7 +93,7 @@ def restore(
         emit(as_json, payload, text)
 
 
-def _which(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:
+def which_archive(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:
     """The archive asked for (None: the newest offsite), or a UsageError for a contradiction."""
     if latest and not from_offsite:
         raise UsageError("--latest needs --from-offsite")

@@ -18,6 +18,7 @@ from backup_sidecar.control.requests import (
     REQUEST_TYPES,
     BackupRequest,
     ListRequest,
+    OffsiteStatusRequest,
     PingRequest,
     PruneRequest,
     Request,
@@ -30,6 +31,7 @@ from backup_sidecar.control.requests import (
 from backup_sidecar.control.results import (
     BackupResult,
     ListResult,
+    OffsiteStatusResult,
     PingResult,
     PruneResult,
     RestoreResult,
@@ -93,6 +95,10 @@ class ControlClient:
     def call(self, req: PruneRequest, *, on_progress: ProgressFn | None = None) -> PruneResult: ...
     @overload
     def call(self, req: ScrubRequest, *, on_progress: ProgressFn | None = None) -> ScrubResult: ...
+    @overload
+    def call(
+        self, req: OffsiteStatusRequest, *, on_progress: ProgressFn | None = None
+    ) -> OffsiteStatusResult: ...
     @overload
     def call(self, req: Mapping[str, Any], *, on_progress: ProgressFn | None = None) -> Result: ...
     def call(

@@ -103,6 +103,9 @@ def decode_reply(line: bytes) -> Reply:
 
 _CODES: Final[tuple[tuple[type[BaseException], ErrorCode], ...]] = (
     (errors.ArchiveNotFoundError, "not_found"),
+    (errors.OffsiteObjectNotFoundError, "not_found"),
+    (errors.OffsiteNothingToRestoreError, "not_found"),
+    (errors.OffsiteObjectCorruptError, "corrupt"),
     (errors.BusyError, "busy"),
     (errors.RestoreRefusedError, "refused"),
     (errors.CorruptArchiveError, "corrupt"),

@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from backup_sidecar import errors
@@ -73,12 +74,28 @@ class VerifyRequest(_Request):
 
 
 class RestoreRequest(_Request):
+    """A restore from a local archive, or (``"from": "offsite"``) from the offsite store: the
+    archive named, or the newest confirmed one with ``"latest": true``."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=False)
     op: Literal["restore"] = "restore"
-    archive: ArchiveName
+    archive: ArchiveName | None = None
+    source: Literal["local", "offsite"] = Field("local", alias="from")
+    latest: bool = False
     databases: DatabaseNames = None
     confirm: bool = False
     dry_run: bool = False
     wait: bool = False
+
+    @model_validator(mode="after")
+    def _one_archive(self) -> RestoreRequest:
+        if self.latest and self.source != "offsite":
+            raise ValueError('"latest" needs "from": "offsite"')
+        if self.latest and self.archive is not None:
+            raise ValueError('give "archive" or "latest", not both')
+        if self.archive is None and not self.latest:
+            raise ValueError('needs "archive" (or "from": "offsite" with "latest": true)')
+        return self
 
 
 class PruneRequest(_Request):
@@ -92,6 +109,10 @@ class ScrubRequest(_Request):
     op: Literal["scrub"] = "scrub"
 
 
+class OffsiteStatusRequest(_Request):
+    op: Literal["offsite_status"] = "offsite_status"
+
+
 Request: TypeAlias = Annotated[
     PingRequest
     | StatusRequest
@@ -100,7 +121,8 @@ Request: TypeAlias = Annotated[
     | VerifyRequest
     | RestoreRequest
     | PruneRequest
-    | ScrubRequest,
+    | ScrubRequest
+    | OffsiteStatusRequest,
     Field(discriminator="op"),
 ]
 REQUEST_TYPES: Final = (
@@ -112,6 +134,7 @@ REQUEST_TYPES: Final = (
     RestoreRequest,
     PruneRequest,
     ScrubRequest,
+    OffsiteStatusRequest,
 )
 OPS: Final = tuple(t.model_fields["op"].default for t in REQUEST_TYPES)
 _REQUEST: TypeAdapter[Request] = TypeAdapter(Request)

@@ -105,6 +105,36 @@ class ScrubResult(_Result):
     skipped: list[str]
 
 
+class OffsiteCopy(_Result):
+    """A policy's newest confirmed offsite copy."""
+
+    object: str
+    #: When the store took it (its clock), ISO 8601.
+    uploaded_at: str
+    age_seconds: float
+
+
+class OffsiteStatusResult(_Result):
+    """The offsite uploader as of its last pass (``configured`` false: no offsite section;
+    the other fields are None until the first pass has told)."""
+
+    configured: bool
+    url: str | None
+    #: The lease verdict: true when this sidecar may write (upload, prune) the prefix.
+    writable: bool | None
+    #: Who holds the lease when another sidecar does ("an unreadable lease" if unknown).
+    holder: str | None
+    #: Local verified archives not confirmed offsite.
+    pending: int | None
+    #: Policy -> its newest confirmed copy.
+    newest: dict[str, OffsiteCopy]
+    #: The last pass's failure (None once a pass succeeds), and when it happened.
+    last_error: str | None
+    last_error_at: str | None
+    #: When the last pass ended (ISO 8601), None before the first.
+    checked_at: str | None
+
+
 Result: TypeAlias = (
     PingResult
     | StatusResult
@@ -114,6 +144,7 @@ Result: TypeAlias = (
     | RestoreResult
     | PruneResult
     | ScrubResult
+    | OffsiteStatusResult
 )
 #: The model of each op's answer.
 RESULT_TYPES: Final[dict[str, type[Result]]] = {
@@ -125,6 +156,7 @@ RESULT_TYPES: Final[dict[str, type[Result]]] = {
     "restore": RestoreResult,
     "prune": PruneResult,
     "scrub": ScrubResult,
+    "offsite_status": OffsiteStatusResult,
 }
 
 

@@ -217,11 +217,10 @@ class Service:
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
             log.info("path_resolved", key=key, path=str(path), source=source)
         self.archives.seed_from_disk()
-        stack.callback(
-            OffsiteUploader.start_for(
-                self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ
-            ).stop
+        uploader = OffsiteUploader.start_for(
+            self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ
         )
+        stack.callback(uploader.stop)
         if cfg.metrics.enabled:
             server = MetricsServer(registry=self.registry, health=self.health)
             self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)
@@ -259,6 +258,7 @@ class Service:
                 archives_changed=self.archives.changed,
                 read_checks=self.read_checks,
                 catalog=self.archives.catalog,
+                offsite=uploader,
             )
             self._state = state
             control = ControlServer(

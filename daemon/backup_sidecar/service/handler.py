@@ -17,6 +17,7 @@ from backup_sidecar.control.protocol import EncodedResult
 from backup_sidecar.control.requests import (
     BackupRequest,
     ListRequest,
+    OffsiteStatusRequest,
     PingRequest,
     PruneRequest,
     Request,
@@ -26,7 +27,9 @@ from backup_sidecar.control.requests import (
     VerifyRequest,
 )
 from backup_sidecar.control.results import RESULT_TYPES, ArchiveEntry, Result
+from backup_sidecar.errors import UsageError
 from backup_sidecar.service.health import HealthState
+from backup_sidecar.service.offsite import OffsiteUploader
 
 #: How long a request with "wait": true waits for another operation on its databases.
 WAIT_FOR_LOCK_S = 3600.0
@@ -50,6 +53,8 @@ class DaemonState:
     #: The daemon's one catalog of the backup directory (archiver.Catalog), shared by `list`,
     #: prune, scrub and restore; None: each request lists the directory itself.
     catalog: archiver.Catalog | None = None
+    #: The offsite uploader (`offsite_status`, `restore` from offsite); None: not started.
+    offsite: OffsiteUploader | None = None
 
 
 def _encode_archives(archives: Iterable[archiver.ArchiveInfo]) -> bytes:
@@ -141,9 +146,13 @@ class ControlHandler:
                     return jobs.run_verify(rt, request.archive, effort=effort)
             case RestoreRequest():
                 with st.track("restore"):
+                    ref = request.archive
+                    if request.source == "offsite":
+                        ref = self._fetch(rt, request.archive, request.databases)
+                    assert ref is not None  # (the request model demands one or "latest")
                     result = jobs.run_restore(
                         rt,
-                        request.archive,
+                        ref,
                         names=request.databases,
                         dry_run=request.dry_run,
                         wait=WAIT_FOR_LOCK_S if request.wait else None,
@@ -180,7 +189,27 @@ class ControlHandler:
                         catalog=st.catalog,
                     )
                 return report.as_json()
+            case OffsiteStatusRequest():
+                uploader = st.offsite
+                spec = rt.offsite
+                if uploader is None:
+                    raise UsageError("this daemon runs no offsite uploader")
+                return uploader.state.as_json(
+                    configured=spec is not None,
+                    url=spec.url if spec else None,
+                    now=rt.clock().timestamp(),
+                )
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
+
+    def _fetch(self, rt: jobs.Runtime, ref: str | None, names: list[str] | None) -> str:
+        """Download ``ref`` (None: the newest confirmed copy) from the offsite store into the
+        backup directory (checked, decrypted); the local archive name to restore."""
+        rt.require_offsite()
+        if names:
+            rt.select(names)  # an unknown database is refused before anything is downloaded
+        if self._state.offsite is None:
+            raise UsageError("this daemon runs no offsite uploader")
+        return self._state.offsite.fetch(rt, ref)
 
     def _list(self, rt: jobs.Runtime) -> dict[str, Any] | EncodedResult:
         """Every archive, from the catalog rescanned now (only new or changed archives are

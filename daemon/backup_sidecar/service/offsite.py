@@ -21,12 +21,13 @@ import structlog
 
 from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import SidecarError
-from backup_sidecar.jobs.offsite import open_store
+from backup_sidecar.jobs.offsite import fetch_archive, open_store
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.offsite_state import UploaderState
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +97,8 @@ class OffsiteUploader:
         self._lease: offsite.Lease | None = None
         self._told_read_only = False
         self._last_success: dict[str, float] = {}
+        #: What the last pass learned (the control socket's `offsite_status`).
+        self.state = UploaderState()
 
     @classmethod
     def start_for(
@@ -154,7 +157,13 @@ class OffsiteUploader:
             self._lease = offsite.Lease(self._store, ttl=spec.lease_ttl)
             self._spec = spec
             self._told_read_only = False
+            self.state.reset(spec.url)
         return self._store, self._lease
+
+    def fetch(self, rt: jobs.Runtime, ref: str | None) -> str:
+        """Download the offsite archive ``ref`` (None: the newest confirmed) into the backup
+        directory, checked and decrypted; its local archive name."""
+        return fetch_archive(rt, ref, environ=self._environ).archive
 
     def sync(self) -> int:
         """One pass: upload every pending archive; how many were confirmed."""
@@ -163,11 +172,14 @@ class OffsiteUploader:
         if spec is None:
             return 0
         try:
-            return self._sync(rt, spec)
+            done = self._sync(rt, spec)
         except (SidecarError, OSError) as exc:
             log.warning("offsite_upload_failed", error=str(exc), reason=failure_reason(exc))
             self._families.offsite_failures.labels(failure_reason(exc)).inc()
+            self.state.failed(str(exc), datetime.now(UTC).timestamp())
             return 0
+        self.state.passed(datetime.now(UTC).timestamp())
+        return done
 
     def _seed_last_success(
         self, local: list[archiver.ArchiveInfo], confirmed: Mapping[str, datetime], suffix: str
@@ -177,9 +189,10 @@ class OffsiteUploader:
         for archive in local:
             modified = confirmed.get(archive.path.name + suffix)
             if modified is not None:
-                self._confirmed_at(archive.policy, modified.timestamp())
+                self._confirmed_at(archive.policy, modified.timestamp(), archive.path.name + suffix)
 
-    def _confirmed_at(self, policy: str, moment: float) -> None:
+    def _confirmed_at(self, policy: str, moment: float, obj: str) -> None:
+        self.state.confirmed(policy, obj, moment)
         if moment > self._last_success.get(policy, 0.0):
             self._last_success[policy] = moment
             self._families.offsite_last_success.labels(policy).set(moment)
@@ -193,10 +206,12 @@ class OffsiteUploader:
         local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
         pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
         self._families.offsite_pending.set(len(pending))
+        self.state.pending(len(pending))
+        holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
+        self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)
         self._seed_last_success(local, confirmed, suffix)
         if not verdict.writable:
             if not self._told_read_only:
-                holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
                 log.warning("offsite_read_only", url=store.url, holder=holder)
                 self._told_read_only = True
             return 0
@@ -216,8 +231,9 @@ class OffsiteUploader:
                 up = store.upload(archive.path, lease=lease, recipients=recipients)
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
-            self._confirmed_at(archive.policy, datetime.now(UTC).timestamp())
+            self._confirmed_at(archive.policy, datetime.now(UTC).timestamp(), up.name)
             self._families.offsite_pending.set(len(pending) - done)
+            self.state.pending(len(pending) - done)
             log.info(
                 "offsite_upload_completed",
                 archive=archive.name,
