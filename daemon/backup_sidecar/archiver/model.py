@@ -38,6 +38,8 @@ class ArchiveStatus(enum.StrEnum):
     #: metadata unreadable, or marked by a failed read check, scrub or restore drill
     #: (``<name>.tar.gz.damaged``): never trusted, never pruned, never counted as a good copy
     DAMAGED = "damaged"
+    #: an incremental backup (the page store) whose rebuilt image no verify has checked yet
+    UNVERIFIED = "unverified"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from backup_sidecar.archiver.safefs import file_kind
@@ -16,7 +17,7 @@ from backup_sidecar.errors import LockDeadlineError, StopRequestedError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: How long one attempt waits on a lock before the deadline is looked at again.
 BUSY_SLICE_S = 0.05
-_INTEGRITY_MAX_ERRORS = 10
+INTEGRITY_MAX_ERRORS = 10
 #: Said of a live database SQLite cannot read: a restore cannot write into it either.
 TOO_DAMAGED = (
     "; SQLite cannot write a restore into a database it cannot read, so nothing changes: "
@@ -76,7 +77,7 @@ def integrity_check(path: Path, *, should_stop: Callable[[], bool] | None = None
     try:
         if should_stop is not None:
             conn.set_progress_handler(lambda: int(should_stop()), 100_000)
-        rows = conn.execute(f"PRAGMA integrity_check({_INTEGRITY_MAX_ERRORS})").fetchall()
+        rows = conn.execute(f"PRAGMA integrity_check({INTEGRITY_MAX_ERRORS})").fetchall()
     except sqlite3.DatabaseError as exc:
         return f"cannot be checked: {exc}"
     finally:
@@ -104,22 +105,28 @@ def collect_facts(path: Path) -> DatabaseFacts:
     """Page geometry, schema hash and row counts of a staged (private, quiescent) database."""
     conn = connect_readonly(path)
     try:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        page_count = conn.execute("PRAGMA page_count").fetchone()[0]
-        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
-        schema = conn.execute(
-            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name"
-        ).fetchall()
-        tables = [name for kind, name, _, _ in schema if kind == "table"]
-        row_counts = {
-            table: conn.execute(
-                f'SELECT count(*) FROM "{table.replace(chr(34), chr(34) * 2)}"'
-            ).fetchone()[0]
-            for table in tables
-            if not table.startswith("sqlite_")
-        }
+        return read_facts(conn)
     finally:
         conn.close()
+
+
+def read_facts(conn: Any) -> DatabaseFacts:
+    """The facts of the database ``conn`` (any DB-API SQLite connection, e.g. sqlean's) has
+    open, read in its current transaction."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    schema = conn.execute(
+        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+    tables = [name for kind, name, _, _ in schema if kind == "table"]
+    row_counts = {
+        table: conn.execute(
+            f'SELECT count(*) FROM "{table.replace(chr(34), chr(34) * 2)}"'
+        ).fetchone()[0]
+        for table in tables
+        if not table.startswith("sqlite_")
+    }
     digest = hashlib.sha256()
     for row in schema:
         digest.update("\x1f".join(row).encode() + b"\x1e")

@@ -12,6 +12,7 @@ from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import BusyError
 from backup_sidecar.jobs.backupdir import clean_leftovers
 from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.incremental import incremental_backup, manifest_stats
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcomes, failure_text
 from backup_sidecar.jobs.runtime import Runtime
 
@@ -38,20 +39,34 @@ def run_backup(
     name = archive_name or archiver.default_name(policy, now)
     started = time.monotonic()
     bound = log.bind(policy=policy, databases=[s.name for s in specs])
+    pages: dict[str, dict[str, int]] = {}
     try:
         clean_leftovers(rt)
         with archiver.database_locks(
             rt.backup_dir, [s.name for s in specs], wait=wait, should_stop=effort.should_stop
         ):
-            info = archiver.create_backup(
-                specs,
-                backup_dir=rt.backup_dir,
-                name=name,
-                policy=policy,
-                now=now,
-                unique=archive_name is None,
-                **effort.archiver_keywords(),
-            )
+            if policy in rt.incremental:  # mode: incremental (the page store)
+                info, manifests = incremental_backup(
+                    specs,
+                    backup_dir=rt.backup_dir,
+                    name=name,
+                    policy=policy,
+                    spec=rt.incremental[policy],
+                    now=now,
+                    effort=effort,
+                    unique=archive_name is None,
+                )
+                pages = manifest_stats(manifests)
+            else:
+                info = archiver.create_backup(
+                    specs,
+                    backup_dir=rt.backup_dir,
+                    name=name,
+                    policy=policy,
+                    now=now,
+                    unique=archive_name is None,
+                    **effort.archiver_keywords(),
+                )
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         duration = time.monotonic() - started
         error = failure_text(exc)
@@ -93,5 +108,6 @@ def run_backup(
         size_bytes=info.size_bytes,
         duration_s=round(duration, 3),
         snapshot_lock_s=locks,
+        **({"kind": "incremental", "pages": pages} if pages else {}),
     )
     return info

@@ -49,6 +49,18 @@ class OffsiteSpec:
 
 
 @dataclass(frozen=True)
+class IncrementalSpec:
+    """An incremental policy's keys as plain values (jobs/incremental.py)."""
+
+    #: quick or full: what runs in the backup's read transaction.
+    check: str = "full"
+    #: Seconds after a chain's first backup that the next one starts a new chain (None: never).
+    rebase_after: float | None = None
+    #: A new chain once the chain stored more than this fraction of the database's size.
+    rebase_fraction: float | None = None
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Plain fields the jobs need, mapped from the settings by the command layer."""
 
@@ -60,6 +72,8 @@ class Runtime:
     effort: Effort = field(default_factory=Effort)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     offsite: OffsiteSpec | None = None
+    #: Policies in ``mode: incremental`` (the page store); every other policy writes archives.
+    incremental: Mapping[str, IncrementalSpec] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, paths: ResolvedPaths) -> Runtime:
@@ -82,6 +96,17 @@ class Runtime:
                 lock_timeout=settings.lock_timeout.total_seconds(),
             ),
             offsite=_offsite_spec(settings, paths),
+            incremental={
+                name: IncrementalSpec(
+                    check=policy.check or "full",
+                    rebase_after=policy.rebase.after.total_seconds()
+                    if policy.rebase and policy.rebase.after
+                    else None,
+                    rebase_fraction=policy.rebase.stored_fraction if policy.rebase else None,
+                )
+                for name, policy in settings.policies.items()
+                if policy.mode == "incremental"
+            },
         )
 
     @classmethod

@@ -46,13 +46,17 @@ def create_backup(
     busy_timeout_s: float = 30.0,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
     read_in_child: bool = False,
+    check: str | None = None,
 ) -> Manifest:
     """Back up the live database ``db`` into the page store at ``store`` as ``name``.
 
     With ``parent`` (the chain's previous backup, chosen by the caller: the store never orders
     backups by a clock), a changed page is stored as a delta of the parent's page. With
     ``read_in_child``, the pages are read by a child process (``readproc``): required where
-    this process may also have ``db`` open through the stdlib ``sqlite3``.
+    this process may also have ``db`` open through the stdlib ``sqlite3``. With ``check``
+    (``quick`` or ``full``), the read transaction runs that check first and the manifest's
+    metadata records it with the facts read there (``checking``); a failed check stores
+    nothing.
     """
     check_name(name)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
@@ -62,7 +66,7 @@ def create_backup(
         known = known_pages(dirs)
         with (
             (read_pages_in_child if read_in_child else read_pages)(
-                db, busy_timeout_s=busy_timeout_s
+                db, busy_timeout_s=busy_timeout_s, check=check
             ) as (info, pages),
             Placer(dirs, page_size=info.page_size, known=known, parent=base, level=level) as placer,
         ):
@@ -88,7 +92,11 @@ def create_backup(
             header=info.header,
             runs=runs_of(locations),
             stats=stats,
-            metadata={**(metadata or {}), **({"parent": parent} if parent else {})},
+            metadata={
+                **(metadata or {}),
+                **(info.facts or {}),
+                **({"parent": parent} if parent else {}),
+            },
         )
         # A rename, not link + unlink: a kill between those two would leave the manifest with
         # two links, which the no-follow reader refuses. The exclusive lock makes the

@@ -18,14 +18,17 @@ in a child process).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlean
 
 from backup_sidecar.errors import PageReadError
+from backup_sidecar.pagestore.checking import check_in_transaction
 from backup_sidecar.pagestore.header import DbHeader, parse_header
 
 _BATCH = 256
@@ -38,17 +41,21 @@ class ImageInfo:
     page_size: int
     page_count: int
     header: DbHeader
+    #: The check that ran in the read transaction and the facts read there (None: no check).
+    facts: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
 def read_pages(
-    db: Path, *, busy_timeout_s: float = 30.0
+    db: Path, *, busy_timeout_s: float = 30.0, check: str | None = None
 ) -> Iterator[tuple[ImageInfo, Iterator[bytes]]]:
     """The database's image as pages 1..N, in order, all from one read transaction.
 
     The transaction stays open until the block exits; the iterator must be consumed inside it.
     PageReadError (one line naming the file) if the file is missing, not a database, locked
-    past ``busy_timeout_s`` or the SQLite library has no ``sqlite_dbpage``.
+    past ``busy_timeout_s`` or the SQLite library has no ``sqlite_dbpage``. With ``check``
+    (``quick`` or ``full``, ``checking``), the check runs first in the same transaction, and
+    a database that fails it is a PageReadError before any page is read.
     """
     if not db.is_file():
         raise PageReadError(db, "no such file")
@@ -59,6 +66,8 @@ def read_pages(
         raise PageReadError(db, str(exc)) from exc
     try:
         info = _begin(conn, db)
+        if check is not None:
+            info = dataclasses.replace(info, facts=check_in_transaction(conn, db, check))
         yield info, _pages(conn, db, info)
     finally:
         with contextlib.suppress(sqlean.Error):

@@ -8,7 +8,10 @@ and streams ``{"page_size", "page_count", "header"}`` as a JSON line, then the r
 its stdout; the pipe's back-pressure keeps the transaction open until the parent has read
 every page. Errors come back as the child's one-line stderr, raised as PageReadError.
 
-    python -m backup_sidecar.pagestore.readproc DB BUSY_TIMEOUT_S
+    python -m backup_sidecar.pagestore.readproc DB BUSY_TIMEOUT_S [CHECK]
+
+With a CHECK (``quick`` or ``full``), the child runs it in its read transaction first and the
+JSON line also carries ``facts`` (``checking``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ _FAILED = 3
 
 @contextlib.contextmanager
 def read_pages_in_child(
-    db: Path, *, busy_timeout_s: float = 30.0
+    db: Path, *, busy_timeout_s: float = 30.0, check: str | None = None
 ) -> Iterator[tuple[ImageInfo, Iterator[bytes]]]:
     """Like ``reader.read_pages``, the reading done by a child process."""
-    cmd = [sys.executable, "-m", __name__, str(db), str(busy_timeout_s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        __name__,
+        str(db),
+        str(busy_timeout_s),
+        *([check] if check else []),
+    ]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -44,7 +54,11 @@ def read_pages_in_child(
             raise PageReadError(db, _why(proc))
         try:
             doc = json.loads(line)
-            info = ImageInfo(doc["page_size"], doc["page_count"], DbHeader.from_json(doc["header"]))
+            header = DbHeader.from_json(doc["header"])
+            facts = doc.get("facts")
+            if not isinstance(facts, dict | None):
+                raise TypeError("facts")
+            info = ImageInfo(doc["page_size"], doc["page_count"], header, facts)
         except (ValueError, KeyError, TypeError) as exc:
             raise PageReadError(db, f"the reader process sent {line[:80]!r}") from exc
         yield info, _pages(proc, proc.stdout, info, db)
@@ -79,11 +93,17 @@ def _why(proc: subprocess.Popen[bytes]) -> str:
 
 def main() -> None:
     db, busy = Path(sys.argv[1]), float(sys.argv[2])
+    check = sys.argv[3] if len(sys.argv) > 3 else None
     out = sys.stdout.buffer
     try:
-        with read_pages(db, busy_timeout_s=busy) as (info, pages):
-            head = {"page_size": info.page_size, "page_count": info.page_count}
-            out.write(json.dumps({**head, "header": info.header.to_json()}).encode() + b"\n")
+        with read_pages(db, busy_timeout_s=busy, check=check) as (info, pages):
+            head = {
+                "page_size": info.page_size,
+                "page_count": info.page_count,
+                "header": info.header.to_json(),
+                "facts": info.facts,
+            }
+            out.write(json.dumps(head).encode() + b"\n")
             for page in pages:
                 out.write(page)
             out.flush()

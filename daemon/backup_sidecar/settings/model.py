@@ -24,6 +24,7 @@ from pydantic_settings import (
 from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import KeyedValueError, UsageError
+from backup_sidecar.settings.incremental import Check, Mode, RebaseConfig, check_incremental_keys
 from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
@@ -83,10 +84,18 @@ class _Timing(BaseModel):
 
 
 class PolicyConfig(_Timing):
-    """Retention, and optionally when it runs: a cron `schedule` or an `every` interval."""
+    """Retention, when it runs (a cron `schedule` or an `every` interval), and its mode."""
 
     keep: Int = Field(ge=0)
     databases: list[Name] | None = None
+    mode: Mode = "full"
+    check: Check | None = None  # default: full, what full archives run
+    rebase: RebaseConfig | None = None
+
+    @model_validator(mode="after")
+    def _incremental(self) -> PolicyConfig:
+        check_incremental_keys(self.mode, self.check, self.rebase)
+        return self
 
 
 class ScrubConfig(_Timing):
@@ -242,8 +251,8 @@ class Settings(BaseSettings):
         pre = value.get("pre_restore")
         if pre is None:
             return {**value, "pre_restore": PolicyConfig(**DEFAULT_POLICIES["pre_restore"])}
-        if pre.trigger is not None:
-            raise KeyedValueError("pre_restore", "is never scheduled: restores make its archives")
+        if pre.trigger is not None or pre.mode != "full":
+            raise KeyedValueError("pre_restore", "is never scheduled nor incremental")
         return value
 
     @model_validator(mode="after")

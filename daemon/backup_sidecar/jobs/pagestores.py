@@ -1,0 +1,129 @@
+"""Where the page stores are and what they hold: ``<backup_dir>/pages/<database>/``.
+
+Each database has its own page store (its chains, packs and manifests: pagestore/). One
+incremental backup of a policy is one manifest of the same name in the store of every database
+it covers, so a restore point spans databases as an archive does. The directories are made and
+opened without following a link (the backup directory is shared ground): a planted link is an
+UnsafeEntryError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from backup_sidecar import pagestore
+from backup_sidecar.archiver.safefs import backup_dir_fd, open_subdir
+from backup_sidecar.errors import ManifestFormatError
+
+#: The page stores' directory in the backup directory.
+PAGES_DIR = "pages"
+
+
+def pages_root(backup_dir: Path) -> Path:
+    return backup_dir / PAGES_DIR
+
+
+def store_path(backup_dir: Path, db: str, *, create: bool) -> Path | None:
+    """The page store of database ``db`` (made with ``create``; None if absent), its two
+    directories opened without following a link on the way."""
+    root = pages_root(backup_dir)
+    with backup_dir_fd(backup_dir) as top:
+        try:
+            pages = open_subdir(top, PAGES_DIR, where=root, create=create)
+        except FileNotFoundError:
+            return None
+        try:
+            os.close(open_subdir(pages, db, where=root / db, create=create))
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(pages)
+    return root / db
+
+
+def store_names(backup_dir: Path) -> list[str]:
+    """The databases that have a page store (any name, configured now or not)."""
+    with backup_dir_fd(backup_dir) as top:
+        try:
+            pages = open_subdir(top, PAGES_DIR, where=pages_root(backup_dir))
+        except FileNotFoundError:
+            return []
+        try:
+            names = os.listdir(pages)  # noqa: PTH208 - a descriptor, not a path
+        finally:
+            os.close(pages)
+    return sorted(n for n in names if not n.startswith("."))
+
+
+@dataclass(frozen=True)
+class PageBackup:
+    """One incremental backup: its manifest in the store of each database it covers."""
+
+    name: str
+    policy: str
+    sequence: int | None
+    created_at: datetime
+    manifests: Mapping[str, pagestore.Manifest]
+    #: db -> why that store's manifest of this name cannot be read.
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def databases(self) -> tuple[str, ...]:
+        return tuple(self.manifests)
+
+    @property
+    def newness(self) -> tuple[int, datetime, str]:
+        return (self.sequence or 0, self.created_at, self.name)
+
+    @property
+    def bytes_stored(self) -> int:
+        return sum(m.stats.get("bytes_stored", 0) for m in self.manifests.values())
+
+
+def list_page_backups(backup_dir: Path) -> tuple[list[PageBackup], list[str]]:
+    """Every incremental backup, newest first (by creation sequence), and one problem line per
+    manifest that cannot be read (never an exception for the whole listing)."""
+    found: dict[str, dict[str, pagestore.Manifest]] = {}
+    problems: list[str] = []
+    for db in store_names(backup_dir):
+        try:
+            store = store_path(backup_dir, db, create=False)
+            entries = pagestore.list_backups(store) if store else []
+        except (OSError, ValueError) as exc:  # a planted link, an unreadable store
+            problems.append(f"page store {db!r}: {exc}")
+            continue
+        for entry in entries:
+            if isinstance(entry, ManifestFormatError):
+                problems.append(f"page store {db!r}: {entry}")
+            else:
+                found.setdefault(entry.name, {})[db] = entry
+    backups = [_backup(name, manifests) for name, manifests in found.items()]
+    return sorted(backups, key=lambda b: b.newness, reverse=True), problems
+
+
+def _backup(name: str, manifests: dict[str, pagestore.Manifest]) -> PageBackup:
+    first = next(iter(manifests.values()))
+    meta = first.metadata
+    sequence = meta.get("sequence")
+    return PageBackup(
+        name=name,
+        policy=str(meta.get("policy", "")),
+        sequence=sequence if type(sequence) is int else None,
+        created_at=datetime.fromisoformat(first.created_at),
+        manifests=dict(sorted(manifests.items())),
+    )
+
+
+def find_page_backup(backup_dir: Path, name: str) -> PageBackup | None:
+    """The incremental backup ``name``, or None."""
+    backups, _ = list_page_backups(backup_dir)
+    return next((b for b in backups if b.name == name), None)
+
+
+def chain_of(backups: Sequence[PageBackup], *, policy: str) -> list[PageBackup]:
+    """The policy's backups, oldest first."""
+    return sorted((b for b in backups if b.policy == policy), key=lambda b: b.newness)
