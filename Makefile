@@ -4,7 +4,7 @@ export UV_NO_PROGRESS := 1
 # ruff and the format check over the package, tests and benchmarks; mypy --strict (pyproject says over what).
 LINT = $(UV_RUN) ruff check daemon tests bench && $(UV_RUN) ruff format --check daemon tests bench && $(UV_RUN) mypy
 
-.PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick bench-offsite
+.PHONY: demo test test-fast test-reliability lint bootstrap clean bench bench-quick bench-offsite bench-offsite-e2e
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -40,6 +40,9 @@ bench-quick:
 
 bench-offsite:
 	$(UV_RUN) python -m bench.offsite
+
+bench-offsite-e2e:
+	$(UV_RUN) python -m bench.offsite_e2e
 
 clean:
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache

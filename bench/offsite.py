@@ -28,6 +28,7 @@ from typing import Any
 
 from pyrage import x25519
 
+from bench.offsite_e2e_render import insert, kept
 from bench.proc import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,9 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(WORK, ignore_errors=True)
-    args.out.write_text(render(samples, rss, args.size_mib, args.reps))
+    existing = args.out.read_text() if args.out.exists() else ""
+    # bench.offsite_e2e's section of the same file is kept, under the title
+    args.out.write_text(insert(render(samples, rss, args.size_mib, args.reps), kept(existing)))
     log(f"wrote {args.out}")
 
 
@@ -171,6 +174,8 @@ def render(
 
     lines = [
         "# Offsite benchmark",
+        "",
+        "## Store operations alone (`bench.offsite`)",
         "",
         f"`python -m bench.offsite --size-mib {size_mib} --reps {reps}`, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs (shared with other "
