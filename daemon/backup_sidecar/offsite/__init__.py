@@ -20,7 +20,7 @@ API for the wiring step (all keyword-only beyond the subject; every error is in 
                   part_size=8 MiB, max_concurrency=4)
     store = Store.from_url(url, environ=None, endpoint=None, region=None, path_style=False,
                            retry=None)             # the two lines above in one
-    store.upload(path, lease=lease, name=None, recipients=()) -> Uploaded(name, size,
+    store.upload(path, lease=lease, name=None, recipients=(), origin=None) -> Uploaded(name, size,
                                                 sha256, etag, encrypted, attempts)
     store.confirm(name, deep=False) -> Confirmation(name, confirmed, size, sha256, reason)
     store.list() -> Listing(objects=(OffsiteObject(name, size, modified, encrypted,
@@ -36,6 +36,7 @@ API for the wiring step (all keyword-only beyond the subject; every error is in 
     lease.acquire() -> LeaseVerdict(writable, holder, generation, expires_in, message)
     lease.renew() -> LeaseVerdict                # OffsiteLeaseLostError when taken over
     lease.release(); lease.require_writable()    # OffsiteLeaseHeldError naming the holder
+    lease.store_now() -> datetime                # the store's clock (a probe's Last-Modified)
     lease.valid_for -> seconds this sidecar may still write
 
 Every write (upload, delete, abort_orphaned_uploads) takes the prefix's Lease and raises
@@ -65,7 +66,7 @@ from __future__ import annotations
 from backup_sidecar.offsite.crypto import load_identities, parse_recipients
 from backup_sidecar.offsite.download import Downloaded
 from backup_sidecar.offsite.lease import Lease, LeaseOwner, LeaseVerdict
-from backup_sidecar.offsite.record import Record
+from backup_sidecar.offsite.record import Origin, Record
 from backup_sidecar.offsite.results import (
     Confirmation,
     Listing,
@@ -92,6 +93,7 @@ __all__ = [
     "Listing",
     "OffsiteObject",
     "OffsiteTarget",
+    "Origin",
     "Record",
     "RetryPolicy",
     "S3Credentials",

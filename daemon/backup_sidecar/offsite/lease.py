@@ -172,6 +172,10 @@ class Lease:
         message = str(OffsiteLeaseHeldError(self._objects.url, holder, left))
         return LeaseVerdict(False, current.owner, current.number, left, message)
 
+    def store_now(self) -> datetime:
+        """The store's clock now (what an object's Last-Modified is compared with)."""
+        return self._store_now()
+
     def _expires_in(self, current: _Generation) -> float:
         if current.released:
             return 0.0

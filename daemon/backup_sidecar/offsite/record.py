@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TypeGuard
+from datetime import datetime
+from typing import Any, TypeGuard
 
 from backup_sidecar.errors import RecordError
 
@@ -39,8 +40,58 @@ def join(prefix: str, *parts: str) -> str:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What the archive carries, copied into its record at upload (the object itself may be
+    unreadable without the identity): its policy, creation sequence and time, and the names of
+    the databases it holds. Offsite retention groups and orders copies by it; a copy without
+    one (or with a malformed one) is never pruned: nothing proves whose it is."""
+
+    policy: str
+    sequence: int | None
+    created_at: datetime
+    databases: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "sequence": self.sequence,
+            "created_at": self.created_at.isoformat(),
+            "databases": list(self.databases),
+        }
+
+    @property
+    def newness(self) -> tuple[bool, int, datetime]:
+        """The archiver's order (creation sequence first, never the wall clock alone)."""
+        return (self.sequence is not None, self.sequence or 0, self.created_at)
+
+
+def parse_origin(body: object) -> Origin | None:
+    """An Origin from an untrusted record's ``origin`` value; None when absent or malformed."""
+    if not isinstance(body, dict):
+        return None
+    policy, sequence = body.get("policy"), body.get("sequence")
+    created, databases = body.get("created_at"), body.get("databases")
+    if not isinstance(policy, str) or not valid_name(policy):
+        return None
+    if sequence is not None and not _is_count(sequence):
+        return None
+    if not isinstance(databases, list) or not 0 < len(databases) <= 1000:
+        return None
+    if not all(isinstance(d, str) and 0 < len(d) <= 200 for d in databases):
+        return None
+    try:
+        when = datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return Origin(policy, sequence, when, tuple(sorted(set(databases))))
+
+
+@dataclass(frozen=True)
 class Record:
-    """What was sent: the stored bytes' size and SHA-256, and the ETag the store answered."""
+    """What was sent: the stored bytes' size and SHA-256, and the ETag the store answered;
+    and where the archive came from (``origin``, None in records written without one)."""
 
     name: str
     size: int
@@ -48,9 +99,10 @@ class Record:
     etag: str | None
     encrypted: bool
     source_size: int
+    origin: Origin | None = None
 
     def to_json(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "format": 1,
             "name": self.name,
             "size": self.size,
@@ -59,6 +111,8 @@ class Record:
             "encrypted": self.encrypted,
             "source_size": self.source_size,
         }
+        if self.origin is not None:
+            body["origin"] = self.origin.to_json()
         return json.dumps(body, sort_keys=True).encode()
 
 
@@ -89,6 +143,7 @@ def parse_record(name: str, raw: bytes) -> Record:
         etag=etag,
         encrypted=body.get("encrypted") is True,
         source_size=source_size,
+        origin=parse_origin(body.get("origin")),
     )
 
 

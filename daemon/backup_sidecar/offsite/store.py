@@ -111,12 +111,13 @@ class Store:
         lease: Lease,
         name: str | None = None,
         recipients: Sequence[x25519.Recipient] = (),
+        origin: rec.Origin | None = None,
     ) -> Uploaded:
         """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting
         to ``recipients``), check the stored size, then write the checksum record. Retries
         restart the object from its first byte; unfinished uploads of it are aborted. Only
         the holder of ``lease`` writes (checked first, and again before the record: a lease
-        lost meanwhile leaves the object unconfirmed)."""
+        lost meanwhile leaves the object unconfirmed). ``origin`` goes into the record."""
         encrypted = bool(recipients)
         name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
         key = self.key(name)
@@ -155,6 +156,7 @@ class Store:
             etag=meta.etag,
             encrypted=encrypted,
             source_size=source_size,
+            origin=origin,
         )
         self._require_writable(lease)
         self.objects.put(self.record_key(name), record.to_json())

@@ -233,7 +233,7 @@ class MetricFamilies:
         self.offsite_failures = counter(
             "offsite_failures_total",
             "Failed offsite passes: unavailable, refused, corrupt, decrypt, lease, credentials, "
-            "key, local or other.",
+            "key, local, prune (an object retention failed to delete) or other.",
             ["reason"],
         )
         self.offsite_pending = gauge(

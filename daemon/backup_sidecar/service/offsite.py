@@ -22,11 +22,13 @@ import structlog
 from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.offsite import fetch_archive, open_store
+from backup_sidecar.jobs.offsite_prune import origin_of, upload_candidates
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_state import UploaderState
 
 log = structlog.get_logger(__name__)
@@ -204,7 +206,8 @@ class OffsiteUploader:
         suffix = ".age" if spec.recipients else ""
         confirmed = {o.name: o.modified for o in store.list().objects if o.confirmed}
         local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
-        pending = [a for a in reversed(local) if a.path.name + suffix not in confirmed]
+        candidates = upload_candidates(local, spec.keep)  # older ones offsite retention drops
+        pending = [a for a in reversed(candidates) if a.path.name + suffix not in confirmed]
         self._families.offsite_pending.set(len(pending))
         self.state.pending(len(pending))
         holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
@@ -228,7 +231,9 @@ class OffsiteUploader:
             if lease.valid_for < lease.ttl * 2 / 3:
                 lease.renew()
             with _renewing(lease):
-                up = store.upload(archive.path, lease=lease, recipients=recipients)
+                up = store.upload(
+                    archive.path, lease=lease, recipients=recipients, origin=origin_of(archive)
+                )
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
             self._confirmed_at(archive.policy, datetime.now(UTC).timestamp(), up.name)
@@ -241,5 +246,14 @@ class OffsiteUploader:
                 size=up.size,
                 encrypted=up.encrypted,
                 attempts=up.attempts,
+            )
+        if not self._stop.is_set():
+            prune_pass(
+                store=store,
+                lease=lease,
+                rt=rt,
+                spec=spec,
+                families=self._families,
+                reason=failure_reason,
             )
         return done

@@ -1,0 +1,40 @@
+"""Offsite retention in the daemon: run by the upload thread after each pass that could
+write (it holds the prefix's lease), counted in ``backup_sidecar_offsite_pruned_total``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from backup_sidecar import jobs, offsite
+from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.offsite_prune import prune_offsite
+from backup_sidecar.jobs.runtime import OffsiteSpec
+from backup_sidecar.service.metric_families import MetricFamilies
+
+log = structlog.get_logger(__name__)
+
+
+def prune_pass(
+    *,
+    store: offsite.Store,
+    lease: offsite.Lease,
+    rt: jobs.Runtime,
+    spec: OffsiteSpec,
+    families: MetricFamilies,
+    reason: Callable[[BaseException], str],
+) -> int:
+    """Apply offsite retention once; how many objects went. A failure is logged and counted
+    (`offsite_failures_total`, ``reason`` naming the label), never the end of the upload thread."""
+    try:
+        result = prune_offsite(store, lease=lease, keep=spec.keep, databases=rt.databases)
+    except (SidecarError, OSError) as exc:
+        log.warning("offsite_prune_failed", error=str(exc), reason=reason(exc))
+        families.offsite_failures.labels(reason(exc)).inc()
+        return 0
+    for item in result.deleted:
+        families.offsite_pruned.labels(item.policy).inc()
+    if result.failed:  # each logged by prune_offsite; the next pass tries them again
+        families.offsite_failures.labels("prune").inc(len(result.failed))
+    return len(result.deleted)
