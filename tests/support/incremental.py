@@ -31,3 +31,15 @@ def manifests(backup_dir: Path, db: str) -> list[str]:
 def rebuild_to(backup_dir: Path, db: str, name: str, out: Path) -> pagestore.Manifest:
     """Backup ``name`` of ``db`` rebuilt (checked) into the new file ``out``."""
     return pagestore.rebuild(pages_root(backup_dir) / db, name, out=out)
+
+
+def incremental_config(path: Path, backup_dir: Path, dbs: dict[str, Path], **policy: str) -> Path:
+    """A YAML file: ``dbs``, and the policy `hourly` (every 1h, keep 3, incremental, plus
+    ``policy`` keys given as YAML flow values)."""
+    keys = {"every": "1h", "keep": "3", "mode": "incremental", **policy}
+    databases = "".join(f"  {n}: {{path: '{p}'}}\n" for n, p in dbs.items())
+    body = ", ".join(f"{k}: {v}" for k, v in keys.items())
+    path.write_text(
+        f"backup_dir: '{backup_dir}'\ndatabases:\n{databases}policies:\n  hourly: {{{body}}}\n"
+    )
+    return path

@@ -67,6 +67,10 @@ class ArchiveInfo:
     #: The name the metadata records when the file is named otherwise (a link, copy or
     #: rename of the archive written under that name); None when they agree.
     copy_of: str | None = None
+    #: ``archive`` (a .tar.gz) or ``incremental`` (a backup in the page store, jobs/).
+    kind: str = "archive"
+    #: The check an incremental backup ran (``full`` or ``quick``); archives run full.
+    check: str | None = None
 
     @property
     def newness(self) -> tuple[bool, int, datetime, str]:

@@ -75,7 +75,8 @@ def list_cmd(ctx: Context, offsite: bool, as_json: bool) -> None:
         list_offsite(ctx, as_json=as_json)
         return
     with reported_errors(ctx, as_json=as_json):
-        archives = list_archives(ctx.runtime().backup_dir)
+        rt = ctx.runtime()
+        archives = jobs.with_incremental(rt, list_archives(rt.backup_dir))
 
         def table() -> None:
             if not archives:
@@ -87,6 +88,8 @@ def list_cmd(ctx: Context, offsite: bool, as_json: bool) -> None:
             for a in archives:
                 created = a.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
                 extra = a.error or ",".join(a.databases)
+                if a.kind != "archive":  # e.g. "arrow,user (incremental, check quick)"
+                    extra += f" ({a.kind}, check {a.check or '?'})"
                 row = (a.name, created, a.size_bytes, a.policy, a.status, extra)
                 click.echo(_ROW.format(*row))
 

@@ -12,6 +12,7 @@ from backup_sidecar.jobs.backupdir import archive_json, clean_leftovers, listing
 from backup_sidecar.jobs.drill import DrillReport, run_drill
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.outcomes import Outcomes, failure_text
+from backup_sidecar.jobs.pagecheck import with_incremental
 from backup_sidecar.jobs.prune import prune_after_backup, run_prune
 from backup_sidecar.jobs.restore import restore_json, run_restore
 from backup_sidecar.jobs.runtime import MANUAL_POLICY, Runtime
@@ -38,4 +39,5 @@ __all__ = [
     "run_restore",
     "run_scrub",
     "run_verify",
+    "with_incremental",
 ]

@@ -28,6 +28,8 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
         "verified": a.status is archiver.ArchiveStatus.VERIFIED,
         "error": a.error,
         "sequence": a.sequence,
+        "kind": a.kind,
+        "check": a.check or ("full" if a.kind == "archive" else None),
     }
 
 

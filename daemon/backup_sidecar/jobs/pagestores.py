@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_sidecar import pagestore
@@ -21,6 +21,8 @@ from backup_sidecar.errors import ManifestFormatError
 
 #: The page stores' directory in the backup directory.
 PAGES_DIR = "pages"
+#: The time `list` gives a backup whose every manifest is unreadable.
+_UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pages_root(backup_dir: Path) -> Path:
@@ -88,6 +90,7 @@ def list_page_backups(backup_dir: Path) -> tuple[list[PageBackup], list[str]]:
     """Every incremental backup, newest first (by creation sequence), and one problem line per
     manifest that cannot be read (never an exception for the whole listing)."""
     found: dict[str, dict[str, pagestore.Manifest]] = {}
+    broken: dict[str, dict[str, str]] = {}
     problems: list[str] = []
     for db in store_names(backup_dir):
         try:
@@ -98,23 +101,28 @@ def list_page_backups(backup_dir: Path) -> tuple[list[PageBackup], list[str]]:
             continue
         for entry in entries:
             if isinstance(entry, ManifestFormatError):
-                problems.append(f"page store {db!r}: {entry}")
+                broken.setdefault(entry.name, {})[db] = str(entry)
             else:
                 found.setdefault(entry.name, {})[db] = entry
-    backups = [_backup(name, manifests) for name, manifests in found.items()]
+    backups = [
+        _backup(name, found.get(name, {}), broken.get(name, {})) for name in {*found, *broken}
+    ]
     return sorted(backups, key=lambda b: b.newness, reverse=True), problems
 
 
-def _backup(name: str, manifests: dict[str, pagestore.Manifest]) -> PageBackup:
-    first = next(iter(manifests.values()))
-    meta = first.metadata
+def _backup(
+    name: str, manifests: dict[str, pagestore.Manifest], errors: dict[str, str]
+) -> PageBackup:
+    first = next(iter(manifests.values()), None)
+    meta = first.metadata if first else {}
     sequence = meta.get("sequence")
     return PageBackup(
         name=name,
         policy=str(meta.get("policy", "")),
         sequence=sequence if type(sequence) is int else None,
-        created_at=datetime.fromisoformat(first.created_at),
+        created_at=datetime.fromisoformat(first.created_at) if first else _UNKNOWN_TIME,
         manifests=dict(sorted(manifests.items())),
+        errors=errors,
     )
 
 

@@ -1,0 +1,86 @@
+"""`list` shows incremental backups beside archives (kind, check, status), `verify NAME`
+rebuilds and checks one, and only then is it listed `verified`; real CLI processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from backup_sidecar.jobs.pagestores import pages_root
+from support.cli import one_error_line, run_cli
+from support.databases import make_db
+from support.incremental import incremental_config
+
+
+def _setup(tmp_path: Path, backup_dir: Path) -> Path:
+    user = make_db(tmp_path / "user_data.db", wal=True, rows=2000)
+    arrow = make_db(tmp_path / "arrow_database.db", wal=False, rows=300)
+    cfg = incremental_config(
+        tmp_path / "sidecar.yaml", backup_dir, {"user": user, "arrow": arrow}, check="quick"
+    )
+    for args in (["--policy", "hourly"], ["--name", "full_one"], ["--policy", "hourly"]):
+        result = run_cli("backup", *args, "--json", config=cfg)
+        assert result.returncode == 0, result.stderr
+    return cfg
+
+
+def _listed(cfg: Path) -> list[dict[str, object]]:
+    result = run_cli("list", "--json", config=cfg)
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def test_list_shows_incrementals_beside_archives_and_verify_marks_them(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """Newest first by creation sequence, archives and incrementals interleaved; an
+    incremental is `unverified` with its kind and check until `verify NAME` rebuilt it and
+    its SHA-256, integrity_check and row counts matched; the text table says the kind."""
+    cfg = _setup(tmp_path, backup_dir)
+    listed = _listed(cfg)
+    assert [(a["kind"], a["sequence"]) for a in listed] == [
+        ("incremental", 3), ("archive", 2), ("incremental", 1)
+    ]  # fmt: skip
+    newest = listed[0]
+    assert (newest["status"], newest["check"], newest["verified"]) == ("unverified", "quick", False)
+    assert newest["databases"] == ["arrow", "user"] and newest["policy"] == "hourly"
+    assert listed[1]["check"] == "full"
+    result = run_cli("verify", str(newest["name"]), "--json", config=cfg)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["kind"] == "incremental"
+    statuses = [a["status"] for a in _listed(cfg)]
+    assert statuses == ["verified", "verified", "unverified"]
+    table = run_cli("list", config=cfg).stdout
+    assert f"{newest['name']}" in table and "(incremental, check quick)" in table
+
+
+def test_verify_of_a_damaged_pack_fails_naming_the_backup(tmp_path: Path, backup_dir: Path) -> None:
+    """A flipped byte in a pack: verify exits 1 with one line naming the backup, and the
+    backup stays `unverified`."""
+    cfg = _setup(tmp_path, backup_dir)
+    first = _listed(cfg)[-1]
+    for pack in (pages_root(backup_dir) / "user" / "packs").glob("*.pack"):
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 3] ^= 0xFF
+        pack.chmod(0o600)
+        pack.write_bytes(bytes(data))
+    result = run_cli("verify", str(first["name"]), config=cfg)
+    assert result.returncode == 1
+    assert str(first["name"]) in one_error_line(result)
+    assert _listed(cfg)[-1]["status"] == "unverified"
+
+
+def test_a_malformed_manifest_is_one_damaged_row_not_the_end_of_the_listing(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """A manifest that is not JSON: `list` still lists everything, that backup `damaged`
+    with the reason naming it; `verify` of it fails with one line."""
+    cfg = _setup(tmp_path, backup_dir)
+    name = str(_listed(cfg)[0]["name"])
+    (pages_root(backup_dir) / "user" / "manifests" / f"{name}.json").write_bytes(b"{nope")
+    listed = _listed(cfg)
+    assert len(listed) == 3
+    broken = next(a for a in listed if a["name"] == name)
+    assert broken["status"] == "damaged" and "malformed" in str(broken["error"])
+    result = run_cli("verify", name, config=cfg)
+    assert result.returncode == 1 and name in one_error_line(result)
