@@ -387,6 +387,35 @@ class OffsiteNothingToRestoreError(OffsiteError, LookupError):
         self.url = url
 
 
+class OffsiteNoUsableCopyError(OffsiteError, LookupError):
+    """``restore --latest --from-offsite`` tried every confirmed copy, newest first, and none
+    downloaded and verified; nothing was written."""
+
+    def __init__(self, url: str, tried: Sequence[tuple[str, str]]) -> None:
+        last = f" (the oldest, {tried[-1][0]!r}: {tried[-1][1]})" if tried else ""
+        super().__init__(
+            f"no confirmed archive in {url} downloaded and verified: {len(tried)} tried, "
+            f"each refused{last}; nothing was written"
+        )
+        self.url = url
+        self.tried = tuple(tried)
+
+
+class OffsiteLocalCopyError(ArchiveError, FileExistsError):
+    """An archive fetched from offsite whose name the backup directory already holds as another
+    file (different bytes, or damaged): the local file is kept as it is, never overwritten."""
+
+    def __init__(self, path: Path, object_name: str, why: str) -> None:
+        super().__init__(
+            f"archive {path.name!r} already exists in {path.parent} and {why}, unlike the "
+            f"verified offsite copy {object_name!r}; the local file is kept as it is: move it "
+            "out of the backup directory to restore the offsite copy"
+        )
+        self.path = path
+        self.object_name = object_name
+        self.why = why
+
+
 class OffsiteObjectCorruptError(OffsiteError, ValueError):
     """An offsite object that is not what was uploaded (truncated, swapped, tampered, or without
     its checksum record); nothing was written locally."""

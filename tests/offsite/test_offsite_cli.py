@@ -17,6 +17,7 @@ import pytest
 from pyrage import x25519
 
 from backup_sidecar.offsite import Lease, Store, parse_recipients, parse_target
+from support.archives import flip_database_byte
 from support.cli import cli_command, cli_env, one_error_line, run_cli
 from support.databases import dump, integrity, make_big_db, make_db
 from support.offsite import fast_retry, s3_store
@@ -254,9 +255,8 @@ def test_wrong_or_missing_identity_is_one_error_and_nothing_is_touched(site: Sit
 
 
 def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
-    """No offsite section, --latest without --from-offsite, an absent name, a name already in
-    the backup directory, a tampered object and an empty store: one line each, nothing
-    written."""
+    """No offsite section, --latest without --from-offsite, an absent name, a tampered object
+    and an empty store: one line each, nothing written."""
     assert "no offsite store configured" in one_error_line(
         run_cli("restore", "x", "--from-offsite", env=site.env)
     )
@@ -267,8 +267,6 @@ def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
     absent = site.cli("restore", "nope", "--from-offsite", "--force")
     assert "no offsite object named 'nope.tar.gz'" in one_error_line(absent)
     site.backup_and_upload("kept", encrypt=False)
-    here = site.cli("restore", "kept", "--from-offsite", "--force")
-    assert "archive 'kept.tar.gz' already exists" in one_error_line(here)
     (site.backup_dir / "kept.tar.gz").unlink()
     obstore.put(site.store.objects.backend, site.store.key("kept.tar.gz"), b"not the archive")
     before = entries(site.backup_dir)
@@ -324,3 +322,104 @@ def test_a_download_killed_midway_is_cleaned_up_by_the_next_restore(site: Site) 
     assert _partial_downloads(site.backup_dir) == []
     assert list((site.backup_dir / ".staging").iterdir()) == []
     assert integrity(site.user) == "ok"
+
+
+def archives_in(backup_dir: Path) -> list[str]:
+    return sorted(p.name for p in backup_dir.glob("*.tar.gz"))
+
+
+def upload_rotten(site: Site, name: str, *, recipients: tuple[x25519.Recipient, ...] = ()) -> str:
+    """A real backup whose database member then rots (one deflate byte flipped: the metadata
+    still reads, `list` says verified), uploaded as it is, so its checksum record vouches for
+    the rotten bytes; the local file is removed. The object's name."""
+    assert site.cli("backup", "--name", name).returncode == 0
+    local = site.backup_dir / f"{name}.tar.gz"
+    flip_database_byte(local)
+    uploaded = site.store.upload(local, lease=site.lease, recipients=recipients).name
+    local.unlink()
+    return uploaded
+
+
+def test_a_copy_that_fails_verify_leaves_nothing_in_the_backup_directory(site: Site) -> None:
+    """An object that passes its checksum record but not the archiver's verify: `restore NAME
+    --from-offsite` is one error naming the fault, and nothing enters the backup directory
+    (it was left there, listed damaged or even verified); `--latest` with no other copy says
+    it tried it and found none usable. Databases untouched, no staging leftover."""
+    rotten = upload_rotten(site, "rotten")
+    before = {db: dump(db) for db in (site.user, site.arrow)}
+    named = site.cli("restore", "rotten", "--from-offsite", "--force")
+    assert named.returncode == 1, named.stderr
+    assert "archive 'rotten' is corrupt" in one_error_line(named)
+    assert archives_in(site.backup_dir) == []
+    assert list((site.backup_dir / ".staging").iterdir()) == []
+    latest = site.cli("restore", "--latest", "--from-offsite", "--force")
+    assert latest.returncode == 1, latest.stderr
+    assert f"warning: offsite copy {rotten} unusable (archive 'rotten' is corrupt" in latest.stderr
+    assert (
+        f"no confirmed archive in {site.store.url} downloaded and verified: 1 tried"
+        in latest.stderr.splitlines()[-1]
+    )
+    assert archives_in(site.backup_dir) == []
+    assert list((site.backup_dir / ".staging").iterdir()) == []
+    assert {db: dump(db) for db in before} == before
+
+
+def test_restore_latest_falls_back_past_a_bad_newest_copy(site: Site) -> None:
+    """The newest confirmed copy fails verify: `--latest` says so on stderr and restores the
+    next newest (age-encrypted, both), leaving only that one in the backup directory. Run
+    again, it passes over the bad one again and uses the good archive already there (same
+    SHA-256) instead of stopping at the name being taken."""
+    recipients = tuple(parse_recipients([str(site.identity.to_public())]))
+    good = site.backup_and_upload("good", encrypt=True)
+    good_rows = dump(site.user)
+    subprocess.run(
+        ["sqlite3", str(site.user), "INSERT INTO items(body) VALUES ('after good')"], check=True
+    )
+    until_the_store_clock_passes(site.store, good)
+    rotten = upload_rotten(site, "rotten", recipients=recipients)
+    site.wipe()
+    config = site.config(
+        recipients=[str(site.identity.to_public())], identity_file=str(site.identity_file())
+    )
+    for reused in (False, True):
+        result = site.cli("restore", "--latest", "--from-offsite", "--force", config=config)
+        assert result.returncode == 0, result.stderr
+        assert f"warning: offsite copy {rotten} unusable" in result.stderr
+        assert "trying the next newest confirmed copy" in result.stderr
+        said = "already in the backup directory" if reused else f"downloaded {good} as good"
+        assert said in result.stderr
+        assert "restored arrow, user from good" in result.stdout
+        assert dump(site.user) == good_rows
+        assert "good.tar.gz" in archives_in(site.backup_dir)
+        assert "rotten.tar.gz" not in archives_in(site.backup_dir)
+
+
+def test_a_local_archive_of_the_same_name_is_used_or_kept_untouched(site: Site) -> None:
+    """The name is taken in the backup directory: by the same archive, it is used (not
+    downloaded over); by another archive, or by a damaged copy of this one, the restore is
+    one error saying which, and the local file and the databases stay exactly as they were."""
+    site.backup_and_upload("kept", encrypt=False)
+    local = site.backup_dir / "kept.tar.gz"
+    inode = local.stat().st_ino
+    same = site.cli("restore", "kept", "--from-offsite", "--force", "--json")
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["offsite"] == {
+        "object": "kept.tar.gz",
+        "reused": True,
+        "skipped": [],
+    }
+    assert local.stat().st_ino == inode
+    assert site.cli("backup", "--name", "other").returncode == 0
+    another = (site.backup_dir / "other.tar.gz").read_bytes()
+    before = {db: dump(db) for db in (site.user, site.arrow)}
+    flip_database_byte(local)
+    damaged = local.read_bytes()
+    for why, held in (("is another archive (sha256 ", another), ("is damaged (", damaged)):
+        local.write_bytes(held)
+        result = site.cli("restore", "kept", "--from-offsite", "--force")
+        assert result.returncode == 1, result.stderr
+        line = one_error_line(result)
+        assert f"archive 'kept.tar.gz' already exists in {site.backup_dir} and {why}" in line
+        assert "the local file is kept as it is" in line
+        assert local.read_bytes() == held
+        assert {db: dump(db) for db in before} == before

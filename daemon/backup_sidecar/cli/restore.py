@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from backup_sidecar.cli.options import DatabaseChoice, database_options, json_op
 from backup_sidecar.cli.output import emit, reported_errors
 from backup_sidecar.errors import RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
+
+if TYPE_CHECKING:
+    from backup_sidecar.jobs.offsite import Fetched, Skipped
 
 
 @click.command()
@@ -41,24 +45,27 @@ def restore(
 ) -> None:
     """Verify, take a pre-restore safety backup, then restore into the live databases.
 
-    With --from-offsite, ARCHIVE (or --latest) is first downloaded from the offsite store into
-    the backup directory, its checksum checked and, if encrypted, decrypted with
-    offsite.encryption.identity_file."""
+    With --from-offsite, ARCHIVE (or --latest) is first downloaded from the offsite store,
+    its checksum checked, decrypted with offsite.encryption.identity_file if encrypted, and
+    verified before it enters the backup directory; --latest falls back to the next newest
+    confirmed copy when one fails."""
     from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
         archive = which_archive(archive, latest=latest, from_offsite=from_offsite)
         rt = ctx.runtime()
         names = databases.names()
+        fetched = None
         if from_offsite:
             from backup_sidecar.jobs.offsite import fetch_archive  # noqa: PLC0415
 
             rt.require_offsite()
             if names:
                 rt.select(names)
-            fetched = fetch_archive(rt, archive, environ=os.environ)
+            say = None if as_json else _say_skipped
+            fetched = fetch_archive(rt, archive, environ=os.environ, on_skip=say)
             if not as_json:
-                click.echo(f"downloaded {fetched.object} as {fetched.archive}", err=True)
+                click.echo(_fetched_line(fetched), err=True)
             archive = fetched.archive
         assert archive is not None
         if not force and not dry_run:
@@ -73,6 +80,12 @@ def restore(
             effort = replace(rt.effort, progress=progress)
             result = jobs.run_restore(rt, archive, names=names, dry_run=dry_run, effort=effort)
         payload = jobs.restore_json(result)
+        if fetched is not None:
+            payload["offsite"] = {
+                "object": fetched.object,
+                "reused": fetched.reused,
+                "skipped": [{"object": s.object, "reason": s.reason} for s in fetched.skipped],
+            }
 
         def text() -> None:
             if result.dry_run:
@@ -91,6 +104,23 @@ def restore(
             click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
 
         emit(as_json, payload, text)
+
+
+def _fetched_line(fetched: Fetched) -> str:
+    if fetched.reused:
+        return (
+            f"{fetched.archive} is already in the backup directory, the same archive as "
+            f"{fetched.object}: using it"
+        )
+    return f"downloaded {fetched.object} as {fetched.archive}"
+
+
+def _say_skipped(skip: Skipped) -> None:
+    click.echo(
+        f"warning: offsite copy {skip.object} unusable ({skip.reason}); "
+        "trying the next newest confirmed copy",
+        err=True,
+    )
 
 
 def which_archive(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:

@@ -1,28 +1,34 @@
 """Offsite copies as the jobs use them: open the configured store, list what it holds, and
-fetch an archive from it into the backup directory (checked, decrypted) for the normal
-verify, pre-restore and restore path.
+fetch an archive from it into the backup directory for the normal verify, pre-restore and
+restore path.
 
-A fetched archive is written under its own name, never over a local file; a wrong or missing
-identity, a damaged object or an unreachable store leave nothing behind (the library's
-download publishes its file only once every check passed).
+A fetched archive is downloaded (checked against its record, decrypted) and verified in a
+staging area, and appears in the backup directory only once it passed, under its own name,
+never over a local file (jobs/offsitecopy.py). ``--latest`` falls back to the next newest
+confirmed copy when one fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver, offsite
-from backup_sidecar.archiver.staging import publish
 from backup_sidecar.errors import (
-    ArchiveExistsError,
+    CorruptArchiveError,
     OffsiteNothingToRestoreError,
+    OffsiteNoUsableCopyError,
+    OffsiteObjectCorruptError,
     OffsiteObjectNotFoundError,
 )
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, fetch_copy
 from backup_sidecar.jobs.runtime import OffsiteSpec, Runtime
+
+__all__ = ["Fetched", "Skipped", "archive_name", "fetch_archive", "listing_json", "open_store"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,57 +79,93 @@ def listing_json(store: offsite.Store, listing: offsite.Listing) -> dict[str, An
     }
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """An archive fetched from offsite into the backup directory."""
-
-    archive: str
-    object: str
-    size: int
-    decrypted: bool
+#: A copy that fails with one of these is passed over by ``--latest`` for the next newest: the
+#: object is damaged, vanished, or downloads but fails verify. A wrong identity, an unreachable
+#: store or a local conflict would fail every copy alike: they stop the fetch at once.
+UNUSABLE_COPY = (OffsiteObjectCorruptError, OffsiteObjectNotFoundError, CorruptArchiveError)
 
 
-def fetch_archive(rt: Runtime, ref: str | None, *, environ: Mapping[str, str]) -> Fetched:
-    """Download the offsite archive ``ref`` (a name, ``NAME.tar.gz`` or its ``.age`` object;
-    None: the newest confirmed one, by the store's upload time) into the backup directory."""
+def fetch_archive(
+    rt: Runtime,
+    ref: str | None,
+    *,
+    environ: Mapping[str, str],
+    effort: Effort | None = None,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> Fetched:
+    """Bring the offsite archive ``ref`` (a name, ``NAME.tar.gz`` or its ``.age`` object;
+    None: the newest confirmed one, by the store's upload time) into the backup directory,
+    downloaded and verified in staging first (jobs/offsitecopy.py): a copy that fails leaves
+    nothing there. With ``ref`` None, a copy that fails (``UNUSABLE_COPY``) is reported to
+    ``on_skip`` and logged, and the next newest confirmed copy is tried."""
     spec = rt.require_offsite()
+    effort = effort or rt.effort
     store = open_store(spec, environ=environ)
     objects = store.list().objects
-    chosen = _newest(store, objects) if ref is None else _named(store, objects, ref)
-    local = archive_name(chosen.name)
-    assert local is not None  # _newest and _named pick archives only
+    candidates = _newest_first(store, objects) if ref is None else [_named(store, objects, ref)]
     archiver.check_backup_dir(rt.backup_dir)
-    dest = rt.backup_dir / f"{local}{archiver.ARCHIVE_SUFFIX}"
-    if dest.exists() or dest.is_symlink():
-        raise ArchiveExistsError(dest)
-    identities: tuple[Any, ...] = ()
-    source = "offsite.encryption.identity_file (not set)"
-    if chosen.encrypted and spec.identity_file is not None:
-        source = str(spec.identity_file)
-        identities = offsite.load_identities(spec.identity_file)
-    with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
-        # Written in a locked staging area (a killed download is cleaned up like any other
-        # abandoned one), then linked into place, never over an archive published meanwhile.
-        staged = area / dest.name
-        got = store.download(chosen.name, staged, identities=identities, identity_source=source)
-        publish(staged, dest)
-    log.info(
-        "offsite_download_completed",
-        archive=local,
-        object=chosen.name,
-        size=got.size,
-        decrypted=got.decrypted,
-    )
-    return Fetched(archive=local, object=chosen.name, size=got.size, decrypted=got.decrypted)
+    keys = _Identities(spec)
+    skipped: list[Skipped] = []
+    for chosen in candidates:
+        local = archive_name(chosen.name)
+        assert local is not None  # _newest_first and _named pick archives only
+        try:
+            identities, source = keys.for_object(chosen)
+            got = fetch_copy(
+                rt,
+                store,
+                chosen,
+                local,
+                identities=identities,
+                identity_source=source,
+                effort=effort,
+            )
+        except UNUSABLE_COPY as exc:
+            if ref is not None:
+                raise
+            skip = Skipped(object=chosen.name, reason=str(exc))
+            log.warning("offsite_copy_skipped", object=chosen.name, reason=str(exc))
+            skipped.append(skip)
+            if on_skip is not None:
+                on_skip(skip)
+            continue
+        log.info(
+            "offsite_download_completed",
+            archive=local,
+            object=chosen.name,
+            size=got.size,
+            decrypted=got.decrypted,
+            reused=got.reused,
+            skipped=len(skipped),
+        )
+        return replace(got, skipped=tuple(skipped))
+    raise OffsiteNoUsableCopyError(store.url, [(s.object, s.reason) for s in skipped])
 
 
-def _newest(
+class _Identities:
+    """The age identities, read from ``offsite.encryption.identity_file`` once, when the first
+    encrypted copy needs them."""
+
+    def __init__(self, spec: OffsiteSpec) -> None:
+        self._spec = spec
+        self._loaded: tuple[Any, ...] | None = None
+
+    def for_object(self, obj: offsite.OffsiteObject) -> tuple[tuple[Any, ...], str]:
+        path = self._spec.identity_file
+        if not obj.encrypted or path is None:
+            return (), "offsite.encryption.identity_file (not set)"
+        if self._loaded is None:
+            self._loaded = tuple(offsite.load_identities(path))
+        return self._loaded, str(path)
+
+
+def _newest_first(
     store: offsite.Store, objects: tuple[offsite.OffsiteObject, ...]
-) -> offsite.OffsiteObject:
+) -> list[offsite.OffsiteObject]:
     archives = [o for o in objects if o.confirmed and archive_name(o.name) is not None]
     if not archives:
         raise OffsiteNothingToRestoreError(store.url)
-    return max(archives, key=lambda o: (o.modified, o.name))
+    return sorted(archives, key=lambda o: (o.modified, o.name), reverse=True)
 
 
 def _named(

@@ -1,0 +1,121 @@
+"""One offsite copy brought into the backup directory: downloaded into a locked staging area
+(checked against its record, decrypted), verified there completely (the archiver's verify:
+every CRC and SHA-256, ``integrity_check`` of every database), and only then linked into place.
+
+A copy that fails any of that leaves nothing in the backup directory: the staging area goes
+with it (and one abandoned by a killed process is removed by the next start, like any other).
+When the name is already taken there, the local file is never replaced: it is used when it is
+the same archive (the same SHA-256 as the verified copy), else the fetch is refused, saying
+whether the local file differs or is damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backup_sidecar import archiver, offsite
+from backup_sidecar.archiver.staging import publish
+from backup_sidecar.errors import ArchiveExistsError, CorruptArchiveError, OffsiteLocalCopyError
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.runtime import Runtime
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A confirmed offsite copy `restore --latest --from-offsite` passed over, and why."""
+
+    object: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An archive fetched from offsite: published into the backup directory, or found there
+    already (``reused``: the same bytes as the verified copy). ``skipped``: the newer copies
+    that failed to download or verify first (``--latest`` only), newest first."""
+
+    archive: str
+    object: str
+    size: int
+    decrypted: bool
+    reused: bool = False
+    skipped: tuple[Skipped, ...] = ()
+
+
+def fetch_copy(
+    rt: Runtime,
+    store: offsite.Store,
+    obj: offsite.OffsiteObject,
+    archive: str,
+    *,
+    identities: Sequence[Any],
+    identity_source: str,
+    effort: Effort,
+) -> Fetched:
+    """Download ``obj`` (the archive ``archive``), verify it in staging, publish it as
+    ``<archive>.tar.gz``; raises the library's download errors, CorruptArchiveError when the
+    copy fails verify, OffsiteLocalCopyError when another file holds the name."""
+    dest = rt.backup_dir / f"{archive}{archiver.ARCHIVE_SUFFIX}"
+    with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
+        staged = area / dest.name
+        got = store.download(
+            obj.name, staged, identities=identities, identity_source=identity_source
+        )
+        with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
+            archiver.verify_archive(
+                staged, staging=scratch, progress=effort.progress, should_stop=effort.should_stop
+            )
+        try:
+            publish(staged, dest)
+            reused = False
+        except ArchiveExistsError:
+            _same_or_refuse(dest, staged, obj.name)
+            reused = True
+    return Fetched(
+        archive=archive, object=obj.name, size=got.size, decrypted=got.decrypted, reused=reused
+    )
+
+
+def _same_or_refuse(local: Path, verified: Path, object_name: str) -> None:
+    """Return when ``local`` holds exactly the bytes of ``verified``; else OffsiteLocalCopyError
+    saying how it differs. Nothing is written either way."""
+    try:
+        mine = _sha256(local)
+    except OSError as exc:
+        raise OffsiteLocalCopyError(
+            local, object_name, f"cannot be read ({exc.strerror or exc})"
+        ) from None
+    theirs = _sha256(verified)
+    if mine == theirs:
+        return
+    try:
+        archiver.read_check(local)
+    except CorruptArchiveError as exc:
+        raise OffsiteLocalCopyError(local, object_name, f"is damaged ({exc.fault})") from None
+    except OSError as exc:
+        raise OffsiteLocalCopyError(
+            local, object_name, f"cannot be read ({exc.strerror or exc})"
+        ) from None
+    raise OffsiteLocalCopyError(
+        local, object_name, f"is another archive (sha256 {mine[:12]}…, not {theirs[:12]}…)"
+    )
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a regular file, never read through a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        digest = hashlib.sha256()
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
