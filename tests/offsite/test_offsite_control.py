@@ -15,6 +15,7 @@ from pyrage import x25519
 
 from backup_sidecar.errors import ControlError
 from backup_sidecar.offsite import Lease, Store, parse_target
+from support.archives import flip_database_byte
 from support.cli import one_error_line
 from support.daemon import Daemon, DaemonRunner, quiet_config
 from support.databases import dump, integrity, make_db
@@ -214,9 +215,9 @@ def test_restore_from_offsite_refusals_are_one_line(
     encrypted_daemon: tuple[Daemon, Store], daemons: DaemonRunner, tmp_path: Path, sock_dir: Path
 ) -> None:
     """An absent name is not_found; "latest" without "from": "offsite" and both a name and
-    "latest" are bad_request; a name present locally is refused, nothing downloaded; a daemon
-    without an offsite section says to add one; `ctl restore --latest` without --from-offsite
-    exits 2. The live databases are untouched by every refusal."""
+    "latest" are bad_request; a name present locally as a damaged copy is refused (the local
+    file kept); a daemon without an offsite section says to add one; `ctl restore --latest`
+    without --from-offsite exits 2. The live databases are untouched by every refusal."""
     d, store = encrypted_daemon
     user = tmp_path / "data" / "user_data.db"
     before = dump(user)
@@ -238,8 +239,10 @@ def test_restore_from_offsite_refusals_are_one_line(
         lambda: f"{local}.tar.gz.age" in {o.name for o in store.list().objects if o.confirmed},
         what="the backup confirmed offsite",
     )
+    flip_database_byte(d.backup_dir / f"{local}.tar.gz")  # the local copy rots
     exists = refused(archive=local, **{"from": "offsite"})
-    assert local in exists.message
+    assert f"{local}.tar.gz' already exists" in exists.message
+    assert "is damaged" in exists.message
     bare = daemons.start(
         quiet_config(
             backup_dir=tmp_path / "b2",
