@@ -46,6 +46,8 @@ class OffsiteSpec:
     attempts: int = 5
     #: Seconds the prefix's lease lasts unless renewed.
     lease_ttl: float = 300.0
+    #: Seconds between scheduled offsite verifies (the newest copy of each policy).
+    verify_every: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -161,4 +163,5 @@ def _offsite_spec(settings: Settings, paths: ResolvedPaths) -> OffsiteSpec | Non
         identity_file=paths.offsite_identity,
         attempts=section.attempts,
         lease_ttl=section.lease_ttl.total_seconds(),
+        verify_every=section.verify_every.total_seconds(),
     )

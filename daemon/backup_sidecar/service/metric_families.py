@@ -258,8 +258,8 @@ class MetricFamilies:
         )
         self.offsite_verify_failures = counter(
             "offsite_verify_failures_total",
-            "Failed offsite verifies: unavailable, refused, corrupt, decrypt, key, damaged "
-            "(the archiver's verify refused it), local or other.",
+            "Failed offsite verifies: unavailable, refused, missing, corrupt, decrypt, key, "
+            "damaged (the archiver's verify refused it), local or other.",
             ["reason"],
         )
         self.policy_age = PolicyAgeCollector(clock)

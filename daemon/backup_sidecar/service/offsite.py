@@ -30,6 +30,7 @@ from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_state import UploaderState
+from backup_sidecar.service.offsite_verify import OffsiteVerifier
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,8 @@ class OffsiteUploader:
         self._last_success: dict[str, float] = {}
         #: What the last pass learned (the control socket's `offsite_status`).
         self.state = UploaderState()
+        #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
+        self.verifier: OffsiteVerifier | None = None
 
     @classmethod
     def start_for(
@@ -115,6 +118,9 @@ class OffsiteUploader:
         uploader = cls(live=live, families=metrics.families, catalog=catalog, environ=environ)
         outcomes.subscribe(uploader.notify)
         uploader.start()
+        # The scheduled offsite verify runs beside it on its own thread (stopped with it).
+        uploader.verifier = OffsiteVerifier(live=live, families=metrics.families, environ=environ)
+        uploader.verifier.start()
         return uploader
 
     def start(self) -> None:
@@ -128,6 +134,8 @@ class OffsiteUploader:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread (an upload in flight is abandoned unconfirmed) and free the lease."""
+        if self.verifier is not None:
+            self.verifier.stop(timeout)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

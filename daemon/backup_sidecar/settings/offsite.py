@@ -93,6 +93,8 @@ class OffsiteConfig(BaseModel):
     attempts: Int = Field(default=5, ge=1, le=20)
     #: How long the prefix's lease lasts unless renewed (renewed every third of it).
     lease_ttl: Annotated[Duration, at_least(timedelta(seconds=1), "1s")] = timedelta(minutes=5)
+    #: How often the newest confirmed copy of each policy is downloaded and fully verified.
+    verify_every: Annotated[Duration, at_least(timedelta(seconds=1), "1s")] = timedelta(days=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,175 @@
+"""The offsite verify: the newest confirmed copy of each policy downloaded into a temporary
+directory (never the backup directory), checked against its record, decrypted, and read by
+the archiver's full verify (every member's SHA-256, `integrity_check`), so an unreadable
+bucket is found before a restore needs it.
+
+A copy's policy and order come from the origin its checksum record carries (see
+offsite_prune.py); a copy without one is taken for the policy its name starts with, ordered
+by the store's upload time. An encrypted copy needs `offsite.encryption.identity_file`:
+without one the verify of that copy is `skipped`, said as such, never passed silently. Every
+failure is one outcome with a bounded `reason` (the metric's label) and a one-line error
+naming the object; nothing stops the other policies' verifies.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from backup_sidecar import archiver, offsite
+from backup_sidecar.errors import CorruptArchiveError, SidecarError
+from backup_sidecar.jobs.offsite import archive_name, open_store
+from backup_sidecar.jobs.runtime import OffsiteSpec
+
+log = structlog.get_logger(__name__)
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+_TEMP_PREFIX = "backup-sidecar-offsite-verify-"
+_NO_RECORD = "no checksum record"
+_TEMP_PREFIX = "backup-sidecar-offsite-verify-"
+_NO_RECORD = "no checksum record"
+NO_IDENTITY = (
+    "the copy is encrypted and offsite.encryption.identity_file is not set: "
+    "offsite copies cannot be verified without the identity"
+)
+
+
+@dataclass(frozen=True)
+class CopyVerified:
+    """One offsite copy's verify: ``result`` ok, failed or skipped; ``reason`` the failure's
+    metric label; ``error`` one line naming the object."""
+
+    policy: str
+    object: str
+    result: str
+    reason: str | None = None
+    error: str | None = None
+    databases: tuple[str, ...] = ()
+
+
+def verify_failure_reason(exc: BaseException) -> str:
+    """The `reason` label of ``backup_sidecar_offsite_verify_failures_total``."""
+    if isinstance(exc, CorruptArchiveError):
+        return "damaged"
+    name = type(exc).__name__
+    for word, reason in (
+        ("Unavailable", "unavailable"),
+        ("NotFound", "missing"),
+        ("Request", "refused"),
+        ("Corrupt", "corrupt"),
+        ("Decrypt", "decrypt"),
+        ("Key", "key"),
+    ):
+        if word in name:
+            return reason
+    return "local" if isinstance(exc, OSError) else "other"
+
+
+def policy_of(obj: offsite.OffsiteObject) -> str:
+    """The policy the copy's record names; else the one its default name starts with."""
+    if obj.record is not None and obj.record.origin is not None:
+        return obj.record.origin.policy
+    head, sep, _ = (archive_name(obj.name) or "").partition("_")
+    return head if sep and head else "manual"
+
+
+def _order(obj: offsite.OffsiteObject) -> tuple[bool, int, datetime, datetime, str]:
+    origin = obj.record.origin if obj.record is not None else None
+    if origin is None:
+        return (False, 0, obj.modified, obj.modified, obj.name)
+    return (*origin.newness, obj.modified, obj.name)
+
+
+def newest_per_policy(
+    objects: Sequence[offsite.OffsiteObject],
+) -> dict[str, offsite.OffsiteObject]:
+    """Each policy's newest archive copy (by its origin, else its upload time) among those
+    with a checksum record: a newest copy damaged since its upload (no longer confirmed) is
+    the one verified, and fails, rather than hidden behind an older good one. An object
+    without a record is an unfinished upload, not a copy."""
+    newest: dict[str, offsite.OffsiteObject] = {}
+    for obj in objects:
+        if archive_name(obj.name) is None or obj.reason.startswith(_NO_RECORD):
+            continue
+        policy = policy_of(obj)
+        if policy not in newest or _order(obj) > _order(newest[policy]):
+            newest[policy] = obj
+    return dict(sorted(newest.items()))
+
+
+def verify_copy(
+    store: offsite.Store,
+    obj: offsite.OffsiteObject,
+    *,
+    identity_file: Path | None,
+    temp_root: Path | None = None,
+) -> CopyVerified:
+    """Download ``obj`` into a fresh temporary directory and verify it completely."""
+    policy = policy_of(obj)
+    if not obj.confirmed:
+        return CopyVerified(policy, obj.name, FAILED, "corrupt", f"{obj.name}: {obj.reason}")
+    if obj.encrypted and identity_file is None:
+        return CopyVerified(policy, obj.name, SKIPPED, error=NO_IDENTITY)
+    local = archive_name(obj.name)
+    assert local is not None
+    try:
+        identities: Sequence[Any] = ()
+        if obj.encrypted and identity_file is not None:
+            identities = offsite.load_identities(identity_file)
+        source = str(identity_file) if identity_file is not None else "(none needed)"
+        with tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir=temp_root) as tmp:
+            dest = Path(tmp) / f"{local}{archiver.ARCHIVE_SUFFIX}"
+            store.download(obj.name, dest, identities=identities, identity_source=source)
+            staging = Path(tmp) / "staging"
+            staging.mkdir()
+            verified = archiver.verify_archive(dest, staging=staging)
+    except (SidecarError, OSError) as exc:
+        return CopyVerified(policy, obj.name, FAILED, verify_failure_reason(exc), str(exc))
+    mismatch = _origin_mismatch(obj, verified)
+    if mismatch is not None:
+        return CopyVerified(policy, obj.name, FAILED, "damaged", f"{obj.name}: {mismatch}")
+    return CopyVerified(policy, obj.name, OK, databases=tuple(verified.manifest.members()))
+
+
+def _origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArchive) -> str | None:
+    """Why the archive is not the one its record describes (a copy swapped with its record)."""
+    manifest = verified.manifest
+    origin = obj.record.origin if obj.record is not None else None
+    if origin is None:
+        return None
+    if manifest.policy != origin.policy or manifest.sequence != origin.sequence:
+        return (
+            f"the archive's metadata says policy {manifest.policy!r} sequence "
+            f"{manifest.sequence}, its checksum record {origin.policy!r} {origin.sequence}"
+        )
+    return None
+
+
+def verify_offsite(
+    spec: OffsiteSpec,
+    *,
+    environ: Mapping[str, str],
+    store: offsite.Store | None = None,
+    temp_root: Path | None = None,
+) -> list[CopyVerified]:
+    """Verify the newest confirmed copy of every policy the store holds (listing errors
+    raise: nothing could be verified)."""
+    store = store or open_store(spec, environ=environ)
+    outcomes = []
+    for obj in newest_per_policy(store.list().objects).values():
+        done = verify_copy(store, obj, identity_file=spec.identity_file, temp_root=temp_root)
+        outcomes.append(done)
+        if done.result == FAILED:
+            log.error(
+                "offsite_verify_failed", object=done.object, policy=done.policy,
+                reason=done.reason, error=done.error,
+            )  # fmt: skip
+        elif done.result == OK:
+            log.info("offsite_verified", object=done.object, policy=done.policy)
+    return outcomes

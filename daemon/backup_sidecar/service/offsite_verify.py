@@ -1,0 +1,127 @@
+"""The scheduled offsite verify in the daemon: its own thread, every `offsite.verify_every`
+(default 1 day; the first one `min(verify_every, 5 min)` after the start, so a daemon
+restarted more often than that still verifies), the newest confirmed copy of each policy
+downloaded, decrypted and fully verified (jobs/offsite_verify.py).
+
+Metrics: `backup_sidecar_offsite_verify_runs_total{result}` per copy,
+`..._offsite_verify_failures_total{reason}`, `..._offsite_verify_last_success_timestamp_seconds
+{policy}`. ``problems()`` is what is wrong now (one line per policy whose newest copy failed,
+or why no verify could run), for health; each clears when the next verify of that policy
+passes. A copy skipped for want of the identity file is said once (`offsite_verify_skipped`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.offsite_verify import (
+    FAILED,
+    OK,
+    SKIPPED,
+    verify_failure_reason,
+    verify_offsite,
+)
+from backup_sidecar.service.live import LiveConfig
+from backup_sidecar.service.metric_families import MetricFamilies
+
+log = structlog.get_logger(__name__)
+
+FIRST_AFTER_S = 300.0
+
+
+class OffsiteVerifier:
+    """The daemon's offsite verify thread (idle while no `offsite` section is configured)."""
+
+    def __init__(
+        self,
+        *,
+        live: LiveConfig,
+        families: MetricFamilies,
+        environ: Mapping[str, str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._live = live
+        self._families = families
+        self._environ = environ
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failed: dict[str, str] = {}
+        self._pass_error: str | None = None
+        self._told_skipped = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="offsite-verify", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def problems(self) -> list[str]:
+        """What the last verifies found wrong (empty: every policy's newest copy passed)."""
+        with self._lock:
+            found = [f"offsite copy of policy {p!r}: {e}" for p, e in sorted(self._failed.items())]
+            if self._pass_error is not None:
+                found.append(f"the offsite verify could not run: {self._pass_error}")
+            return found
+
+    def _every(self) -> float | None:
+        spec = self._live.now.runtime.offsite
+        return None if spec is None else spec.verify_every
+
+    def _loop(self) -> None:
+        every = self._every()
+        delay = min(every, FIRST_AFTER_S) if every is not None else 60.0
+        while not self._stop.wait(delay):
+            try:
+                self.run_once()
+            except Exception as exc:  # a bug: logged, retried next time, never the daemon's end
+                log.exception("offsite_verify_crashed", error=str(exc))
+                self._families.offsite_verify_failures.labels("other").inc()
+            every = self._every()
+            delay = every if every is not None else 60.0
+
+    def run_once(self) -> int:
+        """One verify of every policy's newest copy; how many passed."""
+        spec = self._live.now.runtime.offsite
+        if spec is None:
+            return 0
+        try:
+            outcomes = verify_offsite(spec, environ=self._environ)
+        except (SidecarError, OSError) as exc:
+            reason = verify_failure_reason(exc)
+            log.error("offsite_verify_failed", error=str(exc), reason=reason)
+            self._families.offsite_verify_failures.labels(reason).inc()
+            with self._lock:
+                self._pass_error = str(exc)
+            return 0
+        passed = 0
+        with self._lock:
+            self._pass_error = None
+            for done in outcomes:
+                self._families.offsite_verify_runs.labels(done.result).inc()
+                if done.result == OK:
+                    passed += 1
+                    self._failed.pop(done.policy, None)
+                    moment = self._clock()
+                    self._families.offsite_verify_last_success.labels(done.policy).set(moment)
+                elif done.result == FAILED:
+                    self._failed[done.policy] = done.error or "failed"
+                    self._families.offsite_verify_failures.labels(done.reason or "other").inc()
+                elif done.result == SKIPPED and not self._told_skipped:
+                    log.warning("offsite_verify_skipped", object=done.object, reason=done.error)
+                    self._told_skipped = True
+            if all(done.result != SKIPPED for done in outcomes):
+                self._told_skipped = False  # said again if the identity goes again
+            seen = {done.policy for done in outcomes}
+            for gone in set(self._failed) - seen:  # no copy of it any more: nothing to report
+                del self._failed[gone]
+        return passed
