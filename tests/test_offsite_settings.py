@@ -71,6 +71,18 @@ def test_bad_offsite_values_are_one_error_naming_file_and_key(
     assert "\n" not in str(caught.value)
 
 
+def test_a_file_url_naming_a_regular_file_is_one_error_naming_it(tmp_path: Path) -> None:
+    """``offsite.url`` on a regular file: one ConfigError naming the key and the path (the
+    store used to fail later with a bare ``File exists (os error 17)``)."""
+    plain = tmp_path / "not-a-dir"
+    plain.write_text("x")
+    path = _write(tmp_path, f"offsite: {{url: 'file://{plain}'}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert caught.value.key_path == "offsite.url"
+    assert f"{plain} exists and is not a directory" in caught.value.reason
+
+
 @pytest.mark.parametrize(
     "key",
     ["secret_access_key", "aws_access_key_id", "session_token", "credentials", "password"],

@@ -426,6 +426,32 @@ class OffsiteObjectCorruptError(OffsiteError, ValueError):
         self.fault = fault
 
 
+class OffsiteUnsafeEntryError(OffsiteError):
+    """An entry inside a ``file://`` store that is a symbolic link (or not a regular file or
+    directory where one is expected): never followed, so nothing outside the store is read or
+    written through it."""
+
+    def __init__(self, url: str, key: str, reason: str) -> None:
+        super().__init__(f"offsite store {url}: {key} {reason}; refused")
+        self.url = url
+        self.key = key
+        self.reason = reason
+
+
+class OffsitePlaintextError(OffsiteError):
+    """A plaintext object in a store the config encrypts to (it was not uploaded by this
+    config: anyone who can write to the store could have planted it with a forged record)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        super().__init__(
+            f"offsite object {name!r} in {url} is plaintext but offsite.encryption.recipients "
+            "is set: refused (to restore it anyway, remove offsite.encryption from the config "
+            "for that restore); nothing was written"
+        )
+        self.url = url
+        self.name = name
+
+
 class OffsiteKeyError(UsageError):
     """An age recipient or identity (file) that cannot be read or parsed."""
 

@@ -16,7 +16,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from backup_sidecar.offsite import Lease, Store, parse_target, resolve_credentials, transfer
 from backup_sidecar.offsite import store as store_module
@@ -31,7 +30,7 @@ def main() -> None:
     real = transfer.file_chunks
     stall_after = spec.get("stall_after")
 
-    def stalling(f: BinaryIO, size: int = transfer.CHUNK) -> Iterator[bytes]:
+    def stalling(f: transfer.Reader, size: int = transfer.CHUNK) -> Iterator[bytes]:
         sent = 0
         for chunk in real(f, size):
             yield chunk

@@ -19,8 +19,9 @@ def list_offsite(ctx: Context, *, as_json: bool) -> None:
     from backup_sidecar.jobs.offsite import listing_json, open_store  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
-        store = open_store(ctx.runtime().require_offsite(), environ=os.environ)
-        listing = store.list()
+        spec = ctx.runtime().require_offsite()
+        store = open_store(spec, environ=os.environ)
+        listing = store.list(encrypted_only=bool(spec.recipients))
 
         def table() -> None:
             if not listing.objects and not listing.problems:

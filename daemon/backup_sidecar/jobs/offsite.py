@@ -101,7 +101,7 @@ def fetch_archive(
     spec = rt.require_offsite()
     effort = effort or rt.effort
     store = open_store(spec, environ=environ)
-    objects = store.list().objects
+    objects = store.list(encrypted_only=bool(spec.recipients)).objects
     candidates = _newest_first(store, objects) if ref is None else [_named(store, objects, ref)]
     archiver.check_backup_dir(rt.backup_dir)
     keys = _Identities(spec)

@@ -67,7 +67,11 @@ def fetch_copy(
     with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
         staged = area / dest.name
         got = store.download(
-            obj.name, staged, identities=identities, identity_source=identity_source
+            obj.name,
+            staged,
+            identities=identities,
+            identity_source=identity_source,
+            encrypted_only=bool(rt.offsite and rt.offsite.recipients),  # plaintext: planted
         )
         with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
             archiver.verify_archive(

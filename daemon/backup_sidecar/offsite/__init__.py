@@ -10,6 +10,9 @@ temp file + rename, O_EXCL create), streaming multipart with bounded memory, con
 (``If-None-Match: *``) and update, ranged/streamed GET, list with prefix, HEAD with ETag. It
 lacks ListMultipartUploads/AbortMultipartUpload, needed to clear uploads orphaned when the
 server died mid-upload: ``multipart.py`` makes those two SigV4-signed calls itself.
+A ``file://`` store does not go through obstore's LocalStore, which follows links (and stops a
+listing at one non-UTF-8 name): ``localfs.py`` gives the same layout and semantics without
+ever following a link inside the store.
 
 API for the wiring step (all keyword-only beyond the subject; every error is in errors.py)::
 
@@ -20,14 +23,14 @@ API for the wiring step (all keyword-only beyond the subject; every error is in 
                   part_size=8 MiB, max_concurrency=4)
     store = Store.from_url(url, environ=None, endpoint=None, region=None, path_style=False,
                            retry=None)             # the two lines above in one
-    store.upload(path, lease=lease, name=None, recipients=(), origin=None) -> Uploaded(name, size,
-                                                sha256, etag, encrypted, attempts)
+    store.upload(path, lease=lease, name=None, recipients=(), origin=None) -> Uploaded(name,
+                        size, sha256, etag, encrypted, attempts, source_sha256)
     store.confirm(name, deep=False) -> Confirmation(name, confirmed, size, sha256, reason)
-    store.list() -> Listing(objects=(OffsiteObject(name, size, modified, encrypted,
-                                                   confirmed, reason, record), ...),
-                            problems=(ListProblem(key, reason), ...))
-    store.download(name, dest, identities=(), identity_source="...") -> Downloaded(name,
-                   path, size, sha256, decrypted)
+    store.list(encrypted_only=False) -> Listing(
+        objects=(OffsiteObject(name, size, modified, encrypted, confirmed, reason, record), ...),
+        problems=(ListProblem(key, reason), ...))
+    store.download(name, dest, identities=(), identity_source="...",
+                   encrypted_only=False) -> Downloaded(name, path, size, sha256, decrypted)
     store.delete(name, lease=lease)
     store.abort_orphaned_uploads(lease=lease) -> int     # with no upload of this store running
     parse_recipients(["age1..."]) -> recipients  # OffsiteKeyError
@@ -50,11 +53,14 @@ Errors: OffsiteUnavailableError (transient, after the retries: the upload stays 
 OffsiteRequestError (refused: permissions, bucket), OffsiteObjectNotFoundError,
 OffsiteObjectCorruptError (truncated, swapped, tampered, no record: nothing written locally),
 OffsiteDecryptError (wrong or missing identity: nothing written), OffsiteKeyError,
-OffsiteUrlError, OffsiteCredentialsError, OffsiteLeaseHeldError, OffsiteLeaseLostError.
+OffsiteUrlError, OffsiteCredentialsError, OffsiteLeaseHeldError, OffsiteLeaseLostError,
+OffsiteUnsafeEntryError (a link inside a ``file://`` store: never followed, see ``localfs.py``),
+OffsitePlaintextError (``encrypted_only``: the config encrypts, the object is plaintext).
 
 What "offsite" means: an object counts as offsite only when ``confirm`` says so: its checksum
-record (written after the object completed, holding the SHA-256 and size of the stored bytes
-and the ETag the store gave it, see ``record.py``) exists and the object's size and ETag match
+record (written after the object completed, holding the SHA-256 and size of the stored bytes,
+the ETag the store gave it and the SHA-256 of the local archive uploaded, see ``record.py``)
+exists and the object's size and ETag match
 it; ``deep=True`` also re-hashes the stored bytes. Pending uploads are derived from the bucket:
 a local archive whose name (``+ .age`` when encrypting) is not confirmed is pending. Encrypted
 objects are ``<name>.tar.gz.age``; recipients (public keys) are enough to upload. The lease's

@@ -16,6 +16,7 @@ from backup_sidecar.errors import (
     OffsiteDecryptError,
     OffsiteObjectCorruptError,
     OffsiteObjectNotFoundError,
+    OffsitePlaintextError,
     RecordError,
 )
 from backup_sidecar.offsite import record as rec
@@ -72,12 +73,17 @@ def download(
     *,
     identities: Sequence[x25519.Identity] = (),
     identity_source: str = "(none given)",
+    encrypted_only: bool = False,
 ) -> Downloaded:
     """Fetch ``name`` into ``dest`` (which must not exist). An ``.age`` object is decrypted
     with ``identities``; a wrong or missing identity is OffsiteDecryptError, a truncated,
-    swapped or tampered object OffsiteObjectCorruptError; neither leaves a file."""
-    record = checked_record(store, name)
+    swapped or tampered object OffsiteObjectCorruptError, a plaintext one when
+    ``encrypted_only`` OffsitePlaintextError; none leaves a file."""
     encrypted = name.endswith(rec.ENCRYPTED_SUFFIX)
+    if encrypted_only and not encrypted:
+        store.key(name)  # an invalid name says so first
+        raise OffsitePlaintextError(store.url, name)
+    record = checked_record(store, name)
     if encrypted and not identities:
         raise OffsiteDecryptError(name, identity_source, "no identity given to decrypt it")
 

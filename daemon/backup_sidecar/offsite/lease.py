@@ -35,7 +35,8 @@ from backup_sidecar.errors import (
 )
 from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.bucket import Bucket
-from backup_sidecar.offsite.objects import Meta, Objects
+from backup_sidecar.offsite.meta import Meta
+from backup_sidecar.offsite.objects import Objects
 
 _BODY_MAX = 4096
 _SLACK_S = 1.0

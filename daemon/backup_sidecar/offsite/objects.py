@@ -1,19 +1,21 @@
 """Key-level calls with the retry policy applied: what the store and the lease are built from.
 
 Keys here are full keys (prefix included). "Not found" is an answer (None/False), not an error.
+An ``s3://`` store goes through obstore; a ``file://`` one through ``localfs.LocalFiles``
+(``local``), which never follows a link inside the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import obstore
 import obstore.exceptions as obx
 
 from backup_sidecar.errors import ObjectChangedError, OffsiteRequestError
+from backup_sidecar.offsite.localfs import LocalFiles
+from backup_sidecar.offsite.meta import Meta
 from backup_sidecar.offsite.record import Record
 from backup_sidecar.offsite.retry import RetryPolicy, run_with_retries
 
@@ -22,17 +24,9 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 T = TypeVar("T")
+#: What a listing finds: the objects, and (key, reason) for each entry that is none.
+Scan = tuple[list[Meta], list[tuple[str, str]]]
 NOT_FOUND = (FileNotFoundError, obx.NotFoundError)
-
-
-@dataclass(frozen=True)
-class Meta:
-    """What a HEAD or a listing says of one object; ``modified`` is the store's clock."""
-
-    key: str
-    size: int
-    modified: datetime
-    etag: str | None
 
 
 def _meta(raw: object) -> Meta:
@@ -49,15 +43,26 @@ def _meta(raw: object) -> Meta:
 class Objects:
     """One backend, one URL for messages, one retry policy."""
 
-    def __init__(self, backend: ObjectStore, *, url: str, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        backend: ObjectStore,
+        *,
+        url: str,
+        retry: RetryPolicy,
+        local: LocalFiles | None = None,
+    ) -> None:
         self.backend = backend
         self.url = url
         self.retry = retry
+        self.local = local
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         return run_with_retries(fn, policy=self.retry, url=self.url, operation=operation)
 
     def head(self, key: str) -> Meta | None:
+        if self.local is not None:
+            return self.local.head(key)
+
         def go() -> Meta | None:
             try:
                 return _meta(obstore.head(self.backend, key))
@@ -68,6 +73,8 @@ class Objects:
 
     def read_small(self, key: str, limit: int) -> bytes | None:
         """The first ``limit + 1`` bytes at most (the caller refuses anything longer)."""
+        if self.local is not None:
+            return self.local.read_small(key, limit)
 
         def go() -> bytes | None:
             try:
@@ -80,6 +87,8 @@ class Objects:
 
     def put(self, key: str, data: bytes) -> str | None:
         """Overwrite ``key``; the new ETag."""
+        if self.local is not None:
+            return self.local.put(key, (data,))
         result = self.call(f"put {key}", lambda: obstore.put(self.backend, key, data))
         return result["e_tag"]
 
@@ -88,6 +97,8 @@ class Objects:
 
         A retry after a lost answer may find the key made by our own first try: the caller
         reads it back to tell (the lease does, by its random owner id)."""
+        if self.local is not None:
+            return self.local.put(key, (data,), create=True) is not None
 
         def go() -> bool:
             try:
@@ -99,6 +110,10 @@ class Objects:
         return self.call(f"create {key}", go)
 
     def delete(self, key: str) -> None:
+        if self.local is not None:
+            self.local.delete(key)
+            return
+
         def go() -> None:
             try:
                 obstore.delete(self.backend, key)
@@ -109,6 +124,13 @@ class Objects:
 
     def list(self, prefix: str) -> list[Meta]:
         """Every object under ``prefix`` (recursive), all pages."""
+        return self.scan(prefix)[0]
+
+    def scan(self, prefix: str) -> Scan:
+        """``list``, and (key, reason) for each entry no object can be made of (a ``file://``
+        store's links, special files and non-UTF-8 names: never followed, never fatal)."""
+        if self.local is not None:
+            return self.local.scan(prefix)
 
         def go() -> list[Meta]:
             out: list[Meta] = []
@@ -116,11 +138,13 @@ class Objects:
                 out.extend(_meta(m) for m in batch)
             return out
 
-        return self.call(f"list {prefix or '/'}", go)
+        return self.call(f"list {prefix or '/'}", go), []
 
     def stream(self, key: str, *, etag: str | None) -> tuple[Meta, Iterable[memoryview]] | None:
         """Open a GET of ``key`` (only the version ``etag`` when given, else
         ObjectChangedError); None if absent."""
+        if self.local is not None:
+            return self.local.stream(key, etag=etag)
         options: GetOptions | None = {"if_match": etag} if etag else None
         try:
             result = self.call(
@@ -134,6 +158,17 @@ class Objects:
             return None
         stream = result.stream(min_chunk_size=1024 * 1024)
         return _meta(result.meta), (memoryview(chunk) for chunk in stream)
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], *, chunk_size: int, max_concurrency: int
+    ) -> None:
+        """Write ``key`` from ``chunks`` (S3: multipart; no retry here, the caller restarts)."""
+        if self.local is not None:
+            self.local.put(key, chunks)
+            return
+        obstore.put(
+            self.backend, key, chunks, chunk_size=chunk_size, max_concurrency=max_concurrency
+        )
 
 
 def object_fault(record: Record, meta: Meta | None) -> str | None:

@@ -2,8 +2,10 @@
 
 ``<prefix>/<name>`` is the object (an archive, ``.age`` when encrypted);
 ``<prefix>/.offsite/sums/<name>.json`` its checksum record, written only after the object is
-complete and its size checked: the SHA-256 and size of the stored bytes and the ETag the store
-gave the object. A companion object rather than object metadata, because the SHA-256 of a
+complete and its size checked: the SHA-256 and size of the stored bytes, the ETag the store
+gave the object, and the SHA-256 and size of the local archive it was made from (the source;
+records written before ``source_sha256`` existed lack it and stay readable).
+A companion object rather than object metadata, because the SHA-256 of a
 streamed (and encrypted) object is known only at its end, after a multipart upload has fixed
 its metadata, and because a ``file://`` store keeps no metadata. The record's presence is also
 the commit mark: an object without one is an unfinished upload.
@@ -100,6 +102,8 @@ class Record:
     encrypted: bool
     source_size: int
     origin: Origin | None = None
+    #: SHA-256 of the local archive uploaded (before encryption); None in older records.
+    source_sha256: str | None = None
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {
@@ -110,6 +114,7 @@ class Record:
             "etag": self.etag,
             "encrypted": self.encrypted,
             "source_size": self.source_size,
+            "source_sha256": self.source_sha256,
         }
         if self.origin is not None:
             body["origin"] = self.origin.to_json()
@@ -136,6 +141,9 @@ def parse_record(name: str, raw: bytes) -> Record:
         raise RecordError("checksum record has no valid sha256")
     if etag is not None and not isinstance(etag, str):
         raise RecordError("checksum record has an invalid etag")
+    source_sha = body.get("source_sha256")
+    if source_sha is not None and not (isinstance(source_sha, str) and _SHA256.match(source_sha)):
+        raise RecordError("checksum record has an invalid source_sha256")
     return Record(
         name=name,
         size=size,
@@ -144,6 +152,7 @@ def parse_record(name: str, raw: bytes) -> Record:
         encrypted=body.get("encrypted") is True,
         source_size=source_size,
         origin=parse_origin(body.get("origin")),
+        source_sha256=source_sha,
     )
 
 

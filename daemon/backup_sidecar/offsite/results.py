@@ -16,6 +16,7 @@ class Uploaded:
     etag: str | None
     encrypted: bool
     attempts: int
+    source_sha256: str
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-import obstore
 from pyrage import x25519
 
 from backup_sidecar.errors import OffsiteObjectCorruptError, OffsiteUrlError, RecordError
@@ -16,15 +15,11 @@ from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.backend import open_backend
 from backup_sidecar.offsite.crypto import EncryptedChunks
 from backup_sidecar.offsite.download import Downloaded, download, hash_object
+from backup_sidecar.offsite.listing import list_store
+from backup_sidecar.offsite.localfs import LocalFiles
 from backup_sidecar.offsite.multipart import MultipartAdmin
-from backup_sidecar.offsite.objects import Meta, Objects, object_fault
-from backup_sidecar.offsite.results import (
-    Confirmation,
-    Listing,
-    ListProblem,
-    OffsiteObject,
-    Uploaded,
-)
+from backup_sidecar.offsite.objects import Objects, object_fault
+from backup_sidecar.offsite.results import Confirmation, Listing, Uploaded
 from backup_sidecar.offsite.retry import RetryPolicy
 from backup_sidecar.offsite.staging import remove_staging
 from backup_sidecar.offsite.target import (
@@ -33,7 +28,7 @@ from backup_sidecar.offsite.target import (
     parse_target,
     resolve_credentials,
 )
-from backup_sidecar.offsite.transfer import HashingChunks, file_chunks, open_source
+from backup_sidecar.offsite.transfer import HashingChunks, HashingFile, file_chunks, open_source
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -63,10 +58,12 @@ class Store:
         self.retry = retry or RetryPolicy()
         self.part_size = part_size
         self.max_concurrency = max_concurrency
+        local = LocalFiles(target.path, url=target.url) if target.path is not None else None
         self.objects = Objects(
             backend or open_backend(target, credentials, self.retry),
             url=target.url,
             retry=self.retry,
+            local=local,
         )
         self._admin = (
             MultipartAdmin(target, credentials, timeout=self.retry.request_timeout)
@@ -126,23 +123,23 @@ class Store:
         self._abort_pending(key, exact=True)
         attempts = 0
 
-        def attempt() -> tuple[HashingChunks, int, str | None]:
+        def attempt() -> tuple[HashingChunks, HashingFile]:
             nonlocal attempts
             attempts += 1
-            with open_source(path) as src:
-                source_size = os.fstat(src.fileno()).st_size
+            with open_source(path) as opened:
+                src = HashingFile(opened)
                 with self._payload(src, recipients) as chunks:
                     hashed = HashingChunks(chunks)
-                    result = obstore.put(
-                        self.objects.backend,
+                    self.objects.put_stream(
                         key,
                         iter(hashed),
                         chunk_size=self.part_size,
                         max_concurrency=self.max_concurrency,
                     )
-            return hashed, source_size, result["e_tag"]
+                src.drain()
+            return hashed, src
 
-        hashed, source_size, _etag = self.objects.call(f"upload {key}", attempt)
+        hashed, source = self.objects.call(f"upload {key}", attempt)
         meta = self.objects.head(key)
         if meta is None or meta.size != hashed.size:
             got = "nothing" if meta is None else f"{meta.size} bytes"
@@ -155,22 +152,25 @@ class Store:
             sha256=hashed.hexdigest(),
             etag=meta.etag,
             encrypted=encrypted,
-            source_size=source_size,
+            source_size=source.size,
+            source_sha256=source.hexdigest(),
             origin=origin,
         )
         self._require_writable(lease)
         self.objects.put(self.record_key(name), record.to_json())
         self._abort_pending(key, exact=True)
-        return Uploaded(name, record.size, record.sha256, record.etag, encrypted, attempts)
+        return Uploaded(
+            name, record.size, record.sha256, record.etag, encrypted, attempts, source.hexdigest()
+        )
 
     @contextlib.contextmanager
     def _payload(
-        self, src: BinaryIO, recipients: Sequence[x25519.Recipient]
+        self, src: HashingFile, recipients: Sequence[x25519.Recipient]
     ) -> Iterator[Iterator[bytes]]:
         if not recipients:
             yield file_chunks(src)
             return
-        with EncryptedChunks(src, recipients) as chunks:
+        with EncryptedChunks(cast("BinaryIO", src), recipients) as chunks:
             yield iter(chunks)
 
     def abort_orphaned_uploads(self, *, lease: Lease) -> int:
@@ -227,50 +227,10 @@ class Store:
             return Confirmation(name, False, record.size, record.sha256, verdict)
         return Confirmation(name, True, record.size, record.sha256, "confirmed")
 
-    def list(self) -> Listing:
-        """Every object under the prefix with its verdict; a malformed key, an unreadable or
-        orphaned record is a problem of its own, never an error that stops the listing."""
-        prefix = rec.join(self.target.prefix, "")
-        start = len(prefix) + 1 if prefix else 0
-        data: dict[str, Meta] = {}
-        records: set[str] = set()
-        problems: list[ListProblem] = []
-        record_dir = rec.RECORD_DIR + "/"
-        for meta in self.objects.list(prefix):
-            rel = meta.key[start:]
-            if rel.startswith(".offsite/"):
-                if rel.startswith(record_dir) and rel.endswith(".json"):
-                    records.add(rel[len(record_dir) : -len(".json")])
-                continue
-            if not rec.valid_name(rel):
-                problems.append(ListProblem(meta.key, "not an archive object name"))
-                continue
-            data[rel] = meta
-        for orphan in sorted(records - data.keys()):
-            problems.append(ListProblem(self.record_key(orphan), "checksum record without object"))
-        objects = [self._listed(name, meta, name in records) for name, meta in sorted(data.items())]
-        return Listing(tuple(objects), tuple(problems))
-
-    def _listed(self, name: str, meta: Meta, has_record: bool) -> OffsiteObject:
-        record = None
-        reason = "no checksum record (upload unfinished)"
-        if has_record:
-            try:
-                record = self.read_record(name)
-            except RecordError as exc:
-                reason = str(exc)
-            else:
-                if record is not None:
-                    reason = object_fault(record, meta) or "confirmed"
-        return OffsiteObject(
-            name=name,
-            size=meta.size,
-            modified=meta.modified,
-            encrypted=name.endswith(rec.ENCRYPTED_SUFFIX),
-            confirmed=reason == "confirmed",
-            reason=reason,
-            record=record,
-        )
+    def list(self, *, encrypted_only: bool = False) -> Listing:
+        """Every object under the prefix with its verdict (``listing.list_store``); with
+        ``encrypted_only`` (the config encrypts) a plaintext object is never confirmed."""
+        return list_store(self, encrypted_only=encrypted_only)
 
     def download(
         self,
@@ -279,10 +239,19 @@ class Store:
         *,
         identities: Sequence[x25519.Identity] = (),
         identity_source: str = "(none given)",
+        encrypted_only: bool = False,
     ) -> Downloaded:
         """Fetch ``name`` into ``dest`` checked against its record (and decrypted if ``.age``);
-        see ``offsite.download.download``."""
-        return download(self, name, dest, identities=identities, identity_source=identity_source)
+        with ``encrypted_only`` (the config encrypts) a plaintext object is refused (an
+        attacker's object with a forged record); see ``offsite.download.download``."""
+        return download(
+            self,
+            name,
+            dest,
+            identities=identities,
+            identity_source=identity_source,
+            encrypted_only=encrypted_only,
+        )
 
     def delete(self, name: str, *, lease: Lease) -> None:
         """Delete ``name`` and its record (the record first: a half-done delete leaves an

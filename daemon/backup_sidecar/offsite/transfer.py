@@ -9,7 +9,7 @@ import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from backup_sidecar.errors import ArchiveExistsError
 
@@ -29,6 +29,34 @@ class HashingChunks:
             self._hash.update(chunk)
             self.size += len(chunk)
             yield chunk
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class HashingFile:
+    """A ``read``/``readinto`` file over ``source`` keeping the SHA-256 and the count of
+    what was read (the local archive while it is uploaded, encrypted or not)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -70,7 +98,11 @@ class HashingReader:
         return self._hash.hexdigest()
 
 
-def file_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+class Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def file_chunks(f: Reader, size: int = CHUNK) -> Iterator[bytes]:
     while chunk := f.read(size):
         yield chunk
 

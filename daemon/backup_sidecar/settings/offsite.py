@@ -105,9 +105,12 @@ class OffsiteConfig(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         try:
-            parse_target(value)
+            target = parse_target(value)
         except OffsiteUrlError as exc:
             raise ValueError(exc.reason) from None
+        path = target.path
+        if path is not None and path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory")
         return value
 
     @field_validator("endpoint")

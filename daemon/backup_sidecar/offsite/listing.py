@@ -1,0 +1,76 @@
+"""A store's listing: every object with its verdict, every odd entry a problem of its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from backup_sidecar.errors import OffsiteUnsafeEntryError, RecordError
+from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.objects import object_fault
+from backup_sidecar.offsite.results import Listing, ListProblem, OffsiteObject
+
+if TYPE_CHECKING:
+    from backup_sidecar.offsite.bucket import Bucket
+    from backup_sidecar.offsite.meta import Meta
+
+PLAINTEXT_REFUSED = (
+    "a plaintext object in a store the config encrypts (offsite.encryption.recipients): "
+    "not counted, never restored"
+)
+
+
+def list_store(store: Bucket, *, encrypted_only: bool) -> Listing:
+    """Every object under the prefix with its verdict; a malformed key, a link, a name that
+    is not UTF-8, an unreadable or orphaned record is a problem of its own, never an error
+    that stops the listing. With ``encrypted_only`` a plaintext object is never confirmed."""
+    prefix = rec.join(store.target.prefix, "")
+    start = len(prefix) + 1 if prefix else 0
+    data: dict[str, Meta] = {}
+    records: set[str] = set()
+    metas, odd = store.objects.scan(prefix)
+    problems = [ListProblem(key, reason) for key, reason in odd]
+    record_dir = rec.RECORD_DIR + "/"
+    for meta in metas:
+        rel = meta.key[start:]
+        if rel.startswith(".offsite/"):
+            if rel.startswith(record_dir) and rel.endswith(".json"):
+                records.add(rel[len(record_dir) : -len(".json")])
+            continue
+        if not rec.valid_name(rel):
+            problems.append(ListProblem(meta.key, "not an archive object name"))
+            continue
+        data[rel] = meta
+    for orphan in sorted(records - data.keys()):
+        problems.append(ListProblem(store.record_key(orphan), "checksum record without object"))
+    objects = [
+        _listed(store, name, meta, name in records, encrypted_only=encrypted_only)
+        for name, meta in sorted(data.items())
+    ]
+    return Listing(tuple(objects), tuple(problems))
+
+
+def _listed(
+    store: Bucket, name: str, meta: Meta, has_record: bool, *, encrypted_only: bool
+) -> OffsiteObject:
+    record = None
+    reason = "no checksum record (upload unfinished)"
+    encrypted = name.endswith(rec.ENCRYPTED_SUFFIX)
+    if has_record:
+        try:
+            record = store.read_record(name)
+        except (RecordError, OffsiteUnsafeEntryError) as exc:
+            reason = str(exc)
+        else:
+            if record is not None:
+                reason = object_fault(record, meta) or "confirmed"
+    if encrypted_only and not encrypted and reason == "confirmed":
+        reason = PLAINTEXT_REFUSED
+    return OffsiteObject(
+        name=name,
+        size=meta.size,
+        modified=meta.modified,
+        encrypted=encrypted,
+        confirmed=reason == "confirmed",
+        reason=reason,
+        record=record,
+    )

@@ -1,0 +1,16 @@
+"""What a HEAD or a listing says of one object (both backends give the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Meta:
+    """One object's size, ETag and last-modified time; ``modified`` is the store's clock."""
+
+    key: str
+    size: int
+    modified: datetime
+    etag: str | None
