@@ -12,6 +12,7 @@ import click
 from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.offsite import list_offsite
+from backup_sidecar.cli.offsite_ops import prune_offsite_cmd, verify_offsite_cmd
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, fail, reported_errors
 from backup_sidecar.errors import UsageError
@@ -97,11 +98,18 @@ def list_cmd(ctx: Context, offsite: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("archive")
+@click.argument("archive", required=False)
+@click.option("--offsite", is_flag=True, help="Offsite copies (default: each policy's newest).")
+@click.option("--latest", is_flag=True, help="With --offsite: the newest copy only.")
 @json_option
 @click.pass_obj
-def verify(ctx: Context, archive: str, as_json: bool) -> None:
+def verify(ctx: Context, archive: str | None, offsite: bool, latest: bool, as_json: bool) -> None:
     """Verify an archive completely: gzip stream, members, checksums, integrity_check."""
+    if offsite:
+        verify_offsite_cmd(ctx, ref=archive, latest=latest, as_json=as_json)
+        return
+    if archive is None or latest:
+        raise click.UsageError("give an ARCHIVE (--latest is for --offsite)")
     with reported_errors(ctx, as_json=as_json):
         with progress_bar(enabled=not as_json) as progress:
             rt = ctx.runtime()
@@ -176,12 +184,23 @@ def _prune(
 @click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
 @click.option("--keep", type=int, help="Archives to keep per policy (default: the policy's keep).")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@click.option("--offsite", is_flag=True, help="The offsite store's copies (offsite.keep).")
 @json_option
 @click.pass_obj
 def prune(
-    ctx: Context, policies: tuple[str, ...], keep: int | None, dry_run: bool, as_json: bool
+    ctx: Context,
+    policies: tuple[str, ...],
+    keep: int | None,
+    dry_run: bool,
+    offsite: bool,
+    as_json: bool,
 ) -> None:
     """Apply retention; the newest verified archive of a policy is never deleted."""
+    if offsite:
+        if policies or keep is not None:
+            raise click.UsageError("--policy and --keep are not for --offsite (offsite.keep)")
+        prune_offsite_cmd(ctx, dry_run=dry_run, as_json=as_json)
+        return
     _prune(ctx, policies, keep, dry_run, as_json)
 
 

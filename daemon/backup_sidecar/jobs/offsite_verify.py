@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from backup_sidecar import archiver, offsite
-from backup_sidecar.errors import CorruptArchiveError, SidecarError
+from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
 from backup_sidecar.jobs.runtime import OffsiteSpec
 
@@ -151,18 +151,41 @@ def _origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArch
     return None
 
 
+def select_copies(
+    store: offsite.Store, ref: str | None = None, *, latest: bool = False
+) -> list[offsite.OffsiteObject]:
+    """What a verify reads: the copy named ``ref`` (``NAME``, ``NAME.tar.gz`` or its ``.age``
+    object), the ``latest`` one (by the store's upload time, as `restore --latest`), or by
+    default the newest of each policy."""
+    objects = store.list().objects
+    if ref is not None:
+        stem = ref.removesuffix(".age").removesuffix(archiver.ARCHIVE_SUFFIX)
+        archiver.validate_name(stem)
+        wanted = f"{stem}{archiver.ARCHIVE_SUFFIX}"
+        found = [o for o in objects if o.name in (wanted, wanted + ".age")]
+        if not found:
+            raise OffsiteObjectNotFoundError(store.url, wanted)
+        return [max(found, key=lambda o: (o.confirmed, o.encrypted))]
+    newest = list(newest_per_policy(objects).values())
+    if latest and newest:
+        return [max(newest, key=lambda o: (o.modified, _order(o)))]
+    return newest
+
+
 def verify_offsite(
     spec: OffsiteSpec,
     *,
     environ: Mapping[str, str],
     store: offsite.Store | None = None,
     temp_root: Path | None = None,
+    ref: str | None = None,
+    latest: bool = False,
 ) -> list[CopyVerified]:
-    """Verify the newest confirmed copy of every policy the store holds (listing errors
-    raise: nothing could be verified)."""
+    """Verify the newest copy of every policy the store holds (or ``ref``, or the ``latest``:
+    see `select_copies`); listing errors raise: nothing could be verified."""
     store = store or open_store(spec, environ=environ)
     outcomes = []
-    for obj in newest_per_policy(store.list().objects).values():
+    for obj in select_copies(store, ref, latest=latest):
         done = verify_copy(store, obj, identity_file=spec.identity_file, temp_root=temp_root)
         outcomes.append(done)
         if done.result == FAILED:
