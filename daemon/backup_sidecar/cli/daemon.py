@@ -31,10 +31,17 @@ def run(ctx: Context) -> None:
 
 
 @click.command()
+@click.option(
+    "--restore-from-offsite",
+    "from_offsite",
+    is_flag=True,
+    help="As `init --restore-from-offsite`: databases without content come back from offsite.",
+)
 @click.pass_context
-def start(click_ctx: click.Context) -> None:
+def start(click_ctx: click.Context, from_offsite: bool) -> None:
     """The container's command: `init`, then `run` in this same process (signals reach it)."""
-    click_ctx.invoke(init)  # exits 1 on a failed database check: never run on a bad start
+    # exits 1 on a failed database check or offsite restore: never run on a bad start
+    click_ctx.invoke(init, from_offsite=from_offsite)
     click_ctx.invoke(run)
 
 

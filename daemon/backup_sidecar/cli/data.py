@@ -23,13 +23,27 @@ log = structlog.get_logger(__name__)
     type=click.Path(path_type=Path),
     help="Arrow JSON to import (never in production without FORCE_DATABASE_IMPORT=true).",
 )
+@click.option(
+    "--restore-from-offsite",
+    "from_offsite",
+    is_flag=True,
+    help="First restore, from the offsite store's newest confirmed copies, every database that "
+    "is missing, zero-length or has no table; databases with content are left alone.",
+)
 @click.pass_obj
-def init(ctx: Context, import_files: tuple[Path, ...]) -> None:
-    """Startup checks: directories, integrity of existing databases, empty ones where missing."""
+def init(ctx: Context, import_files: tuple[Path, ...], from_offsite: bool = False) -> None:
+    """Startup checks: directories, integrity of existing databases, empty ones where missing.
+
+    With --restore-from-offsite, databases without content are first restored from offsite
+    (exit 1 if the store cannot be read or a restore fails, 2 without an offsite section)."""
     from backup_sidecar.appdata.startup import run_init  # noqa: PLC0415
 
     with reported_errors(ctx):
         rt = ctx.runtime()
+        if from_offsite:
+            from backup_sidecar.jobs.offsite_seed import restore_missing  # noqa: PLC0415
+
+            restore_missing(rt, environ=os.environ)
         report = run_init(
             list(rt.databases.values()),
             backup_dir=rt.backup_dir,

@@ -62,6 +62,10 @@ def restore(
             rt.require_offsite()
             if names:
                 rt.select(names)
+            # A lost host's fresh disk has neither the backup directory nor the databases'.
+            for spec in [rt.databases[n] for n in names] if names else rt.databases.values():
+                spec.path.parent.mkdir(parents=True, exist_ok=True)
+            rt.backup_dir.mkdir(parents=True, exist_ok=True)
             say = None if as_json else _say_skipped
             fetched = fetch_archive(rt, archive, environ=os.environ, on_skip=say)
             if not as_json:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,7 +29,15 @@ from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, fetch_copy
 from backup_sidecar.jobs.runtime import OffsiteSpec, Runtime
 
-__all__ = ["Fetched", "Skipped", "archive_name", "fetch_archive", "listing_json", "open_store"]
+__all__ = [
+    "Fetched",
+    "Skipped",
+    "archive_name",
+    "fetch_archive",
+    "listing_json",
+    "open_store",
+    "upload_order",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +174,18 @@ def _newest_first(
     archives = [o for o in objects if o.confirmed and archive_name(o.name) is not None]
     if not archives:
         raise OffsiteNothingToRestoreError(store.url)
-    return sorted(archives, key=lambda o: (o.modified, o.name), reverse=True)
+    return sorted(archives, key=upload_order, reverse=True)
+
+
+def upload_order(obj: offsite.OffsiteObject) -> tuple[datetime, str, int]:
+    """Sort key, newest last: the store's upload time (to the second on S3), then, within a
+    second, the archive name with its unique suffix counted (``NAME-2`` after ``NAME``: as
+    object names, ``NAME.tar.gz`` sorted after ``NAME-2.tar.gz`` and won the tie)."""
+    local = archive_name(obj.name) or obj.name
+    base, dash, n = local.rpartition("-")
+    if dash and n.isdigit():
+        return (obj.modified, base, int(n))
+    return (obj.modified, local, 1)
 
 
 def _named(
