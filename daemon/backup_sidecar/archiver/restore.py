@@ -40,7 +40,7 @@ from backup_sidecar.archiver.restoreplan import (
     predict_damage,
 )
 from backup_sidecar.archiver.staging import ensure_backup_dir, staging_area
-from backup_sidecar.archiver.verify import verify_archive
+from backup_sidecar.archiver.verify import VerifiedArchive, verify_archive
 from backup_sidecar.errors import (
     OperationAbortedError,
     SidecarError,
@@ -71,44 +71,77 @@ def restore_archive(
         verified = verify_archive(
             path, staging=area, limits=limits, progress=progress, should_stop=should_stop
         )
-        targets = plan_targets(verified, databases=databases, selected=selected)
-        plan = [describe(verified.name, t) for t in targets]
-        check_space(targets, backup_dir=backup_dir)
-        if dry_run:
-            return _dry_run(verified.name, targets, plan, area=area, lock_timeout=lock_timeout)
-        for t in targets:
-            _prepare_staged(t.staged)
-        if should_stop():
-            raise OperationAbortedError(f"restore of {verified.name!r}")
-        existing = [t for t in targets if t.live is not Live.MISSING]
-        rescue = new_rescue_dir(backup_dir, now)
-        try:
-            captured, failure = _write(
-                existing, rescue=rescue, lock_timeout=lock_timeout, should_stop=should_stop
-            )
-        except BaseException:
-            remove_rescue(rescue)  # nothing was committed, nothing was replaced
-            raise
-        written = [c.name for c in captured]
-        if failure is None:
-            try:
-                for t in targets:
-                    if t.live is Live.MISSING:
-                        create_new(t)
-                        written.append(t.spec.name)
-            except SidecarError as exc:
-                failure = exc
-        safety, damaged = safety_archive(
-            captured,
+        return restore_verified(
+            verified,
+            area=area,
             databases=databases,
-            rescue=rescue,
+            selected=selected,
             backup_dir=backup_dir,
             now=now,
-            written=written,
-            failure=failure,
-            options={"level": level, "threads": threads, "pace": pace},
+            dry_run=dry_run,
+            level=level,
+            threads=threads,
+            pace=pace,
+            lock_timeout=lock_timeout,
             should_stop=should_stop,
         )
+
+
+def restore_verified(
+    verified: VerifiedArchive,
+    *,
+    area: Path,
+    databases: Mapping[str, DatabaseSpec],
+    selected: Sequence[str] | None,
+    backup_dir: Path,
+    now: datetime,
+    dry_run: bool = False,
+    level: int = DEFAULT_LEVEL,
+    threads: int = 2,
+    pace: bool = False,
+    lock_timeout: float = 30.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RestoreResult:
+    """The restore of databases already verified and staged in the staging area ``area``
+    (a verified archive's, or an incremental backup's rebuilt and checked images)."""
+    targets = plan_targets(verified, databases=databases, selected=selected)
+    plan = [describe(verified.name, t) for t in targets]
+    check_space(targets, backup_dir=backup_dir)
+    if dry_run:
+        return _dry_run(verified.name, targets, plan, area=area, lock_timeout=lock_timeout)
+    for t in targets:
+        _prepare_staged(t.staged)
+    if should_stop():
+        raise OperationAbortedError(f"restore of {verified.name!r}")
+    existing = [t for t in targets if t.live is not Live.MISSING]
+    rescue = new_rescue_dir(backup_dir, now)
+    try:
+        captured, failure = _write(
+            existing, rescue=rescue, lock_timeout=lock_timeout, should_stop=should_stop
+        )
+    except BaseException:
+        remove_rescue(rescue)  # nothing was committed, nothing was replaced
+        raise
+    written = [c.name for c in captured]
+    if failure is None:
+        try:
+            for t in targets:
+                if t.live is Live.MISSING:
+                    create_new(t)
+                    written.append(t.spec.name)
+        except SidecarError as exc:
+            failure = exc
+    safety, damaged = safety_archive(
+        captured,
+        databases=databases,
+        rescue=rescue,
+        backup_dir=backup_dir,
+        now=now,
+        written=written,
+        failure=failure,
+        options={"level": level, "threads": threads, "pace": pace},
+        should_stop=should_stop,
+    )
     return RestoreResult(
         verified.name,
         tuple(t.spec.name for t in targets),

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Final
 import click
 
 from backup_sidecar import __version__
-from backup_sidecar.cli import archives, configuration, ctl, daemon, data, demo, restore
+from backup_sidecar.cli import (
+    archives,
+    configuration,
+    ctl,
+    daemon,
+    data,
+    demo,
+    export,
+    restore,
+)
 from backup_sidecar.cli.context import Context
 
 if TYPE_CHECKING:
@@ -51,7 +60,7 @@ def main(
     click_ctx.obj = Context(config=config, log_format=fmt, verbose=verbose)
 
 
-for _module in (archives, restore, daemon, ctl, configuration, data, demo):
+for _module in (archives, restore, export, daemon, ctl, configuration, data, demo):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -49,7 +49,7 @@ def restore(
     its checksum checked, decrypted with offsite.encryption.identity_file if encrypted, and
     verified before it enters the backup directory; --latest falls back to the next newest
     confirmed copy when one fails."""
-    from backup_sidecar.archiver import read_manifest, resolve_archive  # noqa: PLC0415
+    from backup_sidecar.jobs.restore import restore_source  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
         archive = which_archive(archive, latest=latest, from_offsite=from_offsite)
@@ -73,12 +73,12 @@ def restore(
             archive = fetched.archive
         assert archive is not None
         if not force and not dry_run:
-            path = resolve_archive(rt.backup_dir, archive)
-            targets = names or [n for n in read_manifest(path).members() if n in rt.databases]
+            _, shown, members, _ = restore_source(rt, archive)
+            targets = names or [n for n in members if n in rt.databases]
             if not sys.stdin.isatty():
                 raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")
             live = ", ".join(f"{n} ({rt.databases[n].path})" for n in targets if n in rt.databases)
-            if not click.confirm(f"Replace {live} with the content of {path.name}?", err=True):
+            if not click.confirm(f"Replace {live} with the content of {shown}?", err=True):
                 raise RestoreRefusedError("not confirmed")
         with progress_bar(enabled=not as_json) as progress:
             effort = replace(rt.effort, progress=progress)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from backup_sidecar import archiver
-from backup_sidecar.errors import BusyError, SidecarError
+from backup_sidecar.errors import ArchiveNotFoundError, BusyError, SidecarError
 from backup_sidecar.jobs.backupdir import clean_leftovers
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.outcomes import Outcomes, RestoreFinished
+from backup_sidecar.jobs.pagerestore import restore_page_backup
+from backup_sidecar.jobs.pagestores import PageBackup, find_page_backup, pages_root
 from backup_sidecar.jobs.prune import prune_after_backup
 from backup_sidecar.jobs.runtime import Runtime
 
@@ -32,30 +35,34 @@ def run_restore(
     """Verify, save, and restore into the live databases, holding their locks throughout."""
     effort = effort or rt.effort
     effort.lower_priority()
-    path = archiver.resolve_archive(rt.backup_dir, ref)
+    path, shown, members, backup = restore_source(rt, ref)
     clean_leftovers(rt)
-    manifest = archiver.read_manifest(path)
-    targets = list(names) if names else [n for n in manifest.members() if n in rt.databases]
+    targets = list(names) if names else [n for n in members if n in rt.databases]
     rt.select(targets)
     try:
         with archiver.database_locks(
             rt.backup_dir, targets, wait=wait, should_stop=effort.should_stop
         ):
-            result = archiver.restore_archive(
-                path,
-                databases=rt.databases,
-                selected=targets,
-                backup_dir=rt.backup_dir,
-                now=rt.clock(),
-                dry_run=dry_run,
-                **effort.archiver_keywords(),
-            )
+            if backup is not None:
+                result = restore_page_backup(
+                    rt, backup, targets=targets, dry_run=dry_run, effort=effort
+                )
+            else:
+                result = archiver.restore_archive(
+                    path,
+                    databases=rt.databases,
+                    selected=targets,
+                    backup_dir=rt.backup_dir,
+                    now=rt.clock(),
+                    dry_run=dry_run,
+                    **effort.archiver_keywords(),
+                )
     except SidecarError as exc:
-        log.error("restore_failed", archive=path.name, error=str(exc))
+        log.error("restore_failed", archive=shown, error=str(exc))
         if outcomes and not dry_run:
             outcomes.publish(
                 RestoreFinished(
-                    archive=path.name,
+                    archive=shown,
                     finished_at=rt.clock(),
                     error=str(exc),
                     busy=isinstance(exc, BusyError),
@@ -81,6 +88,19 @@ def run_restore(
                 catalog=catalog,
             )
     return result
+
+
+def restore_source(rt: Runtime, ref: str) -> tuple[Path, str, Sequence[str], PageBackup | None]:
+    """What ``ref`` names: (path, name, databases, the incremental backup or None). An
+    archive's name or path first; a name no archive has may be an incremental backup's."""
+    try:
+        path = archiver.resolve_archive(rt.backup_dir, ref)
+    except ArchiveNotFoundError:
+        backup = find_page_backup(rt.backup_dir, ref) if "/" not in ref else None
+        if backup is None:
+            raise
+        return pages_root(rt.backup_dir), backup.name, backup.databases, backup
+    return path, path.name, list(archiver.read_manifest(path).members()), None
 
 
 def restore_json(result: archiver.RestoreResult) -> dict[str, Any]:
