@@ -62,7 +62,8 @@ record (written after the object completed, holding the SHA-256 and size of the 
 the ETag the store gave it and the SHA-256 of the local archive uploaded, see ``record.py``)
 exists and the object's size and ETag match
 it; ``deep=True`` also re-hashes the stored bytes. Pending uploads are derived from the bucket:
-a local archive whose name (``+ .age`` when encrypting) is not confirmed is pending. Encrypted
+a local archive is offsite only when the object of its name (``+ .age`` when encrypting) is
+confirmed and its record's ``source_sha256`` is the local archive's (the wiring compares). Encrypted
 objects are ``<name>.tar.gz.age``; recipients (public keys) are enough to upload. The lease's
 rule against clock skew is in ``lease.py``. Secrets never reach a message, log or ``repr``.
 """

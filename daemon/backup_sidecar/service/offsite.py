@@ -5,9 +5,12 @@ A finished backup only wakes the thread (``notify``), so a slow or dead endpoint
 or fails the local backup. Each pass takes (or renews) the prefix's lease; when another sidecar
 holds it, this one logs ``offsite_read_only`` once and tries again later. Right after taking
 the lease it clears unfinished uploads left by a killed predecessor. What is pending is derived
-from the bucket on every pass (local verified archives minus confirmed objects), so pending
-uploads survive a restart without a local state file. A failed pass is retried after
-``retry_s`` (the library's own retries with backoff run inside each request).
+from the bucket on every pass (local verified archives minus confirmed objects made from them:
+the record's source SHA-256, ``offsite_sums.py``), so pending uploads survive a restart without
+a local state file; a same-named object made from other bytes is reported
+(``offsite_source_mismatch``, failure reason ``mismatch``), never counted nor overwritten.
+A failed pass is retried after ``retry_s`` (the library's own retries with backoff run inside
+each request).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_state import UploaderState
+from backup_sidecar.service.offsite_sums import MismatchReport, SourceSums, split
 from backup_sidecar.service.offsite_verify import OffsiteVerifier
 
 log = structlog.get_logger(__name__)
@@ -102,6 +106,8 @@ class OffsiteUploader:
         self._last_success: dict[str, float] = {}
         #: What the last pass learned (the control socket's `offsite_status`).
         self.state = UploaderState()
+        self._sums = SourceSums()
+        self._mismatches = MismatchReport(families.offsite_failures)
         #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
         self.verifier: OffsiteVerifier | None = None
 
@@ -212,12 +218,14 @@ class OffsiteUploader:
         held = lease.valid_for > 0
         verdict = lease.renew()
         suffix = ".age" if spec.recipients else ""
-        confirmed = {o.name: o.modified for o in store.list().objects if o.confirmed}
+        listed = store.list(encrypted_only=bool(spec.recipients)).objects
         local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
         candidates = upload_candidates(local, spec.keep)  # older ones offsite retention drops
-        pending = [a for a in reversed(candidates) if a.path.name + suffix not in confirmed]
-        self._families.offsite_pending.set(len(pending))
-        self.state.pending(len(pending))
+        found = split(reversed(candidates), listed, suffix=suffix, sums=self._sums)
+        pending, confirmed, waiting = found.pending, found.confirmed, found.waiting
+        self._mismatches.report(found.mismatched)
+        self._families.offsite_pending.set(waiting)
+        self.state.pending(waiting)
         holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
         self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)
         self._seed_last_success(local, confirmed, suffix)
@@ -245,8 +253,8 @@ class OffsiteUploader:
             done += 1
             self._families.offsite_upload_bytes.inc(up.size)
             self._confirmed_at(archive.policy, datetime.now(UTC).timestamp(), up.name)
-            self._families.offsite_pending.set(len(pending) - done)
-            self.state.pending(len(pending) - done)
+            self._families.offsite_pending.set(waiting - done)
+            self.state.pending(waiting - done)
             log.info(
                 "offsite_upload_completed",
                 archive=archive.name,
