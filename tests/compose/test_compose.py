@@ -318,3 +318,60 @@ def test_the_image_builds_without_buildkit() -> None:
     instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     for syntax in ("--mount=", "--link", "--chmod", "<<"):
         assert not any(syntax in line for line in instructions), syntax
+
+
+def _offsite_uncommented(text: str) -> str:
+    """``text`` with its `# >>> offsite` ... `# <<< offsite` blocks uncommented as the comments
+    tell an operator to: `# ` removed from each line, `##` lines kept as comments."""
+    out, inside = [], False
+    for line in text.splitlines():
+        mark = line.strip()
+        if mark in ("# >>> offsite", "# <<< offsite"):
+            inside = mark == "# >>> offsite"
+            continue
+        if inside and not mark.startswith("##"):
+            assert mark.startswith("# "), line
+        out.append(line.replace("# ", "", 1) if inside and not mark.startswith("##") else line)
+    assert not inside, "an offsite block is not closed"
+    return "\n".join(out) + "\n"
+
+
+def test_the_offsite_example_is_valid_when_uncommented(
+    compose: Compose, app_compose: Path, tmp_path: Path
+) -> None:
+    """The commented offsite example, uncommented as its comments say: Compose accepts the
+    pair and the sidecar gets the AWS variables, the identity mounted read-only, the start
+    hook's `--restore-from-offsite` and the bucket job first; without the .env secrets it
+    refuses naming them; the config's offsite section loads and points at the identity
+    mount and the MinIO service's endpoint."""
+    override = tmp_path / OVERRIDE.name
+    override.write_text(_offsite_uncommented(OVERRIDE.read_text()))
+    secrets = {
+        "OFFSITE_ACCESS_KEY_ID": "sidecar",
+        "OFFSITE_SECRET_ACCESS_KEY": "not-a-real-secret",
+        "OFFSITE_IDENTITY_FILE": "/root/arrowtuner-age.txt",
+    }
+    result = compose("config", "--format", "json", files=(app_compose, override), **secrets)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    sidecar = doc["services"][SERVICE]
+    assert sidecar["environment"]["AWS_ACCESS_KEY_ID"] == "sidecar"
+    secret = secrets["OFFSITE_SECRET_ACCESS_KEY"]
+    assert sidecar["environment"]["AWS_SECRET_ACCESS_KEY"] == secret
+    assert sidecar["command"] == ["start", "--restore-from-offsite"]
+    identity = _volumes(sidecar)["/run/secrets/age.txt"]
+    assert identity["source"] == "/root/arrowtuner-age.txt" and identity["read_only"] is True
+    assert sidecar["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert doc["services"]["minio"]["environment"]["MINIO_ROOT_USER"] == "sidecar"
+    missing = compose("config", "-q", files=(app_compose, override))
+    assert missing.returncode != 0 and "OFFSITE_" in missing.stderr
+
+    config = tmp_path / "sidecar.compose.yaml"
+    config.write_text(_offsite_uncommented((ROOT / "config" / config.name).read_text()))
+    settings = load_settings(config, environ={})
+    assert settings.offsite is not None
+    section = settings.offsite
+    assert section.encryption is not None
+    assert str(section.encryption.identity_file) == identity["target"]
+    assert section.endpoint == "http://minio:9000"
+    assert load_settings(ROOT / "config" / config.name, environ={}).offsite is None
