@@ -38,7 +38,8 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
 ) -> None:
     """verify_every 1s: the uploaded copy is verified (`ok`, last success set). One byte of
     it flipped in the bucket: the next verify fails it as `corrupt`, naming the object, and
-    the last success stays where it was. A new backup's copy lands: the verify passes again.
+    the last success stays where it was, /healthz is 503 naming it. A new backup's copy lands:
+    the verify passes again and the reason clears.
     The identity file removed by a reload: verifies are `skipped`, said once in the log."""
     user = make_db(tmp_path / "data" / "user_data.db", wal=True, rows=100)
     backup_dir = tmp_path / "backups"
@@ -85,6 +86,13 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
     failed = d.log.find("offsite_verify_failed")
     assert failed and f"{first}.tar.gz.age" in failed[0]["error"], failed
     assert sample(d.scrape(), LAST_OK, policy="manual") == verified
+    _code, body = wait_until(
+        lambda: (h := d.healthz())[0] == 503 and h, what="/healthz showing the damaged copy"
+    )
+    assert any(
+        "offsite copy of policy 'manual'" in r and f"{first}.tar.gz.age" in r
+        for r in body["reasons"]
+    ), body
 
     second = d.request("backup")["archive"]
     wait_until(lambda: f"{second}.tar.gz.age" in _confirmed(store), what="the new backup's upload")
@@ -93,6 +101,7 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
         what="the new newest copy verified",
     )
     assert (sample(d.scrape(), LAST_OK, policy="manual") or 0) > verified
+    wait_until(lambda: d.healthz()[0] == 200, what="the offsite reason cleared")
 
     offsite["encryption"] = {"recipients": [str(identity.to_public())]}
     d.rewrite_config({**config, "offsite": offsite})

@@ -95,7 +95,22 @@ class DrillFinished:
         return self.error is None
 
 
-Outcome = BackupFinished | PruneFinished | RestoreFinished | ScrubFinished | DrillFinished
+@dataclass(frozen=True)
+class OffsiteVerifyFinished:
+    """A scheduled offsite verify ran: ``problems`` is what is wrong now (one line per policy
+    whose newest copy failed, or why none could be verified), empty when all passed."""
+
+    problems: tuple[str, ...] = ()
+
+
+Outcome = (
+    BackupFinished
+    | PruneFinished
+    | RestoreFinished
+    | ScrubFinished
+    | DrillFinished
+    | OffsiteVerifyFinished
+)
 Subscriber = Callable[[Outcome], None]
 
 

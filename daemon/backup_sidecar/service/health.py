@@ -38,6 +38,8 @@ class HealthStatus:
     last_scrub_error: str | None = None
     #: Set while the daemon cannot hold its backup directory's lock (another daemon took it).
     claim_lost: str | None = None
+    #: What the last scheduled offsite verify found wrong (cleared when it passes again).
+    offsite_verify_problems: tuple[str, ...] = ()
 
     def reasons(self) -> list[str]:
         found = [
@@ -56,6 +58,7 @@ class HealthStatus:
             found.append(f"the last scrub failed: {self.last_scrub_error}")
         if self.claim_lost is not None:
             found.append(self.claim_lost)
+        found += list(self.offsite_verify_problems)
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -128,6 +131,9 @@ class HealthState:
         """Record a scrub's outcome (scheduled or asked for on the socket): a failure stays a
         reason until a scrub succeeds or the scrub is unscheduled."""
         return self.update(lambda s: dataclasses.replace(s, last_scrub_error=error))
+
+    def offsite_verify_finished(self, problems: tuple[str, ...]) -> HealthStatus:
+        return self.update(lambda s: dataclasses.replace(s, offsite_verify_problems=problems))
 
     def set_claim_lost(self, reason: str | None) -> HealthStatus:
         return self.update(lambda s: dataclasses.replace(s, claim_lost=reason))

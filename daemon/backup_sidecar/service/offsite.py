@@ -125,7 +125,9 @@ class OffsiteUploader:
         outcomes.subscribe(uploader.notify)
         uploader.start()
         # The scheduled offsite verify runs beside it on its own thread (stopped with it).
-        uploader.verifier = OffsiteVerifier(live=live, families=metrics.families, environ=environ)
+        uploader.verifier = OffsiteVerifier(
+            live=live, families=metrics.families, environ=environ, outcomes=outcomes
+        )
         uploader.verifier.start()
         return uploader
 

@@ -6,8 +6,10 @@ downloaded, decrypted and fully verified (jobs/offsite_verify.py).
 Metrics: `backup_sidecar_offsite_verify_runs_total{result}` per copy,
 `..._offsite_verify_failures_total{reason}`, `..._offsite_verify_last_success_timestamp_seconds
 {policy}`. ``problems()`` is what is wrong now (one line per policy whose newest copy failed,
-or why no verify could run), for health; each clears when the next verify of that policy
-passes. A copy skipped for want of the identity file is said once (`offsite_verify_skipped`).
+or why no verify could run), published after each verify as an ``OffsiteVerifyFinished``
+outcome, which /healthz shows as reasons; each clears when the next verify of that policy
+passes (or the `offsite` section goes). A copy skipped for want of the identity file is said
+once (`offsite_verify_skipped`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from backup_sidecar.jobs.offsite_verify import (
     verify_failure_reason,
     verify_offsite,
 )
+from backup_sidecar.jobs.outcomes import OffsiteVerifyFinished, Outcomes
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 
@@ -43,11 +46,13 @@ class OffsiteVerifier:
         live: LiveConfig,
         families: MetricFamilies,
         environ: Mapping[str, str],
+        outcomes: Outcomes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._live = live
         self._families = families
         self._environ = environ
+        self._outcomes = outcomes
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,13 +91,20 @@ class OffsiteVerifier:
             except Exception as exc:  # a bug: logged, retried next time, never the daemon's end
                 log.exception("offsite_verify_crashed", error=str(exc))
                 self._families.offsite_verify_failures.labels("other").inc()
+                with self._lock:
+                    self._pass_error = f"the verify crashed: {exc}"
+            if self._outcomes is not None:  # /healthz: a reason until the next verify passes
+                self._outcomes.publish(OffsiteVerifyFinished(tuple(self.problems())))
             every = self._every()
             delay = every if every is not None else 60.0
 
     def run_once(self) -> int:
         """One verify of every policy's newest copy; how many passed."""
         spec = self._live.now.runtime.offsite
-        if spec is None:
+        if spec is None:  # the section went with a reload: nothing is watched any more
+            with self._lock:
+                self._failed.clear()
+                self._pass_error = None
             return 0
         try:
             outcomes = verify_offsite(spec, environ=self._environ)

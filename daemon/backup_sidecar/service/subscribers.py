@@ -11,6 +11,7 @@ from collections.abc import Callable
 from backup_sidecar.jobs.outcomes import (
     BackupFinished,
     DrillFinished,
+    OffsiteVerifyFinished,
     Outcome,
     PruneFinished,
     RestoreFinished,
@@ -53,7 +54,8 @@ class HealthSubscriber:
     """Keeps `/healthz`'s reasons: a failed scheduled backup of a policy still configured
     (a reload may have removed it while it ran: ``publish_if_configured`` checks and records
     under the reload's lock) until one of that policy succeeds (a backup asked for on the
-    socket clears it too), a failed scrub until one succeeds, and the drill's last result."""
+    socket clears it too), a failed scrub until one succeeds, the drill's last result, and what
+    the last scheduled offsite verify found wrong."""
 
     def __init__(
         self,
@@ -76,3 +78,5 @@ class HealthSubscriber:
                 h.scrub_finished(error=event.error)
             case DrillFinished():
                 h.drill_finished(ok=event.ok, error=event.error)
+            case OffsiteVerifyFinished():
+                h.offsite_verify_finished(event.problems)
