@@ -21,6 +21,7 @@ from backup_sidecar.settings import (
     parse_duration,
     resolve_paths,
 )
+from backup_sidecar.settings.retention import RULE_KEYS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "sidecar.yaml"
 
@@ -565,10 +566,11 @@ def test_a_policy_only_the_environment_made_blames_its_variable(write_config: Wr
     environ = {"SIDECAR_POLICIES__X__EVERY": "1s"}
     with pytest.raises(ConfigError) as caught:
         load_settings(write_config("policies:\n  daily: {every: 1h, keep: 3}\n"), environ=environ)
+    required = f"required: give keep (a count) or a rule ({', '.join(RULE_KEYS)})"
     assert str(caught.value) == (
-        "environment SIDECAR_POLICIES__X__EVERY: policies.x.keep: Field required"
+        f"environment SIDECAR_POLICIES__X__EVERY: policies.x.keep: {required}"
     )
     path = write_config("policies:\n  bare: {every: 1h}\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={"SIDECAR_POLICIES__BARE__EVERY": "2h"})
-    assert str(caught.value) == f"{path}: policies.bare.keep: Field required"
+    assert str(caught.value) == f"{path}: policies.bare.keep: {required}"

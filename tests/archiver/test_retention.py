@@ -204,12 +204,19 @@ def archives_in(backup_dir: Path) -> set[str]:
 
 
 def test_prune_dry_run_deletes_nothing(populated: dict[str, list[Path]], cli: Any) -> None:
-    """``prune --keep 1 --dry-run`` prints each archive it would delete and deletes none."""
+    """``prune --keep 1 --dry-run`` prints each archive it would delete, and each it keeps with
+    the rule that keeps it (``last 1``; ``pre_restore`` under its own keep 10), and deletes none."""
     before = archives_in(cli.backup_dir)
     result = cli.run("prune", "--keep", "1", "--dry-run")
     assert result.returncode == 0, result.stderr
     expected = populated["daily"][:2] + populated["weekly"][:1]
-    assert sorted(result.stdout.splitlines()) == sorted(f"would delete {p}" for p in expected)
+    lines = result.stdout.splitlines()
+    assert sorted(x for x in lines if x.startswith("would delete")) == sorted(
+        f"would delete {p}" for p in expected
+    )
+    kept = [populated["daily"][2], populated["weekly"][1], populated["pre_restore"][2]]
+    assert {f"would keep {p}: last 1" for p in kept} <= set(lines)
+    assert f"would keep {populated['pre_restore'][0]}: last 3" in lines
     assert archives_in(cli.backup_dir) == before
 
 
@@ -284,7 +291,9 @@ def test_prune_counts_a_hard_link_or_copy_as_one_restore_point(
     shutil.copyfile(middle, copy)
     dry = cli.run("prune", "--policy", "daily", "--keep", "2", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.splitlines() == [f"would delete {oldest}"]
+    assert [x for x in dry.stdout.splitlines() if not x.startswith("would keep")] == [
+        f"would delete {oldest}"
+    ]
     done = cli.run("prune", "--policy", "daily", "--keep", "2")
     assert done.returncode == 0, done.stderr
     assert {p.name for p in cli.backup_dir.glob("daily_*")} == {

@@ -13,6 +13,7 @@ from backup_sidecar.archiver.catalog import (
     resolve_archive,
 )
 from backup_sidecar.archiver.damage import mark_damaged, remove_orphan_markers
+from backup_sidecar.archiver.gfs import UNLIMITED, KeepRules
 from backup_sidecar.archiver.leftovers import clean_leftovers
 from backup_sidecar.archiver.locks import DirectoryLock, database_locks
 from backup_sidecar.archiver.manifest import ARCHIVE_SUFFIX, default_name, validate_name
@@ -28,7 +29,13 @@ from backup_sidecar.archiver.newdatabase import clean_restore_leftovers
 from backup_sidecar.archiver.prerestore import PRE_RESTORE_POLICY, rescued_content
 from backup_sidecar.archiver.readcheck import ReadCheckCache, read_check
 from backup_sidecar.archiver.restore import restore_archive
-from backup_sidecar.archiver.retention import PruneResult, delete_archives, select_expired
+from backup_sidecar.archiver.retention import (
+    PruneResult,
+    Selection,
+    delete_archives,
+    select,
+    select_expired,
+)
 from backup_sidecar.archiver.safefs import check_backup_dir
 from backup_sidecar.archiver.sequence import reconcile as reconcile_sequence
 from backup_sidecar.archiver.staging import free_bytes, staging_area
@@ -38,17 +45,20 @@ __all__ = [
     "ARCHIVE_SUFFIX",
     "DEFAULT_LEVEL",
     "PRE_RESTORE_POLICY",
+    "UNLIMITED",
     "ArchiveInfo",
     "ArchiveStatus",
     "Catalog",
     "CatalogSnapshot",
     "DatabaseSpec",
     "DirectoryLock",
+    "KeepRules",
     "Limits",
     "ProgressFn",
     "PruneResult",
     "ReadCheckCache",
     "RestoreResult",
+    "Selection",
     "VerifiedArchive",
     "check_backup_dir",
     "clean_leftovers",
@@ -67,6 +77,7 @@ __all__ = [
     "rescued_content",
     "resolve_archive",
     "restore_archive",
+    "select",
     "select_expired",
     "staging_area",
     "validate_name",

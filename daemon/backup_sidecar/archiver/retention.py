@@ -1,10 +1,11 @@
 """Retention: which archives a policy no longer needs, and deleting them safely.
 
-``select_expired`` is pure (archives + keep counts -> expired) so its guarantees are
-property-tested: per policy the newest K archives stay (newest by ``ArchiveInfo.newness``,
-the creation sequence: an archive dated in the future by a stepped clock is not the newest),
-and the newest verified archive of a policy is never expired even when newer damaged or
-legacy ones push it out of the K.
+``select`` is pure (archives + each policy's rules -> expired, and why the rest stay) so its
+guarantees are property-tested: per policy the rules of gfs.py (restic's ``forget``) keep their
+archives, newest by ``ArchiveInfo.newness`` (the creation sequence: an archive dated in the
+future by a stepped clock is not the newest), and the newest verified archive of a policy is
+never expired even when newer damaged or legacy ones push it out of the rules.
+``select_expired`` is the plain count (``keep: K``: the newest K stay).
 Damaged archives are never expired: they are kept for an operator to look at.
 
 With a ``good`` predicate (the read check, see readcheck.py) the archive a policy relies on is
@@ -28,9 +29,11 @@ import json
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 from backup_sidecar.archiver import manifest as mf
+from backup_sidecar.archiver.gfs import KeepRules, keep_reasons
 from backup_sidecar.archiver.model import ArchiveInfo, ArchiveStatus
 from backup_sidecar.archiver.staging import fsync_dir
 
@@ -42,6 +45,8 @@ class PruneResult:
     failed: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
     #: Archives whose read check failed during this prune (marked damaged, kept), with the fault.
     damaged: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
+    #: Archives the rules keep, each with why (``daily 2026-12-06``, ``last 3``, ...).
+    kept: list[tuple[ArchiveInfo, tuple[str, ...]]] = field(default_factory=list)
 
 
 def select_expired(
@@ -55,15 +60,40 @@ def select_expired(
     verified archive. Policies absent from ``keep`` (or filtered out by ``policies``) expire
     nothing. With ``good``, the spared archive is the newest verified one for which ``good`` is
     true; the newer verified ones it rejected are neither expired nor counted."""
+    rules = {policy: KeepRules(last=count) for policy, count in keep.items()}
+    return select(archives, rules=rules, policies=policies, good=good).expired
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What retention expires, and why each other archive of the policies it judged stays."""
+
+    expired: list[ArchiveInfo] = field(default_factory=list)
+    #: Every archive of a judged policy that stays (damaged ones and those ``good`` rejected
+    #: aside), with the rules that keep it (``newest verified`` for the protected one).
+    kept: list[tuple[ArchiveInfo, tuple[str, ...]]] = field(default_factory=list)
+
+
+def select(
+    archives: Sequence[ArchiveInfo],
+    *,
+    rules: Mapping[str, KeepRules],
+    policies: Collection[str] | None = None,
+    good: Callable[[ArchiveInfo], bool] | None = None,
+    tz: tzinfo = UTC,
+) -> Selection:
+    """Apply each policy's ``rules`` (gfs.py; buckets in ``tz``) to its restore points, newest
+    first by creation sequence, sparing its newest verified archive as ``select_expired``
+    does. Policies absent from ``rules`` (or filtered out by ``policies``) are not judged."""
     by_policy: dict[str, list[ArchiveInfo]] = {}
     for archive in archives:
         if archive.status is ArchiveStatus.DAMAGED:
             continue
         if policies is not None and archive.policy not in policies:
             continue
-        if archive.policy in keep:
+        if archive.policy in rules:
             by_policy.setdefault(archive.policy, []).append(archive)
-    expired: list[ArchiveInfo] = []
+    result = Selection()
     for policy, group in by_policy.items():
         names = _restore_points(group)
         points = sorted((same[0] for same in names.values()), key=lambda a: a.newness)
@@ -71,10 +101,13 @@ def select_expired(
         anchor, rejected = _anchor(points, good)
         skip = {id(a) for a in rejected}
         counted = [a for a in points if id(a) not in skip]
-        for point in counted[keep[policy] :]:
-            if point is not anchor:
-                expired.extend(names[id(point)])
-    return expired
+        for point, why in zip(counted, keep_reasons(counted, rules[policy], tz=tz), strict=True):
+            reasons = ("newest verified",) if not why and point is anchor else why
+            if reasons:
+                result.kept.extend((name, reasons) for name in names[id(point)])
+            else:
+                result.expired.extend(names[id(point)])
+    return result
 
 
 def restore_point_id(manifest: mf.Manifest) -> str | None:

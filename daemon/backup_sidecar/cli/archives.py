@@ -156,17 +156,13 @@ def _prune(
             ctx.runtime(), policies=list(policies) or None, keep=keep, dry_run=dry_run
         )
         verb = "would delete" if dry_run else "deleted"
-        payload = {
-            "dry_run": dry_run,
-            "deleted": [a.name for a in result.deleted],
-            "skipped_busy": [a.name for a in result.skipped_busy],
-            "errors": [f"{a.name}: {e}" for a, e in result.failed],
-            "damaged": [{"archive": a.name, "reason": e} for a, e in result.damaged],
-        }
+        payload = jobs.prune_json(result, dry_run=dry_run)
 
         def text() -> None:
             for a, e in result.damaged:
                 click.echo(f"damaged {a.path}: {e} (kept, not counted)", err=True)
+            for a, why in result.kept if dry_run else ():
+                click.echo(f"would keep {a.path}: {', '.join(why)}")
             for a in result.deleted:
                 click.echo(f"{verb} {a.path}")
             for a in result.skipped_busy:

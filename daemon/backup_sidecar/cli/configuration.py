@@ -35,11 +35,11 @@ def config_check(ctx: Context, file: Path) -> None:
         for name, policy in settings.policies.items():
             trigger = policy.trigger
             if trigger is None:
-                click.echo(f"policy {name}: keep {policy.keep}, not scheduled")
+                click.echo(f"policy {name}: {policy.retention_text}, not scheduled")
                 continue
             nxt = next_fire_times(trigger, timezone=settings.tzinfo, now=now, count=1)
             when = nxt[0].isoformat() if nxt else "never"
-            click.echo(f"policy {name}: keep {policy.keep}, next run {when}")
+            click.echo(f"policy {name}: {policy.retention_text}, next run {when}")
         if settings.offsite is not None:
             encryption = settings.offsite.encryption
             how = (

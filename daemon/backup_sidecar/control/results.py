@@ -88,6 +88,13 @@ class DamagedArchive(_Result):
     reason: str
 
 
+class KeptArchive(_Result):
+    archive: str
+    policy: str
+    #: The rules that keep it: "last 3", "daily 2026-12-06", "within 7d", "newest verified".
+    reasons: list[str]
+
+
 class PruneResult(_Result):
     dry_run: bool
     deleted: list[str]
@@ -96,6 +103,9 @@ class PruneResult(_Result):
     errors: list[str]
     #: Damaged archives: kept, not counted.
     damaged: list[DamagedArchive]
+    #: Every other archive of the pruned policies that stays, and why (empty from a daemon
+    #: older than GFS retention).
+    kept: list[KeptArchive] = []
 
 
 class ScrubResult(_Result):

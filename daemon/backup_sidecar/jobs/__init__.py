@@ -13,7 +13,7 @@ from backup_sidecar.jobs.drill import DrillReport, run_drill
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.outcomes import Outcomes, failure_text
 from backup_sidecar.jobs.pagecheck import with_incremental
-from backup_sidecar.jobs.prune import prune_after_backup, run_prune
+from backup_sidecar.jobs.prune import prune_after_backup, prune_json, run_prune
 from backup_sidecar.jobs.restore import restore_json, run_restore
 from backup_sidecar.jobs.runtime import MANUAL_POLICY, Runtime
 from backup_sidecar.jobs.scrub import ScrubReport, run_scrub
@@ -32,6 +32,7 @@ __all__ = [
     "listing",
     "mark_damaged",
     "prune_after_backup",
+    "prune_json",
     "restore_json",
     "run_backup",
     "run_drill",

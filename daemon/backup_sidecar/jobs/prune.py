@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import structlog
 
@@ -28,7 +29,8 @@ def run_prune(
     checks: archiver.ReadCheckCache | None = None,
     catalog: archiver.Catalog | None = None,
 ) -> archiver.PruneResult:
-    """Apply retention (``keep`` overrides the policies' own counts) and report what went.
+    """Apply retention (each policy's rules, archiver/gfs.py; ``keep`` overrides them with a
+    plain count) and report what went, and why the rest stays.
 
     Archives named in ``spare`` are never deleted: the daemon spares the backup it just wrote
     (retention orders by creation sequence, so it is the newest anyway; an archive of an older
@@ -49,13 +51,12 @@ def run_prune(
         if policy not in known:  # a typo would otherwise say "nothing to delete", exit 0
             raise UnknownPrunePolicyError(policy, known)
     chosen = list(policies) if policies else sorted(present | set(rt.keep))
-    keep_map = {
-        p: keep
-        if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY)
-        else rt.keep.get(p, -1)
-        for p in chosen
-    }
-    keep_map = {p: k for p, k in keep_map.items() if k >= 0}
+    rules: dict[str, archiver.KeepRules] = {}
+    for p in chosen:
+        if keep is not None and (policies or p != archiver.PRE_RESTORE_POLICY):
+            rules[p] = archiver.KeepRules(last=keep)
+        elif (own := rt.rules(p)) is not None:
+            rules[p] = own
     checks = checks if checks is not None else archiver.ReadCheckCache()
     damaged: list[tuple[ArchiveInfo, str]] = []
 
@@ -71,13 +72,18 @@ def run_prune(
             mark_damaged(rt, archive, fault, found_by="prune")
         return False
 
-    expired = archiver.select_expired(archives, keep=keep_map, policies=chosen, good=good)
-    expired = [a for a in expired if a.name not in spare]
+    chosen_rules = archiver.select(
+        archives, rules=rules, policies=chosen, good=good, tz=rt.timezone
+    )
+    expired = [a for a in chosen_rules.expired if a.name not in spare]
+    kept = chosen_rules.kept
+    kept += [(a, ("just written",)) for a in chosen_rules.expired if a.name in spare]
     if dry_run:
-        return archiver.PruneResult(deleted=expired, damaged=damaged)
+        return archiver.PruneResult(deleted=expired, damaged=damaged, kept=kept)
     with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
         result = archiver.delete_archives(expired)
     result.damaged.extend(damaged)
+    result.kept.extend(kept)
     for policy in chosen:
         deleted = sum(1 for a in result.deleted if a.policy == policy)
         errors = sum(1 for a, _ in result.failed if a.policy == policy)
@@ -120,3 +126,17 @@ def prune_after_backup(
         log.error("prune_failed", policy=policy, error=str(exc))
         if outcomes:
             outcomes.publish(PruneFinished(policy=policy, deleted=0, errors=1))
+
+
+def prune_json(result: archiver.PruneResult, *, dry_run: bool) -> dict[str, Any]:
+    """A prune's outcome as the CLI's ``--json`` and the socket answer it."""
+    return {
+        "dry_run": dry_run,
+        "deleted": [a.name for a in result.deleted],
+        "skipped_busy": [a.name for a in result.skipped_busy],
+        "errors": [f"{a.name}: {e}" for a, e in result.failed],
+        "damaged": [{"archive": a.name, "reason": e} for a, e in result.damaged],
+        "kept": [
+            {"archive": a.name, "policy": a.policy, "reasons": list(why)} for a, why in result.kept
+        ],
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,8 @@ class Runtime:
 
     backup_dir: Path
     databases: Mapping[str, DatabaseSpec]
+    #: Each policy's plain `keep` count (0 for one with GFS rules only); the policies it names
+    #: are the configured ones.
     keep: Mapping[str, int]
     policy_databases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: How hard the jobs work unless a caller says otherwise (callers add their callbacks).
@@ -76,6 +78,10 @@ class Runtime:
     offsite: OffsiteSpec | None = None
     #: Policies in ``mode: incremental`` (the page store); every other policy writes archives.
     incremental: Mapping[str, IncrementalSpec] = field(default_factory=dict)
+    #: Each policy's retention rules (archiver/gfs.py); a policy missing here keeps its `keep`.
+    retention: Mapping[str, archiver.KeepRules] = field(default_factory=dict)
+    #: The zone GFS buckets are read in (the configuration's `timezone`).
+    timezone: tzinfo = UTC
 
     @classmethod
     def from_settings(cls, settings: Settings, paths: ResolvedPaths) -> Runtime:
@@ -84,7 +90,9 @@ class Runtime:
         return cls(
             backup_dir=paths.backup_dir,
             databases={spec.name: spec for spec in paths.databases},
-            keep={name: policy.keep for name, policy in settings.policies.items()},
+            keep={name: policy.keep or 0 for name, policy in settings.policies.items()},
+            retention={name: policy.rules for name, policy in settings.policies.items()},
+            timezone=settings.tzinfo,
             policy_databases={
                 name: tuple(policy.databases)
                 for name, policy in settings.policies.items()
@@ -118,6 +126,12 @@ class Runtime:
 
         settings = load_settings(config, environ=environ)
         return cls.from_settings(settings, resolve_paths(settings, environ=environ, cwd=cwd))
+
+    def rules(self, policy: str) -> archiver.KeepRules | None:
+        """The retention of ``policy``: its rules, else its plain keep; None when it has none."""
+        if policy in self.retention:
+            return self.retention[policy]
+        return archiver.KeepRules(last=self.keep[policy]) if policy in self.keep else None
 
     def require_offsite(self) -> OffsiteSpec:
         """The offsite section, or a UsageError saying it is missing."""
@@ -157,7 +171,7 @@ def _offsite_spec(settings: Settings, paths: ResolvedPaths) -> OffsiteSpec | Non
         endpoint=section.endpoint,
         region=section.region,
         path_style=section.path_style,
-        keep={name: section.keep.get(name, p.keep) for name, p in settings.policies.items()},
+        keep={name: section.keep.get(name, p.keep or 0) for name, p in settings.policies.items()},
         max_age=section.max_age_seconds(),
         recipients=tuple(encryption.recipients) if encryption else (),
         identity_file=paths.offsite_identity,

@@ -172,13 +172,7 @@ class ControlHandler:
                         checks=st.read_checks,
                         catalog=st.catalog,
                     )
-                return {
-                    "dry_run": request.dry_run,
-                    "deleted": [a.name for a in pruned.deleted],
-                    "skipped_busy": [a.name for a in pruned.skipped_busy],
-                    "errors": [f"{a.name}: {e}" for a, e in pruned.failed],
-                    "damaged": [{"archive": a.name, "reason": e} for a, e in pruned.damaged],
-                }
+                return jobs.prune_json(pruned, dry_run=request.dry_run)
             case ScrubRequest():
                 with st.track("scrub"):
                     report = jobs.run_scrub(

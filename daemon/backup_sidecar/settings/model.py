@@ -26,6 +26,7 @@ from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import KeyedValueError, UsageError
 from backup_sidecar.settings.incremental import Check, Mode, RebaseConfig, check_incremental_keys
 from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
+from backup_sidecar.settings.retention import RetentionConfig, check_offsite_keep
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,
@@ -83,10 +84,10 @@ class _Timing(BaseModel):
         return self.schedule if self.schedule is not None else self.every
 
 
-class PolicyConfig(_Timing):
-    """Retention, when it runs (a cron `schedule` or an `every` interval), and its mode."""
+class PolicyConfig(_Timing, RetentionConfig):
+    """Retention (`keep` and/or GFS rules, retention.py), when it runs (a cron `schedule` or an
+    `every` interval), and its mode."""
 
-    keep: Int = Field(ge=0)
     databases: list[Name] | None = None
     mode: Mode = "full"
     check: Check | None = None  # default: full, what full archives run
@@ -268,6 +269,7 @@ class Settings(BaseSettings):
             if name not in self.policies:
                 raise KeyedValueError(f"health.max_backup_age.{name}", "not a policy name")
         check_offsite_policies(self.offsite, self.policies)
+        check_offsite_keep(self.offsite.keep if self.offsite else None, self.policies)
         return self
 
     @property
