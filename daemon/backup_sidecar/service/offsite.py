@@ -31,6 +31,7 @@ from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.offsite_gate import UploadGate
 from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_state import UploaderState
 from backup_sidecar.service.offsite_sums import MismatchReport, SourceSums, split
@@ -110,6 +111,7 @@ class OffsiteUploader:
         self._mismatches = MismatchReport(families.offsite_failures)
         #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
         self.verifier: OffsiteVerifier | None = None
+        self._gate = UploadGate(families=families)
 
     @classmethod
     def start_for(
@@ -196,7 +198,10 @@ class OffsiteUploader:
             self._families.offsite_failures.labels(failure_reason(exc)).inc()
             self.state.failed(str(exc), datetime.now(UTC).timestamp())
             return 0
-        self.state.passed(datetime.now(UTC).timestamp())
+        if self._gate.refused:  # the pass went on past them; they stay its error
+            self.state.failed(self._gate.refused[-1], datetime.now(UTC).timestamp())
+        else:
+            self.state.passed(datetime.now(UTC).timestamp())
         return done
 
     def _seed_last_success(
@@ -217,6 +222,7 @@ class OffsiteUploader:
 
     def _sync(self, rt: jobs.Runtime, spec: OffsiteSpec) -> int:
         store, lease = self._open(spec)
+        self._gate.begin_pass()
         held = lease.valid_for > 0
         verdict = lease.renew()
         suffix = ".age" if spec.recipients else ""
@@ -246,6 +252,8 @@ class OffsiteUploader:
         for archive in pending:
             if self._stop.is_set():
                 break
+            if not self._gate.admits(rt, archive, should_stop=self._stop.is_set):
+                continue  # an odd name or a damaged archive: reported, the others go on
             if lease.valid_for < lease.ttl * 2 / 3:
                 lease.renew()
             with _renewing(lease):

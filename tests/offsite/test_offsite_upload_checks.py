@@ -1,0 +1,206 @@
+"""What the upload job checks of each archive before sending it (outside attack, issue 15): an
+archive whose name cannot be an object is refused on its own while the others are uploaded;
+a rotten archive is read again, never uploaded, and marked damaged. In process on a file://
+store (real backups, the real uploader), then through a real daemon against SeaweedFS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from backup_sidecar import archiver, jobs
+from backup_sidecar.offsite import Store, parse_target
+from backup_sidecar.service.live import Configured, LiveConfig
+from backup_sidecar.service.metric_families import MetricFamilies
+from backup_sidecar.service.offsite import OffsiteUploader
+from backup_sidecar.settings import load_settings, resolve_paths
+from support.archives import flip_database_byte
+from support.daemon import DaemonRunner, quiet_config
+from support.databases import make_db
+from support.metrics import sample
+from support.offsite import fast_retry, s3_store
+from support.seaweed import SeaweedServer
+from support.waiting import wait_until
+
+ODD_NAMES = ("-x1.tar.gz", "sp ace.tar.gz")
+
+
+def _site(tmp_path: Path) -> tuple[Configured, str]:
+    """A configured sidecar with one WAL database and a file:// offsite store."""
+    user = make_db(tmp_path / "data" / "user_data.db", wal=True, rows=50)
+    url = f"file://{tmp_path / 'offsite'}"
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backup_dir": str(tmp_path / "backups"),
+                "databases": {"user": {"path": str(user)}},
+                "policies": {"pre_restore": {"keep": 10}},
+                "offsite": {"url": url},
+            }
+        )
+    )
+    (tmp_path / "backups").mkdir()
+    settings = load_settings(config, environ={})
+    return Configured.of(settings, resolve_paths(settings, environ={}, cwd=tmp_path)), url
+
+
+def _uploader(configured: Configured, registry: CollectorRegistry) -> OffsiteUploader:
+    return OffsiteUploader(
+        live=LiveConfig(configured),
+        families=MetricFamilies(registry, version="test", clock=lambda: datetime.now(UTC)),
+        catalog=archiver.Catalog(configured.runtime.backup_dir),
+        environ={},
+    )
+
+
+def _confirmed(url: str) -> set[str]:
+    return {o.name for o in Store(parse_target(url)).list().objects if o.confirmed}
+
+
+def _failures(registry: CollectorRegistry, reason: str) -> float:
+    value = registry.get_sample_value("backup_sidecar_offsite_failures_total", {"reason": reason})
+    return value or 0.0
+
+
+def test_an_odd_archive_name_is_refused_alone_and_the_others_are_uploaded(
+    tmp_path: Path,
+) -> None:
+    """Copies of a real archive planted as `-x1.tar.gz` and `sp ace.tar.gz` (they list as
+    verified): each pass uploads the other archives, the newest included, and counts each odd
+    one as reason `name`; each is logged once however many passes see it; the pass reports the
+    refusal as its error. Renamed to a valid name, it is uploaded at the next pass and the
+    error clears. (The whole pass failed with `invalid object name`, nothing after it sent.)"""
+    configured, url = _site(tmp_path)
+    rt = configured.runtime
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="base")
+    for odd in ODD_NAMES:
+        shutil.copyfile(rt.backup_dir / "base.tar.gz", rt.backup_dir / odd)
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="later")
+    statuses = {a.path.name: a.status for a in archiver.list_archives(rt.backup_dir)}
+    assert {statuses[odd] for odd in ODD_NAMES} == {archiver.ArchiveStatus.VERIFIED}
+    registry = CollectorRegistry()
+    uploader = _uploader(configured, registry)
+    with capture_logs() as logs:
+        assert uploader.sync() == 2
+        assert uploader.sync() == 0
+    assert _confirmed(url) == {"base.tar.gz", "later.tar.gz"}
+    assert _failures(registry, "name") == 4  # two names, two passes
+    refused = [e for e in logs if e["event"] == "offsite_upload_refused"]
+    assert sorted(e["archive"] for e in refused) == sorted(ODD_NAMES)
+    assert "is not a valid archive name" in refused[0]["reason"]
+    assert uploader.state.snapshot().last_error in {e["reason"] for e in refused}
+    assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 2
+
+    (rt.backup_dir / "-x1.tar.gz").rename(rt.backup_dir / "x1.tar.gz")
+    (rt.backup_dir / "sp ace.tar.gz").unlink()
+    assert uploader.sync() == 1
+    assert _confirmed(url) == {"base.tar.gz", "later.tar.gz", "x1.tar.gz"}
+    assert uploader.state.snapshot().last_error is None
+    assert _failures(registry, "name") == 4
+
+
+def test_a_rotten_archive_is_never_uploaded_and_is_marked_damaged(tmp_path: Path) -> None:
+    """One byte of a database member flipped on disk, the file's size and times put back (bit
+    rot: `list` still says verified): the pass reads it to the end before sending (the
+    archive's first upload), uploads only the sound archive, writes the scrub's damage
+    marker (found by the offsite upload) and counts reason `damaged` once; the archive is no
+    longer pending, so the next pass neither counts nor reads it again."""
+    configured, url = _site(tmp_path)
+    rt = configured.runtime
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="rotten")
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="sound")
+    rotten = rt.backup_dir / "rotten.tar.gz"
+    before = rotten.stat()
+    flip_database_byte(rotten)
+    os.utime(rotten, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert rotten.stat().st_size == before.st_size
+    registry = CollectorRegistry()
+    uploader = _uploader(configured, registry)
+    assert uploader.sync() == 1
+    assert _confirmed(url) == {"sound.tar.gz"}
+    marker = json.loads((rt.backup_dir / "rotten.tar.gz.damaged").read_text())
+    assert marker["found_by"] == "offsite upload"
+    assert _failures(registry, "damaged") == 1
+    listed = {a.name: a for a in archiver.list_archives(rt.backup_dir)}
+    assert listed["rotten"].status is archiver.ArchiveStatus.DAMAGED
+    assert "marked damaged by offsite upload" in (listed["rotten"].error or "")
+    assert "rotten" in (uploader.state.snapshot().last_error or "")
+    assert uploader.sync() == 0
+    assert _failures(registry, "damaged") == 1
+    assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 0
+    assert uploader.state.snapshot().last_error is None
+    assert _confirmed(url) == {"sound.tar.gz"}
+
+
+def test_a_daemon_uploads_past_odd_names_and_rot(
+    daemons: DaemonRunner,
+    tmp_path: Path,
+    sock_dir: Path,
+    seaweed: SeaweedServer,
+    shared_bucket: str,
+) -> None:
+    """The attack through a real daemon on SeaweedFS: archives made before it starts, two
+    planted under odd names and one rotten. Its first passes upload the sound archives, log
+    each odd name once, mark the rotten one damaged; /metrics counts `name` and `damaged`;
+    `offsite_status` names the refusal; the odd copy renamed is uploaded after the next
+    backup, and the error clears."""
+    configured, _ = _site(tmp_path)
+    rt = configured.runtime
+    for name in ("first", "rotten", "second"):
+        jobs.run_backup(rt, policy="manual", names=None, archive_name=name)
+    for odd in ODD_NAMES:
+        shutil.copyfile(rt.backup_dir / "first.tar.gz", rt.backup_dir / odd)
+    flip_database_byte(rt.backup_dir / "rotten.tar.gz")
+    prefix = f"checks-{tmp_path.name}"
+    offsite: dict[str, Any] = {
+        "url": f"s3://{shared_bucket}/{prefix}",
+        "endpoint": seaweed.endpoint,
+        "path_style": True,
+        "attempts": 5,
+    }
+    config = quiet_config(
+        backup_dir=rt.backup_dir,
+        databases={"user": tmp_path / "data" / "user_data.db"},
+        socket_path=sock_dir / "control.sock",
+        metrics={"enabled": True, "host": "127.0.0.1", "port": 0},
+        offsite=offsite,
+    )
+    d = daemons.start(config, env=seaweed.env())
+    store = s3_store(seaweed, shared_bucket, prefix, retry=fast_retry())
+
+    def confirmed() -> set[str]:
+        return {o.name for o in store.list().objects if o.confirmed}
+
+    wait_until(
+        lambda: confirmed() == {"first.tar.gz", "second.tar.gz"},
+        what="the sound archives confirmed offsite",
+    )
+    wait_until(
+        lambda: (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="damaged")
+                 or 0) == 1,
+        what="the rotten archive counted damaged",
+    )  # fmt: skip
+    assert (rt.backup_dir / "rotten.tar.gz.damaged").is_file()
+    assert (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="name") or 0) >= 2
+    wait_until(
+        lambda: "not uploaded" in (d.request("offsite_status")["last_error"] or ""),
+        what="offsite_status naming a refusal",
+    )
+
+    (rt.backup_dir / "-x1.tar.gz").rename(rt.backup_dir / "x1.tar.gz")
+    (rt.backup_dir / "sp ace.tar.gz").unlink()
+    newest = d.request("backup")["archive"]
+    wanted = {"first.tar.gz", "second.tar.gz", "x1.tar.gz", f"{newest}.tar.gz"}
+    wait_until(lambda: confirmed() == wanted, what="the renamed copy and the new backup uploaded")
+    wait_until(lambda: d.request("offsite_status")["last_error"] is None, what="the error cleared")
+    assert sorted(e["archive"] for e in d.log.find("offsite_upload_refused")) == sorted(ODD_NAMES)
+    assert "rotten.tar.gz" not in confirmed()
