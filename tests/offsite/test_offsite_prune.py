@@ -11,11 +11,12 @@ from pathlib import Path
 
 import obstore
 import pytest
+from pyrage import x25519
 
 from backup_sidecar import archiver
 from backup_sidecar.errors import OffsiteLeaseHeldError
 from backup_sidecar.jobs.offsite_prune import prune_offsite, upload_candidates
-from backup_sidecar.offsite import Lease, Origin, Store
+from backup_sidecar.offsite import Lease, Origin, Store, parse_recipients
 from support.offsite import archive_file
 from support.waiting import wait_until
 
@@ -163,3 +164,22 @@ def test_only_archives_inside_the_offsite_keep_are_upload_candidates(tmp_path: P
     ]
     chosen = upload_candidates(local, {"daily": 2, "hourly": 0})
     assert [a.name for a in chosen] == ["a3", "a2", "x1", "m2", "m1", "h1"]
+
+
+def test_planted_plaintext_copies_never_push_out_encrypted_ones(
+    store: Store, lease: Lease, tmp_path: Path, age_identity: tuple[x25519.Identity, Path]
+) -> None:
+    """The config encrypts: plaintext copies someone else wrote under the prefix, with records
+    claiming `daily` and higher sequences, are not confirmed, so they neither count toward the
+    keep nor go; the real encrypted copies are pruned among themselves (the newest stays)."""
+    recipients = parse_recipients([str(age_identity[0].to_public())])
+    for i in (1, 2):
+        path = archive_file(tmp_path, f"d{i}.tar.gz", 2048, seed=i)
+        store.upload(path, lease=lease, recipients=recipients, origin=_origin("daily", i, hours=i))
+    for i in (100, 101):
+        _put(store, lease, tmp_path, f"planted{i}", _origin("daily", i, hours=i))
+    result = prune_offsite(
+        store, lease=lease, keep={"daily": 1}, databases=["user"], encrypted_only=True
+    )
+    assert [e.object for e in result.deleted] == ["d1.tar.gz.age"]
+    assert _names(store) == {"d2.tar.gz.age", "planted100.tar.gz", "planted101.tar.gz"}

@@ -68,7 +68,12 @@ def prune_offsite_cmd(ctx: Context, *, dry_run: bool, as_json: bool) -> None:
             if not dry_run:
                 lease.acquire()  # read-only: prune_offsite refuses, naming the holder
             result = prune_offsite(
-                store, lease=lease, keep=spec.keep, databases=rt.databases, dry_run=dry_run
+                store,
+                lease=lease,
+                keep=spec.keep,
+                databases=rt.databases,
+                dry_run=dry_run,
+                encrypted_only=bool(spec.recipients),
             )
         finally:
             lease.release()

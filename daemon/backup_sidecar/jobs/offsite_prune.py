@@ -128,15 +128,17 @@ def prune_offsite(
     keep: Mapping[str, int],
     databases: Collection[str],
     dry_run: bool = False,
-    listing: offsite.Listing | None = None,
+    encrypted_only: bool = False,
 ) -> OffsitePruneResult:
     """Apply offsite retention to ``store``'s prefix; ``dry_run`` only says what would go.
+    With ``encrypted_only`` (the config encrypts) a plaintext copy is never confirmed, so it
+    neither counts nor goes: anyone can write one, no sidecar of this config did.
 
     A delete that fails is reported and the others still run; a lease lost or held by another
     sidecar stops the prune (OffsiteLeaseHeldError / OffsiteLeaseLostError)."""
     if not dry_run:
         lease.require_writable()
-    objects = (listing or store.list()).objects
+    objects = store.list(encrypted_only=encrypted_only).objects
     expired = select_offsite_expired(
         objects, keep=keep, databases=databases, store_now=lease.store_now()
     )

@@ -152,12 +152,16 @@ def _origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArch
 
 
 def select_copies(
-    store: offsite.Store, ref: str | None = None, *, latest: bool = False
+    store: offsite.Store,
+    ref: str | None = None,
+    *,
+    latest: bool = False,
+    encrypted_only: bool = False,
 ) -> list[offsite.OffsiteObject]:
     """What a verify reads: the copy named ``ref`` (``NAME``, ``NAME.tar.gz`` or its ``.age``
     object), the ``latest`` one (by the store's upload time, as `restore --latest`), or by
     default the newest of each policy."""
-    objects = store.list().objects
+    objects = store.list(encrypted_only=encrypted_only).objects
     if ref is not None:
         stem = ref.removesuffix(".age").removesuffix(archiver.ARCHIVE_SUFFIX)
         archiver.validate_name(stem)
@@ -185,7 +189,8 @@ def verify_offsite(
     see `select_copies`); listing errors raise: nothing could be verified."""
     store = store or open_store(spec, environ=environ)
     outcomes = []
-    for obj in select_copies(store, ref, latest=latest):
+    encrypted_only = bool(spec.recipients)  # a plaintext copy is refused, as by restore
+    for obj in select_copies(store, ref, latest=latest, encrypted_only=encrypted_only):
         done = verify_copy(store, obj, identity_file=spec.identity_file, temp_root=temp_root)
         outcomes.append(done)
         if done.result == FAILED:

@@ -28,7 +28,13 @@ def prune_pass(
     """Apply offsite retention once; how many objects went. A failure is logged and counted
     (`offsite_failures_total`, ``reason`` naming the label), never the end of the upload thread."""
     try:
-        result = prune_offsite(store, lease=lease, keep=spec.keep, databases=rt.databases)
+        result = prune_offsite(
+            store,
+            lease=lease,
+            keep=spec.keep,
+            databases=rt.databases,
+            encrypted_only=bool(spec.recipients),
+        )
     except (SidecarError, OSError) as exc:
         log.warning("offsite_prune_failed", error=str(exc), reason=reason(exc))
         families.offsite_failures.labels(reason(exc)).inc()
