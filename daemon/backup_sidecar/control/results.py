@@ -52,6 +52,9 @@ class ArchiveEntry(_Result):
     verified: bool
     error: str | None
     sequence: int | None
+    #: ``archive`` or ``incremental`` (the page store); the check it ran (``full``/``quick``).
+    kind: str = "archive"
+    check: str | None = None
 
 
 class ListResult(_Result):
@@ -71,6 +74,7 @@ class VerifyResult(_Result):
     legacy: bool
     databases: list[str]
     warnings: list[str]
+    kind: str = "archive"
 
 
 class RestoreResult(_Result):

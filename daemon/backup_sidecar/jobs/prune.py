@@ -12,6 +12,7 @@ from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import SidecarError, UnknownPrunePolicyError, UsageError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged, refuse_unsafe_entries
 from backup_sidecar.jobs.outcomes import Outcomes, PruneFinished
+from backup_sidecar.jobs.pageprune import prune_pages
 from backup_sidecar.jobs.runtime import MANUAL_POLICY, Runtime
 
 log = structlog.get_logger(__name__)
@@ -78,10 +79,15 @@ def run_prune(
     expired = [a for a in chosen_rules.expired if a.name not in spare]
     kept = chosen_rules.kept
     kept += [(a, ("just written",)) for a in chosen_rules.expired if a.name in spare]
+    # Incremental policies keep their keep_last newest (jobs/pageprune.py; no GFS buckets yet).
+    incremental = {p: r.last for p, r in rules.items() if p in rt.incremental}
+    pages, failed = prune_pages(rt, keep=incremental, spare=spare, dry_run=dry_run)
     if dry_run:
-        return archiver.PruneResult(deleted=expired, damaged=damaged, kept=kept)
+        return archiver.PruneResult(deleted=expired + pages, damaged=damaged, kept=kept)
     with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
         result = archiver.delete_archives(expired)
+    result.deleted.extend(pages)
+    result.failed.extend(failed)
     result.damaged.extend(damaged)
     result.kept.extend(kept)
     for policy in chosen:

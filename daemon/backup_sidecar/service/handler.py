@@ -215,6 +215,12 @@ class ControlHandler:
                 "archives": [jobs.archive_json(a) for a in archiver.list_archives(rt.backup_dir)]
             }
         snapshot = catalog.refresh()  # outside the lock: concurrent requests share one scan
+        if rt.incremental:  # incremental backups too: not in the catalog, so never cached
+            return {
+                "archives": [
+                    jobs.archive_json(a) for a in jobs.with_incremental(rt, snapshot.archives)
+                ]
+            }
         with self._list_lock:
             cached = self._encoded_list
             if cached is None or cached[0] < snapshot.generation:

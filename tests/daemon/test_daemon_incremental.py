@@ -1,0 +1,54 @@
+"""An incremental policy in the real daemon: socket backups into the page store while a writer
+commits, retention after each that deletes the chain's base and middle, and restores of the
+later backups through the socket."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support.daemon import DaemonRunner
+from support.databases import Writer, row_count
+
+
+def _add_rows(db: Path, rows: int) -> None:
+    conn = sqlite3.connect(db, timeout=30)
+    with conn:
+        conn.executemany("INSERT INTO items(body) VALUES (?)", [("more",)] * rows)
+    conn.close()
+
+
+def test_pruning_a_chains_base_and_middle_leaves_the_later_backups_restorable(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    writer_process: Callable[..., Writer],
+) -> None:
+    """Four socket backups of an incremental policy with keep 2, rows added before each and a
+    writer committing throughout: the prune after each leaves the two newest (the first two,
+    the chain's base and middle, deleted with their unused packs collected), and each kept
+    one verifies and restores through the socket to exactly its rows."""
+    policies = {"hourly": {"keep": 2, "mode": "incremental"}, "pre_restore": {"keep": 10}}
+    d = daemons.start(daemon_config(databases={"user": wal_db}, policies=policies))
+    writer = writer_process(wal_db, rate=50.0)
+    names, counts = [], []
+    for _ in range(4):
+        _add_rows(wal_db, 300)
+        counts.append(row_count(wal_db))
+        names.append(str(d.request("backup", policy="hourly")["archive"]))
+    assert len(set(names)) == 4
+    listed = d.request("list")["archives"]
+    assert [a["name"] for a in listed if a["kind"] == "incremental"] == [names[3], names[2]]
+    assert json.loads(d.cli("list", "--json").stdout) == listed
+    manifests = d.backup_dir / "pages" / "user" / "manifests"
+    assert sorted(p.stem for p in manifests.glob("*.json")) == sorted(names[2:])
+    assert d.log.find("page_gc_completed")
+    for name, rows in ((names[2], counts[2]), (names[3], counts[3])):
+        assert d.request("verify", archive=name)["kind"] == "incremental"
+        result = d.request("restore", archive=name, confirm=True)
+        assert result["restored"] == ["user"] and result["pre_restore_archive"]
+        assert row_count(wal_db) == rows
+    assert writer.stop()["errors"] == 0
