@@ -14,7 +14,7 @@ naming the object; nothing stops the other policies' verifies.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,6 +109,7 @@ def verify_copy(
     *,
     identity_file: Path | None,
     temp_root: Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> CopyVerified:
     """Download ``obj`` into a fresh temporary directory and verify it completely."""
     policy = policy_of(obj)
@@ -128,7 +129,7 @@ def verify_copy(
             store.download(obj.name, dest, identities=identities, identity_source=source)
             staging = Path(tmp) / "staging"
             staging.mkdir()
-            verified = archiver.verify_archive(dest, staging=staging)
+            verified = archiver.verify_archive(dest, staging=staging, should_stop=should_stop)
     except (SidecarError, OSError) as exc:
         return CopyVerified(policy, obj.name, FAILED, verify_failure_reason(exc), str(exc))
     mismatch = _origin_mismatch(obj, verified)
@@ -184,6 +185,7 @@ def verify_offsite(
     temp_root: Path | None = None,
     ref: str | None = None,
     latest: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> list[CopyVerified]:
     """Verify the newest copy of every policy the store holds (or ``ref``, or the ``latest``:
     see `select_copies`); listing errors raise: nothing could be verified."""
@@ -191,7 +193,17 @@ def verify_offsite(
     outcomes = []
     encrypted_only = bool(spec.recipients)  # a plaintext copy is refused, as by restore
     for obj in select_copies(store, ref, latest=latest, encrypted_only=encrypted_only):
-        done = verify_copy(store, obj, identity_file=spec.identity_file, temp_root=temp_root)
+        if should_stop():  # the daemon is stopping: what was not verified is not reported
+            break
+        done = verify_copy(
+            store,
+            obj,
+            identity_file=spec.identity_file,
+            temp_root=temp_root,
+            should_stop=should_stop,
+        )
+        if should_stop():
+            break
         outcomes.append(done)
         if done.result == FAILED:
             log.error(

@@ -93,6 +93,8 @@ class OffsiteVerifier:
                 self._families.offsite_verify_failures.labels("other").inc()
                 with self._lock:
                     self._pass_error = f"the verify crashed: {exc}"
+            if self._stop.is_set():
+                break
             if self._outcomes is not None:  # /healthz: a reason until the next verify passes
                 self._outcomes.publish(OffsiteVerifyFinished(tuple(self.problems())))
             every = self._every()
@@ -107,7 +109,7 @@ class OffsiteVerifier:
                 self._pass_error = None
             return 0
         try:
-            outcomes = verify_offsite(spec, environ=self._environ)
+            outcomes = verify_offsite(spec, environ=self._environ, should_stop=self._stop.is_set)
         except (SidecarError, OSError) as exc:
             reason = verify_failure_reason(exc)
             log.error("offsite_verify_failed", error=str(exc), reason=reason)
