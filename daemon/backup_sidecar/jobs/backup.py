@@ -100,6 +100,7 @@ def run_backup(
                 size_bytes=info.size_bytes,
                 snapshot_seconds=locks,
                 scheduled=scheduled,
+                pages=pages,
             )
         )
     bound.info(

@@ -41,6 +41,8 @@ class BackupFinished:
     #: Each database's snapshot lock time (success only).
     snapshot_seconds: Mapping[str, float] = field(default_factory=dict)
     scheduled: bool = False
+    #: An incremental backup's per-database pages_read, pages_new, bytes_stored, chain_length.
+    pages: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

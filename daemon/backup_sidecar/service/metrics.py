@@ -20,6 +20,7 @@ from backup_sidecar.service.metric_families import (
     MetricFamilies,
     timestamp,
 )
+from backup_sidecar.service.page_metric_families import PageFamilies
 
 
 def _utcnow() -> datetime:
@@ -66,6 +67,8 @@ class Metrics:
         self._families = families = MetricFamilies(
             registry, version=version, clock=clock, process_metrics=process_metrics
         )
+        #: Incremental backups' pages read/new, bytes stored and chain length.
+        self.pages = PageFamilies(registry)
 
         for op in (*CONTROL_OPS, "unknown"):
             for result in RESULTS:
@@ -135,6 +138,7 @@ class Metrics:
         """Remove every series of policies and databases a reload removed: a removed failing
         one must not keep an alert firing (or a stale reading shown) until a restart."""
         policies, databases = set(policies), set(databases)
+        self.pages.forget(policies=policies, databases=databases)
         with self._lock:
             self._policies -= policies
             self._next_run_policies -= policies

@@ -40,6 +40,8 @@ class MetricsSubscriber:
                     snapshot_seconds=event.snapshot_seconds,
                     busy=event.busy,
                 )
+                if event.ok and event.pages:
+                    m.pages.backup_stored(event.policy, event.pages)
             case PruneFinished():
                 m.prune_finished(event.policy, deleted=event.deleted, errors=event.errors)
             case RestoreFinished():
