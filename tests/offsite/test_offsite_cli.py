@@ -276,6 +276,47 @@ def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
     assert entries(site.backup_dir) == before
 
 
+@pytest.mark.parametrize("backend", ["file"])
+def test_planted_entries_in_a_file_store_stop_neither_list_nor_restore(
+    site: Site, tmp_path: Path
+) -> None:
+    """A name that is not UTF-8, a link loop, and a link to a valid archive outside the store
+    that its record vouches for: `list --offsite` shows the good archive and one problem line
+    each (exit 0; before, it failed outright); the good archive restores by name; the linked
+    one is refused in one line naming it, nothing written (before, it was restored from
+    outside the store)."""
+    site.backup_and_upload("good", encrypt=False)
+    site.backup_and_upload("other", encrypt=False)
+    root = tmp_path / "offsite"
+    outside = tmp_path / "outside.tar.gz"
+    # Moved out (same inode, size and mtime: its record still vouches for it), linked back.
+    (root / "other.tar.gz").rename(outside)
+    (root / "other.tar.gz").symlink_to(outside)
+    (site.backup_dir / "other.tar.gz").unlink()
+    Path(os.fsdecode(bytes(root) + b"/bad-\xff.tar.gz")).write_bytes(b"x")
+    (root / "loop").symlink_to(root / "loop")
+    listed = site.cli("list", "--offsite")
+    assert listed.returncode == 0, listed.stderr
+    problems = sorted(ln for ln in listed.stdout.splitlines() if ln.startswith("problem: "))
+    assert [ln.split(":")[1].strip() for ln in problems] == [
+        ".offsite/sums/other.tar.gz.json",  # its object is now the link's: not one
+        "bad-\\xff.tar.gz",
+        "loop",
+        "other.tar.gz",
+    ], listed.stdout
+    assert "not UTF-8" in problems[1]
+    assert "is a symbolic link" in problems[2] and "is a symbolic link" in problems[3]
+    assert any(ln.startswith("good.tar.gz") for ln in listed.stdout.splitlines())
+    (site.backup_dir / "good.tar.gz").unlink()
+    good = site.cli("restore", "good", "--from-offsite", "--force")
+    assert good.returncode == 0, good.stderr
+    before = entries(site.backup_dir)
+    linked = site.cli("restore", "other", "--from-offsite", "--force")
+    assert linked.returncode == 1
+    assert "other.tar.gz is a symbolic link" in one_error_line(linked)
+    assert entries(site.backup_dir) == before
+
+
 def _partial_downloads(backup_dir: Path) -> list[Path]:
     """Every file a download is still writing, anywhere under the backup directory."""
     return [

@@ -131,6 +131,23 @@ def test_linked_lease_directory_refuses_the_lease(tmp_path: Path, outside: Path)
     assert snapshot(outside) == before
 
 
+def test_clearing_unfinished_uploads_never_enters_a_link(tmp_path: Path, outside: Path) -> None:
+    """``abort_orphaned_uploads`` removes a killed writer's staging file in the store, and
+    leaves one in a directory a planted link points to (and a linked staging name) alone."""
+    store = file_store(tmp_path)
+    lease = Lease(store, ttl=300)
+    assert lease.acquire().writable
+    root = tmp_path / "offsite"
+    (root / "left.tar.gz#7").write_bytes(b"half an upload")
+    (outside / "theirs.tar.gz#3").write_bytes(b"someone else's")
+    (root / "sub").symlink_to(outside)
+    (root / "linked.tar.gz#4").symlink_to(outside / "theirs.tar.gz#3")
+    assert store.abort_orphaned_uploads(lease=lease) == 1
+    assert not (root / "left.tar.gz#7").exists()
+    assert (outside / "theirs.tar.gz#3").read_bytes() == b"someone else's"
+    assert (root / "linked.tar.gz#4").is_symlink()
+
+
 def test_non_utf8_name_and_link_loop_are_problems_not_failures(tmp_path: Path, local: Path) -> None:
     """A name that is not UTF-8 and a symbolic link loop (in the root and under ``.offsite``)
     are one problem each; the good object is listed confirmed, downloads by name, and a new

@@ -110,8 +110,9 @@ def fetch_archive(
     spec = rt.require_offsite()
     effort = effort or rt.effort
     store = open_store(spec, environ=environ)
-    objects = store.list(encrypted_only=bool(spec.recipients)).objects
-    candidates = _newest_first(store, objects) if ref is None else [_named(store, objects, ref)]
+    listing = store.list(encrypted_only=bool(spec.recipients))
+    objects = listing.objects
+    candidates = _newest_first(store, objects) if ref is None else [_named(store, listing, ref)]
     archiver.check_backup_dir(rt.backup_dir)
     keys = _Identities(spec)
     skipped: list[Skipped] = []
@@ -188,14 +189,15 @@ def upload_order(obj: offsite.OffsiteObject) -> tuple[datetime, str, int]:
     return (obj.modified, local, 1)
 
 
-def _named(
-    store: offsite.Store, objects: tuple[offsite.OffsiteObject, ...], ref: str
-) -> offsite.OffsiteObject:
+def _named(store: offsite.Store, listing: offsite.Listing, ref: str) -> offsite.OffsiteObject:
     stem = ref.removesuffix(_AGE).removesuffix(archiver.ARCHIVE_SUFFIX)
     archiver.validate_name(stem)
     wanted = f"{stem}{archiver.ARCHIVE_SUFFIX}"
-    found = [o for o in objects if o.name in (wanted, wanted + _AGE)]
+    found = [o for o in listing.objects if o.name in (wanted, wanted + _AGE)]
     if not found:
+        for problem in listing.problems:  # e.g. a link planted under that name: say why
+            if problem.key in (store.key(wanted), store.key(wanted + _AGE)):
+                raise OffsiteObjectCorruptError(wanted, f"{problem.key} {problem.reason}")
         raise OffsiteObjectNotFoundError(store.url, wanted)
     # A confirmed copy first; of two, the encrypted one (the plain one may be older).
     return max(found, key=lambda o: (o.confirmed, o.encrypted))
