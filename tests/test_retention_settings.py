@@ -60,6 +60,12 @@ REFUSED = [
     ("policies: {d: {keep: unlimited}}", "policies.d.keep", "integer"),
     ("policies: {d: {keep_dayly: 3}}", "policies.d.keep_dayly", "unknown key"),
     (
+        "policies: {d: {mode: incremental, keep: 2, keep_daily: 7}}",
+        "policies.d.keep_daily",
+        "an incremental policy keeps by count",
+    ),
+    ("policies: {d: {mode: incremental, keep_last: -1}}", "policies.d.keep_last", "unlimited"),
+    (
         "policies: {d: {keep_daily: 7}}\noffsite: {url: 'file:///tmp/x'}",
         "offsite.keep.d",
         "GFS rules and no plain keep",
@@ -79,6 +85,15 @@ def test_bad_retention_is_one_error_naming_the_key(
     assert (caught.value.source, caught.value.key_path) == (str(path), key_path)
     assert reason in caught.value.reason
     assert "\n" not in str(caught.value)
+
+
+def test_an_incremental_policy_takes_a_count(tmp_path: Path) -> None:
+    """`mode: incremental` with `keep` or a `keep_last` count loads (pruned by count)."""
+    rt = load(
+        tmp_path,
+        "policies: {i: {mode: incremental, keep_last: 3}, j: {mode: incremental, keep: 2}}",
+    )
+    assert (rt.rules("i"), rt.rules("j")) == (KeepRules(last=3), KeepRules(last=2))
 
 
 def test_offsite_keep_given_for_a_gfs_policy(tmp_path: Path) -> None:

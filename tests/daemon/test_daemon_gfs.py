@@ -1,6 +1,6 @@
 """GFS retention in a real daemon: a policy with `keep_last`/`keep_daily`/`keep_monthly`
 read in the configured zone prunes real archives after a socket backup, while a writer keeps
-writing; `prune --dry-run` (CLI and socket) names the rule that keeps each archive."""
+writing; `prune --dry-run` (CLI, socket and `ctl`) names the rule that keeps each archive."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def test_gfs_policy_prunes_real_archives_by_local_buckets(
     text = d.cli("prune", "--policy", "gfs", "--dry-run")
     assert f"would keep {backup_dir / names['D']}.tar.gz: daily 2020-02-01" in text.stdout
     assert f"would delete {backup_dir / names['C']}.tar.gz" in text.stdout
+    ctl = d.ctl("prune", "--policy", "gfs", "--dry-run")
+    assert ctl.returncode == 0, ctl.stderr
+    expected = (
+        f"archive={names['E']}  policy=gfs  reasons=last 1, daily 2020-02-02, monthly 2020-02"
+    )
+    assert f"  {expected}" in ctl.stdout.splitlines()
     assert len(d.archives("gfs")) == 5
 
     new = d.request("backup", policy="gfs")["archive"]

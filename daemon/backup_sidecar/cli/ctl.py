@@ -58,6 +58,11 @@ def _request(ctx: Context, request: dict[str, Any], *, as_json: bool) -> dict[st
         )
 
 
+def _text(value: object) -> str:
+    """A field as text: a list (a pruned archive's ``reasons``) joined, not its repr."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _print(as_json: bool, result: dict[str, Any]) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -66,7 +71,9 @@ def _print(as_json: bool, result: dict[str, Any]) -> None:
         if isinstance(value, list) and value and isinstance(value[0], dict):
             click.echo(f"{key}:")
             for item in value:
-                click.echo("  " + "  ".join(f"{k}={v}" for k, v in item.items() if k != "path"))
+                click.echo(
+                    "  " + "  ".join(f"{k}={_text(v)}" for k, v in item.items() if k != "path")
+                )
         elif isinstance(value, dict) and value and isinstance(next(iter(value.values())), dict):
             click.echo(f"{key}:")
             for name, item in value.items():

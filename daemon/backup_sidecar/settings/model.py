@@ -96,6 +96,7 @@ class PolicyConfig(_Timing, RetentionConfig):
     @model_validator(mode="after")
     def _incremental(self) -> PolicyConfig:
         check_incremental_keys(self.mode, self.check, self.rebase)
+        self.check_counted_only(incremental=self.mode == "incremental")
         return self
 
 

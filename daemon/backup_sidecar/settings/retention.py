@@ -65,6 +65,20 @@ class RetentionConfig(BaseModel):
             )
         return self
 
+    def check_counted_only(self, *, incremental: bool) -> None:
+        """An incremental policy's backups (the page store) are pruned by count only: its
+        bucket and `keep_within` rules, or an unlimited `keep_last`, would not be honoured
+        there (refused naming the key, rather than pruning what they promise to keep)."""
+        if not incremental:
+            return
+        for key in RULE_KEYS[1:]:
+            if getattr(self, key) is not None:
+                raise KeyedValueError(
+                    key, "is for archives: an incremental policy keeps by count (keep)"
+                )
+        if self.keep_last == UNLIMITED:
+            raise KeyedValueError("keep_last", "unlimited is for archives: give a count")
+
     @property
     def gfs(self) -> bool:
         """Whether any GFS rule is set (not only `keep`)."""
