@@ -21,8 +21,8 @@ from backup_sidecar.offsite import store as _store
 
 _list = _store.Store.list
 
-def _tied(self):
-    got = _list(self)
+def _tied(self, *args, **kwargs):
+    got = _list(self, *args, **kwargs)
     when = min(o.modified for o in got.objects)
     tied = tuple(dataclasses.replace(o, modified=when) for o in got.objects)
     return dataclasses.replace(got, objects=tied)
