@@ -3,6 +3,7 @@ reference model written here from restic's documented rules, and each rule's edg
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -202,7 +203,7 @@ def test_several_archives_in_one_bucket_keep_the_newest() -> None:
 
 
 def test_a_rule_with_counts_left_keeps_the_oldest() -> None:
-    """As restic since 0.17: ``keep_daily 7`` over three days keeps each day's newest and, with
+    """As restic since 0.16: ``keep_daily 7`` over three days keeps each day's newest and, with
     counts left, the oldest archive too (so a young policy keeps its whole span)."""
     d = datetime(2026, 12, 5, tzinfo=UTC)
     archives = written(d, d + timedelta(hours=5), d + timedelta(days=1), d + timedelta(days=2))
@@ -335,3 +336,33 @@ def test_dates_at_the_edge_of_datetime_do_not_raise() -> None:
             archives, KeepRules(hourly=5, yearly=5, within=timedelta(days=3650)), tz
         )
         assert set(kept) == {"gfs_001", "gfs_002"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(cases(), st.lists(st.sampled_from(list(ArchiveStatus)), min_size=30, max_size=30))
+def test_rules_keep_the_invariants_with_damaged_and_legacy_archives(
+    case: tuple[list[datetime], KeepRules, tzinfo], statuses: list[ArchiveStatus]
+) -> None:
+    """Whatever the rules, with damaged and legacy archives mixed in: the newest verified
+    archive is kept, a damaged one is neither kept nor expired (left alone, not counted), and
+    every other archive is either kept with a reason or expired, never both."""
+    times, rules, tz = case
+    archives = [
+        dataclasses.replace(
+            a,
+            status=status,
+            sequence=None if status is not ArchiveStatus.VERIFIED else a.sequence,
+        )
+        for a, status in zip(written(*times), statuses, strict=False)
+    ]
+    chosen = select(archives, rules={"gfs": rules}, tz=tz)
+    kept = {a.name: why for a, why in chosen.kept}
+    expired = [a.name for a in chosen.expired]
+    assert len(expired) == len(set(expired))
+    assert not kept.keys() & set(expired)
+    assert all(why for why in kept.values())
+    live = {a.name for a in archives if a.status is not ArchiveStatus.DAMAGED}
+    assert kept.keys() | set(expired) == live
+    verified = [a for a in archives if a.status is ArchiveStatus.VERIFIED]
+    if verified:
+        assert max(verified, key=lambda a: a.newness).name in kept
