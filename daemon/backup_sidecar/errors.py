@@ -499,6 +499,16 @@ class OffsiteLeaseLostError(OffsiteError):
         self.holder = holder
 
 
+class OffsiteUploadAbandonedError(OffsiteError):
+    """An upload stopped on purpose (the daemon is stopping): nothing was confirmed and its
+    unfinished parts were aborted; the archive stays pending for the next sidecar."""
+
+    def __init__(self, url: str, name: str) -> None:
+        super().__init__(f"offsite upload of {name!r} to {url} abandoned: the sidecar is stopping")
+        self.url = url
+        self.name = name
+
+
 # Raised and caught inside offsite/, each turned into one of the errors above.
 
 

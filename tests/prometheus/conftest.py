@@ -18,7 +18,8 @@ from support.prometheus import Prometheus, SidecarDaemon
 def sidecar_daemon(
     tmp_path: Path, sock_dir: Path, daemons: DaemonRunner
 ) -> Iterator[SidecarDaemon]:
-    """The daemon on two fresh databases: `frequent` backs up every second, `drill` every 2s;
+    """The daemon on two fresh databases: `frequent` backs up every second, `drill` every 2s,
+    each archive copied to a file:// offsite store;
     SIGTERM at teardown must end it with exit code 0."""
     root = tmp_path / "sidecar"
     for sub in ("arrow_data", "user_data", "backups"):
@@ -35,6 +36,8 @@ def sidecar_daemon(
             "pre_restore": {"keep": 2},
         },
         health={"max_backup_age": {"frequent": "1h"}},
+        # a file:// store (the same code path as s3://): the offsite panels have data
+        offsite={"url": f"file://{root / 'offsite'}", "max_age": "1h"},
         lock_timeout="2s",
         grace_period="5s",
     )

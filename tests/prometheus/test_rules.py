@@ -21,6 +21,7 @@ REQUIRED_ALERTS = {
     "BackupSidecarRestoreDrillFailing",
     "BackupSidecarArchiveDamaged",
     "BackupSidecarDown",
+    "BackupSidecarOffsiteLagging",
 }
 
 

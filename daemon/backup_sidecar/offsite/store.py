@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -28,7 +28,13 @@ from backup_sidecar.offsite.target import (
     parse_target,
     resolve_credentials,
 )
-from backup_sidecar.offsite.transfer import HashingChunks, HashingFile, file_chunks, open_source
+from backup_sidecar.offsite.transfer import (
+    HashingChunks,
+    HashingFile,
+    file_chunks,
+    open_source,
+    until,
+)
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -109,12 +115,12 @@ class Store:
         name: str | None = None,
         recipients: Sequence[x25519.Recipient] = (),
         origin: rec.Origin | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> Uploaded:
-        """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting
-        to ``recipients``), check the stored size, then write the checksum record. Retries
-        restart the object from its first byte; unfinished uploads of it are aborted. Only
-        the holder of ``lease`` writes (checked first, and again before the record: a lease
-        lost meanwhile leaves the object unconfirmed). ``origin`` goes into the record."""
+        """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting to
+        ``recipients``), check the stored size, write the checksum record (with ``origin``).
+        Retries restart from byte 0, unfinished uploads of it aborted. Only ``lease``'s holder
+        writes (checked first and before the record); ``cancel()`` true abandons (``until``)."""
         encrypted = bool(recipients)
         name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
         key = self.key(name)
@@ -129,7 +135,7 @@ class Store:
             with open_source(path) as opened:
                 src = HashingFile(opened)
                 with self._payload(src, recipients) as chunks:
-                    hashed = HashingChunks(chunks)
+                    hashed = HashingChunks(until(chunks, cancel, self.url, name))
                     self.objects.put_stream(
                         key,
                         iter(hashed),

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from backup_sidecar.errors import ArchiveExistsError
+from backup_sidecar.errors import ArchiveExistsError, OffsiteUploadAbandonedError
 
 CHUNK = 1024 * 1024
 
@@ -96,6 +96,23 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+def until(
+    chunks: Iterable[bytes], cancel: Callable[[], bool] | None, url: str, name: str
+) -> Iterable[bytes]:
+    """``chunks`` until ``cancel()`` is true, then OffsiteUploadAbandonedError (not retried:
+    the caller stops; its unfinished parts are left for ``abort_orphaned_uploads``)."""
+    if cancel is None:
+        return chunks
+
+    def checked() -> Iterator[bytes]:
+        for chunk in chunks:
+            if cancel():
+                raise OffsiteUploadAbandonedError(url, name)
+            yield chunk
+
+    return checked()
 
 
 class Reader(Protocol):

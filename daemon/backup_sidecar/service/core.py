@@ -34,6 +34,7 @@ from backup_sidecar.service.inflight import InFlight
 from backup_sidecar.service.live import Configured, LiveConfig
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite import OffsiteUploader
+from backup_sidecar.service.reload_rules import start_only_changes
 from backup_sidecar.service.runs import ScheduledRuns
 from backup_sidecar.service.scheduler import PolicyScheduler
 from backup_sidecar.service.subscribers import HealthSubscriber, MetricsSubscriber
@@ -43,18 +44,6 @@ from backup_sidecar.service.watcher import HealthWatcher
 from backup_sidecar.settings import ResolvedPaths, Settings, load_configuration
 
 log = structlog.get_logger(__name__)
-
-
-def _start_only_changes(
-    old: Settings, old_paths: ResolvedPaths, new: Settings, new_paths: ResolvedPaths
-) -> list[str]:
-    """Keys whose new value would only take effect at start; a reload must not pretend to apply
-    them (a moved backup_dir would even escape the one-daemon-per-directory lock)."""
-    changed = ["backup_dir"] if old_paths.backup_dir != new_paths.backup_dir else []
-    changed += [key for key in ("control", "metrics") if getattr(old, key) != getattr(new, key)]
-    if old.health.interval != new.health.interval:
-        changed.append("health.interval")
-    return changed
 
 
 class Service:
@@ -126,6 +115,7 @@ class Service:
             abort=self._abort,
         )
         self.scheduler: PolicyScheduler | None = None
+        self.offsite: OffsiteUploader | None = None
         self._state: DaemonState | None = None
         self._control: ControlServer | None = None
         self.bound_metrics: tuple[str, int] | None = None
@@ -160,7 +150,7 @@ class Service:
             )
             return False
         old = self.live.now
-        fixed = _start_only_changes(old.settings, old.paths, settings, paths)
+        fixed = start_only_changes(old.settings, old.paths, settings, paths)
         if fixed:
             log.error(
                 "config_reload_refused",
@@ -182,6 +172,8 @@ class Service:
             self.archives.seed_from_disk()
         if self.scheduler is not None:
             self.scheduler.reschedule(settings.scheduled_policies(), timezone=settings.tzinfo)
+        if self.offsite is not None:
+            self.offsite.reloaded()
         log.info("config_reloaded", policies=sorted(settings.policies))
         return True
 
@@ -217,9 +209,10 @@ class Service:
             path = rt.backup_dir if key == "backup_dir" else rt.databases[key.split(".", 1)[1]].path
             log.info("path_resolved", key=key, path=str(path), source=source)
         self.archives.seed_from_disk()
-        uploader = OffsiteUploader.start_for(
-            self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ
-        )
+        self.offsite = uploader = OffsiteUploader.start_for(
+            self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ,
+            self.health,
+        )  # fmt: skip
         stack.callback(uploader.stop)
         if cfg.metrics.enabled:
             server = MetricsServer(registry=self.registry, health=self.health)
@@ -235,6 +228,7 @@ class Service:
             scan_archives=self.archives.scan,
             ensure_backup_dir=self.claim.ensure,
             scheduler=lambda: self.scheduler,
+            offsite_check=uploader.lag.check,
         )
         watcher.start()
         stack.callback(watcher.stop)

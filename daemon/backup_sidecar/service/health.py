@@ -40,6 +40,11 @@ class HealthStatus:
     claim_lost: str | None = None
     #: What the last scheduled offsite verify found wrong (cleared when it passes again).
     offsite_verify_problems: tuple[str, ...] = ()
+    #: One reason per policy whose offsite copies lag (service/offsite_health.py).
+    offsite_lagging: tuple[str, ...] = ()
+    #: Set while another sidecar holds the offsite lease: a note, never a reason (a second
+    #: read-only sidecar on one prefix is a legitimate setup).
+    offsite_read_only: str | None = None
 
     def reasons(self) -> list[str]:
         found = [
@@ -59,6 +64,7 @@ class HealthStatus:
         if self.claim_lost is not None:
             found.append(self.claim_lost)
         found += list(self.offsite_verify_problems)
+        found += self.offsite_lagging
         if self.last_drill_failed:
             detail = f": {self.last_drill_error}" if self.last_drill_error else ""
             found.append(f"the last restore drill failed{detail}")
@@ -74,6 +80,10 @@ class HealthStatus:
             for db in self.databases
             if not db.known
         ]
+
+    def notes(self) -> list[str]:
+        """What is worth saying but not unhealthy: this sidecar is read-only offsite."""
+        return [] if self.offsite_read_only is None else [self.offsite_read_only]
 
     @property
     def ok(self) -> bool:
@@ -137,6 +147,11 @@ class HealthState:
 
     def set_claim_lost(self, reason: str | None) -> HealthStatus:
         return self.update(lambda s: dataclasses.replace(s, claim_lost=reason))
+
+    def set_offsite(self, *, lagging: tuple[str, ...], read_only: str | None) -> HealthStatus:
+        return self.update(
+            lambda s: dataclasses.replace(s, offsite_lagging=lagging, offsite_read_only=read_only)
+        )
 
     def forget(self, *, policies: Iterable[str], databases: Iterable[str]) -> HealthStatus:
         """Drop every state of policies and databases a reload removed (the drill's with the

@@ -86,6 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, doc = HTTPStatus.OK, {"status": "ok"}
         if unknown:
             doc["unknown"] = unknown
+        if notes := current.notes():
+            doc["notes"] = notes
         return status, json.dumps(doc).encode() + b"\n", "application/json"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

@@ -22,22 +22,8 @@ PREFIX = "backup_sidecar_"
 
 #: Backups take from a tenth of a second (a small database) to an hour (a large one, slow disk).
 DURATION_BUCKETS = (
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1200.0,
-    1800.0,
-    3600.0,
-)
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
+)  # fmt: skip
 
 #: The control socket's operations; any other op is counted as "unknown" to bound the labels.
 CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune", "scrub")
@@ -262,6 +248,18 @@ class MetricFamilies:
             "damaged (the archiver's verify refused it), local or other.",
             ["reason"],
         )
+        self.offsite_lagging = gauge(
+            "offsite_lagging",
+            "1 while the sidecar's own check (the /healthz reason) finds the policy's offsite "
+            "copies behind by more than offsite.max_age, judged on its monotonic clock; 0 "
+            "otherwise. Absent without an offsite section or its max_age.",
+            ["policy"],
+        )
+        self.offsite_read_only = gauge(
+            "offsite_read_only",
+            "1 while another sidecar holds the offsite prefix's lease (this one uploads nothing "
+            "and prunes nothing there); 0 otherwise.",
+        )
         self.policy_age = PolicyAgeCollector(clock)
         registry.register(self.policy_age)
         if process_metrics:
@@ -280,6 +278,8 @@ class MetricFamilies:
             self.prune_deleted,
             self.prune_errors,
             self.next_run,
+            self.offsite_last_success,
+            self.offsite_lagging,
         )
 
     def by_database(self) -> tuple[Gauge, ...]:

@@ -9,75 +9,42 @@ from the bucket on every pass (local verified archives minus confirmed objects m
 the record's source SHA-256, ``offsite_sums.py``), so pending uploads survive a restart without
 a local state file; a same-named object made from other bytes is reported
 (``offsite_source_mismatch``, failure reason ``mismatch``), never counted nor overwritten.
-A failed pass is retried after ``retry_s`` (the library's own retries with backoff run inside
-each request).
+A failed pass is retried after 5 s,
+doubling up to ``retry_s`` (the library's own retries with backoff run inside each request).
+A reload wakes the thread (a changed or removed section: the old store closed, its lease
+released); the series are rebuilt from the bucket at each pass. Stopping abandons an upload
+in flight and releases the lease. Whether the copies lag: ``service/offsite_health.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import structlog
 
 from backup_sidecar import archiver, jobs, offsite
-from backup_sidecar.errors import SidecarError
+from backup_sidecar.errors import OffsiteUploadAbandonedError, SidecarError
 from backup_sidecar.jobs.offsite import fetch_archive, open_store
 from backup_sidecar.jobs.offsite_prune import origin_of, upload_candidates
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
 from backup_sidecar.jobs.runtime import OffsiteSpec
+from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite_gate import UploadGate
+from backup_sidecar.service.offsite_health import OffsiteLag, watched_policies
+from backup_sidecar.service.offsite_passes import failure_reason, renewing
 from backup_sidecar.service.offsite_prune import prune_pass
+from backup_sidecar.service.offsite_series import OffsiteSeries
 from backup_sidecar.service.offsite_state import UploaderState
 from backup_sidecar.service.offsite_sums import MismatchReport, SourceSums, split
 from backup_sidecar.service.offsite_verify import OffsiteVerifier
 
 log = structlog.get_logger(__name__)
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The `reason` label of ``backup_sidecar_offsite_failures_total`` (a bounded set)."""
-    name = type(exc).__name__
-    for word, reason in (
-        ("Unavailable", "unavailable"),
-        ("Request", "refused"),
-        ("Corrupt", "corrupt"),
-        ("Decrypt", "decrypt"),
-        ("Lease", "lease"),
-        ("Credentials", "credentials"),
-        ("Key", "key"),
-    ):
-        if word in name:
-            return reason
-    return "local" if isinstance(exc, OSError) else "other"
-
-
-@contextlib.contextmanager
-def _renewing(lease: offsite.Lease) -> Iterator[None]:
-    """Renew ``lease`` every third of its TTL on a thread while the block runs (a long
-    upload): without it, an upload outlasting the lease could never be confirmed."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(lease.ttl / 3):
-            try:
-                lease.renew()
-            except (SidecarError, OSError) as exc:  # the upload's own check then refuses
-                log.warning("offsite_lease_renewal_failed", error=str(exc))
-                return
-
-    thread = threading.Thread(target=renew, name="offsite-lease", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 class OffsiteUploader:
@@ -90,6 +57,7 @@ class OffsiteUploader:
         families: MetricFamilies,
         catalog: archiver.Catalog,
         environ: Mapping[str, str],
+        health: HealthState | None = None,
         retry_s: float = 60.0,
     ) -> None:
         self._live = live
@@ -104,14 +72,21 @@ class OffsiteUploader:
         self._store: offsite.Store | None = None
         self._lease: offsite.Lease | None = None
         self._told_read_only = False
-        self._last_success: dict[str, float] = {}
+        self._confirmed: set[str] = set()  # at the last listing that answered
+        self._reload = threading.Event()
+        self._failures = 0
+        #: Set to abandon the upload in flight: stopping, or a reload changed the section.
+        self._abandon = threading.Event()
+        #: The lag verdict (``check`` also runs on the health watcher's interval).
+        self.lag = OffsiteLag(live=live, health=health or HealthState(), families=families)
         #: What the last pass learned (the control socket's `offsite_status`).
         self.state = UploaderState()
+        self._series = OffsiteSeries(families=families, state=self.state, lag=self.lag)
         self._sums = SourceSums()
         self._mismatches = MismatchReport(families.offsite_failures)
+        self._gate = UploadGate(families=families)
         #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
         self.verifier: OffsiteVerifier | None = None
-        self._gate = UploadGate(families=families)
 
     @classmethod
     def start_for(
@@ -121,9 +96,12 @@ class OffsiteUploader:
         catalog: archiver.Catalog,
         outcomes: jobs.Outcomes,
         environ: Mapping[str, str],
+        health: HealthState,
     ) -> OffsiteUploader:
         """The daemon's uploader, subscribed to its outcomes and started."""
-        uploader = cls(live=live, families=metrics.families, catalog=catalog, environ=environ)
+        uploader = cls(
+            live=live, families=metrics.families, catalog=catalog, environ=environ, health=health
+        )
         outcomes.subscribe(uploader.notify)
         uploader.start()
         # The scheduled offsite verify runs beside it on its own thread (stopped with it).
@@ -142,37 +120,53 @@ class OffsiteUploader:
         if isinstance(event, BackupFinished) and event.ok:
             self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread (an upload in flight is abandoned unconfirmed) and free the lease."""
+    def reloaded(self) -> None:
+        """A reload: a pass now (a changed or removed section: the old lease released first)."""
+        self._reload.set()
+        if self._live.now.runtime.offsite != self._spec:
+            self._abandon.set()
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread (an upload in flight abandoned, its parts aborted), free the lease."""
+        self._stop.set()
+        self._abandon.set()
+        self._wake.set()
         if self.verifier is not None:
             self.verifier.stop(timeout)
-        self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._lease is not None and self._thread is not None and not self._thread.is_alive():
+        if self._thread is None or not self._thread.is_alive():
+            self._close()
+
+    def _close(self) -> None:
+        """Release the lease and drop the store (a reload changed or removed the section)."""
+        if self._lease is not None:
             try:
                 self._lease.release()
             except (SidecarError, OSError) as exc:
                 log.warning("offsite_lease_release_failed", error=str(exc))
+        self._store, self._lease, self._spec = None, None, None
+        self._confirmed.clear()
 
     def _loop(self) -> None:
+        failed = 0  # passes failed in a row: retried after 5 s, doubling up to retry_s
         while not self._stop.is_set():
             self._wake.clear()
+            before = self._failures
             try:
                 self.sync()
             except Exception as exc:  # a bug: logged, retried later, never the daemon's end
                 log.exception("offsite_upload_failed", error=str(exc))
                 self._families.offsite_failures.labels("other").inc()
-            self._wake.wait(timeout=self._retry_s)
+                self._failures += 1
+            failed = failed + 1 if self._failures > before else 0
+            wait = min(self._retry_s, 5.0 * 2 ** (failed - 1)) if failed else self._retry_s
+            self._wake.wait(timeout=wait)
 
     def _open(self, spec: OffsiteSpec) -> tuple[offsite.Store, offsite.Lease]:
         if self._store is None or self._lease is None or spec != self._spec:
-            if self._lease is not None:
-                try:
-                    self._lease.release()
-                except (SidecarError, OSError) as exc:
-                    log.warning("offsite_lease_release_failed", error=str(exc))
+            self._close()
             self._store = open_store(spec, environ=self._environ)
             self._lease = offsite.Lease(self._store, ttl=spec.lease_ttl)
             self._spec = spec
@@ -189,36 +183,43 @@ class OffsiteUploader:
         """One pass: upload every pending archive; how many were confirmed."""
         rt = self._live.now.runtime
         spec = rt.offsite
-        if spec is None:
-            return 0
+        if self._reload.is_set() or spec is None:
+            self._reload.clear()
+            if not self._stop.is_set():
+                self._abandon.clear()
+            if spec != self._spec:
+                self._close()
+                self._series.reset()
         try:
-            done = self._sync(rt, spec)
+            done = 0 if spec is None else self._sync(rt, spec)
+        except OffsiteUploadAbandonedError as exc:
+            log.info("offsite_upload_abandoned", error=str(exc))
+            return 0
         except (SidecarError, OSError) as exc:
             log.warning("offsite_upload_failed", error=str(exc), reason=failure_reason(exc))
             self._families.offsite_failures.labels(failure_reason(exc)).inc()
+            self._failures += 1
             self.state.failed(str(exc), datetime.now(UTC).timestamp())
+            if spec is not None:  # the store did not answer: pending ages on what is known
+                with contextlib.suppress(SidecarError, OSError):
+                    suffix = ".age" if spec.recipients else ""
+                    kept = upload_candidates(self._local(rt), spec.keep)
+                    self._series.waiting(
+                        [a for a in kept if a.path.name + suffix not in self._confirmed]
+                    )
             return 0
-        if self._gate.refused:  # the pass went on past them; they stay its error
+        finally:
+            with self._live.publishing:
+                self.lag.check()
+        if spec is not None and self._gate.refused:  # the pass went past them; still its error
             self.state.failed(self._gate.refused[-1], datetime.now(UTC).timestamp())
-        else:
+        elif spec is not None:
             self.state.passed(datetime.now(UTC).timestamp())
         return done
 
-    def _seed_last_success(
-        self, local: list[archiver.ArchiveInfo], confirmed: Mapping[str, datetime], suffix: str
-    ) -> None:
-        """Each policy's newest confirmed copy (the store's upload time), so the gauge is right
-        after a restart too, before this process uploads anything."""
-        for archive in local:
-            modified = confirmed.get(archive.path.name + suffix)
-            if modified is not None:
-                self._confirmed_at(archive.policy, modified.timestamp(), archive.path.name + suffix)
-
-    def _confirmed_at(self, policy: str, moment: float, obj: str) -> None:
-        self.state.confirmed(policy, obj, moment)
-        if moment > self._last_success.get(policy, 0.0):
-            self._last_success[policy] = moment
-            self._families.offsite_last_success.labels(policy).set(moment)
+    def _local(self, rt: jobs.Runtime) -> list[archiver.ArchiveInfo]:
+        """The verified local archives, newest first."""
+        return [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
 
     def _sync(self, rt: jobs.Runtime, spec: OffsiteSpec) -> int:
         store, lease = self._open(spec)
@@ -227,16 +228,17 @@ class OffsiteUploader:
         verdict = lease.renew()
         suffix = ".age" if spec.recipients else ""
         listed = store.list(encrypted_only=bool(spec.recipients)).objects
-        local = [a for a in jobs.listing(rt, self._catalog) if a.status == "verified"]
+        local = self._local(rt)
         candidates = upload_candidates(local, spec.keep)  # older ones offsite retention drops
         found = split(reversed(candidates), listed, suffix=suffix, sums=self._sums)
-        pending, confirmed, waiting = found.pending, found.confirmed, found.waiting
+        pending, confirmed = found.pending, found.confirmed
         self._mismatches.report(found.mismatched)
-        self._families.offsite_pending.set(waiting)
-        self.state.pending(waiting)
+        self._confirmed = set(confirmed)
+        left = [*pending, *(m.archive for m in found.mismatched)]  # not offsite
+        self._series.listed(local, confirmed, left, suffix=suffix, policies=watched_policies(rt))
         holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
         self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)
-        self._seed_last_success(local, confirmed, suffix)
+        self.lag.read_only(None if verdict.writable else f"{holder} holds {store.url}")
         if not verdict.writable:
             if not self._told_read_only:
                 log.warning("offsite_read_only", url=store.url, holder=holder)
@@ -250,21 +252,29 @@ class OffsiteUploader:
         recipients = offsite.parse_recipients(list(spec.recipients)) if spec.recipients else ()
         done = 0
         for archive in pending:
-            if self._stop.is_set():
+            if self._abandon.is_set():
                 break
-            if not self._gate.admits(rt, archive, should_stop=self._stop.is_set):
+            if not self._gate.admits(rt, archive, should_stop=self._abandon.is_set):
                 continue  # an odd name or a damaged archive: reported, the others go on
             if lease.valid_for < lease.ttl * 2 / 3:
                 lease.renew()
-            with _renewing(lease):
-                up = store.upload(
-                    archive.path, lease=lease, recipients=recipients, origin=origin_of(archive)
-                )
+            try:
+                with renewing(lease, self._abandon):
+                    up = store.upload(
+                        archive.path,
+                        lease=lease,
+                        recipients=recipients,
+                        origin=origin_of(archive),
+                        cancel=self._abandon.is_set,
+                    )
+            except OffsiteUploadAbandonedError:
+                store.abort_orphaned_uploads(lease=lease)  # still ours: no part is left
+                raise
             done += 1
+            self._confirmed.add(up.name)
             self._families.offsite_upload_bytes.inc(up.size)
-            self._confirmed_at(archive.policy, datetime.now(UTC).timestamp(), up.name)
-            self._families.offsite_pending.set(waiting - done)
-            self.state.pending(waiting - done)
+            left.remove(archive)
+            self._series.uploaded(archive, up.name, datetime.now(UTC).timestamp(), left)
             log.info(
                 "offsite_upload_completed",
                 archive=archive.name,
@@ -273,7 +283,7 @@ class OffsiteUploader:
                 encrypted=up.encrypted,
                 attempts=up.attempts,
             )
-        if not self._stop.is_set():
+        if not self._abandon.is_set():
             prune_pass(
                 store=store,
                 lease=lease,

@@ -66,6 +66,7 @@ class HealthWatcher:
         scan_archives: Callable[[], list[archiver.ArchiveInfo]],
         ensure_backup_dir: Callable[[], None],
         scheduler: Callable[[], PolicyScheduler | None],
+        offsite_check: Callable[[], None] | None = None,
     ) -> None:
         self._live = live
         self._health = health
@@ -74,6 +75,7 @@ class HealthWatcher:
         self._scan_archives = scan_archives
         self._ensure_backup_dir = ensure_backup_dir
         self._scheduler = scheduler
+        self._offsite_check = offsite_check
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
@@ -200,6 +202,8 @@ class HealthWatcher:
         )
         health.set_overdue(overdue)
         metrics.overdue_checked(cfg.health.max_backup_age, (p.policy for p in overdue))
+        if self._offsite_check is not None:  # the offsite lag ages while the uploader waits
+            self._offsite_check()
         scheduler = self._scheduler()
         if scheduler is not None:
             metrics.next_runs(scheduler.next_run_times())
