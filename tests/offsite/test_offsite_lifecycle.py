@@ -6,6 +6,7 @@ is back and the upload lands."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,10 @@ def test_the_endpoint_down_during_a_backup_then_back(
     server.stop()
     reply = d.request("backup")
     archive = reply["archive"]
-    listed = {a["name"]: a["status"] for a in d.request("list")["archives"]}
-    assert listed[archive] == "verified"
+    listed = d.cli("list", "--json")  # the backup directory as the CLI reads it
+    assert listed.returncode == 0, listed.stderr
+    statuses = {a["name"]: a["status"] for a in json.loads(listed.stdout)}
+    assert statuses[archive] == "verified"
     wait_until(
         lambda: (sample(d.scrape(), PENDING) or 0) >= 1
         and (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="unavailable")

@@ -22,6 +22,7 @@ REQUIRED_ALERTS = {
     "BackupSidecarArchiveDamaged",
     "BackupSidecarDown",
     "BackupSidecarOffsiteLagging",
+    "BackupSidecarOffsiteVerifyFailing",
 }
 
 
