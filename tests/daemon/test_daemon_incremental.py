@@ -12,6 +12,8 @@ from typing import Any
 
 from support.daemon import DaemonRunner
 from support.databases import Writer, row_count
+from support.metrics import sample
+from support.waiting import wait_until
 
 
 def _add_rows(db: Path, rows: int) -> None:
@@ -52,3 +54,35 @@ def test_pruning_a_chains_base_and_middle_leaves_the_later_backups_restorable(
         assert result["restored"] == ["user"] and result["pre_restore_archive"]
         assert row_count(wal_db) == rows
     assert writer.stop()["errors"] == 0
+
+
+def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A scheduled incremental policy with a max_backup_age: its catch-up backup at start is
+    its last success, and the health check every second keeps it (before, the watcher found
+    no archive of the policy, logged last_success_lost, reset the metric to 0, and /healthz
+    said overdue)."""
+    policies = {"hourly": {"every": "1h", "keep": 3, "mode": "incremental"}}
+    cfg = daemon_config(
+        databases={"user": wal_db}, policies=policies, health={"max_backup_age": {"hourly": "1h"}}
+    )
+    d = daemons.start(cfg)
+    done = d.log.wait("backup_completed", policy="hourly")
+    assert done["kind"] == "incremental"
+    wal_size = "backup_sidecar_database_wal_size_bytes"
+    wal = wal_db.with_name(wal_db.name + "-wal")
+    holder = sqlite3.connect(wal_db)  # keeps the -wal file (the last close removes it)
+    holder.execute("SELECT count(*) FROM items").fetchone()
+    for _ in range(2):  # two health checks after the backup: each saw the -wal grow
+        _add_rows(wal_db, 500)
+        target = float(wal.stat().st_size)
+        wait_until(
+            lambda: sample(d.scrape(), wal_size, database="user") == target,  # noqa: B023
+            what="a health check after the backup",
+        )
+    name = "backup_sidecar_backup_last_success_timestamp_seconds"
+    assert (sample(d.scrape(), name, policy="hourly") or 0) > 0
+    assert not d.log.find("last_success_lost")
+    assert d.healthz()[0] == 200
+    holder.close()

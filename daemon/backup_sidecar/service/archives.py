@@ -12,20 +12,30 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.pagesummary import page_successes
 from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metrics import Metrics
-from backup_sidecar.service.successes import SuccessLedger
+from backup_sidecar.service.successes import SuccessLedger, counts_as_success
 from backup_sidecar.settings.model import SCRUB_JOB
 
 log = structlog.get_logger(__name__)
+
+
+def with_page_successes(
+    backup_dir: Path, archives: Iterable[archiver.ArchiveInfo]
+) -> list[archiver.ArchiveInfo]:
+    """``archives`` and the incremental backups (jobs/pagesummary.py), newest first: what the
+    last-success ledger and the catch-up count (never the drill, the prune or the counts)."""
+    merged = [*archives, *page_successes(backup_dir)]
+    return sorted(merged, key=lambda a: a.newness, reverse=True)
 
 
 def newest_verified(archives: Iterable[archiver.ArchiveInfo]) -> dict[str, datetime]:
     """Each policy's newest verified archive time in ``archives`` (a listing, newest first)."""
     newest: dict[str, datetime] = {}
     for archive in archives:
-        if archive.status is archiver.ArchiveStatus.VERIFIED:
+        if archive.status is archiver.ArchiveStatus.VERIFIED or counts_as_success(archive):
             newest.setdefault(archive.policy, archive.created_at)
     return newest
 
@@ -84,7 +94,8 @@ class ArchivesPublisher:
         except OSError as exc:
             log.error("backup_dir_unreadable", path=str(backup_dir), error=str(exc))
             return
-        self._ledger.sync(archives, policies=self._live.now.settings.policies)
+        successes = with_page_successes(backup_dir, archives)
+        self._ledger.sync(successes, policies=self._live.now.settings.policies)
         self._metrics.archives_counted(Counter(a.policy for a in archives))
         damaged = [a for a in archives if a.status is archiver.ArchiveStatus.DAMAGED]
         self._metrics.damaged_counted(Counter(a.policy for a in damaged))
@@ -121,4 +132,7 @@ class ArchivesPublisher:
         # policy's catch-up: not one listing of the directory per policy.
         if self.catalog.scans == 0:
             self.catalog.refresh()
-        return newest_verified(self.catalog.snapshot().archives).get(policy)
+        archives = with_page_successes(
+            self._live.now.runtime.backup_dir, self.catalog.snapshot().archives
+        )
+        return newest_verified(archives).get(policy)

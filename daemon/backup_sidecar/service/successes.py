@@ -33,6 +33,12 @@ class SuccessMetrics(Protocol):
     def has_last_success(self, policy: str) -> bool: ...
 
 
+def counts_as_success(archive: ArchiveInfo) -> bool:
+    """An incremental backup is a success once written (its check passed in its read
+    transaction); `verified` for it means a later rebuild matched, which no schedule runs."""
+    return archive.kind == "incremental" and archive.status is archiver.ArchiveStatus.UNVERIFIED
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -67,7 +73,7 @@ class SuccessLedger:
         found: dict[str, tuple[str, datetime]] = {}
         names: set[str] = set()
         for archive in archives:
-            if archive.status is archiver.ArchiveStatus.VERIFIED:
+            if archive.status is archiver.ArchiveStatus.VERIFIED or counts_as_success(archive):
                 found.setdefault(archive.policy, (archive.name, archive.created_at))
                 names.add(archive.name)
         now, mono = self._clock(), self._monotonic()

@@ -16,7 +16,7 @@ import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import DatabaseSpec, free_bytes
-from backup_sidecar.service.archives import damaged_newest
+from backup_sidecar.service.archives import damaged_newest, with_page_successes
 from backup_sidecar.service.dbcheck import DatabaseHealth, check_database
 from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.live import LiveConfig
@@ -187,7 +187,8 @@ class HealthWatcher:
         health.set_backup_dir_free_bytes(free)
         metrics.archives_counted(Counter(a.policy for a in archives or ()))
         if archives is not None:  # an unreadable directory says nothing about what it holds
-            self._ledger.sync(archives, policies=cfg.policies)
+            successes = with_page_successes(rt.backup_dir, archives)
+            self._ledger.sync(successes, policies=cfg.policies)
         metrics.damaged_counted(
             Counter(a.policy for a in archives or () if a.status is archiver.ArchiveStatus.DAMAGED)
         )
