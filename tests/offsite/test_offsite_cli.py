@@ -437,7 +437,8 @@ def test_restore_latest_falls_back_past_a_bad_newest_copy(site: Site) -> None:
 
 def test_a_local_archive_of_the_same_name_is_used_or_kept_untouched(site: Site) -> None:
     """The name is taken in the backup directory: by the same archive, it is used (not
-    downloaded over); by another archive, or by a damaged copy of this one, the restore is
+    downloaded over: known by the record's source SHA-256, or for a record without one, by
+    the downloaded copy's); by another archive, or by a damaged copy of this one, the restore is
     one error saying which, and the local file and the databases stay exactly as they were."""
     site.backup_and_upload("kept", encrypt=False)
     local = site.backup_dir / "kept.tar.gz"
@@ -449,6 +450,14 @@ def test_a_local_archive_of_the_same_name_is_used_or_kept_untouched(site: Site) 
         "reused": True,
         "skipped": [],
     }
+    assert local.stat().st_ino == inode
+    record_key = site.store.record_key("kept.tar.gz")
+    record = json.loads(site.store.objects.read_small(record_key, 65536) or b"{}")
+    del record["source_sha256"]  # a record from before it existed: compared after a download
+    site.store.objects.put(record_key, json.dumps(record).encode())
+    older = site.cli("restore", "kept", "--from-offsite", "--force")
+    assert older.returncode == 0, older.stderr
+    assert "kept is already in the backup directory, the same archive as" in older.stderr
     assert local.stat().st_ino == inode
     assert site.cli("backup", "--name", "other").returncode == 0
     another = (site.backup_dir / "other.tar.gz").read_bytes()

@@ -5,8 +5,10 @@ every CRC and SHA-256, ``integrity_check`` of every database), and only then lin
 A copy that fails any of that leaves nothing in the backup directory: the staging area goes
 with it (and one abandoned by a killed process is removed by the next start, like any other).
 When the name is already taken there, the local file is never replaced: it is used when it is
-the same archive (the same SHA-256 as the verified copy), else the fetch is refused, saying
-whether the local file differs or is damaged.
+the same archive (its SHA-256 is the one the object's record says it was made from: then it is
+verified in place of a download; or, for an older record without it, the SHA-256 of the
+downloaded and verified copy), else the fetch is refused, saying whether the local file
+differs or is damaged.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Skipped:
 @dataclass(frozen=True)
 class Fetched:
     """An archive fetched from offsite: published into the backup directory, or found there
-    already (``reused``: the same bytes as the verified copy). ``skipped``: the newer copies
+    already (``reused``: the same bytes as the offsite copy). ``size``: the bytes downloaded
+    (0 when the local archive was used without a download). ``skipped``: the newer copies
     that failed to download or verify first (``--latest`` only), newest first."""
 
     archive: str
@@ -64,6 +67,12 @@ def fetch_copy(
     ``<archive>.tar.gz``; raises the library's download errors, CorruptArchiveError when the
     copy fails verify, OffsiteLocalCopyError when another file holds the name."""
     dest = rt.backup_dir / f"{archive}{archiver.ARCHIVE_SUFFIX}"
+    if _recorded_here(dest, obj):  # the same archive already here: verified, not downloaded
+        with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
+            archiver.verify_archive(
+                dest, staging=scratch, progress=effort.progress, should_stop=effort.should_stop
+            )
+        return Fetched(archive=archive, object=obj.name, size=0, decrypted=False, reused=True)
     with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
         staged = area / dest.name
         got = store.download(
@@ -86,6 +95,20 @@ def fetch_copy(
     return Fetched(
         archive=archive, object=obj.name, size=got.size, decrypted=got.decrypted, reused=reused
     )
+
+
+def _recorded_here(local: Path, obj: offsite.OffsiteObject) -> bool:
+    """Whether ``local`` exists and is the archive the object was made from: its SHA-256 is
+    the record's ``source_sha256`` (absent from records older than it: then the copy is
+    downloaded and compared instead). A forged record could only make the local file be
+    used, which is verified like any other."""
+    source = obj.record.source_sha256 if obj.record is not None else None
+    if source is None or not (local.exists() or local.is_symlink()):
+        return False
+    try:
+        return _sha256(local) == source
+    except OSError:
+        return False  # the download path says what is wrong with it
 
 
 def _same_or_refuse(local: Path, verified: Path, object_name: str) -> None:
