@@ -144,8 +144,11 @@ def _restore_from(rt: Runtime, archive: str, needed: dict[str, str], done: dict[
 
 def _candidates(rt: Runtime, environ: Mapping[str, str]) -> list[str]:
     """Confirmed offsite archives, newest first by the store's upload time."""
-    store = open_store(rt.require_offsite(), environ=environ)
-    confirmed = [o for o in store.list().objects if o.confirmed]
+    spec = rt.require_offsite()
+    store = open_store(spec, environ=environ)
+    # (the config encrypts: a plaintext object is never confirmed, as for restore)
+    listed = store.list(encrypted_only=bool(spec.recipients)).objects
+    confirmed = [o for o in listed if o.confirmed]
     confirmed.sort(key=upload_order, reverse=True)
     names = [archive_name(o.name) for o in confirmed]
     return [n for n in names if n is not None]
