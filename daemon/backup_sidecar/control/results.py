@@ -123,7 +123,8 @@ class OffsiteCopy(_Result):
     """A policy's newest confirmed offsite copy."""
 
     object: str
-    #: When the store took it (its clock), ISO 8601.
+    #: When it was confirmed, ISO 8601: the store's upload time, or this host's clock for an
+    #: upload this daemon confirmed since it started.
     uploaded_at: str
     age_seconds: float
 
