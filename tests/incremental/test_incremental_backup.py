@@ -124,3 +124,21 @@ def test_a_link_planted_as_the_pages_directory_is_refused(tmp_path: Path, backup
     with pytest.raises(UnsafeEntryError, match="pages"):
         jobs.run_backup(rt, policy="hourly")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_lost_sequence_counter_never_reorders_a_chain(tmp_path: Path, backup_dir: Path) -> None:
+    """The creation-sequence counter deleted after two incremental backups (it is a cache,
+    rebuilt from what is on disk): the third still gets sequence 3 and the second as its
+    parent. Before, the counter was rebuilt from the .tar.gz archives alone: the third got
+    sequence 1, listed oldest, and the next backup took the second as its parent again."""
+    user = make_db(tmp_path / "user_data.db", wal=True)
+    rt = incremental_runtime(backup_dir, {"user": user})
+    first = jobs.run_backup(rt, policy="hourly", archive_name="first")
+    second = jobs.run_backup(rt, policy="hourly", archive_name="second")
+    (backup_dir / ".locks" / "sequence.lock").unlink()
+    third = jobs.run_backup(rt, policy="hourly", archive_name="third")
+    assert (first.sequence, second.sequence, third.sequence) == (1, 2, 3)
+    m = rebuild_to(backup_dir, "user", "third", tmp_path / "third.db")
+    assert m.metadata["parent"] == "second"
+    listed, _ = list_page_backups(backup_dir)
+    assert [b.name for b in listed] == ["third", "second", "first"]

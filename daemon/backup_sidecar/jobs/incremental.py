@@ -21,10 +21,11 @@ import structlog
 
 from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus, DatabaseSpec
-from backup_sidecar.archiver.sequence import next_sequence
+from backup_sidecar.archiver.sequence import next_sequence, reconcile
 from backup_sidecar.errors import ManifestFormatError, PageStoreError
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.pagestores import store_path
+from backup_sidecar.jobs.pagesummary import page_successes
 from backup_sidecar.jobs.runtime import IncrementalSpec
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,10 @@ def incremental_backup(
 ) -> tuple[ArchiveInfo, dict[str, pagestore.Manifest]]:
     """Back ``specs`` up into their page stores as ``name``; (the backup as `list` shows it,
     each database's manifest)."""
+    # The counter is a cache rebuilt from the archives alone: raise it past every incremental
+    # backup first, or a lost counter would hand out numbers the chains already hold.
+    seen = max((a.sequence or 0 for a in page_successes(backup_dir)), default=0)
+    reconcile(backup_dir, seen=seen)
     sequence = next_sequence(backup_dir)
     stores = {s.name: store_path(backup_dir, s.name, create=True) for s in specs}
     if unique and any(_has(store, name) for store in stores.values() if store):
