@@ -84,3 +84,21 @@ def test_a_malformed_manifest_is_one_damaged_row_not_the_end_of_the_listing(
     assert broken["status"] == "damaged" and "malformed" in str(broken["error"])
     result = run_cli("verify", name, config=cfg)
     assert result.returncode == 1 and name in one_error_line(result)
+
+
+def test_a_backup_missing_one_databases_manifest_is_damaged_and_never_restored(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """A backup of two databases whose user manifest is missing (a kill between the two
+    databases leaves that; the job removes them on any error it sees) is listed `damaged`
+    naming the database, and `restore` refuses it with one line, changing nothing."""
+    cfg = _setup(tmp_path, backup_dir)
+    name = str(_listed(cfg)[0]["name"])
+    (pages_root(backup_dir) / "user" / "manifests" / f"{name}.json").unlink()
+    broken = next(a for a in _listed(cfg) if a["name"] == name)
+    assert broken["status"] == "damaged" and "user" in str(broken["error"])
+    live = tmp_path / "arrow_database.db"
+    before = live.read_bytes()
+    result = run_cli("restore", name, "--force", config=cfg)
+    assert result.returncode == 1 and name in one_error_line(result)
+    assert live.read_bytes() == before

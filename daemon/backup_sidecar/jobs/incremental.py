@@ -63,6 +63,7 @@ def incremental_backup(
                 "policy": policy,
                 "sequence": sequence,
                 "database": db.name,
+                "backup_databases": [s.name for s in specs],
                 "member": db.member,
                 "source_path": str(db.path),
                 "chain": chain,

@@ -116,6 +116,11 @@ def _backup(
     first = next(iter(manifests.values()), None)
     meta = first.metadata if first else {}
     sequence = meta.get("sequence")
+    expected = meta.get("backup_databases")
+    for db in expected if isinstance(expected, list) else ():
+        if isinstance(db, str) and db not in manifests and db not in errors:
+            # A kill between two databases' manifests (the job removes them on any error).
+            errors = {**errors, db: "no manifest: the backup never completed for it"}
     return PageBackup(
         name=name,
         policy=str(meta.get("policy", "")),
