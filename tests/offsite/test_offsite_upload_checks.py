@@ -110,8 +110,9 @@ def test_an_odd_archive_name_is_refused_alone_and_the_others_are_uploaded(
 
 def test_a_rotten_archive_is_never_uploaded_and_is_marked_damaged(tmp_path: Path) -> None:
     """One byte of a database member flipped on disk, the file's size and times put back (bit
-    rot: `list` still says verified): the pass reads it to the end before sending (the
-    archive's first upload), uploads only the sound archive, writes the scrub's damage
+    rot: `list` still says verified): the pass reads it to the end while sending it and
+    never writes its record (the object is deleted at once), uploads the sound archive,
+    writes the scrub's damage
     marker (found by the offsite upload) and counts reason `damaged` once; the archive is no
     longer pending, so the next pass neither counts nor reads it again."""
     configured, url = _site(tmp_path)
@@ -127,6 +128,9 @@ def test_a_rotten_archive_is_never_uploaded_and_is_marked_damaged(tmp_path: Path
     uploader = _uploader(configured, registry)
     assert uploader.sync() == 1
     assert _confirmed(url) == {"sound.tar.gz"}
+    stored = Store(parse_target(url)).list()
+    assert [o.name for o in stored.objects] == ["sound.tar.gz"]  # the rotten one deleted
+    assert stored.problems == ()
     marker = json.loads((rt.backup_dir / "rotten.tar.gz.damaged").read_text())
     assert marker["found_by"] == "offsite upload"
     assert _failures(registry, "damaged") == 1

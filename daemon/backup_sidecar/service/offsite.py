@@ -28,7 +28,7 @@ import structlog
 from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import OffsiteUploadAbandonedError, SidecarError
 from backup_sidecar.jobs.offsite import fetch_archive, open_store
-from backup_sidecar.jobs.offsite_prune import origin_of, upload_candidates
+from backup_sidecar.jobs.offsite_prune import upload_candidates
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.health import HealthState
@@ -254,22 +254,20 @@ class OffsiteUploader:
         for archive in pending:
             if self._abandon.is_set():
                 break
-            if not self._gate.admits(rt, archive, should_stop=self._abandon.is_set):
-                continue  # an odd name or a damaged archive: reported, the others go on
+            if not self._gate.admits(archive):
+                continue  # an odd name: reported, the others go on
             if lease.valid_for < lease.ttl * 2 / 3:
                 lease.renew()
             try:
                 with renewing(lease, self._abandon):
-                    up = store.upload(
-                        archive.path,
-                        lease=lease,
-                        recipients=recipients,
-                        origin=origin_of(archive),
-                        cancel=self._abandon.is_set,
+                    up = self._gate.upload(
+                        rt, store, lease, archive, recipients, cancel=self._abandon.is_set
                     )
             except OffsiteUploadAbandonedError:
                 store.abort_orphaned_uploads(lease=lease)  # still ours: no part is left
                 raise
+            if up is None:
+                continue  # rotten: its object deleted, the archive marked damaged, counted
             done += 1
             self._confirmed.add(up.name)
             self._families.offsite_upload_bytes.inc(up.size)

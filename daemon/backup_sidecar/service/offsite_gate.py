@@ -1,39 +1,86 @@
-"""What the upload job checks of each pending archive right before sending it.
+"""What the upload job checks of each pending archive, so that only a sound, well-named archive
+ever becomes a confirmed offsite copy.
 
-- **Its name.** Only an archive whose name follows the archiver's rule (1-128 of A-Z a-z 0-9
-  . _ - starting with a letter or digit) becomes an object: the offsite keys use that same
-  rule, and a restore from offsite finds archives by it. A file planted or renamed in the
-  backup directory as ``-x1.tar.gz`` or ``sp ace.tar.gz`` is refused on its own (logged
-  ``offsite_upload_refused`` once per name, counted as reason ``name`` at every pass while it
-  is there); the other archives go on. Renamed to a valid name, it is uploaded at the next
-  pass.
-- **Its bytes.** The archiver's read check (every gzip CRC, the tar structure, every database
-  member's size and SHA-256 against the metadata), its result cached by file identity
-  (device, inode, size, mtime) as the prune's: the uploader reads each version of an archive
-  file once, before its first upload attempt (a retry after a failed upload does not read it
-  again), so the copy that may one day be the only one is never a damaged one. An archive
-  that fails is marked
-  damaged (``found_by: offsite upload``, the scrub's marker: `list` shows it damaged, retention
-  neither deletes it nor counts it, and it is no longer pending) and counted as reason
-  ``damaged``.
+- **Its name** (``admits``, before anything is sent). Only an archive whose name follows the
+  archiver's rule (1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit) becomes an
+  object: the offsite keys use that same rule, and a restore from offsite finds archives by
+  it. A file planted or renamed in the backup directory as ``-x1.tar.gz`` or ``sp ace.tar.gz``
+  is refused on its own (logged ``offsite_upload_refused`` once per name, counted as reason
+  ``name`` at every pass while it is there); the other archives go on. Renamed to a valid
+  name, it is uploaded at the next pass.
+- **Its bytes** (``checking``, during the upload). The archiver's read check (every gzip CRC,
+  the tar structure, every database member's size and SHA-256 against the metadata) runs on
+  its own thread while the bytes go out, and ``Store.upload`` writes the checksum record only
+  once it passed (its ``vet``): the check costs no upload time where the upload is the slower,
+  and a rotten archive's object is never confirmed (it is deleted at once). Results are
+  cached by file identity (device, inode, size, mtime) as the prune's: each version of an
+  archive file is read once, a retried upload does not read it again. An archive that fails
+  is marked damaged (``found_by: offsite upload``, the scrub's marker: `list` shows it
+  damaged, retention neither deletes it nor counts it, and it is no longer pending) and
+  counted as reason ``damaged``.
 
 Each refusal of a pass is kept (``refused``) so the pass reports the last one as its error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import structlog
 
-from backup_sidecar import archiver, jobs
-from backup_sidecar.errors import CorruptArchiveError, OperationAbortedError
+from backup_sidecar import archiver, jobs, offsite
+from backup_sidecar.errors import CorruptArchiveError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name
+from backup_sidecar.jobs.offsite_prune import origin_of
 from backup_sidecar.service.metric_families import MetricFamilies
 
 log = structlog.get_logger(__name__)
 
 FOUND_BY = "offsite upload"
+
+
+class ReadCheck:
+    """One archive's read check on its own thread; ``vet`` waits for it (Store.upload's hook)
+    and raises CorruptArchiveError when it failed."""
+
+    def __init__(
+        self,
+        checks: archiver.ReadCheckCache,
+        archive: archiver.ArchiveInfo,
+        stop: Callable[[], bool],
+    ) -> None:
+        self.archive = archive
+        self.fault: str | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()  # the upload ended first: the check may stop
+        self._thread = threading.Thread(
+            target=self._run, args=(checks, stop), name="offsite-check", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, checks: archiver.ReadCheckCache, stop: Callable[[], bool]) -> None:
+        try:
+            self.fault = checks.check(
+                self.archive.path, should_stop=lambda: stop() or self._done.is_set()
+            )
+        except FileNotFoundError:
+            pass  # pruned while it was being sent: the bytes read were whole
+        except Exception as exc:  # noqa: BLE001 (handed to the uploading thread by ``vet``)
+            self._error = exc
+
+    def vet(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self.fault is not None:
+            raise CorruptArchiveError(self.archive.name, self.fault)
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 class UploadGate:
@@ -49,35 +96,89 @@ class UploadGate:
     def begin_pass(self) -> None:
         self.refused = []
 
-    def admits(
+    def admits(self, archive: archiver.ArchiveInfo) -> bool:
+        """True when ``archive``'s name can be an object; else it was reported and is skipped."""
+        file_name = archive.path.name
+        if archive_name(file_name) is not None:
+            return True
+        why = (
+            f"archive file {file_name!r} is not uploaded: its name is not a valid archive "
+            "name (1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit); rename it"
+        )
+        if file_name not in self._told:
+            log.error("offsite_upload_refused", archive=file_name, reason=why)
+            self._told.add(file_name)
+        self._refuse("name", why)
+        return False
+
+    def upload(
+        self,
+        rt: jobs.Runtime,
+        store: offsite.Store,
+        lease: offsite.Lease,
+        archive: archiver.ArchiveInfo,
+        recipients: Sequence[Any],
+        *,
+        cancel: Callable[[], bool],
+    ) -> offsite.Uploaded | None:
+        """``store.upload`` of ``archive``, read-checked meanwhile; None when it was rotten."""
+        up: offsite.Uploaded | None = None
+        name = archive.path.name + (".age" if recipients else "")
+        with self.checking(
+            rt, archive, store=store, lease=lease, object_name=name, should_stop=cancel
+        ) as check:
+            up = store.upload(
+                archive.path,
+                lease=lease,
+                recipients=recipients,
+                origin=origin_of(archive),
+                cancel=cancel,
+                vet=check.vet,  # the record is written only once the read check passed
+            )
+        return None if check.fault is not None else up
+
+    @contextlib.contextmanager
+    def checking(
         self,
         rt: jobs.Runtime,
         archive: archiver.ArchiveInfo,
         *,
+        store: offsite.Store,
+        lease: offsite.Lease,
+        object_name: str,
         should_stop: Callable[[], bool],
-    ) -> bool:
-        """True when ``archive`` may be uploaded now; else it was reported and is skipped."""
-        file_name = archive.path.name
-        if archive_name(file_name) is None:
-            why = (
-                f"archive file {file_name!r} is not uploaded: its name is not a valid archive "
-                "name (1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit); rename it"
-            )
-            if file_name not in self._told:
-                log.error("offsite_upload_refused", archive=file_name, reason=why)
-                self._told.add(file_name)
-            self._refuse("name", why)
-            return False
+    ) -> Iterator[ReadCheck]:
+        """Read-check ``archive`` while the block uploads it (pass ``.vet`` to Store.upload).
+        When the check fails, the block's CorruptArchiveError is taken here: the unconfirmed
+        object is deleted, the archive marked damaged and the refusal counted; the caller
+        sees ``.fault`` set."""
+        check = ReadCheck(self._checks, archive, should_stop)
         try:
-            fault = self._checks.check(archive.path, should_stop=should_stop)
-        except (FileNotFoundError, OperationAbortedError):
-            return False  # pruned since the listing, or the daemon stopping: nothing wrong
-        if fault is not None:
-            jobs.mark_damaged(rt, archive, fault, found_by=FOUND_BY)
-            error = CorruptArchiveError(archive.name, fault)
-            self._refuse("damaged", f"archive {archive.name!r} not uploaded: {error}")
-            return False
-        return True
+            yield check
+        except CorruptArchiveError:
+            if check.fault is None:
+                raise
+            self._damaged(rt, check, store=store, lease=lease, object_name=object_name)
+        finally:
+            check.finish()
+
+    def _damaged(
+        self,
+        rt: jobs.Runtime,
+        check: ReadCheck,
+        *,
+        store: offsite.Store,
+        lease: offsite.Lease,
+        object_name: str,
+    ) -> None:
+        assert check.fault is not None
+        try:
+            store.delete(object_name, lease=lease)  # sent, never confirmed: not left behind
+        except (SidecarError, OSError) as exc:  # offsite retention removes it after a day
+            log.warning("offsite_delete_failed", object=object_name, error=str(exc))
+        jobs.mark_damaged(rt, check.archive, check.fault, found_by=FOUND_BY)
+        error = CorruptArchiveError(check.archive.name, check.fault)
+        self._refuse("damaged", f"archive {check.archive.name!r} not uploaded: {error}")
 
     def _refuse(self, reason: str, why: str) -> None:
         self._families.offsite_failures.labels(reason).inc()
