@@ -7,13 +7,14 @@ is back and the upload lands."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backup_sidecar.offsite import Store
+from backup_sidecar.offsite import Lease, Store, parse_target
 from support.daemon import DaemonRunner, quiet_config
 from support.databases import make_big_db, make_db
 from support.metrics import sample
@@ -23,6 +24,7 @@ from support.waiting import wait_until
 
 PENDING = "backup_sidecar_offsite_pending_archives"
 LAGGING = "backup_sidecar_offsite_lagging"
+LAST = "backup_sidecar_offsite_last_success_timestamp_seconds"
 
 
 @pytest.fixture
@@ -148,7 +150,7 @@ def test_the_endpoint_down_during_a_backup_then_back(
     )  # fmt: skip
     _, doc = wait_until(
         lambda: (h := d.healthz())[0] == 503 and h,
-        timeout=60,
+        timeout=180,
         what="/healthz 503 once offsite.max_age passed",
     )
     assert any(
@@ -160,11 +162,70 @@ def test_the_endpoint_down_during_a_backup_then_back(
     store = s3_store(server, shared_bucket, prefix, retry=fast_retry())
     wait_until(
         lambda: _confirmed(store) == {f"{archive}.tar.gz"},
-        timeout=120,
+        timeout=240,  # the failed passes' backoff reaches 60 s while the server is down
         what="the pending upload completed after the server came back",
     )
     wait_until(lambda: d.healthz()[0] == 200, what="/healthz healthy again")
     scrape = d.scrape()
     assert sample(scrape, PENDING) == 0
     assert sample(scrape, LAGGING, policy="manual") == 0
+    assert d.stop() == 0
+
+
+def test_sighup_drops_a_removed_policys_series_and_a_removed_section_frees_the_lease(
+    daemons: DaemonRunner, tmp_path: Path, sock_dir: Path
+) -> None:
+    """A real daemon on a file:// store (lease_ttl 10m): a SIGHUP removing a policy drops its
+    last-success and lagging series at once; one removing the `offsite` section releases the
+    prefix's lease (another sidecar takes it at once, not after the TTL), drops every offsite
+    series and zeroes pending."""
+    user = make_db(tmp_path / "data" / "user_data.db", wal=True, rows=20)
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    url = f"file://{tmp_path / 'offsite'}"
+    config = quiet_config(
+        backup_dir=backup_dir,
+        databases={"user": user},
+        socket_path=sock_dir / "control.sock",
+        metrics={"enabled": True, "host": "127.0.0.1", "port": 0},
+        policies={"pre_restore": {"keep": 10}, "site": {"keep": 5}},
+        offsite={"url": url, "lease_ttl": "10m", "max_age": "1h"},
+    )
+    d = daemons.start(config)
+    d.request("backup", policy="site")
+    d.request("backup")
+    wait_until(
+        lambda: (
+            sample(d.scrape(), LAST, policy="site") and sample(d.scrape(), LAST, policy="manual")
+        ),
+        what="both policies' copies confirmed offsite",
+    )
+    assert sample(d.scrape(), LAGGING, policy="site") == 0
+    other = Lease(Store(parse_target(url)), ttl=60)
+    assert not other.acquire().writable
+
+    def reload(new: dict[str, Any]) -> None:
+        mark = len(d.log.find("config_reloaded"))
+        d.rewrite_config(new)
+        d.signal(signal.SIGHUP)
+        d.log.wait("config_reloaded", count=mark + 1)
+
+    reload({**config, "policies": {"pre_restore": {"keep": 10}}})
+    wait_until(
+        lambda: (
+            sample(d.scrape(), LAST, policy="site") is None
+            and sample(d.scrape(), LAGGING, policy="site") is None
+        ),
+        what="the removed policy's offsite series gone",
+    )
+    assert sample(d.scrape(), LAST, policy="manual") is not None
+
+    without = {k: v for k, v in config.items() if k != "offsite"}
+    reload(without)
+    wait_until(lambda: other.acquire().writable, what="the lease released by the reload")
+    other.release()
+    scrape = d.scrape()
+    assert sample(scrape, LAST, policy="manual") is None
+    assert sample(scrape, PENDING) == 0
+    assert sample(scrape, LAGGING, policy="manual") is None
     assert d.stop() == 0

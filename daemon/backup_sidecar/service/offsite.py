@@ -37,7 +37,7 @@ from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite_gate import UploadGate
 from backup_sidecar.service.offsite_health import OffsiteLag, watched_policies
-from backup_sidecar.service.offsite_passes import failure_reason, renewing
+from backup_sidecar.service.offsite_passes import failure_reason, renewing, same_store
 from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_series import OffsiteSeries
 from backup_sidecar.service.offsite_state import UploaderState
@@ -123,7 +123,7 @@ class OffsiteUploader:
     def reloaded(self) -> None:
         """A reload: a pass now (a changed or removed section: the old lease released first)."""
         self._reload.set()
-        if self._live.now.runtime.offsite != self._spec:
+        if not same_store(self._live.now.runtime.offsite, self._spec):
             self._abandon.set()
         self._wake.set()
 
@@ -165,13 +165,13 @@ class OffsiteUploader:
             self._wake.wait(timeout=wait)
 
     def _open(self, spec: OffsiteSpec) -> tuple[offsite.Store, offsite.Lease]:
-        if self._store is None or self._lease is None or spec != self._spec:
+        if self._store is None or self._lease is None or not same_store(spec, self._spec):
             self._close()
             self._store = open_store(spec, environ=self._environ)
             self._lease = offsite.Lease(self._store, ttl=spec.lease_ttl)
-            self._spec = spec
             self._told_read_only = False
             self.state.reset(spec.url)
+        self._spec = spec  # keep, max_age or the keys may have changed: the store is the same
         return self._store, self._lease
 
     def fetch(self, rt: jobs.Runtime, ref: str | None) -> str:
@@ -187,7 +187,7 @@ class OffsiteUploader:
             self._reload.clear()
             if not self._stop.is_set():
                 self._abandon.clear()
-            if spec != self._spec:
+            if not same_store(spec, self._spec):
                 self._close()
                 self._series.reset()
         try:

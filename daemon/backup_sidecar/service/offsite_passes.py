@@ -14,6 +14,7 @@ from prometheus_client import Gauge
 
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.runtime import OffsiteSpec
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,15 @@ def renewing(lease: offsite.Lease, stop: threading.Event) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def same_store(a: OffsiteSpec | None, b: OffsiteSpec | None) -> bool:
+    """Whether two sections name the same store and lease (``keep``, ``max_age`` or the keys
+    changing keeps the store, its lease and its series; anything else reopens them)."""
+    if a is None or b is None:
+        return a is b
+    fields = ("url", "endpoint", "region", "path_style", "attempts", "lease_ttl")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def newest_confirmed(
