@@ -48,6 +48,8 @@ def config_check(ctx: Context, file: Path) -> None:
                 else "plaintext"
             )
             click.echo(f"offsite: {settings.offsite.url} ({how})")
+        if settings.notify.active:
+            click.echo(f"notify: {settings.notify.summary}")
         if settings.scrub.trigger is not None:
             nxt = next_fire_times(settings.scrub.trigger, timezone=settings.tzinfo, now=now)
             click.echo(f"scrub: next run {nxt[0].isoformat() if nxt else 'never'}")

@@ -33,6 +33,7 @@ from backup_sidecar.service.httpserver import MetricsServer
 from backup_sidecar.service.inflight import InFlight
 from backup_sidecar.service.live import Configured, LiveConfig
 from backup_sidecar.service.metrics import Metrics
+from backup_sidecar.service.notify import Notifier
 from backup_sidecar.service.offsite import OffsiteUploader
 from backup_sidecar.service.reload_rules import start_only_changes
 from backup_sidecar.service.runs import ScheduledRuns
@@ -214,6 +215,8 @@ class Service:
             self.health,
         )  # fmt: skip
         stack.callback(uploader.stop)
+        self.notifier = Notifier.start_for(self.live, self.health, self.outcomes, self.registry)
+        stack.callback(self.notifier.stop)
         if cfg.metrics.enabled:
             server = MetricsServer(registry=self.registry, health=self.health)
             self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)

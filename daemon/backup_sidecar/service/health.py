@@ -96,6 +96,12 @@ class HealthState:
     def __init__(self, initial: HealthStatus | None = None) -> None:
         self._lock = threading.Lock()
         self._status = initial if initial is not None else HealthStatus()
+        self._listeners: tuple[Callable[[], None], ...] = ()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every update, outside the lock (notifications read
+        `current()` then: a listener never sees the updates out of order)."""
+        self._listeners = (*self._listeners, listener)
 
     def current(self) -> HealthStatus:
         with self._lock:
@@ -104,8 +110,10 @@ class HealthState:
     def update(self, change: Callable[[HealthStatus], HealthStatus]) -> HealthStatus:
         """Apply `change` to the current status atomically (no update is lost to a race)."""
         with self._lock:
-            self._status = change(self._status)
-            return self._status
+            self._status = status = change(self._status)
+        for listener in self._listeners:
+            listener()
+        return status
 
     def set_databases(self, databases: tuple[DatabaseHealth, ...]) -> HealthStatus:
         return self.update(lambda s: dataclasses.replace(s, databases=databases))

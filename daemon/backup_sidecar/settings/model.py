@@ -25,6 +25,7 @@ from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import KeyedValueError, UsageError
 from backup_sidecar.settings.incremental import Check, Mode, RebaseConfig, check_incremental_keys
+from backup_sidecar.settings.notify import NotifyConfig
 from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
 from backup_sidecar.settings.retention import RetentionConfig, check_offsite_keep
 from backup_sidecar.settings.values import (
@@ -191,6 +192,7 @@ class Settings(BaseSettings):
     control: ControlConfig = Field(default_factory=ControlConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
     offsite: OffsiteConfig | None = None
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     compression_level: Int = Field(default=1, ge=0, le=3)
     #: Threads for a backup's integrity check and its hashing + compression: 1 runs them one
     #: after the other, 2 at once (paced below 3 CPUs); ``auto`` is 2 from 2 usable CPUs on

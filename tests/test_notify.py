@@ -1,0 +1,76 @@
+"""The notifier in-process, delivering through apprise to a real local HTTP receiver: state per
+(event, subject), conditions other parts raise, events switched off, a reload's removals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from backup_sidecar.jobs.outcomes import Outcomes
+from backup_sidecar.service.health import HealthState
+from backup_sidecar.service.live import Configured, LiveConfig
+from backup_sidecar.service.notify import Notifier
+from backup_sidecar.settings import load_configuration
+from support.receiver import Receiver, running_receiver
+
+
+def _configured(tmp_path: Path, receiver: Receiver, *, extra: str = "") -> Configured:
+    config = tmp_path / f"sidecar-{len(extra)}.yaml"
+    config.write_text(
+        f"backup_dir: {tmp_path / 'backups'}\n"
+        f"databases:\n  user: {{path: {tmp_path / 'user_data.db'}}}\n"
+        "policies:\n  daily: {every: 1d, keep: 3}\n  hourly: {every: 1h, keep: 3}\n"
+        f"notify:\n  urls: [{json.dumps(receiver.url('json', '/n'))}]\n{extra}"
+    )
+    settings, paths = load_configuration(config, environ={}, cwd=tmp_path)
+    return Configured.of(settings, paths)
+
+
+def _titles(receiver: Receiver) -> list[str]:
+    return [str(r.body["title"]) for r in receiver.received("/n")]
+
+
+def test_state_per_event_and_subject_and_raised_conditions(tmp_path: Path) -> None:
+    """Two policies failing over and over send one message each; a condition raised through
+    `condition()` (database maintenance's way in) is announced once and its clearing once;
+    only the policy that recovers gets a "recovered" message."""
+    with running_receiver() as receiver:
+        live = LiveConfig(_configured(tmp_path, receiver))
+        health = HealthState()
+        notifier = Notifier.start_for(live, health, Outcomes(), CollectorRegistry())
+        for run in range(5):
+            health.backup_finished("daily", error=f"disk full (run {run})")
+            health.backup_finished("hourly", error="database gone")
+            notifier.condition("vacuum_refused", "user", "VACUUM would block writers 4 s")
+        health.backup_finished("daily")
+        notifier.condition("vacuum_refused", "user", None)
+        notifier.stop()  # delivers everything queued
+        assert _titles(receiver) == [
+            "backup-sidecar: policy 'daily': backups fail",
+            "backup-sidecar: policy 'hourly': backups fail",
+            "backup-sidecar: vacuum_refused: user",
+            "backup-sidecar: policy 'daily': backups succeed again",
+            "backup-sidecar: vacuum_refused: user recovered",
+        ]
+        assert "disk full (run 4)" in receiver.received("/n")[3].body["message"]
+
+
+def test_events_switched_off_and_removed_policies_send_nothing(tmp_path: Path) -> None:
+    """A reload that switches `backup_failed` off, or removes the failing policy, drops the
+    state silently: no "recovered" message for what nobody asked about any more."""
+    with running_receiver() as receiver:
+        live = LiveConfig(_configured(tmp_path, receiver))
+        health = HealthState()
+        notifier = Notifier.start_for(live, health, Outcomes(), CollectorRegistry())
+        health.backup_finished("daily", error="disk full")
+        health.backup_finished("hourly", error="disk full")
+        live.now = _configured(tmp_path, receiver, extra="  events: {backup_failed: false}\n")
+        health.backup_finished("hourly")
+        health.backup_finished("daily", error="still full")
+        notifier.stop()
+        assert _titles(receiver) == [
+            "backup-sidecar: policy 'daily': backups fail",
+            "backup-sidecar: policy 'hourly': backups fail",
+        ]
