@@ -32,7 +32,12 @@ from typing import Any
 import structlog
 
 from backup_sidecar import archiver, jobs, offsite
-from backup_sidecar.errors import CorruptArchiveError, SidecarError
+from backup_sidecar.errors import (
+    CorruptArchiveError,
+    OffsiteUploadAbandonedError,
+    OperationAbortedError,
+    SidecarError,
+)
 from backup_sidecar.jobs.offsite import archive_name
 from backup_sidecar.jobs.offsite_prune import origin_of
 from backup_sidecar.service.metric_families import MetricFamilies
@@ -159,6 +164,10 @@ class UploadGate:
             if check.fault is None:
                 raise
             self._damaged(rt, check, store=store, lease=lease, object_name=object_name)
+        except OperationAbortedError:  # the check stopped with the uploader: not confirmed
+            if not should_stop():
+                raise
+            raise OffsiteUploadAbandonedError(store.url, object_name) from None
         finally:
             check.finish()
 
