@@ -22,11 +22,13 @@ import structlog
 from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus, DatabaseSpec
 from backup_sidecar.archiver.sequence import next_sequence, reconcile
-from backup_sidecar.errors import ManifestFormatError, PageStoreError
+from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.pagestores import store_path
-from backup_sidecar.jobs.pagesummary import page_successes
+from backup_sidecar.jobs.pagesummary import page_successes, store_summary
 from backup_sidecar.jobs.runtime import IncrementalSpec
+from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.rebuild import load_manifest
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +59,7 @@ def incremental_backup(
         for db in specs:
             store = stores[db.name]
             assert store is not None
-            parent, chain = _parent(store, policy=policy, spec=spec, now=now)
+            parent, chain = _parent(backup_dir, db.name, store, policy=policy, spec=spec, now=now)
             meta: dict[str, Any] = {
                 "backup_name": name,
                 "policy": policy,
@@ -103,17 +105,15 @@ def _has(store: Path, name: str) -> bool:
 
 
 def _parent(
-    store: Path, *, policy: str, spec: IncrementalSpec, now: datetime
+    backup_dir: Path, db: str, store: Path, *, policy: str, spec: IncrementalSpec, now: datetime
 ) -> tuple[str | None, dict[str, Any]]:
     """The parent backup of the next one in ``store`` and the new backup's chain record:
     ``base`` (the chain's first backup), ``length`` (backups in the chain, this one included),
     ``base_created_at`` and ``stored_before`` (bytes the chain stored before this backup)."""
-    head: pagestore.Manifest | None = None
-    for m in pagestore.list_backups(store):
-        if isinstance(m, ManifestFormatError) or m.metadata.get("policy") != policy:
-            continue
-        if head is None or _seq(m) > _seq(head):
-            head = m
+    # The head by the stores' cached summaries: one manifest read, not every one of the chain.
+    briefs = [a for a in store_summary(backup_dir, db) if a.policy == policy]
+    newest = max(briefs, key=lambda a: a.newness, default=None)
+    head = _load(store, newest.name) if newest else None
     chain = head.metadata.get("chain") if head else None
     if head is None or not isinstance(chain, Mapping) or _rebase(head, chain, spec, now):
         return None, {"base": None, "length": 1, "stored_before": 0}
@@ -126,9 +126,13 @@ def _parent(
     }
 
 
-def _seq(m: pagestore.Manifest) -> int:
-    value = m.metadata.get("sequence")
-    return value if type(value) is int else 0
+def _load(store: Path, name: str) -> pagestore.Manifest | None:
+    """The manifest ``name`` (None if it went or cannot be read: the next backup is a base)."""
+    try:
+        with fsio.open_store(store, exclusive=False, timeout_s=fsio.LOCK_TIMEOUT_S) as dirs:
+            return load_manifest(dirs, name)
+    except (PageStoreError, OSError):
+        return None
 
 
 def _rebase(

@@ -11,6 +11,7 @@ restorable. A kill at any point is the library's to survive (tests/pagestore/tes
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 
 import structlog
@@ -18,8 +19,9 @@ import structlog
 from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo
 from backup_sidecar.errors import PageStoreError
-from backup_sidecar.jobs.pagecheck import forget_verified, page_backup_info
-from backup_sidecar.jobs.pagestores import chain_of, list_page_backups, store_path
+from backup_sidecar.jobs.pagecheck import forget_verified
+from backup_sidecar.jobs.pagestores import store_names, store_path
+from backup_sidecar.jobs.pagesummary import store_summary
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -32,28 +34,34 @@ def prune_pages(
     spare: Collection[str] = (),
     dry_run: bool = False,
 ) -> tuple[list[ArchiveInfo], list[tuple[ArchiveInfo, str]]]:
-    """Apply ``keep`` (policy -> count) to the incremental backups: (deleted, failed)."""
-    backups, _ = list_page_backups(rt.backup_dir)
+    """Apply ``keep`` (policy -> count) to the incremental backups: (deleted, failed).
+
+    Read from the stores' cached summaries (jobs/pagesummary.py), so a prune after every
+    backup of a long chain reads no manifest it has read before. A summary stale because a
+    store was busy can only lack a backup, never invent the newest: it keeps more, never less.
+    """
+    if not keep:
+        return [], []
+    backups = _backups(rt)
     expired = []
     for policy, count in keep.items():
         if count < 0:  # unlimited
             continue
-        chain = [b for b in chain_of(backups, policy=policy) if not b.errors]
+        chain = sorted((b for b in backups if b.policy == policy), key=lambda b: b.newness)
         kept = chain[-max(count, 1) :]  # the newest always stays
         expired += [b for b in chain if b not in kept and b.name not in spare]
     deleted: list[ArchiveInfo] = []
     failed: list[tuple[ArchiveInfo, str]] = []
     if dry_run:
-        return [page_backup_info(rt.backup_dir, b) for b in expired], failed
+        return expired, failed
     stores: set[str] = set()
-    for b in expired:
-        info = page_backup_info(rt.backup_dir, b)
+    for info in expired:
         try:
-            for db in b.manifests:
+            for db in info.databases:
                 store = store_path(rt.backup_dir, db, create=False)
                 if store is not None:
-                    pagestore.delete_backup(store, b.name)
-                    forget_verified(rt.backup_dir, db, b.name)
+                    pagestore.delete_backup(store, info.name)
+                    forget_verified(rt.backup_dir, db, info.name)
                     stores.add(db)
         except (PageStoreError, OSError) as exc:
             failed.append((info, str(exc)))
@@ -75,3 +83,20 @@ def prune_pages(
                 packs_kept=report.packs_kept,
             )
     return deleted, failed
+
+
+def _backups(rt: Runtime) -> list[ArchiveInfo]:
+    """One entry per incremental backup name, covering every store that holds it."""
+    by_name: dict[str, ArchiveInfo] = {}
+    for db in store_names(rt.backup_dir):
+        for brief in store_summary(rt.backup_dir, db):
+            seen = by_name.get(brief.name)
+            if seen is None:
+                by_name[brief.name] = brief
+            else:
+                by_name[brief.name] = dataclasses.replace(
+                    seen,
+                    databases=(*seen.databases, db),
+                    size_bytes=seen.size_bytes + brief.size_bytes,
+                )
+    return list(by_name.values())

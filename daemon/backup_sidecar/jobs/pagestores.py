@@ -10,7 +10,7 @@ UnsafeEntryError naming it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,8 +135,3 @@ def find_page_backup(backup_dir: Path, name: str) -> PageBackup | None:
     """The incremental backup ``name``, or None."""
     backups, _ = list_page_backups(backup_dir)
     return next((b for b in backups if b.name == name), None)
-
-
-def chain_of(backups: Sequence[PageBackup], *, policy: str) -> list[PageBackup]:
-    """The policy's backups, oldest first."""
-    return sorted((b for b in backups if b.policy == policy), key=lambda b: b.newness)

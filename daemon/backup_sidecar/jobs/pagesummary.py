@@ -37,12 +37,13 @@ def page_successes(backup_dir: Path) -> list[ArchiveInfo]:
     except (OSError, SidecarError):
         return []
     for db in dbs:
-        for info in _store_summary(backup_dir, db):
+        for info in store_summary(backup_dir, db):
             by_name.setdefault(info.name, info)
     return sorted(by_name.values(), key=lambda a: a.newness, reverse=True)
 
 
-def _store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
+def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
+    """Every readable backup in ``db``'s page store, in brief (any order)."""
     key = (str(backup_dir), db)
     with _lock:
         previous = dict(_cache.get(key, {}))
