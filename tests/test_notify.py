@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from backup_sidecar.jobs.outcomes import Outcomes
-from backup_sidecar.service.health import HealthState
+from backup_sidecar.service.dbcheck import DatabaseHealth
+from backup_sidecar.service.health import HealthState, HealthStatus
 from backup_sidecar.service.live import Configured, LiveConfig
 from backup_sidecar.service.notify import Notifier
+from backup_sidecar.service.notify_conditions import Message, conditions
+from backup_sidecar.service.notify_delivery import QUEUE_SIZE, Delivery
+from backup_sidecar.service.overdue import OverduePolicy
 from backup_sidecar.settings import load_configuration
 from support.receiver import Receiver, running_receiver
 
@@ -74,3 +80,48 @@ def test_events_switched_off_and_removed_policies_send_nothing(tmp_path: Path) -
             "backup-sidecar: policy 'daily': backups fail",
             "backup-sidecar: policy 'hourly': backups fail",
         ]
+
+
+def test_every_healthz_condition_is_a_notification_condition(tmp_path: Path) -> None:
+    """Each kind of `/healthz` reason the notifications cover maps to (event, subject) with
+    the reason as detail: an overdue policy, a failed drill, a policy whose offsite copies lag
+    (its name read off the reason), an unhealthy database; one not yet checked is not one."""
+    lag = "policy 'daily': no archive confirmed offsite for 3:00:00, longer than offsite.max_age"
+    db = tmp_path / "user.db"
+    status = HealthStatus(
+        databases=(
+            DatabaseHealth("user", db, exists=False, opens=False, check_result=None,
+                           healthy=False, error="file does not exist"),
+            DatabaseHealth("arrow", db, exists=True, opens=False, check_result=None,
+                           healthy=False, error="locked", known=False),
+        ),
+        overdue=(OverduePolicy("weekly", None, timedelta(days=8)),),
+        last_drill_failed=True,
+        last_drill_error="row counts differ",
+        offsite_lagging=(lag,),
+    )  # fmt: skip
+    found = conditions(status)
+    assert found == {
+        ("database_unhealthy", "user"): f"database 'user' ({db}) is unhealthy: file does not exist",
+        ("backup_overdue", "weekly"): "policy 'weekly' has no successful backup within 8 days, "
+        "0:00:00",
+        ("drill_failed", "drill"): "the last restore drill failed: row counts differ",
+        ("offsite_lagging", "daily"): lag,
+    }
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    """With the delivery thread stuck (here: not started), the 101st message is dropped at
+    once and counted `result="dropped"`: the job that raised it never waits."""
+    with running_receiver() as receiver:
+        live = LiveConfig(_configured(tmp_path, receiver))
+        registry = CollectorRegistry()
+        delivery = Delivery(live=live, registry=registry)
+        started = time.monotonic()
+        for i in range(QUEUE_SIZE + 1):
+            delivery.send(Message("backup_failed", f"p{i}", failing=True, detail="x"))
+        assert time.monotonic() - started < 1.0
+        dropped = registry.get_sample_value(
+            "backup_sidecar_notifications_total", {"event": "backup_failed", "result": "dropped"}
+        )
+        assert dropped == 1.0
