@@ -23,6 +23,8 @@ REQUIRED_ALERTS = {
     "BackupSidecarDown",
     "BackupSidecarOffsiteLagging",
     "BackupSidecarOffsiteVerifyFailing",
+    "BackupSidecarDatabaseWalLarge",
+    "BackupSidecarDatabaseFreelistHigh",
 }
 
 

@@ -32,6 +32,7 @@ from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.httpserver import MetricsServer
 from backup_sidecar.service.inflight import InFlight
 from backup_sidecar.service.live import Configured, LiveConfig
+from backup_sidecar.service.maintenance import Maintainer
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.notify import Notifier
 from backup_sidecar.service.offsite import OffsiteUploader
@@ -67,12 +68,10 @@ class Service:
         self.live = LiveConfig(Configured.of(settings, paths))
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
-            self.registry,
-            version=__version__,
-            policies=settings.policies,
-            databases=settings.databases,
-            process_metrics=True,
-        )
+            self.registry, version=__version__, policies=settings.policies,
+            databases=settings.databases, process_metrics=True,
+        )  # fmt: skip
+        self.maintainer = Maintainer(live=self.live, registry=self.registry)
         self.metrics.objectives(settings.health.max_backup_age)
         self.health = HealthState()
         self.ledger = SuccessLedger(self.metrics)
@@ -80,6 +79,7 @@ class Service:
         self.outcomes = jobs.Outcomes(
             MetricsSubscriber(self.metrics),
             HealthSubscriber(self.health, publish_if_configured=self.live.publish_if_configured),
+            self.maintainer,  # a database's maintenance runs after its successful backups
         )
         #: Read-check results of the prunes and scrubs, kept while the daemon runs.
         self.read_checks = archiver.ReadCheckCache()
@@ -222,17 +222,14 @@ class Service:
             self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)
             stack.callback(server.stop)
             log.info("metrics_listening", host=self.bound_metrics[0], port=self.bound_metrics[1])
+        self.maintainer.start()
+        stack.callback(self.maintainer.stop)
         watcher = HealthWatcher(
-            interval=cfg.health.interval.total_seconds(),
-            live=self.live,
-            health=self.health,
-            metrics=self.metrics,
-            ledger=self.ledger,
-            scan_archives=self.archives.scan,
-            ensure_backup_dir=self.claim.ensure,
-            scheduler=lambda: self.scheduler,
-            offsite_check=uploader.lag.check,
-        )
+            interval=cfg.health.interval.total_seconds(), live=self.live, health=self.health,
+            metrics=self.metrics, ledger=self.ledger, scan_archives=self.archives.scan,
+            ensure_backup_dir=self.claim.ensure, scheduler=lambda: self.scheduler,
+            offsite_check=uploader.lag.check, maintenance=self.maintainer.checked,
+        )  # fmt: skip
         watcher.start()
         stack.callback(watcher.stop)
         self.scheduler = PolicyScheduler(

@@ -67,6 +67,7 @@ class HealthWatcher:
         ensure_backup_dir: Callable[[], None],
         scheduler: Callable[[], PolicyScheduler | None],
         offsite_check: Callable[[], None] | None = None,
+        maintenance: Callable[[tuple[DatabaseHealth, ...]], None] | None = None,
     ) -> None:
         self._live = live
         self._health = health
@@ -76,6 +77,7 @@ class HealthWatcher:
         self._ensure_backup_dir = ensure_backup_dir
         self._scheduler = scheduler
         self._offsite_check = offsite_check
+        self._maintenance = maintenance
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
@@ -183,6 +185,8 @@ class HealthWatcher:
             if db.known and not db.healthy:
                 log.warning("database_unhealthy", database=db.name, error=db.error)
         health.set_databases(results)
+        if self._maintenance is not None:  # thresholds exported, a big WAL's checkpoint queued
+            self._maintenance(results)
         metrics.backup_dir_free(free)
         health.set_backup_dir_free_bytes(free)
         metrics.archives_counted(Counter(a.policy for a in archives or ()))

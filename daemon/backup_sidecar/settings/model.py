@@ -25,6 +25,7 @@ from backup_sidecar.archiver.manifest import database_member_problem
 from backup_sidecar.cron import validate_cron
 from backup_sidecar.errors import KeyedValueError, UsageError
 from backup_sidecar.settings.incremental import Check, Mode, RebaseConfig, check_incremental_keys
+from backup_sidecar.settings.maintenance import MaintenanceSection
 from backup_sidecar.settings.notify import NotifyConfig
 from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
 from backup_sidecar.settings.retention import RetentionConfig, check_offsite_keep
@@ -172,7 +173,7 @@ DEFAULT_POLICIES: dict[str, Any] = {
 DEFAULT_MAX_BACKUP_AGE: dict[str, str] = {"daily": "26h", "weekly": "8d"}
 
 
-class Settings(BaseSettings):
+class Settings(MaintenanceSection, BaseSettings):
     """The whole configuration. Build it with `load_settings`, which injects the environment."""
 
     model_config = SettingsConfigDict(
