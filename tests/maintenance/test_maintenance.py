@@ -320,3 +320,44 @@ def test_threshold_gauges_go_with_the_section_that_set_them(
     wait_until(m.idle, what="maintenance idle")
     for name in ("maintenance_max_freelist_ratio", "maintenance_max_wal_bytes"):
         assert registry.get_sample_value(f"backup_sidecar_{name}", {"database": "user"}) is None
+
+
+def test_a_checkpoint_held_off_by_a_reader_gives_up_within_the_writers_bound(
+    tmp_path: Path, registry: CollectorRegistry, maintainers: list[Maintainer]
+) -> None:
+    """The application holds a read transaction open, so TRUNCATE cannot finish: the
+    checkpoint (which keeps new writers out while it waits) gives up after max_writer_wait and
+    says busy; the writer, committing throughout, never waited much past that bound and saw
+    no error; the reader's snapshot is untouched."""
+    db = tmp_path / "user.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE big (body BLOB)")
+    for _ in range(32):
+        conn.execute("INSERT INTO big VALUES (randomblob(65536))")
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    seen = reader.execute("SELECT count(*) FROM big").fetchone()
+    writer = Writer.start(db, rate=100)
+    bound = 1.0
+    try:
+        live = _live(tmp_path, db, {"max_wal_bytes": 65536, "max_writer_wait": f"{bound:g}s"})
+        m = _maintainer(live, registry, maintainers)
+        spec = live.now.runtime.databases["user"]
+        with capture_logs() as logs:
+            m.checked((check_database(spec, integrity="quick", timeout_s=5),))
+            wait_until(m.idle, what="checkpoint finished")
+        done = [e for e in logs if e["event"] == "maintenance_completed"]
+        assert done, logs
+        assert done[0]["busy"] is True
+        assert bound * 0.9 <= done[0]["duration_s"] < bound + 2.0
+        assert reader.execute("SELECT count(*) FROM big").fetchone() == seen
+    finally:
+        report = writer.stop()
+        writer.close()
+        reader.execute("COMMIT")
+        reader.close()
+        conn.close()
+    assert report["errors"] == 0 and report["commits"] > 0
+    assert report["max_latency_s"] < bound + 1.0
