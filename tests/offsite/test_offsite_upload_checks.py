@@ -187,24 +187,35 @@ def test_a_daemon_uploads_past_odd_names_and_rot(
     wait_until(
         lambda: confirmed() == {"first.tar.gz", "second.tar.gz"},
         what="the sound archives confirmed offsite",
+        timeout=120,
     )
     wait_until(
         lambda: (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="damaged")
                  or 0) == 1,
         what="the rotten archive counted damaged",
+        timeout=120,
     )  # fmt: skip
     assert (rt.backup_dir / "rotten.tar.gz.damaged").is_file()
     assert (sample(d.scrape(), "backup_sidecar_offsite_failures_total", reason="name") or 0) >= 2
     wait_until(
         lambda: "not uploaded" in (d.request("offsite_status")["last_error"] or ""),
         what="offsite_status naming a refusal",
+        timeout=120,
     )
 
     (rt.backup_dir / "-x1.tar.gz").rename(rt.backup_dir / "x1.tar.gz")
     (rt.backup_dir / "sp ace.tar.gz").unlink()
     newest = d.request("backup")["archive"]
     wanted = {"first.tar.gz", "second.tar.gz", "x1.tar.gz", f"{newest}.tar.gz"}
-    wait_until(lambda: confirmed() == wanted, what="the renamed copy and the new backup uploaded")
-    wait_until(lambda: d.request("offsite_status")["last_error"] is None, what="the error cleared")
+    wait_until(
+        lambda: confirmed() == wanted,
+        what="the renamed copy and the new backup uploaded",
+        timeout=120,
+    )
+    wait_until(
+        lambda: d.request("offsite_status")["last_error"] is None,
+        what="the error cleared",
+        timeout=120,
+    )
     assert sorted(e["archive"] for e in d.log.find("offsite_upload_refused")) == sorted(ODD_NAMES)
     assert "rotten.tar.gz" not in confirmed()
