@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything `make demo` and `make test` need, from the package registries only:
 # uv (from PyPI, if missing), the locked Python environment in .venv, and the Debian tools the
-# tests drive for real (GNU tar, sqlite3; promtool, prometheus, libfaketime and Compose v1 with
-# --with-prometheus).
+# tests drive for real (GNU tar, sqlite3; promtool, prometheus, libfaketime, Compose v1 and the
+# web page's headless browser, chromium with its chromedriver, with --with-prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,9 @@ if [[ "${1:-}" == "--with-prometheus" ]]; then
     # faketime: the wall-clock fault tests (libfaketime). docker-compose: Compose v1 (1.29.2),
     # which the compose tests merge the override with (v2 comes with the locked environment);
     # `config` needs no container engine.
-    want_debs+=(prometheus faketime docker-compose)
+    # chromium + chromium-driver: the web page's browser test (selenium drives Debian's own
+    # chromedriver; no browser is downloaded).
+    want_debs+=(prometheus faketime docker-compose chromium chromium-driver)
 fi
 
 missing=()

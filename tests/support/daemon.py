@@ -33,7 +33,7 @@ from support.waiting import DEADLINE_S, EventLog
 #: Events that only a bug produces; a daemon that logs one fails the test at teardown.
 CRASH_EVENTS = frozenset(
     {"control_request_crashed", "control_loop_crashed", "health_check_crashed",
-     "scheduled_run_failed", "http_request_failed"}
+     "scheduled_run_failed", "http_request_failed", "ui_request_failed", "ui_action_crashed"}
 )  # fmt: skip
 #: How long a daemon may take to start, and to stop after SIGTERM.
 START_S = STOP_S = 60.0

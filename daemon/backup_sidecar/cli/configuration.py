@@ -1,8 +1,10 @@
-"""`config check`: validate a configuration file and show when each policy runs next."""
+"""`config check`: validate a configuration file and show when each policy runs next;
+`config hash-password`: the value for the variable `ui.password_hash_env` names."""
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +55,21 @@ def config_check(ctx: Context, file: Path) -> None:
         if settings.scrub.trigger is not None:
             nxt = next_fire_times(settings.scrub.trigger, timezone=settings.tzinfo, now=now)
             click.echo(f"scrub: next run {nxt[0].isoformat() if nxt else 'never'}")
+        if settings.ui.enabled:
+            auth = "authenticated" if settings.ui.authenticated else "no authentication"
+            click.echo(f"ui: http://{settings.ui.listen}/ ({auth})")
+
+
+@config_group.command("hash-password")
+def hash_password_command() -> None:
+    """Read a password on stdin (never an argument: argv is visible to every user) and print
+    its scrypt hash for the variable `ui.password_hash_env` names."""
+    from backup_sidecar.service.ui_auth import hash_password  # noqa: PLC0415
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("no password on stdin")
+    click.echo(hash_password(password))
 
 
 COMMANDS = (config_group,)

@@ -41,6 +41,7 @@ from backup_sidecar.service.runs import ScheduledRuns
 from backup_sidecar.service.scheduler import PolicyScheduler
 from backup_sidecar.service.subscribers import HealthSubscriber, MetricsSubscriber
 from backup_sidecar.service.successes import SuccessLedger
+from backup_sidecar.service.ui_server import UiServer
 from backup_sidecar.service.waker import Waker
 from backup_sidecar.service.watcher import HealthWatcher
 from backup_sidecar.settings import ResolvedPaths, Settings, load_configuration
@@ -241,23 +242,24 @@ class Service:
         )
         self.scheduler.start()
         stack.callback(self._stop_scheduler)
+        self._state = state = DaemonState(
+            runtime=rt,
+            outcomes=self.outcomes,
+            health=self.health,
+            next_runs=self.scheduler.next_run_times,
+            should_stop=self._abort.is_set,
+            track=self.in_flight.track,
+            archives_changed=self.archives.changed,
+            read_checks=self.read_checks,
+            catalog=self.archives.catalog,
+            offsite=uploader,
+        )
+        handler = ControlHandler(state)  # one implementation behind the socket and the page
+        stack.callback(UiServer.start_for(self.live, handler, self._environ).stop)
         if cfg.control.enabled:
-            state = DaemonState(
-                runtime=rt,
-                outcomes=self.outcomes,
-                health=self.health,
-                next_runs=self.scheduler.next_run_times,
-                should_stop=self._abort.is_set,
-                track=self.in_flight.track,
-                archives_changed=self.archives.changed,
-                read_checks=self.read_checks,
-                catalog=self.archives.catalog,
-                offsite=uploader,
-            )
-            self._state = state
             control = ControlServer(
                 cfg.control.socket,
-                handler=ControlHandler(state),
+                handler=handler,
                 mode=cfg.control.mode_bits,
                 stop_timeout_s=cfg.grace_period.total_seconds() + 30.0,
                 count=self.metrics.control_request,

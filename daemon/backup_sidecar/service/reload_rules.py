@@ -11,7 +11,9 @@ def start_only_changes(
     """Keys whose new value would only take effect at start; a reload must not pretend to apply
     them (a moved backup_dir would even escape the one-daemon-per-directory lock)."""
     changed = ["backup_dir"] if old_paths.backup_dir != new_paths.backup_dir else []
-    changed += [key for key in ("control", "metrics") if getattr(old, key) != getattr(new, key)]
+    changed += [
+        key for key in ("control", "metrics", "ui") if getattr(old, key) != getattr(new, key)
+    ]
     if old.health.interval != new.health.interval:
         changed.append("health.interval")
     return changed

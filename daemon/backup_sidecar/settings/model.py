@@ -29,6 +29,7 @@ from backup_sidecar.settings.maintenance import MaintenanceSection
 from backup_sidecar.settings.notify import NotifyConfig
 from backup_sidecar.settings.offsite import OffsiteConfig, check_offsite_policies
 from backup_sidecar.settings.retention import RetentionConfig, check_offsite_keep
+from backup_sidecar.settings.ui import UiConfig
 from backup_sidecar.settings.values import (
     ENV_PREFIX,
     MODE_PATTERN,
@@ -191,6 +192,7 @@ class Settings(MaintenanceSection, BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
     offsite: OffsiteConfig | None = None
     notify: NotifyConfig = Field(default_factory=NotifyConfig)

@@ -1,0 +1,125 @@
+"""Who may use the web page, and which POSTs came from it.
+
+A client proves itself with the bearer token (``Authorization: Bearer ...``) or basic auth
+checked against a scrypt hash (``scrypt$n$r$p$salt$hash``, base64). Both secrets come from the
+environment variables the `ui` section names, never from the YAML. Every action form carries a
+CSRF token derived from a secret made at start: a page of another site cannot read it, so its
+forged POST is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from backup_sidecar.errors import ConfigError
+from backup_sidecar.settings.ui import UiConfig
+
+#: scrypt cost: 2**14 rounds, 16 MiB of memory, well under 0.1 s per check.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024)
+
+
+def hash_password(password: str) -> str:
+    """The value to put in the variable `ui.password_hash_env` names."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+@dataclass(frozen=True)
+class PasswordHash:
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def parse(cls, encoded: str) -> PasswordHash:
+        """ValueError when ``encoded`` is not what hash_password makes."""
+        parts = encoded.strip().split("$")
+        if len(parts) != 6 or parts[0] != "scrypt":
+            raise ValueError("is not a scrypt$n$r$p$salt$hash value (make one with ui-password)")
+        try:
+            n, r, p = (int(x) for x in parts[1:4])
+            salt, digest = base64.b64decode(parts[4]), base64.b64decode(parts[5])
+        except (ValueError, binascii.Error):
+            raise ValueError("has a malformed number or base64 field") from None
+        if n < 2 or n & (n - 1) or n > 2**20 or not 1 <= r <= 32 or not 1 <= p <= 16:
+            raise ValueError("has scrypt parameters out of range")
+        return cls(n=n, r=r, p=p, salt=salt, digest=digest)
+
+    def matches(self, password: str) -> bool:
+        return hmac.compare_digest(
+            _scrypt(password, self.salt, self.n, self.r, self.p), self.digest
+        )
+
+
+class Gate:
+    """Checks the Authorization header of each request and the CSRF token of each action."""
+
+    def __init__(self, *, token: str | None, user: str, password: PasswordHash | None) -> None:
+        self._token = token
+        self._user = user
+        self._password = password
+        self._csrf_secret = secrets.token_bytes(32)
+
+    @classmethod
+    def from_config(cls, cfg: UiConfig, environ: Mapping[str, str]) -> Gate:
+        """ConfigError naming the variable when a named one is unset, empty or malformed."""
+        token = password = None
+        if cfg.token_env is not None:
+            token = environ.get(cfg.token_env, "")
+            if len(token) < 16:
+                raise ConfigError(
+                    f"environment {cfg.token_env}", "ui.token_env", "needs a token of 16+ chars"
+                )
+        if cfg.password_hash_env is not None:
+            try:
+                password = PasswordHash.parse(environ.get(cfg.password_hash_env, ""))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"environment {cfg.password_hash_env}", "ui.password_hash_env", str(exc)
+                ) from None
+        return cls(token=token, user=cfg.user, password=password)
+
+    @property
+    def open(self) -> bool:
+        """True when no credential is asked (loopback only, refused elsewhere at load)."""
+        return self._token is None and self._password is None
+
+    @property
+    def basic(self) -> bool:
+        return self._password is not None
+
+    def allows(self, authorization: str | None) -> bool:
+        if self.open:
+            return True
+        scheme, _, value = (authorization or "").strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and self._token is not None:
+            return hmac.compare_digest(value.encode(), self._token.encode())
+        if scheme.lower() == "basic" and self._password is not None:
+            try:
+                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            user_ok = hmac.compare_digest(user.encode(), self._user.encode())
+            return bool(sep) and self._password.matches(password) and user_ok
+        return False
+
+    def csrf_token(self) -> str:
+        return hmac.new(self._csrf_secret, b"ui-action", hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(token.encode(), self.csrf_token().encode())

@@ -1,0 +1,209 @@
+"""The web page's HTML: server-rendered, readable without JavaScript, every value escaped.
+
+htmx (vendored, static/) only enhances the forms: with it an action's answer replaces the
+page's ``<main>`` in place (no reload, the scroll position kept); without it the same POST
+answers the whole page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from html import escape
+
+from backup_sidecar.control.results import (
+    ArchiveEntry,
+    OffsiteStatusResult,
+    RestoreResult,
+    StatusResult,
+)
+
+HTMX = "htmx-2.0.4.min.js"
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
+    "th{background:#f3f3f3}.bad{color:#b00020;font-weight:bold}.good{color:#146c2e}"
+    "#outcome{padding:.5em 1em;margin:1em 0;border:2px solid #888;background:#fafafa}"
+    "form{display:inline;margin:0}"
+)
+
+
+def e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def page(title: str, body: str) -> bytes:
+    """A whole page; the stylesheet is inline-free (CSP), htmx is the vendored copy."""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{e(title)} - backup-sidecar</title>"
+        '<meta name="htmx-config" content=\'{"includeIndicatorStyles":false}\'>'
+        '<link rel=stylesheet href="/static/ui.css">'
+        f'<script src="/static/{HTMX}" defer></script></head><body>'
+        f'<h1><a href="/">backup-sidecar</a>: {e(title)}</h1><main id=main>{body}</main>'
+        "</body></html>"
+    ).encode()
+
+
+def stylesheet() -> bytes:
+    return _STYLE.encode()
+
+
+def hidden(name: str, value: str) -> str:
+    return f'<input type=hidden name="{e(name)}" value="{e(value)}">'
+
+
+def form(action: str, label: str, csrf: str, *fields: str, enhance: bool = True) -> str:
+    hx = ' hx-post="{0}" hx-target="#main" hx-select="#main" hx-swap="outerHTML"'
+    return (
+        f'<form method=post action="{e(action)}"{hx.format(e(action)) if enhance else ""}>'
+        f"{hidden('csrf', csrf)}{''.join(fields)}<button>{e(label)}</button></form>"
+    )
+
+
+def outcome(lines: Iterable[str] = (), *, error: str | None = None) -> str:
+    """The box an action's result goes in (an error shown in one line)."""
+    inner = "".join(f"<div>{line}</div>" for line in lines)
+    if error is not None:
+        inner += f"<div class=bad role=alert>{e(error)}</div>"
+    return f"<div id=outcome aria-live=polite>{inner or 'No action yet.'}</div>"
+
+
+def status_section(
+    status: StatusResult,
+    *,
+    rpo: Mapping[str, timedelta],
+    newest_good: Mapping[str, datetime],
+    offsite: OffsiteStatusResult | None,
+    now: datetime,
+) -> str:
+    verdict = (
+        "<span class=good>healthy</span>" if status.healthy else "<span class=bad>unhealthy</span>"
+    )
+    reasons = "".join(f"<li class=bad>{e(r)}</li>" for r in status.reasons)
+    reasons += "".join(f"<li>not known yet: {e(u)}</li>" for u in status.unknown)
+    dbs = "".join(
+        f"<tr><td>{e(name)}</td><td><code>{e(path)}</code></td></tr>"
+        for name, path in status.databases.items()
+    )
+    rows = []
+    for policy in sorted(set(status.next_runs) | set(rpo) | set(newest_good)):
+        good = newest_good.get(policy)
+        age = human_age((now - good).total_seconds()) if good else "none"
+        late = policy in rpo and (good is None or now - good > rpo[policy])
+        age_cell = (
+            f"<td class={'bad' if late else 'good'}>{e(age)}</td>"
+            if policy in rpo
+            else f"<td>{e(age)}</td>"
+        )
+        limit = human_age(rpo[policy].total_seconds()) if policy in rpo else "-"
+        rows.append(
+            f"<tr><td>{e(policy)}</td><td>{e(limit)}</td>{age_cell}"
+            f"<td>{e(status.next_runs.get(policy) or '-')}</td></tr>"
+        )
+    html = (
+        f"<h2>Status</h2><p>Daemon {e(status.version)}: {verdict}</p><ul>{reasons}</ul>"
+        f"<p>Backup directory <code>{e(status.backup_dir)}</code></p>"
+        f"<table><tr><th>database</th><th>live file</th></tr>{dbs}</table>"
+        "<table><tr><th>policy</th><th>RPO (max backup age)</th><th>newest good backup</th>"
+        f"<th>next run</th></tr>{''.join(rows)}</table>"
+    )
+    return html + _offsite(offsite)
+
+
+def _offsite(offsite: OffsiteStatusResult | None) -> str:
+    if offsite is None or not offsite.configured:
+        return ""
+    newest = "".join(
+        f"<tr><td>{e(p)}</td><td><code>{e(c.object)}</code></td>"
+        f"<td>{e(human_age(c.age_seconds))}</td></tr>"
+        for p, c in sorted(offsite.newest.items())
+    )
+    error = f"<p class=bad>last error: {e(offsite.last_error)}</p>" if offsite.last_error else ""
+    writable = {
+        True: "writable",
+        False: f"read-only (lease held by {offsite.holder})",
+        None: "unknown yet",
+    }
+    return (
+        f"<h2>Offsite</h2><p><code>{e(offsite.url)}</code>: {e(writable[offsite.writable])}; "
+        f"{e(offsite.pending if offsite.pending is not None else '?')} archives pending</p>{error}"
+        f"<table><tr><th>policy</th><th>newest confirmed copy</th><th>age</th></tr>{newest}</table>"
+    )
+
+
+def archives_section(archives: list[ArchiveEntry], *, csrf: str, now: datetime) -> str:
+    rows = []
+    for a in archives:
+        status = e(a.status) + (f": {e(a.error)}" if a.error else "")
+        cls = "good" if a.verified else ("bad" if a.error else "")
+        age = human_age((now - datetime.fromisoformat(a.created_at)).total_seconds())
+        actions = form("/verify", "verify", csrf, hidden("archive", a.name))
+        if a.kind == "archive":
+            actions += " " + form(
+                "/restore/plan", "restore…", csrf, hidden("archive", a.name), enhance=False
+            )
+        rows.append(
+            f"<tr><td><code>{e(a.name)}</code></td><td>{e(a.policy)}</td><td>{e(a.kind)}</td>"
+            f"<td>{e(age)}</td><td>{e(human_size(a.size_bytes))}</td>"
+            f"<td class={cls or 'plain'}>{status}</td><td>{actions}</td></tr>"
+        )
+    table = "".join(rows) or "<tr><td colspan=7>No archives yet.</td></tr>"
+    return (
+        f"<h2>Archives ({len(archives)})</h2><table id=archives><tr><th>name</th><th>policy</th>"
+        f"<th>kind</th><th>age</th><th>size</th><th>status</th><th>actions</th></tr>{table}</table>"
+    )
+
+
+def backup_form(policies: Iterable[str], *, csrf: str) -> str:
+    options = "".join(f'<option value="{e(p)}">{e(p)}</option>' for p in policies)
+    select = f"<label>policy <select name=policy>{options}</select></label> "
+    return f"<h2>Back up now</h2>{form('/backup', 'Back up now', csrf, select)}"
+
+
+def restore_plan_page(plan: RestoreResult, *, csrf: str) -> bytes:
+    steps = "".join(f"<li>{e(step)}</li>" for step in plan.plan)
+    damaged = "".join(f"<li class=bad>{e(d)}</li>" for d in plan.damaged)
+    typed = (
+        f"<label>Type the archive name <code>{e(plan.archive)}</code> to confirm: "
+        "<input name=confirm_name autocomplete=off required></label> "
+    )
+    body = (
+        f"<p>Restoring <code>{e(plan.archive)}</code> replaces the live databases "
+        f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
+        f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
+        + form(
+            "/restore", "Restore now", csrf, hidden("archive", plan.archive), typed, enhance=False
+        )
+        + ' <a href="/">cancel</a>'
+    )
+    return page(f"restore {plan.archive}?", body)
+
+
+def restore_done_lines(result: RestoreResult) -> list[str]:
+    lines = [f"Restored {e(', '.join(result.restored))} from <code>{e(result.archive)}</code>."]
+    if result.pre_restore_archive:
+        lines.append(
+            "To undo, restore the safety archive "
+            f"<code id=pre-restore>{e(result.pre_restore_archive)}</code>."
+        )
+    lines += [f"<span class=bad>saved although damaged: {e(d)}</span>" for d in result.damaged]
+    return lines

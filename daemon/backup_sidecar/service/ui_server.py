@@ -1,0 +1,279 @@
+"""The web page (`ui` section): status, archives and actions over HTTP.
+
+Every value shown and every action goes through the control socket's handler
+(service/handler.py) as the same request models (control/requests.py): one implementation
+behind both. A stdlib ThreadingHTTPServer in a daemon thread, like the metrics port. Every
+request is authenticated (service/ui_auth.py); every POST needs the page's CSRF token and, when
+the browser sends one, an Origin naming this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from backup_sidecar.control.answer import Handler
+from backup_sidecar.control.connection import PeerCred
+from backup_sidecar.control.protocol import EncodedResult, error_body
+from backup_sidecar.control.requests import parse_request
+from backup_sidecar.control.results import (
+    ListResult,
+    OffsiteStatusResult,
+    RestoreResult,
+    Result,
+    StatusResult,
+    parse_result,
+)
+from backup_sidecar.errors import SidecarError
+from backup_sidecar.service import ui_pages as pages
+from backup_sidecar.service.live import LiveConfig
+from backup_sidecar.service.ui_auth import Gate
+
+log = structlog.get_logger(__name__)
+
+REQUEST_TIMEOUT_S = 10.0
+MAX_FORM_BYTES = 16 * 1024
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
+#: Policies a person may start from the page (pre_restore is the restores' own, drill a drill).
+_NOT_BY_HAND = frozenset({"pre_restore", "drill"})
+
+
+class UiApp:
+    """What the pages read and do, through the control socket's handler."""
+
+    def __init__(self, *, handler: Handler, live: LiveConfig, gate: Gate) -> None:
+        self.handler = handler
+        self.live = live
+        self.gate = gate
+        self._peer = PeerCred(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
+
+    def ask(self, data: Mapping[str, Any]) -> Result:
+        """One request through the handler; its errors propagate (SidecarError and bugs)."""
+        request = parse_request(data)
+        answer = self.handler.handle(request, progress=lambda *_: None, peer=self._peer)
+        if isinstance(answer, EncodedResult):
+            return parse_result(request.op, json.loads(answer.body))
+        return answer
+
+    def home(self, outcome: str) -> bytes:
+        now = datetime.now(UTC)
+        settings = self.live.now.settings
+        status = self.ask({"op": "status"})
+        listing = self.ask({"op": "list"})
+        assert isinstance(status, StatusResult) and isinstance(listing, ListResult)
+        offsite = self.ask({"op": "offsite_status"}) if settings.offsite is not None else None
+        assert offsite is None or isinstance(offsite, OffsiteStatusResult)
+        newest: dict[str, datetime] = {}
+        for a in listing.archives:
+            if a.verified:
+                created = datetime.fromisoformat(a.created_at)
+                newest[a.policy] = max(created, newest.get(a.policy, created))
+        csrf = self.gate.csrf_token()
+        policies = ["manual", *(p for p in settings.policies if p not in _NOT_BY_HAND)]
+        body = (
+            outcome
+            + pages.status_section(
+                status,
+                rpo=settings.health.max_backup_age,
+                newest_good=newest,
+                offsite=offsite,
+                now=now,
+            )
+            + pages.backup_form(policies, csrf=csrf)
+            + pages.archives_section(listing.archives, csrf=csrf, now=now)
+        )
+        return pages.page("status", body)
+
+    def act(self, path: str, form: Mapping[str, str]) -> bytes:
+        """Run one action; the home page with its outcome (or the restore plan page)."""
+        archive = form.get("archive", "")
+        if path == "/backup":
+            done = self.ask({"op": "backup", "policy": form.get("policy", "manual")})
+            return self.home(pages.outcome([f"Backed up: <code>{pages.e(done.archive)}</code>"]))  # type: ignore[union-attr]
+        if path == "/verify":
+            self.ask({"op": "verify", "archive": archive})
+            return self.home(pages.outcome([f"Verified: <code>{pages.e(archive)}</code> is sound"]))
+        if path == "/restore/plan":
+            plan = self.ask({"op": "restore", "archive": archive, "dry_run": True})
+            assert isinstance(plan, RestoreResult)
+            return pages.restore_plan_page(plan, csrf=self.gate.csrf_token())
+        if path == "/restore":
+            if form.get("confirm_name", "").strip() != archive:
+                message = f"type the archive name {archive} exactly to confirm; nothing was changed"
+                return self.home(pages.outcome(error=message))
+            result = self.ask({"op": "restore", "archive": archive, "confirm": True})
+            assert isinstance(result, RestoreResult)
+            return self.home(pages.outcome(pages.restore_done_lines(result)))
+        raise LookupError(path)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], *, app: UiApp) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.app = app
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("ui_request_failed", client=str(client_address), exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = REQUEST_TIMEOUT_S
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if not self._authenticated():
+            return
+        path = urlsplit(self.path).path
+        if path == "/":
+            self._page(lambda: self.server.app.home(pages.outcome()))
+        elif path == f"/static/{pages.HTMX}":
+            body = resources.files("backup_sidecar.service").joinpath("static", pages.HTMX)
+            self._send(HTTPStatus.OK, body.read_bytes(), "text/javascript; charset=utf-8")
+        elif path == "/static/ui.css":
+            self._send(HTTPStatus.OK, pages.stylesheet(), "text/css; charset=utf-8")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        if not self._authenticated():
+            return
+        path = urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= MAX_FORM_BYTES:
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "form too large")
+            return
+        raw = self.rfile.read(length).decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        origin = self.headers.get("Origin")
+        host = self.headers.get("Host", "")
+        if not self.server.app.gate.csrf_ok(form.get("csrf")) or (
+            origin is not None and urlsplit(origin).netloc != host
+        ):
+            log.warning("ui_forged_post_refused", path=path, client=self.client_address[0])
+            self._refuse(HTTPStatus.FORBIDDEN, "refused: the form's CSRF token or origin is wrong")
+            return
+        if path not in ("/backup", "/verify", "/restore/plan", "/restore"):
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+            return
+        log.info("ui_action", path=path, archive=form.get("archive"), policy=form.get("policy"))
+        self._page(lambda: self.server.app.act(path, form))
+
+    def _page(self, render: Any) -> None:
+        """Render a page; an operation's failure is the home page with its one-line error."""
+        app = self.server.app
+        try:
+            body = render()
+        except Exception as exc:
+            if isinstance(exc, SidecarError):
+                log.warning("ui_action_failed", error=str(exc))
+            else:
+                log.error("ui_action_crashed", exc_info=True)
+            message = error_body(exc).message
+            try:
+                body = app.home(pages.outcome(error=message))
+            except Exception:  # noqa: BLE001 - the status itself failed: a bare page
+                body = pages.page("error", pages.outcome(error=message))
+        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
+
+    def _authenticated(self) -> bool:
+        gate = self.server.app.gate
+        if gate.allows(self.headers.get("Authorization")):
+            return True
+        log.warning("ui_unauthorized", path=self.path[:200], client=self.client_address[0])
+        scheme = 'Basic realm="backup-sidecar", charset="UTF-8"' if gate.basic else "Bearer"
+        self._send(
+            HTTPStatus.UNAUTHORIZED,
+            b"unauthorized: send the ui token or password\n",
+            "text/plain; charset=utf-8",
+            extra={"WWW-Authenticate": scheme},
+        )
+        return False
+
+    def _refuse(self, status: HTTPStatus, message: str) -> None:
+        self._send(status, message.encode() + b"\n", "text/plain; charset=utf-8")
+        self.close_connection = True
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        *,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        for name, value in {**_HEADERS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("ui_request", method=self.command, path=self.path[:200], status=str(code))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("ui_server_message", message=format % args, client=self.client_address[0])
+
+
+class UiServer:
+    """The page's server between start_for() and stop(); a disabled `ui` starts nothing."""
+
+    def __init__(self, server: _Server | None) -> None:
+        self._server = server
+        self._thread: threading.Thread | None = None
+        self.bound: tuple[str, int] | None = None
+        if server is not None:
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="ui-http",
+                daemon=True,
+            )
+            self._thread.start()
+            self.bound = (str(server.server_address[0]), int(server.server_address[1]))
+
+    @classmethod
+    def start_for(cls, live: LiveConfig, handler: Handler, environ: Mapping[str, str]) -> UiServer:
+        """Start listening when `ui.enabled` (ConfigError naming a missing secret variable)."""
+        cfg = live.now.settings.ui
+        if not cfg.enabled:
+            return cls(None)
+        gate = Gate.from_config(cfg, environ)
+        server = cls(_Server(cfg.address, app=UiApp(handler=handler, live=live, gate=gate)))
+        assert server.bound is not None
+        log.info("ui_listening", host=server.bound[0], port=server.bound[1], auth=not gate.open)
+        return server
+
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout_s)

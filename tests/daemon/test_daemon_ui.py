@@ -1,0 +1,136 @@
+"""The web page of a real daemon over real HTTP: it shows what the control socket knows, refuses
+a wrong token and forged POSTs, and its actions run through the control socket's handler."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.cli import run_cli
+from support.daemon import Daemon, DaemonRunner
+from support.databases import row_count
+from support.ui import ENV, UI, call, csrf_of
+
+
+@pytest.fixture
+def ui_daemon(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> Daemon:
+    """A daemon over `wal_db` with its page on a loopback port behind a bearer token."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    return daemons.start(cfg, env=ENV)
+
+
+def test_page_lists_the_archives_the_socket_lists(ui_daemon: Daemon) -> None:
+    """Every archive the socket's `list` returns is on the page, with its policy and status."""
+    first = ui_daemon.request("backup")["archive"]
+    status, page = call(ui_daemon, "GET", "/")
+    assert status == 200
+    names = [a["name"] for a in ui_daemon.request("list")["archives"]]
+    assert names == [first]
+    assert f"<code>{first}</code>" in page
+    assert "verified" in page and "healthy" in page
+    assert "/static/htmx-2.0.4.min.js" in page and "cdn" not in page.lower()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef", ""])
+def test_a_wrong_or_missing_token_is_refused(ui_daemon: Daemon, token: str | None) -> None:
+    """Without the right token nothing is shown nor done: 401 for pages, assets and actions."""
+    for method, path in (("GET", "/"), ("GET", "/static/htmx-2.0.4.min.js"), ("POST", "/backup")):
+        status, body = call(ui_daemon, method, path, token=token, form={"policy": "manual"})
+        assert status == 401, (method, path, body)
+        assert "archive" not in body
+    assert ui_daemon.request("list")["archives"] == []
+
+
+def test_forged_posts_are_refused_and_change_nothing(ui_daemon: Daemon) -> None:
+    """A POST without the page's CSRF token, with a wrong one, or from another origin is
+    refused (403) and starts no backup."""
+    _, page = call(ui_daemon, "GET", "/")
+    good = csrf_of(page)
+    forged: list[tuple[dict[str, str], dict[str, str]]] = [
+        ({"policy": "manual"}, {}),
+        ({"policy": "manual", "csrf": "0" * 64}, {}),
+        ({"policy": "manual", "csrf": good}, {"Origin": "http://evil.example"}),
+    ]
+    for form, headers in forged:
+        status, body = call(ui_daemon, "POST", "/backup", form=form, headers=headers)
+        assert status == 403, body
+        assert "CSRF" in body
+    assert ui_daemon.request("list")["archives"] == []
+    assert ui_daemon.log.find("ui_forged_post_refused")
+
+
+def test_backup_and_verify_through_the_page(ui_daemon: Daemon) -> None:
+    """`Back up now` writes a verified archive the socket lists; `verify` reports it sound; a
+    missing archive is one line on the page, not a crash."""
+    csrf = csrf_of(call(ui_daemon, "GET", "/")[1])
+    status, page = call(ui_daemon, "POST", "/backup", form={"policy": "manual", "csrf": csrf})
+    assert status == 200
+    [entry] = ui_daemon.request("list")["archives"]
+    assert entry["verified"] and f"Backed up: <code>{entry['name']}</code>" in page
+    _, page = call(ui_daemon, "POST", "/verify", form={"archive": entry["name"], "csrf": csrf})
+    assert f"Verified: <code>{entry['name']}</code> is sound" in page
+    _, page = call(ui_daemon, "POST", "/verify", form={"archive": "nope", "csrf": csrf})
+    assert "<div class=bad role=alert>no archive named &#x27;nope&#x27;</div>" in page
+
+
+def test_restore_through_the_page_needs_the_typed_name(ui_daemon: Daemon, wal_db: Path) -> None:
+    """The plan changes nothing; a mistyped name changes nothing; the typed name restores the
+    live database and the page names the pre_restore archive that undoes it."""
+    archive = ui_daemon.request("backup")["archive"]
+    with sqlite3.connect(wal_db) as conn:
+        conn.execute("DELETE FROM items")
+    conn.close()
+    csrf = csrf_of(call(ui_daemon, "GET", "/")[1])
+    _, plan = call(ui_daemon, "POST", "/restore/plan", form={"archive": archive, "csrf": csrf})
+    assert "Type the archive name" in plan and row_count(wal_db) == 0
+    wrong = {"archive": archive, "csrf": csrf, "confirm_name": archive[:-1]}
+    _, page = call(ui_daemon, "POST", "/restore", form=wrong)
+    assert "nothing was changed" in page and row_count(wal_db) == 0
+    right = {"archive": archive, "csrf": csrf, "confirm_name": archive}
+    _, page = call(ui_daemon, "POST", "/restore", form=right)
+    assert row_count(wal_db) == 100
+    [safety] = ui_daemon.request("list")["archives"][0:1]
+    assert safety["policy"] == "pre_restore"
+    assert f"<code id=pre-restore>{safety['name']}</code>" in page
+
+
+def test_a_missing_token_variable_stops_the_start_in_one_line(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A `ui.token_env` naming an unset variable: the daemon does not start (no open page), and
+    says which variable in one line."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 1}}, ui=UI)
+    d = daemons.start(cfg, started_ok=False)
+    code = d.wait_exit(timeout=30)
+    errors = [line for line in d.log.raw if not line.startswith("{")]
+    assert code != 0 and not d.log.find("daemon_started")
+    assert len(errors) == 1, d.log.raw
+    assert "environment UI_TOKEN: ui.token_env" in errors[0]
+
+
+def test_basic_auth_with_a_hash_from_the_environment(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """Basic auth against the hash `config hash-password` made: the right password gets the
+    page, a wrong one a 401 asking for basic auth."""
+    made = run_cli("config", "hash-password", input="correct horse\n")
+    ui = {"enabled": True, "listen": "127.0.0.1:0", "user": "ops", "password_hash_env": "UI_HASH"}
+    cfg = daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 1}}, ui=ui)
+    d = daemons.start(cfg, env={"UI_HASH": made.stdout.strip()})
+
+    def basic(password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()}
+
+    assert call(d, "GET", "/", token=None, headers=basic("correct horse"))[0] == 200
+    assert call(d, "GET", "/", token=None, headers=basic("wrong horse"))[0] == 401

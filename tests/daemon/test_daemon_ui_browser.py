@@ -1,0 +1,74 @@
+"""The web page in a real headless chromium against a real daemon: what an operator sees and
+does, JavaScript (htmx) on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from selenium.webdriver.common.by import By
+
+from support.browser import chromium
+from support.daemon import DaemonRunner
+from support.databases import row_count
+from support.ui import ENV, TOKEN, UI, ui_port
+from support.waiting import wait_until
+
+#: Set to a path to refresh the README's screenshot from this test (docs/ui.png).
+SCREENSHOT_ENV = "UI_SCREENSHOT"
+
+
+def test_browser_lists_restores_and_refuses(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """In chromium: a wrong token gets no page; the page lists the archives; verify answers in
+    place through htmx (no reload); a restore through the plan and the typed name changes the
+    live database and shows the safety archive."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    archive = d.request("backup")["archive"]
+    url = f"http://127.0.0.1:{ui_port(d)}/"
+    with chromium(token="not-the-token-0123456789") as browser:  # noqa: S106 - wrong on purpose
+        browser.get(url)
+        assert "unauthorized" in browser.find_element(By.TAG_NAME, "body").text
+        assert archive not in browser.page_source
+    with sqlite3.connect(wal_db) as conn:
+        conn.execute("DELETE FROM items WHERE id > 40")
+    conn.close()
+    with chromium(token=TOKEN) as browser:
+        browser.get(url)
+        table = browser.find_element(By.ID, "archives")
+        assert archive in table.text and "verified" in table.text
+        wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        browser.save_screenshot(str(tmp_path / "ui.png"))
+        if target := os.environ.get(SCREENSHOT_ENV):
+            shutil.copyfile(tmp_path / "ui.png", target)
+        browser.execute_script("window.notReloaded = true")
+        verify = f"//tr[td/code[text()='{archive}']]//button[text()='verify']"
+        browser.find_element(By.XPATH, verify).click()  # htmx: swapped in place, no reload
+        wait_until(lambda: "is sound" in browser.page_source, what="the verify outcome")
+        assert browser.execute_script("return window.notReloaded === true")
+        table = browser.find_element(By.ID, "archives")
+        row = table.find_element(By.XPATH, f".//tr[td/code[text()='{archive}']]")
+        row.find_element(By.XPATH, ".//button[text()='restore…']").click()
+        wait_until(lambda: "Type the archive name" in browser.page_source, what="restore plan")
+        assert row_count(wal_db) == 40
+        browser.find_element(By.NAME, "confirm_name").send_keys(archive)
+        browser.find_element(By.XPATH, "//button[text()='Restore now']").click()
+        safety = wait_until(
+            lambda: browser.find_elements(By.ID, "pre-restore"), what="the safety archive"
+        )[0].text
+    assert row_count(wal_db) == 100
+    listed = {a["name"]: a["policy"] for a in d.request("list")["archives"]}
+    assert listed[safety] == "pre_restore"
