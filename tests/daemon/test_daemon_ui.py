@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from backup_sidecar.service.ui_pages import human_size
 from support.cli import run_cli
 from support.daemon import Daemon, DaemonRunner
 from support.databases import row_count
 from support.ui import ENV, UI, call, csrf_of
+from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -134,3 +136,55 @@ def test_basic_auth_with_a_hash_from_the_environment(
 
     assert call(d, "GET", "/", token=None, headers=basic("correct horse"))[0] == 200
     assert call(d, "GET", "/", token=None, headers=basic("wrong horse"))[0] == 401
+
+
+def test_status_shows_each_database_check_as_the_socket_reports_it(
+    ui_daemon: Daemon, wal_db: Path
+) -> None:
+    """The socket's `status` carries the health watcher's last check of each database (health,
+    size, WAL, free pages) and the page shows those very numbers."""
+    checks = wait_until(
+        lambda: ui_daemon.request("status")["checks"].get("user"), what="the first check"
+    )
+    assert checks["healthy"] is True and checks["error"] is None
+    assert checks["size_bytes"] == wal_db.stat().st_size
+    assert checks["wal_size_bytes"] == Path(f"{wal_db}-wal").stat().st_size
+    assert checks["freelist_count"] == 0 and checks["page_count"] > 0
+    _, page = call(ui_daemon, "GET", "/")
+    row = page[page.index("<table id=databases>") :].split("</table>")[0]
+    assert "<span class=good>healthy</span>" in row
+    assert f"<td>{human_size(checks['size_bytes'])}</td>" in row
+    assert "<td>0 (0.0%)</td>" in row
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "99999999"])
+def test_a_bad_content_length_is_refused_not_a_crash(ui_daemon: Daemon, length: str) -> None:
+    """A POST declaring a malformed, negative or huge body length is one 413 line; the daemon
+    logs no crash (the teardown fails on a ui_request_failed) and goes on answering."""
+    csrf = csrf_of(call(ui_daemon, "GET", "/")[1])
+    status, body = call(ui_daemon, "POST", "/backup", headers={"Content-Length": length})
+    assert status == 413 and "refused" in body
+    assert call(ui_daemon, "GET", "/")[0] == 200 and csrf
+
+
+def test_offsite_state_is_on_the_page(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """With an offsite section the page shows the store, the lease verdict and each policy's
+    newest confirmed copy, from the socket's offsite_status."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{tmp_path / 'offsite'}"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    d.request("backup")
+    wait_until(lambda: d.request("offsite_status")["newest"].get("manual"), what="an upload")
+    _, page = call(d, "GET", "/")
+    section = page[page.index("<h2>Offsite</h2>") :]
+    assert f"file://{tmp_path / 'offsite'}" in section and "writable" in section
+    assert "<td>manual</td>" in section

@@ -25,6 +25,17 @@ class PingResult(_Result):
     version: str
 
 
+class DatabaseCheck(_Result):
+    """A database as the health watcher's last check saw it (None: not known yet)."""
+
+    healthy: bool | None
+    size_bytes: int | None
+    wal_size_bytes: int | None
+    page_count: int | None
+    freelist_count: int | None
+    error: str | None
+
+
 class StatusResult(_Result):
     version: str
     healthy: bool
@@ -37,6 +48,8 @@ class StatusResult(_Result):
     databases: dict[str, str]
     #: Policy -> its next scheduled run (ISO 8601), None when it never fires again.
     next_runs: dict[str, str | None]
+    #: Database name -> its last check (empty before the first, and from older daemons).
+    checks: dict[str, DatabaseCheck] = {}
 
 
 class ArchiveEntry(_Result):

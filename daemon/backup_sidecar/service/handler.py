@@ -240,4 +240,16 @@ class ControlHandler:
             "next_runs": {
                 p: (t.isoformat() if t else None) for p, t in self._state.next_runs().items()
             },
+            "checks": {
+                db.name: {
+                    "healthy": db.healthy if db.known else None,
+                    "size_bytes": db.size_bytes,
+                    "wal_size_bytes": db.wal_size_bytes,
+                    "page_count": db.page_count,
+                    "freelist_count": db.freelist_count,
+                    "error": db.error,
+                }
+                for db in health.databases
+                if db.name in rt.databases
+            },
         }

@@ -100,10 +100,7 @@ def status_section(
     )
     reasons = "".join(f"<li class=bad>{e(r)}</li>" for r in status.reasons)
     reasons += "".join(f"<li>not known yet: {e(u)}</li>" for u in status.unknown)
-    dbs = "".join(
-        f"<tr><td>{e(name)}</td><td><code>{e(path)}</code></td></tr>"
-        for name, path in status.databases.items()
-    )
+    dbs = "".join(_database_row(name, path, status) for name, path in status.databases.items())
     rows = []
     for policy in sorted(set(status.next_runs) | set(rpo) | set(newest_good)):
         good = newest_good.get(policy)
@@ -122,11 +119,32 @@ def status_section(
     html = (
         f"<h2>Status</h2><p>Daemon {e(status.version)}: {verdict}</p><ul>{reasons}</ul>"
         f"<p>Backup directory <code>{e(status.backup_dir)}</code></p>"
-        f"<table><tr><th>database</th><th>live file</th></tr>{dbs}</table>"
+        "<table id=databases><tr><th>database</th><th>live file</th><th>health</th><th>size</th>"
+        f"<th>WAL</th><th>free pages</th></tr>{dbs}</table>"
         "<table><tr><th>policy</th><th>RPO (max backup age)</th><th>newest good backup</th>"
         f"<th>next run</th></tr>{''.join(rows)}</table>"
     )
     return html + _offsite(offsite)
+
+
+def _database_row(name: str, path: str, status: StatusResult) -> str:
+    check = status.checks.get(name)
+    cells = ["not checked yet", "-", "-", "-"]
+    if check is not None:
+        health = {True: "<span class=good>healthy</span>", None: "not known yet"}.get(
+            check.healthy, f"<span class=bad>unhealthy: {e(check.error)}</span>"
+        )
+
+        def size(n: int | None) -> str:
+            return e(human_size(n)) if n is not None else "-"
+
+        free = "-"
+        if check.freelist_count is not None and check.page_count:
+            share = 100 * check.freelist_count / check.page_count
+            free = f"{check.freelist_count} ({share:.1f}%)"
+        cells = [health, size(check.size_bytes), size(check.wal_size_bytes), e(free)]
+    tail = "".join(f"<td>{c}</td>" for c in cells)
+    return f"<tr><td>{e(name)}</td><td><code>{e(path)}</code></td>{tail}</tr>"
 
 
 def _offsite(offsite: OffsiteStatusResult | None) -> str:

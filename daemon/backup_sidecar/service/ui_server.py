@@ -78,8 +78,14 @@ class UiApp:
         status = self.ask({"op": "status"})
         listing = self.ask({"op": "list"})
         assert isinstance(status, StatusResult) and isinstance(listing, ListResult)
-        offsite = self.ask({"op": "offsite_status"}) if settings.offsite is not None else None
-        assert offsite is None or isinstance(offsite, OffsiteStatusResult)
+        offsite: OffsiteStatusResult | None = None
+        if settings.offsite is not None:
+            try:
+                answer = self.ask({"op": "offsite_status"})
+                assert isinstance(answer, OffsiteStatusResult)
+                offsite = answer
+            except SidecarError as exc:  # the uploader did not start: the rest still shows
+                log.warning("ui_offsite_status_failed", error=str(exc))
         newest: dict[str, datetime] = {}
         for a in listing.archives:
             if a.verified:
@@ -161,9 +167,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authenticated():
             return
         path = urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        length = int(declared) if declared.isdigit() else -1
         if not 0 <= length <= MAX_FORM_BYTES:
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "form too large")
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "refused: a form of 0-16 KiB")
             return
         raw = self.rfile.read(length).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
@@ -210,6 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             "text/plain; charset=utf-8",
             extra={"WWW-Authenticate": scheme},
         )
+        self.close_connection = True  # an unread request body must not be read as a request
         return False
 
     def _refuse(self, status: HTTPStatus, message: str) -> None:
