@@ -1,5 +1,5 @@
-"""The restore drill: the newest verified archive restored into scratch and its row counts
-compared with what it promised."""
+"""The restore drill: the newest verified archive (or incremental backup) restored into
+scratch and its row counts compared with what it promised."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from backup_sidecar.errors import CorruptArchiveError, SidecarError, UsageError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.outcomes import DrillFinished, Outcomes
+from backup_sidecar.jobs.pagecheck import with_incremental
+from backup_sidecar.jobs.pagescrub import recheck_page_backup
+from backup_sidecar.jobs.pagestores import find_page_backup
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -64,12 +67,18 @@ def _drill(rt: Runtime, effort: Effort, catalog: archiver.Catalog | None) -> Dri
 
     candidates = [
         a
-        for a in listing(rt, catalog)
-        if a.status is archiver.ArchiveStatus.VERIFIED and a.policy != archiver.PRE_RESTORE_POLICY
+        for a in with_incremental(rt, listing(rt, catalog))
+        if a.policy != archiver.PRE_RESTORE_POLICY
+        and (
+            a.status is archiver.ArchiveStatus.VERIFIED
+            or (a.kind == "incremental" and a.status is archiver.ArchiveStatus.UNVERIFIED)
+        )
     ]
     if not candidates:
         raise UsageError(f"restore drill: no verified archive in {rt.backup_dir}")
     newest = candidates[0]
+    if newest.kind == "incremental":
+        return _drill_pages(rt, effort, newest.name)
     try:
         manifest = archiver.read_manifest(newest.path)
     except CorruptArchiveError as exc:
@@ -109,3 +118,18 @@ def _drill(rt: Runtime, effort: Effort, catalog: archiver.Catalog | None) -> Dri
     else:
         log.error("restore_drill_failed", archive=newest.name, mismatches=list(mismatches))
     return report
+
+
+def _drill_pages(rt: Runtime, effort: Effort, name: str) -> DrillReport:
+    """An incremental backup drilled: every database rebuilt into scratch and checked (page and
+    image SHA-256, integrity_check, schema hash and every table's row count against what it
+    recorded); a failure marks it damaged and is a CorruptArchiveError naming it."""
+    backup = find_page_backup(rt.backup_dir, name)
+    if backup is None:
+        raise UsageError(f"restore drill: incremental backup {name!r} went while it ran")
+    fault = recheck_page_backup(rt, backup, found_by="drill", should_stop=effort.should_stop)
+    if fault is not None:
+        log.error("restore_drill_failed", archive=name, mismatches=[fault])
+        raise CorruptArchiveError(name, fault)
+    log.info("restore_drill_completed", archive=name, databases=list(backup.databases))
+    return DrillReport(name, backup.databases, ())

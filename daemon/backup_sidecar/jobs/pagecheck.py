@@ -10,7 +10,6 @@ and made again under that name) does not count.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,20 +17,19 @@ import structlog
 
 from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
-from backup_sidecar.archiver.safefs import backup_dir_fd, open_subdir
 from backup_sidecar.archiver.sqlitefacts import collect_facts, integrity_check
 from backup_sidecar.errors import CorruptArchiveError, PageStoreError
-from backup_sidecar.jobs.pagestores import (
-    PAGES_DIR,
-    PageBackup,
-    list_page_backups,
-    pages_root,
-    store_path,
+from backup_sidecar.jobs.pagedamage import (
+    DAMAGED_DIR,
+    VERIFIED_DIR,
+    damage_reason,
+    drop_marker,
+    read_marker,
+    write_marker,
 )
+from backup_sidecar.jobs.pagestores import PageBackup, list_page_backups, pages_root, store_path
 from backup_sidecar.jobs.runtime import Runtime
-from backup_sidecar.pagestore import fsio
 
-VERIFIED_DIR = ".verified"
 log = structlog.get_logger(__name__)
 
 
@@ -69,64 +67,33 @@ def rebuild_checked(
     return out
 
 
-def _markers(backup_dir: Path, db: str, *, create: bool) -> int | None:
-    """A descriptor of the verified markers' directory of ``db`` (None if absent)."""
-    root = pages_root(backup_dir)
-    with backup_dir_fd(backup_dir) as top:
-        fds: list[int] = []
-        try:
-            fds.append(open_subdir(top, PAGES_DIR, where=root, create=create))
-            fds.append(open_subdir(fds[-1], VERIFIED_DIR, where=root / VERIFIED_DIR, create=create))
-            return open_subdir(fds[-1], db, where=root / VERIFIED_DIR / db, create=create)
-        except FileNotFoundError:
-            return None
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-
 def mark_verified(backup_dir: Path, backup: PageBackup) -> None:
-    """Record that every database of ``backup`` rebuilt to its recorded image."""
+    """Record that every database of ``backup`` rebuilt to its recorded image (a damage
+    marker of it goes: the rebuild that found the damage is no longer true)."""
     for db, m in backup.manifests.items():
-        fd = _markers(backup_dir, db, create=True)
-        assert fd is not None
-        try:
-            where = pages_root(backup_dir) / VERIFIED_DIR / db
-            fsio.write_file(fd, backup.name, m.image_sha256.encode(), where=where, replace=True)
-        finally:
-            os.close(fd)
+        write_marker(backup_dir, VERIFIED_DIR, db, backup.name, m.image_sha256)
+        drop_marker(backup_dir, DAMAGED_DIR, db, backup.name)
 
 
 def forget_verified(backup_dir: Path, db: str, name: str) -> None:
-    """Remove the marker of ``name`` in ``db`` (its backup was deleted)."""
-    fd = _markers(backup_dir, db, create=False)
-    if fd is not None:
-        try:
-            fsio.discard(fd, name)
-        finally:
-            os.close(fd)
+    """Remove the markers of ``name`` in ``db`` (its backup was deleted)."""
+    drop_marker(backup_dir, VERIFIED_DIR, db, name)
+    drop_marker(backup_dir, DAMAGED_DIR, db, name)
 
 
 def is_verified(backup_dir: Path, backup: PageBackup) -> bool:
     """Whether a verify passed for this very backup (every database's image SHA-256)."""
     for db, m in backup.manifests.items():
-        fd = _markers(backup_dir, db, create=False)
-        if fd is None:
-            return False
-        try:
-            text = fsio.read_file(fd, backup.name, where=pages_root(backup_dir), limit=128)
-        except (OSError, PageStoreError):
-            return False
-        finally:
-            os.close(fd)
-        if text.decode(errors="replace").strip() != m.image_sha256:
+        text = read_marker(backup_dir, VERIFIED_DIR, db, backup.name)
+        if text is None or text.strip() != m.image_sha256:
             return False
     return bool(backup.manifests) and not backup.errors
 
 
 def page_backup_info(backup_dir: Path, backup: PageBackup) -> ArchiveInfo:
     """An incremental backup as `list` shows it beside the archives."""
-    if not backup.manifests or backup.errors:
+    damage = damage_reason(backup_dir, backup) if backup.manifests else None
+    if not backup.manifests or backup.errors or damage:
         return ArchiveInfo(
             name=backup.name,
             path=pages_root(backup_dir),
@@ -136,7 +103,7 @@ def page_backup_info(backup_dir: Path, backup: PageBackup) -> ArchiveInfo:
             policy=backup.policy,
             databases=backup.databases,
             sequence=backup.sequence,
-            error="; ".join(f"{db}: {why}" for db, why in backup.errors.items()),
+            error=damage or "; ".join(f"{db}: {why}" for db, why in backup.errors.items()),
             kind="incremental",
         )
     first = next(iter(backup.manifests))

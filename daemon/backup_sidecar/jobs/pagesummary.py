@@ -11,6 +11,7 @@ stands (the watcher never waits on a long backup).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from datetime import datetime
@@ -18,19 +19,23 @@ from pathlib import Path
 
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import ManifestFormatError, PageStoreError, SidecarError
+from backup_sidecar.jobs.pagedamage import DAMAGED_DIR, damage_of, marked_names
 from backup_sidecar.jobs.pagestores import store_names, store_path
 from backup_sidecar.pagestore import fsio, manifest
 
 LOCK_WAIT_S = 0.2
 _Key = tuple[int, int, int]
+#: (summary, image SHA-256) of a manifest, or None if unreadable
+_Entry = tuple[ArchiveInfo, str] | None
 _lock = threading.Lock()
-#: (backup dir, db) -> manifest file -> (identity, summary or None if unreadable)
-_cache: dict[tuple[str, str], dict[str, tuple[_Key, ArchiveInfo | None]]] = {}
+#: (backup dir, db) -> manifest file -> (identity, entry)
+_cache: dict[tuple[str, str], dict[str, tuple[_Key, _Entry]]] = {}
 
 
 def page_successes(backup_dir: Path) -> list[ArchiveInfo]:
-    """One entry per incremental backup whose manifest reads (status ``unverified``, kind
-    ``incremental``), newest first by creation sequence."""
+    """One entry per incremental backup whose manifest reads (status ``unverified``, or
+    ``damaged`` once a scrub, drill or chain-head check marked it; kind ``incremental``),
+    newest first by creation sequence."""
     by_name: dict[str, ArchiveInfo] = {}
     try:
         dbs = store_names(backup_dir)
@@ -43,7 +48,8 @@ def page_successes(backup_dir: Path) -> list[ArchiveInfo]:
 
 
 def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
-    """Every readable backup in ``db``'s page store, in brief (any order)."""
+    """Every readable backup in ``db``'s page store, in brief (any order); one listing of
+    the damage markers, read only for the backups that have one."""
     key = (str(backup_dir), db)
     with _lock:
         previous = dict(_cache.get(key, {}))
@@ -56,13 +62,23 @@ def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
         current = previous
     with _lock:
         _cache[key] = current
-    return [info for _, info in current.values() if info is not None]
+    damaged = marked_names(backup_dir, DAMAGED_DIR, db)
+    out = []
+    for _, entry in current.values():
+        if entry is None:
+            continue
+        info, sha = entry
+        why = damage_of(backup_dir, db, info.name, sha) if info.name in damaged else None
+        if why is not None:
+            info = dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why)
+        out.append(info)
+    return out
 
 
 def _read(
-    store: Path, db: str, previous: dict[str, tuple[_Key, ArchiveInfo | None]]
-) -> dict[str, tuple[_Key, ArchiveInfo | None]]:
-    current: dict[str, tuple[_Key, ArchiveInfo | None]] = {}
+    store: Path, db: str, previous: dict[str, tuple[_Key, _Entry]]
+) -> dict[str, tuple[_Key, _Entry]]:
+    current: dict[str, tuple[_Key, _Entry]] = {}
     with fsio.open_store(store, exclusive=False, timeout_s=LOCK_WAIT_S) as dirs:
         for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
             try:
@@ -78,7 +94,7 @@ def _read(
     return current
 
 
-def _summary(dirs: fsio.StoreDirs, store: Path, db: str, file: str) -> ArchiveInfo | None:
+def _summary(dirs: fsio.StoreDirs, store: Path, db: str, file: str) -> _Entry:
     name = file.removesuffix(manifest.SUFFIX)
     try:
         data = fsio.read_file(
@@ -88,7 +104,7 @@ def _summary(dirs: fsio.StoreDirs, store: Path, db: str, file: str) -> ArchiveIn
     except (OSError, ManifestFormatError, PageStoreError, SidecarError, ValueError):
         return None
     sequence = m.metadata.get("sequence")
-    return ArchiveInfo(
+    info = ArchiveInfo(
         name=name,
         path=store / "manifests" / file,
         size_bytes=m.stats.get("bytes_stored", 0),
@@ -99,3 +115,4 @@ def _summary(dirs: fsio.StoreDirs, store: Path, db: str, file: str) -> ArchiveIn
         sequence=sequence if type(sequence) is int else None,
         kind="incremental",
     )
+    return info, m.image_sha256

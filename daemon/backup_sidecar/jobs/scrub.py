@@ -12,6 +12,7 @@ from backup_sidecar.errors import BackupDirError, SidecarError
 from backup_sidecar.jobs.backupdir import listing, mark_damaged
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.outcomes import Outcomes, ScrubFinished, failure_text
+from backup_sidecar.jobs.pagescrub import scrub_pages
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,8 @@ def run_scrub(
     catalog: archiver.Catalog | None = None,
 ) -> ScrubReport:
     """Read every archive to its end (the read check, never the cache's old answer) and mark
-    the ones that fail damaged; markers whose archive was deleted are removed."""
+    the ones that fail damaged; markers whose archive was deleted are removed. Then rebuild
+    and check every incremental backup the same way (jobs/pagescrub.py)."""
     effort = effort or rt.effort
     effort.lower_priority()
     checks = checks if checks is not None else archiver.ReadCheckCache()
@@ -70,6 +72,9 @@ def run_scrub(
                 mark_damaged(rt, archive, fault, found_by="scrub")
         report("scrub", len(archives), len(archives))
         _remove_orphan_markers(rt)
+        scrub_pages(
+            rt, should_stop=effort.should_stop, passed=passed, damaged=damaged, skipped=skipped
+        )
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         log.error("scrub_failed", error=failure_text(exc))
         raised: Exception = exc

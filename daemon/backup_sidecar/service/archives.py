@@ -26,7 +26,8 @@ def with_page_successes(
     backup_dir: Path, archives: Iterable[archiver.ArchiveInfo]
 ) -> list[archiver.ArchiveInfo]:
     """``archives`` and the incremental backups (jobs/pagesummary.py), newest first: what the
-    last-success ledger and the catch-up count (never the drill, the prune or the counts)."""
+    last-success ledger, the catch-up, the archive and damaged counts and the damaged-newest
+    alarm read (never the drill or the prune)."""
     merged = [*archives, *page_successes(backup_dir)]
     return sorted(merged, key=lambda a: a.newness, reverse=True)
 
@@ -96,10 +97,11 @@ class ArchivesPublisher:
             return
         successes = with_page_successes(backup_dir, archives)
         self._ledger.sync(successes, policies=self._live.now.settings.policies)
-        self._metrics.archives_counted(Counter(a.policy for a in archives))
-        damaged = [a for a in archives if a.status is archiver.ArchiveStatus.DAMAGED]
+        # Incremental backups count as archives of their policy, damaged ones too.
+        self._metrics.archives_counted(Counter(a.policy for a in successes))
+        damaged = [a for a in successes if a.status is archiver.ArchiveStatus.DAMAGED]
         self._metrics.damaged_counted(Counter(a.policy for a in damaged))
-        self._health.set_damaged_newest(damaged_newest(archives))
+        self._health.set_damaged_newest(damaged_newest(successes))
         reconcile_sequence(backup_dir, archives)
 
     def scan(self) -> list[archiver.ArchiveInfo]:

@@ -189,15 +189,16 @@ class HealthWatcher:
             self._maintenance(results)
         metrics.backup_dir_free(free)
         health.set_backup_dir_free_bytes(free)
-        metrics.archives_counted(Counter(a.policy for a in archives or ()))
+        # Incremental backups count beside the archives (their policy's archives, damaged).
+        successes = with_page_successes(rt.backup_dir, archives) if archives is not None else []
+        metrics.archives_counted(Counter(a.policy for a in successes))
         if archives is not None:  # an unreadable directory says nothing about what it holds
-            successes = with_page_successes(rt.backup_dir, archives)
             self._ledger.sync(successes, policies=cfg.policies)
         metrics.damaged_counted(
-            Counter(a.policy for a in archives or () if a.status is archiver.ArchiveStatus.DAMAGED)
+            Counter(a.policy for a in successes if a.status is archiver.ArchiveStatus.DAMAGED)
         )
         if archives is not None:
-            health.set_damaged_newest(damaged_newest(archives))
+            health.set_damaged_newest(damaged_newest(successes))
         overdue = overdue_policies(
             self._ledger.newest(),
             cfg.health.max_backup_age,
