@@ -188,3 +188,17 @@ def test_offsite_state_is_on_the_page(
     section = page[page.index("<h2>Offsite</h2>") :]
     assert f"file://{tmp_path / 'offsite'}" in section and "writable" in section
     assert "<td>manual</td>" in section
+
+
+def test_recent_events_show_backups_and_restores_newest_first(ui_daemon: Daemon) -> None:
+    """The page lists what the jobs published since the start, newest first: the backup asked
+    for on the socket, then the restore done through the page."""
+    archive = ui_daemon.request("backup")["archive"]
+    csrf = csrf_of(call(ui_daemon, "GET", "/")[1])
+    right = {"archive": archive, "csrf": csrf, "confirm_name": archive}
+    call(ui_daemon, "POST", "/restore", form=right)
+    _, page = call(ui_daemon, "GET", "/")
+    events = page[page.index("<table id=events>") :].split("</table>")[0]
+    restore = events.index(f"<td>restore</td><td><code>{archive}</code></td><td class=good>ok")
+    backup = events.index(f"<td>backup</td><td><code>manual: {archive}</code></td><td class=good>")
+    assert restore < backup

@@ -255,7 +255,7 @@ class Service:
             offsite=uploader,
         )
         handler = ControlHandler(state)  # one implementation behind the socket and the page
-        stack.callback(UiServer.start_for(self.live, handler, self._environ).stop)
+        stack.callback(UiServer.start_for(self.live, handler, self._environ, self.outcomes).stop)
         if cfg.control.enabled:
             control = ControlServer(
                 cfg.control.socket,

@@ -17,6 +17,7 @@ from backup_sidecar.control.results import (
     RestoreResult,
     StatusResult,
 )
+from backup_sidecar.service.ui_events import RecentEvent
 
 HTMX = "htmx-2.0.4.min.js"
 _STYLE = (
@@ -225,3 +226,19 @@ def restore_done_lines(result: RestoreResult) -> list[str]:
         )
     lines += [f"<span class=bad>saved although damaged: {e(d)}</span>" for d in result.damaged]
     return lines
+
+
+def events_section(events: list[RecentEvent], *, now: datetime) -> str:
+    """The daemon's recent backups, restores, scrubs, drills and prunes, newest first."""
+    rows = "".join(
+        f"<tr><td>{e(human_age((now - ev.at).total_seconds()))} ago</td><td>{e(ev.kind)}</td>"
+        f"<td><code>{e(ev.subject)}</code></td>"
+        f"<td class={'good' if ev.ok else 'bad'}>{'ok' if ev.ok else 'failed'}</td>"
+        f"<td>{e(ev.detail)}</td></tr>"
+        for ev in events
+    )
+    rows = rows or "<tr><td colspan=5>Nothing since the daemon started.</td></tr>"
+    return (
+        "<h2>Recent events</h2><table id=events><tr><th>when</th><th>what</th><th>of</th>"
+        f"<th>outcome</th><th>detail</th></tr>{rows}</table>"
+    )

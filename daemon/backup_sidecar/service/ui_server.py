@@ -36,9 +36,11 @@ from backup_sidecar.control.results import (
     parse_result,
 )
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.service import ui_pages as pages
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.ui_auth import Gate
+from backup_sidecar.service.ui_events import RecentEvents
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +60,13 @@ _NOT_BY_HAND = frozenset({"pre_restore", "drill"})
 class UiApp:
     """What the pages read and do, through the control socket's handler."""
 
-    def __init__(self, *, handler: Handler, live: LiveConfig, gate: Gate) -> None:
+    def __init__(
+        self, *, handler: Handler, live: LiveConfig, gate: Gate, events: RecentEvents
+    ) -> None:
         self.handler = handler
         self.live = live
         self.gate = gate
+        self.events = events
         self._peer = PeerCred(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
 
     def ask(self, data: Mapping[str, Any]) -> Result:
@@ -104,6 +109,7 @@ class UiApp:
             )
             + pages.backup_form(policies, csrf=csrf)
             + pages.archives_section(listing.archives, csrf=csrf, now=now)
+            + pages.events_section(self.events.newest_first(), now=now)
         )
         return pages.page("status", body)
 
@@ -266,13 +272,19 @@ class UiServer:
             self.bound = (str(server.server_address[0]), int(server.server_address[1]))
 
     @classmethod
-    def start_for(cls, live: LiveConfig, handler: Handler, environ: Mapping[str, str]) -> UiServer:
-        """Start listening when `ui.enabled` (ConfigError naming a missing secret variable)."""
+    def start_for(
+        cls, live: LiveConfig, handler: Handler, environ: Mapping[str, str], outcomes: Outcomes
+    ) -> UiServer:
+        """Start listening when `ui.enabled` (ConfigError naming a missing secret variable);
+        the page's recent events subscribe to ``outcomes``."""
         cfg = live.now.settings.ui
         if not cfg.enabled:
             return cls(None)
         gate = Gate.from_config(cfg, environ)
-        server = cls(_Server(cfg.address, app=UiApp(handler=handler, live=live, gate=gate)))
+        events = RecentEvents()
+        app = UiApp(handler=handler, live=live, gate=gate, events=events)
+        server = cls(_Server(cfg.address, app=app))
+        outcomes.subscribe(events)
         assert server.bound is not None
         log.info("ui_listening", host=server.bound[0], port=server.bound[1], auth=not gate.open)
         return server
