@@ -10,8 +10,11 @@ and restore as an archive's, and ``export`` writes a standalone archive that the
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,15 @@ from typing import Any
 import structlog
 
 from backup_sidecar.archiver import manifest as mf
-from backup_sidecar.archiver.staging import create_exclusive, publish, staging_area
-from backup_sidecar.errors import ArchiveNotFoundError, CorruptArchiveError
+from backup_sidecar.archiver.staging import create_exclusive, fsync_dir, publish, staging_area
+from backup_sidecar.errors import ArchiveExistsError, ArchiveNotFoundError, CorruptArchiveError
 from backup_sidecar.jobs.pagecheck import rebuild_checked
 from backup_sidecar.jobs.pagestores import PageBackup, find_page_backup
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
 
 
 def archive_metadata(backup: PageBackup) -> tuple[dict[str, Any], mf.Manifest]:
@@ -77,18 +82,88 @@ def export_backup(rt: Runtime, name: str, *, out: Path | None, cwd: Path) -> Pat
     doc, parsed = archive_metadata(backup)
     with staging_area(rt.backup_dir, purpose="export") as area:
         staged = rebuild_checked(rt.backup_dir, backup, into=area)
-        tmp = target.with_name(f".{target.name}.export-part")
-        fd = create_exclusive(tmp)
+        if target.exists() or target.is_symlink():
+            raise ArchiveExistsError(target)
         try:
-            with os.fdopen(fd, "wb") as raw:
-                _write_tar(raw, doc, parsed, staged, backup)
-                raw.flush()
-                os.fsync(raw.fileno())
-            publish(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            fd = os.open(target.parent, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            _export_through_part_file(target, doc, parsed, staged, backup)
+        else:
+            _export_anonymous(fd, target, doc, parsed, staged, backup)
     log.info("backup_exported", archive=name, path=str(target))
     return target
+
+
+def _export_anonymous(
+    fd: int,
+    target: Path,
+    doc: dict[str, Any],
+    parsed: mf.Manifest,
+    staged: dict[str, Path],
+    backup: PageBackup,
+) -> None:
+    """Write into an unnamed file in ``target``'s directory (O_TMPFILE), then link it in:
+    a kill at any point leaves nothing behind (the file has no name until it is complete)."""
+    with os.fdopen(fd, "w+b") as raw:
+        _write_tar(raw, doc, parsed, staged, backup)
+        raw.flush()
+        os.fsync(raw.fileno())
+        if not _link_anonymous(raw.fileno(), target):
+            # Neither link works here (no CAP_DAC_READ_SEARCH, no /proc): copied once into
+            # the hidden part file, which a kill during the copy can leave.
+            raw.seek(0)
+            tmp = target.with_name(f".{target.name}.export-part")
+            with os.fdopen(create_exclusive(tmp), "wb") as part:
+                try:
+                    shutil.copyfileobj(raw, part, 1 << 20)
+                    part.flush()
+                    os.fsync(part.fileno())
+                    publish(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            return
+    fsync_dir(target.parent)
+
+
+def _link_anonymous(fd: int, target: Path) -> bool:
+    """Give the unnamed file ``fd`` the name ``target`` (linkat(2) never replaces: two
+    exports racing for one name cannot both win): by ``AT_EMPTY_PATH``, else through
+    ``/proc/self/fd``; False if neither is allowed here."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.linkat(fd, b"", _AT_FDCWD, os.fsencode(target), _AT_EMPTY_PATH) == 0:
+        return True
+    if ctypes.get_errno() == errno.EEXIST:
+        raise ArchiveExistsError(target)
+    try:
+        os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+    except FileExistsError:
+        raise ArchiveExistsError(target) from None
+    except OSError:
+        return False
+    return True
+
+
+def _export_through_part_file(
+    target: Path,
+    doc: dict[str, Any],
+    parsed: mf.Manifest,
+    staged: dict[str, Path],
+    backup: PageBackup,
+) -> None:
+    """A file system without O_TMPFILE: a hidden ``.NAME.export-part`` beside ``target``,
+    linked in when complete (a kill here can leave it: README, Incremental backups)."""
+    tmp = target.with_name(f".{target.name}.export-part")
+    fd = create_exclusive(tmp)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            _write_tar(raw, doc, parsed, staged, backup)
+            raw.flush()
+            os.fsync(raw.fileno())
+        publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_tar(
