@@ -97,17 +97,27 @@ def step(cmd: list[str], env: dict[str, str], also_ours: tuple[int, ...]) -> dic
     if m.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed ({m.returncode}): {m.stderr[-3000:]}")
     out = json.loads(m.stdout.strip().splitlines()[-1])
-    return {**out, "maxrss_mib": m.maxrss_kib / 1024, "noise": m.noise_cores}
+    return {**out, "cpu_s": m.cpu_s, "maxrss_mib": m.maxrss_kib / 1024, "noise": m.noise_cores}
+
+
+def obstore_put(ctx: dict[str, Any], archive: Path, key: str) -> dict[str, Any]:
+    server: SeaweedServer = ctx["server"]
+    spec = {"src": str(archive), "dest": "", "bucket": "bench"}
+    spec |= {"endpoint": server.endpoint, "key": key}
+    cmd = ["-m", "bench.offsite_worker", "obstore-put", json.dumps(spec)]
+    o = step(cmd, ctx["env"], ctx["weed"])
+    return {**o, "bytes": archive.stat().st_size}
 
 
 def round_of(
     ctx: dict[str, Any], size: int, rep: int, db: Path, work: Path
 ) -> dict[str, dict[str, Any]]:
-    """One round at one size: both modes (backup then upload pass), then obstore alone."""
+    """One round at one size: both modes (backup then upload pass) and obstore alone. Even
+    rounds: plaintext, age, then obstore (after an upload); odd rounds: age, then the
+    plaintext backup, obstore, the plaintext pass (obstore right after a backup, as a pass)."""
     server: SeaweedServer = ctx["server"]
-    weed = (server.process.pid,) if server.process else ()
     result: dict[str, dict[str, Any]] = {}
-    archive = None
+    archive = work / f"{size}-{rep}-plaintext" / "backups" / "bench.tar.gz"
     for mode in MODES if rep % 2 == 0 else reversed(MODES):
         place = work / f"{size}-{rep}-{mode}"
         config = write_config(
@@ -119,32 +129,25 @@ def round_of(
             recipient=ctx["recipient"] if mode == "age" else None,
         )
         worker = ["-m", "bench.offsite_e2e_worker"]
-        b = step([*worker, "backup", str(config), "bench"], ctx["env"], weed)
-        u = step([*worker, "sync", str(config)], ctx["env"], weed)
+        b = step([*worker, "backup", str(config), "bench"], ctx["env"], ctx["weed"])
+        if mode == "plaintext" and rep % 2:
+            result["obstore put alone"] = obstore_put(ctx, archive, f"raw/{size}-{rep}.tar.gz")
+        u = step([*worker, "sync", str(config)], ctx["env"], ctx["weed"])
         if u["confirmed"] != 1 or u["failures"]:
             raise SystemExit(f"{mode} pass confirmed {u['confirmed']}, failures {u['failures']}")
         result[f"backup {mode}"], result[f"upload pass {mode}"] = b, u
         log(
             f"{size} MiB round {rep + 1} {mode}: backup {b['seconds']:.2f} s "
             f"({b['archive_bytes'] / MiB:.0f} MiB archive), pass {u['seconds']:.2f} s "
-            f"(Store.upload {u['upload_seconds']:.2f} s), {u['maxrss_mib']:.0f} MiB peak"
+            f"(Store.upload {u['upload_seconds']:.2f} s, {u['cpu_s']:.2f} CPU-s), "
+            f"{u['maxrss_mib']:.0f} MiB peak"
         )
-        if mode == "plaintext":
-            archive = place / "backups" / "bench.tar.gz"
-        else:
+        if mode == "age":
             shutil.rmtree(place / "backups")
-    assert archive is not None
-    spec = {
-        "src": str(archive),
-        "dest": str(work / "unused"),
-        "bucket": "bench",
-        "endpoint": server.endpoint,
-        "key": f"raw/{size}-{rep}.tar.gz",
-    }
-    o = step(["-m", "bench.offsite_worker", "obstore-put", json.dumps(spec)], ctx["env"], weed)
-    o["bytes"] = archive.stat().st_size
-    result["obstore put alone"] = o
-    log(f"{size} MiB round {rep + 1}: obstore put alone {o['seconds']:.2f} s")
+    if "obstore put alone" not in result:
+        result["obstore put alone"] = obstore_put(ctx, archive, f"raw/{size}-{rep}.tar.gz")
+    o = result["obstore put alone"]
+    log(f"{size} MiB round {rep + 1}: obstore alone {o['seconds']:.2f} s, {o['cpu_s']:.2f} CPU-s")
     shutil.rmtree(archive.parent.parent)
     return result
 
@@ -174,6 +177,7 @@ def main() -> None:
             "server": server,
             "env": {**os.environ, **server.env(), "SIDECAR_LOG_FORMAT": "json"},
             "recipient": str(identity.to_public()),
+            "weed": (server.process.pid,) if server.process else (),
         }
         dbs = {size: database(size, work, cache=not args.quick) for size in sizes}
         # untimed: SeaweedFS grows a new bucket's volumes on its first writes

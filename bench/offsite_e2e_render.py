@@ -36,8 +36,8 @@ def size_table(size: int, rounds: Rounds) -> list[str]:
     lines = [
         f"### {size} MiB database ({archive:.0f} MiB archive)",
         "",
-        "| step | seconds | Store.upload s | MiB/s | peak RSS MiB | noise (cores) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| step | seconds | Store.upload s | MiB/s | CPU s | peak RSS MiB | noise (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label in rounds[0]:
         sec = median(rounds, label, "seconds")
@@ -48,11 +48,11 @@ def size_table(size: int, rounds: Rounds) -> list[str]:
         )
         rate = f"{archive / sec:.0f}" if not label.startswith("backup") else ""
         lines.append(
-            f"| {label} | {sec:.2f} | {store} | {rate} | "
+            f"| {label} | {sec:.2f} | {store} | {rate} | {median(rounds, label, 'cpu_s'):.2f} | "
             f"{median(rounds, label, 'maxrss_mib'):.0f} | {median(rounds, label, 'noise'):.2f} |"
         )
     for mode in MODES:
-        lines.append(f"| backup + upload pass, {mode} | {total(rounds, mode):.2f} | | | | |")
+        lines.append(f"| backup + upload pass, {mode} | {total(rounds, mode):.2f} | | | | | |")
     return [*lines, ""]
 
 
@@ -111,8 +111,10 @@ def render(samples: dict[int, Rounds], *, quick: bool, reps: int, load: tuple[fl
         "`OffsiteUploader.sync` (lease, bucket listing, Store.upload, confirm) of that "
         "archive to SeaweedFS on loopback, `obstore put alone` the same plaintext archive "
         "with the same part size (8 MiB) and concurrency (4). Seconds are the step alone "
-        "(after imports); peak RSS is the whole process's. Medians of "
-        f"{reps} round(s); plaintext and age alternate which goes first.",
+        "(after imports); CPU s and peak RSS are the whole process's (imports included). "
+        f"Medians of {reps} round(s); plaintext and age alternate which goes first, and "
+        "obstore's put runs after the last pass in even rounds, between the plaintext backup "
+        "and its pass in odd ones (the position a pass has: after a backup).",
         "",
     ]
     for size in sorted(samples):
