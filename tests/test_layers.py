@@ -19,6 +19,7 @@ ROOT = "backup_sidecar"
 #: lower one, never up. Parts on one rank may not import each other.
 RANKS: dict[str, int] = {
     "errors": 0,
+    "_version": 0,
     "archiver": 1,
     "offsite": 1,
     "cron": 1,

@@ -1,7 +1,5 @@
 """backup-sidecar: keeps SQLite databases safe (online backups, retention, verify, restore)."""
 
-from importlib.metadata import version
+from backup_sidecar._version import __version__
 
-#: The installed distribution's version (pyproject.toml), as ``--version`` and every archive's
-#: ``tool_version`` report it.
-__version__ = version("backup-sidecar")
+__all__ = ["__version__"]

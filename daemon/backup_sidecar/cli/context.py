@@ -25,7 +25,20 @@ class Context:
     socket: Path | None = None
     #: `ctl --timeout`: seconds to wait for the daemon's answer (None: wait forever).
     timeout: float | None = None
+    #: Whether the command's output is its result, not its log (logs critical events only).
+    quiet: bool = True
     _runtime: Runtime | None = field(default=None, repr=False)
+    _logging: bool = field(default=False, repr=False)
+
+    def configure_logging(self) -> None:
+        """Set up structlog (once). The group does it for every command but the ones that
+        must start at once (`healthcheck`, `ctl ping`), which call it before any module that
+        may log is imported: structlog is a tenth of a second to import."""
+        if not self._logging:
+            from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
+
+            configure_logging(fmt=self.log_format, verbose=self.verbose, quiet=self.quiet)
+            self._logging = True
 
     def runtime(self) -> Runtime:
         if self._runtime is None:

@@ -25,16 +25,26 @@ from backup_sidecar.errors import ControlError, RestoreRefusedError
     help="Control socket (default: the configured control.socket).",
 )
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer.")
-@click.pass_obj
-def ctl(ctx: Context, socket_path: Path | None, timeout: float | None) -> None:
+@click.pass_context
+def ctl(click_ctx: click.Context, socket_path: Path | None, timeout: float | None) -> None:
     """Send a request to a running daemon over its control socket."""
+    ctx = click_ctx.find_object(Context)
+    assert ctx is not None  # the group's callback made it
     ctx.socket = socket_path
     ctx.timeout = timeout
+    if click_ctx.invoked_subcommand != "ping":  # ping must start at once: see cli/ping.py
+        ctx.configure_logging()
 
 
 def _socket(ctx: Context) -> Path:
     if ctx.socket is not None:
         return ctx.socket
+    from backup_sidecar.cli.endpoints import control_socket  # noqa: PLC0415
+
+    quick = control_socket(ctx.config, os.environ)
+    if quick is not None:
+        return quick
+    ctx.configure_logging()
     from backup_sidecar.settings import load_settings  # noqa: PLC0415
 
     return load_settings(ctx.config, environ=os.environ).control.socket
@@ -106,6 +116,26 @@ def _plain(
         _send(ctx, {"op": op}, as_json=as_json, json_errors=json_errors)
 
     return command
+
+
+@click.command("ping")
+@json_option
+@click.pass_obj
+def ctl_ping(ctx: Context, as_json: bool) -> None:
+    """Check that the daemon answers."""
+    from backup_sidecar.cli.ping import ping  # noqa: PLC0415
+
+    with reported_errors(ctx, as_json=as_json):
+        try:
+            result = ping(_socket(ctx), timeout_s=ctx.timeout)
+        except ControlError as exc:
+            if as_json:
+                click.echo(json.dumps(error_json(exc), indent=2))
+            fail(
+                f"daemon refused ping: {exc.code}: {exc.message}",
+                2 if exc.code == "bad_request" else 1,
+            )
+        _print(as_json, result)
 
 
 @click.command("backup")
@@ -191,7 +221,7 @@ def ctl_prune(
 
 
 for _command in (
-    _plain("ping", "Check that the daemon answers."),
+    ctl_ping,
     _plain("status", "Health, paths and next runs of the daemon."),
     _plain("list", "Archives, newest first, as the daemon sees them."),
     ctl_backup,

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import click
 
 from backup_sidecar.cli.context import Context
-from backup_sidecar.cli.data import init
 from backup_sidecar.cli.output import fail, reported_errors
 
 
@@ -40,6 +37,8 @@ def run(ctx: Context) -> None:
 @click.pass_context
 def start(click_ctx: click.Context, from_offsite: bool) -> None:
     """The container's command: `init`, then `run` in this same process (signals reach it)."""
+    from backup_sidecar.cli.data import init  # noqa: PLC0415 (keep healthcheck fast)
+
     # exits 1 on a failed database check or offsite restore: never run on a bad start
     click_ctx.invoke(init, from_offsite=from_offsite)
     click_ctx.invoke(run)
@@ -47,12 +46,16 @@ def start(click_ctx: click.Context, from_offsite: bool) -> None:
 
 def _healthz_url(ctx: Context) -> str:
     """The configured metrics endpoint's /healthz, asked on loopback when it listens on all."""
+    from backup_sidecar.cli.endpoints import healthz_url, url_of  # noqa: PLC0415
+
+    quick = healthz_url(ctx.config, os.environ)
+    if quick is not None:
+        return quick
+    ctx.configure_logging()
     from backup_sidecar.settings import load_settings  # noqa: PLC0415
 
     metrics = load_settings(ctx.config, environ=os.environ).metrics
-    host = "127.0.0.1" if metrics.host in ("0.0.0.0", "") else metrics.host  # noqa: S104
-    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
-    return f"http://{host}:{metrics.port}/healthz"
+    return url_of(metrics.host, metrics.port)
 
 
 @click.command()
@@ -72,13 +75,14 @@ def healthcheck(ctx: Context, url: str | None, timeout: float) -> None:
         fail(str(exc), 1)
     if not url.startswith(("http://", "https://")):
         fail(f"--url {url!r}: not an http(s) URL", 1)
+    from backup_sidecar.cli.probe import get  # noqa: PLC0415
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked)
-            body = resp.read().decode("utf-8", "replace").strip()
-    except urllib.error.HTTPError as exc:
-        fail(f"{url}: {exc.code} {exc.read().decode('utf-8', 'replace').strip()}", 1)
-    except (urllib.error.URLError, OSError) as exc:
-        fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
+        status, body = get(url, timeout=timeout)
+    except OSError as exc:
+        fail(f"{url}: {exc}", 1)
+    if status != 200:
+        fail(f"{url}: {status} {body}", 1)
     click.echo(f"{url}: {body}")
 
 

@@ -1,0 +1,107 @@
+"""Where the daemon listens, read cheaply for the commands that must start at once.
+
+`healthcheck` (the container's HEALTHCHECK, every 30 s) and `ctl ping` need only the metrics
+host and port or the control socket. Validating the whole configuration imports pydantic,
+pydantic-settings and every model: more than the whole command is allowed to take. So these
+read the one key from the `SIDECAR_*` environment or the YAML file, and take it only when it
+is a plain value of the right type; anything else (a JSON section in the environment, a file
+that does not parse, an odd value) returns None, and the caller loads the validated
+configuration as every other command does, which names the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+#: As settings/values.py ENV_PREFIX (not imported: that package is what this avoids).
+_ENV_PREFIX: Final = "SIDECAR_"
+#: Files larger than this are left to the validated loader (which refuses them).
+_MAX_BYTES: Final = 1024 * 1024
+#: The defaults of settings/model.py MetricsConfig and ControlConfig (tests check they agree).
+DEFAULT_METRICS_HOST: Final = "0.0.0.0"  # noqa: S104 - as the model's default
+DEFAULT_METRICS_PORT: Final = 9464
+DEFAULT_CONTROL_SOCKET: Final = Path("/run/backup-sidecar/control.sock")
+
+
+class _UnsureError(Exception):
+    """The cheap reading cannot tell: load the validated configuration."""
+
+
+def _yaml_section(config: Path, section: str) -> dict[str, object]:
+    import yaml  # noqa: PLC0415 (only with a configuration file)
+
+    try:
+        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        raise _UnsureError from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_BYTES:
+            raise _UnsureError
+        with os.fdopen(os.dup(fd), "rb") as file:
+            raw = file.read(_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=loader)  # noqa: S506 (a safe loader)
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError):
+        raise _UnsureError from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _UnsureError
+    part = data.get(section, {})
+    if not isinstance(part, dict):
+        raise _UnsureError
+    return part
+
+
+def _raw(config: Path | None, environ: Mapping[str, str], section: str, key: str) -> object:
+    """The key's value as given (None: not given), environment first as in load_settings."""
+    env = {name.upper(): value for name, value in environ.items()}
+    whole = f"{_ENV_PREFIX}{section.upper()}"
+    if whole in env:  # a JSON value for the whole section
+        raise _UnsureError
+    if f"{whole}__{key.upper()}" in env:
+        return env[f"{whole}__{key.upper()}"]
+    return None if config is None else _yaml_section(config, section).get(key)
+
+
+def healthz_url(config: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The configured metrics endpoint's /healthz, asked on loopback when it listens on all."""
+    try:
+        host = _raw(config, environ, "metrics", "host")
+        port = _raw(config, environ, "metrics", "port")
+    except _UnsureError:
+        return None
+    host = DEFAULT_METRICS_HOST if host is None else host
+    port = DEFAULT_METRICS_PORT if port is None else port
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if not isinstance(host, str) or not host or type(port) is not int or not 0 <= port <= 65535:
+        return None
+    return url_of(host, port)
+
+
+def url_of(host: str, port: int) -> str:
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/healthz"
+
+
+def control_socket(config: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The configured control socket's path."""
+    try:
+        value = _raw(config, environ, "control", "socket")
+    except _UnsureError:
+        return None
+    if value is None:
+        return DEFAULT_CONTROL_SOCKET
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return Path(value)

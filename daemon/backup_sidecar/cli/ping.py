@@ -1,0 +1,91 @@
+"""`ctl ping` without the control client's models: it must start at once (a liveness probe).
+
+The same exchange as control/client.py (one JSON line out, reply lines back), checked by hand
+for the one answer it expects, so pydantic and the protocol's models are never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Final
+
+from backup_sidecar.errors import ControlError, DaemonConnectionError, DaemonNotRunningError
+
+_MAX_REPLY_BYTES: Final = 1024 * 1024
+
+
+def _connect(path: Path, timeout_s: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if timeout_s is not None:  # as ControlClient: a blocking connect bounded by SO_SNDTIMEO
+        seconds = int(timeout_s)
+        timeval = struct.pack("ll", seconds, int((timeout_s - seconds) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise DaemonNotRunningError(path) from None
+    except PermissionError:
+        sock.close()
+        reason = "permission denied (join the socket's group or run as its owner)"
+        raise DaemonConnectionError(path, reason) from None
+    except BlockingIOError:
+        sock.close()
+        reason = f"the daemon did not accept the connection within {timeout_s:g}s"
+        raise DaemonConnectionError(path, reason) from None
+    except OSError as exc:
+        sock.close()
+        raise DaemonConnectionError(path, f"cannot connect: {exc}") from exc
+    sock.settimeout(timeout_s)
+    return sock
+
+
+def _answer(path: Path, line: bytes) -> dict[str, Any] | None:
+    """The ping's result from one reply line (None: a progress event, read on)."""
+    try:
+        reply = json.loads(line)
+    except (ValueError, RecursionError):
+        raise DaemonConnectionError(path, "malformed reply: not JSON") from None
+    if not isinstance(reply, dict):
+        raise DaemonConnectionError(path, "malformed reply: not an object")
+    if reply.get("event") == "progress":
+        return None
+    error = reply.get("error")
+    if reply.get("ok") is False and isinstance(error, dict):
+        raise ControlError(str(error.get("code")), str(error.get("message")))
+    result = reply.get("result")
+    if (
+        reply.get("ok") is not True
+        or not isinstance(result, dict)
+        or result.get("pong") is not True
+        or type(result.get("pid")) is not int
+        or not isinstance(result.get("version"), str)
+    ):
+        raise DaemonConnectionError(path, "malformed reply: not an answer to ping")
+    return {"pong": True, "pid": result["pid"], "version": result["version"]}
+
+
+def ping(path: Path, *, timeout_s: float | None) -> dict[str, Any]:
+    """Ask the daemon on ``path`` for ``ping``: its result as `ctl ping` prints it."""
+    with _connect(path, timeout_s) as sock, sock.makefile("rb") as stream:
+        # it may have answered and closed already (busy): read that
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b'{"op":"ping"}\n')
+        while True:
+            try:
+                line = stream.readline(_MAX_REPLY_BYTES + 1)
+            except TimeoutError:
+                raise DaemonConnectionError(path, f"no reply within {timeout_s:g}s") from None
+            except OSError as exc:
+                raise DaemonConnectionError(path, f"connection lost: {exc}") from exc
+            if not line:
+                raise DaemonConnectionError(path, "the daemon closed the connection unanswered")
+            if not line.endswith(b"\n"):
+                raise DaemonConnectionError(path, "connection closed mid-reply")
+            answer = _answer(path, line)
+            if answer is not None:
+                return answer

@@ -1,0 +1,53 @@
+"""The commands that must start at once (`--version`, `healthcheck`, `ctl ping`: the
+container's HEALTHCHECK every 30 s, liveness probes) against a real daemon: they answer, and
+import none of the heavy packages (structlog, rich, pydantic, ...) that made them take 4-6x
+`import click`. No timing is asserted (bench/startup.py measures it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backup_sidecar import __version__
+from support.daemon import DaemonRunner
+from support.imports import heavy_imports, imported_modules, run_importtime
+
+
+@pytest.mark.parametrize(
+    "args", [("--version",), ("healthcheck",), ("ctl", "ping", "--json")], ids=" ".join
+)
+def test_fast_commands_answer_without_heavy_imports(
+    args: tuple[str, ...],
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+) -> None:
+    """Each command, reading the daemon's YAML file (the socket) and the environment (the
+    metrics port), gets its answer and imports no heavy package."""
+    d = daemons.start(daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 1}}))
+    env = {**d.env, "SIDECAR_METRICS__PORT": str(d.metrics_port)}
+    done = run_importtime("--config", str(d.config_path), *args, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = imported_modules(done.stderr)
+    assert "click" in modules  # the parse found the import lines
+    assert heavy_imports(modules) == set()
+    if args[0] == "--version":
+        assert done.stdout == f"backup-sidecar, version {__version__}\n"
+    elif args[0] == "healthcheck":
+        assert done.stdout.startswith(f"http://127.0.0.1:{d.metrics_port}/healthz: ")
+    else:
+        assert json.loads(done.stdout) == {"pong": True, "pid": d.proc.pid, "version": __version__}
+
+
+def test_ctl_ping_text_output(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """`ctl ping` without --json prints the fields as before (one `key: value` line each)."""
+    d = daemons.start(daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 1}}))
+    done = d.ctl("ping")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"pong: True\npid: {d.proc.pid}\nversion: {__version__}\n"
