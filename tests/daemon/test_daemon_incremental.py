@@ -64,7 +64,8 @@ def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
     """A scheduled incremental policy with a max_backup_age: its catch-up backup at start is
     its last success, and the health check every second keeps it (before, the watcher found
     no archive of the policy, logged last_success_lost, reset the metric to 0, and /healthz
-    said overdue); the archives gauge counts it."""
+    said overdue); the archives gauge counts it, and the chain-head check after it verifies
+    it (no verified backup yet: due) and counts it."""
     policies = {"hourly": {"every": "1h", "keep": 3, "mode": "incremental"}}
     cfg = daemon_config(
         databases={"user": wal_db}, policies=policies, health={"max_backup_age": {"hourly": "1h"}}
@@ -87,6 +88,13 @@ def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
     assert (sample(d.scrape(), name, policy="hourly") or 0) > 0
     # The archives gauge counts the policy's incremental backup (it read 0: archives only).
     assert sample(d.scrape(), "backup_sidecar_archives", policy="hourly") == 1
+    # No backup of the policy was verified: the head check after the backup verified it.
+    checked = d.log.wait("chain_head_verified", policy="hourly")
+    assert checked["archive"] == done["archive"]
+    checks = "backup_sidecar_incremental_head_checks_total"
+    assert sample(d.scrape(), checks, policy="hourly", result="success") == 1
+    listed = d.request("list")["archives"]
+    assert [(a["name"], a["status"]) for a in listed] == [(done["archive"], "verified")]
     assert not d.log.find("last_success_lost")
     assert d.healthz()[0] == 200
     holder.close()

@@ -22,6 +22,8 @@ REFUSED = [
     ("{every: 1h, keep: 1, mode: incremental, check: deep}", "check", "'full' or 'quick'"),
     ("{every: 1h, keep: 1, check: quick}", "check", "needs mode: incremental"),
     ("{every: 1h, keep: 1, rebase: {after: 1d}}", "rebase", "needs mode: incremental"),
+    ("{every: 1h, keep: 1, head_check: 1d}", "head_check", "needs mode: incremental"),
+    ("{every: 1h, keep: 1, mode: incremental, head_check: 0s}", "head_check", "greater than 0"),
 ]  # fmt: skip
 
 
@@ -48,19 +50,19 @@ def test_pre_restore_cannot_be_incremental(tmp_path: Path) -> None:
 
 
 def test_incremental_policies_reach_the_runtime(tmp_path: Path) -> None:
-    """An incremental policy's check and rebase become the runtime's IncrementalSpec; a full
-    policy has none (its backups stay archives)."""
+    """An incremental policy's check, rebase and head_check (default 1d) become the runtime's
+    IncrementalSpec; a full policy has none (its backups stay archives)."""
     path = tmp_path / "sidecar.yaml"
     path.write_text(
         f"backup_dir: {tmp_path}\npolicies:\n"
         "  hourly: {every: 1h, keep: 24, mode: incremental, check: quick,"
         " rebase: {after: 1d, stored_fraction: 0.5}}\n"
-        "  minutely: {every: 1m, keep: 60, mode: incremental}\n"
+        "  minutely: {every: 1m, keep: 60, mode: incremental, head_check: 6h}\n"
         "  daily: {schedule: '0 3 * * *', keep: 7}\n"
     )
     settings = load_settings(path, environ={})
     rt = Runtime.from_settings(settings, resolve_paths(settings, environ={}, cwd=tmp_path))
     assert rt.incremental == {
         "hourly": IncrementalSpec(check="quick", rebase_after=86400.0, rebase_fraction=0.5),
-        "minutely": IncrementalSpec(check="full"),
+        "minutely": IncrementalSpec(check="full", head_check_s=6 * 3600.0),
     }

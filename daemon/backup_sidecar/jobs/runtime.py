@@ -60,6 +60,8 @@ class IncrementalSpec:
     rebase_after: float | None = None
     #: A new chain once the chain stored more than this fraction of the database's size.
     rebase_fraction: float | None = None
+    #: Seconds the newest verified backup may age before the daemon verifies the chain's head.
+    head_check_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, paths: ResolvedPaths) -> Runtime:
         """The runtime of validated settings and their resolved paths."""
+        from backup_sidecar.settings.incremental import HEAD_CHECK_DEFAULT  # noqa: PLC0415
+
         plan = cpu_plan(settings.cpu_threads)
         return cls(
             backup_dir=paths.backup_dir,
@@ -113,6 +117,7 @@ class Runtime:
                     if policy.rebase and policy.rebase.after
                     else None,
                     rebase_fraction=policy.rebase.stored_fraction if policy.rebase else None,
+                    head_check_s=(policy.head_check or HEAD_CHECK_DEFAULT).total_seconds(),
                 )
                 for name, policy in settings.policies.items()
                 if policy.mode == "incremental"

@@ -44,7 +44,14 @@ class PageFamilies:
             labels,
             registry=registry,
         )
+        self.head_checks = Counter(
+            PREFIX + "incremental_head_checks_total",
+            "Scheduled full checks (verify) of a policy's chain head, by result.",
+            ["policy", "result"],
+            registry=registry,
+        )
         self._seen: set[tuple[str, str]] = set()
+        self._heads: set[str] = set()
         self._lock = threading.Lock()
 
     def backup_stored(self, policy: str, pages: Mapping[str, Mapping[str, int]]) -> None:
@@ -57,12 +64,26 @@ class PageFamilies:
             self.stored_bytes.labels(policy, database).inc(stats.get("bytes_stored", 0))
             self.chain_length.labels(policy, database).set(stats.get("chain_length", 1))
 
+    def head_checked(self, policy: str, *, ok: bool) -> None:
+        """One scheduled full check of ``policy``'s chain head (jobs/headcheck.py)."""
+        with self._lock:
+            if policy not in self._heads:
+                self._heads.add(policy)
+                for result in ("success", "failure"):
+                    self.head_checks.labels(policy, result)
+        self.head_checks.labels(policy, "success" if ok else "failure").inc()
+
     def forget(self, *, policies: Iterable[str] = (), databases: Iterable[str] = ()) -> None:
         """Remove the series of policies or databases a reload removed."""
         gone_p, gone_d = set(policies), set(databases)
         with self._lock:
             gone = {(p, d) for p, d in self._seen if p in gone_p or d in gone_d}
             self._seen -= gone
+            heads = self._heads & gone_p
+            self._heads -= heads
+        for policy in heads:
+            for result in ("success", "failure"):
+                self.head_checks.remove(policy, result)
         for key in gone:
             for family in (self.pages_read, self.pages_new, self.stored_bytes, self.chain_length):
                 family.remove(*key)

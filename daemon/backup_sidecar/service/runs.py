@@ -7,12 +7,13 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 
 from backup_sidecar import archiver, jobs
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.headcheck import check_head_if_due
 from backup_sidecar.service.archives import ArchivesPublisher, newest_verified
 from backup_sidecar.service.claim import BackupDirClaim
 from backup_sidecar.service.health import DRILL_POLICY, HealthState
@@ -101,7 +102,20 @@ class ScheduledRuns:
                 catalog=self._archives.catalog,
             )
             self._still_configured(policy)  # removed meanwhile: drop what the prune counted
+            self._head_check(rt, policy)
         self._archives.changed()
+
+    def _head_check(self, rt: jobs.Runtime, policy: str) -> None:
+        """After an incremental policy's backup: its chain head verified when due."""
+        try:
+            done = check_head_if_due(
+                rt, policy, now=datetime.now(UTC), should_stop=self._abort.is_set
+            )
+        except (SidecarError, OSError) as exc:
+            log.error("chain_head_check_failed", policy=policy, error=str(exc))
+            return
+        if done is not None and self._still_configured(policy):
+            self._metrics.pages.head_checked(policy, ok=done.ok)
 
     def _effort(self, rt: jobs.Runtime) -> jobs.Effort:
         """A scheduled job's effort: the configured one, stopped when the grace time ends."""

@@ -91,10 +91,11 @@ class PolicyConfig(_Timing, RetentionConfig):
     mode: Mode = "full"
     check: Check | None = None  # default: full, what full archives run
     rebase: RebaseConfig | None = None
+    head_check: Duration | None = None  # incremental: default 1d (settings/incremental.py)
 
     @model_validator(mode="after")
     def _incremental(self) -> PolicyConfig:
-        check_incremental_keys(self.mode, self.check, self.rebase)
+        check_incremental_keys(self.mode, self.check, self.rebase, self.head_check)
         self.check_counted_only(incremental=self.mode == "incremental")
         return self
 
