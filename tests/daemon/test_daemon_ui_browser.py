@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium.webdriver.common.by import By
 
 from support.browser import chromium
@@ -72,3 +73,33 @@ def test_browser_lists_restores_and_refuses(
     assert row_count(wal_db) == 100
     listed = {a["name"]: a["policy"] for a in d.request("list")["archives"]}
     assert listed[safety] == "pre_restore"
+
+
+@pytest.mark.slow
+def test_a_restores_progress_shows_live_in_the_browser(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
+) -> None:
+    """In chromium, while the restore of a ~200 MB database runs, the plan page shows its
+    stages as they happen (htmx polls /progress), then the home page with the safety archive."""
+    cfg = daemon_config(
+        databases={"user": big_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    archive = d.request("backup")["archive"]
+    with chromium(token=TOKEN) as browser:
+        browser.get(f"http://127.0.0.1:{ui_port(d)}/")
+        wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        row = f"//tr[td/code[text()='{archive}']]"
+        browser.find_element(By.XPATH, f"{row}//button[text()='restore…']").click()
+        wait_until(lambda: browser.find_elements(By.NAME, "confirm_name"), what="the plan")
+        wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        browser.find_element(By.NAME, "confirm_name").send_keys(archive)
+        browser.find_element(By.XPATH, "//button[text()='Restore now']").click()
+        wait_until(
+            lambda: "<div>restore: " in browser.page_source, timeout=120, what="live progress"
+        )
+        wait_until(lambda: browser.find_elements(By.ID, "pre-restore"), timeout=300, what="the end")
+        assert "<div>restore: " not in browser.page_source
+    assert d.log.find("ui_action", path="/restore")

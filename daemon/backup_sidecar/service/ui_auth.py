@@ -49,7 +49,9 @@ class PasswordHash:
         """ValueError when ``encoded`` is not what hash_password makes."""
         parts = encoded.strip().split("$")
         if len(parts) != 6 or parts[0] != "scrypt":
-            raise ValueError("is not a scrypt$n$r$p$salt$hash value (make one with ui-password)")
+            raise ValueError(
+                "is not a scrypt$n$r$p$salt$hash value (make one with config hash-password)"
+            )
         try:
             n, r, p = (int(x) for x in parts[1:4])
             salt, digest = base64.b64decode(parts[4]), base64.b64decode(parts[5])

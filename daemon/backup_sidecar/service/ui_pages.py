@@ -209,10 +209,9 @@ def restore_plan_page(plan: RestoreResult, *, csrf: str) -> bytes:
         f"<p>Restoring <code>{e(plan.archive)}</code> replaces the live databases "
         f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
         f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
-        + form(
-            "/restore", "Restore now", csrf, hidden("archive", plan.archive), typed, enhance=False
-        )
+        + form("/restore", "Restore now", csrf, hidden("archive", plan.archive), typed)
         + ' <a href="/">cancel</a>'
+        + progress_box([])
     )
     return page(f"restore {plan.archive}?", body)
 
@@ -241,4 +240,17 @@ def events_section(events: list[RecentEvent], *, now: datetime) -> str:
     return (
         "<h2>Recent events</h2><table id=events><tr><th>when</th><th>what</th><th>of</th>"
         f"<th>outcome</th><th>detail</th></tr>{rows}</table>"
+    )
+
+
+def progress_box(running: list[tuple[str, str, int, int]]) -> str:
+    """What the page's operations are doing now; with htmx it asks again every half second
+    (while the restore's POST runs, its stages appear live)."""
+    lines = []
+    for op, stage, done, total in running:
+        share = f" {100 * done / total:.0f}% ({human_size(done)} of {human_size(total)})"
+        lines.append(f"<div>{e(op)}: {e(stage)}{share if total else ''}</div>")
+    return (
+        '<div id=progress hx-get="/progress" hx-trigger="every 500ms" hx-swap="outerHTML">'
+        f"{''.join(lines)}</div>"
     )

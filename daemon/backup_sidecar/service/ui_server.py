@@ -1,20 +1,15 @@
-"""The web page (`ui` section): status, archives and actions over HTTP.
+"""The web page (`ui` section) over HTTP: status, archives, actions (service/ui_app.py).
 
-Every value shown and every action goes through the control socket's handler
-(service/handler.py) as the same request models (control/requests.py): one implementation
-behind both. A stdlib ThreadingHTTPServer in a daemon thread, like the metrics port. Every
+A stdlib ThreadingHTTPServer in a daemon thread, like the metrics port. Every
 request is authenticated (service/ui_auth.py); every POST needs the page's CSRF token and, when
 the browser sends one, an Origin naming this host.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -24,21 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 from backup_sidecar.control.answer import Handler
-from backup_sidecar.control.connection import PeerCred
-from backup_sidecar.control.protocol import EncodedResult, error_body
-from backup_sidecar.control.requests import parse_request
-from backup_sidecar.control.results import (
-    ListResult,
-    OffsiteStatusResult,
-    RestoreResult,
-    Result,
-    StatusResult,
-    parse_result,
-)
+from backup_sidecar.control.protocol import error_body
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.service import ui_pages as pages
 from backup_sidecar.service.live import LiveConfig
+from backup_sidecar.service.ui_app import UiApp
 from backup_sidecar.service.ui_auth import Gate
 from backup_sidecar.service.ui_events import RecentEvents
 
@@ -53,87 +39,6 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
 }
-#: Policies a person may start from the page (pre_restore is the restores' own, drill a drill).
-_NOT_BY_HAND = frozenset({"pre_restore", "drill"})
-
-
-class UiApp:
-    """What the pages read and do, through the control socket's handler."""
-
-    def __init__(
-        self, *, handler: Handler, live: LiveConfig, gate: Gate, events: RecentEvents
-    ) -> None:
-        self.handler = handler
-        self.live = live
-        self.gate = gate
-        self.events = events
-        self._peer = PeerCred(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
-
-    def ask(self, data: Mapping[str, Any]) -> Result:
-        """One request through the handler; its errors propagate (SidecarError and bugs)."""
-        request = parse_request(data)
-        answer = self.handler.handle(request, progress=lambda *_: None, peer=self._peer)
-        if isinstance(answer, EncodedResult):
-            return parse_result(request.op, json.loads(answer.body))
-        return answer
-
-    def home(self, outcome: str) -> bytes:
-        now = datetime.now(UTC)
-        settings = self.live.now.settings
-        status = self.ask({"op": "status"})
-        listing = self.ask({"op": "list"})
-        assert isinstance(status, StatusResult) and isinstance(listing, ListResult)
-        offsite: OffsiteStatusResult | None = None
-        if settings.offsite is not None:
-            try:
-                answer = self.ask({"op": "offsite_status"})
-                assert isinstance(answer, OffsiteStatusResult)
-                offsite = answer
-            except SidecarError as exc:  # the uploader did not start: the rest still shows
-                log.warning("ui_offsite_status_failed", error=str(exc))
-        newest: dict[str, datetime] = {}
-        for a in listing.archives:
-            if a.verified:
-                created = datetime.fromisoformat(a.created_at)
-                newest[a.policy] = max(created, newest.get(a.policy, created))
-        csrf = self.gate.csrf_token()
-        policies = ["manual", *(p for p in settings.policies if p not in _NOT_BY_HAND)]
-        body = (
-            outcome
-            + pages.status_section(
-                status,
-                rpo=settings.health.max_backup_age,
-                newest_good=newest,
-                offsite=offsite,
-                now=now,
-            )
-            + pages.backup_form(policies, csrf=csrf)
-            + pages.archives_section(listing.archives, csrf=csrf, now=now)
-            + pages.events_section(self.events.newest_first(), now=now)
-        )
-        return pages.page("status", body)
-
-    def act(self, path: str, form: Mapping[str, str]) -> bytes:
-        """Run one action; the home page with its outcome (or the restore plan page)."""
-        archive = form.get("archive", "")
-        if path == "/backup":
-            done = self.ask({"op": "backup", "policy": form.get("policy", "manual")})
-            return self.home(pages.outcome([f"Backed up: <code>{pages.e(done.archive)}</code>"]))  # type: ignore[union-attr]
-        if path == "/verify":
-            self.ask({"op": "verify", "archive": archive})
-            return self.home(pages.outcome([f"Verified: <code>{pages.e(archive)}</code> is sound"]))
-        if path == "/restore/plan":
-            plan = self.ask({"op": "restore", "archive": archive, "dry_run": True})
-            assert isinstance(plan, RestoreResult)
-            return pages.restore_plan_page(plan, csrf=self.gate.csrf_token())
-        if path == "/restore":
-            if form.get("confirm_name", "").strip() != archive:
-                message = f"type the archive name {archive} exactly to confirm; nothing was changed"
-                return self.home(pages.outcome(error=message))
-            result = self.ask({"op": "restore", "archive": archive, "confirm": True})
-            assert isinstance(result, RestoreResult)
-            return self.home(pages.outcome(pages.restore_done_lines(result)))
-        raise LookupError(path)
 
 
 class _Server(ThreadingHTTPServer):
@@ -164,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == f"/static/{pages.HTMX}":
             body = resources.files("backup_sidecar.service").joinpath("static", pages.HTMX)
             self._send(HTTPStatus.OK, body.read_bytes(), "text/javascript; charset=utf-8")
+        elif path == "/progress":
+            box = pages.progress_box(self.server.app.progress.now())
+            self._send(HTTPStatus.OK, box.encode(), "text/html; charset=utf-8")
         elif path == "/static/ui.css":
             self._send(HTTPStatus.OK, pages.stylesheet(), "text/css; charset=utf-8")
         else:

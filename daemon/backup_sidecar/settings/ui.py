@@ -2,7 +2,7 @@
 
 Secrets never go here: the section names the environment variables that hold the bearer token
 (`token_env`) and the basic-auth password hash (`password_hash_env`, made with
-``backup-sidecar ui-password``). Listening beyond the loopback interface needs one of them.
+``backup-sidecar config hash-password``). Listening beyond the loopback interface needs one of them.
 """
 
 from __future__ import annotations
