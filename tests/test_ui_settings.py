@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -100,3 +101,29 @@ def test_csrf_token_is_per_process_and_checked_exactly() -> None:
     assert one.csrf_ok(one.csrf_token())
     assert not one.csrf_ok(two.csrf_token()) and not one.csrf_ok(None) and not one.csrf_ok("")
     assert PasswordHash.parse(hash_password("x")).matches("x")
+
+
+class _CountingHash(PasswordHash):
+    """A real scrypt hash that counts its checks."""
+
+    checks: ClassVar[list[str]] = []
+
+    def matches(self, password: str) -> bool:
+        self.checks.append(password)
+        return super().matches(password)
+
+
+def test_a_passed_basic_auth_is_checked_once_a_wrong_one_every_time() -> None:
+    """A browser resends basic auth with every request (page, stylesheet, script, each progress
+    poll): the scrypt check (0.05-0.2 CPU-s) runs once for the right password, but every time
+    for a wrong one, so guessing stays as slow as the hash makes it."""
+    real = PasswordHash.parse(hash_password("right"))
+    counted = _CountingHash(n=real.n, r=real.r, p=real.p, salt=real.salt, digest=real.digest)
+    gate = Gate(token=None, user="ops", password=counted)
+
+    def basic(password: str) -> str:
+        return "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+
+    assert all(gate.allows(basic("right")) for _ in range(5))
+    assert not any(gate.allows(basic("wrong")) for _ in range(3))
+    assert _CountingHash.checks == ["right", "wrong", "wrong", "wrong"]

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from backup_sidecar.settings.ui import UiConfig
 
 #: scrypt cost: 2**14 rounds, 16 MiB of memory, well under 0.1 s per check.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+#: How many passed Authorization values are remembered (then forgotten all at once).
+MAX_REMEMBERED = 64
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -75,6 +78,11 @@ class Gate:
         self._user = user
         self._password = password
         self._csrf_secret = secrets.token_bytes(32)
+        #: Keyed digests of Authorization values that passed the scrypt check: a browser sends
+        #: its basic auth with every request, and one check costs 0.05-0.2 CPU-s. A wrong
+        #: password is never remembered, so each guess still pays the whole check.
+        self._passed: set[bytes] = set()
+        self._passed_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: UiConfig, environ: Mapping[str, str]) -> Gate:
@@ -112,13 +120,27 @@ class Gate:
         if scheme.lower() == "bearer" and self._token is not None:
             return hmac.compare_digest(value.encode(), self._token.encode())
         if scheme.lower() == "basic" and self._password is not None:
-            try:
-                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            seen = hmac.new(self._csrf_secret, value.encode(), hashlib.sha256).digest()
+            with self._passed_lock:
+                if seen in self._passed:
+                    return True
+            if not self._basic_ok(value):
                 return False
-            user_ok = hmac.compare_digest(user.encode(), self._user.encode())
-            return bool(sep) and self._password.matches(password) and user_ok
+            with self._passed_lock:
+                if len(self._passed) >= MAX_REMEMBERED:
+                    self._passed.clear()
+                self._passed.add(seen)
+            return True
         return False
+
+    def _basic_ok(self, value: str) -> bool:
+        assert self._password is not None
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user_ok = hmac.compare_digest(user.encode(), self._user.encode())
+        return bool(sep) and self._password.matches(password) and user_ok
 
     def csrf_token(self) -> str:
         return hmac.new(self._csrf_secret, b"ui-action", hashlib.sha256).hexdigest()
