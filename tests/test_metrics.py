@@ -256,5 +256,17 @@ def test_registry_is_injected_never_global(clock: Clock) -> None:
     Metrics(second, version="1", policies=["daily"], clock=clock, process_metrics=True)
     assert REGISTRY.get_sample_value("backup_sidecar_backup_runs_total", {}) is None
     assert not any(n.startswith("backup_sidecar_") for n in exposed_names(REGISTRY))
-    assert "backup_sidecar_process_open_fds" in exposed_names(second)
-    assert "backup_sidecar_process_open_fds" not in exposed_names(first)
+    assert "process_open_fds" in exposed_names(second)
+    assert "process_open_fds" not in exposed_names(first)
+
+
+def test_standard_process_names_and_no_created_series(clock: Clock) -> None:
+    """The process metrics carry the standard `process_*` names stock dashboards query (they
+    were `backup_sidecar_process_*`), and no counter or histogram exports a `_created` series."""
+    registry = CollectorRegistry()
+    Metrics(registry, version="1", policies=["daily"], clock=clock, process_metrics=True)
+    names = exposed_names(registry)
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
+    assert not any(n.startswith("backup_sidecar_process_") for n in names)
+    assert "backup_sidecar_backup_runs_total" in names
+    assert [n for n in names if n.endswith("_created")] == []
