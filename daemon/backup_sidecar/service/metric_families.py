@@ -14,22 +14,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import disable_created_metrics as _no_created_series
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 PREFIX = "backup_sidecar_"
-
-# No `_created` series: one per counter and histogram child, a timestamp no dashboard or alert
-# reads, doubling the series count (prometheus_client's switch is process-wide).
-disable_created_metrics()  # type: ignore[no-untyped-call]
+_no_created_series()  # type: ignore[no-untyped-call] # a series per child nothing reads
 
 #: Backups take from a tenth of a second (a small database) to an hour (a large one, slow disk).
 DURATION_BUCKETS = (
@@ -274,9 +265,7 @@ class MetricFamilies:
         self.policy_age = PolicyAgeCollector(clock)
         registry.register(self.policy_age)
         if process_metrics:
-            # the standard names (process_cpu_seconds_total, process_resident_memory_bytes...)
-            # that stock dashboards and alerts query, not backup_sidecar_process_*
-            ProcessCollector(registry=registry)
+            ProcessCollector(registry=registry)  # process_*: the names stock dashboards use
 
     def by_policy(self) -> tuple[Counter | Gauge | Histogram, ...]:
         """The families whose one label is the policy."""
