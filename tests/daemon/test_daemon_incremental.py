@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from backup_sidecar.control import ControlError
+from support.archives import gnu_tar_names
 from support.daemon import DaemonRunner
 from support.databases import Writer, row_count
 from support.metrics import sample
@@ -65,7 +69,8 @@ def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
     its last success, and the health check every second keeps it (before, the watcher found
     no archive of the policy, logged last_success_lost, reset the metric to 0, and /healthz
     said overdue); the archives gauge counts it, and the chain-head check after it verifies
-    it (no verified backup yet: due) and counts it."""
+    it (no verified backup yet: due) and counts it; the socket's `export` writes it as a
+    standalone archive."""
     policies = {"hourly": {"every": "1h", "keep": 3, "mode": "incremental"}}
     cfg = daemon_config(
         databases={"user": wal_db}, policies=policies, health={"max_backup_age": {"hourly": "1h"}}
@@ -95,6 +100,16 @@ def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
     assert sample(d.scrape(), checks, policy="hourly", result="success") == 1
     listed = d.request("list")["archives"]
     assert [(a["name"], a["status"]) for a in listed] == [(done["archive"], "verified")]
+    # The socket's export: a standalone archive GNU tar reads, never replacing a file.
+    out = wal_db.parent / "exported.tar.gz"
+    result = d.request("export", archive=done["archive"], out=str(out))
+    assert result == {"archive": done["archive"], "path": str(out)}
+    assert gnu_tar_names(out) == ["backup_metadata.json", "user_data.db"]
+    with pytest.raises(ControlError, match=r"exported\.tar\.gz"):
+        d.request("export", archive=done["archive"], out=str(out))
+    with pytest.raises(ControlError, match="absolute path"):
+        d.request("export", archive=done["archive"], out="relative.tar.gz")
+    assert sorted(p.name for p in out.parent.glob("*.tar.gz*")) == ["exported.tar.gz"]
     assert not d.log.find("last_success_lost")
     assert d.healthz()[0] == 200
     holder.close()

@@ -162,6 +162,21 @@ def ctl_verify(ctx: Context, archive: str, as_json: bool) -> None:
     _send(ctx, {"op": "verify", "archive": archive}, as_json=as_json)
 
 
+@click.command("export")
+@click.argument("archive")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new archive file as the daemon sees it (made absolute here); never replaced.",
+)
+@json_option
+@click.pass_obj
+def ctl_export(ctx: Context, archive: str, out: Path, as_json: bool) -> None:
+    """Ask the daemon to write incremental backup ARCHIVE as a standalone .tar.gz."""
+    _send(ctx, {"op": "export", "archive": archive, "out": str(out.absolute())}, as_json=as_json)
+
+
 @click.command("restore")
 @click.argument("archive", required=False)
 @click.option("--db", "dbs", multiple=True, metavar="NAME")
@@ -226,6 +241,7 @@ for _command in (
     _plain("list", "Archives, newest first, as the daemon sees them."),
     ctl_backup,
     ctl_verify,
+    ctl_export,
     ctl_restore,
     ctl_prune,
     _plain(

@@ -11,6 +11,7 @@ from backup_sidecar.control.connection import PeerCred
 from backup_sidecar.control.protocol import ErrorCode, error_body, error_code
 from backup_sidecar.control.requests import (
     BackupRequest,
+    ExportRequest,
     ListRequest,
     OffsiteStatusRequest,
     PingRequest,
@@ -26,6 +27,7 @@ from backup_sidecar.control.results import (
     ArchiveEntry,
     BackupResult,
     DamagedArchive,
+    ExportResult,
     KeptArchive,
     ListResult,
     OffsiteCopy,
@@ -60,6 +62,8 @@ __all__ = [
     "DaemonNotRunningError",
     "DamagedArchive",
     "ErrorCode",
+    "ExportRequest",
+    "ExportResult",
     "Handler",
     "KeptArchive",
     "ListRequest",

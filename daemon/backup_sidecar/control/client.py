@@ -17,6 +17,7 @@ from backup_sidecar.control.protocol import OkResponse, ProgressEvent, Reply, de
 from backup_sidecar.control.requests import (
     REQUEST_TYPES,
     BackupRequest,
+    ExportRequest,
     ListRequest,
     OffsiteStatusRequest,
     PingRequest,
@@ -30,6 +31,7 @@ from backup_sidecar.control.requests import (
 )
 from backup_sidecar.control.results import (
     BackupResult,
+    ExportResult,
     ListResult,
     OffsiteStatusResult,
     PingResult,
@@ -87,6 +89,10 @@ class ControlClient:
     def call(
         self, req: VerifyRequest, *, on_progress: ProgressFn | None = None
     ) -> VerifyResult: ...
+    @overload
+    def call(
+        self, req: ExportRequest, *, on_progress: ProgressFn | None = None
+    ) -> ExportResult: ...
     @overload
     def call(
         self, req: RestoreRequest, *, on_progress: ProgressFn | None = None

@@ -73,6 +73,21 @@ class VerifyRequest(_Request):
     archive: ArchiveName
 
 
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError(f"needs an absolute path on the daemon's side: {value!r}")
+    return value
+
+
+class ExportRequest(_Request):
+    """Incremental backup ``archive`` written as the new standalone archive ``out`` (an
+    absolute path as the daemon sees it; never replaced if it exists)."""
+
+    op: Literal["export"] = "export"
+    archive: ArchiveName
+    out: Annotated[str, StringConstraints(max_length=4096), AfterValidator(_absolute)]
+
+
 class RestoreRequest(_Request):
     """A restore from a local archive, or (``"from": "offsite"``) from the offsite store: the
     archive named, or the newest confirmed one with ``"latest": true``."""
@@ -119,6 +134,7 @@ Request: TypeAlias = Annotated[
     | ListRequest
     | BackupRequest
     | VerifyRequest
+    | ExportRequest
     | RestoreRequest
     | PruneRequest
     | ScrubRequest
@@ -131,6 +147,7 @@ REQUEST_TYPES: Final = (
     ListRequest,
     BackupRequest,
     VerifyRequest,
+    ExportRequest,
     RestoreRequest,
     PruneRequest,
     ScrubRequest,

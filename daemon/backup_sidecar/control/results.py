@@ -90,6 +90,11 @@ class VerifyResult(_Result):
     kind: str = "archive"
 
 
+class ExportResult(_Result):
+    archive: str
+    path: str
+
+
 class RestoreResult(_Result):
     archive: str
     dry_run: bool
@@ -169,6 +174,7 @@ Result: TypeAlias = (
     | ListResult
     | BackupResult
     | VerifyResult
+    | ExportResult
     | RestoreResult
     | PruneResult
     | ScrubResult
@@ -181,6 +187,7 @@ RESULT_TYPES: Final[dict[str, type[Result]]] = {
     "list": ListResult,
     "backup": BackupResult,
     "verify": VerifyResult,
+    "export": ExportResult,
     "restore": RestoreResult,
     "prune": PruneResult,
     "scrub": ScrubResult,

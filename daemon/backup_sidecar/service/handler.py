@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from backup_sidecar import __version__, archiver, jobs
@@ -16,6 +17,7 @@ from backup_sidecar.control.connection import PeerCred
 from backup_sidecar.control.protocol import EncodedResult
 from backup_sidecar.control.requests import (
     BackupRequest,
+    ExportRequest,
     ListRequest,
     OffsiteStatusRequest,
     PingRequest,
@@ -28,6 +30,7 @@ from backup_sidecar.control.requests import (
 )
 from backup_sidecar.control.results import RESULT_TYPES, ArchiveEntry, Result
 from backup_sidecar.errors import UsageError
+from backup_sidecar.jobs.pageexport import export_backup
 from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.offsite import OffsiteUploader
 
@@ -141,9 +144,9 @@ class ControlHandler:
                     "size_bytes": info.size_bytes,
                     "databases": list(info.databases),
                 }
-            case VerifyRequest():
-                with st.track("verify"):
-                    return jobs.run_verify(rt, request.archive, effort=effort)
+            case VerifyRequest() | ExportRequest():
+                with st.track(request.op):
+                    return _verify_or_export(rt, request, effort)
             case RestoreRequest():
                 with st.track("restore"):
                     ref = request.archive
@@ -253,3 +256,14 @@ class ControlHandler:
                 if db.name in rt.databases
             },
         }
+
+
+def _verify_or_export(
+    rt: jobs.Runtime, request: VerifyRequest | ExportRequest, effort: jobs.Effort
+) -> dict[str, Any]:
+    """`verify` of an archive or incremental backup; `export` of an incremental backup to the
+    absolute path ``out`` on the daemon's side (never replaced)."""
+    if isinstance(request, VerifyRequest):
+        return jobs.run_verify(rt, request.archive, effort=effort)
+    out = export_backup(rt, request.archive, out=Path(request.out), cwd=Path("/"))
+    return {"archive": request.archive, "path": str(out)}
