@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,48 @@ def test_a_restores_progress_shows_live_in_the_browser(
         wait_until(lambda: browser.find_elements(By.ID, "pre-restore"), timeout=300, what="the end")
         assert "<div>restore: " not in browser.page_source
     assert d.log.find("ui_action", path="/restore")
+
+
+class _EvilPage(BaseHTTPRequestHandler):
+    """Another site's page that submits a form to the daemon's page as soon as it loads."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<form id=f method=post action="{self.target}/backup">'
+            "<input name=policy value=manual><input name=csrf value=guessed></form>"
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_a_forged_post_from_another_site_is_refused_in_the_browser(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """A page of another origin makes the browser (which sends the operator's credentials)
+    POST `Back up now`: the daemon answers 403 and no archive is written."""
+    cfg = daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 5}}, ui=UI)
+    d = daemons.start(cfg, env=ENV)
+    _EvilPage.target = f"http://127.0.0.1:{ui_port(d)}"
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilPage)
+    thread = threading.Thread(target=evil.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with chromium(token=TOKEN) as browser:
+            browser.get(f"http://127.0.0.1:{evil.server_address[1]}/")
+            wait_until(lambda: "refused" in browser.page_source, what="the daemon's answer")
+            assert "CSRF" in browser.find_element(By.TAG_NAME, "body").text
+    finally:
+        evil.shutdown()
+        evil.server_close()
+        thread.join(10)
+    assert d.request("list")["archives"] == []
+    assert d.log.find("ui_forged_post_refused", path="/backup")
