@@ -109,7 +109,11 @@ def test_an_incremental_policy_keeps_its_last_success_and_is_not_overdue(
         d.request("export", archive=done["archive"], out=str(out))
     with pytest.raises(ControlError, match="absolute path"):
         d.request("export", archive=done["archive"], out="relative.tar.gz")
-    assert sorted(p.name for p in out.parent.glob("*.tar.gz*")) == ["exported.tar.gz"]
+    via_ctl = d.cli("ctl", "export", done["archive"], "--out", str(out.with_name("ctl.tar.gz")))
+    assert via_ctl.returncode == 0, via_ctl.stderr
+    assert gnu_tar_names(out.with_name("ctl.tar.gz"))[0] == "backup_metadata.json"
+    names = sorted(p.name for p in out.parent.glob("*.tar.gz*"))
+    assert names == ["ctl.tar.gz", "exported.tar.gz"]
     assert not d.log.find("last_success_lost")
     assert d.healthz()[0] == 200
     holder.close()
