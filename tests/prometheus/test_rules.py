@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -90,3 +91,22 @@ def test_rules_for_the_live_test_change_only_for_durations() -> None:
         for rule in group["rules"]:
             rule.pop("for", None)
     assert rewritten == shipped
+
+
+def _readme_anchors() -> set[str]:
+    """The anchors GitHub gives README.md's headings (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_has_a_summary_description_and_runbook_in_the_readme() -> None:
+    """Each shipped alert has `summary`, `description` and a `runbook_url` pointing at a
+    README section that exists (its own, under "Alert runbook")."""
+    anchors = _readme_anchors()
+    for name, rule in _alert_rules(ALERTS).items():
+        annotations = rule["annotations"]
+        assert isinstance(annotations, dict)
+        assert annotations.get("summary") and annotations.get("description"), name
+        url = str(annotations.get("runbook_url", ""))
+        assert url == f"README.md#{name.lower()}", name
+        assert url.partition("#")[2] in anchors, f"{name}: no README section {url}"
