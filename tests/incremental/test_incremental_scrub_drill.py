@@ -12,7 +12,8 @@ import pytest
 from backup_sidecar import jobs
 from backup_sidecar.archiver import ArchiveStatus, list_archives
 from backup_sidecar.errors import CorruptArchiveError
-from backup_sidecar.jobs.pagestores import pages_root
+from backup_sidecar.jobs.pagedamage import mark_page_damaged
+from backup_sidecar.jobs.pagestores import find_page_backup, pages_root
 from backup_sidecar.jobs.pagesummary import page_successes
 from support.databases import make_db
 from support.incremental import incremental_runtime
@@ -96,3 +97,21 @@ def test_drill_takes_an_incremental_policys_newest_backup(tmp_path: Path, backup
     with pytest.raises(CorruptArchiveError, match=names[1]):
         jobs.run_drill(rt)
     assert _statuses(rt)[names[1]] is ArchiveStatus.DAMAGED
+
+
+def test_a_damaged_incremental_is_never_pruned_nor_counted(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """Like a damaged archive: with keep 2 and the oldest of three backups marked damaged
+    (the marker a scrub writes, injected), the prune deletes nothing (the two good ones are
+    the keep) and the damaged one stays listed `damaged`. (Before: it counted toward the keep
+    and was deleted, taking the evidence and the alarm with it.)"""
+    rt, names = _two_backups(tmp_path, backup_dir)
+    backup = find_page_backup(backup_dir, names[0])
+    assert backup is not None
+    mark_page_damaged(backup_dir, backup, "scrub: injected", found_by="scrub")
+    names.append(jobs.run_backup(rt, policy="hourly").name)
+    pruned = jobs.run_prune(rt, policies=["hourly"], keep=2)
+    assert not pruned.deleted
+    assert _statuses(rt)[names[0]] is ArchiveStatus.DAMAGED
+    assert sorted(_statuses(rt)) == sorted(names)

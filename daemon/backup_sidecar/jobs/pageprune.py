@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 import structlog
 
 from backup_sidecar import pagestore
-from backup_sidecar.archiver import ArchiveInfo
+from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
 from backup_sidecar.jobs.pagestores import store_names, store_path
@@ -47,7 +47,12 @@ def prune_pages(
     for policy, count in keep.items():
         if count < 0:  # unlimited
             continue
-        chain = sorted((b for b in backups if b.policy == policy), key=lambda b: b.newness)
+        # A damaged backup is never pruned nor counted, like a damaged archive: it stays (and
+        # alarms) until the operator deletes it.
+        chain = sorted(
+            (b for b in backups if b.policy == policy and b.status is not ArchiveStatus.DAMAGED),
+            key=lambda b: b.newness,
+        )
         kept = chain[-max(count, 1) :]  # the newest always stays
         expired += [b for b in chain if b not in kept and b.name not in spare]
     deleted: list[ArchiveInfo] = []
