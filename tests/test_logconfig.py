@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from backup_sidecar.logconfig import configure_logging, reset_logging
+from backup_sidecar.logconfig import LogLevel, configure_logging, reset_logging
 
 
 class TtyBuffer(io.StringIO):
@@ -109,3 +109,20 @@ def test_reconfiguring_replaces_the_handler(stream: io.StringIO) -> None:
     configure_logging(fmt="json", verbose=False, stream=stream)
     structlog.get_logger().info("once")
     assert len(json_lines(stream)) == 1
+
+
+@pytest.mark.parametrize(
+    ("level", "events"),
+    [(None, ["seen_info", "seen_warning"]), ("warning", ["seen_warning"]),
+     ("debug", ["seen_debug", "seen_info", "seen_warning"])],
+)  # fmt: skip
+def test_the_level_sets_the_sidecars_threshold(
+    level: LogLevel | None, events: list[str], stream: io.StringIO
+) -> None:
+    """`level` ($SIDECAR_LOG_LEVEL) replaces the INFO threshold of the sidecar's events."""
+    configure_logging(fmt="json", verbose=False, stream=stream, level=level)
+    log = structlog.get_logger("test")
+    log.debug("seen_debug")
+    log.info("seen_info")
+    log.warning("seen_warning")
+    assert [line["event"] for line in json_lines(stream)] == events

@@ -15,6 +15,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 #: Marks the handler this module installs, so reconfiguring replaces it and nothing else.
 _HANDLER_NAME = "backup_sidecar"
@@ -56,12 +57,19 @@ def configure_logging(
     verbose: bool,
     stream: TextIO | None = None,
     quiet: bool = False,
+    level: LogLevel | None = None,
 ) -> None:
     """Route structlog and stdlib logging to `stream` (stderr): JSON unless a TTY or `console`.
 
     `quiet` (one-shot CLI commands, which print their own outcome and error line) keeps only
-    critical events unless `verbose`.
+    critical events unless `verbose`. `level` (`$SIDECAR_LOG_LEVEL`) is the sidecar's own
+    threshold instead of INFO (DEBUG with `verbose`); at `debug` third-party records pass from
+    INFO, as with `verbose`.
     """
+    ours = logging.DEBUG if verbose else logging.CRITICAL if quiet else logging.INFO
+    if level is not None and not quiet:
+        ours = logging.getLevelNamesMapping()[level.upper()]
+        verbose = verbose or ours <= logging.DEBUG
     stream = stream if stream is not None else sys.stderr
     if fmt is None:
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -74,9 +82,7 @@ def configure_logging(
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.CRITICAL if quiet else logging.INFO
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(ours),
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )

@@ -15,11 +15,12 @@ import click
 from backup_sidecar.cli.context import Context
 
 if TYPE_CHECKING:
-    from backup_sidecar.logconfig import LogFormat
+    from backup_sidecar.logconfig import LogFormat, LogLevel
 
 #: Commands whose output is their log; the others print their result and one error line.
 _LOGGING_COMMANDS = frozenset({"run", "start", "demo", "init", "import-arrows"})
 _LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("json", "console")
+_LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error", "critical")
 #: The modules under cli/ whose COMMANDS the group holds, imported when first needed.
 _MODULES: Final = (
     "archives",
@@ -80,6 +81,16 @@ def _print_version(click_ctx: click.Context, _param: click.Parameter, value: boo
     type=click.Choice(_LOG_FORMATS),
     default=None,
     envvar="SIDECAR_LOG_FORMAT",
+    help="Log lines as JSON or for a console (default: $SIDECAR_LOG_FORMAT, else console on a "
+    "terminal, JSON otherwise).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    default=None,
+    envvar="SIDECAR_LOG_LEVEL",
+    help="The daemon's (run, start, init, demo) log threshold (default: $SIDECAR_LOG_LEVEL, "
+    "else info).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs and tracebacks.")
 @click.option(
@@ -92,12 +103,19 @@ def _print_version(click_ctx: click.Context, _param: click.Parameter, value: boo
 )
 @click.pass_context
 def main(
-    click_ctx: click.Context, config: Path | None, log_format: str | None, verbose: bool
+    click_ctx: click.Context,
+    config: Path | None,
+    log_format: str | None,
+    log_level: str | None,
+    verbose: bool,
 ) -> None:
     """Consistent online backups, verified archives and safe live restores of SQLite databases."""
     fmt = next((f for f in _LOG_FORMATS if f == log_format), None)
+    level = next((v for v in _LOG_LEVELS if v == (log_level or "").lower()), None)
     chatty = click_ctx.invoked_subcommand in _LOGGING_COMMANDS
-    click_ctx.obj = Context(config=config, log_format=fmt, verbose=verbose, quiet=not chatty)
+    click_ctx.obj = Context(
+        config=config, log_format=fmt, verbose=verbose, quiet=not chatty, log_level=level
+    )
     if click_ctx.invoked_subcommand not in _FAST:
         click_ctx.obj.configure_logging()
 

@@ -203,7 +203,7 @@ def prune(
 @click.command()
 @click.option("--policy", "policies", multiple=True, help="Only this policy (repeatable).")
 @click.option("--keep", type=int, required=True, help="Archives to keep per policy.")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 @json_option
 @click.pass_obj
 def cleanup(

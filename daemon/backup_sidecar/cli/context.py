@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from backup_sidecar.jobs import Runtime
-    from backup_sidecar.logconfig import LogFormat
+    from backup_sidecar.logconfig import LogFormat, LogLevel
 
 
 @dataclass
@@ -27,6 +27,8 @@ class Context:
     timeout: float | None = None
     #: Whether the command's output is its result, not its log (logs critical events only).
     quiet: bool = True
+    #: `--log-level` / `$SIDECAR_LOG_LEVEL` (None: info; debug with --verbose).
+    log_level: LogLevel | None = None
     _runtime: Runtime | None = field(default=None, repr=False)
     _logging: bool = field(default=False, repr=False)
 
@@ -37,7 +39,9 @@ class Context:
         if not self._logging:
             from backup_sidecar.logconfig import configure_logging  # noqa: PLC0415
 
-            configure_logging(fmt=self.log_format, verbose=self.verbose, quiet=self.quiet)
+            configure_logging(
+                fmt=self.log_format, verbose=self.verbose, quiet=self.quiet, level=self.log_level
+            )
             self._logging = True
 
     def runtime(self) -> Runtime:

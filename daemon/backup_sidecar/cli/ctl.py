@@ -139,8 +139,8 @@ def ctl_ping(ctx: Context, as_json: bool) -> None:
 
 
 @click.command("backup")
-@click.option("--policy", default="manual", show_default=True)
-@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--policy", default="manual", show_default=True, help="Policy the archive is for.")
+@click.option("--db", "dbs", multiple=True, metavar="NAME", help="Database by name (repeatable).")
 @click.option("--wait", is_flag=True, help="Wait for a running operation instead of failing busy.")
 @json_option
 @click.pass_obj
@@ -179,10 +179,10 @@ def ctl_export(ctx: Context, archive: str, out: Path, as_json: bool) -> None:
 
 @click.command("restore")
 @click.argument("archive", required=False)
-@click.option("--db", "dbs", multiple=True, metavar="NAME")
+@click.option("--db", "dbs", multiple=True, metavar="NAME", help="Database by name (repeatable).")
 @click.option("--force", "--confirm", "force", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--dry-run", is_flag=True)
-@click.option("--wait", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--wait", is_flag=True, help="Wait for a running operation instead of failing busy.")
 @click.option("--from-offsite", is_flag=True, help="The daemon downloads it from offsite first.")
 @click.option("--latest", is_flag=True, help="With --from-offsite: the newest confirmed copy.")
 @json_option
@@ -223,9 +223,9 @@ def ctl_restore(
 
 
 @click.command("prune")
-@click.option("--policy")
-@click.option("--keep", type=int)
-@click.option("--dry-run", is_flag=True)
+@click.option("--policy", help="Only this policy (default: every policy).")
+@click.option("--keep", type=int, help="Archives to keep per policy (default: the policy's keep).")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 @json_option
 @click.pass_obj
 def ctl_prune(

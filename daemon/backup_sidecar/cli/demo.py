@@ -31,7 +31,13 @@ control: {{socket: {socket}, mode: "0600"}}
 
 
 @click.command()
-@click.option("--root", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("var"),
+    show_default=True,
+    help="Directory the demo's databases, backups and configuration go to.",
+)
 @click.option("--no-daemon", is_flag=True, help="Stop after the first backup, list and verify.")
 @click.option("--port", type=int, default=9464, show_default=True, help="Metrics port.")
 @click.pass_obj
