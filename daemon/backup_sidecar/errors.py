@@ -219,6 +219,42 @@ class RestoreIncompleteError(SidecarError):
         self.rescue = rescue
 
 
+class OffsiteRestoreIncompleteError(RestoreIncompleteError):
+    """`restore --latest --from-offsite` restored the databases of some copies, then the
+    restore from the next one failed: says what came from which archive, and every
+    pre_restore archive that undoes it."""
+
+    def __init__(
+        self,
+        *,
+        restored: Sequence[tuple[str, str]],
+        failed: tuple[str, Sequence[str]],
+        reason: str,
+        pre_restore_archives: Sequence[str],
+        rescue: Path | None,
+    ) -> None:
+        done = ", ".join(f"{db} from {archive}" for db, archive in restored) or "nothing"
+        archive, names = failed
+        if pre_restore_archives:
+            undo = f"; to undo, restore {' and '.join(pre_restore_archives)}"
+        elif rescue is not None:
+            undo = f"; the content they held before is kept in {rescue}"
+        else:
+            undo = ""
+        SidecarError.__init__(
+            self,
+            f"restore incomplete: restored {done}, then the restore of {', '.join(names)} "
+            f"from {archive} failed: {reason}{undo}",
+        )
+        self.restored = tuple(db for db, _ in restored)
+        self.sources = dict(restored)
+        self.failed_archive = archive
+        self.reason = reason
+        self.pre_restore_archives = tuple(pre_restore_archives)
+        self.pre_restore_archive = pre_restore_archives[-1] if pre_restore_archives else None
+        self.rescue = rescue
+
+
 class OperationAbortedError(SidecarError):
     """A running operation was cancelled (the shutdown grace time ran out); nothing is
     left half-done."""
@@ -399,6 +435,19 @@ class OffsiteNoUsableCopyError(OffsiteError, LookupError):
         )
         self.url = url
         self.tried = tuple(tried)
+
+
+class OffsiteDatabaseNotFoundError(OffsiteError, LookupError):
+    """`restore --latest --from-offsite`: no usable confirmed copy holds a database asked for
+    (``pre_restore`` copies are never used); no live database was changed."""
+
+    def __init__(self, url: str, databases: Sequence[str]) -> None:
+        super().__init__(
+            f"no usable confirmed archive in {url} holds {', '.join(databases)} "
+            "(pre_restore archives are never used); no database was restored"
+        )
+        self.url = url
+        self.databases = tuple(databases)
 
 
 class OffsiteLocalCopyError(ArchiveError, FileExistsError):

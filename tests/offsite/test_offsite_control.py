@@ -182,7 +182,8 @@ def test_restore_from_offsite_through_the_socket(
     """The archive confirmed offsite and gone locally, the live databases changed: `restore`
     with "from": "offsite" and "latest" downloads, decrypts, verifies, saves the live content
     as pre_restore and restores; the databases equal what was backed up; the answer has the
-    local restore's shape. `ctl restore NAME --from-offsite --force` does the same by name."""
+    local restore's fields (one archive gave both) and says which archive gave each. `ctl
+    restore NAME --from-offsite --force` does the same by name."""
     d, store = encrypted_daemon
     user = tmp_path / "data" / "user_data.db"
     arrow = tmp_path / "data" / "arrow_database.db"
@@ -198,8 +199,10 @@ def test_restore_from_offsite_through_the_socket(
 
     latest: dict[str, Any] = {"from": "offsite", "latest": True, "confirm": True}
     result = d.request("restore", **latest)
-    assert set(result) == {"archive", "dry_run", "restored", "pre_restore_archive", "damaged",
-                           "plan"}  # fmt: skip
+    assert {"archive", "dry_run", "restored", "pre_restore_archive", "damaged", "plan"} <= set(
+        result
+    )
+    assert result["databases"] == {"arrow": name, "user": name}
     assert result["archive"] == name and sorted(result["restored"]) == ["arrow", "user"]
     assert result["pre_restore_archive"]
     assert {"user": dump(user), "arrow": dump(arrow)} == before

@@ -184,7 +184,9 @@ def ctl_export(ctx: Context, archive: str, out: Path, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--wait", is_flag=True, help="Wait for a running operation instead of failing busy.")
 @click.option("--from-offsite", is_flag=True, help="The daemon downloads it from offsite first.")
-@click.option("--latest", is_flag=True, help="With --from-offsite: the newest confirmed copy.")
+@click.option(
+    "--latest", is_flag=True, help="With --from-offsite: each database from its newest copy."
+)
 @json_option
 @click.pass_obj
 def ctl_restore(
@@ -204,7 +206,7 @@ def ctl_restore(
 
     with reported_errors(ctx, as_json=as_json):
         which_archive(archive, latest=latest, from_offsite=from_offsite)
-        what = archive or "the newest offsite copy"
+        what = archive or "the newest offsite copy of each database"
         if not force and not dry_run:
             if not sys.stdin.isatty():
                 raise RestoreRefusedError("no terminal to confirm on; pass --force to restore")

@@ -17,7 +17,7 @@ from backup_sidecar.errors import RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
 
 if TYPE_CHECKING:
-    from backup_sidecar.jobs.offsite import Fetched, Skipped
+    from backup_sidecar.jobs.offsite import Fetched
 
 
 @click.command()
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Download the archive from the offsite store first (checked, decrypted).",
 )
-@click.option("--latest", is_flag=True, help="With --from-offsite: the newest confirmed copy.")
+@click.option(
+    "--latest",
+    is_flag=True,
+    help="With --from-offsite: each database from the newest confirmed copy holding it.",
+)
 @json_option
 @click.pass_obj
 def restore(
@@ -47,14 +51,23 @@ def restore(
 
     With --from-offsite, ARCHIVE (or --latest) is first downloaded from the offsite store,
     its checksum checked, decrypted with offsite.encryption.identity_file if encrypted, and
-    verified before it enters the backup directory; --latest falls back to the next newest
-    confirmed copy when one fails."""
+    verified before it enters the backup directory. --latest restores each database (each
+    --db) from the newest confirmed copy that holds it (pre_restore copies never; a copy that
+    fails is passed over for the next newest), every copy fetched before any is restored."""
     from backup_sidecar.jobs.restore import restore_source  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
         archive = which_archive(archive, latest=latest, from_offsite=from_offsite)
         rt = ctx.runtime()
         names = databases.names()
+        if latest:  # each database from the newest confirmed copy that holds it
+            from backup_sidecar.cli.restore_latest import latest_text, restore_latest  # noqa: PLC0415
+
+            payload, picked, results = restore_latest(
+                rt, names, force=force, dry_run=dry_run, as_json=as_json
+            )
+            emit(as_json, payload, lambda: latest_text(picked, results))
+            return
         fetched = None
         if from_offsite:
             from backup_sidecar.jobs.offsite import fetch_archive  # noqa: PLC0415
@@ -66,8 +79,7 @@ def restore(
             for spec in [rt.databases[n] for n in names] if names else rt.databases.values():
                 spec.path.parent.mkdir(parents=True, exist_ok=True)
             rt.backup_dir.mkdir(parents=True, exist_ok=True)
-            say = None if as_json else _say_skipped
-            fetched = fetch_archive(rt, archive, environ=os.environ, on_skip=say)
+            fetched = fetch_archive(rt, archive, environ=os.environ)
             if not as_json:
                 click.echo(_fetched_line(fetched), err=True)
             archive = fetched.archive
@@ -117,14 +129,6 @@ def _fetched_line(fetched: Fetched) -> str:
             f"{fetched.object}: using it"
         )
     return f"downloaded {fetched.object} as {fetched.archive}"
-
-
-def _say_skipped(skip: Skipped) -> None:
-    click.echo(
-        f"warning: offsite copy {skip.object} unusable ({skip.reason}); "
-        "trying the next newest confirmed copy",
-        err=True,
-    )
 
 
 def which_archive(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:

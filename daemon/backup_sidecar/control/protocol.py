@@ -47,6 +47,9 @@ class ErrorBody(_Reply):
     #: is kept. Absent otherwise.
     restored: list[str] | None = None
     pre_restore_archive: str | None = None
+    #: Only for `restore --latest` from offsite with databases from several archives: every
+    #: pre_restore archive that undoes what it restored (``pre_restore_archive`` the last).
+    pre_restore_archives: list[str] | None = None
     rescue: str | None = None
 
     @model_serializer(mode="wrap")
@@ -132,6 +135,9 @@ def error_body(exc: BaseException) -> ErrorBody:
             message=str(exc),
             restored=list(exc.restored),
             pre_restore_archive=exc.pre_restore_archive,
+            pre_restore_archives=list(exc.pre_restore_archives)
+            if isinstance(exc, errors.OffsiteRestoreIncompleteError)
+            else None,
             rescue=str(exc.rescue) if exc.rescue else None,
         )
     if isinstance(exc, errors.SidecarError):

@@ -7,9 +7,15 @@ order is the order on the wire.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from backup_sidecar.control.wire import describe
 from backup_sidecar.errors import ProtocolError
@@ -95,14 +101,61 @@ class ExportResult(_Result):
     path: str
 
 
-class RestoreResult(_Result):
+class SkippedCopy(_Result):
+    object: str
+    reason: str
+
+
+class OffsiteSource(_Result):
+    """Where an archive fetched from offsite came from (``reused``: the local copy was it)."""
+
+    object: str
+    reused: bool
+    skipped: list[SkippedCopy]
+
+
+class ArchiveRestore(_Result):
+    """One archive's restore within a ``"latest"`` restore from offsite."""
+
     archive: str
+    dry_run: bool
+    restored: list[str]
+    pre_restore_archive: str | None
+    damaged: list[str]
+    plan: list[str]
+    offsite: OffsiteSource
+
+
+#: Present only in the answer to ``"from": "offsite", "latest": true``.
+_LATEST_ONLY: Final = ("pre_restore_archives", "databases", "not_found", "skipped", "offsite",
+                       "archives")  # fmt: skip
+
+
+class RestoreResult(_Result):
+    #: None only for a ``"latest"`` restore whose databases came from several archives.
+    archive: str | None
     dry_run: bool
     restored: list[str]
     pre_restore_archive: str | None
     #: "name: reason" for each live database saved although damaged (dry run: would be).
     damaged: list[str]
     plan: list[str]
+    #: ``"latest"`` from offsite: every pre_restore archive made, database -> archive, the
+    #: databases no usable copy holds, the copies passed over, the one archive's source (None
+    #: for several), and each archive's restore.
+    pre_restore_archives: list[str] | None = None
+    databases: dict[str, str] | None = None
+    not_found: list[str] | None = None
+    skipped: list[SkippedCopy] | None = None
+    offsite: OffsiteSource | None = None
+    archives: list[ArchiveRestore] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_latest_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.archives is None:
+            return {k: v for k, v in data.items() if k not in _LATEST_ONLY}
+        return data
 
 
 class DamagedArchive(_Result):

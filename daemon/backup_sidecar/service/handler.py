@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,8 @@ from backup_sidecar.control.requests import (
 )
 from backup_sidecar.control.results import RESULT_TYPES, ArchiveEntry, Result
 from backup_sidecar.errors import UsageError
+from backup_sidecar.jobs.offsite import fetch_archive
+from backup_sidecar.jobs.offsite_pick import restore_latest
 from backup_sidecar.jobs.pageexport import export_backup
 from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.offsite import OffsiteUploader
@@ -149,21 +151,7 @@ class ControlHandler:
                     return _verify_or_export(rt, request, effort)
             case RestoreRequest():
                 with st.track("restore"):
-                    ref = request.archive
-                    if request.source == "offsite":
-                        ref = self._fetch(rt, request.archive, request.databases)
-                    assert ref is not None  # (the request model demands one or "latest")
-                    result = jobs.run_restore(
-                        rt,
-                        ref,
-                        names=request.databases,
-                        dry_run=request.dry_run,
-                        wait=WAIT_FOR_LOCK_S if request.wait else None,
-                        effort=effort,
-                        outcomes=st.outcomes,
-                        catalog=st.catalog,
-                    )
-                return jobs.restore_json(result)
+                    return self._restore(rt, request, effort)
             case PruneRequest():
                 with st.track("prune"):
                     pruned = jobs.run_prune(
@@ -198,15 +186,53 @@ class ControlHandler:
                 )
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
 
+    def _restore(
+        self, rt: jobs.Runtime, request: RestoreRequest, effort: jobs.Effort
+    ) -> dict[str, Any]:
+        if request.source == "offsite" and request.latest:
+            return self._restore_latest(rt, request, effort)
+        ref = request.archive
+        if request.source == "offsite":
+            ref = self._fetch(rt, request.archive, request.databases)
+        assert ref is not None  # (the request model demands one or "latest")
+        result = jobs.run_restore(
+            rt,
+            ref,
+            names=request.databases,
+            dry_run=request.dry_run,
+            wait=WAIT_FOR_LOCK_S if request.wait else None,
+            effort=effort,
+            outcomes=self._state.outcomes,
+            catalog=self._state.catalog,
+        )
+        return jobs.restore_json(result)
+
     def _fetch(self, rt: jobs.Runtime, ref: str | None, names: list[str] | None) -> str:
         """Download ``ref`` (None: the newest confirmed copy) from the offsite store into the
         backup directory (checked, decrypted); the local archive name to restore."""
         rt.require_offsite()
         if names:
             rt.select(names)  # an unknown database is refused before anything is downloaded
+        return fetch_archive(rt, ref, environ=self._offsite_environ()).archive
+
+    def _restore_latest(
+        self, rt: jobs.Runtime, request: RestoreRequest, effort: jobs.Effort
+    ) -> dict[str, Any]:
+        return restore_latest(
+            rt,
+            request.databases,
+            environ=self._offsite_environ(),
+            dry_run=request.dry_run,
+            wait=WAIT_FOR_LOCK_S if request.wait else None,
+            effort=effort,
+            outcomes=self._state.outcomes,
+            catalog=self._state.catalog,
+        )
+
+    def _offsite_environ(self) -> Mapping[str, str]:
         if self._state.offsite is None:
             raise UsageError("this daemon runs no offsite uploader")
-        return self._state.offsite.fetch(rt, ref)
+        return self._state.offsite.environ
 
     def _list(self, rt: jobs.Runtime) -> dict[str, Any] | EncodedResult:
         """Every archive, from the catalog rescanned now (only new or changed archives are

@@ -27,7 +27,7 @@ import structlog
 
 from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import OffsiteUploadAbandonedError, SidecarError
-from backup_sidecar.jobs.offsite import fetch_archive, open_store
+from backup_sidecar.jobs.offsite import open_store
 from backup_sidecar.jobs.offsite_prune import upload_candidates
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcome
 from backup_sidecar.jobs.runtime import OffsiteSpec
@@ -174,10 +174,10 @@ class OffsiteUploader:
         self._spec = spec  # keep, max_age or the keys may have changed: the store is the same
         return self._store, self._lease
 
-    def fetch(self, rt: jobs.Runtime, ref: str | None) -> str:
-        """Download the offsite archive ``ref`` (None: the newest confirmed) into the backup
-        directory, checked and decrypted; its local archive name."""
-        return fetch_archive(rt, ref, environ=self._environ).archive
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """Where the store's credentials come from (restores from offsite use it too)."""
+        return self._environ
 
     def sync(self) -> int:
         """One pass: upload every pending archive; how many were confirmed."""

@@ -209,7 +209,7 @@ def restore_plan_page(plan: RestoreResult, *, csrf: str) -> bytes:
         f"<p>Restoring <code>{e(plan.archive)}</code> replaces the live databases "
         f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
         f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
-        + form("/restore", "Restore now", csrf, hidden("archive", plan.archive), typed)
+        + form("/restore", "Restore now", csrf, hidden("archive", plan.archive or ""), typed)
         + ' <a href="/">cancel</a>'
         + progress_box([])
     )

@@ -1,0 +1,255 @@
+"""Each database from the newest confirmed offsite copy that holds it: the one choice behind
+`restore --latest --from-offsite` (CLI and control socket) and `init --restore-from-offsite`.
+
+Confirmed copies are taken newest first by the store's upload time. A copy is fetched (staging,
+checksum, decryption, verify: jobs/offsitecopy.py) only if it may hold a database still wanted,
+judged by the policy in its name (a policy of the configuration backs up its `databases`; any
+other name may hold any); its manifest then says which it holds. `pre_restore` archives, which
+hold what a restore replaced, are never used. A copy that fails (``UNUSABLE_COPY``) is passed
+over for the next newest, for the databases it would have given only; an unreachable store, a
+refused request or a wrong identity stop the whole choice. Every copy is fetched before any
+database is restored (``restore_groups``), so a download failure writes nothing live.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from backup_sidecar import archiver
+from backup_sidecar.errors import (
+    OffsiteDatabaseNotFoundError,
+    OffsiteNothingToRestoreError,
+    OffsiteNoUsableCopyError,
+    OffsiteRestoreIncompleteError,
+    RestoreIncompleteError,
+    SidecarError,
+)
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsite import (
+    UNUSABLE_COPY,
+    Fetched,
+    Skipped,
+    archive_name,
+    fetch_archive,
+    open_store,
+    upload_order,
+)
+from backup_sidecar.jobs.outcomes import Outcomes
+from backup_sidecar.jobs.restore import restore_json, run_restore
+from backup_sidecar.jobs.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+#: ``<policy>_<YYYYmmdd>_<HHMMSS>`` (a unique name may carry a suffix after the time).
+_DEFAULT_NAME = re.compile(r"(?P<policy>.+?)_\d{8}_\d{6}(?:[._-].*)?")
+
+
+@dataclass(frozen=True)
+class Group:
+    """The databases one fetched copy gives."""
+
+    fetched: Fetched
+    databases: tuple[str, ...]
+
+    @property
+    def archive(self) -> str:
+        return self.fetched.archive
+
+
+@dataclass(frozen=True)
+class Picked:
+    """Which copy gives each wanted database, newest copy first."""
+
+    url: str
+    groups: tuple[Group, ...] = ()
+    #: wanted databases no usable confirmed copy holds
+    not_found: tuple[str, ...] = ()
+    #: copies passed over (damaged, vanished, failing verify), newest first
+    skipped: tuple[Skipped, ...] = field(default=())
+    #: how many confirmed copies the store listed (pre_restore ones included)
+    confirmed: int = 0
+
+    def databases(self) -> dict[str, str]:
+        """database -> the archive it comes from."""
+        return {db: g.archive for g in self.groups for db in g.databases}
+
+
+def policy_of(name: str) -> str | None:
+    """The policy in a default archive name, None for any other name."""
+    match = _DEFAULT_NAME.fullmatch(name)
+    return match.group("policy") if match else None
+
+
+def pick_copies(
+    rt: Runtime,
+    wanted: Sequence[str],
+    *,
+    environ: Mapping[str, str],
+    effort: Effort | None = None,
+    on_skip: Callable[[Skipped], None] | None = None,
+    on_fetched: Callable[[Fetched], None] | None = None,
+) -> Picked:
+    """Fetch, newest first, the confirmed copies that give each of ``wanted`` (module doc)."""
+    spec = rt.require_offsite()
+    store = open_store(spec, environ=environ)
+    # (the config encrypts: a plaintext object is never confirmed, as for restore)
+    listed = store.list(encrypted_only=bool(spec.recipients)).objects
+    confirmed = sorted((o for o in listed if o.confirmed), key=upload_order, reverse=True)
+    names = [(o.name, n) for o in confirmed if (n := archive_name(o.name)) is not None]
+    needed = list(dict.fromkeys(wanted))
+    groups: list[Group] = []
+    skipped: list[Skipped] = []
+    for object_name, candidate in names:
+        if not needed:
+            break
+        if not _may_hold(rt, candidate, needed):
+            continue
+        try:
+            # (a local archive of that name is used when it is the same archive)
+            fetched = fetch_archive(rt, candidate, environ=environ, effort=effort)
+        except UNUSABLE_COPY as exc:  # nothing written: the next newest copy
+            skip = Skipped(object=object_name, reason=str(exc))
+            log.warning("offsite_restore_candidate_failed", archive=candidate, error=str(exc))
+            skipped.append(skip)
+            if on_skip is not None:
+                on_skip(skip)
+            continue
+        if on_fetched is not None:
+            on_fetched(fetched)
+        path = archiver.resolve_archive(rt.backup_dir, fetched.archive)
+        held = tuple(n for n in archiver.read_manifest(path).members() if n in needed)
+        if held:
+            groups.append(Group(fetched, held))
+            needed = [n for n in needed if n not in held]
+    return Picked(store.url, tuple(groups), tuple(needed), tuple(skipped), len(confirmed))
+
+
+def _may_hold(rt: Runtime, name: str, needed: Sequence[str]) -> bool:
+    policy = policy_of(name)
+    if policy == archiver.PRE_RESTORE_POLICY:
+        return False
+    if policy is None or policy not in rt.keep:
+        return True  # manual or unknown: may hold any database
+    held = rt.policy_databases.get(policy) or tuple(rt.databases)
+    return any(n in needed for n in held)
+
+
+def restore_groups(
+    rt: Runtime,
+    picked: Picked,
+    *,
+    dry_run: bool = False,
+    wait: float | None = None,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
+    catalog: archiver.Catalog | None = None,
+) -> tuple[archiver.RestoreResult, ...]:
+    """Each group through the normal restore (verify, pre-restore safety copy, locks), newest
+    copy first. A group that fails after others restored raises OffsiteRestoreIncompleteError:
+    what was restored from which archive, and every pre_restore archive that undoes it."""
+    done: list[archiver.RestoreResult] = []
+    for group in picked.groups:
+        try:
+            result = run_restore(
+                rt,
+                group.archive,
+                names=group.databases,
+                dry_run=dry_run,
+                wait=wait,
+                effort=effort,
+                outcomes=outcomes,
+                catalog=catalog,
+            )
+        except SidecarError as exc:
+            if dry_run or not done:
+                raise
+            partial = exc if isinstance(exc, RestoreIncompleteError) else None
+            restored = [(db, r.archive) for r in done for db in r.restored]
+            undo = [r.pre_restore_archive for r in done if r.pre_restore_archive]
+            if partial is not None:
+                restored += [(db, group.archive) for db in partial.restored]
+                undo += [partial.pre_restore_archive] if partial.pre_restore_archive else []
+            raise OffsiteRestoreIncompleteError(
+                restored=restored,
+                failed=(group.archive, group.databases),
+                reason=partial.reason if partial is not None else str(exc),
+                pre_restore_archives=undo,
+                rescue=partial.rescue if partial is not None else None,
+            ) from exc
+        done.append(result)
+    return tuple(done)
+
+
+def require_found(picked: Picked, *, asked: bool) -> None:
+    """Refuse, before any database is restored, a choice that gives nothing (or, when the
+    databases were ``asked`` for by name, one that misses any of them)."""
+    if picked.groups and not (asked and picked.not_found):
+        return
+    if not picked.groups and picked.skipped:
+        raise OffsiteNoUsableCopyError(picked.url, [(s.object, s.reason) for s in picked.skipped])
+    if not picked.confirmed:
+        raise OffsiteNothingToRestoreError(picked.url)
+    raise OffsiteDatabaseNotFoundError(picked.url, picked.not_found)
+
+
+def restore_latest(
+    rt: Runtime,
+    names: Sequence[str] | None,
+    *,
+    environ: Mapping[str, str],
+    dry_run: bool = False,
+    wait: float | None = None,
+    effort: Effort | None = None,
+    outcomes: Outcomes | None = None,
+    catalog: archiver.Catalog | None = None,
+) -> dict[str, Any]:
+    """The socket's ``"from": "offsite", "latest": true``: each database (of ``names``, else
+    all) from the newest confirmed copy holding it, every copy fetched before any is restored;
+    the answer (``latest_json``)."""
+    rt.require_offsite()
+    wanted = [spec.name for spec in rt.select(names)]
+    picked = pick_copies(rt, wanted, environ=environ, effort=effort)
+    require_found(picked, asked=bool(names))
+    results = restore_groups(
+        rt, picked, dry_run=dry_run, wait=wait, effort=effort, outcomes=outcomes, catalog=catalog
+    )
+    return latest_json(picked, results)
+
+
+def latest_json(picked: Picked, results: Sequence[archiver.RestoreResult]) -> dict[str, Any]:
+    """`restore --latest --from-offsite --json` and the socket's result: the archive each
+    database came from, each archive's restore, and, when one archive gave every database,
+    its restore at the top level as for a named archive."""
+    groups = [
+        restore_json(r) | {"offsite": offsite_json(g.fetched)}
+        for g, r in zip(picked.groups, results, strict=True)
+    ]
+    one = groups[0] if len(groups) == 1 else None
+    return {
+        "archive": one["archive"] if one else None,
+        "dry_run": any(r.dry_run for r in results),
+        "restored": [db for r in results for db in r.restored],
+        "pre_restore_archive": one["pre_restore_archive"] if one else None,
+        "pre_restore_archives": [r.pre_restore_archive for r in results if r.pre_restore_archive],
+        "damaged": [d for r in results for d in r.damaged],
+        "plan": [f"{r.archive}: {step}" for r in results for step in r.plan],
+        "databases": picked.databases(),
+        "not_found": list(picked.not_found),
+        "skipped": [{"object": s.object, "reason": s.reason} for s in picked.skipped],
+        "offsite": one["offsite"] if one else None,
+        "archives": groups,
+    }
+
+
+def offsite_json(fetched: Fetched) -> dict[str, Any]:
+    """Where a fetched archive came from: its object, and whether the local copy was used."""
+    return {
+        "object": fetched.object,
+        "reused": fetched.reused,
+        "skipped": [{"object": s.object, "reason": s.reason} for s in fetched.skipped],
+    }
