@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from backup_sidecar.control.requests import OPS
 from backup_sidecar.service.metric_families import DURATION_BUCKETS
 from backup_sidecar.service.metrics import Metrics
 
@@ -241,6 +242,17 @@ def test_control_requests_bound_their_labels(metrics: Metrics, registry: Collect
     assert value(registry, "control_requests_total", op="restore", result="ok") == 1
     assert value(registry, "control_requests_total", op="unknown", result="error") == 1
     assert value(registry, "control_requests_total", op="drop tables", result="error") is None
+
+
+def test_every_socket_op_is_counted_under_its_own_name(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """Each op the socket serves (offsite_status and export included) counts under its own
+    label, never as "unknown": the op list is the protocol's own."""
+    for op in OPS:
+        metrics.control_request(op, ok=True)
+        assert value(registry, "control_requests_total", op=op, result="ok") == 1, op
+    assert value(registry, "control_requests_total", op="unknown", result="ok") == 0
 
 
 def test_backup_dir_free(metrics: Metrics, registry: CollectorRegistry) -> None:

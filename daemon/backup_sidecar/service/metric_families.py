@@ -19,6 +19,8 @@ from prometheus_client import disable_created_metrics as _no_created_series
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from backup_sidecar.control.requests import OPS
+
 PREFIX = "backup_sidecar_"
 _no_created_series()  # type: ignore[no-untyped-call] # a series per child nothing reads
 
@@ -28,7 +30,7 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 #: The control socket's operations; any other op is counted as "unknown" to bound the labels.
-CONTROL_OPS = ("ping", "status", "list", "backup", "verify", "restore", "prune", "scrub")
+CONTROL_OPS: tuple[str, ...] = OPS  # every op the socket serves, one list with the protocol
 #: Outcomes of backups, restores, drills and control requests. `busy` is a refusal because
 #: another operation held the database (nothing was attempted): not a failure, so the
 #: failing-backups alert does not count it.
