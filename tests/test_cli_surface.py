@@ -3,13 +3,16 @@ the environment."""
 
 from __future__ import annotations
 
+import re
+
 import click
 from click.testing import CliRunner
 
-from backup_sidecar.cli import main
+from backup_sidecar.cli import _MODULES, main
 from backup_sidecar.cli.context import Context
 from backup_sidecar.logconfig import reset_logging
 from support.cli import clean_env
+from support.paths import ROOT
 
 
 def _options_without_help(command: click.Command, ctx: click.Context, path: str) -> list[str]:
@@ -51,3 +54,13 @@ def test_the_log_level_comes_from_the_environment() -> None:
     finally:
         main.commands.pop("probe-level", None)
         reset_logging()
+
+
+def test_the_lazy_group_knows_every_command_module() -> None:
+    """Every module under cli/ that defines COMMANDS is one the lazy group loads (a new one
+    left out of its list would vanish from the CLI without an error)."""
+    cli_dir = ROOT / "daemon" / "backup_sidecar" / "cli"
+    defining = {
+        p.stem for p in cli_dir.glob("*.py") if re.search(r"^COMMANDS\b", p.read_text(), re.M)
+    }
+    assert defining == set(_MODULES)

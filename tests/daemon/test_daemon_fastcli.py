@@ -51,3 +51,30 @@ def test_ctl_ping_text_output(
     done = d.ctl("ping")
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"pong: True\npid: {d.proc.pid}\nversion: {__version__}\n"
+
+
+def test_ctl_list_and_status_print_tables_not_reprs(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """`ctl list` prints the table `list` prints (human sizes and ages; before: `key=value`
+    dumps), and `ctl status` a table of health, databases and next runs (before: Python dict
+    reprs of each database's check)."""
+    d = daemons.start(daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 2}}))
+    name = d.request("backup", policy="manual")["archive"]
+    ctl, local = d.ctl("list"), d.cli("list")
+    assert ctl.returncode == 0 and local.returncode == 0, ctl.stderr + local.stderr
+
+    def without_age(text: str) -> list[str]:  # AGE (columns 61-69) may tick between the two
+        return [line[:61] + line[69:] for line in text.splitlines()]
+
+    assert without_age(ctl.stdout) == without_age(local.stdout)
+    header, row = ctl.stdout.splitlines()
+    assert header.split() == ["NAME", "CREATED", "(UTC)", "AGE", "SIZE", "POLICY", "STATUS",
+                              "DATABASES"]  # fmt: skip
+    assert row.startswith(name) and " KiB " in row and "manual" in row and "user" in row
+    status = d.ctl("status")
+    assert status.returncode == 0, status.stderr
+    assert "healthy     yes" in status.stdout
+    lines = status.stdout.splitlines()
+    assert any(ln.split()[:2] == ["user", "yes"] for ln in lines), status.stdout
+    assert "{" not in status.stdout and "=" not in status.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime
 
 import click
 
@@ -15,6 +15,7 @@ from backup_sidecar.cli.offsite import list_offsite
 from backup_sidecar.cli.offsite_ops import prune_offsite_cmd, verify_offsite_cmd
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, fail, reported_errors
+from backup_sidecar.cli.tables import archive_table
 from backup_sidecar.errors import UsageError
 from backup_sidecar.progress import progress_bar
 
@@ -61,9 +62,6 @@ def backup(
                 click.echo(f"deleted {a.path}", err=True)
 
 
-_ROW = "{:<40} {:<20} {:>12} {:<12} {:<9} {}"
-
-
 @click.command("list")
 @click.option("--offsite", is_flag=True, help="What the offsite store holds instead.")
 @json_option
@@ -79,22 +77,13 @@ def list_cmd(ctx: Context, offsite: bool, as_json: bool) -> None:
         rt = ctx.runtime()
         archives = jobs.with_incremental(rt, list_archives(rt.backup_dir))
 
-        def table() -> None:
-            if not archives:
-                click.echo("no archives")
-                return
-            click.echo(
-                _ROW.format("NAME", "CREATED (UTC)", "SIZE", "POLICY", "STATUS", "DATABASES")
-            )
-            for a in archives:
-                created = a.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-                extra = a.error or ",".join(a.databases)
-                if a.kind != "archive":  # e.g. "arrow,user (incremental, check quick)"
-                    extra += f" ({a.kind}, check {a.check or '?'})"
-                row = (a.name, created, a.size_bytes, a.policy, a.status, extra)
-                click.echo(_ROW.format(*row))
+        rows = [jobs.archive_json(a) for a in archives]
 
-        emit(as_json, [jobs.archive_json(a) for a in archives], table)
+        def table() -> None:
+            for line in archive_table(rows, now=datetime.now(UTC)):
+                click.echo(line)
+
+        emit(as_json, rows, table)
 
 
 @click.command()

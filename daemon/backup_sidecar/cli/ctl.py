@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,16 @@ def _text(value: object) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _print(as_json: bool, result: dict[str, Any]) -> None:
+def _print(as_json: bool, result: dict[str, Any], op: str | None = None) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
+        return
+    if op in ("list", "status"):  # the same tables as `list` (and one for the status)
+        from backup_sidecar.cli.tables import archive_table, status_table  # noqa: PLC0415
+
+        now = datetime.now(UTC)
+        lines = archive_table(result["archives"], now=now) if op == "list" else status_table(result)
+        click.echo("\n".join(lines))
         return
     for key, value in result.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
@@ -100,7 +108,7 @@ def _send(
     """Ask, print the answer; a failure before the daemon answered is reported in JSON too only
     with ``json_errors`` (`ctl scrub` never did)."""
     with reported_errors(ctx, as_json=as_json and json_errors):
-        _print(as_json, _request(ctx, request, as_json=as_json))
+        _print(as_json, _request(ctx, request, as_json=as_json), request["op"])
 
 
 def _plain(
