@@ -8,6 +8,9 @@ As in the container, the configuration is a YAML file named by `SIDECAR_CONFIG`.
 needed: `healthcheck` and `ctl ping` fail fast (nothing listening) after doing all their
 start-up work, which is what is measured.
 
+Compile the bytecode first (`python -m compileall -q daemon .venv/lib`) where
+PYTHONDONTWRITEBYTECODE is set, as the image does (UV_COMPILE_BYTECODE=1).
+
     python -m bench.startup                # 21 runs of each
     python -m bench.startup --runs 3       # quick (the test runs this)
 """
