@@ -340,9 +340,10 @@ def test_the_offsite_example_is_valid_when_uncommented(
     compose: Compose, app_compose: Path, tmp_path: Path
 ) -> None:
     """The commented offsite example, uncommented as its comments say: Compose accepts the
-    pair and the sidecar gets the AWS variables, the identity mounted read-only, the start
-    hook's `--restore-from-offsite` and the bucket job first; without the .env secrets it
-    refuses naming them; the config's offsite section loads and points at the identity
+    pair and the sidecar gets the AWS variables, the identity mounted read-only and the bucket
+    job first; a one-shot `init --restore-from-offsite` with the sidecar's volumes, variables
+    and identity runs before the application, which waits for it to complete; without the .env
+    secrets it refuses naming them; the config's offsite section loads and points at the identity
     mount and the MinIO service's endpoint."""
     override = tmp_path / OVERRIDE.name
     override.write_text(_offsite_uncommented(OVERRIDE.read_text()))
@@ -358,10 +359,26 @@ def test_the_offsite_example_is_valid_when_uncommented(
     assert sidecar["environment"]["AWS_ACCESS_KEY_ID"] == "sidecar"
     secret = secrets["OFFSITE_SECRET_ACCESS_KEY"]
     assert sidecar["environment"]["AWS_SECRET_ACCESS_KEY"] == secret
-    assert sidecar["command"] == ["start", "--restore-from-offsite"]
     identity = _volumes(sidecar)["/run/secrets/age.txt"]
     assert identity["source"] == "/root/arrowtuner-age.txt" and identity["read_only"] is True
-    assert sidecar["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    done = "service_completed_successfully"
+    assert sidecar["depends_on"]["minio-bucket"]["condition"] == done
+    # The one-shot restore runs before the application creates its schema: the app waits for
+    # it to complete (a start hook after `depends_on: api` found tables and restored nothing).
+    assert not sidecar.get("command")  # the image's `start`
+    restore = doc["services"]["backup-sidecar-restore"]
+    assert restore["command"] == ["init", "--restore-from-offsite"]
+    assert doc["services"][APP_SERVICE]["depends_on"]["backup-sidecar-restore"]["condition"] == done
+    assert restore["depends_on"]["minio-bucket"]["condition"] == done
+    assert _volumes(restore)["/run/secrets/age.txt"] == identity
+    for target in ("/app/arrow_data", "/app/user_data", "/app/backups", "/etc/backup-sidecar"):
+        assert _volumes(restore)[target]["source"] == _volumes(sidecar)[target]["source"]
+    same = ("ARROW_DATABASE_PATH", "USER_DATABASE_PATH", "BACKUP_DIR", "SIDECAR_CONFIG",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+    assert {k: restore["environment"][k] for k in same} == {
+        k: sidecar["environment"][k] for k in same
+    }
+    assert restore["user"] == sidecar["user"] and restore["image"] == sidecar["image"]
     assert doc["services"]["minio"]["environment"]["MINIO_ROOT_USER"] == "sidecar"
     missing = compose("config", "-q", files=(app_compose, override))
     assert missing.returncode != 0 and "OFFSITE_" in missing.stderr
@@ -375,3 +392,31 @@ def test_the_offsite_example_is_valid_when_uncommented(
     assert str(section.encryption.identity_file) == identity["target"]
     assert section.endpoint == "http://minio:9000"
     assert load_settings(ROOT / "config" / config.name, environ={}).offsite is None
+
+
+def test_compose_v1_accepts_the_uncommented_offsite_example(
+    compose_v1: str, arrowtuner: Path
+) -> None:
+    """Debian's Compose v1 (1.29.2) accepts the uncommented offsite example on the seed's deploy
+    file and keeps the order that makes it work: the application waits for the one-shot
+    `init --restore-from-offsite` to complete, which waits for the bucket job."""
+    override = arrowtuner / OVERRIDE.name
+    override.unlink()
+    override.write_text(_offsite_uncommented(OVERRIDE.read_text()))
+    env = _clean_env(
+        OFFSITE_ACCESS_KEY_ID="sidecar",
+        OFFSITE_SECRET_ACCESS_KEY="not-a-real-secret",  # noqa: S106
+        OFFSITE_IDENTITY_FILE="/root/arrowtuner-age.txt",
+    )
+    result = subprocess.run(
+        [compose_v1, "-f", ENHANCED.name, "-f", OVERRIDE.name, "config"], cwd=arrowtuner,
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    done = "service_completed_successfully"
+    assert services[APP_SERVICE]["depends_on"]["backup-sidecar-restore"]["condition"] == done
+    restore = services["backup-sidecar-restore"]
+    assert restore["command"] == ["init", "--restore-from-offsite"]
+    assert restore["depends_on"]["minio-bucket"]["condition"] == done
+    assert "/root/arrowtuner-age.txt:/run/secrets/age.txt:ro" in restore["volumes"]
