@@ -96,6 +96,10 @@ def _print(as_json: bool, result: dict[str, Any], op: str | None = None) -> None
             click.echo(f"{key}:")
             for name, item in value.items():
                 click.echo(f"  {name}: " + "  ".join(f"{k}={v}" for k, v in item.items()))
+        elif isinstance(value, dict):  # e.g. a restore's database -> archive map
+            click.echo(f"{key}:" + ("" if value else " none"))
+            for name, item in value.items():
+                click.echo(f"  {name}: {_text(item)}")
         else:
             click.echo(
                 f"{key}: {value if not isinstance(value, list) else ', '.join(map(str, value))}"
