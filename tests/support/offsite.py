@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,13 +66,24 @@ class Sidecar:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
         self.pid = process.pid
+        self._heard = b""
 
     def says(self, timeout: float = 60) -> str:
-        """Its next line (failing after ``timeout`` without one)."""
+        """Its next line (failing after ``timeout`` without one). Reads the pipe's descriptor
+        itself: a buffered ``readline`` may take the next line too into its buffer, and a
+        ``select`` on the then empty pipe would wait for a line already read."""
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        assert ready, f"the sidecar said nothing in {timeout:g}s"
-        return self.process.stdout.readline().decode().rstrip("\n")
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._heard:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            assert ready, f"the sidecar said nothing in {timeout:g}s"
+            data = os.read(fd, 4096)
+            assert data, f"the sidecar exited (status {self.process.wait()}) saying nothing"
+            self._heard += data
+        line, _, self._heard = self._heard.partition(b"\n")
+        return line.decode()
 
     def tell(self) -> None:
         assert self.process.stdin is not None
