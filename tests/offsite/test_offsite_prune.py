@@ -5,6 +5,7 @@ on the store's clock, and only by the lease holder."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +17,8 @@ from pyrage import x25519
 from backup_sidecar import archiver
 from backup_sidecar.errors import OffsiteLeaseHeldError
 from backup_sidecar.jobs.offsite_prune import prune_offsite, upload_candidates
-from backup_sidecar.offsite import Lease, Origin, Store, parse_recipients
-from support.offsite import archive_file
+from backup_sidecar.offsite import Lease, Origin, Store, parse_recipients, parse_target
+from support.offsite import archive_file, fast_retry
 from support.waiting import wait_until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -183,3 +184,78 @@ def test_planted_plaintext_copies_never_push_out_encrypted_ones(
     )
     assert [e.object for e in result.deleted] == ["d1.tar.gz.age"]
     assert _names(store) == {"d2.tar.gz.age", "planted100.tar.gz", "planted101.tar.gz"}
+
+
+def test_copies_of_another_database_set_are_never_pruned(
+    store: Store, lease: Lease, tmp_path: Path
+) -> None:
+    """Y (`daily`, [user], keep 10) left 5 copies; X (`daily`, [arrow, user], keep 2) prunes
+    only copies whose origin database set is exactly its own: Y's five all stay, a subset of
+    X's set being no proof they are X's."""
+    for i in range(5):
+        _put(store, lease, tmp_path, f"y{i}", _origin("daily", i + 1, hours=i))
+    for i in range(3):
+        xdbs = ("arrow", "user")
+        _put(store, lease, tmp_path, f"x{i}", _origin("daily", i + 1, hours=i, dbs=xdbs))
+    result = prune_offsite(store, lease=lease, keep={"daily": 2}, databases=["arrow", "user"])
+    assert [e.object for e in result.deleted] == ["x0.tar.gz"]
+    assert {f"y{i}.tar.gz" for i in range(5)} <= _names(store)
+
+
+def test_a_policy_with_its_own_databases_prunes_copies_of_that_set(
+    store: Store, lease: Lease, tmp_path: Path
+) -> None:
+    """`hourly: {databases: [user]}` on a sidecar of [arrow, user]: its [user] copies are its
+    own set and are pruned to keep; a `daily` copy of [user] alone (not daily's set) stays."""
+    for i in range(3):
+        _put(store, lease, tmp_path, f"h{i}", _origin("hourly", i + 1, hours=i))
+    _put(store, lease, tmp_path, "dsub", _origin("daily", 1, hours=0))
+    for i in range(2):
+        _put(
+            store, lease, tmp_path, f"d{i}", _origin("daily", i + 2, hours=i, dbs=("arrow", "user"))
+        )
+    result = prune_offsite(
+        store,
+        lease=lease,
+        keep={"hourly": 1, "daily": 1},
+        databases=["arrow", "user"],
+        policy_databases={"hourly": ("user",)},
+    )
+    assert sorted(e.object for e in result.deleted) == ["d0.tar.gz", "h0.tar.gz", "h1.tar.gz"]
+    assert "dsub.tar.gz" in _names(store)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "directory"])
+def test_a_record_that_is_not_a_file_keeps_its_object(tmp_path: Path, kind: str) -> None:
+    """file:// store: a record planted as a FIFO, a link to /dev/zero or a directory, its
+    object two days old on the store's clock: the object is no unfinished upload (its record
+    exists), so prune (dry run and real) keeps it, and the listing says one consistent thing:
+    unconfirmed naming the record, and a link or FIFO record a problem of its own."""
+    store = Store(parse_target(f"file://{tmp_path / 'offsite'}"), retry=fast_retry())
+    held = Lease(store, ttl=300)
+    assert held.acquire().writable
+    name = _put(store, held, tmp_path, "d1", _origin("daily", 1, hours=0))
+    record = tmp_path / "offsite" / ".offsite" / "sums" / f"{name}.json"
+    record.unlink()
+    if kind == "fifo":
+        os.mkfifo(record)
+    elif kind == "link":
+        record.symlink_to("/dev/zero")
+    else:
+        record.mkdir()
+        (record / "x").write_bytes(b"{}")
+    old = (datetime.now(UTC) - timedelta(days=2)).timestamp()
+    os.utime(tmp_path / "offsite" / name, (old, old))
+    for dry_run in (True, False):
+        result = prune_offsite(
+            store, lease=held, keep={"daily": 1}, databases=["user"], dry_run=dry_run
+        )
+        assert result.deleted == []
+    assert (tmp_path / "offsite" / name).exists()
+    listing = store.list()
+    [obj] = listing.objects
+    assert not obj.confirmed
+    assert not obj.reason.startswith("no checksum record")
+    assert f"{name}.json" in obj.reason
+    if kind != "directory":  # a directory is walked: its object's reason names it
+        assert any(f"{name}.json" in p.key for p in listing.problems)

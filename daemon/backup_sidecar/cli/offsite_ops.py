@@ -72,6 +72,7 @@ def prune_offsite_cmd(ctx: Context, *, dry_run: bool, as_json: bool) -> None:
                 lease=lease,
                 keep=spec.keep,
                 databases=rt.databases,
+                policy_databases=rt.policy_databases,
                 dry_run=dry_run,
                 encrypted_only=bool(spec.recipients),
             )

@@ -7,11 +7,13 @@ restore points stay (a plain and an ``.age`` object of one archive are one point
 fewer than one: the newest confirmed copy of a policy, by that order and by the store's
 upload time, is never deleted. Nothing is deleted that this sidecar cannot prove is its own
 policy's archive: a copy whose record carries no origin, names a policy it does not
-configure, or a database it does not back up stays. An object without a checksum record (an
-upload that never finished) is deleted only once it is over a day old on the store's clock:
-an upload may still be running on a former lease holder. Objects that are not confirmed for
-any other reason (a damaged copy) are kept for an operator to look at, like damaged local
-archives. Only the holder of the prefix's lease deletes (``Store.delete`` enforces it).
+configure, or a database set other than exactly the one it backs up stays (another sidecar
+sharing the prefix with a different set, or this one before its databases changed). An
+object without a checksum record (an upload that never finished) is deleted only once it is
+over a day old on the store's clock: an upload may still be running on a former lease holder.
+Objects that are not confirmed for any other reason (a damaged copy, a record that exists but
+cannot be read) are kept for an operator to look at, like damaged local archives. Only the
+holder of the prefix's lease deletes (``Store.delete`` enforces it).
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ def select_offsite_expired(
     keep: Mapping[str, int],
     databases: Collection[str],
     store_now: datetime,
+    policy_databases: Mapping[str, Collection[str]] | None = None,
 ) -> list[Expired]:
-    """Pure selection (see the module docstring): what goes, oldest first per group."""
-    ours = set(databases)
+    """Pure selection (see the module docstring): what goes, oldest first per group. A
+    policy's set is its ``policy_databases`` entry, else ``databases`` (every one configured)."""
+    own = policy_databases or {}
     groups: dict[tuple[str, tuple[str, ...]], list[offsite.OffsiteObject]] = {}
     expired: list[Expired] = []
     for obj in objects:
@@ -92,8 +96,10 @@ def select_offsite_expired(
                 expired.append(Expired(obj.name, UNCONFIRMED, name))
             continue
         origin = obj.record.origin if obj.record is not None else None
-        if origin is None or origin.policy not in keep or not set(origin.databases) <= ours:
+        if origin is None or origin.policy not in keep:
             continue
+        if set(origin.databases) != set(own.get(origin.policy) or databases):
+            continue  # another sidecar's set (or this one's before a change) is never ours
         groups.setdefault((origin.policy, origin.databases), []).append(obj)
     for (policy, _), group in sorted(groups.items()):
         points: dict[tuple[bool, int, datetime], list[offsite.OffsiteObject]] = {}
@@ -127,6 +133,7 @@ def prune_offsite(
     lease: offsite.Lease,
     keep: Mapping[str, int],
     databases: Collection[str],
+    policy_databases: Mapping[str, Collection[str]] | None = None,
     dry_run: bool = False,
     encrypted_only: bool = False,
 ) -> OffsitePruneResult:
@@ -140,7 +147,11 @@ def prune_offsite(
         lease.require_writable()
     objects = store.list(encrypted_only=encrypted_only).objects
     expired = select_offsite_expired(
-        objects, keep=keep, databases=databases, store_now=lease.store_now()
+        objects,
+        keep=keep,
+        databases=databases,
+        store_now=lease.store_now(),
+        policy_databases=policy_databases,
     )
     result = OffsitePruneResult()
     for item in expired:

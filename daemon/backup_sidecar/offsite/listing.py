@@ -30,18 +30,25 @@ def list_store(store: Bucket, *, encrypted_only: bool) -> Listing:
     metas, odd = store.objects.scan(prefix)
     problems = [ListProblem(key, reason) for key, reason in odd]
     record_dir = rec.RECORD_DIR + "/"
+    # A record entry that exists but is no regular file (a link, a FIFO, a directory) still
+    # counts as a record: its object is unconfirmed for that reason, never an unfinished upload.
+    for rel in [key[start:] for key, _ in odd] + [meta.key[start:] for meta in metas]:
+        if rel.startswith(record_dir):
+            entry = rel[len(record_dir) :].split("/", 1)[0]
+            if entry.endswith(".json"):
+                records.add(entry[: -len(".json")])
     for meta in metas:
         rel = meta.key[start:]
         if rel.startswith(".offsite/"):
-            if rel.startswith(record_dir) and rel.endswith(".json"):
-                records.add(rel[len(record_dir) : -len(".json")])
             continue
         if not rec.valid_name(rel):
             problems.append(ListProblem(meta.key, "not an archive object name"))
             continue
         data[rel] = meta
+    reported = {p.key for p in problems}
     for orphan in sorted(records - data.keys()):
-        problems.append(ListProblem(store.record_key(orphan), "checksum record without object"))
+        if store.record_key(orphan) not in reported:  # a link or FIFO says so already
+            problems.append(ListProblem(store.record_key(orphan), "checksum record without object"))
     objects = [
         _listed(store, name, meta, name in records, encrypted_only=encrypted_only)
         for name, meta in sorted(data.items())

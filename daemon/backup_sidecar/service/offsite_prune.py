@@ -33,6 +33,7 @@ def prune_pass(
             lease=lease,
             keep=spec.keep,
             databases=rt.databases,
+            policy_databases=rt.policy_databases,
             encrypted_only=bool(spec.recipients),
         )
     except (SidecarError, OSError) as exc:
