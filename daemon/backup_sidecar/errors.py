@@ -530,6 +530,9 @@ class OffsiteLeaseHeldError(OffsiteError):
         super().__init__(
             f"offsite prefix {url} is held by {holder} (lease valid for {expires_in:.0f}s more "
             "unless renewed); this sidecar stays read-only there"
+            if expires_in > 0
+            else f"offsite prefix {url}: this sidecar does not hold its lease ({holder}); "
+            "it stays read-only there until it takes the lease"
         )
         self.url = url
         self.holder = holder

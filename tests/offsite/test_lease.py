@@ -18,9 +18,11 @@ from backup_sidecar.errors import (
 )
 from backup_sidecar.offsite import Lease, LeaseOwner, LeaseVerdict, Store, parse_target, transfer
 from backup_sidecar.offsite import store as store_module
+from backup_sidecar.offsite.lease import GENERATION_BOUND
 from backup_sidecar.offsite.record import LEASE_DIR, join
 from support.offsite import archive_file, sidecar
 from support.seaweed import SeaweedServer
+from support.waiting import wait_until
 
 A = LeaseOwner("host-a", 101, "aaaaaaaaaaaaaaaa")
 B = LeaseOwner("host-b", 202, "bbbbbbbbbbbbbbbb")
@@ -238,3 +240,69 @@ def test_a_vanishing_clock_probe_is_one_error_not_an_endless_loop(
     with pytest.raises(OffsiteRequestError, match="vanished"):
         Lease(store, ttl=300, owner=B).acquire()
     assert len(heads) == 3
+
+
+def test_a_planted_lease_at_the_largest_name_never_stops_the_prefix(
+    make_store: Callable[..., Store],
+) -> None:
+    """Outside attack 4: garbage at `.offsite/lease/99999999999999999999` (the largest 20-digit
+    name) made the sidecar write a 21-digit generation that never counted, read-only for good.
+    A name at or above the bound is planted: ignored, the lease taken at once, then renewed,
+    another sidecar read-only naming the holder, and the planted name deleted."""
+    store = make_store()
+    planted = join(store.target.prefix, LEASE_DIR, "9" * 20)
+    obstore.put(store.objects.backend, planted, b"\xff planted")
+    a = Lease(store, ttl=300, owner=A)
+    verdict = a.acquire()
+    assert verdict.writable, verdict.message
+    assert a.renew().writable
+    assert Lease(make_store(), ttl=300, owner=B).acquire().holder == A
+    assert store.objects.read_small(planted, 10) is None
+
+
+def test_a_planted_lease_just_below_the_bound_expires_then_numbering_restarts(
+    make_store: Callable[..., Store],
+) -> None:
+    """Garbage at the highest generation a sidecar counts: held by someone unknown for the TTL
+    (one line naming the object, a positive validity), then free like any other unreadable
+    lease: the sidecar taking it numbers again from 1, renews, and a second sidecar is
+    read-only naming it."""
+    store = make_store()
+    top = join(store.target.prefix, LEASE_DIR, f"{GENERATION_BOUND - 1:020d}")
+    obstore.put(store.objects.backend, top, b"\xff planted")
+    a = Lease(store, ttl=2, owner=A)
+    first = a.acquire()
+    assert not first.writable and first.expires_in > 0
+    assert f"unreadable lease object ({top}" in first.message, first.message
+    assert "valid for -" not in first.message
+    verdict = poll(a.acquire, timeout=30)
+    assert verdict.writable, verdict.message
+    assert verdict.generation == 1
+    assert a.renew().generation == 2
+    b = Lease(make_store(), ttl=2, owner=B).acquire()
+    assert not b.writable and b.holder == A
+
+
+def test_a_lease_not_taken_says_why_in_one_true_line(make_store: Callable[..., Store]) -> None:
+    """require_writable on a sidecar that never took the lease, and on a holder whose lease
+    ran out (its monotonic deadline and the store's clock both past the TTL): never `held by
+    nobody`, never a negative validity; the expired holder is named."""
+    now = [1000.0]
+    store = make_store()
+    a = Lease(store, ttl=1, owner=A, monotonic=lambda: now[0])
+    b = Lease(make_store(), ttl=1, owner=B)
+    with pytest.raises(OffsiteLeaseHeldError, match="no lease is taken yet") as free:
+        b.require_writable()
+    assert a.acquire().generation == 1
+    now[0] += 5
+    meta = store.objects.head(join(store.target.prefix, LEASE_DIR, f"{1:020d}"))
+    assert meta is not None
+    wait_until(
+        lambda: (a.store_now() - meta.modified).total_seconds() > 3,
+        what="A's lease expired on the store's clock",
+    )
+    with pytest.raises(OffsiteLeaseHeldError, match="expired") as expired:
+        a.require_writable()
+    for text in (str(free.value), str(expired.value)):
+        assert "nobody" not in text and "valid for -" not in text, text
+    assert "the lease of host-a pid 101" in str(expired.value)

@@ -15,6 +15,13 @@ machine's. The holder, in turn, counts its lease valid only until its *monotonic
 the moment it sent the winning request plus the TTL (``valid_for``), so it stops writing before
 anyone may judge the lease expired, however the wall clocks stand. It renews at a third of the
 TTL; a renewal that finds a higher generation raises OffsiteLeaseLostError.
+
+Generations live below ``GENERATION_BOUND`` (10**18: at one renewal a millisecond, 30 million
+years away), so a name at or above it was planted: it is never taken for the holder and the
+next holder deletes it. A planted name just below the bound is an unreadable lease like any
+other, free once its TTL has passed on the store's clock; the next number would reach the
+bound, so the sidecar taking it deletes the generations it listed and numbers again from 1
+(a racing sidecar lists the new number, or loses the conditional create).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from backup_sidecar.offsite.objects import Objects
 _BODY_MAX = 4096
 _SLACK_S = 1.0
 _CLOCK_TRIES = 3
+GENERATION_BOUND = 10**18
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,14 @@ class LeaseVerdict:
     generation: int
     expires_in: float
     message: str
+    #: who holds the prefix, or why this sidecar cannot write it (one line; "" when writable)
+    who: str = ""
+
+    def read_only_reason(self, url: str) -> str | None:
+        """One line for health and metrics; None when writable."""
+        if self.writable:
+            return None
+        return f"{self.who} holds {url}" if self.expires_in > 0 else f"{url}: {self.who}"
 
 
 @dataclass(frozen=True)
@@ -108,20 +124,26 @@ class Lease:
 
     def acquire(self) -> LeaseVerdict:
         """Take the lease if it is free, released, expired or ours; else a read-only verdict."""
-        current = self._newest()
+        listed = self._numbered()
+        current = self._newest(listed)
         if current is not None and current.owner == self.owner and not current.released:
             return self.renew()
         if current is not None and not current.released:
             left = self._expires_in(current)
             if left > 0:
                 return self._read_only(current, left)
+        if current is not None and current.number + 1 >= GENERATION_BOUND:
+            return self._restart(listed, took_over=current)
         return self._claim((current.number if current else 0) + 1, took_over=current)
 
     def renew(self) -> LeaseVerdict:
         """Extend a held lease; OffsiteLeaseLostError if another sidecar has taken it."""
         if self.generation is None:
             return self.acquire()
-        verdict = self._claim(self.generation + 1, took_over=None)
+        if self.generation + 1 >= GENERATION_BOUND:
+            verdict = self._restart(self._numbered(), took_over=None)
+        else:
+            verdict = self._claim(self.generation + 1, took_over=None)
         if not verdict.writable:
             self.generation = None
             raise OffsiteLeaseLostError(self._objects.url, verdict.message)
@@ -141,10 +163,14 @@ class Lease:
         if self.valid_for > 0:
             return
         current = self._newest()
-        holder = "nobody (lease not taken)"
-        if current is not None and current.owner is not None:
-            holder = current.owner.describe()
-        left = self._expires_in(current) if current is not None else 0.0
+        if current is None:
+            raise OffsiteLeaseHeldError(self._objects.url, "no lease is taken yet", 0.0)
+        left = self._expires_in(current)
+        holder = self._who(current)
+        if current.released:
+            holder = f"{holder} released it"
+        elif left <= 0:
+            holder = f"the lease of {holder} expired {-left:.0f}s ago"
         raise OffsiteLeaseHeldError(self._objects.url, holder, left)
 
     # -- internals -----------------------------------------------------------------------------
@@ -168,10 +194,33 @@ class Lease:
         how = "took over an expired lease" if took_over is not None else "holds the lease"
         return LeaseVerdict(True, self.owner, number, self.ttl, f"{self.owner.describe()} {how}")
 
+    def _restart(
+        self, listed: list[tuple[int, Meta]], *, took_over: _Generation | None
+    ) -> LeaseVerdict:
+        """Number again from 1: delete the generations of ``listed`` (the listing that found
+        the newest free, or ours), then claim after whatever a racing sidecar made meanwhile."""
+        for _, meta in listed:
+            self._objects.delete(meta.key)
+        current = self._newest()
+        if current is None:
+            return self._claim(1, took_over=took_over)
+        if current.owner != self.owner and not current.released:
+            left = self._expires_in(current)
+            if left > 0 or current.number + 1 >= GENERATION_BOUND:
+                return self._read_only(current, left)
+        return self._claim(current.number + 1, took_over=took_over)
+
+    def _who(self, current: _Generation) -> str:
+        if current.owner is not None:
+            return current.owner.describe()
+        return f"an unreadable lease object ({self._key(current.number)}, owner unknown)"
+
     def _read_only(self, current: _Generation, left: float) -> LeaseVerdict:
-        holder = current.owner.describe() if current.owner else "an unreadable lease"
+        holder = self._who(current)
+        if left <= 0:
+            holder = f"the lease of {holder} expired {-left:.0f}s ago; taken at the next attempt"
         message = str(OffsiteLeaseHeldError(self._objects.url, holder, left))
-        return LeaseVerdict(False, current.owner, current.number, left, message)
+        return LeaseVerdict(False, current.owner, current.number, max(left, 0.0), message, holder)
 
     def store_now(self) -> datetime:
         """The store's clock now (what an object's Last-Modified is compared with)."""
@@ -198,12 +247,18 @@ class Lease:
             f"the probe object vanished between its write and its read {_CLOCK_TRIES} times",
         )
 
-    def _newest(self) -> _Generation | None:
+    def _numbered(self) -> list[tuple[int, Meta]]:
+        """The generations listed (20-digit names); planted ones at or above the bound too."""
         numbered: list[tuple[int, Meta]] = []
         for meta in self._objects.list(self._dir + "/"):
             tail = meta.key.rsplit("/", 1)[-1]
             if len(tail) == 20 and tail.isdigit():
                 numbered.append((int(tail), meta))
+        return numbered
+
+    def _newest(self, listed: list[tuple[int, Meta]] | None = None) -> _Generation | None:
+        found = self._numbered() if listed is None else listed
+        numbered = [(n, meta) for n, meta in found if n < GENERATION_BOUND]  # planted: ignored
         for number, meta in sorted(numbered, key=lambda item: item[0], reverse=True):
             raw = self._objects.read_small(meta.key, _BODY_MAX)
             if raw is not None:  # else pruned between the listing and the read
@@ -211,9 +266,8 @@ class Lease:
         return None
 
     def _prune(self, *, below: int) -> None:
-        for meta in self._objects.list(self._dir + "/"):
-            tail = meta.key.rsplit("/", 1)[-1]
-            if len(tail) == 20 and tail.isdigit() and int(tail) < below:
+        for number, meta in self._numbered():
+            if number < below or number >= GENERATION_BOUND:
                 self._objects.delete(meta.key)
 
     def _key(self, number: int) -> str:

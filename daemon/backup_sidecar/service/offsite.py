@@ -236,9 +236,9 @@ class OffsiteUploader:
         self._confirmed = set(confirmed)
         left = [*pending, *(m.archive for m in found.mismatched)]  # not offsite
         self._series.listed(local, confirmed, left, suffix=suffix, policies=watched_policies(rt))
-        holder = verdict.holder.describe() if verdict.holder else "an unreadable lease"
+        holder = verdict.who or (verdict.holder.describe() if verdict.holder else "unknown")
         self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)
-        self.lag.read_only(None if verdict.writable else f"{holder} holds {store.url}")
+        self.lag.read_only(verdict.read_only_reason(store.url))
         if not verdict.writable:
             if not self._told_read_only:
                 log.warning("offsite_read_only", url=store.url, holder=holder)
