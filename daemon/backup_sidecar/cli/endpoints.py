@@ -62,14 +62,17 @@ def _yaml_section(config: Path, section: str) -> dict[str, object]:
 
 
 def _raw(config: Path | None, environ: Mapping[str, str], section: str, key: str) -> object:
-    """The key's value as given (None: not given), environment first as in load_settings."""
+    """The key's value as given (None: not given), environment first as in load_settings.
+    A named file is read even when the environment gives the key: a missing or broken file
+    must fail the command naming it, as the validated loader does."""
+    from_file = None if config is None else _yaml_section(config, section).get(key)
     env = {name.upper(): value for name, value in environ.items()}
     whole = f"{_ENV_PREFIX}{section.upper()}"
     if whole in env:  # a JSON value for the whole section
         raise _UnsureError
     if f"{whole}__{key.upper()}" in env:
         return env[f"{whole}__{key.upper()}"]
-    return None if config is None else _yaml_section(config, section).get(key)
+    return from_file
 
 
 def healthz_url(config: Path | None, environ: Mapping[str, str]) -> str | None:
