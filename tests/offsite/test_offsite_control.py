@@ -259,3 +259,41 @@ def test_restore_from_offsite_refusals_are_one_line(
     cli = d.ctl("restore", "--latest", "--force")
     assert cli.returncode == 2 and "--latest needs --from-offsite" in one_error_line(cli)
     assert dump(user) == before
+
+
+@pytest.mark.slow
+def test_a_planted_lease_is_shown_then_expires_and_uploads_resume(
+    daemons: DaemonRunner, tmp_path: Path, sock_dir: Path
+) -> None:
+    """Outside attack 4 through a real daemon: garbage at the largest 20-digit lease name (out
+    of bounds: ignored) and at the highest counted one (an unreadable lease): offsite_status
+    is read-only naming the planted object, never "nobody"; once its TTL has passed on the
+    store's clock the daemon takes the lease and uploads the pending backup."""
+    user = make_db(tmp_path / "data" / "user_data.db", wal=True, rows=50)
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    lease_dir = tmp_path / "offsite" / ".offsite" / "lease"
+    lease_dir.mkdir(parents=True)
+    (lease_dir / ("9" * 20)).write_bytes(b"\xff planted")
+    (lease_dir / f"{10**18 - 1:020d}").write_bytes(b"\xff planted")
+    config = quiet_config(
+        backup_dir=backup_dir,
+        databases={"user": user},
+        socket_path=sock_dir / "control.sock",
+        offsite={"url": f"file://{tmp_path / 'offsite'}", "lease_ttl": "3s"},
+    )
+    d = daemons.start(config)
+    d.request("backup")
+    held = wait_until(
+        lambda: (s := _status(d))["writable"] is False and s["holder"] and s,
+        what="the read-only pass naming the planted lease",
+        timeout=60,
+    )
+    assert f"{10**18 - 1:020d}" in held["holder"] and "unreadable" in held["holder"], held
+    assert "nobody" not in held["holder"]
+    wait_until(
+        lambda: (s := _status(d))["writable"] is True and s["pending"] == 0,
+        what="the lease taken after the planted one's TTL and the backup uploaded",
+        timeout=120,
+    )
+    assert not (lease_dir / ("9" * 20)).exists()
