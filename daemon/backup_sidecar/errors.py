@@ -561,6 +561,18 @@ class OffsiteUploadAbandonedError(OffsiteError):
         self.name = name
 
 
+class OffsiteDownloadAbandonedError(OffsiteError):
+    """A download stopped on purpose (the daemon is stopping), however stalled the endpoint:
+    nothing was published and nothing live was touched."""
+
+    def __init__(self, url: str, name: str) -> None:
+        super().__init__(
+            f"offsite download of {name!r} from {url} abandoned: the sidecar is stopping"
+        )
+        self.url = url
+        self.name = name
+
+
 # Raised and caught inside offsite/, each turned into one of the errors above.
 
 

@@ -126,7 +126,9 @@ def verify_copy(
         source = str(identity_file) if identity_file is not None else "(none needed)"
         with tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir=temp_root) as tmp:
             dest = Path(tmp) / f"{local}{archiver.ARCHIVE_SUFFIX}"
-            store.download(obj.name, dest, identities=identities, identity_source=source)
+            store.download(
+                obj.name, dest, identities=identities, identity_source=source, cancel=should_stop
+            )
             staging = Path(tmp) / "staging"
             staging.mkdir()
             verified = archiver.verify_archive(dest, staging=staging, should_stop=should_stop)

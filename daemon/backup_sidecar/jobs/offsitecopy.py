@@ -81,6 +81,7 @@ def fetch_copy(
             identities=identities,
             identity_source=identity_source,
             encrypted_only=bool(rt.offsite and rt.offsite.recipients),  # plaintext: planted
+            cancel=effort.should_stop,  # the daemon stops: even a stalled GET is left
         )
         with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
             archiver.verify_archive(

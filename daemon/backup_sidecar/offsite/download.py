@@ -3,7 +3,8 @@ is age ciphertext, published atomically; any fault leaves nothing behind."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,9 +21,11 @@ from backup_sidecar.errors import (
     RecordError,
 )
 from backup_sidecar.offsite import record as rec
+from backup_sidecar.offsite.abandon import abandonable, sleep_unless
 from backup_sidecar.offsite.bucket import Bucket
 from backup_sidecar.offsite.crypto import decrypt_stream
 from backup_sidecar.offsite.objects import object_fault
+from backup_sidecar.offsite.retry import run_with_retries
 from backup_sidecar.offsite.transfer import CHUNK, HashingReader, publish_file
 
 
@@ -74,11 +77,14 @@ def download(
     identities: Sequence[x25519.Identity] = (),
     identity_source: str = "(none given)",
     encrypted_only: bool = False,
+    cancel: Callable[[], bool] | None = None,
 ) -> Downloaded:
     """Fetch ``name`` into ``dest`` (which must not exist). An ``.age`` object is decrypted
     with ``identities``; a wrong or missing identity is OffsiteDecryptError, a truncated,
     swapped or tampered object OffsiteObjectCorruptError, a plaintext one when
-    ``encrypted_only`` OffsitePlaintextError; none leaves a file."""
+    ``encrypted_only`` OffsitePlaintextError; none leaves a file. Once ``cancel()`` is true
+    (the daemon stops), OffsiteDownloadAbandonedError within ``abandon.POLL_S``, even while
+    the endpoint stalls (``abandon.py``); nothing is left either."""
     encrypted = name.endswith(rec.ENCRYPTED_SUFFIX)
     if encrypted_only and not encrypted:
         store.key(name)  # an invalid name says so first
@@ -88,7 +94,7 @@ def download(
         raise OffsiteDecryptError(name, identity_source, "no identity given to decrypt it")
 
     def fill(out: BinaryIO) -> None:
-        reader = _open(store, name, record)
+        reader = _open(store, name, record, cancel)
         if encrypted:
             _decrypt(reader, out, name, identities, identity_source, record)
             reader.drain()
@@ -97,7 +103,16 @@ def download(
                 out.write(chunk)
         _check(reader, record, name)
 
-    store.objects.call(f"download {store.key(name)}", lambda: publish_file(dest, fill))
+    retry = store.objects.retry
+    policy = dataclasses.replace(
+        retry, sleep=sleep_unless(retry.sleep, cancel, url=store.url, name=name)
+    )
+    run_with_retries(
+        lambda: publish_file(dest, fill),
+        policy=policy,
+        url=store.url,
+        operation=f"download {store.key(name)}",
+    )
     return Downloaded(name, dest, record.size, record.sha256, encrypted)
 
 
@@ -112,16 +127,21 @@ def hash_object(store: Bucket, name: str, record: rec.Record) -> str:
     return store.objects.call(f"hash {store.key(name)}", go)
 
 
-def _open(store: Bucket, name: str, record: rec.Record) -> _FailingSource:
-    try:
-        opened = store.objects.stream(store.key(name), etag=record.etag)
-    except ObjectChangedError:
-        raise OffsiteObjectCorruptError(
-            name, "the object was replaced since its upload (ETag differs from the record)"
-        ) from None
-    if opened is None:
-        raise OffsiteObjectCorruptError(name, "the object is missing")
-    return _FailingSource(opened[1])
+def _open(
+    store: Bucket, name: str, record: rec.Record, cancel: Callable[[], bool] | None = None
+) -> _FailingSource:
+    def chunks() -> Iterable[bytes | memoryview]:
+        try:
+            opened = store.objects.stream(store.key(name), etag=record.etag)
+        except ObjectChangedError:
+            raise OffsiteObjectCorruptError(
+                name, "the object was replaced since its upload (ETag differs from the record)"
+            ) from None
+        if opened is None:
+            raise OffsiteObjectCorruptError(name, "the object is missing")
+        return opened[1]
+
+    return _FailingSource(abandonable(chunks, cancel, url=store.url, name=name))
 
 
 def _decrypt(

@@ -250,10 +250,12 @@ class Store:
         identities: Sequence[x25519.Identity] = (),
         identity_source: str = "(none given)",
         encrypted_only: bool = False,
+        cancel: Callable[[], bool] | None = None,
     ) -> Downloaded:
         """Fetch ``name`` into ``dest`` checked against its record (and decrypted if ``.age``);
         with ``encrypted_only`` (the config encrypts) a plaintext object is refused (an
-        attacker's object with a forged record); see ``offsite.download.download``."""
+        attacker's object with a forged record); ``cancel()`` true abandons it, however stalled
+        the endpoint; see ``offsite.download.download``."""
         return download(
             self,
             name,
@@ -261,6 +263,7 @@ class Store:
             identities=identities,
             identity_source=identity_source,
             encrypted_only=encrypted_only,
+            cancel=cancel,
         )
 
     def delete(self, name: str, *, lease: Lease) -> None:

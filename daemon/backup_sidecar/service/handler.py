@@ -193,7 +193,7 @@ class ControlHandler:
             return self._restore_latest(rt, request, effort)
         ref = request.archive
         if request.source == "offsite":
-            ref = self._fetch(rt, request.archive, request.databases)
+            ref = self._fetch(rt, request.archive, request.databases, effort)
         assert ref is not None  # (the request model demands one or "latest")
         result = jobs.run_restore(
             rt,
@@ -207,13 +207,15 @@ class ControlHandler:
         )
         return jobs.restore_json(result)
 
-    def _fetch(self, rt: jobs.Runtime, ref: str | None, names: list[str] | None) -> str:
+    def _fetch(
+        self, rt: jobs.Runtime, ref: str | None, names: list[str] | None, effort: jobs.Effort
+    ) -> str:
         """Download ``ref`` (None: the newest confirmed copy) from the offsite store into the
         backup directory (checked, decrypted); the local archive name to restore."""
         rt.require_offsite()
         if names:
             rt.select(names)  # an unknown database is refused before anything is downloaded
-        return fetch_archive(rt, ref, environ=self._offsite_environ()).archive
+        return fetch_archive(rt, ref, environ=self._offsite_environ(), effort=effort).archive
 
     def _restore_latest(
         self, rt: jobs.Runtime, request: RestoreRequest, effort: jobs.Effort
