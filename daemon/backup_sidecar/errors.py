@@ -416,10 +416,11 @@ class OffsiteObjectNotFoundError(OffsiteError, LookupError):
 
 
 class OffsiteNothingToRestoreError(OffsiteError, LookupError):
-    """``restore --latest --from-offsite`` on a store that holds no confirmed archive."""
+    """``restore --latest --from-offsite`` on a store that holds no confirmed archive of the
+    configured policies."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(f"no confirmed archive in {url} to restore")
+        super().__init__(f"no confirmed archive of the configured policies in {url} to restore")
         self.url = url
 
 
@@ -445,6 +446,34 @@ class OffsiteDatabaseNotFoundError(OffsiteError, LookupError):
         super().__init__(
             f"no usable confirmed archive in {url} holds {', '.join(databases)} "
             "(pre_restore archives are never used); no database was restored"
+        )
+        self.url = url
+        self.databases = tuple(databases)
+
+
+class OffsiteCopiesUnusableError(OffsiteError, LookupError):
+    """`init --restore-from-offsite`: the store holds archives of the configured policies for
+    databases that need content, but no usable confirmed copy holds them; nothing was created
+    (an empty database in place of what offsite holds would hide the loss)."""
+
+    def __init__(self, url: str, databases: Sequence[str], skipped: int) -> None:
+        super().__init__(
+            f"{url} holds archives of the configured policies for {', '.join(databases)}, "
+            f"but no usable confirmed copy holds them ({skipped} passed over; see list "
+            "--offsite): nothing was created or restored"
+        )
+        self.url = url
+        self.databases = tuple(databases)
+
+
+class OffsiteNotRestoredError(OffsiteError):
+    """`restore --latest --from-offsite`: the others were restored, but no usable confirmed
+    copy holds these configured databases (exit 3)."""
+
+    def __init__(self, url: str, databases: Sequence[str]) -> None:
+        super().__init__(
+            f"no usable confirmed archive in {url} holds {', '.join(databases)}: not restored "
+            "(the other databases were)"
         )
         self.url = url
         self.databases = tuple(databases)

@@ -46,8 +46,8 @@ def test_latest_breaks_a_same_second_tie_by_the_unique_suffix(tmp_path: Path) ->
     store = Store(parse_target(url), retry=fast_retry())
     lease = Lease(store, ttl=300)
     assert lease.acquire().writable
-    for name in ("nightly_20261207_010203", "nightly_20261207_010203-2"):
-        made = run_cli("backup", "--name", name, config=config, env=env)
+    for name in ("daily_20261207_010203", "daily_20261207_010203-2"):
+        made = run_cli("backup", "--policy", "daily", "--name", name, config=config, env=env)
         assert made.returncode == 0, made.stderr
         store.upload(backups / f"{name}.tar.gz", lease=lease)
         (backups / f"{name}.tar.gz").unlink()
@@ -58,4 +58,4 @@ def test_latest_breaks_a_same_second_tie_by_the_unique_suffix(tmp_path: Path) ->
     result = run_cli("restore", "--latest", "--from-offsite", "--force", "--json",
                      config=config, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["archive"] == "nightly_20261207_010203-2"
+    assert json.loads(result.stdout)["archive"] == "daily_20261207_010203-2"

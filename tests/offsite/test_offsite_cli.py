@@ -61,9 +61,10 @@ class Site:
     def cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, config=config or self.config(), env=self.env, timeout=120)
 
-    def backup_and_upload(self, name: str, *, encrypt: bool) -> str:
-        """A real backup named ``name``, uploaded (age-encrypted when asked); the object name."""
-        result = self.cli("backup", "--name", name)
+    def backup_and_upload(self, name: str, *, encrypt: bool, policy: str = "manual") -> str:
+        """A real backup of ``policy`` named ``name``, uploaded (age-encrypted when asked); the
+        object name."""
+        result = self.cli("backup", "--policy", policy, "--name", name)
         assert result.returncode == 0, result.stderr
         recipients = parse_recipients([str(self.identity.to_public())]) if encrypt else ()
         archive = self.backup_dir / f"{name}.tar.gz"
@@ -203,18 +204,18 @@ def test_restore_from_offsite_brings_back_a_lost_host(site: Site) -> None:
 def test_restore_latest_from_offsite_takes_the_newest_upload(site: Site) -> None:
     """`--latest` picks the newest confirmed upload by the store's clock, not by name: the
     databases hold the second backup's rows."""
-    older = site.backup_and_upload("zz_older", encrypt=False)
+    older = site.backup_and_upload(LATER_NAME, encrypt=False, policy="daily")
     subprocess.run(
         ["sqlite3", str(site.user), "INSERT INTO items(body) VALUES ('after the first')"],
         check=True,
     )
     newest_rows = dump(site.user)
     until_the_store_clock_passes(site.store, older)
-    site.backup_and_upload("aa_newer", encrypt=False)
+    site.backup_and_upload(EARLIER_NAME, encrypt=False, policy="daily")
     site.wipe()
     result = site.cli("restore", "--latest", "--from-offsite", "--force", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["archive"] == "aa_newer"
+    assert json.loads(result.stdout)["archive"] == EARLIER_NAME
     assert dump(site.user) == newest_rows
 
 
@@ -263,7 +264,9 @@ def test_restore_from_offsite_refusals_name_the_fault(site: Site) -> None:
     assert "--latest needs --from-offsite" in one_error_line(site.cli("restore", "--latest"))
     empty = site.cli("restore", "--latest", "--from-offsite", "--force")
     assert empty.returncode == 1
-    assert f"no confirmed archive in {site.store.url}" in one_error_line(empty)
+    assert f"no confirmed archive of the configured policies in {site.store.url}" in one_error_line(
+        empty
+    )
     absent = site.cli("restore", "nope", "--from-offsite", "--force")
     assert "no offsite object named 'nope.tar.gz'" in one_error_line(absent)
     site.backup_and_upload("kept", encrypt=False)
@@ -369,11 +372,16 @@ def archives_in(backup_dir: Path) -> list[str]:
     return sorted(p.name for p in backup_dir.glob("*.tar.gz"))
 
 
+#: Default names of the configured `daily` policy (`--latest` takes no other copy), the one
+#: made later sorting first.
+EARLIER_NAME, LATER_NAME = "daily_20261207_010000", "daily_20261207_090000"
+
+
 def upload_rotten(site: Site, name: str, *, recipients: tuple[x25519.Recipient, ...] = ()) -> str:
-    """A real backup whose database member then rots (one deflate byte flipped: the metadata
-    still reads, `list` says verified), uploaded as it is, so its checksum record vouches for
-    the rotten bytes; the local file is removed. The object's name."""
-    assert site.cli("backup", "--name", name).returncode == 0
+    """A real `daily` backup whose database member then rots (one deflate byte flipped: the
+    metadata still reads, `list` says verified), uploaded as it is, so its checksum record
+    vouches for the rotten bytes; the local file is removed. The object's name."""
+    assert site.cli("backup", "--policy", "daily", "--name", name).returncode == 0
     local = site.backup_dir / f"{name}.tar.gz"
     flip_database_byte(local)
     uploaded = site.store.upload(local, lease=site.lease, recipients=recipients).name
@@ -386,16 +394,18 @@ def test_a_copy_that_fails_verify_leaves_nothing_in_the_backup_directory(site: S
     --from-offsite` is one error naming the fault, and nothing enters the backup directory
     (it was left there, listed damaged or even verified); `--latest` with no other copy says
     it tried it and found none usable. Databases untouched, no staging leftover."""
-    rotten = upload_rotten(site, "rotten")
+    rotten = upload_rotten(site, EARLIER_NAME)
     before = {db: dump(db) for db in (site.user, site.arrow)}
-    named = site.cli("restore", "rotten", "--from-offsite", "--force")
+    named = site.cli("restore", EARLIER_NAME, "--from-offsite", "--force")
     assert named.returncode == 1, named.stderr
-    assert "archive 'rotten' is corrupt" in one_error_line(named)
+    assert f"archive '{EARLIER_NAME}' is corrupt" in one_error_line(named)
     assert archives_in(site.backup_dir) == []
     assert list((site.backup_dir / ".staging").iterdir()) == []
     latest = site.cli("restore", "--latest", "--from-offsite", "--force")
     assert latest.returncode == 1, latest.stderr
-    assert f"warning: offsite copy {rotten} unusable (archive 'rotten' is corrupt" in latest.stderr
+    assert f"warning: offsite copy {rotten} unusable (archive '{EARLIER_NAME}' is corrupt" in (
+        latest.stderr
+    )
     assert (
         f"no confirmed archive in {site.store.url} downloaded and verified: 1 tried"
         in latest.stderr.splitlines()[-1]
@@ -411,13 +421,13 @@ def test_restore_latest_falls_back_past_a_bad_newest_copy(site: Site) -> None:
     again, it passes over the bad one again and uses the good archive already there (same
     SHA-256) instead of stopping at the name being taken."""
     recipients = tuple(parse_recipients([str(site.identity.to_public())]))
-    good = site.backup_and_upload("good", encrypt=True)
+    good = site.backup_and_upload(EARLIER_NAME, encrypt=True, policy="daily")
     good_rows = dump(site.user)
     subprocess.run(
         ["sqlite3", str(site.user), "INSERT INTO items(body) VALUES ('after good')"], check=True
     )
     until_the_store_clock_passes(site.store, good)
-    rotten = upload_rotten(site, "rotten", recipients=recipients)
+    rotten = upload_rotten(site, LATER_NAME, recipients=recipients)
     site.wipe()
     config = site.config(
         recipients=[str(site.identity.to_public())], identity_file=str(site.identity_file())
@@ -427,12 +437,12 @@ def test_restore_latest_falls_back_past_a_bad_newest_copy(site: Site) -> None:
         assert result.returncode == 0, result.stderr
         assert f"warning: offsite copy {rotten} unusable" in result.stderr
         assert "trying the next newest confirmed copy" in result.stderr
-        said = "already in the backup directory" if reused else f"downloaded {good} as good"
+        said = "already in the backup directory" if reused else f"downloaded {good} as "
         assert said in result.stderr
-        assert "restored arrow, user from good" in result.stdout
+        assert f"restored arrow, user from {EARLIER_NAME}" in result.stdout
         assert dump(site.user) == good_rows
-        assert "good.tar.gz" in archives_in(site.backup_dir)
-        assert "rotten.tar.gz" not in archives_in(site.backup_dir)
+        assert f"{EARLIER_NAME}.tar.gz" in archives_in(site.backup_dir)
+        assert f"{LATER_NAME}.tar.gz" not in archives_in(site.backup_dir)
 
 
 def test_a_local_archive_of_the_same_name_is_used_or_kept_untouched(site: Site) -> None:

@@ -35,7 +35,8 @@ def init(ctx: Context, import_files: tuple[Path, ...], from_offsite: bool = Fals
     """Startup checks: directories, integrity of existing databases, empty ones where missing.
 
     With --restore-from-offsite, databases without content are first restored from offsite
-    (exit 1 if the store cannot be read or a restore fails, 2 without an offsite section)."""
+    (exit 1 if the store cannot be read, holds copies of a configured policy for a missing
+    database but none usable, or a restore fails; 2 without an offsite section)."""
     from backup_sidecar.appdata.startup import run_init  # noqa: PLC0415
 
     with reported_errors(ctx):

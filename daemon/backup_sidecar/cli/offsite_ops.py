@@ -19,8 +19,11 @@ def verify_offsite_cmd(ctx: Context, *, ref: str | None, latest: bool, as_json: 
     if ref is not None and latest:
         raise click.UsageError("give an archive name or --latest, not both")
     with reported_errors(ctx, as_json=as_json):
-        spec = ctx.runtime().require_offsite()
-        done = verify_offsite(spec, environ=os.environ, ref=ref, latest=latest)
+        rt = ctx.runtime()
+        spec = rt.require_offsite()
+        done = verify_offsite(
+            spec, environ=os.environ, ref=ref, latest=latest, policies=tuple(rt.keep)
+        )
         payload = {
             "url": spec.url,
             "ok": bool(done) and all(d.result == OK for d in done),

@@ -12,8 +12,8 @@ import click
 from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
-from backup_sidecar.cli.output import emit, reported_errors
-from backup_sidecar.errors import RestoreRefusedError, UsageError
+from backup_sidecar.cli.output import emit, fail, reported_errors
+from backup_sidecar.errors import OffsiteNotRestoredError, RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ def restore(
     its checksum checked, decrypted with offsite.encryption.identity_file if encrypted, and
     verified before it enters the backup directory. --latest restores each database (each
     --db) from the newest confirmed copy that holds it (pre_restore copies never; a copy that
-    fails is passed over for the next newest), every copy fetched before any is restored."""
+    fails is passed over for the next newest), every copy fetched before any is restored; it
+    exits 3 after restoring the others when no usable copy holds a configured database."""
     from backup_sidecar.jobs.restore import restore_source  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
@@ -67,6 +68,8 @@ def restore(
                 rt, names, force=force, dry_run=dry_run, as_json=as_json
             )
             emit(as_json, payload, lambda: latest_text(picked, results))
+            if picked.not_found:  # a disaster recovery that left a database behind: exit 3
+                fail(str(OffsiteNotRestoredError(picked.url, picked.not_found)), 3)
             return
         fetched = None
         if from_offsite:

@@ -1,26 +1,30 @@
 """Each database from the newest confirmed offsite copy that holds it: the one choice behind
 `restore --latest --from-offsite` (CLI and control socket) and `init --restore-from-offsite`.
 
-Confirmed copies are taken newest first by the store's upload time. A copy is fetched (staging,
-checksum, decryption, verify: jobs/offsitecopy.py) only if it may hold a database still wanted,
-judged by the policy in its name (a policy of the configuration backs up its `databases`; any
-other name may hold any); its manifest then says which it holds. `pre_restore` archives, which
-hold what a restore replaced, are never used. A copy that fails (``UNUSABLE_COPY``) is passed
-over for the next newest, for the databases it would have given only; an unreachable store, a
-refused request or a wrong identity stop the whole choice. Every copy is fetched before any
-database is restored (``restore_groups``), so a download failure writes nothing live.
+Only copies of the configuration's own policies are candidates (``restore_candidates``): the
+policy in the copy's name, and then the policy in its metadata, must be a configured one
+(never `pre_restore`, which holds what a restore replaced), and a copy gives only the databases
+that policy backs up. A manual copy, or one of another sidecar sharing the prefix under its own
+policy names, is never taken (`restore NAME --from-offsite` still restores any copy named).
+Candidates are taken newest first by the store's upload time (``upload_order``: the order
+`verify --offsite --latest` uses too). A copy is fetched (staging, checksum, decryption, verify,
+its record's origin against its metadata: jobs/offsitecopy.py) only if it may hold a database
+still wanted; its manifest then says which it holds. A copy that fails (``UNUSABLE_COPY``) is
+passed over for the next newest, for the databases it would have given only; an unreachable
+store, a refused request or a wrong identity stop the whole choice. Every copy is fetched before
+any database is restored (``restore_groups``), so a download failure writes nothing live.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from backup_sidecar import archiver
+from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import (
     OffsiteDatabaseNotFoundError,
     OffsiteNothingToRestoreError,
@@ -71,8 +75,11 @@ class Picked:
     not_found: tuple[str, ...] = ()
     #: copies passed over (damaged, vanished, failing verify), newest first
     skipped: tuple[Skipped, ...] = field(default=())
-    #: how many confirmed copies the store listed (pre_restore ones included)
+    #: how many confirmed copies of the configured policies the store listed
     confirmed: int = 0
+    #: wanted databases that some archive object of a configured policy (confirmed or not)
+    #: would hold: the store is not empty for them
+    stored: tuple[str, ...] = ()
 
     def databases(self) -> dict[str, str]:
         """database -> the archive it comes from."""
@@ -83,6 +90,26 @@ def policy_of(name: str) -> str | None:
     """The policy in a default archive name, None for any other name."""
     match = _DEFAULT_NAME.fullmatch(name)
     return match.group("policy") if match else None
+
+
+def restore_candidates(
+    objects: Sequence[offsite.OffsiteObject], policies: Collection[str], *, confirmed: bool = True
+) -> list[offsite.OffsiteObject]:
+    """The archive copies of ``policies`` (never `pre_restore`), newest first by the store's
+    upload time; only the confirmed ones unless ``confirmed`` is False."""
+    return sorted(
+        (
+            o
+            for o in objects
+            if (o.confirmed or not confirmed)
+            and (name := archive_name(o.name)) is not None
+            and (policy := policy_of(name)) is not None
+            and policy in policies
+            and policy != archiver.PRE_RESTORE_POLICY
+        ),
+        key=upload_order,
+        reverse=True,
+    )
 
 
 def pick_copies(
@@ -99,9 +126,14 @@ def pick_copies(
     store = open_store(spec, environ=environ)
     # (the config encrypts: a plaintext object is never confirmed, as for restore)
     listed = store.list(encrypted_only=bool(spec.recipients)).objects
-    confirmed = sorted((o for o in listed if o.confirmed), key=upload_order, reverse=True)
+    confirmed = restore_candidates(listed, rt.keep)
     names = [(o.name, n) for o in confirmed if (n := archive_name(o.name)) is not None]
     needed = list(dict.fromkeys(wanted))
+    stored = {
+        db
+        for o in restore_candidates(listed, rt.keep, confirmed=False)
+        for db in _policy_holds(rt, policy_of(archive_name(o.name) or ""))
+    }
     groups: list[Group] = []
     skipped: list[Skipped] = []
     for object_name, candidate in names:
@@ -122,21 +154,26 @@ def pick_copies(
         if on_fetched is not None:
             on_fetched(fetched)
         path = archiver.resolve_archive(rt.backup_dir, fetched.archive)
-        held = tuple(n for n in archiver.read_manifest(path).members() if n in needed)
+        manifest = archiver.read_manifest(path)
+        allowed = _policy_holds(rt, manifest.policy)  # its metadata's policy, configured too
+        held = tuple(n for n in manifest.members() if n in needed and n in allowed)
         if held:
             groups.append(Group(fetched, held))
             needed = [n for n in needed if n not in held]
-    return Picked(store.url, tuple(groups), tuple(needed), tuple(skipped), len(confirmed))
+    found = (tuple(groups), tuple(needed), tuple(skipped), len(confirmed))
+    return Picked(store.url, *found, tuple(n for n in wanted if n in stored))
+
+
+def _policy_holds(rt: Runtime, policy: str | None) -> tuple[str, ...]:
+    """The databases a copy of ``policy`` may give: its configured set; none for a policy the
+    configuration does not have (manual, another sidecar's) or `pre_restore`."""
+    if policy is None or policy not in rt.keep or policy == archiver.PRE_RESTORE_POLICY:
+        return ()
+    return rt.policy_databases.get(policy) or tuple(rt.databases)
 
 
 def _may_hold(rt: Runtime, name: str, needed: Sequence[str]) -> bool:
-    policy = policy_of(name)
-    if policy == archiver.PRE_RESTORE_POLICY:
-        return False
-    if policy is None or policy not in rt.keep:
-        return True  # manual or unknown: may hold any database
-    held = rt.policy_databases.get(policy) or tuple(rt.databases)
-    return any(n in needed for n in held)
+    return any(n in needed for n in _policy_holds(rt, policy_of(name)))
 
 
 def restore_groups(

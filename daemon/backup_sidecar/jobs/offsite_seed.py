@@ -6,8 +6,11 @@ one with content is left alone (and said so). Each database that needs content c
 the newest confirmed copy that holds it, chosen as `restore --latest --from-offsite` chooses
 (jobs/offsite_pick.py: `pre_restore` copies never, a damaged one passed over for the next
 newest); an unreachable store, a refused request or a wrong identity stop the whole restore
-(nothing is created empty in place of a database offsite holds). Each copy goes through the
-normal verify, pre-restore and restore path, for the databases that need it only.
+(nothing is created empty in place of a database offsite holds). So does a store that holds
+archive objects of a configured policy for a database that needs content when no usable
+confirmed copy holds it (every copy damaged, every record unreadable): only an empty store, for
+that database, lets init create it empty (a first deploy). Each copy goes through the normal
+verify, pre-restore and restore path, for the databases that need it only.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import structlog
 
 from backup_sidecar.archiver.model import DatabaseSpec
 from backup_sidecar.archiver.sqlitefacts import not_regular_reason
-from backup_sidecar.errors import OffsiteNothingToRestoreError
+from backup_sidecar.errors import OffsiteCopiesUnusableError, OffsiteNothingToRestoreError
 from backup_sidecar.jobs.offsite_pick import pick_copies, restore_groups
 from backup_sidecar.jobs.runtime import Runtime
 
@@ -90,6 +93,9 @@ def restore_missing(rt: Runtime, *, environ: Mapping[str, str]) -> SeedReport:
     for directory in {rt.backup_dir, *(rt.databases[n].path.parent for n in needed)}:
         directory.mkdir(parents=True, exist_ok=True)
     picked = pick_copies(rt, list(needed), environ=environ)
+    lost = [n for n in picked.not_found if n in picked.stored]
+    if lost:  # before anything is restored or created
+        raise OffsiteCopiesUnusableError(picked.url, lost, len(picked.skipped))
     if not picked.confirmed:
         nothing = OffsiteNothingToRestoreError(picked.url)
         log.warning("offsite_restore_nothing", reason=str(nothing), databases=sorted(needed))

@@ -14,7 +14,7 @@ naming the object; nothing stops the other policies' verifies.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,13 +25,13 @@ import structlog
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
+from backup_sidecar.jobs.offsite_pick import restore_candidates
+from backup_sidecar.jobs.offsitecopy import origin_mismatch
 from backup_sidecar.jobs.runtime import OffsiteSpec
 
 log = structlog.get_logger(__name__)
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
-_TEMP_PREFIX = "backup-sidecar-offsite-verify-"
-_NO_RECORD = "no checksum record"
 _TEMP_PREFIX = "backup-sidecar-offsite-verify-"
 _NO_RECORD = "no checksum record"
 NO_IDENTITY = (
@@ -134,24 +134,10 @@ def verify_copy(
             verified = archiver.verify_archive(dest, staging=staging, should_stop=should_stop)
     except (SidecarError, OSError) as exc:
         return CopyVerified(policy, obj.name, FAILED, verify_failure_reason(exc), str(exc))
-    mismatch = _origin_mismatch(obj, verified)
+    mismatch = origin_mismatch(obj, verified)
     if mismatch is not None:
         return CopyVerified(policy, obj.name, FAILED, "damaged", f"{obj.name}: {mismatch}")
     return CopyVerified(policy, obj.name, OK, databases=tuple(verified.manifest.members()))
-
-
-def _origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArchive) -> str | None:
-    """Why the archive is not the one its record describes (a copy swapped with its record)."""
-    manifest = verified.manifest
-    origin = obj.record.origin if obj.record is not None else None
-    if origin is None:
-        return None
-    if manifest.policy != origin.policy or manifest.sequence != origin.sequence:
-        return (
-            f"the archive's metadata says policy {manifest.policy!r} sequence "
-            f"{manifest.sequence}, its checksum record {origin.policy!r} {origin.sequence}"
-        )
-    return None
 
 
 def select_copies(
@@ -160,10 +146,13 @@ def select_copies(
     *,
     latest: bool = False,
     encrypted_only: bool = False,
+    policies: Collection[str] = (),
 ) -> list[offsite.OffsiteObject]:
     """What a verify reads: the copy named ``ref`` (``NAME``, ``NAME.tar.gz`` or its ``.age``
-    object), the ``latest`` one (by the store's upload time, as `restore --latest`), or by
-    default the newest of each policy."""
+    object), the ``latest`` one, or by default the newest of each policy. The latest is the
+    copy `restore --latest --from-offsite` tries first: the newest confirmed copy of one of
+    ``policies`` (the configured ones) by the store's upload time (jobs/offsite_pick.py); when
+    none is confirmed, the newest of theirs with a record, which then fails saying why."""
     objects = store.list(encrypted_only=encrypted_only).objects
     if ref is not None:
         stem = ref.removesuffix(".age").removesuffix(archiver.ARCHIVE_SUFFIX)
@@ -173,10 +162,13 @@ def select_copies(
         if not found:
             raise OffsiteObjectNotFoundError(store.url, wanted)
         return [max(found, key=lambda o: (o.confirmed, o.encrypted))]
-    newest = list(newest_per_policy(objects).values())
-    if latest and newest:
-        return [max(newest, key=lambda o: (o.modified, _order(o)))]
-    return newest
+    if latest:
+        recorded = [o for o in objects if not o.reason.startswith(_NO_RECORD)]
+        first = restore_candidates(recorded, policies) or restore_candidates(
+            recorded, policies, confirmed=False
+        )
+        return first[:1]
+    return list(newest_per_policy(objects).values())
 
 
 def verify_offsite(
@@ -187,14 +179,19 @@ def verify_offsite(
     temp_root: Path | None = None,
     ref: str | None = None,
     latest: bool = False,
+    policies: Collection[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[CopyVerified]:
     """Verify the newest copy of every policy the store holds (or ``ref``, or the ``latest``:
-    see `select_copies`); listing errors raise: nothing could be verified."""
+    see `select_copies`, ``policies`` the configured ones); listing errors raise: nothing
+    could be verified."""
     store = store or open_store(spec, environ=environ)
     outcomes = []
     encrypted_only = bool(spec.recipients)  # a plaintext copy is refused, as by restore
-    for obj in select_copies(store, ref, latest=latest, encrypted_only=encrypted_only):
+    chosen = select_copies(
+        store, ref, latest=latest, encrypted_only=encrypted_only, policies=policies
+    )
+    for obj in chosen:
         if should_stop():  # the daemon is stopping: what was not verified is not reported
             break
         done = verify_copy(

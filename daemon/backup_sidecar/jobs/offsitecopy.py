@@ -8,7 +8,8 @@ When the name is already taken there, the local file is never replaced: it is us
 the same archive (its SHA-256 is the one the object's record says it was made from: then it is
 verified in place of a download; or, for an older record without it, the SHA-256 of the
 downloaded and verified copy), else the fetch is refused, saying whether the local file
-differs or is damaged.
+differs or is damaged. A copy whose record's origin (policy, sequence) disagrees with the
+archive's own metadata fails like a damaged one (``origin_mismatch``, the offsite verify's check).
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ def fetch_copy(
     dest = rt.backup_dir / f"{archive}{archiver.ARCHIVE_SUFFIX}"
     if _recorded_here(dest, obj):  # the same archive already here: verified, not downloaded
         with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
-            archiver.verify_archive(
+            verified = archiver.verify_archive(
                 dest, staging=scratch, progress=effort.progress, should_stop=effort.should_stop
             )
+        _refuse_mismatch(obj, verified, archive)
         return Fetched(archive=archive, object=obj.name, size=0, decrypted=False, reused=True)
     with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
         staged = area / dest.name
@@ -84,9 +86,10 @@ def fetch_copy(
             cancel=effort.should_stop,  # the daemon stops: even a stalled GET is left
         )
         with archiver.staging_area(rt.backup_dir, purpose="verify") as scratch:
-            archiver.verify_archive(
+            verified = archiver.verify_archive(
                 staged, staging=scratch, progress=effort.progress, should_stop=effort.should_stop
             )
+        _refuse_mismatch(obj, verified, archive)  # before it is published
         try:
             publish(staged, dest)
             reused = False
@@ -96,6 +99,29 @@ def fetch_copy(
     return Fetched(
         archive=archive, object=obj.name, size=got.size, decrypted=got.decrypted, reused=reused
     )
+
+
+def origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArchive) -> str | None:
+    """Why the archive is not the one its record describes (a copy swapped with its record, or
+    a planted one with a hand-made record): the restore's fetch and the offsite verify both ask."""
+    manifest = verified.manifest
+    origin = obj.record.origin if obj.record is not None else None
+    if origin is None:
+        return None
+    if manifest.policy != origin.policy or manifest.sequence != origin.sequence:
+        return (
+            f"the archive's metadata says policy {manifest.policy!r} sequence "
+            f"{manifest.sequence}, its checksum record {origin.policy!r} {origin.sequence}"
+        )
+    return None
+
+
+def _refuse_mismatch(
+    obj: offsite.OffsiteObject, verified: archiver.VerifiedArchive, archive: str
+) -> None:
+    mismatch = origin_mismatch(obj, verified)
+    if mismatch is not None:
+        raise CorruptArchiveError(archive, f"{obj.name}: {mismatch}")
 
 
 def _recorded_here(local: Path, obj: offsite.OffsiteObject) -> bool:
