@@ -164,6 +164,7 @@ def encrypted_daemon(
             "arrow": tmp_path / "data" / "arrow_database.db",
         },
         socket_path=sock_dir / "control.sock",
+        policies={"daily": {"keep": 5}},
         offsite={
             "url": f"s3://{shared_bucket}/{prefix}",
             "endpoint": seaweed.endpoint,
@@ -188,7 +189,7 @@ def test_restore_from_offsite_through_the_socket(
     user = tmp_path / "data" / "user_data.db"
     arrow = tmp_path / "data" / "arrow_database.db"
     before = {"user": dump(user), "arrow": dump(arrow)}
-    name = d.request("backup")["archive"]
+    name = d.request("backup", policy="daily")["archive"]  # (latest: configured policies only)
     wait_until(
         lambda: f"{name}.tar.gz.age" in {o.name for o in store.list().objects if o.confirmed},
         what="the backup confirmed offsite",
