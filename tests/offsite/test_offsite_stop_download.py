@@ -54,6 +54,7 @@ def test_sigterm_abandons_a_stalled_offsite_restore_within_the_grace_period(
         databases={"user": user},
         socket_path=sock_dir / "control.sock",
         grace_period=f"{GRACE_S:g}s",
+        policies={"daily": {"keep": 5}},
         offsite={
             "url": f"s3://{shared_bucket}/{prefix}",
             "endpoint": proxy.endpoint,
@@ -63,7 +64,7 @@ def test_sigterm_abandons_a_stalled_offsite_restore_within_the_grace_period(
     )
     d = daemons.start(config, env=seaweed.env())
     store = s3_store(seaweed, shared_bucket, prefix, retry=fast_retry())
-    name = d.request("backup")["archive"]
+    name = d.request("backup", policy="daily")["archive"]  # (latest: configured policies only)
     wait_until(
         lambda: f"{name}.tar.gz" in {o.name for o in store.list().objects if o.confirmed},
         what="the backup confirmed offsite",
