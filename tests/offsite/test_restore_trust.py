@@ -253,3 +253,25 @@ def test_restore_latest_exits_3_when_a_configured_database_was_not_restored(
     assert "holds arrow: not restored" in last
     assert dump(host.user) == expected
     assert "restored user from hourly_20261207_010000" in result.stdout
+
+
+def test_init_creates_a_database_no_copy_was_ever_made_of(tmp_path: Path) -> None:
+    """The only `daily` copy was made with `--db user` (its record's origin names user only),
+    as before `arrow` joined the configuration: `init --restore-from-offsite` restores user and
+    creates arrow as without the flag, exit 0 (nothing offsite was ever meant to hold arrow)."""
+    url = f"file://{tmp_path / 'offsite'}"
+    host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
+    made = host.cli(
+        "backup", "--policy", "daily", "--db", "user", "--name", "daily_20261207_010000"
+    )
+    assert made.returncode == 0, made.stderr
+    _upload(url, host.backups / "daily_20261207_010000.tar.gz")
+    expected = dump(host.user)
+    host.wipe()
+
+    result = host.cli("init", "--restore-from-offsite")
+    assert result.returncode == 0, result.stderr
+    restored = {e["database"]: e["archive"] for e in _events(result, "offsite_restored")}
+    assert restored == {"user": "daily_20261207_010000"}
+    assert dump(host.user) == expected
+    assert host.arrow.exists()  # created by init, as without the flag

@@ -78,7 +78,7 @@ class Picked:
     #: how many confirmed copies of the configured policies the store listed
     confirmed: int = 0
     #: wanted databases that some archive object of a configured policy (confirmed or not)
-    #: would hold: the store is not empty for them
+    #: would hold (by its record's origin, else its policy): the store is not empty for them
     stored: tuple[str, ...] = ()
 
     def databases(self) -> dict[str, str]:
@@ -130,9 +130,7 @@ def pick_copies(
     names = [(o.name, n) for o in confirmed if (n := archive_name(o.name)) is not None]
     needed = list(dict.fromkeys(wanted))
     stored = {
-        db
-        for o in restore_candidates(listed, rt.keep, confirmed=False)
-        for db in _policy_holds(rt, policy_of(archive_name(o.name) or ""))
+        db for o in restore_candidates(listed, rt.keep, confirmed=False) for db in _held(rt, o)
     }
     groups: list[Group] = []
     skipped: list[Skipped] = []
@@ -170,6 +168,15 @@ def _policy_holds(rt: Runtime, policy: str | None) -> tuple[str, ...]:
     if policy is None or policy not in rt.keep or policy == archiver.PRE_RESTORE_POLICY:
         return ()
     return rt.policy_databases.get(policy) or tuple(rt.databases)
+
+
+def _held(rt: Runtime, obj: offsite.OffsiteObject) -> tuple[str, ...]:
+    """The databases an archive object of a configured policy would give: those its record's
+    origin names (a database added to the configuration since is not in it), else (no
+    readable record) every one its policy backs up."""
+    holds = _policy_holds(rt, policy_of(archive_name(obj.name) or ""))
+    origin = obj.record.origin if obj.record is not None else None
+    return holds if origin is None else tuple(n for n in holds if n in origin.databases)
 
 
 def _may_hold(rt: Runtime, name: str, needed: Sequence[str]) -> bool:
