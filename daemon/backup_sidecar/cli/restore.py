@@ -13,6 +13,7 @@ from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, fail, reported_errors
+from backup_sidecar.cli.restore_latest import result_text
 from backup_sidecar.errors import OffsiteNotRestoredError, RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
 
@@ -106,23 +107,7 @@ def restore(
                 "skipped": [{"object": s.object, "reason": s.reason} for s in fetched.skipped],
             }
 
-        def text() -> None:
-            if result.dry_run:
-                click.echo(f"dry run: {result.archive} verified; a restore would:")
-                for step in result.plan:
-                    click.echo(f"  - {step}")
-                return
-            if result.pre_restore_archive:
-                click.echo(f"safety backup: {result.pre_restore_archive}")
-            for damaged in result.damaged:
-                click.echo(
-                    f"warning: the live database {damaged}: saved as it was, in "
-                    f"{result.pre_restore_archive} (listed damaged)",
-                    err=True,
-                )
-            click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
-
-        emit(as_json, payload, text)
+        emit(as_json, payload, lambda: result_text(result, dry_run_heading="dry run: "))
 
 
 def _fetched_line(fetched: Fetched) -> str:

@@ -68,20 +68,26 @@ def latest_text(picked: Picked, results: tuple[RestoreResult, ...]) -> None:
         for db, archive in picked.databases().items():
             click.echo(f"  {db} from {archive}")
     for result in results:
-        if result.dry_run:
-            click.echo(f"{result.archive} verified; a restore would:")
-            for step in result.plan:
-                click.echo(f"  - {step}")
-            continue
-        if result.pre_restore_archive:
-            click.echo(f"safety backup: {result.pre_restore_archive}")
-        for damaged in result.damaged:
-            click.echo(
-                f"warning: the live database {damaged}: saved as it was, in "
-                f"{result.pre_restore_archive} (listed damaged)",
-                err=True,
-            )
-        click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
+        result_text(result)
+
+
+def result_text(result: RestoreResult, *, dry_run_heading: str = "") -> None:
+    """One restore's text: its dry-run plan, or its safety backup, the damaged live databases
+    it saved as they were, and what it restored."""
+    if result.dry_run:
+        click.echo(f"{dry_run_heading}{result.archive} verified; a restore would:")
+        for step in result.plan:
+            click.echo(f"  - {step}")
+        return
+    if result.pre_restore_archive:
+        click.echo(f"safety backup: {result.pre_restore_archive}")
+    for damaged in result.damaged:
+        click.echo(
+            f"warning: the live database {damaged}: saved as it was, in "
+            f"{result.pre_restore_archive} (listed damaged)",
+            err=True,
+        )
+    click.echo(f"restored {', '.join(result.restored)} from {result.archive}")
 
 
 def _say_fetched(fetched: Fetched) -> None:
