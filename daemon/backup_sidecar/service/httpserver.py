@@ -26,22 +26,32 @@ log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT_S = 10.0
 
 
-class _Server(ThreadingHTTPServer):
+class DaemonHTTPServer(ThreadingHTTPServer):
+    """The daemon's HTTP servers (metrics, web page): IPv4 or IPv6 by the host's form, a
+    thread per request that never keeps the daemon from exiting, failures logged."""
+
     daemon_threads = True  # a stuck client must never keep the daemon from exiting
     allow_reuse_address = True
+    #: The log event of a failed request.
+    failure_event = "http_request_failed"
 
-    def __init__(
-        self, address: tuple[str, int], *, registry: CollectorRegistry, health: HealthState
-    ) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.registry = registry
-        self.health = health
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log a failed request (a client gone mid-response, a failing collector), never print."""
-        log.warning("http_request_failed", client=str(client_address), exc_info=True)
+        log.warning(self.failure_event, client=str(client_address), exc_info=True)
+
+
+class _Server(DaemonHTTPServer):
+    def __init__(
+        self, address: tuple[str, int], *, registry: CollectorRegistry, health: HealthState
+    ) -> None:
+        self.registry = registry
+        self.health = health
+        super().__init__(address, _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -7,11 +7,10 @@ the browser sends one, an Origin naming this host.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +22,7 @@ from backup_sidecar.control.protocol import error_body
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.service import ui_pages as pages
+from backup_sidecar.service.httpserver import REQUEST_TIMEOUT_S, DaemonHTTPServer
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.ui_app import UiApp
 from backup_sidecar.service.ui_auth import Gate
@@ -30,7 +30,6 @@ from backup_sidecar.service.ui_events import RecentEvents
 
 log = structlog.get_logger(__name__)
 
-REQUEST_TIMEOUT_S = 10.0
 MAX_FORM_BYTES = 16 * 1024
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -41,18 +40,12 @@ _HEADERS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(DaemonHTTPServer):
+    failure_event = "ui_request_failed"
 
     def __init__(self, address: tuple[str, int], *, app: UiApp) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.app = app
         super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("ui_request_failed", client=str(client_address), exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
