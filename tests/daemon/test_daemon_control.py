@@ -215,31 +215,52 @@ def test_busy_while_another_operation_holds_the_database_and_wait_succeeds(
     assert not d.archives("pre_restore")
 
 
+@contextlib.contextmanager
+def holding_readers_out(db: Path) -> Iterator[None]:
+    """An application connection in exclusive locking mode inside a write: every other
+    connection, the sidecar's snapshot included, gets SQLITE_BUSY (and retries) until it closes."""
+    app = sqlite3.connect(db, isolation_level=None)
+    try:
+        app.execute("PRAGMA locking_mode=EXCLUSIVE")
+        app.execute("BEGIN EXCLUSIVE")
+        app.execute("CREATE TABLE IF NOT EXISTS held (x)")
+        yield
+        app.execute("COMMIT")
+    finally:
+        app.close()
+
+
 @pytest.mark.slow
 def test_two_backups_of_a_big_database_at_once(
     daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
 ) -> None:
     """Two socket backups of the same ~200 MB database: while the first runs, a second one
-    answers `busy` at once, and one sent with `"wait": true` runs after the first and succeeds."""
+    answers `busy` at once, and one sent with `"wait": true` runs after the first and succeeds.
+
+    The first backup is held in its snapshot's busy retries by an application lock until the
+    other two requests are in, so a fast machine cannot finish it first."""
     cfg = daemon_config(
         databases={"user": big_db},
         policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
         health={"interval": "60s"},
+        lock_timeout="10m",
     )
     d = daemons.start(cfg)
     with ThreadPoolExecutor(2) as pool:
-        first_second = utc_second()
-        slow = pool.submit(d.request, "backup")
-        staging = d.backup_dir / ".staging"
-        wait_until(lambda: any(staging.glob("backup-*")), what="the first backup to start")
-        started = time.monotonic()
-        assert error_code(lambda: d.request("backup")) == "busy"
-        assert time.monotonic() - started < 2.0, "busy must be answered at once"
-        mark = d.log.mark()
-        wait_until(lambda: utc_second() > first_second, what="a new second")
-        waiting = pool.submit(d.request, "backup", wait=True)
-        d.log.wait("control_request", op="backup", since=mark)
-        assert not slow.done(), "the big backup finished too fast to test concurrency"
+        with holding_readers_out(big_db):
+            first_second = utc_second()
+            slow = pool.submit(d.request, "backup")
+            staging = d.backup_dir / ".staging"
+            wait_until(lambda: any(staging.glob("backup-*")), what="the first backup to start")
+            started = time.monotonic()
+            assert error_code(lambda: d.request("backup")) == "busy"
+            assert time.monotonic() - started < 2.0, "busy must be answered at once"
+            mark = d.log.mark()
+            wait_until(lambda: utc_second() > first_second, what="a new second")
+            waiting = pool.submit(d.request, "backup", wait=True)
+            d.log.wait("control_request", op="backup", since=mark)
+            assert not slow.done() and not waiting.done()
+            assert d.archives() == []
         first, second = slow.result(timeout=120), waiting.result(timeout=120)
     assert first["archive"] != second["archive"]
     for result in (first, second):
