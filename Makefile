@@ -16,7 +16,7 @@ demo: bootstrap
 test:
 	@./scripts/bootstrap.sh --with-prometheus
 	$(LINT)
-	$(UV_RUN) pytest
+	$(UV_RUN) pytest --durations=40
 
 # The fault-injection suite alone (make test runs it too).
 test-reliability:
