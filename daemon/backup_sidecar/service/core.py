@@ -2,11 +2,11 @@
 
 Lifecycle (after uvicorn): signal handlers only set flags. Start-up takes the backup
 directory's lock, removes leftovers of a crash, logs every resolved path once, then starts the
-parts in an ExitStack. Shutdown runs in order: stop scheduling, stop accepting control
-requests, let running operations finish up to the grace time, then abort them (an aborted
-backup leaves no archive; an aborted restore has either not started writing or rolls back).
-A second SIGTERM/SIGINT exits at once. SIGHUP reloads the YAML; an invalid file is logged and
-the old policies keep running.
+parts in an ExitStack. Shutdown runs in order: stop scheduling, stop accepting control requests
+(the page refuses actions), let running operations finish up to the grace time, then abort them
+(an aborted backup leaves no archive; an aborted restore has either not started writing or rolls
+back). A second SIGTERM/SIGINT exits at once. SIGHUP reloads the YAML; an invalid file is
+logged and the old policies keep running.
 """
 
 from __future__ import annotations
@@ -255,7 +255,8 @@ class Service:
             offsite=uploader,
         )
         handler = ControlHandler(state)  # one implementation behind the socket and the page
-        stack.callback(UiServer.start_for(self.live, handler, self._environ, self.outcomes).stop)
+        ui = UiServer.start_for(self.live, handler, self._environ, self.outcomes, self._stop)
+        stack.callback(ui.stop)  # (serves, refusing actions, until the running work is done)
         if cfg.control.enabled:
             control = ControlServer(
                 cfg.control.socket,

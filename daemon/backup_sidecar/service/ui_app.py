@@ -9,7 +9,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,8 @@ class UiApp:
         self.events = events
         self.progress = ProgressBoard()
         self._peer = PeerCred(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
+        #: True once the daemon shuts down: actions are refused (the page still reads).
+        self.stopping: Callable[[], bool] = lambda: False
 
     def ask(self, data: Mapping[str, Any]) -> Result:
         """One request through the handler; its errors propagate (SidecarError and bugs)."""

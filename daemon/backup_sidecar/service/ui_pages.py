@@ -20,6 +20,14 @@ from backup_sidecar.control.results import (
 from backup_sidecar.service.ui_events import RecentEvent
 
 HTMX = "htmx-2.0.4.min.js"
+#: htmx swaps a refusal's page (503 while the daemon stops) like an answer; others stay errors.
+HTMX_CONFIG = (
+    '{"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},'
+    '{"code":"503","swap":true},{"code":"[23]..","swap":true},'
+    '{"code":"[45]..","swap":false,"error":true}]}'
+)
+#: What the page offers to restore: the same kinds the socket's `restore` takes by name.
+RESTORABLE_KINDS = frozenset({"archive", "incremental"})
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
@@ -56,7 +64,7 @@ def page(title: str, body: str) -> bytes:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{e(title)} - backup-sidecar</title>"
-        '<meta name="htmx-config" content=\'{"includeIndicatorStyles":false}\'>'
+        f"<meta name=\"htmx-config\" content='{HTMX_CONFIG}'>"
         '<link rel=stylesheet href="/static/ui.css">'
         f'<script src="/static/{HTMX}" defer></script></head><body>'
         f'<h1><a href="/">backup-sidecar</a>: {e(title)}</h1><main id=main>{body}</main>'
@@ -176,7 +184,7 @@ def archives_section(archives: list[ArchiveEntry], *, csrf: str, now: datetime) 
         cls = "good" if a.verified else ("bad" if a.error else "")
         age = human_age((now - datetime.fromisoformat(a.created_at)).total_seconds())
         actions = form("/verify", "verify", csrf, hidden("archive", a.name))
-        if a.kind == "archive":
+        if a.kind in RESTORABLE_KINDS:  # a tar.gz archive or an incremental backup (page store)
             actions += " " + form(
                 "/restore/plan", "restore…", csrf, hidden("archive", a.name), enhance=False
             )

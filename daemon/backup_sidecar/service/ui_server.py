@@ -31,6 +31,7 @@ from backup_sidecar.service.ui_events import RecentEvents
 log = structlog.get_logger(__name__)
 
 MAX_FORM_BYTES = 16 * 1024
+STOPPING = "refused: the daemon is shutting down; nothing was started (try again after it restarts)"
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -92,10 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/backup", "/verify", "/restore/plan", "/restore"):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
             return
+        if self.server.app.stopping():  # as the socket, which stopped accepting: nothing starts
+            log.warning("ui_action_refused", path=path, reason="stopping")
+            self._page(lambda: self.server.app.home(pages.outcome(error=STOPPING)), status=503)
+            return
         log.info("ui_action", path=path, archive=form.get("archive"), policy=form.get("policy"))
         self._page(lambda: self.server.app.act(path, form))
 
-    def _page(self, render: Any) -> None:
+    def _page(self, render: Any, *, status: int = HTTPStatus.OK) -> None:
         """Render a page; an operation's failure is the home page with its one-line error."""
         app = self.server.app
         try:
@@ -110,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = app.home(pages.outcome(error=message))
             except Exception:  # noqa: BLE001 - the status itself failed: a bare page
                 body = pages.page("error", pages.outcome(error=message))
-        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
+        self._send(HTTPStatus(status), body, "text/html; charset=utf-8")
 
     def _authenticated(self) -> bool:
         gate = self.server.app.gate
@@ -174,16 +179,24 @@ class UiServer:
 
     @classmethod
     def start_for(
-        cls, live: LiveConfig, handler: Handler, environ: Mapping[str, str], outcomes: Outcomes
+        cls,
+        live: LiveConfig,
+        handler: Handler,
+        environ: Mapping[str, str],
+        outcomes: Outcomes,
+        stopping: threading.Event | None = None,
     ) -> UiServer:
         """Start listening when `ui.enabled` (ConfigError naming a missing secret variable);
-        the page's recent events subscribe to ``outcomes``."""
+        the page's recent events subscribe to ``outcomes``; once ``stopping`` is set (the
+        daemon shuts down) every action is refused with 503 and starts nothing."""
         cfg = live.now.settings.ui
         if not cfg.enabled:
             return cls(None)
         gate = Gate.from_config(cfg, environ)
         events = RecentEvents()
         app = UiApp(handler=handler, live=live, gate=gate, events=events)
+        if stopping is not None:
+            app.stopping = stopping.is_set
         server = cls(_Server(cfg.address, app=app))
         outcomes.subscribe(events)
         assert server.bound is not None
