@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from backup_sidecar.errors import OffsiteUnsafeEntryError, RecordError
 from backup_sidecar.offsite import record as rec
 from backup_sidecar.offsite.objects import object_fault
+from backup_sidecar.offsite.pagekeys import PAGES_DIR
 from backup_sidecar.offsite.results import Listing, ListProblem, OffsiteObject
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def list_store(store: Bucket, *, encrypted_only: bool) -> Listing:
                 records.add(entry[: -len(".json")])
     for meta in metas:
         rel = meta.key[start:]
-        if rel.startswith(".offsite/"):
+        if rel.startswith((".offsite/", f"{PAGES_DIR}/")):  # page stores: pagekeys.list_pages
             continue
         if not rec.valid_name(rel):
             problems.append(ListProblem(meta.key, "not an archive object name"))

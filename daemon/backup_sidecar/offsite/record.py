@@ -25,12 +25,16 @@ from backup_sidecar.errors import RecordError
 RECORD_DIR = ".offsite/sums"
 LEASE_DIR = ".offsite/lease"
 CLOCK_DIR = ".offsite/clock"
-RECORD_MAX_BYTES = 64 * 1024
+#: An incremental backup's manifest record lists every pack it needs (35 bytes each).
+RECORD_MAX_BYTES = 1024 * 1024
+#: How many packs an origin may name.
+MAX_PACKS = 25_000
 ENCRYPTED_SUFFIX = ".age"
 
 # The archiver's names (1-128 of A-Z a-z 0-9 . _ - from a letter or digit) with their suffixes.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def valid_name(name: str) -> bool:
@@ -52,14 +56,21 @@ class Origin:
     sequence: int | None
     created_at: datetime
     databases: tuple[str, ...]
+    #: An incremental backup's manifest: every pack it needs (those its pages are in, and
+    #: the bases of their deltas, transitively), so offsite retention can tell which packs a
+    #: kept backup needs without reading (or decrypting) anything. Empty for an archive.
+    packs: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "policy": self.policy,
             "sequence": self.sequence,
             "created_at": self.created_at.isoformat(),
             "databases": list(self.databases),
         }
+        if self.packs:
+            body["packs"] = list(self.packs)
+        return body
 
     @property
     def newness(self) -> tuple[bool, int, datetime]:
@@ -87,7 +98,12 @@ def parse_origin(body: object) -> Origin | None:
         return None
     if when is None or when.tzinfo is None:
         return None
-    return Origin(policy, sequence, when, tuple(sorted(set(databases))))
+    packs = body.get("packs", [])
+    if not isinstance(packs, list) or len(packs) > MAX_PACKS:
+        return None
+    if not all(isinstance(p, str) and _PACK_ID.match(p) for p in packs):
+        return None
+    return Origin(policy, sequence, when, tuple(sorted(set(databases))), tuple(sorted(set(packs))))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from backup_sidecar.offsite.listing import list_store
 from backup_sidecar.offsite.localfs import LocalFiles
 from backup_sidecar.offsite.multipart import MultipartAdmin
 from backup_sidecar.offsite.objects import Objects, object_fault
+from backup_sidecar.offsite.pagekeys import parse_page_name
 from backup_sidecar.offsite.results import Confirmation, Listing, Uploaded
 from backup_sidecar.offsite.retry import RetryPolicy
 from backup_sidecar.offsite.staging import remove_staging
@@ -98,7 +99,7 @@ class Store:
         return self.target.url
 
     def key(self, name: str) -> str:
-        if not rec.valid_name(name):
+        if not rec.valid_name(name) and parse_page_name(name) is None:  # an archive, or pages/
             raise OffsiteUrlError(self.url, f"invalid object name {name!r}")
         return rec.join(self.target.prefix, name)
 

@@ -36,7 +36,8 @@ from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.metrics import Metrics
 from backup_sidecar.service.offsite_gate import UploadGate
-from backup_sidecar.service.offsite_health import OffsiteLag, watched_policies
+from backup_sidecar.service.offsite_health import OffsiteLag
+from backup_sidecar.service.offsite_pages import PageUploads
 from backup_sidecar.service.offsite_passes import failure_reason, renewing, same_store
 from backup_sidecar.service.offsite_prune import prune_pass
 from backup_sidecar.service.offsite_series import OffsiteSeries
@@ -83,6 +84,7 @@ class OffsiteUploader:
         self.state = UploaderState()
         self._series = OffsiteSeries(families=families, state=self.state, lag=self.lag)
         self._sums = SourceSums()
+        self._pages = PageUploads(families=families, sums=self._sums, series=self._series)
         self._mismatches = MismatchReport(families.offsite_failures)
         self._gate = UploadGate(families=families)
         #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
@@ -235,7 +237,9 @@ class OffsiteUploader:
         self._mismatches.report(found.mismatched)
         self._confirmed = set(confirmed)
         left = [*pending, *(m.archive for m in found.mismatched)]  # not offsite
-        self._series.listed(local, confirmed, left, suffix=suffix, policies=watched_policies(rt))
+        pages = self._pages.listed(  # publishes the series of archives and incremental backups
+            rt, store, spec, local=local, confirmed=confirmed, left=left
+        )
         holder = verdict.who or (verdict.holder.describe() if verdict.holder else "unknown")
         self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)
         self.lag.read_only(verdict.read_only_reason(store.url))
@@ -250,7 +254,9 @@ class OffsiteUploader:
             if aborted:
                 log.info("offsite_orphans_aborted", url=store.url, count=aborted)
         recipients = offsite.parse_recipients(list(spec.recipients)) if spec.recipients else ()
-        done = 0
+        done = self._pages.upload(  # incremental backups first (small, frequent)
+            pages, rt=rt, store=store, lease=lease, recipients=recipients, abandon=self._abandon
+        )
         for archive in pending:
             if self._abandon.is_set():
                 break

@@ -1,0 +1,130 @@
+"""Incremental backups go offsite (issue 16): each page store's packs and manifests are
+uploaded by the daemon's upload job (in process here), age-encrypted, on s3 and file://."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrage import x25519
+
+from backup_sidecar import jobs
+from backup_sidecar.offsite import Store, parse_target
+from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
+from support.databases import Writer, make_db
+from support.offsite import fast_retry, s3_store
+from support.offsite_pages import confirmed_manifests, confirmed_packs, incremental_site
+from support.pages import pack_files
+from support.seaweed import SeaweedServer
+
+_sites = itertools.count()
+
+
+@pytest.fixture
+def offsite_place(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[dict[str, Any], dict[str, str], Store]:
+    """(the offsite section without keys, the environment, a Store on the same place)."""
+    if backend == "file":
+        url = f"file://{tmp_path / 'offsite'}"
+        return {"url": url}, {}, Store(parse_target(url), retry=fast_retry())
+    server: SeaweedServer = request.getfixturevalue("seaweed")
+    bucket: str = request.getfixturevalue("shared_bucket")
+    prefix = f"pages-{next(_sites)}-{tmp_path.name}"
+    section = {"url": f"s3://{bucket}/{prefix}", "endpoint": server.endpoint, "path_style": True}
+    return section, server.env(), s3_store(server, bucket, prefix, retry=fast_retry())
+
+
+def _touch(db: Path, rows: int) -> None:
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO items(body) VALUES (?)", [(f"new-{i}",) for i in range(rows)])
+    conn.commit()
+    conn.close()
+
+
+def _local_packs(backup_dir: Path, dbs: dict[str, Path]) -> set[str]:
+    """``db/pack`` of every pack in the local page stores."""
+    root = backup_dir / "pages"
+    return {f"{db}/{p.removesuffix('.pack')}" for db in dbs for p in pack_files(root / db)}
+
+
+def test_packs_then_manifests_go_offsite_encrypted_each_pack_once(
+    tmp_path: Path, offsite_place: tuple[dict[str, Any], dict[str, str], Store]
+) -> None:
+    """Two databases, an incremental policy, a writer committing meanwhile: a pass uploads
+    every pack of both page stores and both manifests as age objects, confirmed, the
+    manifest's record naming every pack it needs; the policy's last offsite success is set
+    and nothing is pending. A second backup after more writes sends only its new packs (the
+    old ones' records are untouched: encrypted again they would differ) and its manifests."""
+    section, environ, store = offsite_place
+    recipient = str(x25519.Identity.generate().to_public())
+    dbs = {
+        "user": make_db(tmp_path / "data" / "user.db", wal=True, rows=300),
+        "audit": make_db(tmp_path / "data" / "audit.db", wal=False, rows=200),
+    }
+    site = incremental_site(
+        tmp_path,
+        dbs,
+        offsite={**section, "encryption": {"recipients": [recipient]}},
+        environ=environ,
+    )
+    writer = Writer.start(dbs["user"], rate=200)
+    try:
+        first = jobs.run_backup(site.rt, policy="hourly").name
+    finally:
+        writer.stop()
+    assert site.uploader.sync() == 1
+    packs = _local_packs(site.rt.backup_dir, dbs)
+    assert confirmed_packs(store) == packs
+    assert confirmed_manifests(store) == {f"user/{first}", f"audit/{first}"}
+    for db in dbs:
+        record = store.read_record(manifest_object(db, first, encrypted=True))
+        assert record is not None and record.encrypted and record.origin is not None
+        assert record.origin.policy == "hourly"
+        assert record.origin.databases == ("audit", "user")
+        needs = {f"{db}/{p}" for p in record.origin.packs}
+        assert needs == {p for p in packs if p.startswith(f"{db}/")}
+    last = site.metric("backup_sidecar_offsite_last_success_timestamp_seconds", policy="hourly")
+    assert last is not None and last > 0
+    assert site.metric("backup_sidecar_offsite_pending_archives") == 0
+    before = {p: store.read_record(pack_object(*p.split("/"), encrypted=True)) for p in packs}
+
+    _touch(dbs["user"], 500)
+    second = jobs.run_backup(site.rt, policy="hourly").name
+    new = _local_packs(site.rt.backup_dir, dbs) - packs
+    assert new, "the second backup wrote new packs"
+    assert site.uploader.sync() == 1
+    assert confirmed_packs(store) == packs | new
+    assert confirmed_manifests(store) == {f"{db}/{n}" for db in dbs for n in (first, second)}
+    after = {p: store.read_record(pack_object(*p.split("/"), encrypted=True)) for p in packs}
+    assert after == before  # uploaded once: never sent (encrypted anew) again
+    assert site.uploader.sync() == 0  # nothing pending
+
+
+def test_a_backup_counts_offsite_only_with_every_pack_it_needs(
+    tmp_path: Path, offsite_place: tuple[dict[str, Any], dict[str, str], Store]
+) -> None:
+    """A pack of a confirmed backup loses its record (an unfinished or damaged copy): the
+    backup is pending again and the next pass sends that pack again (and only it); a listing
+    of the archives never shows page store objects."""
+    section, environ, store = offsite_place
+    db = make_db(tmp_path / "data" / "user.db", wal=True, rows=400)
+    site = incremental_site(tmp_path, {"user": db}, offsite=section, environ=environ)
+    name = jobs.run_backup(site.rt, policy="hourly").name
+    assert site.uploader.sync() == 1
+    pack = sorted(confirmed_packs(store))[0].split("/")[1]
+    obj = pack_object("user", pack, encrypted=False)
+    store.objects.delete(store.record_key(obj))
+    assert f"user/{pack}" not in confirmed_packs(store)
+    sent = site.metric("backup_sidecar_offsite_upload_bytes_total") or 0
+    assert site.uploader.sync() == 1
+    assert f"user/{pack}" in confirmed_packs(store)
+    resent = (site.metric("backup_sidecar_offsite_upload_bytes_total") or 0) - sent
+    size = (site.rt.backup_dir / "pages" / "user" / "packs" / f"{pack}.pack").stat().st_size
+    manifest = (site.rt.backup_dir / "pages" / "user" / "manifests" / f"{name}.json").stat()
+    assert resent == size + manifest.st_size  # that pack and the manifest, nothing else
+    assert store.list().objects == ()
+    assert store.list().problems == ()
