@@ -13,7 +13,8 @@ if [[ "${1:-}" == "--with-prometheus" ]]; then
     # `config` needs no container engine.
     # chromium + chromium-driver: the web page's browser test (selenium drives Debian's own
     # chromedriver; no browser is downloaded).
-    want_debs+=(prometheus faketime docker-compose chromium chromium-driver)
+    # restic: a peer in the incremental benchmark, whose smoke test runs with the tests.
+    want_debs+=(prometheus faketime docker-compose chromium chromium-driver restic)
 fi
 
 missing=()
