@@ -92,6 +92,8 @@ def test_offsite_status_tells_the_lease_pending_and_newest_and_clears(
         "last_error": None,
         "last_error_at": None,
         "checked_at": None,
+        "copies": {},
+        "lagging": [],
     }
 
 

@@ -200,6 +200,16 @@ class OffsiteCopy(_Result):
     age_seconds: float
 
 
+class ArchiveOffsiteCopy(_Result):
+    """A local archive's copy offsite: ``confirmed``, ``pending`` (not uploaded yet),
+    ``mismatched`` (an object of its name made from other bytes) or ``damaged`` (the offsite
+    verify failed on it: ``detail`` says why)."""
+
+    state: str
+    object: str | None
+    detail: str | None = None
+
+
 class OffsiteStatusResult(_Result):
     """The offsite uploader as of its last pass (``configured`` false: no offsite section;
     the other fields are None until the first pass has told)."""
@@ -219,6 +229,11 @@ class OffsiteStatusResult(_Result):
     last_error_at: str | None
     #: When the last pass ended (ISO 8601), None before the first.
     checked_at: str | None
+    #: Each local archive the uploader keeps offsite (an archive not named: none, e.g. not
+    #: verified or older than `offsite.keep` holds), as of the last pass and verify.
+    copies: dict[str, ArchiveOffsiteCopy] = {}
+    #: One line per policy whose offsite copies lag (as /healthz says).
+    lagging: list[str] = []
 
 
 Result: TypeAlias = (

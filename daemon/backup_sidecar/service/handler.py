@@ -35,6 +35,7 @@ from backup_sidecar.jobs.offsite_pick import restore_latest
 from backup_sidecar.jobs.pageexport import export_backup
 from backup_sidecar.service.health import HealthState
 from backup_sidecar.service.offsite import OffsiteUploader
+from backup_sidecar.service.offsite_answer import offsite_status
 
 #: How long a request with "wait": true waits for another operation on its databases.
 WAIT_FOR_LOCK_S = 3600.0
@@ -175,15 +176,9 @@ class ControlHandler:
                     )
                 return report.as_json()
             case OffsiteStatusRequest():
-                uploader = st.offsite
-                spec = rt.offsite
-                if uploader is None:
+                if st.offsite is None:
                     raise UsageError("this daemon runs no offsite uploader")
-                return uploader.state.as_json(
-                    configured=spec is not None,
-                    url=spec.url if spec else None,
-                    now=rt.clock().timestamp(),
-                )
+                return offsite_status(st.offsite, rt, st.health)
         raise AssertionError(f"unhandled op {request.op}")  # pragma: no cover
 
     def _restore(

@@ -169,10 +169,10 @@ class OffsiteUploader:
     def _open(self, spec: OffsiteSpec) -> tuple[offsite.Store, offsite.Lease]:
         if self._store is None or self._lease is None or not same_store(spec, self._spec):
             self._close()
+            self.state.reset(spec.url)  # before: a store that cannot be opened is its failure
             self._store = open_store(spec, environ=self._environ)
             self._lease = offsite.Lease(self._store, ttl=spec.lease_ttl)
             self._told_read_only = False
-            self.state.reset(spec.url)
         self._spec = spec  # keep, max_age or the keys may have changed: the store is the same
         return self._store, self._lease
 
@@ -234,7 +234,7 @@ class OffsiteUploader:
         candidates = upload_candidates(local, spec.keep)  # older ones offsite retention drops
         found = split(reversed(candidates), listed, suffix=suffix, sums=self._sums)
         pending, confirmed = found.pending, found.confirmed
-        self._mismatches.report(found.mismatched)
+        self._mismatches.report(found.mismatched, state=self.state)
         self._confirmed = set(confirmed)
         left = [*pending, *(m.archive for m in found.mismatched)]  # not offsite
         pages = self._pages.listed(  # publishes the series of archives and incremental backups

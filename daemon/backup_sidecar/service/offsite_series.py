@@ -39,9 +39,12 @@ class OffsiteSeries:
         newest = newest_confirmed(local, confirmed, suffix, policies)
         gauge = self._families.offsite_last_success
         self._last_success = replace_series(gauge, self._last_success, newest)
+        copies = {}
         for archive in local:  # each policy's newest confirmed copy, for offsite_status
             if (at := confirmed.get(name := archive.path.name + suffix)) is not None:
                 self._state.confirmed(archive.policy, name, at.timestamp())
+                copies[archive.name] = name
+        self._state.listed(copies, [a.name for a in waiting])
         self.waiting(waiting, newest)
 
     def waiting(
@@ -50,6 +53,8 @@ class OffsiteSeries:
         """The archives not offsite (``newest`` None: the store did not answer)."""
         self._families.offsite_pending.set(len(waiting))
         self._state.pending(len(waiting))
+        if newest is None:
+            self._state.unanswered(a.name for a in waiting)
         self._lag.observed(Counter(a.policy for a in waiting), newest or {})
 
     def uploaded(
@@ -61,6 +66,7 @@ class OffsiteSeries:
     ) -> None:
         """``archive`` was just confirmed offsite as ``obj``; ``left`` are still not offsite."""
         self._state.confirmed(archive.policy, obj, moment)
+        self._state.uploaded(archive.name, obj)
         if moment > self._last_success.get(archive.policy, 0.0):
             self._last_success[archive.policy] = moment
             self._families.offsite_last_success.labels(archive.policy).set(moment)

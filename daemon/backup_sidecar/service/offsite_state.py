@@ -8,6 +8,7 @@ the lock. Nothing here touches the store: the answer never waits on a slow endpo
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,9 @@ class UploaderSnapshot:
     last_error: str | None = None
     last_error_at: float | None = None
     checked_at: float | None = None
+    #: Each local archive the uploader keeps offsite -> (``confirmed``, ``pending`` or
+    #: ``mismatched``, the object's name): the web page's offsite column.
+    copies: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _iso(moment: float | None) -> str | None:
@@ -45,6 +49,7 @@ class UploaderState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._now = UploaderSnapshot()
+        self._mismatched: dict[str, str] = {}  # this pass's, until its listing is recorded
 
     def reset(self, url: str) -> None:
         """A new store (start, or a changed section): nothing known of it yet."""
@@ -66,6 +71,35 @@ class UploaderState:
             if known is None or moment > known.uploaded_at:
                 newest = {**self._now.newest, policy: NewestCopy(obj, moment)}
                 self._now = replace(self._now, newest=newest)
+
+    def mismatched(self, found: Mapping[str, str]) -> None:
+        """This pass found these local archives' names taken by objects of other bytes."""
+        with self._lock:
+            self._mismatched = dict(found)
+
+    def listed(self, confirmed: Mapping[str, str], waiting: Iterable[str]) -> None:
+        """A listing's verdict per archive: ``confirmed`` archive -> object, the others
+        ``waiting`` (pending, or mismatched as said just before)."""
+        with self._lock:
+            copies = {name: ("confirmed", obj) for name, obj in confirmed.items()}
+            for name in waiting:
+                obj = self._mismatched.get(name)
+                copies[name] = ("mismatched", obj) if obj else ("pending", "")
+            self._mismatched = {}
+            self._now = replace(self._now, copies=copies)
+
+    def unanswered(self, waiting: Iterable[str]) -> None:
+        """The store did not answer: these archives are (still) not offsite."""
+        with self._lock:
+            copies = dict(self._now.copies)
+            for name in waiting:
+                if copies.get(name, ("", ""))[0] != "mismatched":
+                    copies[name] = ("pending", "")
+            self._now = replace(self._now, copies=copies)
+
+    def uploaded(self, archive: str, obj: str) -> None:
+        with self._lock:
+            self._now = replace(self._now, copies={**self._now.copies, archive: ("confirmed", obj)})
 
     def passed(self, moment: float) -> None:
         """A pass ended without a failure: the last error clears."""
@@ -106,4 +140,8 @@ class UploaderState:
             "last_error": s.last_error,
             "last_error_at": _iso(s.last_error_at),
             "checked_at": _iso(s.checked_at),
+            "copies": {
+                name: {"state": state, "object": obj or None}
+                for name, (state, obj) in sorted(s.copies.items())
+            },
         }

@@ -24,6 +24,7 @@ from prometheus_client import Counter
 
 from backup_sidecar import archiver, offsite
 from backup_sidecar.archiver.readcheck import FileIdentity
+from backup_sidecar.service.offsite_state import UploaderState
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +129,9 @@ class MismatchReport:
         self._failures = failures
         self._told: set[tuple[str, str]] = set()
 
-    def report(self, mismatched: Iterable[Mismatch]) -> None:
+    def report(self, mismatched: list[Mismatch], *, state: UploaderState | None = None) -> None:
+        if state is not None:  # (the web page's offsite column)
+            state.mismatched({m.archive.name: m.object for m in mismatched})
         for m in mismatched:
             if (m.object, m.source_sha256) in self._told:
                 continue

@@ -58,6 +58,7 @@ class OffsiteVerifier:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}
+        self._failed_object: dict[str, str] = {}  # policy -> the copy that failed
         self._pass_error: str | None = None
         self._told_skipped = False
 
@@ -77,6 +78,11 @@ class OffsiteVerifier:
             if self._pass_error is not None:
                 found.append(f"the offsite verify could not run: {self._pass_error}")
             return found
+
+    def damaged(self) -> dict[str, str]:
+        """Each copy whose last verify failed -> why (the web page's offsite column)."""
+        with self._lock:
+            return {o: e for p, e in self._failed.items() if (o := self._failed_object.get(p))}
 
     def _every(self) -> float | None:
         spec = self._live.now.runtime.offsite
@@ -106,6 +112,7 @@ class OffsiteVerifier:
         if spec is None:  # the section went with a reload: nothing is watched any more
             with self._lock:
                 self._failed.clear()
+                self._failed_object.clear()
                 self._pass_error = None
             return 0
         try:
@@ -125,10 +132,12 @@ class OffsiteVerifier:
                 if done.result == OK:
                     passed += 1
                     self._failed.pop(done.policy, None)
+                    self._failed_object.pop(done.policy, None)
                     moment = self._clock()
                     self._families.offsite_verify_last_success.labels(done.policy).set(moment)
                 elif done.result == FAILED:
                     self._failed[done.policy] = done.error or "failed"
+                    self._failed_object[done.policy] = done.object
                     self._families.offsite_verify_failures.labels(done.reason or "other").inc()
                 elif done.result == SKIPPED and not self._told_skipped:
                     log.warning("offsite_verify_skipped", object=done.object, reason=done.error)
@@ -138,4 +147,5 @@ class OffsiteVerifier:
             seen = {done.policy for done in outcomes}
             for gone in set(self._failed) - seen:  # no copy of it any more: nothing to report
                 del self._failed[gone]
+                self._failed_object.pop(gone, None)
         return passed

@@ -130,7 +130,12 @@ class UiApp:
                 now=now,
             )
             + pages.backup_form(policies, csrf=csrf)
-            + pages.archives_section(listing.archives, csrf=csrf, now=now)
+            + pages.archives_section(
+                listing.archives,
+                csrf=csrf,
+                now=now,
+                copies=offsite.copies if offsite is not None and offsite.configured else None,
+            )
             + pages.events_section(self.events.newest_first(), now=now)
         )
         return pages.page("status", body)

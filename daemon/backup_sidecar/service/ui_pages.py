@@ -13,6 +13,7 @@ from html import escape
 
 from backup_sidecar.control.results import (
     ArchiveEntry,
+    ArchiveOffsiteCopy,
     OffsiteStatusResult,
     RestoreResult,
     StatusResult,
@@ -165,6 +166,7 @@ def _offsite(offsite: OffsiteStatusResult | None) -> str:
         for p, c in sorted(offsite.newest.items())
     )
     error = f"<p class=bad>last error: {e(offsite.last_error)}</p>" if offsite.last_error else ""
+    error += "".join(f"<p class=bad>lagging: {e(line)}</p>" for line in offsite.lagging)
     writable = {
         True: "writable",
         False: f"read-only (lease held by {offsite.holder})",
@@ -177,7 +179,25 @@ def _offsite(offsite: OffsiteStatusResult | None) -> str:
     )
 
 
-def archives_section(archives: list[ArchiveEntry], *, csrf: str, now: datetime) -> str:
+def _copy_cell(name: str, copies: Mapping[str, ArchiveOffsiteCopy]) -> str:
+    copy = copies.get(name)
+    if copy is None:
+        return "<td>none</td>"
+    cls = {"confirmed": "good", "pending": "plain"}.get(copy.state, "bad")
+    why = {"mismatched": "an object of its name made from other bytes"}.get(copy.state)
+    detail = f": {e(copy.detail or why)}" if copy.detail or why else ""
+    obj = f' title="{e(copy.object)}"' if copy.object else ""
+    return f"<td class={cls}{obj}>{e(copy.state)}{detail}</td>"
+
+
+def archives_section(
+    archives: list[ArchiveEntry],
+    *,
+    csrf: str,
+    now: datetime,
+    copies: Mapping[str, ArchiveOffsiteCopy] | None = None,
+) -> str:
+    """Every archive; with ``copies`` (offsite configured) each one's copy offsite."""
     rows = []
     for a in archives:
         status = e(a.status) + (f": {e(a.error)}" if a.error else "")
@@ -191,12 +211,15 @@ def archives_section(archives: list[ArchiveEntry], *, csrf: str, now: datetime) 
         rows.append(
             f"<tr><td><code>{e(a.name)}</code></td><td>{e(a.policy)}</td><td>{e(a.kind)}</td>"
             f"<td>{e(age)}</td><td>{e(human_size(a.size_bytes))}</td>"
-            f"<td class={cls or 'plain'}>{status}</td><td>{actions}</td></tr>"
+            f"<td class={cls or 'plain'}>{status}</td>"
+            f"{_copy_cell(a.name, copies) if copies is not None else ''}<td>{actions}</td></tr>"
         )
-    table = "".join(rows) or "<tr><td colspan=7>No archives yet.</td></tr>"
+    table = "".join(rows) or "<tr><td colspan=8>No archives yet.</td></tr>"
+    offsite = "<th>offsite copy</th>" if copies is not None else ""
     return (
         f"<h2>Archives ({len(archives)})</h2><table id=archives><tr><th>name</th><th>policy</th>"
-        f"<th>kind</th><th>age</th><th>size</th><th>status</th><th>actions</th></tr>{table}</table>"
+        f"<th>kind</th><th>age</th><th>size</th><th>status</th>{offsite}<th>actions</th></tr>"
+        f"{table}</table>"
     )
 
 

@@ -1,0 +1,95 @@
+"""The web page's offsite view through a real daemon and a real file:// store: each archive's
+copy (confirmed, damaged once the offsite verify fails it, pending while the store refuses)
+and the policies whose copies lag, all from the socket's `offsite_status`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support.daemon import Daemon, DaemonRunner
+from support.ui import ENV, UI, call
+from support.waiting import wait_until
+
+
+def _offsite_cell(page: str, name: str) -> str:
+    """The offsite column of ``name``'s row in the archives table."""
+    table = page[page.index("<table id=archives>") :].split("</table>", maxsplit=1)[0]
+    row = next(r for r in table.split("<tr>") if f"<code>{name}</code>" in r)
+    return row.split("</td>")[6]
+
+
+def _copy(d: Daemon, name: str) -> dict[str, Any] | None:
+    copy: dict[str, Any] | None = d.request("offsite_status")["copies"].get(name)
+    return copy
+
+
+def test_each_archives_offsite_copy_is_on_the_page_and_a_damaged_one_says_why(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """An uploaded archive's copy is `confirmed` on the page as in `offsite_status`; once a
+    byte of the object is flipped in the store, the scheduled offsite verify fails it and the
+    page says `damaged` and why, naming the object."""
+    store = tmp_path / "offsite"
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{store}", "verify_every": "1s"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    name = d.request("backup")["archive"]
+    copy = wait_until(
+        lambda: (c := _copy(d, name)) and c["state"] == "confirmed" and c, what="the upload"
+    )
+    obj = store / copy["object"]
+    assert obj.is_file()
+    _, page = call(d, "GET", "/")
+    assert "<th>offsite copy</th>" in page
+    assert _offsite_cell(page, name) == f'<td class=good title="{obj.name}">confirmed'
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    damaged = wait_until(
+        lambda: (c := _copy(d, name)) and c["state"] == "damaged" and c, what="the verify"
+    )
+    assert obj.name in damaged["detail"]
+    _, page = call(d, "GET", "/")
+    cell = _offsite_cell(page, name)
+    assert cell.startswith(f'<td class=bad title="{obj.name}">damaged: ') and obj.name in cell
+
+
+def test_pending_copies_and_a_lagging_policy_are_on_the_page(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """A store the daemon cannot write (its directory is a regular file): the archive's copy is
+    `pending`, and past offsite.max_age the page's offsite section names the lagging policy
+    as /healthz does."""
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the store should be\n")
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{blocked}/store", "max_age": "1s"},
+        health={"interval": "1s"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    name = d.request("backup")["archive"]
+    lagging = wait_until(lambda: d.request("offsite_status")["lagging"], what="the lag")
+    assert "policy 'manual'" in lagging[0]
+    _, page = call(d, "GET", "/")
+    section = page[page.index("<h2>Offsite</h2>") :]
+    assert "<p class=bad>lagging: policy &#x27;manual&#x27;" in section
+    status = d.request("offsite_status")
+    assert status["copies"][name] == {"state": "pending", "object": None, "detail": None}
+    assert status["pending"] == 1 and "is not a directory" in status["last_error"]
+    assert "is not a directory" in section.split("<table>")[0]
+    assert _offsite_cell(page, name) == "<td class=plain>pending"
