@@ -61,6 +61,8 @@ def test_each_archives_offsite_copy_is_on_the_page_and_a_damaged_one_says_why(
     _, page = call(d, "GET", "/")
     cell = _offsite_cell(page, name)
     assert cell.startswith(f'<td class=bad title="{obj.name}">damaged: ') and obj.name in cell
+    events = page[page.index("<table id=events>") :]
+    assert "<td>offsite verify</td><td><code>-</code></td><td class=bad>failed</td>" in events
 
 
 def test_pending_copies_and_a_lagging_policy_are_on_the_page(
@@ -93,3 +95,46 @@ def test_pending_copies_and_a_lagging_policy_are_on_the_page(
     assert status["pending"] == 1 and "is not a directory" in status["last_error"]
     assert "is not a directory" in section.split("<table>")[0]
     assert _offsite_cell(page, name) == "<td class=plain>pending"
+
+
+def _events(d: Daemon) -> str:
+    _, page = call(d, "GET", "/")
+    return page[page.index("<table id=events>") :].split("</table>", maxsplit=1)[0]
+
+
+def test_offsite_failures_and_recoveries_are_recent_events(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """The page's recent events say when offsite uploads start failing and when the policy's
+    copies start lagging, then, once the store can be written again, that both recovered."""
+    blocked = tmp_path / "offsite"
+    blocked.write_text("a file where the store's directory should be\n")
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{blocked}/store", "max_age": "1s"},
+        health={"interval": "1s"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    d.request("backup")
+    failing = "<td>offsite upload</td><td><code>-</code></td><td class=bad>failed</td>"
+    lagging = "<td>offsite lag</td><td><code>manual</code></td><td class=bad>failed</td>"
+    events = wait_until(
+        lambda: (e := _events(d)) and failing in e and lagging in e and e, what="the failures"
+    )
+    assert "is not a directory" in events.split(failing)[1].split("</tr>")[0]
+    blocked.unlink()
+    (blocked / "store").mkdir(parents=True)
+    d.request("backup")  # wakes the uploader: this pass succeeds
+    upload_ok = "<td>offsite upload</td><td><code>-</code></td><td class=good>ok</td>"
+    caught_up = "<td>offsite lag</td><td><code>manual</code></td><td class=good>ok</td>"
+    events = wait_until(
+        lambda: (e := _events(d)) and upload_ok in e and caught_up in e and e,
+        what="the recoveries",
+    )
+    assert "recovered; it was: " in events.split(upload_ok)[1].split("</tr>")[0]
+    assert events.index(caught_up) < events.index(lagging)  # newest first

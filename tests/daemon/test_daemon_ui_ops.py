@@ -46,6 +46,11 @@ def test_an_incremental_backup_restores_through_the_page(
     [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
     assert f"<code id=pre-restore>{safety['name']}</code>" in page
     assert f"Restored user from <code>{name}</code>" in page
+    events = page[page.index("<table id=events>") :]
+    assert (
+        f"<code>hourly: {name}</code></td><td class=good>ok</td><td>asked for; incremental: user "
+        in events
+    )
 
 
 def _stopping_daemon(

@@ -255,7 +255,7 @@ class Service:
             offsite=uploader,
         )
         handler = ControlHandler(state)  # one implementation behind the socket and the page
-        ui = UiServer.start_for(self.live, handler, self._environ, self.outcomes, self._stop)
+        ui = UiServer.start_for(self.live, handler, self._environ, state, self._stop)
         stack.callback(ui.stop)  # (serves, refusing actions, until the running work is done)
         if cfg.control.enabled:
             control = ControlServer(

@@ -37,6 +37,11 @@ def describe(event: Outcome) -> RecentEvent | None:
     match event:
         case BackupFinished():
             how = "scheduled" if event.scheduled else "asked for"
+            if event.pages:  # an incremental backup: what each database's stored
+                how += "; incremental: " + ", ".join(
+                    f"{db} {p.get('pages_new', 0)} new pages of {p.get('pages_read', 0)}"
+                    for db, p in sorted(event.pages.items())
+                )
             what = "busy: " + (event.error or "") if event.busy else (event.error or how)
             return RecentEvent(now, "backup", f"{event.policy}: {event.archive}", event.ok, what)
         case RestoreFinished():
@@ -61,8 +66,11 @@ class RecentEvents:
     def __call__(self, event: Outcome) -> None:
         line = describe(event)
         if line is not None:
-            with self._lock:
-                self._events.appendleft(line)
+            self.add(line)
+
+    def add(self, line: RecentEvent) -> None:
+        with self._lock:
+            self._events.appendleft(line)
 
     def newest_first(self) -> list[RecentEvent]:
         with self._lock:

@@ -8,7 +8,7 @@ the browser sends one, an Origin naming this host.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
@@ -20,12 +20,13 @@ import structlog
 from backup_sidecar.control.answer import Handler
 from backup_sidecar.control.protocol import error_body
 from backup_sidecar.errors import SidecarError
-from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.service import ui_pages as pages
+from backup_sidecar.service.handler import DaemonState
 from backup_sidecar.service.httpserver import REQUEST_TIMEOUT_S, DaemonHTTPServer
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.ui_app import UiApp
 from backup_sidecar.service.ui_auth import Gate
+from backup_sidecar.service.ui_conditions import ConditionEvents
 from backup_sidecar.service.ui_events import RecentEvents
 
 log = structlog.get_logger(__name__)
@@ -183,12 +184,12 @@ class UiServer:
         live: LiveConfig,
         handler: Handler,
         environ: Mapping[str, str],
-        outcomes: Outcomes,
+        state: DaemonState,
         stopping: threading.Event | None = None,
     ) -> UiServer:
         """Start listening when `ui.enabled` (ConfigError naming a missing secret variable);
-        the page's recent events subscribe to ``outcomes``; once ``stopping`` is set (the
-        daemon shuts down) every action is refused with 503 and starts nothing."""
+        the page's recent events subscribe to the daemon's outcomes and listen to its health;
+        once ``stopping`` is set (the daemon shuts down) every action is refused with 503."""
         cfg = live.now.settings.ui
         if not cfg.enabled:
             return cls(None)
@@ -198,7 +199,10 @@ class UiServer:
         if stopping is not None:
             app.stopping = stopping.is_set
         server = cls(_Server(cfg.address, app=app))
-        outcomes.subscribe(events)
+        state.outcomes.subscribe(events)
+        state.health.listen(
+            ConditionEvents(health=state.health, events=events, upload_error=_upload_error(state))
+        )
         assert server.bound is not None
         log.info("ui_listening", host=server.bound[0], port=server.bound[1], auth=not gate.open)
         return server
@@ -211,3 +215,14 @@ class UiServer:
         server.shutdown()
         server.server_close()
         thread.join(timeout_s)
+
+
+def _upload_error(state: DaemonState) -> Callable[[], str | None]:
+    """The offsite upload's last pass error now (None: none, or no offsite section)."""
+
+    def error() -> str | None:
+        if state.offsite is None or state.runtime.offsite is None:
+            return None
+        return state.offsite.state.snapshot().last_error
+
+    return error
