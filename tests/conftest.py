@@ -122,6 +122,22 @@ def sock_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran daemons shows the tail of each one's log in its report: a wait
+    that timed out in CI then says what the daemon was doing."""
+    report: pytest.TestReport = yield
+    runner = getattr(item, "funcargs", {}).get("daemons")
+    if report.failed and isinstance(runner, DaemonRunner):
+        for d in runner.started:
+            tail = "\n".join(d.log.raw[-DAEMON_LOG_TAIL:])
+            report.sections.append((f"daemon {d.proc.pid} log (last lines)", tail))
+    return report  # type: ignore[return-value]
+
+
+DAEMON_LOG_TAIL = 60
+
+
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[DaemonRunner]:
     """Real daemons for one test (`daemons.start(config)`); at teardown each is stopped, and
