@@ -12,9 +12,11 @@ import pytest
 
 from backup_sidecar import jobs
 from backup_sidecar.errors import PageReadError, UnsafeEntryError
-from backup_sidecar.jobs.pagestores import list_page_backups
+from backup_sidecar.jobs.pagedamage import DAMAGED_DIR, write_marker
+from backup_sidecar.jobs.pagestores import list_page_backups, pages_root
 from support.databases import Writer, count, integrity, make_db
 from support.incremental import incremental_runtime, manifests, rebuild_to
+from support.pages import load
 
 
 @pytest.mark.parametrize("wal", [True, False], ids=["wal", "rollback"])
@@ -142,3 +144,23 @@ def test_a_lost_sequence_counter_never_reorders_a_chain(tmp_path: Path, backup_d
     assert m.metadata["parent"] == "second"
     listed, _ = list_page_backups(backup_dir)
     assert [b.name for b in listed] == ["third", "second", "first"]
+
+
+def test_an_unchanged_database_takes_the_parents_check_unless_the_parent_is_damaged(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """A policy's backup of an unchanged database records its parent's passed check
+    (`check_of`) instead of running integrity_check again; once the parent is marked damaged
+    (scrub, drill, head check), the next backup runs the check itself."""
+    user = make_db(tmp_path / "user_data.db", wal=True, rows=500)
+    rt = incremental_runtime(backup_dir, {"user": user}, keep=10)
+    names = [jobs.run_backup(rt, policy="hourly", archive_name=f"h{i}").name for i in range(2)]
+    store = pages_root(backup_dir) / "user"
+    second = load(store, names[1])
+    assert second.metadata["check_of"] == names[0]
+    assert second.metadata["row_counts"] == {"items": 500}
+    write_marker(backup_dir, DAMAGED_DIR, "user", names[1], f"{second.image_sha256}\nscrub")
+    third = load(store, jobs.run_backup(rt, policy="hourly", archive_name="h2").name)
+    assert third.metadata["parent"] == names[1]
+    assert "check_of" not in third.metadata
+    assert (third.metadata["check"], third.metadata["integrity_check"]) == ("full", "ok")

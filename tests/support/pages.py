@@ -29,3 +29,9 @@ def rebuilt(store: Path, name: str, out_dir: Path) -> bytes:
 
 def pack_files(store: Path) -> set[str]:
     return {p.name for p in (store / "packs").glob("*.pack")}
+
+
+def load(store: Path, name: str) -> pagestore.Manifest:
+    """The manifest of backup ``name`` in ``store``, as the store reads it."""
+    found = [m for m in pagestore.list_backups(store) if isinstance(m, pagestore.Manifest)]
+    return next(m for m in found if m.name == name)

@@ -59,7 +59,9 @@ def incremental_backup(
         for db in specs:
             store = stores[db.name]
             assert store is not None
-            parent, chain = _parent(backup_dir, db.name, store, policy=policy, spec=spec, now=now)
+            parent, chain, sound = _parent(
+                backup_dir, db.name, store, policy=policy, spec=spec, now=now
+            )
             meta: dict[str, Any] = {
                 "backup_name": name,
                 "policy": policy,
@@ -80,6 +82,7 @@ def incremental_backup(
                 busy_timeout_s=effort.lock_timeout,
                 read_in_child=True,
                 check=spec.check,
+                reuse_check=sound,
             )
     except BaseException:
         for db_name in written:
@@ -106,24 +109,29 @@ def _has(store: Path, name: str) -> bool:
 
 def _parent(
     backup_dir: Path, db: str, store: Path, *, policy: str, spec: IncrementalSpec, now: datetime
-) -> tuple[str | None, dict[str, Any]]:
-    """The parent backup of the next one in ``store`` and the new backup's chain record:
-    ``base`` (the chain's first backup), ``length`` (backups in the chain, this one included),
-    ``base_created_at`` and ``stored_before`` (bytes the chain stored before this backup)."""
+) -> tuple[str | None, dict[str, Any], bool]:
+    """The parent backup of the next one in ``store``, the new backup's chain record
+    (``base``: the chain's first backup, ``length``: backups in the chain, this one included,
+    ``base_created_at`` and ``stored_before``: bytes the chain stored before this backup), and
+    whether the parent's check may stand for an identical image (not if it is marked damaged)."""
     # The head by the stores' cached summaries: one manifest read, not every one of the chain.
     briefs = [a for a in store_summary(backup_dir, db) if a.policy == policy]
     newest = max(briefs, key=lambda a: a.newness, default=None)
     head = _load(store, newest.name) if newest else None
     chain = head.metadata.get("chain") if head else None
     if head is None or not isinstance(chain, Mapping) or _rebase(head, chain, spec, now):
-        return None, {"base": None, "length": 1, "stored_before": 0}
+        return None, {"base": None, "length": 1, "stored_before": 0}, False
     stored = int(chain.get("stored_before", 0)) + head.stats.get("bytes_stored", 0)
-    return head.name, {
-        "base": chain.get("base") or head.name,
-        "base_created_at": chain.get("base_created_at") or head.created_at,
-        "length": int(chain.get("length", 1)) + 1,
-        "stored_before": stored,
-    }
+    return (
+        head.name,
+        {
+            "base": chain.get("base") or head.name,
+            "base_created_at": chain.get("base_created_at") or head.created_at,
+            "length": int(chain.get("length", 1)) + 1,
+            "stored_before": stored,
+        },
+        newest is not None and newest.status != ArchiveStatus.DAMAGED,
+    )
 
 
 def _load(store: Path, name: str) -> pagestore.Manifest | None:

@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from backup_sidecar.archiver.safefs import is_present
-from backup_sidecar.errors import PackFormatError, PageBackupExistsError
+from backup_sidecar.errors import PackFormatError, PageBackupExistsError, PageReadError
 from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.checking import reused_check
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import Manifest, check_name, manifest_file, runs_of
 from backup_sidecar.pagestore.packformat import LEVEL, SUFFIX, read_index
 from backup_sidecar.pagestore.placing import Placer
-from backup_sidecar.pagestore.reader import read_pages
-from backup_sidecar.pagestore.readproc import read_pages_in_child
+from backup_sidecar.pagestore.readproc import snapshot_in_child
 from backup_sidecar.pagestore.rebuild import load_manifest
+from backup_sidecar.pagestore.snapshot import snapshot
 
 
 def create_backup(
@@ -47,6 +48,7 @@ def create_backup(
     lock_timeout_s: float = LOCK_TIMEOUT_S,
     read_in_child: bool = False,
     check: str | None = None,
+    reuse_check: bool = True,
 ) -> Manifest:
     """Back up the live database ``db`` into the page store at ``store`` as ``name``.
 
@@ -56,7 +58,11 @@ def create_backup(
     this process may also have ``db`` open through the stdlib ``sqlite3``. With ``check``
     (``quick`` or ``full``), the read transaction runs that check first and the manifest's
     metadata records it with the facts read there (``checking``); a failed check stores
-    nothing.
+    nothing. The read transaction first yields every page's SHA-256 and the image's; an
+    image identical to the parent's (same SHA-256) whose check covers ``check`` takes the
+    parent's check and facts instead of running it again (``checking.reused_check``, unless
+    ``reuse_check`` is False: e.g. the parent is marked damaged), and only pages no pack holds
+    are fetched from the reader.
     """
     check_name(name)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
@@ -65,16 +71,31 @@ def create_backup(
         base = load_manifest(dirs, parent) if parent is not None else None
         known = known_pages(dirs)
         with (
-            (read_pages_in_child if read_in_child else read_pages)(
-                db, busy_timeout_s=busy_timeout_s, check=check
-            ) as (info, pages),
-            Placer(dirs, page_size=info.page_size, known=known, parent=base, level=level) as placer,
+            (snapshot_in_child if read_in_child else snapshot)(
+                db, busy_timeout_s=busy_timeout_s
+            ) as snap,
+            Placer(
+                dirs, page_size=snap.info.page_size, known=known, parent=base, level=level
+            ) as placer,
         ):
-            image = hashlib.sha256()
+            info = snap.info
+            digests, image_sha256 = snap.digests()
+            facts = None
+            if check is not None:
+                facts = (reuse_check and reused_check(base, image_sha256, check)) or snap.check(
+                    check
+                )
+            new = _first_new(digests, known)
+            fetched = zip(new, snap.pages(new), strict=True)
             locations = []
-            for pgno, page in enumerate(pages, start=1):
-                image.update(page)
-                locations.append(placer.place(pgno, page))
+            for pgno, digest in enumerate(digests, start=1):
+                where = known.get(digest)  # the placer adds every page it stores
+                if where is None:
+                    at, page = next(fetched)
+                    if at != pgno or hashlib.sha256(page).digest() != digest:
+                        raise PageReadError(db, f"page {pgno} changed within its snapshot")
+                    where = placer.place(pgno, page, digest=digest)
+                locations.append(where)
             written = placer.finish()
         stats = {
             "pages_read": info.page_count,
@@ -88,13 +109,13 @@ def create_backup(
             created_at=now.isoformat(),
             page_size=info.page_size,
             page_count=info.page_count,
-            image_sha256=image.hexdigest(),
+            image_sha256=image_sha256,
             header=info.header,
             runs=runs_of(locations),
             stats=stats,
             metadata={
                 **(metadata or {}),
-                **(info.facts or {}),
+                **(facts or {}),
                 **({"parent": parent} if parent else {}),
             },
         )
@@ -109,6 +130,17 @@ def create_backup(
             replace=True,
         )
         return manifest
+
+
+def _first_new(digests: list[bytes], known: dict[bytes, tuple[str, int]]) -> list[int]:
+    """The page numbers to fetch: the first page of each SHA-256 no pack holds yet."""
+    seen: set[bytes] = set()
+    out = []
+    for pgno, digest in enumerate(digests, start=1):
+        if digest not in known and digest not in seen:
+            seen.add(digest)
+            out.append(pgno)
+    return out
 
 
 def known_pages(dirs: fsio.StoreDirs) -> dict[bytes, tuple[str, int]]:

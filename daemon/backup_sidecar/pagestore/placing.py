@@ -61,9 +61,9 @@ class Placer:
             writer.abort()
         self._writers.clear()
 
-    def place(self, pgno: int, page: bytes) -> tuple[str, int]:
-        """The (pack, slot) that holds ``page`` from now on."""
-        digest = hashlib.sha256(page).digest()
+    def place(self, pgno: int, page: bytes, *, digest: bytes | None = None) -> tuple[str, int]:
+        """The (pack, slot) that holds ``page`` (whose SHA-256 is ``digest``) from now on."""
+        digest = digest or hashlib.sha256(page).digest()
         where = self._known.get(digest)
         if where is not None:
             return where

@@ -57,25 +57,31 @@ def read_pages(
     (``quick`` or ``full``, ``checking``), the check runs first in the same transaction, and
     a database that fails it is a PageReadError before any page is read.
     """
-    if not db.is_file():
-        raise PageReadError(db, "no such file")
-    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?mode=ro"
+    conn = connect(db, busy_timeout_s=busy_timeout_s)
     try:
-        conn = sqlean.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
-    except sqlean.Error as exc:
-        raise PageReadError(db, str(exc)) from exc
-    try:
-        info = _begin(conn, db)
+        info = begin(conn, db)
         if check is not None:
             info = dataclasses.replace(info, facts=check_in_transaction(conn, db, check))
-        yield info, _pages(conn, db, info)
+        yield info, page_rows(conn, db, info)
     finally:
         with contextlib.suppress(sqlean.Error):
             conn.execute("ROLLBACK")
         conn.close()
 
 
-def _begin(conn: sqlean.Connection, db: Path) -> ImageInfo:
+def connect(db: Path, *, busy_timeout_s: float) -> sqlean.Connection:
+    """A read-only sqlean connection to ``db`` (no transaction yet); PageReadError naming it."""
+    if not db.is_file():
+        raise PageReadError(db, "no such file")
+    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?mode=ro"
+    try:
+        return sqlean.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+    except sqlean.Error as exc:
+        raise PageReadError(db, str(exc)) from exc
+
+
+def begin(conn: sqlean.Connection, db: Path) -> ImageInfo:
+    """Start the read transaction: the snapshot's page size, page count and header."""
     try:
         conn.execute("BEGIN")
         # The first read starts the transaction: the page count is the snapshot's.
@@ -99,7 +105,7 @@ def _begin(conn: sqlean.Connection, db: Path) -> ImageInfo:
     return ImageInfo(page_size=page_size, page_count=page_count, header=header)
 
 
-def _pages(conn: sqlean.Connection, db: Path, info: ImageInfo) -> Iterator[bytes]:
+def page_rows(conn: sqlean.Connection, db: Path, info: ImageInfo) -> Iterator[bytes]:
     """Pages 1..page_count in order, each exactly page_size bytes, in batches of rows."""
     expected = 1
     try:

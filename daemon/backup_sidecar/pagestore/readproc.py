@@ -1,87 +1,132 @@
-"""The page read in a child process, for a process that also opens the database with sqlite3.
+"""The read transaction in a child process, for a process that also opens the database with
+sqlite3.
 
-``reader.read_pages`` uses a second SQLite library (sqlean) in the calling process; closing its
-descriptor of the database drops every POSIX lock the process holds on that file, also those
-of the stdlib ``sqlite3`` connections (https://sqlite.org/howtocorrupt.html, 2.2.1). Run in a
-child, the read keeps SQLite's own locking intact: the child holds the one read transaction
-and streams ``{"page_size", "page_count", "header"}`` as a JSON line, then the raw pages, to
-its stdout; the pipe's back-pressure keeps the transaction open until the parent has read
-every page. Errors come back as the child's one-line stderr, raised as PageReadError.
+``snapshot.snapshot`` uses a second SQLite library (sqlean) in the calling process; closing
+its descriptor of the database drops every POSIX lock the process holds on that file, also
+those of the stdlib ``sqlite3`` connections (https://sqlite.org/howtocorrupt.html, 2.2.1). Run
+in a child, the read keeps SQLite's own locking intact. The child opens the one read
+transaction, writes ``{"page_size", "page_count", "header"}`` as a JSON line to its stdout,
+then answers the parent's requests on its stdin, one at a time, until the parent closes it
+(the transaction stays open until then)::
 
-    python -m backup_sidecar.pagestore.readproc DB BUSY_TIMEOUT_S [CHECK]
+    digests\\n               -> every page's SHA-256 (32 bytes each), then the image's
+    check full|quick\\n      -> the check's facts as a JSON line (``checking``)
+    pages N\\n + N u32 (LE)  -> those N pages, raw, in that order
 
-With a CHECK (``quick`` or ``full``), the child runs it in its read transaction first and the
-JSON line also carries ``facts`` (``checking``).
+so an unchanged database's pages never cross the pipe. Errors come back as the child's
+one-line stderr (it exits), raised as PageReadError naming the database.
+
+    python -m backup_sidecar.pagestore.readproc DB BUSY_TIMEOUT_S
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from backup_sidecar.errors import PageReadError
 from backup_sidecar.pagestore.header import DbHeader
-from backup_sidecar.pagestore.reader import ImageInfo, read_pages
+from backup_sidecar.pagestore.reader import ImageInfo
+from backup_sidecar.pagestore.snapshot import snapshot
 
 _FAILED = 3
+_DIGEST = 32
+
+
+class ChildSnapshot:
+    """A ``snapshot.Snapshot`` whose read transaction a child process holds."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], db: Path, info: ImageInfo) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self._proc = proc
+        self._in: IO[bytes] = proc.stdin
+        self._out: IO[bytes] = proc.stdout
+        self._db = db
+        self.info = info
+
+    def digests(self) -> tuple[list[bytes], str]:
+        self._send(b"digests\n")
+        n = self.info.page_count
+        raw = self._read((n + 1) * _DIGEST, "the page digests")
+        return [raw[i : i + _DIGEST] for i in range(0, n * _DIGEST, _DIGEST)], raw[-_DIGEST:].hex()
+
+    def check(self, check: str) -> dict[str, Any]:
+        self._send(f"check {check}\n".encode())
+        line = self._out.readline(1 << 24)
+        if not line.endswith(b"\n"):
+            raise PageReadError(self._db, _why(self._proc))
+        try:
+            facts = json.loads(line)
+        except ValueError:
+            facts = None
+        if not isinstance(facts, dict):
+            raise PageReadError(self._db, f"the reader process sent {line[:80]!r}")
+        return facts
+
+    def pages(self, pgnos: Sequence[int]) -> Iterator[bytes]:
+        self._send(f"pages {len(pgnos)}\n".encode() + struct.pack(f"<{len(pgnos)}I", *pgnos))
+        for pgno in pgnos:
+            yield self._read(self.info.page_size, f"page {pgno}")
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._in.write(data)
+            self._in.flush()
+        except BrokenPipeError:
+            raise PageReadError(self._db, _why(self._proc)) from None
+
+    def _read(self, size: int, what: str) -> bytes:
+        data = self._out.read(size)
+        if len(data) != size:
+            raise PageReadError(self._db, f"{what}: {_why(self._proc)}")
+        return data
 
 
 @contextlib.contextmanager
-def read_pages_in_child(
-    db: Path, *, busy_timeout_s: float = 30.0, check: str | None = None
-) -> Iterator[tuple[ImageInfo, Iterator[bytes]]]:
-    """Like ``reader.read_pages``, the reading done by a child process."""
-    cmd = [
-        sys.executable,
-        "-m",
-        __name__,
-        str(db),
-        str(busy_timeout_s),
-        *([check] if check else []),
-    ]
+def snapshot_in_child(db: Path, *, busy_timeout_s: float = 30.0) -> Iterator[ChildSnapshot]:
+    """Like ``snapshot.snapshot``, the read transaction held by a child process."""
+    cmd = [sys.executable, "-m", __name__, str(db), str(busy_timeout_s)]
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdin is not None and proc.stdout is not None
     try:
         line = proc.stdout.readline(1 << 16)
         if not line.endswith(b"\n"):
             raise PageReadError(db, _why(proc))
         try:
             doc = json.loads(line)
-            header = DbHeader.from_json(doc["header"])
-            facts = doc.get("facts")
-            if not isinstance(facts, dict | None):
-                raise TypeError("facts")
-            info = ImageInfo(doc["page_size"], doc["page_count"], header, facts)
+            info = ImageInfo(doc["page_size"], doc["page_count"], DbHeader.from_json(doc["header"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise PageReadError(db, f"the reader process sent {line[:80]!r}") from exc
-        yield info, _pages(proc, proc.stdout, info, db)
+        yield ChildSnapshot(proc, db, info)
+        _end_requests(proc)
+        if proc.stdout.read(1) or proc.wait(timeout=30) != 0:
+            raise PageReadError(db, _why(proc))
     finally:
         if proc.poll() is None:
             proc.kill()
+        _end_requests(proc)
         proc.communicate()
 
 
-def _pages(
-    proc: subprocess.Popen[bytes], out: IO[bytes], info: ImageInfo, db: Path
-) -> Iterator[bytes]:
-    for pgno in range(1, info.page_count + 1):
-        page = out.read(info.page_size)
-        if len(page) != info.page_size:
-            raise PageReadError(db, f"page {pgno}: {_why(proc)}")
-        yield page
-    if out.read(1) or proc.wait() != 0:
-        raise PageReadError(db, _why(proc))
+def _end_requests(proc: subprocess.Popen[bytes]) -> None:
+    """Close the child's stdin (it then ends its transaction and exits)."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        proc.stdin = None  # communicate() would flush it
 
 
 def _why(proc: subprocess.Popen[bytes]) -> str:
     """The child's one-line reason (its stderr), once it has exited."""
+    _end_requests(proc)
     try:
         _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -91,26 +136,42 @@ def _why(proc: subprocess.Popen[bytes]) -> str:
     return lines[-1] if lines else f"the reader process exited with {proc.returncode}"
 
 
+def _serve(db: Path, busy: float, requests: IO[bytes], out: IO[bytes]) -> None:
+    with snapshot(db, busy_timeout_s=busy) as snap:
+        info = snap.info
+        head = {
+            "page_size": info.page_size,
+            "page_count": info.page_count,
+            "header": info.header.to_json(),
+        }
+        out.write(json.dumps(head).encode() + b"\n")
+        out.flush()
+        while line := requests.readline(256):
+            op, _, arg = line.decode().strip().partition(" ")
+            if op == "digests":
+                digests, image = snap.digests()
+                out.write(b"".join(digests) + bytes.fromhex(image))
+            elif op == "check":
+                out.write(json.dumps(snap.check(arg)).encode() + b"\n")
+            elif op == "pages":
+                n = int(arg)
+                pgnos = struct.unpack(f"<{n}I", requests.read(4 * n))
+                for page in snap.pages(pgnos):
+                    out.write(page)
+            else:
+                raise PageReadError(db, f"the reader process was asked {line[:40]!r}")
+            out.flush()
+
+
 def main() -> None:
     db, busy = Path(sys.argv[1]), float(sys.argv[2])
-    check = sys.argv[3] if len(sys.argv) > 3 else None
-    out = sys.stdout.buffer
     try:
-        with read_pages(db, busy_timeout_s=busy, check=check) as (info, pages):
-            head = {
-                "page_size": info.page_size,
-                "page_count": info.page_count,
-                "header": info.header.to_json(),
-                "facts": info.facts,
-            }
-            out.write(json.dumps(head).encode() + b"\n")
-            for page in pages:
-                out.write(page)
-            out.flush()
+        _serve(db, busy, sys.stdin.buffer, sys.stdout.buffer)
     except PageReadError as exc:
         print(exc.reason, file=sys.stderr)
         sys.exit(_FAILED)
-    except BrokenPipeError:  # the parent stopped reading (it failed or was interrupted)
+    except (BrokenPipeError, struct.error, ValueError) as exc:  # the parent stopped or erred
+        print(f"the reader process stopped: {exc}", file=sys.stderr)
         sys.exit(_FAILED)
 
 
