@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,9 @@ def sock_dir() -> Iterator[Path]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test that ran daemons shows the tail of each one's log in its report: a wait
     that timed out in CI then says what the daemon was doing."""
     report: pytest.TestReport = yield
@@ -132,7 +134,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for d in runner.started:
             tail = "\n".join(d.log.raw[-DAEMON_LOG_TAIL:])
             report.sections.append((f"daemon {d.proc.pid} log (last lines)", tail))
-    return report  # type: ignore[return-value]
+    return report
 
 
 DAEMON_LOG_TAIL = 60
