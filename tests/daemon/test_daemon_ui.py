@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from backup_sidecar.service.ui_pages import human_size
+from backup_sidecar.service.ui_html import human_size
 from support.cli import run_cli
 from support.daemon import Daemon, DaemonRunner
 from support.databases import row_count

@@ -4,12 +4,14 @@ and the policies whose copies lag, all from the socket's `offsite_status`."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from support.daemon import Daemon, DaemonRunner
-from support.ui import ENV, UI, call
+from support.databases import row_count
+from support.ui import ENV, UI, call, csrf_of
 from support.waiting import wait_until
 
 
@@ -138,3 +140,52 @@ def test_offsite_failures_and_recoveries_are_recent_events(
     )
     assert "recovered; it was: " in events.split(upload_ok)[1].split("</tr>")[0]
     assert events.index(caught_up) < events.index(lagging)  # newest first
+
+
+def test_a_restore_from_an_offsite_copy_through_the_page(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """The local archive lost, its policy's newest copy offsite offers `restore…`: the plan
+    (the dry run fetches and checks the copy) changes nothing, the typed name restores the
+    live database from it and the page names the pre_restore archive."""
+    store = tmp_path / "offsite"
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{store}"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    name = d.request("backup")["archive"]
+    copy = wait_until(
+        lambda: (c := _copy(d, name)) and c["state"] == "confirmed" and c, what="the upload"
+    )
+    for path in d.archives():
+        path.unlink()  # the host lost its backups; the offsite copy is what is left
+    with sqlite3.connect(wal_db) as conn:
+        conn.execute("DELETE FROM items WHERE id > 7")
+    conn.close()
+    _, page = wait_until(
+        lambda: (p := call(d, "GET", "/")) and "No archives yet." in p[1] and p, what="the loss"
+    )
+    newest = page[page.index("<table id=offsite-newest>") :].split("</table>", maxsplit=1)[0]
+    assert f'<input type=hidden name="archive" value="{copy["object"]}">' in newest
+    assert '<input type=hidden name="from" value="offsite">' in newest
+    csrf = csrf_of(page)
+    form = {"archive": copy["object"], "from": "offsite", "csrf": csrf}
+    _, plan = call(d, "POST", "/restore/plan", form=form)
+    assert f"from the offsite copy <code>{copy['object']}</code>" in plan, plan
+    assert f"Type the archive name <code>{name}</code>" in plan and row_count(wal_db) == 7
+    _, page = call(
+        d,
+        "POST",
+        "/restore",
+        form={"archive": name, "from": "offsite", "csrf": csrf, "confirm_name": name},
+    )
+    assert row_count(wal_db) == 100
+    [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
+    assert f"<code id=pre-restore>{safety['name']}</code>" in page
+    assert d.log.find("ui_action", path="/restore")

@@ -28,10 +28,12 @@ from backup_sidecar.control.results import (
     parse_result,
 )
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.service import ui_html as html
 from backup_sidecar.service import ui_pages as pages
 from backup_sidecar.service.live import LiveConfig
 from backup_sidecar.service.ui_auth import Gate
 from backup_sidecar.service.ui_events import RecentEvents
+from backup_sidecar.service.ui_pages_offsite import offsite_section
 
 log = structlog.get_logger(__name__)
 
@@ -126,9 +128,9 @@ class UiApp:
                 status,
                 rpo=settings.health.max_backup_age,
                 newest_good=newest,
-                offsite=offsite,
                 now=now,
             )
+            + offsite_section(offsite, csrf=csrf)
             + pages.backup_form(policies, csrf=csrf)
             + pages.archives_section(
                 listing.archives,
@@ -145,19 +147,21 @@ class UiApp:
         archive = form.get("archive", "")
         if path == "/backup":
             done = self.ask({"op": "backup", "policy": form.get("policy", "manual")})
-            return self.home(pages.outcome([f"Backed up: <code>{pages.e(done.archive)}</code>"]))  # type: ignore[union-attr]
+            return self.home(pages.outcome([f"Backed up: <code>{html.e(done.archive)}</code>"]))  # type: ignore[union-attr]
         if path == "/verify":
             self.ask({"op": "verify", "archive": archive})
-            return self.home(pages.outcome([f"Verified: <code>{pages.e(archive)}</code> is sound"]))
-        if path == "/restore/plan":
-            plan = self.ask({"op": "restore", "archive": archive, "dry_run": True})
+            return self.home(pages.outcome([f"Verified: <code>{html.e(archive)}</code> is sound"]))
+        source = {"from": "offsite"} if form.get("from") == "offsite" else {}
+        if path == "/restore/plan":  # (from offsite: the dry run downloads and checks the copy)
+            plan = self.ask({"op": "restore", "archive": archive, "dry_run": True, **source})
             assert isinstance(plan, RestoreResult)
-            return pages.restore_plan_page(plan, csrf=self.gate.csrf_token())
+            copy = archive if source else None
+            return pages.restore_plan_page(plan, csrf=self.gate.csrf_token(), copy=copy)
         if path == "/restore":
             if form.get("confirm_name", "").strip() != archive:
                 message = f"type the archive name {archive} exactly to confirm; nothing was changed"
                 return self.home(pages.outcome(error=message))
-            result = self.ask({"op": "restore", "archive": archive, "confirm": True})
+            result = self.ask({"op": "restore", "archive": archive, "confirm": True, **source})
             assert isinstance(result, RestoreResult)
             return self.home(pages.outcome(pages.restore_done_lines(result)))
         raise LookupError(path)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from html import escape
 
 from backup_sidecar.control.results import (
     ArchiveEntry,
     ArchiveOffsiteCopy,
-    OffsiteStatusResult,
     RestoreResult,
     StatusResult,
 )
 from backup_sidecar.service.ui_events import RecentEvent
+from backup_sidecar.service.ui_html import e, form, hidden, human_age, human_size
+from backup_sidecar.service.ui_pages_offsite import copy_cell
 
 HTMX = "htmx-2.0.4.min.js"
 #: htmx swaps a refusal's page (503 while the daemon stops) like an answer; others stay errors.
@@ -39,27 +39,6 @@ _STYLE = (
 )
 
 
-def e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
-
-
-def human_age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= span:
-            return f"{seconds / span:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def page(title: str, body: str) -> bytes:
     """A whole page; the stylesheet is inline-free (CSP), htmx is the vendored copy."""
     return (
@@ -77,18 +56,6 @@ def stylesheet() -> bytes:
     return _STYLE.encode()
 
 
-def hidden(name: str, value: str) -> str:
-    return f'<input type=hidden name="{e(name)}" value="{e(value)}">'
-
-
-def form(action: str, label: str, csrf: str, *fields: str, enhance: bool = True) -> str:
-    hx = ' hx-post="{0}" hx-target="#main" hx-select="#main" hx-swap="outerHTML"'
-    return (
-        f'<form method=post action="{e(action)}"{hx.format(e(action)) if enhance else ""}>'
-        f"{hidden('csrf', csrf)}{''.join(fields)}<button>{e(label)}</button></form>"
-    )
-
-
 def outcome(lines: Iterable[str] = (), *, error: str | None = None) -> str:
     """The box an action's result goes in (an error shown in one line)."""
     inner = "".join(f"<div>{line}</div>" for line in lines)
@@ -102,7 +69,6 @@ def status_section(
     *,
     rpo: Mapping[str, timedelta],
     newest_good: Mapping[str, datetime],
-    offsite: OffsiteStatusResult | None,
     now: datetime,
 ) -> str:
     verdict = (
@@ -126,7 +92,7 @@ def status_section(
             f"<tr><td>{e(policy)}</td><td>{e(limit)}</td>{age_cell}"
             f"<td>{e(status.next_runs.get(policy) or '-')}</td></tr>"
         )
-    html = (
+    return (
         f"<h2>Status</h2><p>Daemon {e(status.version)}: {verdict}</p><ul>{reasons}</ul>"
         f"<p>Backup directory <code>{e(status.backup_dir)}</code></p>"
         "<table id=databases><tr><th>database</th><th>live file</th><th>health</th><th>size</th>"
@@ -134,7 +100,6 @@ def status_section(
         "<table><tr><th>policy</th><th>RPO (max backup age)</th><th>newest good backup</th>"
         f"<th>next run</th></tr>{''.join(rows)}</table>"
     )
-    return html + _offsite(offsite)
 
 
 def _database_row(name: str, path: str, status: StatusResult) -> str:
@@ -155,39 +120,6 @@ def _database_row(name: str, path: str, status: StatusResult) -> str:
         cells = [health, size(check.size_bytes), size(check.wal_size_bytes), e(free)]
     tail = "".join(f"<td>{c}</td>" for c in cells)
     return f"<tr><td>{e(name)}</td><td><code>{e(path)}</code></td>{tail}</tr>"
-
-
-def _offsite(offsite: OffsiteStatusResult | None) -> str:
-    if offsite is None or not offsite.configured:
-        return ""
-    newest = "".join(
-        f"<tr><td>{e(p)}</td><td><code>{e(c.object)}</code></td>"
-        f"<td>{e(human_age(c.age_seconds))}</td></tr>"
-        for p, c in sorted(offsite.newest.items())
-    )
-    error = f"<p class=bad>last error: {e(offsite.last_error)}</p>" if offsite.last_error else ""
-    error += "".join(f"<p class=bad>lagging: {e(line)}</p>" for line in offsite.lagging)
-    writable = {
-        True: "writable",
-        False: f"read-only (lease held by {offsite.holder})",
-        None: "unknown yet",
-    }
-    return (
-        f"<h2>Offsite</h2><p><code>{e(offsite.url)}</code>: {e(writable[offsite.writable])}; "
-        f"{e(offsite.pending if offsite.pending is not None else '?')} archives pending</p>{error}"
-        f"<table><tr><th>policy</th><th>newest confirmed copy</th><th>age</th></tr>{newest}</table>"
-    )
-
-
-def _copy_cell(name: str, copies: Mapping[str, ArchiveOffsiteCopy]) -> str:
-    copy = copies.get(name)
-    if copy is None:
-        return "<td>none</td>"
-    cls = {"confirmed": "good", "pending": "plain"}.get(copy.state, "bad")
-    why = {"mismatched": "an object of its name made from other bytes"}.get(copy.state)
-    detail = f": {e(copy.detail or why)}" if copy.detail or why else ""
-    obj = f' title="{e(copy.object)}"' if copy.object else ""
-    return f"<td class={cls}{obj}>{e(copy.state)}{detail}</td>"
 
 
 def archives_section(
@@ -212,7 +144,7 @@ def archives_section(
             f"<tr><td><code>{e(a.name)}</code></td><td>{e(a.policy)}</td><td>{e(a.kind)}</td>"
             f"<td>{e(age)}</td><td>{e(human_size(a.size_bytes))}</td>"
             f"<td class={cls or 'plain'}>{status}</td>"
-            f"{_copy_cell(a.name, copies) if copies is not None else ''}<td>{actions}</td></tr>"
+            f"{copy_cell(a.name, copies) if copies is not None else ''}<td>{actions}</td></tr>"
         )
     table = "".join(rows) or "<tr><td colspan=8>No archives yet.</td></tr>"
     offsite = "<th>offsite copy</th>" if copies is not None else ""
@@ -229,18 +161,24 @@ def backup_form(policies: Iterable[str], *, csrf: str) -> str:
     return f"<h2>Back up now</h2>{form('/backup', 'Back up now', csrf, select)}"
 
 
-def restore_plan_page(plan: RestoreResult, *, csrf: str) -> bytes:
+def restore_plan_page(plan: RestoreResult, *, csrf: str, copy: str | None = None) -> bytes:
+    """The dry run's plan and the typed-name confirm (``copy``: the offsite copy fetched)."""
     steps = "".join(f"<li>{e(step)}</li>" for step in plan.plan)
     damaged = "".join(f"<li class=bad>{e(d)}</li>" for d in plan.damaged)
     typed = (
         f"<label>Type the archive name <code>{e(plan.archive)}</code> to confirm: "
         "<input name=confirm_name autocomplete=off required></label> "
     )
+    fields = [hidden("archive", plan.archive or ""), typed]
+    where = ""
+    if copy is not None:  # fetched from the offsite store (checked, now in backup_dir)
+        fields.insert(0, hidden("from", "offsite"))
+        where = f" from the offsite copy <code>{e(copy)}</code>"
     body = (
-        f"<p>Restoring <code>{e(plan.archive)}</code> replaces the live databases "
+        f"<p>Restoring <code>{e(plan.archive)}</code>{where} replaces the live databases "
         f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
         f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
-        + form("/restore", "Restore now", csrf, hidden("archive", plan.archive or ""), typed)
+        + form("/restore", "Restore now", csrf, *fields)
         + ' <a href="/">cancel</a>'
         + progress_box([])
     )
