@@ -4,8 +4,11 @@
 are run as their own processes, interleaved with the baseline in one run so machine load
 affects both alike; prints the median wall and CPU time of each and its ratios to the
 baseline as JSON.
-As in the container, the configuration is a YAML file named by `SIDECAR_CONFIG`. No daemon is
-needed: `healthcheck` and `ctl ping` fail fast (nothing listening) after doing all their
+As in the container, each command is the installed `backup-sidecar` script (the image's
+HEALTHCHECK runs `backup-sidecar healthcheck`; `--entry module` runs `python -m
+backup_sidecar`, which also imports runpy), and the configuration is a YAML file named by
+`SIDECAR_CONFIG`. No daemon is needed: `healthcheck` and `ctl ping` fail fast (nothing
+listening) after doing all their
 start-up work, which is what is measured.
 
 Compile the bytecode first (`python -m compileall -q daemon .venv/lib`) where
@@ -57,13 +60,21 @@ def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def measure(runs: int) -> dict[str, object]:
+def _entry(entry: str) -> list[str]:
+    """How the commands are started: the installed script (as the container), else -m."""
+    script = Path(sys.executable).with_name("backup-sidecar")
+    if entry == "script" and script.is_file():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-m", "backup_sidecar"]
+
+
+def measure(runs: int, entry: str = "script") -> dict[str, object]:
     """Median wall and CPU seconds of the baseline and of each command over ``runs``
     interleaved rounds, and each command's ratios to the baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         env = _env(Path(tmp))
         base = [sys.executable, "-c", *BASELINE]
-        cmds = {n: [sys.executable, "-m", "backup_sidecar", *a] for n, a in COMMANDS.items()}
+        cmds = {n: [*_entry(entry), *a] for n, a in COMMANDS.items()}
         samples: dict[str, list[tuple[float, float]]] = {"baseline": [], **{n: [] for n in cmds}}
         for _ in range(runs):
             samples["baseline"].append(_time(base, env))
@@ -73,6 +84,7 @@ def measure(runs: int) -> dict[str, object]:
     cpu = {name: statistics.median(c for _, c in runs_) for name, runs_ in samples.items()}
     return {
         "runs": runs,
+        "entry": " ".join(Path(part).name for part in _entry(entry)),
         "baseline": {"wall_s": round(wall["baseline"], 4), "cpu_s": round(cpu["baseline"], 4)},
         "commands": {
             name: {
@@ -90,8 +102,9 @@ def measure(runs: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--entry", choices=("script", "module"), default="script")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.runs), indent=2))
+    print(json.dumps(measure(args.runs, args.entry), indent=2))
 
 
 if __name__ == "__main__":

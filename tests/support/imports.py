@@ -10,7 +10,7 @@ import sys
 HEAVY = frozenset(
     {"structlog", "rich", "pydantic", "pydantic_core", "pydantic_settings", "prometheus_client",
      "apscheduler", "obstore", "pyrage", "sqlean", "backports", "apprise", "isal",
-     "importlib.metadata", "urllib.request", "email", "ssl"}
+     "importlib.metadata", "urllib.request", "email", "ssl", "yaml"}
 )  # fmt: skip
 
 

@@ -31,9 +31,9 @@ class _UnsureError(Exception):
     """The cheap reading cannot tell: load the validated configuration."""
 
 
-def _yaml_section(config: Path, section: str) -> dict[str, object]:
-    import yaml  # noqa: PLC0415 (only with a configuration file)
-
+def _file_value(config: Path, section: str, key: str) -> object:
+    """The key's value in the YAML file (None: not given): read by cli/plainyaml.py when the
+    file is in its plain subset (PyYAML is a fifth of the start-up), else by PyYAML."""
     try:
         fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
@@ -46,26 +46,39 @@ def _yaml_section(config: Path, section: str) -> dict[str, object]:
             raw = file.read(_MAX_BYTES + 1)
     finally:
         os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _UnsureError from None
+    from backup_sidecar.cli import plainyaml  # noqa: PLC0415
+
+    found = plainyaml.value(text, section, key)
+    return _pyyaml_value(text, section, key) if found is plainyaml.UNSURE else found
+
+
+def _pyyaml_value(text: str, section: str, key: str) -> object:
+    import yaml  # noqa: PLC0415 (only for a file outside the plain subset)
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=loader)  # noqa: S506 (a safe loader)
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError):
+        data = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
+    except (yaml.YAMLError, RecursionError, ValueError):
         raise _UnsureError from None
     if data is None:
-        return {}
+        return None
     if not isinstance(data, dict):
         raise _UnsureError
     part = data.get(section, {})
     if not isinstance(part, dict):
         raise _UnsureError
-    return part
+    return part.get(key)
 
 
 def _raw(config: Path | None, environ: Mapping[str, str], section: str, key: str) -> object:
     """The key's value as given (None: not given), environment first as in load_settings.
     A named file is read even when the environment gives the key: a missing or broken file
     must fail the command naming it, as the validated loader does."""
-    from_file = None if config is None else _yaml_section(config, section).get(key)
+    from_file = None if config is None else _file_value(config, section, key)
     env = {name.upper(): value for name, value in environ.items()}
     whole = f"{_ENV_PREFIX}{section.upper()}"
     if whole in env:  # a JSON value for the whole section

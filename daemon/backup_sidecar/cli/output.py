@@ -6,7 +6,6 @@ Errors are one line on stderr naming the file, key or archive at fault (tracebac
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import sys
@@ -70,6 +69,8 @@ def reported_errors(ctx: Context, *, as_json: bool = False) -> Iterator[None]:
         if ctx.verbose:
             raise
         if as_json:
+            import json  # noqa: PLC0415 (healthcheck must start at once)
+
             with suppress(BrokenPipeError):
                 click.echo(json.dumps(error_json(exc), indent=2))
         if isinstance(exc, UsageError):
@@ -82,6 +83,8 @@ def reported_errors(ctx: Context, *, as_json: bool = False) -> Iterator[None]:
 
 def emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
     if as_json:
+        import json  # noqa: PLC0415 (healthcheck must start at once)
+
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
         text()
