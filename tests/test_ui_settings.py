@@ -59,7 +59,7 @@ def test_a_malformed_listen_is_one_line(tmp_path: Path) -> None:
 
 def test_hash_password_command_and_basic_auth(tmp_path: Path) -> None:
     """The CLI's hash (password on stdin) checks the right password for the configured user
-    only; a bearer token checks only itself."""
+    only; a bearer token checks only itself, and passes as the configured user's password."""
     done = run_cli("config", "hash-password", input="s3cret pass\n")
     assert done.returncode == 0, done.stderr
     encoded = done.stdout.strip()
@@ -75,6 +75,8 @@ def test_hash_password_command_and_basic_auth(tmp_path: Path) -> None:
     assert not gate.allows(basic("root", "s3cret pass"))
     assert not gate.allows("Basic !!notbase64")
     assert gate.allows("Bearer " + "t" * 20)
+    assert gate.allows(basic("ops", "t" * 20))  # the token as the password: a browser's login
+    assert not gate.allows(basic("root", "t" * 20)) and not gate.allows(basic("ops", "t" * 19))
     assert not gate.allows("Bearer " + "t" * 19) and not gate.allows(None)
 
 

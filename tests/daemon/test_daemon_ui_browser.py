@@ -3,6 +3,7 @@ does, JavaScript (htmx) on."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import sqlite3
@@ -43,9 +44,10 @@ def test_browser_lists_restores_and_refuses(
     archive = d.request("backup")["archive"]
     url = f"http://127.0.0.1:{ui_port(d)}/"
     with chromium(token="not-the-token-0123456789") as browser:  # noqa: S106 - wrong on purpose
-        browser.get(url)
-        assert "unauthorized" in browser.find_element(By.TAG_NAME, "body").text
+        mark = d.log.mark()
+        browser.get(url)  # 401 asking for basic auth: chromium's password prompt, no page
         assert archive not in browser.page_source
+        assert d.log.find("ui_unauthorized", since=mark)
     with sqlite3.connect(wal_db) as conn:
         conn.execute("DELETE FROM items WHERE id > 40")
     conn.close()
@@ -150,3 +152,57 @@ def test_a_forged_post_from_another_site_is_refused_in_the_browser(
         thread.join(10)
     assert d.request("list")["archives"] == []
     assert d.log.find("ui_forged_post_refused", path="/backup")
+
+
+def test_the_page_works_without_javascript_after_the_browsers_password_prompt(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+) -> None:
+    """A token-only page asks a browser for basic auth (a browser cannot send a bearer token),
+    and `ui.user` with the token as password passes. In chromium with JavaScript off, the page
+    lists the archive, `Back up now` answers with the whole page, and a restore through its
+    plan and the typed name changes the live database and shows the safety archive."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    first = d.request("backup")["archive"]
+    conn = http.client.HTTPConnection("127.0.0.1", ui_port(d), timeout=60)
+    conn.request("GET", "/")
+    challenge = conn.getresponse()
+    assert challenge.status == 401
+    assert challenge.getheader("WWW-Authenticate", "").startswith('Basic realm="backup-sidecar"')
+    conn.close()
+    with sqlite3.connect(wal_db) as db:
+        db.execute("DELETE FROM items WHERE id > 3")
+    db.close()
+    url = f"http://127.0.0.1:{ui_port(d)}/"
+    with chromium(token=None, basic=("admin", "wrong-" + TOKEN), javascript=False) as browser:
+        mark = d.log.mark()
+        browser.get(url)  # (chromium shows its password prompt: no page)
+        assert first not in browser.page_source
+        assert d.log.find("ui_unauthorized", since=mark)
+    with chromium(token=None, basic=("admin", TOKEN), javascript=False) as browser:
+        browser.get(url)
+        assert first in browser.find_element(By.ID, "archives").text
+        browser.find_element(By.XPATH, "//button[text()='Back up now']").click()
+        outcome = wait_until(
+            lambda: "Backed up:" in (t := browser.find_element(By.ID, "outcome").text) and t,
+            what="the backup's page",
+        )
+        assert len(d.request("list")["archives"]) == 2, outcome
+        row = f"//tr[td/code[text()='{first}']]"
+        browser.find_element(By.XPATH, f"{row}//button[text()='restore…']").click()
+        wait_until(lambda: browser.find_elements(By.NAME, "confirm_name"), what="the plan")
+        assert row_count(wal_db) == 3
+        browser.find_element(By.NAME, "confirm_name").send_keys(first)
+        browser.find_element(By.XPATH, "//button[text()='Restore now']").click()
+        safety = wait_until(
+            lambda: browser.find_elements(By.ID, "pre-restore"), what="the safety archive"
+        )[0].text
+        assert browser.execute_script("return typeof window.htmx") == "undefined"
+    assert row_count(wal_db) == 100
+    assert {a["name"]: a["policy"] for a in d.request("list")["archives"]}[safety] == "pre_restore"

@@ -1,7 +1,9 @@
 """Who may use the web page, and which POSTs came from it.
 
 A client proves itself with the bearer token (``Authorization: Bearer ...``) or basic auth
-checked against a scrypt hash (``scrypt$n$r$p$salt$hash``, base64). Both secrets come from the
+checked against a scrypt hash (``scrypt$n$r$p$salt$hash``, base64); basic auth with the token
+as the password (user ``ui.user``) passes too, so a browser, which can send no bearer header,
+logs in at its own password prompt. Both secrets come from the
 environment variables the `ui` section names, never from the YAML. Every action form carries a
 CSRF token derived from a secret made at start: a page of another site cannot read it, so its
 forged POST is refused.
@@ -110,7 +112,8 @@ class Gate:
 
     @property
     def basic(self) -> bool:
-        return self._password is not None
+        """Whether a browser's basic auth can pass (the password, or the token as one)."""
+        return self._password is not None or self._token is not None
 
     def allows(self, authorization: str | None) -> bool:
         if self.open:
@@ -119,6 +122,8 @@ class Gate:
         value = value.strip()
         if scheme.lower() == "bearer" and self._token is not None:
             return hmac.compare_digest(value.encode(), self._token.encode())
+        if scheme.lower() == "basic" and self._token is not None and self._basic_token(value):
+            return True
         if scheme.lower() == "basic" and self._password is not None:
             seen = hmac.new(self._csrf_secret, value.encode(), hashlib.sha256).digest()
             with self._passed_lock:
@@ -133,17 +138,34 @@ class Gate:
             return True
         return False
 
+    def _basic_token(self, value: str) -> bool:
+        """Basic auth of ``ui.user`` with the token as its password."""
+        assert self._token is not None
+        given = _user_password(value)
+        return given is not None and all(
+            hmac.compare_digest(a.encode(), b.encode())
+            for a, b in zip(given, (self._user, self._token), strict=True)
+        )
+
     def _basic_ok(self, value: str) -> bool:
         assert self._password is not None
-        try:
-            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        given = _user_password(value)
+        if given is None:
             return False
-        user_ok = hmac.compare_digest(user.encode(), self._user.encode())
-        return bool(sep) and self._password.matches(password) and user_ok
+        user_ok = hmac.compare_digest(given[0].encode(), self._user.encode())
+        return self._password.matches(given[1]) and user_ok
 
     def csrf_token(self) -> str:
         return hmac.new(self._csrf_secret, b"ui-action", hashlib.sha256).hexdigest()
 
     def csrf_ok(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf_token().encode())
+
+
+def _user_password(value: str) -> tuple[str, str] | None:
+    """The user and password of a basic-auth value (None: malformed)."""
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
