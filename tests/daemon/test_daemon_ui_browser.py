@@ -32,16 +32,18 @@ def test_browser_lists_restores_and_refuses(
     wal_db: Path,
     tmp_path: Path,
 ) -> None:
-    """In chromium: a wrong token gets no page; the page lists the archives; verify answers in
-    place through htmx (no reload); a restore through the plan and the typed name changes the
-    live database and shows the safety archive."""
+    """In chromium: a wrong token gets no page; the page lists the archives with their offsite
+    copy; verify answers in place through htmx (no reload); a restore through the plan and the
+    typed name changes the live database and shows the safety archive."""
     cfg = daemon_config(
         databases={"user": wal_db},
         policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{tmp_path / 'offsite'}"},
         ui=UI,
     )
     d = daemons.start(cfg, env=ENV)
     archive = d.request("backup")["archive"]
+    wait_until(lambda: d.request("offsite_status")["copies"].get(archive), what="the upload")
     url = f"http://127.0.0.1:{ui_port(d)}/"
     with chromium(token="not-the-token-0123456789") as browser:  # noqa: S106 - wrong on purpose
         mark = d.log.mark()
@@ -54,8 +56,10 @@ def test_browser_lists_restores_and_refuses(
     with chromium(token=TOKEN) as browser:
         browser.get(url)
         table = browser.find_element(By.ID, "archives")
-        assert archive in table.text and "verified" in table.text
+        assert archive in table.text and "verified" in table.text and "confirmed" in table.text
+        assert "offsite copy" in table.text
         wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        browser.set_window_size(1280, 1250)  # the whole page, archives and events included
         browser.save_screenshot(str(tmp_path / "ui.png"))
         if target := os.environ.get(SCREENSHOT_ENV):
             shutil.copyfile(tmp_path / "ui.png", target)
