@@ -59,6 +59,8 @@ def test_browser_lists_restores_and_refuses(
         assert archive in table.text and "verified" in table.text and "confirmed" in table.text
         assert "offsite copy" in table.text
         wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        swaps_503 = "return htmx.config.responseHandling.some(r => r.code === '503' && r.swap)"
+        assert browser.execute_script(swaps_503)  # the page's config: a refusal is shown
         browser.set_window_size(1280, 1250)  # the whole page, archives and events included
         browser.save_screenshot(str(tmp_path / "ui.png"))
         if target := os.environ.get(SCREENSHOT_ENV):

@@ -189,3 +189,26 @@ def test_a_restore_from_an_offsite_copy_through_the_page(
     [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
     assert f"<code id=pre-restore>{safety['name']}</code>" in page
     assert d.log.find("ui_action", path="/restore")
+
+
+def test_an_incremental_backups_offsite_copy_is_on_the_page(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """An incremental backup's row says `confirmed` once its manifest and packs are offsite, as
+    `offsite_status` does."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"hourly": {"keep": 3, "mode": "incremental"}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{tmp_path / 'offsite'}"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    name = d.request("backup", policy="hourly")["archive"]
+    copy = wait_until(
+        lambda: (c := _copy(d, name)) and c["state"] == "confirmed" and c, what="the upload"
+    )
+    _, page = call(d, "GET", "/")
+    assert _offsite_cell(page, name) == f'<td class=good title="{copy["object"]}">confirmed'
