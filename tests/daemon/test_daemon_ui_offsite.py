@@ -174,6 +174,8 @@ def test_a_restore_from_an_offsite_copy_through_the_page(
     newest = page[page.index("<table id=offsite-newest>") :].split("</table>", maxsplit=1)[0]
     assert f'<input type=hidden name="archive" value="{copy["object"]}">' in newest
     assert '<input type=hidden name="from" value="offsite">' in newest
+    another = page[page.index("Another copy") :].split("</p>", maxsplit=1)[0]
+    assert 'action="/restore/plan"' in another and "<input name=archive required" in another
     csrf = csrf_of(page)
     form = {"archive": copy["object"], "from": "offsite", "csrf": csrf}
     _, plan = call(d, "POST", "/restore/plan", form=form)
@@ -188,7 +190,7 @@ def test_a_restore_from_an_offsite_copy_through_the_page(
     assert row_count(wal_db) == 100
     [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
     assert f"<code id=pre-restore>{safety['name']}</code>" in page
-    assert d.log.find("ui_action", path="/restore")
+    assert d.log.find("ui_action", path="/restore", source="offsite")
 
 
 def test_an_incremental_backups_offsite_copy_is_on_the_page(

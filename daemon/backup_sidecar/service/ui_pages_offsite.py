@@ -30,6 +30,16 @@ def offsite_section(offsite: OffsiteStatusResult | None, *, csrf: str) -> str:
         f"{e(offsite.pending if offsite.pending is not None else '?')} archives pending</p>{error}"
         "<table id=offsite-newest><tr><th>policy</th><th>newest confirmed copy</th><th>age</th>"
         f"<th>actions</th></tr>{newest}</table>"
+        "<p>Another copy (its name as <code>list --offsite</code> shows it): "
+        + form(
+            "/restore/plan",
+            "restore…",
+            csrf,
+            hidden("from", "offsite"),
+            "<input name=archive required aria-label='offsite copy name'> ",
+            enhance=False,
+        )
+        + "</p>"
     )
 
 

@@ -98,7 +98,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.warning("ui_action_refused", path=path, reason="stopping")
             self._page(lambda: self.server.app.home(pages.outcome(error=STOPPING)), status=503)
             return
-        log.info("ui_action", path=path, archive=form.get("archive"), policy=form.get("policy"))
+        log.info(
+            "ui_action",
+            path=path,
+            archive=form.get("archive"),
+            policy=form.get("policy"),
+            source=form.get("from", "local"),
+        )
         self._page(lambda: self.server.app.act(path, form))
 
     def _page(self, render: Any, *, status: int = HTTPStatus.OK) -> None:
