@@ -242,6 +242,33 @@ def test_a_vanishing_clock_probe_is_one_error_not_an_endless_loop(
     assert len(heads) == 3
 
 
+def test_a_claim_whose_answer_was_lost_is_renewed_at_the_next_pass(
+    make_store: Callable[..., Store],
+) -> None:
+    """A's create of its generation lands, but the listing right after it fails (the endpoint
+    went away mid-claim): the next acquire finds A's own live generation and renews it. It
+    used to bounce between acquire and renew until RecursionError, on every pass for good."""
+    store = make_store()
+    lease = Lease(store, ttl=300, owner=A)
+    real_list = store.objects.list
+    calls: list[str] = []
+
+    def list_after_create_fails(prefix: str) -> object:
+        calls.append(prefix)
+        if len(calls) == 2:  # acquire lists, creates generation 1, then lists again
+            raise OffsiteRequestError(store.url, f"list {prefix}", "connection refused")
+        return real_list(prefix)
+
+    store.objects.list = list_after_create_fails  # type: ignore[method-assign,assignment]
+    with pytest.raises(OffsiteRequestError, match="connection refused"):
+        lease.acquire()
+    assert lease.generation is None and lease.valid_for == 0
+    verdict = lease.acquire()
+    assert verdict.writable and verdict.generation == 2
+    assert lease.valid_for > 0
+    assert not Lease(make_store(), ttl=300, owner=B).acquire().writable
+
+
 def test_a_planted_lease_at_the_largest_name_never_stops_the_prefix(
     make_store: Callable[..., Store],
 ) -> None:

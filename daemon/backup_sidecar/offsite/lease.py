@@ -19,9 +19,9 @@ TTL; a renewal that finds a higher generation raises OffsiteLeaseLostError.
 Generations live below ``GENERATION_BOUND`` (10**18: at one renewal a millisecond, 30 million
 years away), so a name at or above it was planted: it is never taken for the holder and the
 next holder deletes it. A planted name just below the bound is an unreadable lease like any
-other, free once its TTL has passed on the store's clock; the next number would reach the
-bound, so the sidecar taking it deletes the generations it listed and numbers again from 1
-(a racing sidecar lists the new number, or loses the conditional create).
+other, free once its TTL has passed on the store's clock; the next number would reach the bound,
+so the sidecar taking it deletes the generations it listed and numbers again from 1 (a racing
+sidecar lists the new number, or loses the conditional create).
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ class Lease:
         listed = self._numbered()
         current = self._newest(listed)
         if current is not None and current.owner == self.owner and not current.released:
+            self.generation = current.number  # held, or a claim whose answer was lost
             return self.renew()
         if current is not None and not current.released:
             left = self._expires_in(current)
@@ -179,9 +180,8 @@ class Lease:
         started = self._monotonic()
         if not self._objects.create(self._key(number), self._body(released=False)):
             newest = self._newest()
-            if newest is not None and newest.number == number and newest.owner == self.owner:
-                pass  # our own create, answered late and retried
-            else:
+            ours = newest is not None and newest.number == number and newest.owner == self.owner
+            if not ours:  # else our own create, answered late and retried
                 assert newest is not None
                 return self._read_only(newest, self._expires_in(newest))
         newest = self._newest()
