@@ -3,39 +3,28 @@ uploaded by the daemon's upload job (in process here), age-encrypted, on s3 and 
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyrage import x25519
 
 from backup_sidecar import jobs
-from backup_sidecar.offsite import Store, parse_target
 from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
 from support.databases import Writer, make_db
-from support.offsite import fast_retry, s3_store
-from support.offsite_pages import confirmed_manifests, confirmed_packs, incremental_site
+from support.offsite_pages import (
+    Place,
+    confirmed_manifests,
+    confirmed_packs,
+    incremental_site,
+    offsite_place,
+)
 from support.pages import pack_files
-from support.seaweed import SeaweedServer
-
-_sites = itertools.count()
 
 
 @pytest.fixture
-def offsite_place(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> tuple[dict[str, Any], dict[str, str], Store]:
-    """(the offsite section without keys, the environment, a Store on the same place)."""
-    if backend == "file":
-        url = f"file://{tmp_path / 'offsite'}"
-        return {"url": url}, {}, Store(parse_target(url), retry=fast_retry())
-    server: SeaweedServer = request.getfixturevalue("seaweed")
-    bucket: str = request.getfixturevalue("shared_bucket")
-    prefix = f"pages-{next(_sites)}-{tmp_path.name}"
-    section = {"url": f"s3://{bucket}/{prefix}", "endpoint": server.endpoint, "path_style": True}
-    return section, server.env(), s3_store(server, bucket, prefix, retry=fast_retry())
+def place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Place:
+    return offsite_place(backend, tmp_path, request)
 
 
 def _touch(db: Path, rows: int) -> None:
@@ -52,14 +41,14 @@ def _local_packs(backup_dir: Path, dbs: dict[str, Path]) -> set[str]:
 
 
 def test_packs_then_manifests_go_offsite_encrypted_each_pack_once(
-    tmp_path: Path, offsite_place: tuple[dict[str, Any], dict[str, str], Store]
+    tmp_path: Path, place: Place
 ) -> None:
     """Two databases, an incremental policy, a writer committing meanwhile: a pass uploads
     every pack of both page stores and both manifests as age objects, confirmed, the
     manifest's record naming every pack it needs; the policy's last offsite success is set
     and nothing is pending. A second backup after more writes sends only its new packs (the
     old ones' records are untouched: encrypted again they would differ) and its manifests."""
-    section, environ, store = offsite_place
+    section, environ, store = place
     recipient = str(x25519.Identity.generate().to_public())
     dbs = {
         "user": make_db(tmp_path / "data" / "user.db", wal=True, rows=300),
@@ -105,12 +94,12 @@ def test_packs_then_manifests_go_offsite_encrypted_each_pack_once(
 
 
 def test_a_backup_counts_offsite_only_with_every_pack_it_needs(
-    tmp_path: Path, offsite_place: tuple[dict[str, Any], dict[str, str], Store]
+    tmp_path: Path, place: Place
 ) -> None:
     """A pack of a confirmed backup loses its record (an unfinished or damaged copy): the
     backup is pending again and the next pass sends that pack again (and only it); a listing
     of the archives never shows page store objects."""
-    section, environ, store = offsite_place
+    section, environ, store = place
     db = make_db(tmp_path / "data" / "user.db", wal=True, rows=400)
     site = incremental_site(tmp_path, {"user": db}, offsite=section, environ=environ)
     name = jobs.run_backup(site.rt, policy="hourly").name

@@ -3,21 +3,42 @@ policy and an offsite section, its uploader in process, and what the store holds
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
 from backup_sidecar import archiver, jobs
-from backup_sidecar.offsite import Store
+from backup_sidecar.offsite import Store, parse_target
 from backup_sidecar.offsite.pagekeys import list_pages, parse_page_name
 from backup_sidecar.service.live import Configured, LiveConfig
 from backup_sidecar.service.metric_families import MetricFamilies
 from backup_sidecar.service.offsite import OffsiteUploader
 from backup_sidecar.settings import load_settings, resolve_paths
+from support.offsite import fast_retry, s3_store
+from support.seaweed import SeaweedServer
+
+_sites = itertools.count()
+#: (the offsite section without keys, the environment with its credentials, a Store there)
+Place = tuple[dict[str, Any], dict[str, str], Store]
+
+
+def offsite_place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Place:
+    """A fresh offsite place of ``backend`` (``file``: a directory; ``s3``: a prefix in the
+    session's SeaweedFS bucket)."""
+    if backend == "file":
+        url = f"file://{tmp_path / 'offsite'}"
+        return {"url": url}, {}, Store(parse_target(url), retry=fast_retry())
+    server: SeaweedServer = request.getfixturevalue("seaweed")
+    bucket: str = request.getfixturevalue("shared_bucket")
+    prefix = f"pages-{next(_sites)}-{tmp_path.name}"
+    section = {"url": f"s3://{bucket}/{prefix}", "endpoint": server.endpoint, "path_style": True}
+    return section, server.env(), s3_store(server, bucket, prefix, retry=fast_retry())
 
 
 @dataclass

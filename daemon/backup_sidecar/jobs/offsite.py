@@ -26,8 +26,10 @@ from backup_sidecar.errors import (
     OffsiteObjectNotFoundError,
 )
 from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsite_pagefetch import fetch_page_backup
 from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, fetch_copy
 from backup_sidecar.jobs.runtime import OffsiteSpec, Runtime
+from backup_sidecar.offsite.pagekeys import parse_page_name
 
 __all__ = [
     "Fetched",
@@ -112,9 +114,17 @@ def fetch_archive(
     store = open_store(spec, environ=environ)
     listing = store.list(encrypted_only=bool(spec.recipients))
     objects = listing.objects
-    candidates = _newest_first(store, objects) if ref is None else [_named(store, listing, ref)]
     archiver.check_backup_dir(rt.backup_dir)
     keys = _Identities(spec)
+    try:
+        candidates = _newest_first(store, objects) if ref is None else [_named(store, listing, ref)]
+    except OffsiteObjectNotFoundError as missing:
+        if ref is None:
+            raise
+        try:  # not an archive: an incremental backup of that name in the page stores, if any
+            return fetch_page_backup(rt, store, ref, keys=keys.for_object, effort=effort)
+        except OffsiteObjectNotFoundError:
+            raise missing from None
     skipped: list[Skipped] = []
     for chosen in candidates:
         local = archive_name(chosen.name)
@@ -182,7 +192,8 @@ def upload_order(obj: offsite.OffsiteObject) -> tuple[datetime, str, int]:
     """Sort key, newest last: the store's upload time (to the second on S3), then, within a
     second, the archive name with its unique suffix counted (``NAME-2`` after ``NAME``: as
     object names, ``NAME.tar.gz`` sorted after ``NAME-2.tar.gz`` and won the tie)."""
-    local = archive_name(obj.name) or obj.name
+    page = parse_page_name(obj.name)  # an incremental backup's manifest: its backup's name
+    local = archive_name(obj.name) or (page.backup if page else None) or obj.name
     base, dash, n = local.rpartition("-")
     if dash and n.isdigit():
         return (obj.modified, base, int(n))

@@ -38,14 +38,17 @@ from backup_sidecar.jobs.offsite import (
     UNUSABLE_COPY,
     Fetched,
     Skipped,
-    archive_name,
     fetch_archive,
     open_store,
     upload_order,
 )
+from backup_sidecar.jobs.offsite_candidates import candidate_name, fetched_holds, page_candidates
+from backup_sidecar.jobs.offsite_latest import latest_json, offsite_json
 from backup_sidecar.jobs.outcomes import Outcomes
-from backup_sidecar.jobs.restore import restore_json, run_restore
+from backup_sidecar.jobs.restore import run_restore
 from backup_sidecar.jobs.runtime import Runtime
+
+__all__ = ["latest_json", "offsite_json", "pick_copies", "restore_candidates", "restore_groups"]
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +105,7 @@ def restore_candidates(
             o
             for o in objects
             if (o.confirmed or not confirmed)
-            and (name := archive_name(o.name)) is not None
+            and (name := candidate_name(o.name)) is not None
             and (policy := policy_of(name)) is not None
             and policy in policies
             and policy != archiver.PRE_RESTORE_POLICY
@@ -126,8 +129,9 @@ def pick_copies(
     store = open_store(spec, environ=environ)
     # (the config encrypts: a plaintext object is never confirmed, as for restore)
     listed = store.list(encrypted_only=bool(spec.recipients)).objects
+    listed += page_candidates(store, encrypted_only=bool(spec.recipients))  # incremental
     confirmed = restore_candidates(listed, rt.keep)
-    names = [(o.name, n) for o in confirmed if (n := archive_name(o.name)) is not None]
+    names = [(o.name, n) for o in confirmed if (n := candidate_name(o.name)) is not None]
     needed = list(dict.fromkeys(wanted))
     stored = {
         db for o in restore_candidates(listed, rt.keep, confirmed=False) for db in _held(rt, o)
@@ -151,10 +155,9 @@ def pick_copies(
             continue
         if on_fetched is not None:
             on_fetched(fetched)
-        path = archiver.resolve_archive(rt.backup_dir, fetched.archive)
-        manifest = archiver.read_manifest(path)
-        allowed = _policy_holds(rt, manifest.policy)  # its metadata's policy, configured too
-        held = tuple(n for n in manifest.members() if n in needed and n in allowed)
+        policy, members = fetched_holds(rt, fetched.archive)  # an archive or an incremental
+        allowed = _policy_holds(rt, policy)  # its metadata's policy, configured too
+        held = tuple(n for n in members if n in needed and n in allowed)
         if held:
             groups.append(Group(fetched, held))
             needed = [n for n in needed if n not in held]
@@ -174,7 +177,7 @@ def _held(rt: Runtime, obj: offsite.OffsiteObject) -> tuple[str, ...]:
     """The databases an archive object of a configured policy would give: those its record's
     origin names (a database added to the configuration since is not in it), else (no
     readable record) every one its policy backs up."""
-    holds = _policy_holds(rt, policy_of(archive_name(obj.name) or ""))
+    holds = _policy_holds(rt, policy_of(candidate_name(obj.name) or ""))
     origin = obj.record.origin if obj.record is not None else None
     return holds if origin is None else tuple(n for n in holds if n in origin.databases)
 
@@ -263,37 +266,3 @@ def restore_latest(
         rt, picked, dry_run=dry_run, wait=wait, effort=effort, outcomes=outcomes, catalog=catalog
     )
     return latest_json(picked, results)
-
-
-def latest_json(picked: Picked, results: Sequence[archiver.RestoreResult]) -> dict[str, Any]:
-    """`restore --latest --from-offsite --json` and the socket's result: the archive each
-    database came from, each archive's restore, and, when one archive gave every database,
-    its restore at the top level as for a named archive."""
-    groups = [
-        restore_json(r) | {"offsite": offsite_json(g.fetched)}
-        for g, r in zip(picked.groups, results, strict=True)
-    ]
-    one = groups[0] if len(groups) == 1 else None
-    return {
-        "archive": one["archive"] if one else None,
-        "dry_run": any(r.dry_run for r in results),
-        "restored": [db for r in results for db in r.restored],
-        "pre_restore_archive": one["pre_restore_archive"] if one else None,
-        "pre_restore_archives": [r.pre_restore_archive for r in results if r.pre_restore_archive],
-        "damaged": [d for r in results for d in r.damaged],
-        "plan": [f"{r.archive}: {step}" for r in results for step in r.plan],
-        "databases": picked.databases(),
-        "not_found": list(picked.not_found),
-        "skipped": [{"object": s.object, "reason": s.reason} for s in picked.skipped],
-        "offsite": one["offsite"] if one else None,
-        "archives": groups,
-    }
-
-
-def offsite_json(fetched: Fetched) -> dict[str, Any]:
-    """Where a fetched archive came from: its object, and whether the local copy was used."""
-    return {
-        "object": fetched.object,
-        "reused": fetched.reused,
-        "skipped": [{"object": s.object, "reason": s.reason} for s in fetched.skipped],
-    }

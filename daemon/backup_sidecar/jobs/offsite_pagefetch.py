@@ -1,0 +1,250 @@
+"""An incremental backup brought back from offsite: `restore NAME --from-offsite` (and
+``--latest``) when NAME is an incremental backup in the store's page stores.
+
+For every database the backup covers (its manifest records' origin says which), the manifest
+object is downloaded (checked against its record, decrypted) into a locked staging area, then
+the packs it needs: those its pages are in, then, transitively, the packs holding the bases of
+their deltas (read from each downloaded pack's index). A pack the local page store already
+holds is copied into staging instead (packs are immutable). The staged store is then rebuilt
+into a scratch image, every page against its SHA-256 and the image against the manifest's:
+only a backup that rebuilds whole is published into ``<backup_dir>/pages/<db>/`` (packs first,
+then the manifest, under the store's exclusive lock, never over a different file), and the
+normal restore path (jobs/restore.py) takes it from there. A fetch that fails leaves nothing in
+the page stores; a kill leaves an abandoned staging area, removed like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from backup_sidecar import archiver, offsite, pagestore
+from backup_sidecar.errors import (
+    ManifestFormatError,
+    OffsiteLocalCopyError,
+    OffsiteObjectCorruptError,
+    OffsiteObjectNotFoundError,
+    PageStoreError,
+)
+from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsitecopy import Fetched
+from backup_sidecar.jobs.pagestores import store_path
+from backup_sidecar.jobs.runtime import Runtime
+from backup_sidecar.offsite.pagekeys import list_pages, pack_object, parse_page_name
+from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
+from backup_sidecar.pagestore.manifest import MAX_BYTES, Manifest, manifest_file, parse_manifest
+from backup_sidecar.pagestore.packformat import pack_file, read_index
+
+log = structlog.get_logger(__name__)
+
+#: (identities, where they came from) for an object: jobs/offsite.py's loader.
+Keys = Callable[[offsite.OffsiteObject], tuple[tuple[Any, ...], str]]
+
+
+def offsite_manifests(
+    objects: Sequence[offsite.OffsiteObject], name: str, *, encrypted_only: bool
+) -> dict[str, offsite.OffsiteObject]:
+    """Database -> the confirmed manifest object of backup ``name`` (the encrypted one first)."""
+    found: dict[str, offsite.OffsiteObject] = {}
+    for obj in objects:
+        parsed = parse_page_name(obj.name)
+        if parsed is None or parsed.backup != name or not obj.confirmed:
+            continue
+        if encrypted_only and not parsed.encrypted:
+            continue
+        if parsed.db not in found or parsed.encrypted:
+            found[parsed.db] = obj
+    return dict(sorted(found.items()))
+
+
+def fetch_page_backup(
+    rt: Runtime,
+    store: offsite.Store,
+    name: str,
+    *,
+    keys: Keys,
+    effort: Effort,
+    objects: Sequence[offsite.OffsiteObject] | None = None,
+) -> Fetched:
+    """Bring the offsite incremental backup ``name`` into the local page stores, rebuilt and
+    checked first; OffsiteObjectNotFoundError when the store holds no such backup."""
+    encrypted_only = bool(rt.offsite and rt.offsite.recipients)
+    if objects is None:
+        objects = list_pages(store, encrypted_only=encrypted_only).objects
+    manifests = offsite_manifests(objects, name, encrypted_only=encrypted_only)
+    if not manifests:
+        raise OffsiteObjectNotFoundError(store.url, name)
+    first = next(iter(manifests.values()))
+    origin = first.record.origin if first.record is not None else None
+    for db in origin.databases if origin is not None else ():
+        if db not in manifests:
+            raise OffsiteObjectCorruptError(name, f"no confirmed manifest offsite for {db!r}")
+    if _already_here(rt.backup_dir, manifests):
+        return Fetched(archive=name, object=first.name, size=0, decrypted=False, reused=True)
+    size = 0
+    decrypted = False
+    with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
+        staged: dict[str, Path] = {}
+        for db, obj in manifests.items():
+            identities, source = keys(obj)
+
+            def get(object_name: str, dest: Path) -> offsite.Downloaded:
+                return store.download(
+                    object_name,
+                    dest,
+                    identities=identities,  # noqa: B023 (used before the next database)
+                    identity_source=source,  # noqa: B023
+                    encrypted_only=encrypted_only,
+                    cancel=effort.should_stop,
+                )
+
+            root = area / "pages" / db
+            m, got = _stage(rt.backup_dir, db, obj, root, get)
+            size += got
+            decrypted = decrypted or obj.encrypted
+            _check_origin(obj, m)
+            try:
+                # every page against its SHA-256, the image against the manifest
+                pagestore.rebuild(root, name, out=area / f"{db}.image")
+            except PageStoreError as exc:
+                raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
+            (area / f"{db}.image").unlink()
+            staged[db] = root
+        for db, root in staged.items():
+            _publish(rt.backup_dir, db, root, name)
+    log.info("offsite_pages_fetched", backup=name, databases=list(manifests), size=size)
+    return Fetched(archive=name, object=first.name, size=size, decrypted=decrypted)
+
+
+def _stage(
+    backup_dir: Path,
+    db: str,
+    obj: offsite.OffsiteObject,
+    root: Path,
+    get: Callable[[str, Path], offsite.Downloaded],
+) -> tuple[Manifest, int]:
+    """The manifest and every pack it needs in the staged store ``root``; bytes downloaded."""
+    parsed = parse_page_name(obj.name)
+    assert parsed is not None and parsed.backup is not None
+    name = parsed.backup
+    with fsio.open_store(root, exclusive=True, timeout_s=LOCK_TIMEOUT_S) as dirs:
+        size = get(obj.name, dirs.root / "manifest.download").size
+        data = (dirs.root / "manifest.download").read_bytes()
+        if len(data) > MAX_BYTES:
+            raise OffsiteObjectCorruptError(obj.name, f"a manifest over {MAX_BYTES} bytes")
+        try:
+            m = parse_manifest(name, data)
+        except (ManifestFormatError, ValueError) as exc:
+            raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
+        local = store_path(backup_dir, db, create=False)
+        todo, seen = sorted(m.packs), set()
+        while todo:
+            pack_id = todo.pop()
+            if pack_id in seen:
+                continue
+            seen.add(pack_id)
+            dest = dirs.packs / pack_file(pack_id)
+            if not _copy_local(local, pack_id, dest):
+                size += get(pack_object(db, pack_id, encrypted=parsed.encrypted), dest).size
+            try:
+                bases = read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases
+            except PageStoreError as exc:
+                raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
+            todo.extend(sorted(bases - seen))
+        fsio.write_file(
+            dirs.manifests_fd, manifest_file(name), data, where=dirs.manifests, replace=False
+        )
+    return m, size
+
+
+def _copy_local(local: Path | None, pack_id: str, dest: Path) -> bool:
+    """Copy the local store's ``pack_id`` into staging (never through a link; a copy, not a
+    hard link: nothing in the backup directory shares a file); False when there is none."""
+    if local is None:
+        return False
+    try:
+        fd = os.open(local / fsio.PACKS / pack_file(pack_id), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as src, dest.open("xb") as out:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            dest.unlink()
+            return False
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    return True
+
+
+def _check_origin(obj: offsite.OffsiteObject, m: Manifest) -> None:
+    """The manifest's own policy and sequence are its record's (a copy swapped with another's
+    record fails as damaged, as an archive's does)."""
+    origin = obj.record.origin if obj.record is not None else None
+    if origin is None:
+        return
+    policy, sequence = m.metadata.get("policy"), m.metadata.get("sequence")
+    if policy != origin.policy or sequence != origin.sequence:
+        raise OffsiteObjectCorruptError(
+            obj.name,
+            f"the manifest says policy {policy!r} sequence {sequence}, its checksum record "
+            f"{origin.policy!r} {origin.sequence}",
+        )
+
+
+def _already_here(backup_dir: Path, manifests: dict[str, offsite.OffsiteObject]) -> bool:
+    """Whether every database's manifest is already local and the one each object was made
+    from (a local file of that name made from other bytes is refused, never replaced)."""
+    here = 0
+    for db, obj in manifests.items():
+        parsed = parse_page_name(obj.name)
+        assert parsed is not None and parsed.backup is not None
+        local = store_path(backup_dir, db, create=False)
+        path = None if local is None else local / fsio.MANIFESTS / manifest_file(parsed.backup)
+        if path is None or not path.exists():
+            continue
+        source = obj.record.source_sha256 if obj.record is not None else None
+        mine = hashlib.sha256(path.read_bytes()).hexdigest()
+        if source is not None and mine != source:
+            raise OffsiteLocalCopyError(
+                path, obj.name, f"is another backup (sha256 {mine[:12]}…, not {source[:12]}…)"
+            )
+        here += 1
+    return here == len(manifests)
+
+
+def _publish(backup_dir: Path, db: str, staged: Path, name: str) -> None:
+    """Move the staged packs, then the manifest, into the local store (its exclusive lock
+    held: no GC sweeps the packs before their manifest lands, nothing else writes there)."""
+    local = store_path(backup_dir, db, create=True)
+    assert local is not None
+    with fsio.open_store(local, exclusive=True, timeout_s=LOCK_TIMEOUT_S) as dirs:
+        for file in sorted(p.name for p in (staged / fsio.PACKS).glob("*.pack")):
+            if not _exists(dirs.packs_fd, file):  # else the same immutable pack
+                os.rename(staged / fsio.PACKS / file, file, dst_dir_fd=dirs.packs_fd)
+        os.fsync(dirs.packs_fd)
+        file = manifest_file(name)
+        ours = staged / fsio.MANIFESTS / file
+        if _exists(dirs.manifests_fd, file):
+            mine = fsio.read_file(dirs.manifests_fd, file, where=dirs.manifests, limit=MAX_BYTES)
+            if mine != ours.read_bytes():
+                why = "is another backup"
+                raise OffsiteLocalCopyError(dirs.manifests / file, name, why)
+            return
+        os.rename(ours, file, dst_dir_fd=dirs.manifests_fd)
+        os.fsync(dirs.manifests_fd)
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
