@@ -132,9 +132,10 @@ def test_the_endpoint_down_during_a_backup_then_back(
     )
     d = daemons.start(config, env=server.env())
     wait_until(
-        lambda: sample(d.scrape(), LAGGING, policy="manual") == 0,
+        lambda: (s := d.request("offsite_status"))["writable"] and s["checked_at"]
+        and s["last_error"] is None and sample(d.scrape(), LAGGING, policy="manual") == 0,
         what="the first pass (lease taken, nothing pending)",
-    )
+    )  # fmt: skip
     server.stop()
     reply = d.request("backup")
     archive = reply["archive"]
