@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from backup_sidecar.jobs.outcomes import Outcomes
+from backup_sidecar.jobs.outcomes import BackupFinished, Outcomes
 from backup_sidecar.service.dbcheck import DatabaseHealth
 from backup_sidecar.service.health import HealthState, HealthStatus
 from backup_sidecar.service.live import Configured, LiveConfig
@@ -125,3 +125,29 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
             "backup_sidecar_notifications_total", {"event": "backup_failed", "result": "dropped"}
         )
         assert dropped == 1.0
+
+
+def test_a_backup_asked_for_by_hand_shares_the_scheduled_condition(tmp_path: Path) -> None:
+    """A policy failing both on its schedule (the health state) and when asked for on the
+    socket or the page (an unscheduled BackupFinished) is one condition: one "backups fail",
+    and one "succeed again" only once both are cleared by a good backup."""
+    with running_receiver() as receiver:
+        live = LiveConfig(_configured(tmp_path, receiver))
+        health, outcomes = HealthState(), Outcomes()
+        notifier = Notifier.start_for(live, health, outcomes, CollectorRegistry())
+        now = datetime.now(UTC)
+
+        def finished(*, error: str | None, scheduled: bool) -> BackupFinished:
+            return BackupFinished("daily", "daily_x", now, 1.0, error=error, scheduled=scheduled)
+
+        outcomes.publish(finished(error="disk full", scheduled=False))
+        health.backup_finished("daily", error="disk full")
+        outcomes.publish(finished(error="disk full", scheduled=False))
+        outcomes.publish(BackupFinished("daily", "-", now, 0.0, error="busy", busy=True))
+        health.backup_finished("daily")  # a good scheduled backup: the health state clears
+        outcomes.publish(finished(error=None, scheduled=True))  # and so does the notifier
+        notifier.stop()
+        assert _titles(receiver) == [
+            "backup-sidecar: policy 'daily': backups fail",
+            "backup-sidecar: policy 'daily': backups succeed again",
+        ]

@@ -10,6 +10,7 @@ import pytest
 
 from backup_sidecar.errors import ConfigError
 from backup_sidecar.settings import load_settings
+from backup_sidecar.settings.apprise_schemes import APPRISE_SCHEMES
 from support.cli import clean_env, run_cli
 
 SECRET = "tok-never-shown-4242"  # noqa: S105 - a value that must never be echoed
@@ -27,6 +28,7 @@ REFUSED = [
     (f"notify: {{urls: ['not a url {SECRET}']}}", "notify.urls.0", "scheme://"),
     (f"notify: {{urls: ['json://ok/x', 'nope{SECRET}']}}", "notify.urls.1", "value not shown"),
     (f"notify: {{heartbeat_url: 'ftp://h/{SECRET}'}}", "notify.heartbeat_url", "http://"),
+    (f"notify: {{urls: ['json://ok/x', 'slak://{SECRET}@h/c']}}", "notify.urls.1", "no 'slak'"),
 ]
 
 
@@ -80,3 +82,26 @@ def test_config_check_names_the_schemes_never_the_urls(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "notify: 2 URL(s) (ntfy, json), heartbeat on, events off: drill_failed" in done.stdout
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_config_check_refuses_a_scheme_apprise_does_not_know(tmp_path: Path) -> None:
+    """`config check` exits 2 with one line naming `notify.urls.1` and its unknown scheme, not
+    the URL (before: accepted; every message to it failed at send time)."""
+    config = _write(tmp_path, f"backup_dir: {tmp_path}\n")
+    env = clean_env(
+        SIDECAR_NOTIFY__URLS=json.dumps([f"ntfy://{SECRET}@h/t", f"slak://{SECRET}@h/c"])
+    )
+    done = run_cli("config", "check", str(config), env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "notify.urls.1" in line and "apprise knows no 'slak' scheme" in line, line
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_the_known_schemes_are_those_of_the_installed_apprise() -> None:
+    """settings/apprise_schemes.py is apprise's own set (it is copied so that loading the
+    configuration does not import apprise). After an apprise upgrade, regenerate it from
+    `sorted(apprise.manager_plugins.NotificationManager().schemas())`."""
+    from apprise.manager_plugins import NotificationManager
+
+    assert set(NotificationManager().schemas()) == APPRISE_SCHEMES  # type: ignore[no-untyped-call]

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from backup_sidecar.errors import ControlError
 from support.daemon import Daemon, DaemonRunner
 from support.databases import make_db
 from support.metrics import sample
@@ -131,4 +134,59 @@ def test_a_dead_receiver_never_delays_a_backup(
             lambda: (sample(d.scrape(), NOTIFIED, event="heartbeat", result="failed") or 0) >= 1,
             what="the failed ping counted",
         )
+        _assert_no_secret_logged(d)
+
+
+def test_a_failing_backup_asked_for_on_the_socket_notifies_once_like_a_scheduled_one(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """Backups asked for on the control socket (as the web page asks) whose database does not
+    exist send one "backups fail" message for the policy, not one per request (before: none,
+    only scheduled runs were watched); once the database exists the next one asked for sends
+    one "backups succeed again"."""
+    db = tmp_path / "later.db"
+    cfg = daemon_config(databases={"user": db}, policies={"daily": {"every": "1d", "keep": 2}})
+    with running_receiver() as receiver:
+        d = daemons.start(cfg, env=_secret_env(receiver))
+        for _ in range(3):
+            with pytest.raises(ControlError):
+                d.request("backup", policy="manual", wait=True)
+        wait_until(lambda: _titles(receiver, "'manual': backups fail"), what="the message")
+        (failing,) = [r for r in receiver.received("/notify/") if "'manual'" in r.body["title"]]
+        assert failing.body["title"] == "backup-sidecar: policy 'manual': backups fail"
+        assert failing.body["type"] == "failure"
+        assert "the last backup failed" in failing.body["message"]
+
+        make_db(db, wal=True, rows=20)
+        d.request("backup", policy="manual", wait=True)
+        wait_until(lambda: _titles(receiver, "'manual': backups succeed again"), what="recovery")
+        assert _titles(receiver, "'manual'") == [
+            "backup-sidecar: policy 'manual': backups fail",
+            "backup-sidecar: policy 'manual': backups succeed again",
+        ]
+        _assert_no_secret_logged(d)
+
+
+def test_a_reload_with_an_unknown_apprise_scheme_is_refused_and_the_old_urls_keep_working(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """A new configuration whose `notify.urls[1]` has a scheme apprise does not know (`slak`)
+    is refused at the reload, naming notify.urls.1 and not the URL (before: accepted, and
+    every message to it failed at send time); the running URLs still deliver."""
+    db = tmp_path / "missing.db"
+    cfg = daemon_config(databases={"user": db}, policies={"daily": {"every": "1d", "keep": 2}})
+    with running_receiver() as receiver:
+        good = receiver.url("json", f"/notify/{SECRET}")
+        d = daemons.start({**cfg, "notify": {"urls": [good]}})
+        typo = f"slak://{SECRET}@example/channel"
+        bad = {**cfg, "notify": {"urls": [good, typo]}}
+        d.rewrite_config(bad)
+        seen = d.log.mark()
+        d.signal(1)  # SIGHUP
+        refused = d.log.wait("config_reload_refused", since=seen)
+        assert "notify.urls.1" in refused["error"], refused
+        assert "'slak'" in refused["error"], refused
+        with pytest.raises(ControlError):
+            d.request("backup", policy="manual", wait=True)
+        wait_until(lambda: _titles(receiver, "'manual': backups fail"), what="the message")
         _assert_no_secret_logged(d)

@@ -90,7 +90,8 @@ class Notifier:
             if not cfg.urls:
                 self._announced.clear()
                 return
-            now = {**conditions(self._health.current()), **self._raised}
+            raised = {k: v for k, v in self._raised.items() if still_watched(k, settings)}
+            now = {**conditions(self._health.current()), **raised}
             now = {k: v for k, v in now.items() if cfg.events.enabled(k[0])}
             messages = []
             for key, detail in sorted(now.items()):
@@ -108,6 +109,14 @@ class Notifier:
                 self._delivery.send(message)
 
     def __call__(self, event: Outcome) -> None:
-        """An outcome subscriber: a heartbeat ping after each backup (not a busy refusal)."""
+        """An outcome subscriber: a heartbeat ping after each backup (not a busy refusal). A
+        backup asked for on the socket or the page that fails raises the policy's
+        `backup_failed` condition as a scheduled one does through the health state (the same
+        key: one message for both); the policy's next good backup, however run, clears it."""
         if isinstance(event, BackupFinished) and not event.busy:
             self._delivery.ping(Heartbeat(ok=event.ok, policy=event.policy))
+            if event.ok:
+                self.condition("backup_failed", event.policy, None)
+            elif not event.scheduled:
+                detail = f"policy {event.policy!r}: the last backup failed: {event.error}"
+                self.condition("backup_failed", event.policy, detail)

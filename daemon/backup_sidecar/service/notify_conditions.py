@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from backup_sidecar.jobs.runtime import MANUAL_POLICY
 from backup_sidecar.service.health import DRILL_POLICY, HealthStatus
 from backup_sidecar.settings import Settings
 
@@ -93,6 +94,6 @@ def still_watched(key: Key, settings: Settings) -> bool:
     event, subject = key
     if event in DATABASE_EVENTS:
         return subject in settings.databases
-    if event in TITLES:
-        return subject in settings.policies
+    if event in TITLES:  # `manual`: the policy of a backup asked for without one
+        return subject in settings.policies or subject == MANUAL_POLICY
     return True

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from backup_sidecar.errors import KeyedValueError
+from backup_sidecar.settings.apprise_schemes import APPRISE_SCHEMES
 
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]*)://\S+", re.IGNORECASE)
 
@@ -56,9 +57,16 @@ class NotifyConfig(BaseModel):
     @classmethod
     def _urls(cls, value: list[SecretStr]) -> list[SecretStr]:
         for i, url in enumerate(value):
-            if not _SCHEME.fullmatch(url.get_secret_value().strip()):
+            text = url.get_secret_value().strip()
+            if not _SCHEME.fullmatch(text):
                 raise KeyedValueError(
                     str(i), "is not a URL like scheme://... (apprise URL; value not shown)"
+                )
+            if (scheme := url_scheme(text)) not in APPRISE_SCHEMES:
+                raise KeyedValueError(
+                    str(i),
+                    f"apprise knows no {scheme!r} scheme (its URLs: "
+                    "https://github.com/caronc/apprise/wiki; value not shown)",
                 )
         return value
 
