@@ -5,14 +5,28 @@ jobs/offsite_pick.py, which chooses them)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from backup_sidecar import archiver
-from backup_sidecar.jobs.offsitecopy import Fetched
+from backup_sidecar.jobs.offsitecopy import Fetched, Skipped
 from backup_sidecar.jobs.restore import restore_json
 
-if TYPE_CHECKING:
-    from backup_sidecar.jobs.offsite_pick import Picked
+
+class _Group(Protocol):
+    @property
+    def fetched(self) -> Fetched: ...
+
+
+class Picked(Protocol):
+    """What jobs/offsite_pick.py chose (its ``Picked``; a protocol: no import circle)."""
+
+    @property
+    def groups(self) -> Sequence[_Group]: ...
+    @property
+    def not_found(self) -> Sequence[str]: ...
+    @property
+    def skipped(self) -> Sequence[Skipped]: ...
+    def databases(self) -> dict[str, str]: ...
 
 
 def latest_json(picked: Picked, results: Sequence[archiver.RestoreResult]) -> dict[str, Any]:
