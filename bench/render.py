@@ -21,6 +21,7 @@ from bench.report import (
     method_table,
     target_table,
 )
+from bench.scaling import Idle
 
 SIDECAR = "backup-sidecar backup"
 VERIFY = "backup-sidecar verify"
@@ -198,7 +199,22 @@ def targets(d: dict[str, Any]) -> list[Target]:
             tiny.cpu_s_per_min < 0.5,
         )
     )
+    if tiny.healthchecks:
+        t.append(idle_container_target(tiny))
     return t
+
+
+def idle_container_target(tiny: Idle) -> Target:
+    """The idle container: the daemon plus `backup-sidecar healthcheck` every 30 s."""
+    per_check = tiny.healthcheck_cpu_s / tiny.healthchecks
+    return Target(
+        "idle container: daemon + HEALTHCHECK every 30 s (small databases)",
+        f"{tiny.container_cpu_s_per_min:.3f} CPU-s/min (daemon {tiny.cpu_s:.2f} CPU-s + "
+        f"{tiny.healthchecks} healthchecks {tiny.healthcheck_cpu_s:.2f} CPU-s, "
+        f"{per_check:.3f} each, over {tiny.seconds:.0f} s)",
+        "< 0.5 CPU-s/min",
+        tiny.container_cpu_s_per_min < 0.5,
+    )
 
 
 def seed_note(d: dict[str, Any]) -> list[str]:

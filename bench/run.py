@@ -224,11 +224,14 @@ def list_scaling(
 
 
 def idle(ws: Workspace, tiny: Path, user_db: Path, seconds: float) -> list[Idle]:
-    daemons = {}
+    """Both daemons idle; the tiny one is the idle container, with its HEALTHCHECK."""
+    daemons, configs = {}, {}
     for label, db in (("tiny", tiny), ("bench", user_db)):
-        proc, _ = start_daemon(ws, label, user_db=db, arrow_db=tiny)
+        proc, root = start_daemon(ws, label, user_db=db, arrow_db=tiny)
         daemons[label] = (proc, db.stat().st_size)
-    return measure_idle(daemons, seconds=seconds, settle=min(20.0, seconds / 4))
+        configs[label] = root / "sidecar.yaml"
+    settle = min(20.0, seconds / 4)
+    return measure_idle(daemons, seconds=seconds, settle=settle, checked={"tiny": configs["tiny"]})
 
 
 def main() -> None:

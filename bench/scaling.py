@@ -1,8 +1,10 @@
-"""Scaling: `list` over many archives of two sizes, and the daemon idling with two policies."""
+"""Scaling: `list` over many archives of two sizes, and the daemon idling with two policies
+(and, for the idle container, its HEALTHCHECK run every 30 s as Docker would)."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -44,6 +46,36 @@ class Idle:
     rss_kib_max: int
     rss_kib_end: int
     db_bytes: int
+    #: `backup-sidecar healthcheck` runs against this daemon in the window, and their CPU.
+    healthchecks: int = 0
+    healthcheck_cpu_s: float = 0.0
+
+    @property
+    def container_cpu_s_per_min(self) -> float:
+        """The idle container's CPU: the daemon's plus its HEALTHCHECK's, per minute."""
+        return (self.cpu_s + self.healthcheck_cpu_s) / self.seconds * 60
+
+
+#: The Dockerfile's `HEALTHCHECK --interval`.
+HEALTHCHECK_INTERVAL_S = 30.0
+
+
+def healthcheck(config: Path) -> float:
+    """Run `backup-sidecar healthcheck` as the image's HEALTHCHECK does (the installed script,
+    the configuration named by SIDECAR_CONFIG); its CPU seconds (user + system). A failing
+    check stops the measurement: the daemon it measures is not healthy."""
+    script = Path(PY).with_name("backup-sidecar")
+    argv = [PY, str(script)] if script.is_file() else [PY, "-m", "backup_sidecar"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env["SIDECAR_CONFIG"] = str(config)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [*argv, "healthcheck"], env=env, capture_output=True, timeout=10, check=False
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"healthcheck failed: {done.stdout!r} {done.stderr!r}")
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _free_port() -> int:
@@ -101,18 +133,30 @@ def start_daemon(
 
 
 def measure_idle(
-    procs: dict[str, tuple[subprocess.Popen[bytes], int]], *, seconds: float, settle: float
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]],
+    *,
+    seconds: float,
+    settle: float,
+    checked: dict[str, Path] | None = None,
 ) -> list[Idle]:
-    """Sample the daemons' CPU (all threads, /proc/PID/stat) and RSS over ``seconds``."""
+    """Sample the daemons' CPU (all threads, /proc/PID/stat) and RSS over ``seconds``; the
+    daemons in ``checked`` (label -> configuration) get a healthcheck every 30 s from the
+    start of the window, as Docker runs the HEALTHCHECK, and its CPU is counted apart."""
+    checked = checked or {}
     time.sleep(settle)
     cpu0 = {k: pid_cpu_s(p.pid) for k, (p, _) in procs.items()}
     rss_max = dict.fromkeys(procs, 0)
+    checks = dict.fromkeys(checked, 0)
+    check_cpu = dict.fromkeys(checked, 0.0)
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for k, (p, _) in procs.items():
             if p.poll() is not None:
                 raise RuntimeError(f"daemon {k} exited early ({p.returncode})")
             rss_max[k] = max(rss_max[k], _rss_kib(p.pid))
+            if k in checked and time.monotonic() - t0 >= checks[k] * HEALTHCHECK_INTERVAL_S:
+                check_cpu[k] += healthcheck(checked[k])
+                checks[k] += 1
         time.sleep(min(2.0, seconds / 10))
     elapsed = time.monotonic() - t0
     out = []
@@ -120,7 +164,16 @@ def measure_idle(
         cpu = pid_cpu_s(p.pid) - cpu0[k]
         out.append(
             Idle(
-                k, elapsed, cpu0[k], cpu, cpu / elapsed * 60, rss_max[k], _rss_kib(p.pid), db_bytes
+                k,
+                elapsed,
+                cpu0[k],
+                cpu,
+                cpu / elapsed * 60,
+                rss_max[k],
+                _rss_kib(p.pid),
+                db_bytes,
+                checks.get(k, 0),
+                check_cpu.get(k, 0.0),
             )
         )
         p.send_signal(signal.SIGTERM)
