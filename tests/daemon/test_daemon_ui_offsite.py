@@ -214,3 +214,44 @@ def test_an_incremental_backups_offsite_copy_is_on_the_page(
     )
     _, page = call(d, "GET", "/")
     assert _offsite_cell(page, name) == f'<td class=good title="{copy["object"]}">confirmed'
+
+
+def test_every_database_restores_from_its_newest_offsite_copy_through_the_page(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """Disaster recovery from the page: the local archives lost, `restore every database from
+    its newest copy…` plans which copy restores each database (nothing changes), refuses
+    anything typed but `latest`, then restores and names the pre_restore archive."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        offsite={"url": f"file://{tmp_path / 'offsite'}"},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    d.request("backup")
+    name = d.request("backup")["archive"]
+    wait_until(lambda: (c := _copy(d, name)) and c["state"] == "confirmed" and c, what="the upload")
+    for path in d.archives():
+        path.unlink()
+    with sqlite3.connect(wal_db) as conn:
+        conn.execute("DELETE FROM items WHERE id > 5")
+    conn.close()
+    _, page = call(d, "GET", "/")
+    csrf = csrf_of(page)
+    assert "restore every database from its newest copy…" in page
+    form = {"from": "offsite", "latest": "1", "csrf": csrf}
+    _, plan = call(d, "POST", "/restore/plan", form=form)
+    assert f"each database from its newest confirmed offsite copy (user from {name})" in plan
+    assert "Type <code>latest</code> to confirm" in plan and row_count(wal_db) == 5
+    _, page = call(d, "POST", "/restore", form={**form, "confirm_name": name})
+    assert "type latest exactly to confirm; nothing was changed" in page
+    assert row_count(wal_db) == 5
+    _, page = call(d, "POST", "/restore", form={**form, "confirm_name": "latest"})
+    assert row_count(wal_db) == 100
+    [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
+    assert f"<code id=pre-restore>{safety['name']}</code>" in page
+    assert f"Restored user from <code>{name}</code>" in page

@@ -151,17 +151,22 @@ class UiApp:
         if path == "/verify":
             self.ask({"op": "verify", "archive": archive})
             return self.home(pages.outcome([f"Verified: <code>{html.e(archive)}</code> is sound"]))
-        source = {"from": "offsite"} if form.get("from") == "offsite" else {}
+        source: dict[str, Any] = {"from": "offsite"} if form.get("from") == "offsite" else {}
+        latest = bool(source) and form.get("latest") == "1"
+        target = {"latest": True} if latest else {"archive": archive}
         if path == "/restore/plan":  # (from offsite: the dry run downloads and checks the copy)
-            plan = self.ask({"op": "restore", "archive": archive, "dry_run": True, **source})
+            plan = self.ask({"op": "restore", **target, "dry_run": True, **source})
             assert isinstance(plan, RestoreResult)
-            copy = archive if source else None
-            return pages.restore_plan_page(plan, csrf=self.gate.csrf_token(), copy=copy)
+            copy = archive if source and not latest else None
+            csrf = self.gate.csrf_token()
+            return pages.restore_plan_page(plan, csrf=csrf, copy=copy, latest=latest)
         if path == "/restore":
-            if form.get("confirm_name", "").strip() != archive:
-                message = f"type the archive name {archive} exactly to confirm; nothing was changed"
+            name = "latest" if latest else archive
+            if form.get("confirm_name", "").strip() != name:
+                what = name if latest else f"the archive name {name}"
+                message = f"type {what} exactly to confirm; nothing was changed"
                 return self.home(pages.outcome(error=message))
-            result = self.ask({"op": "restore", "archive": archive, "confirm": True, **source})
+            result = self.ask({"op": "restore", **target, "confirm": True, **source})
             assert isinstance(result, RestoreResult)
             return self.home(pages.outcome(pages.restore_done_lines(result)))
         raise LookupError(path)

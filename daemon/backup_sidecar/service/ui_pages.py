@@ -161,37 +161,58 @@ def backup_form(policies: Iterable[str], *, csrf: str) -> str:
     return f"<h2>Back up now</h2>{form('/backup', 'Back up now', csrf, select)}"
 
 
-def restore_plan_page(plan: RestoreResult, *, csrf: str, copy: str | None = None) -> bytes:
-    """The dry run's plan and the typed-name confirm (``copy``: the offsite copy fetched)."""
+def restore_plan_page(
+    plan: RestoreResult, *, csrf: str, copy: str | None = None, latest: bool = False
+) -> bytes:
+    """The dry run's plan and the typed-name confirm (``copy``: the offsite copy fetched;
+    ``latest``: each database from its newest offsite copy, confirmed by typing ``latest``)."""
     steps = "".join(f"<li>{e(step)}</li>" for step in plan.plan)
     damaged = "".join(f"<li class=bad>{e(d)}</li>" for d in plan.damaged)
+    damaged += "".join(
+        f"<li class=bad>no offsite copy holds {e(n)}</li>" for n in plan.not_found or []
+    )
+    name = "latest" if latest else plan.archive or ""
     typed = (
-        f"<label>Type the archive name <code>{e(plan.archive)}</code> to confirm: "
+        f"<label>Type {'' if latest else 'the archive name '}<code>{e(name)}</code> to confirm: "
         "<input name=confirm_name autocomplete=off required></label> "
     )
     fields = [hidden("archive", plan.archive or ""), typed]
-    where = ""
-    if copy is not None:  # fetched from the offsite store (checked, now in backup_dir)
+    what = f"<code>{e(plan.archive)}</code>"
+    if copy is not None or latest:  # fetched from the offsite store (checked, now in backup_dir)
         fields.insert(0, hidden("from", "offsite"))
-        where = f" from the offsite copy <code>{e(copy)}</code>"
+        what += f" from the offsite copy <code>{e(copy)}</code>" if copy else ""
+    if latest:
+        fields.insert(0, hidden("latest", "1"))
+        picked = ", ".join(f"{db} from {a}" for db, a in sorted((plan.databases or {}).items()))
+        what = f"each database from its newest confirmed offsite copy ({e(picked)})"
     body = (
-        f"<p>Restoring <code>{e(plan.archive)}</code>{where} replaces the live databases "
+        f"<p>Restoring {what} replaces the live databases "
         f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
         f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
         + form("/restore", "Restore now", csrf, *fields)
         + ' <a href="/">cancel</a>'
         + progress_box([])
     )
-    return page(f"restore {plan.archive}?", body)
+    return page(f"restore {name}?", body)
 
 
 def restore_done_lines(result: RestoreResult) -> list[str]:
-    lines = [f"Restored {e(', '.join(result.restored))} from <code>{e(result.archive)}</code>."]
+    source = f"<code>{e(result.archive)}</code>"
+    if result.archive is None:  # several offsite copies (`latest`)
+        source = ", ".join(
+            f"<code>{e(a)}</code>" for a in sorted(set((result.databases or {}).values()))
+        )
+    lines = [f"Restored {e(', '.join(result.restored))} from {source}."]
     if result.pre_restore_archive:
         lines.append(
             "To undo, restore the safety archive "
             f"<code id=pre-restore>{e(result.pre_restore_archive)}</code>."
         )
+    elif result.pre_restore_archives:
+        safety = ", ".join(
+            f"<code class=pre-restore>{e(a)}</code>" for a in result.pre_restore_archives
+        )
+        lines.append(f"To undo, restore the safety archives {safety}.")
     lines += [f"<span class=bad>saved although damaged: {e(d)}</span>" for d in result.damaged]
     return lines
 

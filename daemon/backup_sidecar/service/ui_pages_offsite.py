@@ -39,6 +39,15 @@ def offsite_section(offsite: OffsiteStatusResult | None, *, csrf: str) -> str:
             "<input name=archive required aria-label='offsite copy name'> ",
             enhance=False,
         )
+        + "</p><p>Disaster recovery: "
+        + form(
+            "/restore/plan",
+            "restore every database from its newest copy…",
+            csrf,
+            hidden("from", "offsite"),
+            hidden("latest", "1"),
+            enhance=False,
+        )
         + "</p>"
     )
 
