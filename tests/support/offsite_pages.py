@@ -66,9 +66,11 @@ def incremental_site(
     environ: dict[str, str],
     keep: int = 5,
     offsite_keep: int | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> Site:
     """A configuration under ``root`` (backups in ``root/backups``): ``dbs``, the incremental
-    policy ``hourly`` (``keep``), ``offsite`` (plus ``keep.hourly`` when given)."""
+    policy ``hourly`` (``keep``, more keys in ``policy``), ``offsite`` (plus ``keep.hourly``
+    when given)."""
     section = dict(offsite)
     if offsite_keep is not None:
         section["keep"] = {"hourly": offsite_keep}
@@ -80,7 +82,12 @@ def incremental_site(
                 "databases": {n: {"path": str(p)} for n, p in dbs.items()},
                 "policies": {
                     "pre_restore": {"keep": 10},
-                    "hourly": {"every": "1h", "keep": keep, "mode": "incremental"},
+                    "hourly": {
+                        "every": "1h",
+                        "keep": keep,
+                        "mode": "incremental",
+                        **(policy or {}),
+                    },
                 },
                 "offsite": section,
             }

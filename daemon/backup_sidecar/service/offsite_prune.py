@@ -9,6 +9,7 @@ import structlog
 
 from backup_sidecar import jobs, offsite
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.offsite_pageprune import prune_pages
 from backup_sidecar.jobs.offsite_prune import prune_offsite
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.metric_families import MetricFamilies
@@ -44,4 +45,35 @@ def prune_pass(
         families.offsite_pruned.labels(item.policy).inc()
     if result.failed:  # each logged by prune_offsite; the next pass tries them again
         families.offsite_failures.labels("prune").inc(len(result.failed))
-    return len(result.deleted)
+    return len(result.deleted) + _pages(
+        store=store, lease=lease, rt=rt, spec=spec, families=families, reason=reason
+    )
+
+
+def _pages(
+    *,
+    store: offsite.Store,
+    lease: offsite.Lease,
+    rt: jobs.Runtime,
+    spec: OffsiteSpec,
+    families: MetricFamilies,
+    reason: Callable[[BaseException], str],
+) -> int:
+    """The page stores' retention (jobs/offsite_pageprune.py): manifests, then unneeded packs."""
+    try:
+        result = prune_pages(
+            store,
+            lease=lease,
+            backup_dir=rt.backup_dir,
+            keep=spec.keep,
+            databases=rt.databases,
+            policy_databases=rt.policy_databases,
+            encrypted_only=bool(spec.recipients),
+        )
+    except (SidecarError, OSError) as exc:
+        log.warning("offsite_prune_failed", error=str(exc), reason=reason(exc))
+        families.offsite_failures.labels(reason(exc)).inc()
+        return 0
+    for item in result.manifests:
+        families.offsite_pruned.labels(item.policy).inc()
+    return len(result.manifests) + len(result.packs)
