@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from support.daemon import Daemon, DaemonRunner
-from support.databases import holding_database_lock, row_count
+from support.databases import holding_database_lock, make_db, row_count
 from support.ui import ENV, UI, call, csrf_of
 
 
@@ -100,3 +100,37 @@ def test_actions_are_refused_while_the_daemon_stops(
     assert not d.archives("pre_restore")
     assert len(d.log.find("ui_action_refused", reason="stopping")) == 4
     assert not d.log.find("ui_action")
+
+
+def test_the_plan_restores_only_the_databases_left_checked(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    tmp_path: Path,
+) -> None:
+    """An archive of two databases: the plan offers each (checked); none checked is refused and
+    changes nothing; only `user` checked restores `user` and leaves `arrow` as it is."""
+    arrow = make_db(tmp_path / "arrow" / "arrow.db", wal=True, rows=50)
+    cfg = daemon_config(
+        databases={"user": wal_db, "arrow": arrow},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    name = d.request("backup")["archive"]
+    for path in (wal_db, arrow):
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM items WHERE id > 2")
+        conn.close()
+    csrf = csrf_of(call(d, "GET", "/")[1])
+    _, plan = call(d, "POST", "/restore/plan", form={"archive": name, "csrf": csrf})
+    for db in ("user", "arrow"):
+        assert f'<input type=checkbox name=db value="{db}" checked>' in plan
+    assert "replaces the live databases arrow, user." in plan
+    form = {"archive": name, "csrf": csrf, "confirm_name": name, "pick": "1"}
+    _, page = call(d, "POST", "/restore", form=form)
+    assert "choose at least one database to restore; nothing was changed" in page
+    assert (row_count(wal_db), row_count(arrow)) == (2, 2)
+    _, page = call(d, "POST", "/restore", form={**form, "db": "user"})
+    assert (row_count(wal_db), row_count(arrow)) == (100, 2)
+    assert f"Restored user from <code>{name}</code>" in page

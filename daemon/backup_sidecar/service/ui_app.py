@@ -142,6 +142,13 @@ class UiApp:
         )
         return pages.page("status", body)
 
+    def _databases_of(self, archive: str | None) -> list[str]:
+        """The databases ``archive`` holds, as the socket's `list` says (a dry run restores
+        none, so its answer names none)."""
+        listing = self.ask({"op": "list"})
+        assert isinstance(listing, ListResult)
+        return next((a.databases for a in listing.archives if a.name == archive), [])
+
     def act(self, path: str, form: Mapping[str, str]) -> bytes:
         """Run one action; the home page with its outcome (or the restore plan page)."""
         archive = form.get("archive", "")
@@ -153,19 +160,26 @@ class UiApp:
             return self.home(pages.outcome([f"Verified: <code>{html.e(archive)}</code> is sound"]))
         source: dict[str, Any] = {"from": "offsite"} if form.get("from") == "offsite" else {}
         latest = bool(source) and form.get("latest") == "1"
-        target = {"latest": True} if latest else {"archive": archive}
+        target: dict[str, Any] = {"latest": True} if latest else {"archive": archive}
         if path == "/restore/plan":  # (from offsite: the dry run downloads and checks the copy)
             plan = self.ask({"op": "restore", **target, "dry_run": True, **source})
             assert isinstance(plan, RestoreResult)
             copy = archive if source and not latest else None
             csrf = self.gate.csrf_token()
-            return pages.restore_plan_page(plan, csrf=csrf, copy=copy, latest=latest)
+            dbs = sorted(plan.databases or {}) if latest else self._databases_of(plan.archive)
+            return pages.restore_plan_page(plan, csrf=csrf, copy=copy, latest=latest, dbs=dbs)
         if path == "/restore":
             name = "latest" if latest else archive
             if form.get("confirm_name", "").strip() != name:
                 what = name if latest else f"the archive name {name}"
                 message = f"type {what} exactly to confirm; nothing was changed"
                 return self.home(pages.outcome(error=message))
+            if form.get("pick") == "1":  # the plan offered a choice of databases
+                chosen = [db for db in form.get("db", "").split(",") if db]
+                if not chosen:
+                    message = "choose at least one database to restore; nothing was changed"
+                    return self.home(pages.outcome(error=message))
+                target["databases"] = chosen
             result = self.ask({"op": "restore", **target, "confirm": True, **source})
             assert isinstance(result, RestoreResult)
             return self.home(pages.outcome(pages.restore_done_lines(result)))

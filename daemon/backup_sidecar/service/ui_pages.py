@@ -162,7 +162,12 @@ def backup_form(policies: Iterable[str], *, csrf: str) -> str:
 
 
 def restore_plan_page(
-    plan: RestoreResult, *, csrf: str, copy: str | None = None, latest: bool = False
+    plan: RestoreResult,
+    *,
+    csrf: str,
+    copy: str | None = None,
+    latest: bool = False,
+    dbs: list[str] | None = None,
 ) -> bytes:
     """The dry run's plan and the typed-name confirm (``copy``: the offsite copy fetched;
     ``latest``: each database from its newest offsite copy, confirmed by typing ``latest``)."""
@@ -177,6 +182,13 @@ def restore_plan_page(
         "<input name=confirm_name autocomplete=off required></label> "
     )
     fields = [hidden("archive", plan.archive or ""), typed]
+    dbs = dbs or plan.restored
+    if len(dbs) > 1:  # a choice: only some of the databases
+        boxes = "".join(
+            f'<label><input type=checkbox name=db value="{e(db)}" checked> {e(db)}</label> '
+            for db in dbs
+        )
+        fields[1:1] = [hidden("pick", "1"), f"<p>Restore only: {boxes}</p>"]
     what = f"<code>{e(plan.archive)}</code>"
     if copy is not None or latest:  # fetched from the offsite store (checked, now in backup_dir)
         fields.insert(0, hidden("from", "offsite"))
@@ -187,7 +199,7 @@ def restore_plan_page(
         what = f"each database from its newest confirmed offsite copy ({e(picked)})"
     body = (
         f"<p>Restoring {what} replaces the live databases "
-        f"{e(', '.join(plan.restored))}. A <code>pre_restore</code> safety archive is taken "
+        f"{e(', '.join(dbs))}. A <code>pre_restore</code> safety archive is taken "
         f"first. The plan (nothing has changed yet):</p><ol>{steps}</ol><ul>{damaged}</ul>"
         + form("/restore", "Restore now", csrf, *fields)
         + ' <a href="/">cancel</a>'

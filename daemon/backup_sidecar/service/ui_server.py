@@ -82,7 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "refused: a form of 0-16 KiB")
             return
         raw = self.rfile.read(length).decode("utf-8", "replace")
-        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        fields = parse_qs(raw, keep_blank_values=True)
+        form = {k: v[0] for k, v in fields.items()}
+        form["db"] = ",".join(fields.get("db", []))  # the plan's database checkboxes
         origin = self.headers.get("Origin")
         host = self.headers.get("Host", "")
         if not self.server.app.gate.csrf_ok(form.get("csrf")) or (
