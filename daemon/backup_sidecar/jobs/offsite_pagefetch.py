@@ -65,6 +65,71 @@ def offsite_manifests(
     return dict(sorted(found.items()))
 
 
+def complete_manifests(
+    store: offsite.Store,
+    objects: Sequence[offsite.OffsiteObject],
+    name: str,
+    *,
+    encrypted_only: bool,
+) -> dict[str, offsite.OffsiteObject]:
+    """Every database's confirmed manifest object of backup ``name`` (its record's origin says
+    which databases): OffsiteObjectNotFoundError when there is none, OffsiteObjectCorruptError
+    when a database's is missing."""
+    manifests = offsite_manifests(objects, name, encrypted_only=encrypted_only)
+    if not manifests:
+        raise OffsiteObjectNotFoundError(store.url, name)
+    first = next(iter(manifests.values()))
+    origin = first.record.origin if first.record is not None else None
+    for db in origin.databases if origin is not None else ():
+        if db not in manifests:
+            raise OffsiteObjectCorruptError(name, f"no confirmed manifest offsite for {db!r}")
+    return manifests
+
+
+def stage_checked(
+    store: offsite.Store,
+    manifests: dict[str, offsite.OffsiteObject],
+    area: Path,
+    *,
+    backup_dir: Path | None,
+    keys: Keys,
+    encrypted_only: bool,
+    should_stop: Callable[[], bool],
+) -> tuple[dict[str, Path], dict[str, Manifest], int]:
+    """Each database's manifest and the packs it needs downloaded into ``area/pages/<db>``
+    (the packs ``backup_dir``'s stores hold copied instead), rebuilt and checked: the staged
+    stores, their manifests, the bytes downloaded. OffsiteObjectCorruptError naming the
+    manifest object when a rebuild fails."""
+    size = 0
+    staged: dict[str, Path] = {}
+    parsed: dict[str, Manifest] = {}
+    for db, obj in manifests.items():
+        identities, source = keys(obj)
+
+        def get(object_name: str, dest: Path) -> offsite.Downloaded:
+            return store.download(
+                object_name,
+                dest,
+                identities=identities,  # noqa: B023 (used before the next database)
+                identity_source=source,  # noqa: B023
+                encrypted_only=encrypted_only,
+                cancel=should_stop,
+            )
+
+        root = area / "pages" / db
+        m, got = _stage(backup_dir, db, obj, root, get)
+        size += got
+        _check_origin(obj, m)
+        try:
+            # every page against its SHA-256, the image against the manifest
+            pagestore.rebuild(root, m.name, out=area / f"{db}.image")
+        except PageStoreError as exc:
+            raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
+        (area / f"{db}.image").unlink()
+        staged[db], parsed[db] = root, m
+    return staged, parsed, size
+
+
 def fetch_page_backup(
     rt: Runtime,
     store: offsite.Store,
@@ -79,53 +144,29 @@ def fetch_page_backup(
     encrypted_only = bool(rt.offsite and rt.offsite.recipients)
     if objects is None:
         objects = list_pages(store, encrypted_only=encrypted_only).objects
-    manifests = offsite_manifests(objects, name, encrypted_only=encrypted_only)
-    if not manifests:
-        raise OffsiteObjectNotFoundError(store.url, name)
+    manifests = complete_manifests(store, objects, name, encrypted_only=encrypted_only)
     first = next(iter(manifests.values()))
-    origin = first.record.origin if first.record is not None else None
-    for db in origin.databases if origin is not None else ():
-        if db not in manifests:
-            raise OffsiteObjectCorruptError(name, f"no confirmed manifest offsite for {db!r}")
     if _already_here(rt.backup_dir, manifests):
         return Fetched(archive=name, object=first.name, size=0, decrypted=False, reused=True)
-    size = 0
-    decrypted = False
     with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
-        staged: dict[str, Path] = {}
-        for db, obj in manifests.items():
-            identities, source = keys(obj)
-
-            def get(object_name: str, dest: Path) -> offsite.Downloaded:
-                return store.download(
-                    object_name,
-                    dest,
-                    identities=identities,  # noqa: B023 (used before the next database)
-                    identity_source=source,  # noqa: B023
-                    encrypted_only=encrypted_only,
-                    cancel=effort.should_stop,
-                )
-
-            root = area / "pages" / db
-            m, got = _stage(rt.backup_dir, db, obj, root, get)
-            size += got
-            decrypted = decrypted or obj.encrypted
-            _check_origin(obj, m)
-            try:
-                # every page against its SHA-256, the image against the manifest
-                pagestore.rebuild(root, name, out=area / f"{db}.image")
-            except PageStoreError as exc:
-                raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
-            (area / f"{db}.image").unlink()
-            staged[db] = root
+        staged, _, size = stage_checked(
+            store,
+            manifests,
+            area,
+            backup_dir=rt.backup_dir,
+            keys=keys,
+            encrypted_only=encrypted_only,
+            should_stop=effort.should_stop,
+        )
         for db, root in staged.items():
             _publish(rt.backup_dir, db, root, name)
     log.info("offsite_pages_fetched", backup=name, databases=list(manifests), size=size)
+    decrypted = any(o.encrypted for o in manifests.values())
     return Fetched(archive=name, object=first.name, size=size, decrypted=decrypted)
 
 
 def _stage(
-    backup_dir: Path,
+    backup_dir: Path | None,
     db: str,
     obj: offsite.OffsiteObject,
     root: Path,
@@ -144,7 +185,7 @@ def _stage(
             m = parse_manifest(name, data)
         except (ManifestFormatError, ValueError) as exc:
             raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
-        local = store_path(backup_dir, db, create=False)
+        local = store_path(backup_dir, db, create=False) if backup_dir else None
         todo, seen = sorted(m.packs), set()
         while todo:
             pack_id = todo.pop()

@@ -25,6 +25,7 @@ import structlog
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
+from backup_sidecar.jobs.offsite_pageverify import PageCopyFound, check_page_copy, find_page_copy
 from backup_sidecar.jobs.offsite_pick import restore_candidates
 from backup_sidecar.jobs.offsitecopy import origin_mismatch
 from backup_sidecar.jobs.runtime import OffsiteSpec
@@ -188,9 +189,18 @@ def verify_offsite(
     store = store or open_store(spec, environ=environ)
     outcomes = []
     encrypted_only = bool(spec.recipients)  # a plaintext copy is refused, as by restore
-    chosen = select_copies(
-        store, ref, latest=latest, encrypted_only=encrypted_only, policies=policies
-    )
+    try:
+        chosen = select_copies(
+            store, ref, latest=latest, encrypted_only=encrypted_only, policies=policies
+        )
+    except OffsiteObjectNotFoundError as missing:
+        if ref is None:
+            raise
+        try:  # not an archive: an incremental backup of that name, if any
+            found = find_page_copy(store, ref, encrypted_only=encrypted_only)
+        except OffsiteObjectNotFoundError:
+            raise missing from None
+        return [_verify_pages(store, found, spec, temp_root=temp_root, should_stop=should_stop)]
     for obj in chosen:
         if should_stop():  # the daemon is stopping: what was not verified is not reported
             break
@@ -212,3 +222,30 @@ def verify_offsite(
         elif done.result == OK:
             log.info("offsite_verified", object=done.object, policy=done.policy)
     return outcomes
+
+
+def _verify_pages(
+    store: offsite.Store,
+    found: PageCopyFound,
+    spec: OffsiteSpec,
+    *,
+    temp_root: Path | None,
+    should_stop: Callable[[], bool],
+) -> CopyVerified:
+    """An incremental backup's verify (jobs/offsite_pageverify.py), reported as a copy's."""
+    if found.encrypted and spec.identity_file is None:
+        return CopyVerified(found.policy, found.object, SKIPPED, error=NO_IDENTITY)
+    try:
+        databases = check_page_copy(
+            store,
+            found,
+            identity_file=spec.identity_file,
+            encrypted_only=bool(spec.recipients),
+            temp_root=temp_root,
+            should_stop=should_stop,
+        )
+    except (SidecarError, OSError) as exc:
+        reason = verify_failure_reason(exc)
+        return CopyVerified(found.policy, found.object, FAILED, reason, str(exc))
+    log.info("offsite_verified", object=found.object, policy=found.policy)
+    return CopyVerified(found.policy, found.object, OK, databases=databases)
