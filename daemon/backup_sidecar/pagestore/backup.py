@@ -26,6 +26,7 @@ from backup_sidecar.archiver.safefs import is_present
 from backup_sidecar.errors import PackFormatError, PageBackupExistsError, PageReadError
 from backup_sidecar.pagestore import fsio
 from backup_sidecar.pagestore.checking import reused_check
+from backup_sidecar.pagestore.damage import damaged_packs
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import Manifest, check_name, manifest_file, runs_of
 from backup_sidecar.pagestore.packformat import LEVEL, SUFFIX, read_index
@@ -146,11 +147,15 @@ def _first_new(digests: list[bytes], known: dict[bytes, tuple[str, int]]) -> lis
 def known_pages(dirs: fsio.StoreDirs) -> dict[bytes, tuple[str, int]]:
     """SHA-256 -> (pack, slot) of every page in every readable pack of the store.
 
-    A damaged pack is left out: a new backup stores its pages again rather than name them.
+    A damaged pack (its index unreadable, or marked by a rebuild that found it damaged:
+    ``damage``) is left out: a new backup stores its pages again rather than name them.
     """
     known: dict[bytes, tuple[str, int]] = {}
+    damaged = damaged_packs(dirs)
     for file in fsio.listdir(dirs.packs_fd, SUFFIX):
         pack_id = file.removesuffix(SUFFIX)
+        if pack_id in damaged:
+            continue
         try:
             idx = read_index(dirs.packs_fd, pack_id, where=dirs.packs)
         except (PackFormatError, OSError):

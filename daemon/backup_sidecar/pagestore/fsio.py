@@ -98,7 +98,7 @@ def create_temp(dir_fd: int, *, where: Path) -> tuple[str, int]:
     return name, open_file(dir_fd, name, flags, where=where / name)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

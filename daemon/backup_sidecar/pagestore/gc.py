@@ -21,6 +21,7 @@ from backup_sidecar.errors import (
     PageBackupNotFoundError,
 )
 from backup_sidecar.pagestore import fsio, manifest
+from backup_sidecar.pagestore.damage import drop_marks
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import manifest_file
 from backup_sidecar.pagestore.packformat import SUFFIX, pack_file, read_index
@@ -66,6 +67,7 @@ def collect_garbage(store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> G
             freed += os.stat(file, dir_fd=dirs.packs_fd, follow_symlinks=False).st_size
             os.unlink(file, dir_fd=dirs.packs_fd)
             deleted.append(pack_id)
+        drop_marks(dirs, present - set(deleted))
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             os.fsync(fd)
         return GcReport(tuple(deleted), freed, temps, len(present & referenced))

@@ -20,6 +20,8 @@ the manifests name.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import os
 import struct
 import sys
@@ -78,15 +80,13 @@ class PackIndex:
     def bases(self) -> frozenset[str]:
         return frozenset(b[0] for b in self.slot_bases if b and b[0] != self.pack_id)
 
+    @functools.cached_property
+    def _firsts(self) -> list[int]:
+        return [f.first_slot for f in self.frames]
+
     def frame_of(self, slot: int) -> Frame:
-        lo, hi = 0, len(self.frames) - 1
-        while lo < hi:  # frames are in slot order: the last one starting at or before slot
-            mid = (lo + hi + 1) // 2
-            if self.frames[mid].first_slot <= slot:
-                lo = mid
-            else:
-                hi = mid - 1
-        return self.frames[lo]
+        # frames are in slot order: the last one starting at or before slot
+        return self.frames[max(bisect.bisect_right(self._firsts, slot) - 1, 0)]
 
 
 def encode_index(

@@ -50,6 +50,17 @@ class PackReader:
         """The page in ``slot`` and the SHA-256 the index records for it (not yet compared)."""
         return self._page(pack_id, slot, MAX_DEPTH + 1)
 
+    def frame_at(self, pack_id: str, slot: int) -> tuple[bytes, Frame]:
+        """The decoded frame holding ``slot`` (all its pages, checked for length only)."""
+        idx = self.index(pack_id)
+        if not 0 <= slot < len(idx.digests):
+            raise PackFormatError(pack_id, f"no slot {slot} (it has {len(idx.digests)})")
+        frame = idx.frame_of(slot)
+        data = self._decoded(idx, frame, MAX_DEPTH + 1)
+        if len(data) != frame.pages * idx.page_size:
+            raise PackFormatError(pack_id, f"the frame of slot {slot} is short")
+        return data, frame
+
     def depth(self, pack_id: str, slot: int) -> int:
         """How many deltas lie under the page in ``slot`` (0: a whole page)."""
         return self.index(pack_id).frame_of(slot).depth

@@ -16,6 +16,7 @@ from types import TracebackType
 
 from backup_sidecar.errors import PackFormatError
 from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.damage import damaged_packs
 from backup_sidecar.pagestore.manifest import Manifest
 from backup_sidecar.pagestore.packread import PackReader
 from backup_sidecar.pagestore.packwrite import PackWriter
@@ -42,6 +43,7 @@ class Placer:
         same_size = parent is not None and parent.page_size == page_size
         self._parent = [(p, s) for _, p, s in parent.locations()] if parent and same_size else []
         self._reader = PackReader(dirs)
+        self._damaged = damaged_packs(dirs)
         self._writers: dict[str, PackWriter] = {}
         self._sizes: list[int] = []
         self.pages_new = 0
@@ -108,7 +110,7 @@ class Placer:
             keyframe = self._reader.index(base[0]).slot_bases[base[1]]
             if keyframe is not None:
                 base = keyframe
-            if self._reader.depth(*base) != 0:
+            if base[0] in self._damaged or self._reader.depth(*base) != 0:
                 return None
             page, digest = self._reader.page(*base)
         except (PackFormatError, OSError, IndexError):

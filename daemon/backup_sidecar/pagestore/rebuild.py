@@ -25,9 +25,13 @@ from backup_sidecar.errors import (
     PageMismatchError,
 )
 from backup_sidecar.pagestore import fsio, manifest
+from backup_sidecar.pagestore.damage import mark_damaged
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import Manifest, manifest_file, parse_manifest
 from backup_sidecar.pagestore.packread import PackReader
+
+#: Pieces of the image (a frame's pages at most each) written by one writev.
+_WRITEV = 256
 
 
 def load_manifest(dirs: fsio.StoreDirs, name: str) -> Manifest:
@@ -65,6 +69,7 @@ class ImageStream:
 
     def __init__(self, dirs: fsio.StoreDirs, m: Manifest) -> None:
         self._m = m
+        self._dirs = dirs
         self._packs = PackReader(dirs)
         self._pages = self._checked_pages()
         self._buf = b""
@@ -77,7 +82,7 @@ class ImageStream:
 
     def read(self, size: int = -1) -> bytes:
         """Exactly ``size`` bytes (all with -1) unless the image ends first (tarfile needs it)."""
-        parts = [self._buf]
+        parts: list[bytes | memoryview] = [self._buf]
         have = len(self._buf)
         while size < 0 or have < size:
             page = next(self._pages, None)
@@ -92,22 +97,51 @@ class ImageStream:
         self._buf = data[size:]
         return data[:size]
 
-    def _checked_pages(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        """The rest of the image, in pieces of up to a frame's pages (after ``read``'s)."""
+        if self._buf:
+            yield self._buf
+            self._buf = b""
+        yield from self._pages
+
+    def _checked_pages(self) -> Iterator[memoryview]:
+        """The image in pieces, run by run and frame by frame: each frame decoded once per
+        stretch of slots, every page checked against its slot's SHA-256 as it goes."""
         image = hashlib.sha256()
-        name = self._m.name
-        for pgno, pack, slot in self._m.locations():
-            try:
-                page, digest = self._packs.page(pack, slot)
-            except FileNotFoundError:
-                raise PageMismatchError(name, pgno, f"its pack {pack} is missing") from None
-            except (PackFormatError, OSError) as exc:
-                raise PageMismatchError(name, pgno, str(exc)) from exc
-            if len(page) != self._m.page_size:
-                raise PageMismatchError(name, pgno, f"pack {pack} holds pages of another size")
-            if hashlib.sha256(page).digest() != digest:
-                raise PageMismatchError(name, pgno, f"slot {slot} of pack {pack} is damaged")
-            image.update(page)
-            yield page
+        name, size = self._m.name, self._m.page_size
+        sha256 = hashlib.sha256
+        for run in self._m.runs:
+            pack, pgno, slot, end = (
+                run.pack,
+                run.first_pgno,
+                run.first_slot,
+                run.first_slot + run.count,
+            )
+            while slot < end:
+                try:
+                    data, frame = self._packs.frame_at(pack, slot)
+                    digests = self._packs.index(pack).digests
+                except FileNotFoundError:
+                    raise PageMismatchError(name, pgno, f"its pack {pack} is missing") from None
+                except PackFormatError as exc:
+                    mark_damaged(self._dirs, exc.pack, str(exc))
+                    raise PageMismatchError(name, pgno, str(exc)) from exc
+                except OSError as exc:
+                    raise PageMismatchError(name, pgno, str(exc)) from exc
+                if len(data) != frame.pages * size:
+                    raise PageMismatchError(name, pgno, f"pack {pack} holds pages of another size")
+                take = min(end, frame.first_slot + frame.pages) - slot
+                at = (slot - frame.first_slot) * size
+                piece = memoryview(data)[at : at + take * size]
+                for i in range(take):
+                    if sha256(piece[i * size : (i + 1) * size]).digest() != digests[slot + i]:
+                        why = f"slot {slot + i} of pack {pack} is damaged"
+                        mark_damaged(self._dirs, pack, f"page {pgno + i} of {name}: {why}")
+                        raise PageMismatchError(name, pgno + i, why)
+                image.update(piece)
+                yield piece
+                pgno += take
+                slot += take
         if image.hexdigest() != self._m.image_sha256:
             raise ImageMismatchError(name, self._m.image_sha256, image.hexdigest())
 
@@ -139,9 +173,26 @@ def rebuild(
     with fsio.open_store(store, exclusive=False, timeout_s=lock_timeout_s) as dirs:
         m = load_manifest(dirs, name)
         with _output(out) as (_, fd), ImageStream(dirs, m) as stream:
-            while chunk := stream.read(1 << 20):
-                fsio.write_all(fd, chunk)
+            batch: list[bytes | memoryview] = []
+            for chunk in stream.chunks():
+                batch.append(chunk)
+                if len(batch) == _WRITEV:
+                    _write_all(fd, batch)
+                    batch = []
+            _write_all(fd, batch)
         return m
+
+
+def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+    """Write ``pieces`` in order with as few system calls as the kernel allows."""
+    views = [memoryview(p).cast("B") for p in pieces]
+    while views:
+        done = os.writev(fd, views)
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
 
 
 def export(
