@@ -212,3 +212,30 @@ def test_the_page_works_without_javascript_after_the_browsers_password_prompt(
         assert browser.execute_script("return typeof window.htmx") == "undefined"
     assert row_count(wal_db) == 100
     assert {a["name"]: a["policy"] for a in d.request("list")["archives"]}[safety] == "pre_restore"
+
+
+@pytest.mark.slow
+def test_a_backups_and_a_verifys_progress_show_live_in_the_browser(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], big_db: Path
+) -> None:
+    """In chromium, while `Back up now` of a ~200 MB database runs, the home page shows its
+    stages as they happen (htmx polls /progress), then the new archive; the same for its
+    verify."""
+    cfg = daemon_config(
+        databases={"user": big_db},
+        policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
+        ui=UI,
+    )
+    d = daemons.start(cfg, env=ENV)
+    with chromium(token=TOKEN) as browser:
+        browser.get(f"http://127.0.0.1:{ui_port(d)}/")
+        wait_until(lambda: browser.execute_script("return !!window.htmx"), what="htmx loaded")
+        browser.find_element(By.XPATH, "//button[text()='Back up now']").click()
+        wait_until(lambda: "<div>backup: " in browser.page_source, timeout=120, what="progress")
+        wait_until(lambda: "Backed up:" in browser.page_source, timeout=300, what="the backup")
+        [archive] = [a["name"] for a in d.request("list")["archives"]]
+        verify = f"//tr[td/code[text()='{archive}']]//button[text()='verify']"
+        browser.find_element(By.XPATH, verify).click()
+        wait_until(lambda: "<div>verify: " in browser.page_source, timeout=120, what="progress")
+        wait_until(lambda: "is sound" in browser.page_source, timeout=300, what="the verify")
+        assert "<div>verify: " not in browser.page_source

@@ -38,6 +38,10 @@ from backup_sidecar.service.ui_pages_offsite import offsite_section
 log = structlog.get_logger(__name__)
 
 
+#: The page's operations whose progress it shows.
+SHOWN_OPS = frozenset({"backup", "verify", "restore"})
+
+
 class ProgressBoard:
     """The stage each running page operation last reported: (op, stage, done, total)."""
 
@@ -48,6 +52,8 @@ class ProgressBoard:
 
     def start(self, op: str) -> int:
         key = next(self._ids)
+        if op not in SHOWN_OPS:  # a read (status, list...) is over before anyone could look
+            return key
         with self._lock:
             self._running[key] = (op, "starting", 0, 0)
         return key
@@ -132,6 +138,7 @@ class UiApp:
             )
             + offsite_section(offsite, csrf=csrf)
             + pages.backup_form(policies, csrf=csrf)
+            + pages.progress_box(self.progress.now(), every="1s")  # a backup's or verify's
             + pages.archives_section(
                 listing.archives,
                 csrf=csrf,

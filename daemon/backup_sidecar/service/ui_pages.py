@@ -245,14 +245,15 @@ def events_section(events: list[RecentEvent], *, now: datetime) -> str:
     )
 
 
-def progress_box(running: list[tuple[str, str, int, int]]) -> str:
-    """What the page's operations are doing now; with htmx it asks again every half second
-    (while the restore's POST runs, its stages appear live)."""
+def progress_box(running: list[tuple[str, str, int, int]], *, every: str = "500ms") -> str:
+    """What the page's operations are doing now; with htmx it asks again ``every`` (while an
+    action's POST runs, its stages appear live: a restore's, a backup's, a verify's)."""
     lines = []
     for op, stage, done, total in running:
         share = f" {100 * done / total:.0f}% ({human_size(done)} of {human_size(total)})"
         lines.append(f"<div>{e(op)}: {e(stage)}{share if total else ''}</div>")
     return (
-        '<div id=progress hx-get="/progress" hx-trigger="every 500ms" hx-swap="outerHTML">'
+        f'<div id=progress hx-get="/progress?every={every}" hx-trigger="every {every}" '
+        'hx-swap="outerHTML">'
         f"{''.join(lines)}</div>"
     )

@@ -65,7 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = resources.files("backup_sidecar.service").joinpath("static", pages.HTMX)
             self._send(HTTPStatus.OK, body.read_bytes(), "text/javascript; charset=utf-8")
         elif path == "/progress":
-            box = pages.progress_box(self.server.app.progress.now())
+            every = "1s" if urlsplit(self.path).query == "every=1s" else "500ms"
+            box = pages.progress_box(self.server.app.progress.now(), every=every)
             self._send(HTTPStatus.OK, box.encode(), "text/html; charset=utf-8")
         elif path == "/static/ui.css":
             self._send(HTTPStatus.OK, pages.stylesheet(), "text/css; charset=utf-8")
