@@ -30,13 +30,15 @@ import structlog
 
 from backup_sidecar import offsite
 from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError, SidecarError
-from backup_sidecar.jobs.offsite_pages import local_page_backups, prepare
+from backup_sidecar.jobs.offsite_pages import local_page_backups, needed_packs
 from backup_sidecar.jobs.offsite_prune import UNFINISHED_AFTER, Expired, select_offsite_expired
-from backup_sidecar.offsite.pagekeys import list_pages, parse_page_name
+from backup_sidecar.offsite.pagekeys import RecordCache, list_pages, parse_page_name
 
 log = structlog.get_logger(__name__)
 
 _NO_RECORD = "no checksum record"
+#: The records this process read, kept while each stays the same (``list_pages``).
+_RECORDS: RecordCache = {}
 
 
 @dataclass(frozen=True)
@@ -103,15 +105,16 @@ def select_page_expired(
 
 
 def local_needs(backup_dir: Path) -> dict[str, set[str]]:
-    """db -> every pack a local incremental backup needs (its manifest's packs and bases)."""
+    """db -> every pack a local incremental backup needs (its manifest's packs and bases;
+    remembered per manifest file, so a pass costs a stat per backup)."""
     needs: dict[str, set[str]] = {}
     for backup in local_page_backups(backup_dir):
-        try:
-            parts = prepare(backup_dir, backup)
-        except FileNotFoundError:
-            continue  # deleted meanwhile: it needs nothing
-        for part in parts or ():
-            needs.setdefault(part.db, set()).update(part.packs)
+        for db, info in backup.infos.items():
+            try:
+                packs = needed_packs(info.path.parent.parent, backup.name)
+            except FileNotFoundError:
+                continue  # deleted meanwhile: it needs nothing
+            needs.setdefault(db, set()).update(packs)
     return needs
 
 
@@ -129,7 +132,7 @@ def prune_pages(
     between leaves packs a later pass collects, never a manifest without its packs). A delete
     that fails is logged and the others still run; a lease lost stops it."""
     lease.require_writable()
-    objects = list_pages(store, encrypted_only=encrypted_only).objects
+    objects = list_pages(store, encrypted_only=encrypted_only, cache=_RECORDS).objects
     chosen = select_page_expired(
         objects,
         keep=keep,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,8 +116,17 @@ def prepare(backup_dir: Path, backup: LocalPageBackup) -> list[PageUpload] | Non
     return parts
 
 
+#: (store, pack) -> the packs holding the bases of its deltas (packs are immutable).
+_BASES: dict[tuple[str, str], frozenset[str]] = {}
+#: (store, backup, inode, size, mtime_ns of its manifest) -> every pack it needs.
+_NEEDS: dict[tuple[str, str, int, int, int], frozenset[str]] = {}
+_LIMIT = 100_000
+_cache_lock = threading.Lock()
+
+
 def _closure(dirs: fsio.StoreDirs, named: set[str]) -> set[str]:
-    """``named`` and, transitively, the packs holding the bases of their deltas."""
+    """``named`` and, transitively, the packs holding the bases of their deltas (each pack's
+    index read once per process)."""
     marked: set[str] = set()
     todo = sorted(named)
     while todo:
@@ -124,8 +134,35 @@ def _closure(dirs: fsio.StoreDirs, named: set[str]) -> set[str]:
         if pack_id in marked:
             continue
         marked.add(pack_id)
-        todo.extend(sorted(read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases - marked))
+        key = (str(dirs.root), pack_id)
+        with _cache_lock:
+            bases = _BASES.get(key)
+        if bases is None:
+            bases = read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases
+            with _cache_lock:
+                if len(_BASES) >= _LIMIT:
+                    _BASES.clear()
+                _BASES[key] = bases
+        todo.extend(sorted(bases - marked))
     return marked
+
+
+def needed_packs(store: Path, name: str) -> frozenset[str]:
+    """Every pack backup ``name`` of ``store`` needs, remembered by its manifest file's
+    identity: an unchanged store costs a stat per backup, not a read of every manifest."""
+    st = (store / fsio.MANIFESTS / manifest_file(name)).lstat()
+    key = (str(store), name, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _cache_lock:
+        known = _NEEDS.get(key)
+    if known is not None:
+        return known
+    with fsio.open_store(store, exclusive=False, timeout_s=LOCK_TIMEOUT_S) as dirs:
+        needs = frozenset(_closure(dirs, set(load_manifest(dirs, name).packs)))
+    with _cache_lock:
+        if len(_NEEDS) >= _LIMIT:
+            _NEEDS.clear()
+        _NEEDS[key] = needs
+    return needs
 
 
 def check_pack(store: Path, pack_id: str, *, should_stop: Callable[[], bool]) -> str:
