@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backup_sidecar import jobs
+from backup_sidecar import jobs, pagestore
 from backup_sidecar.archiver import ArchiveStatus, list_archives
 from backup_sidecar.errors import CorruptArchiveError
 from backup_sidecar.jobs.pagedamage import mark_page_damaged
@@ -115,3 +116,33 @@ def test_a_damaged_incremental_is_never_pruned_nor_counted(
     assert not pruned.deleted
     assert _statuses(rt)[names[0]] is ArchiveStatus.DAMAGED
     assert sorted(_statuses(rt)) == sorted(names)
+
+
+def test_the_scrub_rebuilds_equal_backups_once_and_still_finds_rot_in_each(
+    tmp_path: Path, backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three backups of an unchanged database (the same pages, image and facts) and one after
+    a write: the scrub passes all four, listed `verified`, with two rebuilds (one per distinct
+    backup), not four. After a flipped byte in every pack, the next scrub finds each of the
+    four damaged: an equal backup is taken as passed only after one passed in the same scrub."""
+    user = make_db(tmp_path / "user_data.db", wal=True, rows=2000)
+    rt = incremental_runtime(backup_dir, {"user": user}, keep=10)
+    names = [jobs.run_backup(rt, policy="hourly", archive_name=f"h{i}").name for i in range(3)]
+    with sqlite3.connect(user) as conn:
+        conn.execute("UPDATE items SET body = body || 'x' WHERE id % 50 = 0")
+    names.append(jobs.run_backup(rt, policy="hourly", archive_name="h3").name)
+    rebuilt: list[str] = []
+    real = pagestore.rebuild
+
+    def counting(store: Path, name: str, **kw: Any) -> pagestore.Manifest:
+        rebuilt.append(name)
+        return real(store, name, **kw)
+
+    monkeypatch.setattr(pagestore, "rebuild", counting)
+    report = jobs.run_scrub(rt)
+    assert sorted(report.passed) == sorted(names) and not report.damaged
+    assert sorted(rebuilt) == ["h2", "h3"]  # newest first: h2 stands for h1 and h0
+    assert set(_statuses(rt).values()) == {ArchiveStatus.VERIFIED}
+    _rot_packs(backup_dir)
+    report = jobs.run_scrub(rt)
+    assert sorted(n for n, _ in report.damaged) == sorted(names)
