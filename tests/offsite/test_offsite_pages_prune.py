@@ -4,12 +4,15 @@ might need (s3 and file://)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 
 from backup_sidecar import jobs
+from support.cli import run_cli
 from support.databases import make_db
 from support.offsite_pages import (
     Place,
@@ -86,3 +89,32 @@ def test_expired_manifests_go_then_the_packs_only_they_needed(tmp_path: Path, pl
     assert _packs(objects, "audit") == {
         p.removesuffix(".pack") for p in pack_files(local / "audit")
     }
+
+
+def test_prune_offsite_from_the_cli_applies_the_page_rules_too(tmp_path: Path) -> None:
+    """Three incremental backups uploaded with `offsite.keep.hourly: 5`; the configuration then
+    keeps 1: `prune --offsite --dry-run` names the two older backups' manifests and deletes
+    nothing; `prune --offsite` deletes them, and the newest stays whole (file://)."""
+    section, environ, store = offsite_place("file", tmp_path)
+    db = make_db(tmp_path / "data" / "user.db", wal=True, rows=200)
+    site = incremental_site(
+        tmp_path, {"user": db}, offsite=section, environ=environ, offsite_keep=5
+    )
+    names = []
+    for step in range(3):
+        _write(db, f"s{step}")
+        names.append(jobs.run_backup(site.rt, policy="hourly").name)
+    assert site.uploader.sync() == 3
+    site.uploader.stop()  # the lease released, as a stopped daemon does
+    config = yaml.safe_load(site.config.read_text())
+    config["offsite"]["keep"] = {"hourly": 1}
+    site.config.write_text(yaml.safe_dump(config))
+    dry = run_cli("prune", "--offsite", "--dry-run", "--json", config=site.config)
+    assert dry.returncode == 0, dry.stderr
+    would = {d["object"] for d in json.loads(dry.stdout)["deleted"]}
+    assert would == {f"pages/user/manifests/{n}.json" for n in names[:2]}
+    assert confirmed_manifests(store) == {f"user/{n}" for n in names}
+    done = run_cli("prune", "--offsite", config=site.config)
+    assert done.returncode == 0, done.stderr
+    assert confirmed_manifests(store) == {f"user/{names[2]}"}
+    assert all(page_objects(store).values())

@@ -28,12 +28,15 @@ _sites = itertools.count()
 Place = tuple[dict[str, Any], dict[str, str], Store]
 
 
-def offsite_place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Place:
+def offsite_place(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest | None = None
+) -> Place:
     """A fresh offsite place of ``backend`` (``file``: a directory; ``s3``: a prefix in the
     session's SeaweedFS bucket)."""
     if backend == "file":
         url = f"file://{tmp_path / 'offsite'}"
         return {"url": url}, {}, Store(parse_target(url), retry=fast_retry())
+    assert request is not None, "an s3 place needs the test's request (its fixtures)"
     server: SeaweedServer = request.getfixturevalue("seaweed")
     bucket: str = request.getfixturevalue("shared_bucket")
     prefix = f"pages-{next(_sites)}-{tmp_path.name}"

@@ -60,6 +60,7 @@ def prune_offsite_cmd(ctx: Context, *, dry_run: bool, as_json: bool) -> None:
     another sidecar, such as the running daemon, holds it), released at the end."""
     from backup_sidecar import offsite  # noqa: PLC0415
     from backup_sidecar.jobs.offsite import open_store  # noqa: PLC0415
+    from backup_sidecar.jobs.offsite_pageprune import prune_pages  # noqa: PLC0415
     from backup_sidecar.jobs.offsite_prune import prune_offsite  # noqa: PLC0415
 
     with reported_errors(ctx, as_json=as_json):
@@ -79,20 +80,36 @@ def prune_offsite_cmd(ctx: Context, *, dry_run: bool, as_json: bool) -> None:
                 dry_run=dry_run,
                 encrypted_only=bool(spec.recipients),
             )
+            pages = prune_pages(  # incremental backups: manifests, then unneeded packs
+                store,
+                lease=lease,
+                backup_dir=rt.backup_dir,
+                keep=spec.keep,
+                databases=rt.databases,
+                policy_databases=rt.policy_databases,
+                encrypted_only=bool(spec.recipients),
+                dry_run=dry_run,
+            )
         finally:
             lease.release()
         verb = "would delete" if dry_run else "deleted"
         payload = {
             "url": store.url,
             "dry_run": dry_run,
-            "deleted": [{"object": e.object, "policy": e.policy} for e in result.deleted],
+            "deleted": [
+                {"object": e.object, "policy": e.policy}
+                for e in [*result.deleted, *pages.manifests]
+            ],
+            "packs": list(pages.packs),
             "errors": [f"{e.object}: {err}" for e, err in result.failed],
         }
 
         def text() -> None:
-            for e in result.deleted:
+            for e in [*result.deleted, *pages.manifests]:
                 click.echo(f"{verb} {e.object} ({e.policy})")
-            if not result.deleted:
+            for name in pages.packs:
+                click.echo(f"{verb} {name} (no kept backup needs it)")
+            if not result.deleted and not pages.manifests and not pages.packs:
                 click.echo("nothing to delete")
 
         emit(as_json, payload, text)

@@ -127,11 +127,14 @@ def prune_pages(
     databases: Collection[str],
     policy_databases: Mapping[str, Collection[str]] | None = None,
     encrypted_only: bool = False,
+    dry_run: bool = False,
 ) -> PagePrune:
     """Apply the page stores' offsite retention once: manifests first, then packs (a kill
     between leaves packs a later pass collects, never a manifest without its packs). A delete
-    that fails is logged and the others still run; a lease lost stops it."""
-    lease.require_writable()
+    that fails is logged and the others still run; a lease lost stops it. ``dry_run``: only
+    what would go (nothing deleted, no lease needed)."""
+    if not dry_run:
+        lease.require_writable()
     objects = list_pages(store, encrypted_only=encrypted_only, cache=_RECORDS).objects
     chosen = select_page_expired(
         objects,
@@ -143,6 +146,8 @@ def prune_pages(
     )
     for db, why in chosen.refused.items():
         log.warning("offsite_pages_gc_refused", database=db, reason=why)
+    if dry_run:
+        return chosen
     done = PagePrune(refused=chosen.refused)
     for item in chosen.manifests:
         if _delete(store, lease, item.object):
