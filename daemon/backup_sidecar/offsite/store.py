@@ -132,21 +132,22 @@ class Store:
         self._abort_pending(key, exact=True)
         attempts = 0
 
-        def attempt() -> tuple[HashingChunks, HashingFile]:
+        def attempt() -> tuple[HashingChunks | HashingFile, HashingFile]:
             nonlocal attempts
             attempts += 1
             with open_source(path) as opened:
                 src = HashingFile(opened)
                 with self._payload(src, recipients) as chunks:
-                    hashed = HashingChunks(until(chunks, cancel, self.url, name))
+                    # plaintext: the object is the source's bytes, hashed once (by ``src``)
+                    hashed = HashingChunks(chunks) if encrypted else None
                     self.objects.put_stream(
                         key,
-                        iter(hashed),
+                        iter(until(chunks if hashed is None else hashed, cancel, self.url, name)),
                         chunk_size=self.part_size,
                         max_concurrency=self.max_concurrency,
                     )
                 src.drain()
-            return hashed, src
+            return (src if hashed is None else hashed), src
 
         hashed, source = self.objects.call(f"upload {key}", attempt)
         meta = self.objects.head(key)
