@@ -117,13 +117,14 @@ class Store:
         recipients: Sequence[x25519.Recipient] = (),
         origin: rec.Origin | None = None,
         cancel: Callable[[], bool] | None = None,
-        vet: Callable[[], None] | None = None,
+        vet: Callable[[str], None] | None = None,
     ) -> Uploaded:
         """Stream ``path`` to ``name`` (default: its file name, plus ``.age`` when encrypting to
         ``recipients``), check the stored size, write the checksum record (with ``origin``).
         Retries restart from byte 0, unfinished uploads of it aborted. Only ``lease``'s holder
         writes (checked first and before the record); ``cancel()`` true abandons (``until``).
-        ``vet()`` runs before the record is written: raising leaves the object unconfirmed."""
+        ``vet(source_sha256)`` (the SHA-256 of the local bytes sent) runs before the record
+        is written: raising leaves the object unconfirmed."""
         encrypted = bool(recipients)
         name = name or path.name + (rec.ENCRYPTED_SUFFIX if encrypted else "")
         key = self.key(name)
@@ -167,7 +168,7 @@ class Store:
             origin=origin,
         )
         if vet is not None:
-            vet()
+            vet(source.hexdigest())
         self._require_writable(lease)
         self.objects.put(self.record_key(name), record.to_json())
         self._abort_pending(key, exact=True)

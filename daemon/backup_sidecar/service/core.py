@@ -213,7 +213,7 @@ class Service:
         self.archives.seed_from_disk()
         self.offsite = uploader = OffsiteUploader.start_for(
             self.live, self.metrics, self.archives.catalog, self.outcomes, self._environ,
-            self.health,
+            self.health, self.read_checks,
         )  # fmt: skip
         stack.callback(uploader.stop)
         self.notifier = Notifier.start_for(self.live, self.health, self.outcomes, self.registry)

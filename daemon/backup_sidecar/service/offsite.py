@@ -60,6 +60,7 @@ class OffsiteUploader:
         environ: Mapping[str, str],
         health: HealthState | None = None,
         retry_s: float = 60.0,
+        read_checks: archiver.ReadCheckCache | None = None,
     ) -> None:
         self._live = live
         self._families = families
@@ -86,7 +87,7 @@ class OffsiteUploader:
         self._sums = SourceSums()
         self._pages = PageUploads(families=families, sums=self._sums, series=self._series)
         self._mismatches = MismatchReport(families.offsite_failures)
-        self._gate = UploadGate(families=families)
+        self._gate = UploadGate(families=families, checks=read_checks)
         #: The scheduled offsite verify (started with the daemon's uploader, in ``start_for``).
         self.verifier: OffsiteVerifier | None = None
 
@@ -99,10 +100,16 @@ class OffsiteUploader:
         outcomes: jobs.Outcomes,
         environ: Mapping[str, str],
         health: HealthState,
+        read_checks: archiver.ReadCheckCache | None = None,
     ) -> OffsiteUploader:
         """The daemon's uploader, subscribed to its outcomes and started."""
         uploader = cls(
-            live=live, families=metrics.families, catalog=catalog, environ=environ, health=health
+            live=live,
+            families=metrics.families,
+            catalog=catalog,
+            environ=environ,
+            health=health,
+            read_checks=read_checks,
         )
         outcomes.subscribe(uploader.notify)
         uploader.start()

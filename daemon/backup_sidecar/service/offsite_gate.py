@@ -13,8 +13,11 @@ ever becomes a confirmed offsite copy.
   its own thread while the bytes go out, and ``Store.upload`` writes the checksum record only
   once it passed (its ``vet``): the check costs no upload time where the upload is the slower,
   and a rotten archive's object is never confirmed (it is deleted at once). Results are
-  cached by file identity (device, inode, size, mtime) as the prune's: each version of an
-  archive file is read once, a retried upload does not read it again. An archive that fails
+  cached by file identity (device, inode, size, mtime) in the daemon's cache, the prune's:
+  the prune after a backup has read its archive moments before, so the upload does not read
+  it again (nor does a retried upload). A passed check remembers the SHA-256 of the file's
+  bytes it read, and ``vet`` requires the bytes sent to hash to it (rot keeps the identity);
+  when they differ the archive is read again before anything is confirmed. An archive that fails
   is marked damaged (``found_by: offsite upload``, the scrub's marker: `list` shows it
   damaged, retention neither deletes it nor counts it, and it is no longer pending) and
   counted as reason ``damaged``.
@@ -34,6 +37,7 @@ import structlog
 from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import (
     CorruptArchiveError,
+    OffsiteObjectCorruptError,
     OffsiteUploadAbandonedError,
     OperationAbortedError,
     SidecarError,
@@ -48,8 +52,11 @@ FOUND_BY = "offsite upload"
 
 
 class ReadCheck:
-    """One archive's read check on its own thread; ``vet`` waits for it (Store.upload's hook)
-    and raises CorruptArchiveError when it failed."""
+    """One archive's read check for ``Store.upload``'s ``vet``: a passed check of this version of
+    the file already cached (the prune after its backup read it moments ago) is used as it is,
+    else the check runs on its own thread while the bytes go out. Either way ``vet`` also
+    requires the bytes sent to hash to the bytes the check read (rot keeps a file's identity);
+    when they differ the archive is read again. CorruptArchiveError when the check failed."""
 
     def __init__(
         self,
@@ -59,25 +66,41 @@ class ReadCheck:
     ) -> None:
         self.archive = archive
         self.fault: str | None = None
+        self._checks = checks
+        self._stop = stop
         self._error: BaseException | None = None
         self._done = threading.Event()  # the upload ended first: the check may stop
-        self._thread = threading.Thread(
-            target=self._run, args=(checks, stop), name="offsite-check", daemon=True
-        )
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if checks.passed_sha256(archive.path) is None:
+            self._thread = threading.Thread(target=self._run, name="offsite-check", daemon=True)
+            self._thread.start()
 
-    def _run(self, checks: archiver.ReadCheckCache, stop: Callable[[], bool]) -> None:
+    def _run(self, recheck: bool = False) -> None:
+        run = self._checks.recheck if recheck else self._checks.check
         try:
-            self.fault = checks.check(
-                self.archive.path, should_stop=lambda: stop() or self._done.is_set()
+            self.fault = run(
+                self.archive.path, should_stop=lambda: self._stop() or self._done.is_set()
             )
         except FileNotFoundError:
             pass  # pruned while it was being sent: the bytes read were whole
         except Exception as exc:  # noqa: BLE001 (handed to the uploading thread by ``vet``)
             self._error = exc
 
-    def vet(self) -> None:
-        self._thread.join()
+    def vet(self, sent_sha256: str) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self._raise()
+        checked = self._checks.passed_sha256(self.archive.path)
+        if checked is not None and checked != sent_sha256:
+            self._run(recheck=True)  # the bytes sent are not the bytes checked: read again
+            self._raise()
+            checked = self._checks.passed_sha256(self.archive.path)
+        if checked is not None and checked != sent_sha256:
+            raise OffsiteObjectCorruptError(
+                self.archive.path.name, "the archive's bytes changed while it was sent"
+            )
+
+    def _raise(self) -> None:
         if self._error is not None:
             raise self._error
         if self.fault is not None:
@@ -85,15 +108,18 @@ class ReadCheck:
 
     def finish(self) -> None:
         self._done.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class UploadGate:
     """The per-archive checks of one uploader (see the module docstring)."""
 
-    def __init__(self, *, families: MetricFamilies) -> None:
+    def __init__(
+        self, *, families: MetricFamilies, checks: archiver.ReadCheckCache | None = None
+    ) -> None:
         self._families = families
-        self._checks = archiver.ReadCheckCache()
+        self._checks = checks or archiver.ReadCheckCache()  # the daemon's: the prune's results
         self._told: set[str] = set()
         #: This pass's refusals, one line each (cleared by ``begin_pass``).
         self.refused: list[str] = []
