@@ -20,7 +20,7 @@ from support.waiting import wait_until
 
 
 def _blocked_in_wait(thread: threading.Thread) -> bool:
-    frame = sys._current_frames().get(thread.ident or -1)  # noqa: SLF001 - where it waits
+    frame = sys._current_frames().get(thread.ident or -1)  # where the thread is now
     while frame is not None:
         if frame.f_code.co_name == "wait":
             return True
