@@ -104,13 +104,9 @@ class OffsiteUploader:
     ) -> OffsiteUploader:
         """The daemon's uploader, subscribed to its outcomes and started."""
         uploader = cls(
-            live=live,
-            families=metrics.families,
-            catalog=catalog,
-            environ=environ,
-            health=health,
-            read_checks=read_checks,
-        )
+            live=live, families=metrics.families, catalog=catalog, environ=environ,
+            health=health, read_checks=read_checks,
+        )  # fmt: skip
         outcomes.subscribe(uploader.notify)
         uploader.start()
         # The scheduled offsite verify runs beside it on its own thread (stopped with it).
@@ -287,13 +283,9 @@ class OffsiteUploader:
             left.remove(archive)
             self._series.uploaded(archive, up.name, datetime.now(UTC).timestamp(), left)
             log.info(
-                "offsite_upload_completed",
-                archive=archive.name,
-                object=up.name,
-                size=up.size,
-                encrypted=up.encrypted,
-                attempts=up.attempts,
-            )
+                "offsite_upload_completed", archive=archive.name, object=up.name, size=up.size,
+                encrypted=up.encrypted, attempts=up.attempts,
+            )  # fmt: skip
         if not self._abandon.is_set():
             prune_pass(
                 store=store,
