@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from backup_sidecar import archiver
 from backup_sidecar.archiver import ArchiveInfo
-from backup_sidecar.errors import BusyError
-from backup_sidecar.jobs.backupdir import clean_leftovers
+from backup_sidecar.errors import BusyError, CorruptArchiveError, OperationAbortedError
+from backup_sidecar.jobs.backupdir import clean_leftovers, mark_damaged
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.incremental import incremental_backup, manifest_stats
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcomes, failure_text
@@ -29,9 +29,15 @@ def run_backup(
     effort: Effort | None = None,
     outcomes: Outcomes | None = None,
     scheduled: bool = False,
+    checks: archiver.ReadCheckCache | None = None,
 ) -> ArchiveInfo:
     """One backup of the selected databases under their locks; logged and published either
-    way (``scheduled``: the schedule asked for it, not a user)."""
+    way (``scheduled``: the schedule asked for it, not a user).
+
+    With ``checks`` (the daemon's cache) a new archive that the prune after it or the offsite
+    upload would read anyway is read back once its locks are released, before the outcome is
+    published (``read_back``): the prune and the upload the outcome wakes then find its check
+    done, with the file's SHA-256, and do not read it again."""
     effort = effort or rt.effort
     effort.lower_priority()
     specs = rt.select(names, policy=policy)
@@ -67,6 +73,8 @@ def run_backup(
                     unique=archive_name is None,
                     **effort.archiver_keywords(),
                 )
+        if checks is not None and _read_anyway(rt, policy):
+            read_back(rt, info, checks, should_stop=effort.should_stop)
     except Exception as exc:  # every failure counts, not only the ones the archiver names
         duration = time.monotonic() - started
         error = failure_text(exc)
@@ -112,3 +120,28 @@ def run_backup(
         **({"kind": "incremental", "pages": pages} if pages else {}),
     )
     return info
+
+
+def _read_anyway(rt: Runtime, policy: str) -> bool:
+    """True when the daemon reads ``policy``'s new archive after the backup anyway: the prune
+    after it (a policy with a keep) or the offsite upload. Page-store policies write no archive."""
+    return policy not in rt.incremental and (policy in rt.keep or rt.offsite is not None)
+
+
+def read_back(
+    rt: Runtime,
+    info: ArchiveInfo,
+    checks: archiver.ReadCheckCache,
+    *,
+    should_stop: Callable[[], bool],
+) -> None:
+    """The archive just written read to its end through ``checks`` (which keeps the result and
+    the file's SHA-256 under its identity). One that fails is marked damaged and the backup
+    fails with CorruptArchiveError; a stopped read leaves the check to the prune or upload."""
+    try:
+        fault = checks.check(info.path, should_stop=should_stop)
+    except (FileNotFoundError, OperationAbortedError):
+        return
+    if fault is not None:
+        mark_damaged(rt, info, fault, found_by="backup")
+        raise CorruptArchiveError(info.name, fault)

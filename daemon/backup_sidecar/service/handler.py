@@ -128,6 +128,7 @@ class ControlHandler:
                         wait=WAIT_FOR_LOCK_S if request.wait else None,
                         effort=effort,
                         outcomes=st.outcomes,
+                        checks=st.read_checks,
                     )
                     # Like a scheduled run: a success clears the policy's "last backup failed"
                     # reason (the health subscriber), and the policy is pruned (never the

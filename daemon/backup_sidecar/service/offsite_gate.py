@@ -14,10 +14,11 @@ ever becomes a confirmed offsite copy.
   once it passed (its ``vet``): the check costs no upload time where the upload is the slower,
   and a rotten archive's object is never confirmed (it is deleted at once). Results are
   cached by file identity (device, inode, size, mtime) in the daemon's cache, the prune's:
-  the prune after a backup has read its archive moments before, so the upload does not read
-  it again (nor does a retried upload). A passed check remembers the SHA-256 of the file's
-  bytes it read, and ``vet`` requires the bytes sent to hash to it (rot keeps the identity);
-  when they differ the archive is read again before anything is confirmed. An archive that fails
+  the daemon's backup read its archive back before it published the outcome that wakes the
+  uploader (jobs/backup.py), so the upload does not read it again (nor does a retried one).
+  A passed check remembers the SHA-256 of the file's bytes it read, and ``vet`` requires the
+  bytes sent to hash to it (rot keeps the identity); when they differ the archive is read
+  again before anything is confirmed. An archive that fails
   is marked damaged (``found_by: offsite upload``, the scrub's marker: `list` shows it
   damaged, retention neither deletes it nor counts it, and it is no longer pending) and
   counted as reason ``damaged``.
@@ -53,7 +54,7 @@ FOUND_BY = "offsite upload"
 
 class ReadCheck:
     """One archive's read check for ``Store.upload``'s ``vet``: a passed check of this version of
-    the file already cached (the prune after its backup read it moments ago) is used as it is,
+    the file already cached (the backup read it back moments ago) is used as it is,
     else the check runs on its own thread while the bytes go out. Either way ``vet`` also
     requires the bytes sent to hash to the bytes the check read (rot keeps a file's identity);
     when they differ the archive is read again. CorruptArchiveError when the check failed."""

@@ -87,6 +87,7 @@ class ScheduledRuns:
                     outcomes=self._outcomes,
                     scheduled=True,
                     wait=SCHEDULED_WAIT_S,
+                    checks=self._read_checks,  # read back: the prune and upload find it done
                 )
             except Exception as exc:  # a bug's exception too: /healthz shows the failure
                 self._still_configured(policy)  # removed meanwhile: drop what it counted
