@@ -6,16 +6,20 @@ python -m bench.offsite_e2e [--sizes 100,1024] [--reps 3] [--out bench/RESULTS-o
 python -m bench.offsite_e2e --quick --out OUT.md     # 2 and 8 MiB, one round (the smoke test)
 
 For each database size (bench/gen.py, cached in bench/work/cache/ like bench.run's), each
-round runs, every step a process of its own (bench/proc.py: peak RSS, noise):
-backup + upload pass plaintext, backup + upload pass age (the two in alternating order from one
-round to the next), then obstore ``put`` of that round's plaintext archive alone (8 MiB parts,
-4 in flight: the Store's settings). Each round uploads under a prefix of its own, so every pass
-uploads exactly one archive. The targets, each a ratio within this run, at the largest size:
+round runs, each mode in one process as the daemon runs them (bench/offsite_e2e_worker.py
+``backup-sync``: one read-check cache shared by the backup, which reads its new archive back
+into it, and the upload pass; bench/proc.py: the process's peak RSS, noise): backup + upload
+pass plaintext, then obstore ``put`` of that plaintext archive alone (8 MiB parts, 4 in
+flight: the Store's settings), and backup + upload pass age, the modes in alternating order
+from one round to the next. The backup and the pass are timed apart (seconds, CPU seconds
+of the whole process over the step, peak RSS over the step). Each round uploads under a
+prefix of its own, so every pass uploads exactly one archive. The targets, each a ratio
+within this run, at the largest size:
 
 - age adds at most 10% to backup + upload: median(backup + pass, age) / (plaintext) <= 1.10;
 - upload throughput at least 0.8x obstore alone: median obstore put seconds / median upload
   pass seconds (the whole pass: lease, listing, Store.upload, confirm) >= 0.8;
-- peak RSS of the uploading process bounded: at the largest size / at the smallest <= 1.2,
+- peak RSS of the upload pass bounded: at the largest size / at the smallest <= 1.2,
   plaintext and age.
 """
 
@@ -93,28 +97,33 @@ def write_config(
 
 
 def step(cmd: list[str], env: dict[str, str], also_ours: tuple[int, ...]) -> dict[str, Any]:
+    """The worker's JSON line, with the process's own CPU seconds, peak RSS and noise."""
     m = run([sys.executable, *cmd], env=env, cwd=REPO, also_ours=also_ours)
     if m.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed ({m.returncode}): {m.stderr[-3000:]}")
     out = json.loads(m.stdout.strip().splitlines()[-1])
-    return {**out, "cpu_s": m.cpu_s, "maxrss_mib": m.maxrss_kib / 1024, "noise": m.noise_cores}
+    process = {"process_cpu_s": m.cpu_s, "process_maxrss_mib": m.maxrss_kib / 1024}
+    return {**out, **process, "noise": m.noise_cores}
 
 
 def obstore_put(ctx: dict[str, Any], archive: Path, key: str) -> dict[str, Any]:
+    """obstore's put of ``archive`` alone: its seconds and CPU seconds over the put (the
+    worker's), the process's peak RSS."""
     server: SeaweedServer = ctx["server"]
     spec = {"src": str(archive), "dest": "", "bucket": "bench"}
     spec |= {"endpoint": server.endpoint, "key": key}
     cmd = ["-m", "bench.offsite_worker", "obstore-put", json.dumps(spec)]
     o = step(cmd, ctx["env"], ctx["weed"])
-    return {**o, "bytes": archive.stat().st_size}
+    return {**o, "maxrss_mib": o["process_maxrss_mib"], "bytes": archive.stat().st_size}
 
 
 def round_of(
     ctx: dict[str, Any], size: int, rep: int, db: Path, work: Path
 ) -> dict[str, dict[str, Any]]:
-    """One round at one size: both modes (backup then upload pass) and obstore alone. Even
-    rounds: plaintext, age, then obstore (after an upload); odd rounds: age, then the
-    plaintext backup, obstore, the plaintext pass (obstore right after a backup, as a pass)."""
+    """One round at one size: in each mode one process does what the daemon does (the backup,
+    read back into its read-check cache, then the upload pass sharing that cache); obstore
+    puts the plaintext archive alone right after the plaintext pass. Even rounds: plaintext,
+    obstore, age; odd rounds: age, plaintext, obstore."""
     server: SeaweedServer = ctx["server"]
     result: dict[str, dict[str, Any]] = {}
     archive = work / f"{size}-{rep}-plaintext" / "backups" / "bench.tar.gz"
@@ -128,26 +137,32 @@ def round_of(
             endpoint=server.endpoint,
             recipient=ctx["recipient"] if mode == "age" else None,
         )
-        worker = ["-m", "bench.offsite_e2e_worker"]
-        b = step([*worker, "backup", str(config), "bench"], ctx["env"], ctx["weed"])
-        if mode == "plaintext" and rep % 2:
-            result["obstore put alone"] = obstore_put(ctx, archive, f"raw/{size}-{rep}.tar.gz")
-        u = step([*worker, "sync", str(config)], ctx["env"], ctx["weed"])
+        cmd = ["-m", "bench.offsite_e2e_worker", "backup-sync", str(config), "bench"]
+        both = step(cmd, ctx["env"], ctx["weed"])
+        b, u = both["backup"], both["sync"]
+        b["noise"] = u["noise"] = both["noise"]
+        u["process_cpu_s"], u["process_maxrss_mib"] = (
+            both["process_cpu_s"],
+            both["process_maxrss_mib"],
+        )
         if u["confirmed"] != 1 or u["failures"]:
             raise SystemExit(f"{mode} pass confirmed {u['confirmed']}, failures {u['failures']}")
         result[f"backup {mode}"], result[f"upload pass {mode}"] = b, u
         log(
             f"{size} MiB round {rep + 1} {mode}: backup {b['seconds']:.2f} s "
-            f"({b['archive_bytes'] / MiB:.0f} MiB archive), pass {u['seconds']:.2f} s "
-            f"(Store.upload {u['upload_seconds']:.2f} s, {u['cpu_s']:.2f} CPU-s), "
-            f"{u['maxrss_mib']:.0f} MiB peak"
+            f"({b['archive_bytes'] / MiB:.0f} MiB archive, {b['cpu_s']:.2f} CPU-s), pass "
+            f"{u['seconds']:.2f} s (Store.upload {u['upload_seconds']:.2f} s, "
+            f"{u['cpu_s']:.2f} CPU-s), {u['maxrss_mib']:.0f} MiB peak"
         )
+        if mode == "plaintext":
+            o = obstore_put(ctx, archive, f"raw/{size}-{rep}.tar.gz")
+            result["obstore put alone"] = o
+            log(
+                f"{size} MiB round {rep + 1}: obstore alone {o['seconds']:.2f} s, "
+                f"{o['cpu_s']:.2f} CPU-s"
+            )
         if mode == "age":
             shutil.rmtree(place / "backups")
-    if "obstore put alone" not in result:
-        result["obstore put alone"] = obstore_put(ctx, archive, f"raw/{size}-{rep}.tar.gz")
-    o = result["obstore put alone"]
-    log(f"{size} MiB round {rep + 1}: obstore alone {o['seconds']:.2f} s, {o['cpu_s']:.2f} CPU-s")
     shutil.rmtree(archive.parent.parent)
     return result
 

@@ -1,7 +1,8 @@
 """One measured offsite operation, in a process of its own (bench/offsite.py runs it through
 bench/proc.py for the peak RSS): ``python -m bench.offsite_worker OP SPEC_JSON``.
 
-It prints ``{"seconds": ...}``: the operation alone, after the imports and the client setup
+It prints ``{"seconds": ..., "cpu_s": ...}``: the operation alone (its CPU seconds: the whole
+process's, all threads, over the operation), after the imports and the client setup
 (the lease for the Store's uploads is taken before the clock starts, as a running sidecar
 holds it already). OPs: ``copy`` (a plain local copy), ``age-local`` (age-encrypt to a local
 file), ``store-put`` / ``store-get`` (backup_sidecar.offsite.Store, plain or age),
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -136,12 +138,18 @@ def prepare_store(op: str, spec: dict[str, Any], src: Path, dest: Path) -> Calla
 def main() -> None:
     op, spec = sys.argv[1], json.loads(sys.argv[2])
     run = prepare(op, spec)
-    started = time.monotonic()
+    cpu, started = cpu_s(), time.monotonic()
     run()
-    seconds = time.monotonic() - started
+    seconds, cpu = time.monotonic() - started, cpu_s() - cpu
     for after in AFTER:
         after()
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu}))
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process so far, all its threads (obstore's included)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 if __name__ == "__main__":
