@@ -25,7 +25,8 @@ def place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Place
 def test_list_and_verify_an_incremental_copy(tmp_path: Path, place: Place) -> None:
     """One encrypted incremental backup of two databases uploaded: `list --offsite --json`
     lists it (kind incremental, both databases, confirmed) and the text table names it;
-    `verify --offsite NAME` says ok for both databases. A pack's object swapped for another
+    `verify --offsite NAME` says ok for both databases, and `--latest` verifies it too (the
+    newest copy).  A pack's object swapped for another
     database's (its record forged to match): list still calls it confirmed (the record
     matches), verify fails, exit 1, naming the manifest object."""
     section, environ, store = place
@@ -55,6 +56,10 @@ def test_list_and_verify_an_incremental_copy(tmp_path: Path, place: Place) -> No
     assert ok.returncode == 0, ok.stderr
     (verified,) = json.loads(ok.stdout)["copies"]
     assert verified["result"] == "ok" and sorted(verified["databases"]) == ["audit", "user"]
+    latest = run_cli("verify", "--offsite", "--latest", "--json", config=site.config, env=env)
+    assert latest.returncode == 0, latest.stderr
+    (newest,) = json.loads(latest.stdout)["copies"]  # the copy restore --latest takes first
+    assert newest["result"] == "ok" and f"/manifests/{name}.json.age" in newest["object"]
 
     user = sorted(p.split("/")[1] for p in confirmed_packs(store) if p.startswith("user/"))
     audit = sorted(p.split("/")[1] for p in confirmed_packs(store) if p.startswith("audit/"))

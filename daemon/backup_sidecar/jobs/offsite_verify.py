@@ -25,10 +25,12 @@ import structlog
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
+from backup_sidecar.jobs.offsite_candidates import page_candidates
 from backup_sidecar.jobs.offsite_pageverify import PageCopyFound, check_page_copy, find_page_copy
 from backup_sidecar.jobs.offsite_pick import restore_candidates
 from backup_sidecar.jobs.offsitecopy import origin_mismatch
 from backup_sidecar.jobs.runtime import OffsiteSpec
+from backup_sidecar.offsite.pagekeys import parse_page_name
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +165,8 @@ def select_copies(
         if not found:
             raise OffsiteObjectNotFoundError(store.url, wanted)
         return [max(found, key=lambda o: (o.confirmed, o.encrypted))]
-    if latest:
+    if latest:  # archives and incremental backups (one manifest object each), as restore
+        objects += page_candidates(store, encrypted_only=encrypted_only)
         recorded = [o for o in objects if not o.reason.startswith(_NO_RECORD)]
         first = restore_candidates(recorded, policies) or restore_candidates(
             recorded, policies, confirmed=False
@@ -200,28 +203,39 @@ def verify_offsite(
             found = find_page_copy(store, ref, encrypted_only=encrypted_only)
         except OffsiteObjectNotFoundError:
             raise missing from None
-        return [_verify_pages(store, found, spec, temp_root=temp_root, should_stop=should_stop)]
+        done = _verify_pages(store, found, spec, temp_root=temp_root, should_stop=should_stop)
+        _log(done)
+        return [done]
     for obj in chosen:
         if should_stop():  # the daemon is stopping: what was not verified is not reported
             break
-        done = verify_copy(
-            store,
-            obj,
-            identity_file=spec.identity_file,
-            temp_root=temp_root,
-            should_stop=should_stop,
-        )
+        page = parse_page_name(obj.name)  # --latest: the newest may be an incremental backup
+        if page is not None and page.backup is not None:
+            found = find_page_copy(store, page.backup, encrypted_only=encrypted_only)
+            done = _verify_pages(store, found, spec, temp_root=temp_root, should_stop=should_stop)
+        else:
+            done = verify_copy(
+                store,
+                obj,
+                identity_file=spec.identity_file,
+                temp_root=temp_root,
+                should_stop=should_stop,
+            )
         if should_stop():
             break
         outcomes.append(done)
-        if done.result == FAILED:
-            log.error(
-                "offsite_verify_failed", object=done.object, policy=done.policy,
-                reason=done.reason, error=done.error,
-            )  # fmt: skip
-        elif done.result == OK:
-            log.info("offsite_verified", object=done.object, policy=done.policy)
+        _log(done)
     return outcomes
+
+
+def _log(done: CopyVerified) -> None:
+    if done.result == FAILED:
+        log.error(
+            "offsite_verify_failed", object=done.object, policy=done.policy,
+            reason=done.reason, error=done.error,
+        )  # fmt: skip
+    elif done.result == OK:
+        log.info("offsite_verified", object=done.object, policy=done.policy)
 
 
 def _verify_pages(
@@ -247,5 +261,4 @@ def _verify_pages(
     except (SidecarError, OSError) as exc:
         reason = verify_failure_reason(exc)
         return CopyVerified(found.policy, found.object, FAILED, reason, str(exc))
-    log.info("offsite_verified", object=found.object, policy=found.policy)
     return CopyVerified(found.policy, found.object, OK, databases=databases)
