@@ -8,7 +8,8 @@ p99 commit latency went from 0.5 ms to 5 ms, and autogroup nice 19 or SCHED_IDLE
 help. So with fewer than three CPUs the packing is paced: it works in 16 KiB slices (about
 0.05 ms of CPU) and sleeps 0.12 ms between them while the check runs, which leaves a CPU idle
 most of the time, makes a waking application thread wait one short slice at worst, and still
-hides most of the packing behind the check (bench/RESULTS.md has the current figures).
+hides most of the packing behind the check (bench/RESULTS.md has the current figures). Copies
+under 256 MiB in total are not paced (archiver/packing.py `PACE_FROM_BYTES`).
 """
 
 from __future__ import annotations

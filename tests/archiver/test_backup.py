@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from backup_sidecar import __version__
-from backup_sidecar.archiver import DatabaseSpec, create_backup
+from backup_sidecar.archiver import ArchiveStatus, DatabaseSpec, create_backup
 from backup_sidecar.archiver.snapshot import Snapshot
 from backup_sidecar.errors import DatabaseLockedError, IntegrityCheckError
 from support.archives import backup_of, corrupt_table_page, gnu_tar_extract, gnu_tar_names
@@ -682,6 +682,50 @@ def test_paced_packing_yields_the_cpu_between_small_slices_only_while_the_check_
     assert pack(tmp_path / "plain.gz", lambda: False) == digests
     assert set(reads) == {packing.CHUNK}
     assert (tmp_path / "paced.gz").read_bytes() == (tmp_path / "plain.gz").read_bytes()
+
+
+@pytest.mark.parametrize("pace_from", [0, None], ids=["large enough", "below the bound"])
+def test_only_copies_of_pace_from_bytes_or_more_are_packed_paced(
+    backup_dir: Path,
+    rollback_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pace_from: int | None,
+) -> None:
+    """With ``pace`` and the check running all along (held until the packing is over), copies
+    of at least `PACE_FROM_BYTES` are packed in paced slices; smaller ones (a 100 MiB backup's
+    paced packing outlasted its check by a fifth) are packed unpaced."""
+    from types import SimpleNamespace
+
+    from backup_sidecar.archiver import packing
+
+    if pace_from is not None:
+        monkeypatch.setattr(packing, "PACE_FROM_BYTES", pace_from)
+    assert rollback_db.stat().st_size < packing.PACE_FROM_BYTES or pace_from == 0
+    sleeps: list[float] = []
+    monkeypatch.setattr(packing, "time", SimpleNamespace(sleep=sleeps.append))
+    packed = threading.Event()
+    check_all, pack_databases = packing.check_all, packing.pack_databases
+
+    def held_check(snaps: Sequence[Snapshot], should_stop: Callable[[], bool]) -> list[str]:
+        assert packed.wait(60), "the packing never finished"
+        return check_all(snaps, should_stop)
+
+    def pack(*args: Any, **kwargs: Any) -> list[str]:
+        try:
+            return pack_databases(*args, **kwargs)
+        finally:
+            packed.set()
+
+    monkeypatch.setattr(packing, "check_all", held_check)
+    monkeypatch.setattr(packing, "pack_databases", pack)
+    info = backup_of(
+        {"user": rollback_db}, backup_dir=backup_dir, name="p", now=NOW, threads=2, pace=True
+    )
+    assert info.status == ArchiveStatus.VERIFIED
+    if pace_from == 0:
+        assert sleeps and set(sleeps) == {packing.PAUSE_S}
+    else:
+        assert sleeps == []
 
 
 def _many_tables_db(path: Path, tables: int) -> Path:

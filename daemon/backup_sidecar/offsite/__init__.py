@@ -70,25 +70,49 @@ rule against clock skew is in ``lease.py``. Secrets never reach a message, log o
 
 from __future__ import annotations
 
-from backup_sidecar.offsite.crypto import load_identities, parse_recipients
-from backup_sidecar.offsite.download import Downloaded
-from backup_sidecar.offsite.lease import Lease, LeaseOwner, LeaseVerdict
-from backup_sidecar.offsite.record import Origin, Record
-from backup_sidecar.offsite.results import (
-    Confirmation,
-    Listing,
-    ListProblem,
-    OffsiteObject,
-    Uploaded,
-)
-from backup_sidecar.offsite.retry import RetryPolicy
-from backup_sidecar.offsite.store import Store
-from backup_sidecar.offsite.target import (
-    OffsiteTarget,
-    S3Credentials,
-    parse_target,
-    resolve_credentials,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backup_sidecar.offsite.crypto import load_identities, parse_recipients
+    from backup_sidecar.offsite.download import Downloaded
+    from backup_sidecar.offsite.lease import Lease, LeaseOwner, LeaseVerdict
+    from backup_sidecar.offsite.record import Origin, Record
+    from backup_sidecar.offsite.results import (
+        Confirmation,
+        Listing,
+        ListProblem,
+        OffsiteObject,
+        Uploaded,
+    )
+    from backup_sidecar.offsite.retry import RetryPolicy
+    from backup_sidecar.offsite.store import Store
+    from backup_sidecar.offsite.target import (
+        OffsiteTarget,
+        S3Credentials,
+        parse_target,
+        resolve_credentials,
+    )
+
+#: Each name's module, imported on first use (PEP 562): the configuration and the commands that
+#: never touch a store (a backup) do not import obstore and the store's machinery.
+_WHERE = {
+    "load_identities": "crypto", "parse_recipients": "crypto", "Downloaded": "download",
+    "Lease": "lease", "LeaseOwner": "lease", "LeaseVerdict": "lease", "Origin": "record",
+    "Record": "record", "Confirmation": "results", "Listing": "results",
+    "ListProblem": "results", "OffsiteObject": "results", "Uploaded": "results",
+    "RetryPolicy": "retry", "Store": "store", "OffsiteTarget": "target",
+    "S3Credentials": "target", "parse_target": "target", "resolve_credentials": "target",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Confirmation",
