@@ -99,6 +99,8 @@ def incremental_backup(
         policy=policy,
         databases=tuple(written),
         sequence=sequence,
+        kind="incremental",
+        check=spec.check,
     )
     return info, written
 
