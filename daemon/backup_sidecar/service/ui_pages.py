@@ -250,8 +250,10 @@ def progress_box(running: list[tuple[str, str, int, int]], *, every: str = "500m
     action's POST runs, its stages appear live: a restore's, a backup's, a verify's)."""
     lines = []
     for op, stage, done, total in running:
-        share = f" {100 * done / total:.0f}% ({human_size(done)} of {human_size(total)})"
-        lines.append(f"<div>{e(op)}: {e(stage)}{share if total else ''}</div>")
+        share = ""
+        if total > 0:  # (an operation just started has no total yet)
+            share = f" {100 * done / total:.0f}% ({human_size(done)} of {human_size(total)})"
+        lines.append(f"<div>{e(op)}: {e(stage)}{share}</div>")
     return (
         f'<div id=progress hx-get="/progress?every={every}" hx-trigger="every {every}" '
         'hx-swap="outerHTML">'
