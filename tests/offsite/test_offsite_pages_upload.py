@@ -12,6 +12,7 @@ from pyrage import x25519
 from backup_sidecar import jobs
 from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
 from support.databases import Writer, make_db
+from support.metrics import free_port
 from support.offsite_pages import (
     Place,
     confirmed_manifests,
@@ -20,6 +21,7 @@ from support.offsite_pages import (
     offsite_place,
 )
 from support.pages import pack_files
+from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -117,3 +119,27 @@ def test_a_backup_counts_offsite_only_with_every_pack_it_needs(
     assert resent == size + manifest.st_size  # that pack and the manifest, nothing else
     assert store.list().objects == ()
     assert store.list().problems == ()
+
+
+def test_an_incremental_policy_lags_while_the_store_is_unreachable(tmp_path: Path) -> None:
+    """`max_age: 1s`, the endpoint dead from the start: the incremental backup is pending on
+    what is known (no listing ever answered), so the policy's `offsite_lagging` turns 1 once
+    it waited past max_age; a pass that cannot reach the store no longer hides it."""
+    db = make_db(tmp_path / "data" / "user.db", wal=True, rows=100)
+    dead = {
+        "url": "s3://nowhere/prefix",
+        "endpoint": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "path_style": True,
+        "attempts": 1,
+        "max_age": "1s",
+    }
+    environ = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    site = incremental_site(tmp_path, {"user": db}, offsite=dead, environ=environ)
+    jobs.run_backup(site.rt, policy="hourly")
+
+    def lagging() -> bool:
+        assert site.uploader.sync() == 0
+        return site.metric("backup_sidecar_offsite_lagging", policy="hourly") == 1
+
+    wait_until(lagging, what="the incremental policy lagging")
+    assert site.metric("backup_sidecar_offsite_pending_archives") == 1

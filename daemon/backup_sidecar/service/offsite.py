@@ -209,8 +209,9 @@ class OffsiteUploader:
                 with contextlib.suppress(SidecarError, OSError):
                     suffix = ".age" if spec.recipients else ""
                     kept = upload_candidates(self._local(rt), spec.keep)
-                    self._series.waiting(
+                    self._series.waiting(  # archives, then incremental backups
                         [a for a in kept if a.path.name + suffix not in self._confirmed]
+                        + self._pages.unconfirmed(rt, spec)
                     )
             return 0
         finally:

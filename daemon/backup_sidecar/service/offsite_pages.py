@@ -76,6 +76,9 @@ class PageUploads:
         self._series = series
         self._records: RecordCache = {}
         self._told: set[str] = set()
+        #: Series keys (``<name>.json[.age]``) of the backups confirmed at the last listing
+        #: that answered, and since: what a pass that cannot reach the store goes on.
+        self._confirmed: set[str] = set()
 
     def listed(
         self,
@@ -100,7 +103,16 @@ class PageUploads:
             policies=watched_policies(rt),
         )
         view.left = left
+        self._confirmed = set(view.confirmed)
         return view
+
+    def unconfirmed(self, rt: jobs.Runtime, spec: OffsiteSpec) -> list[archiver.ArchiveInfo]:
+        """The incremental backups inside the offsite keep not confirmed at the last listing
+        that answered (a pass that cannot reach the store: they keep aging toward the lag)."""
+        suffix = ".age" if spec.recipients else ""
+        infos = [b.info for b in local_page_backups(rt.backup_dir)]
+        kept = upload_candidates(infos, spec.keep)
+        return [i for i in kept if i.path.name + suffix not in self._confirmed]
 
     def _view(self, rt: jobs.Runtime, store: offsite.Store, spec: OffsiteSpec) -> PagesView:
         view = PagesView()
@@ -185,6 +197,7 @@ class PageUploads:
             if backup.info in left:
                 left.remove(backup.info)
             name = backup.info.path.name + (".age" if recipients else "")
+            self._confirmed.add(name)
             self._series.uploaded(backup.info, name, datetime.now(UTC).timestamp(), left)
             log.info(
                 "offsite_upload_completed",
