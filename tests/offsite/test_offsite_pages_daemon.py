@@ -30,11 +30,10 @@ def test_a_daemons_incremental_uploads_restore_a_lost_host(
     shared_bucket: str,
 ) -> None:
     """Two incremental backups through the socket (the first with a writer committing; each
-    waits for the start's catch-up backup), both
-    confirmed offsite by the daemon's upload job (pending 0, the policy's last success set);
-    the daemon stopped, the data and backup directories deleted; `restore --latest
-    --from-offsite --force` restores both databases from the second backup: equal dumps,
-    integrity ok."""
+    waits for the start's catch-up backup), both confirmed offsite by the daemon's upload job
+    (pending 0, the policy's last success set); the daemon stopped, the data and backup
+    directories deleted; `restore --latest --from-offsite --force` restores both databases
+    from the second backup: equal dumps, integrity ok."""
     host = tmp_path / "host"
     dbs = {
         "user": make_db(host / "data" / "user.db", wal=True, rows=400),

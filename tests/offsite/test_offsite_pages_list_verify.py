@@ -25,10 +25,10 @@ def place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Place
 def test_list_and_verify_an_incremental_copy(tmp_path: Path, place: Place) -> None:
     """One encrypted incremental backup of two databases uploaded: `list --offsite --json`
     lists it (kind incremental, both databases, confirmed) and the text table names it;
-    `verify --offsite NAME` says ok for both databases, and `--latest` verifies it too (the
-    newest copy).  A pack's object swapped for another
-    database's (its record forged to match): list still calls it confirmed (the record
-    matches), verify fails, exit 1, naming the manifest object."""
+    `verify --offsite NAME` says ok for both databases, and `--latest` (the newest copy) and
+    a plain `verify --offsite` (each policy's newest, as scheduled) verify it too. A pack's
+    object swapped for another database's (its record forged to match): list still calls it
+    confirmed (the record matches), verify fails, exit 1, naming the manifest object."""
     section, environ, store = place
     identity = x25519.Identity.generate()
     key = tmp_path / "age.txt"
@@ -60,6 +60,9 @@ def test_list_and_verify_an_incremental_copy(tmp_path: Path, place: Place) -> No
     assert latest.returncode == 0, latest.stderr
     (newest,) = json.loads(latest.stdout)["copies"]  # the copy restore --latest takes first
     assert newest["result"] == "ok" and f"/manifests/{name}.json.age" in newest["object"]
+    every = run_cli("verify", "--offsite", "--json", config=site.config, env=env)
+    assert every.returncode == 0, every.stderr  # each policy's newest: the scheduled verify's
+    assert [c["result"] for c in json.loads(every.stdout)["copies"]] == ["ok"]
 
     user = sorted(p.split("/")[1] for p in confirmed_packs(store) if p.startswith("user/"))
     audit = sorted(p.split("/")[1] for p in confirmed_packs(store) if p.startswith("audit/"))

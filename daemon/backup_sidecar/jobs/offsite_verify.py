@@ -25,7 +25,7 @@ import structlog
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
-from backup_sidecar.jobs.offsite_candidates import page_candidates
+from backup_sidecar.jobs.offsite_candidates import candidate_name, page_candidates
 from backup_sidecar.jobs.offsite_pageverify import PageCopyFound, check_page_copy, find_page_copy
 from backup_sidecar.jobs.offsite_pick import restore_candidates
 from backup_sidecar.jobs.offsitecopy import origin_mismatch
@@ -92,13 +92,14 @@ def _order(obj: offsite.OffsiteObject) -> tuple[bool, int, datetime, datetime, s
 def newest_per_policy(
     objects: Sequence[offsite.OffsiteObject],
 ) -> dict[str, offsite.OffsiteObject]:
-    """Each policy's newest archive copy (by its origin, else its upload time) among those
+    """Each policy's newest copy, an archive's or an incremental backup's manifest object
+    (by its origin, else its upload time) among those
     with a checksum record: a newest copy damaged since its upload (no longer confirmed) is
     the one verified, and fails, rather than hidden behind an older good one. An object
     without a record is an unfinished upload, not a copy."""
     newest: dict[str, offsite.OffsiteObject] = {}
     for obj in objects:
-        if archive_name(obj.name) is None or obj.reason.startswith(_NO_RECORD):
+        if candidate_name(obj.name) is None or obj.reason.startswith(_NO_RECORD):
             continue
         policy = policy_of(obj)
         if policy not in newest or _order(obj) > _order(newest[policy]):
@@ -172,7 +173,8 @@ def select_copies(
             recorded, policies, confirmed=False
         )
         return first[:1]
-    return list(newest_per_policy(objects).values())
+    pages = page_candidates(store, encrypted_only=encrypted_only)  # incremental backups too
+    return list(newest_per_policy((*objects, *pages)).values())
 
 
 def verify_offsite(
