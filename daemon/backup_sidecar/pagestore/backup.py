@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -150,16 +151,20 @@ def known_pages(dirs: fsio.StoreDirs) -> dict[bytes, tuple[str, int]]:
     A damaged pack (its index unreadable, or marked by a rebuild that found it damaged:
     ``damage``) is left out: a new backup stores its pages again rather than name them.
     """
-    known: dict[bytes, tuple[str, int]] = {}
     damaged = damaged_packs(dirs)
+    indexes = []
     for file in fsio.listdir(dirs.packs_fd, SUFFIX):
         pack_id = file.removesuffix(SUFFIX)
         if pack_id in damaged:
             continue
         try:
-            idx = read_index(dirs.packs_fd, pack_id, where=dirs.packs)
+            indexes.append(read_index(dirs.packs_fd, pack_id, where=dirs.packs))
         except (PackFormatError, OSError):
             continue
-        for slot, digest in enumerate(idx.digests):
-            known.setdefault(digest, (pack_id, slot))
+    # The first pack (by name) and the first slot holding a digest wins, as it always has:
+    # later packs first, each slot range reversed, so the earliest entry is written last.
+    known: dict[bytes, tuple[str, int]] = {}
+    for idx in reversed(indexes):
+        slots = zip(repeat(idx.pack_id), range(len(idx.digests) - 1, -1, -1), strict=False)
+        known.update(zip(reversed(idx.digests), slots, strict=True))
     return known

@@ -103,12 +103,16 @@ class Manifest:
 def runs_of(locations: list[tuple[str, int]]) -> tuple[Run, ...]:
     """Runs for pages 1..N at ``locations[pgno - 1]`` = (pack, slot)."""
     runs: list[Run] = []
-    for pgno, (pack, slot) in enumerate(locations, start=1):
-        last = runs[-1] if runs else None
-        if last and last.pack == pack and last.first_slot + last.count == slot:
-            runs[-1] = Run(last.first_pgno, last.count + 1, pack, last.first_slot)
-        else:
-            runs.append(Run(pgno, 1, pack, slot))
+    first, count, pack, slot0 = 1, 0, "", 0
+    for pgno, (p, slot) in enumerate(locations, start=1):
+        if count and p == pack and slot == slot0 + count:
+            count += 1
+            continue
+        if count:
+            runs.append(Run(first, count, pack, slot0))
+        first, count, pack, slot0 = pgno, 1, p, slot
+    if count:
+        runs.append(Run(first, count, pack, slot0))
     return tuple(runs)
 
 
