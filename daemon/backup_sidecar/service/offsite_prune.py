@@ -11,6 +11,7 @@ from backup_sidecar import jobs, offsite
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.offsite_pageprune import prune_pages
 from backup_sidecar.jobs.offsite_prune import prune_offsite
+from backup_sidecar.jobs.pagestores import store_names
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.metric_families import MetricFamilies
 
@@ -59,8 +60,11 @@ def _pages(
     families: MetricFamilies,
     reason: Callable[[BaseException], str],
 ) -> int:
-    """The page stores' retention (jobs/offsite_pageprune.py): manifests, then unneeded packs."""
+    """The page stores' retention (jobs/offsite_pageprune.py): manifests, then unneeded packs;
+    skipped (no listing of ``pages/``) while no incremental policy and no page store exist."""
     try:
+        if not rt.incremental and not store_names(rt.backup_dir):
+            return 0
         result = prune_pages(
             store,
             lease=lease,
