@@ -10,7 +10,9 @@ import pytest
 from pyrage import x25519
 
 from backup_sidecar import jobs
+from backup_sidecar.jobs.offsite_pages import check_pack
 from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
+from backup_sidecar.service import offsite_pages as offsite_pages_service
 from support.databases import Writer, make_db
 from support.metrics import free_port
 from support.offsite_pages import (
@@ -143,3 +145,24 @@ def test_an_incremental_policy_lags_while_the_store_is_unreachable(tmp_path: Pat
 
     wait_until(lagging, what="the incremental policy lagging")
     assert site.metric("backup_sidecar_offsite_pending_archives") == 1
+
+
+def test_a_pack_whose_bytes_differ_from_those_checked_is_never_confirmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pack check is made to vouch for other bytes than those the upload reads (the fault:
+    a pack rewritten between its check and its upload): no pack and no manifest is confirmed,
+    the refusal is counted as `damaged`, and the backup stays pending; with the real check
+    the next pass confirms it (file://)."""
+    section, environ, store = offsite_place("file", tmp_path)
+    db = make_db(tmp_path / "data" / "user.db", wal=True, rows=300)
+    site = incremental_site(tmp_path, {"user": db}, offsite=section, environ=environ)
+    jobs.run_backup(site.rt, policy="hourly")
+    monkeypatch.setattr(offsite_pages_service, "check_pack", lambda *a, **k: "0" * 64)
+    assert site.uploader.sync() == 0
+    assert confirmed_packs(store) == set() and confirmed_manifests(store) == set()
+    assert site.metric("backup_sidecar_offsite_failures_total", reason="damaged") == 1
+    assert site.metric("backup_sidecar_offsite_pending_archives") == 1
+    monkeypatch.setattr(offsite_pages_service, "check_pack", check_pack)
+    assert site.uploader.sync() == 1
+    assert confirmed_manifests(store) != set()
