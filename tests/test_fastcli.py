@@ -16,6 +16,7 @@ from backup_sidecar.cli import main
 from backup_sidecar.cli.endpoints import control_socket, healthz_url, url_of
 from backup_sidecar.settings import load_settings
 from support.cli import clean_env, run_cli
+from support.foreign_http import foreign_http_server
 
 CASES: list[tuple[str | None, dict[str, str]]] = [
     (None, {}),
@@ -73,6 +74,25 @@ def test_a_bad_configuration_is_still_reported(
     done = run_cli(*args, config=config)
     assert done.returncode == code, done.stderr
     assert str(config) in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "code"), [(("healthcheck",), 1), (("ctl", "ping"), 2)])
+def test_a_duplicate_key_is_refused_as_config_check_refuses_it(
+    args: tuple[str, ...], code: int, tmp_path: Path
+) -> None:
+    """`metrics: {host: 127.0.0.1, port: 1, port: P}` with another server answering 200 on P:
+    the fast commands refuse the file naming the duplicate, as `config check` does, instead of
+    taking the last value (PyYAML's) and calling that server healthy."""
+    with foreign_http_server() as port:
+        config = tmp_path / "dup.yaml"
+        config.write_text(
+            f"metrics: {{host: 127.0.0.1, port: 1, port: {port}}}\n"
+            f"control: {{socket: {tmp_path}/c.sock, socket: {tmp_path}/d.sock}}\n"
+        )
+        done = run_cli(*args, config=config)
+    assert done.returncode == code, done.stdout
+    assert str(config) in done.stderr and "duplicate key" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
 
 
 def test_the_lazy_group_lists_every_command() -> None:

@@ -14,7 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backup_sidecar.cli.endpoints import control_socket, healthz_url
 from backup_sidecar.cli.plainyaml import UNSURE, value
+from backup_sidecar.settings.yamlfile import _UniqueKeyLoader
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = (("metrics", "host"), ("metrics", "port"), ("control", "socket"))
@@ -29,14 +31,23 @@ SCALARS = [
     '"unclosed', "[unclosed", "0 3 * * *", "x\ty", "\ufeffx", "é", "a\u2028b", ".inf", "0b101",
     ".NaN", "1,2", "a]b", "a{b", "#c", "2001-13-45", "1999-1-2 3:04:05", "1234-x", "a?b", "{a: b?}",
 ]  # fmt: skip
-KEYS = ["metrics", "control", "host", "port", "socket", "x", "on", "<<", "'host'", "? host", "1"]
+KEYS = [
+    "metrics", "control", "host", "port", "socket", "x", "on", "<<", "'host'", "? host", "1",
+    "yes", "ON", "true", "null", "~", "0x1", "01", '"port"',
+]  # fmt: skip
+#: Flow mappings whose keys repeat, as written or as PyYAML reads them (`on`/`yes`, `1`/`0x1`).
+DUPLICATED = [
+    "{host: h, port: 1, port: 9}", "{port: 1, 'port': 9}", "{on: 1, yes: 2}", "{1: a, 0x1: b}",
+    "{null: a, ~: b}", "{port: 1, host: h, \"port\": 9}", "{a: {b: 1, b: 2}}", "[{a: 1, a: 2}]",
+]  # fmt: skip
 INDENTS = ["", " ", "  ", "    "]
 
 
 def _pyyaml(text: str, section: str, key: str) -> object:
-    """What endpoints.py read with PyYAML alone (a str for anything it would not take)."""
+    """What the validated loader reads (a str for anything it would not take: a duplicate key
+    too, which plain PyYAML would read as the last one)."""
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError, ValueError):
         return "<unsure>"
     if data is None:
@@ -72,10 +83,15 @@ _line = st.tuples(
 ).map("".join)
 _section = st.tuples(
     st.sampled_from(["metrics", "control", "x", "metrics", "control"]),
-    st.sampled_from([":", ": # c", ": {host: 1.2.3.4, port: 9}", ": [1]", ": x", ":  "]),
+    st.sampled_from(
+        [":", ": # c", ": {host: 1.2.3.4, port: 9}", ": [1]", ": x", ":  "]
+        + [f": {flow}" for flow in DUPLICATED]
+    ),
     st.lists(
         st.tuples(
-            st.sampled_from(INDENTS[1:]), st.sampled_from(KEYS[2:5]), st.sampled_from(SCALARS)
+            st.sampled_from(INDENTS[1:]),
+            st.sampled_from([*KEYS[2:5], *KEYS[11:]]),
+            st.sampled_from(SCALARS + DUPLICATED),
         ),
         max_size=4,
     ),
@@ -85,8 +101,10 @@ _section = st.tuples(
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_section, _line), max_size=6), st.sampled_from(["\n", "\n\n", "\n# c\n"]))
 def test_a_value_read_without_pyyaml_is_pyyamls(parts: list[str], sep: str) -> None:
-    """On generated documents (tricky scalars, flow collections, odd indents, duplicates,
-    comments), every value the plain reader returns equals PyYAML's, type included."""
+    """On generated documents (tricky scalars, flow collections, odd indents, duplicate keys
+    in block and flow mappings, keys PyYAML reads as one, comments), every value the plain
+    reader returns equals the validated loader's, type included: never one from a file it
+    refuses."""
     _agrees(sep.join(parts) + "\n")
 
 
@@ -135,3 +153,22 @@ def test_healthcheck_does_not_import_pyyaml_for_a_plain_file(tmp_path: Path) -> 
         ["http://127.0.0.1:9464/healthz", sock, "False"],
         ["http://h:9/healthz", "/s", "True"],
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "metrics: {host: 127.0.0.1, port: 1, port: 19465}\ncontrol: {socket: /s}\n",
+        "metrics:\n  port: 1\n  port: 19465\ncontrol: {socket: /s, socket: /t}\n",
+        "x: &a 1\nmetrics: {host: h, port: 1, port: 9}\ncontrol: {socket: /s}\n",
+        "x: {on: 1, yes: 2}\nmetrics: {host: h, port: 9}\ncontrol: {socket: /s}\n",
+        "x: [{'a': 1, a: 2}]\nmetrics: {host: h, port: 9}\ncontrol: {socket: /s}\n",
+    ],
+)
+def test_a_duplicate_key_defers_to_the_validated_load(tmp_path: Path, text: str) -> None:
+    """A file with a key twice anywhere (block or flow, plain subset or not, as written or as
+    PyYAML reads it), which `config check` refuses, gives the fast commands no endpoint: they
+    load the validated configuration, which names the duplicate (PyYAML alone took the last)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    assert (healthz_url(path, {}), control_socket(path, {})) == (None, None)

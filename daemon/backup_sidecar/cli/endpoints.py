@@ -61,8 +61,12 @@ def _pyyaml_value(text: str, section: str, key: str) -> object:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
+        # PyYAML keeps the last of a duplicate key; the validated loader refuses the file
+        node = yaml.compose(text, Loader=loader)
+        if node is not None and _has_duplicate_key(node, loader):
+            raise _UnsureError
         data = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
-    except (yaml.YAMLError, RecursionError, ValueError):
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError):
         raise _UnsureError from None
     if data is None:
         return None
@@ -72,6 +76,32 @@ def _pyyaml_value(text: str, section: str, key: str) -> object:
     if not isinstance(part, dict):
         raise _UnsureError
     return part.get(key)
+
+
+def _has_duplicate_key(root: object, loader: type) -> bool:
+    """Whether any mapping under ``root`` (a composed node) holds a key twice, as the
+    validated loader (settings/yamlfile.py) compares keys: by their constructed value."""
+    import yaml  # noqa: PLC0415
+
+    constructor = loader("")
+    stack, seen_nodes = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:  # an alias: already looked at
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and not key_node.tag.endswith(":merge"):
+                    key = constructor.construct_object(key_node, deep=True)
+                    if key in keys:
+                        return True
+                    keys.add(key)
+                stack += [key_node, value_node]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return False
 
 
 def _raw(config: Path | None, environ: Mapping[str, str], section: str, key: str) -> object:

@@ -5,7 +5,8 @@ Only a plain subset of YAML is read: block mappings and sequences indented with 
 mappings and sequences on one line, plain scalars, single- and double-quoted scalars without
 escapes, comments. The whole document must be in that subset, and the value must be a
 string or a decimal integer that no other YAML 1.1 type could claim; anything else (anchors,
-tags, block scalars, multi-line values, duplicate keys, a tab, a document marker, a plain
+tags, block scalars, multi-line values, duplicate keys (block or flow, and keys PyYAML
+would read as another type: `on` and `yes` are one key), a tab, a document marker, a plain
 scalar PyYAML would read as a bool, float, null or date...) returns `UNSURE`, and the
 caller parses the file with PyYAML as before. So a value read here is the one PyYAML reads
 (a property test compares the two on generated documents).
@@ -98,9 +99,19 @@ def _value(text: str, section: str, key: str) -> object:
         raise _UnsureError
     if _DECIMAL.fullmatch(found):
         return int(found)
-    if found[0] in _NOT_STR_FIRST and found.count(".") < 2 and re.match(_NOT_STR, found, re.X):
+    if _not_str(found):
         raise _UnsureError
     return found
+
+
+def _not_str(plain: str) -> bool:
+    """Whether PyYAML may read the plain scalar ``plain`` as something else than a string (as
+    a key: `on` and `yes` are the same key True, `1` and `0x1` the same key 1)."""
+    return (
+        plain[0] in _NOT_STR_FIRST
+        and plain.count(".") < 2
+        and bool(re.match(_NOT_STR, plain, re.X))
+    )
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
@@ -149,7 +160,7 @@ def _mapping(lines: list[tuple[int, str]], pos: int, indent: int) -> tuple[int, 
     while pos < len(lines) and lines[pos][0] == indent:
         content = lines[pos][1]
         match = _KEY.match(content)
-        if match is None or match[1] in out:
+        if match is None or match[1] in out or _not_str(match[1]):
             raise _UnsureError
         rest = content[match.end() :].lstrip(" ")
         pos += 1
@@ -220,7 +231,9 @@ def _collection(text: str, pos: int) -> tuple[int, _Node]:
     while pos < len(text) and text[pos] != close:
         end, node = _flow(text, pos)
         if mapping:
-            if type(node) is not str or node in out_map or text[end : end + 2] != ": ":
+            if type(node) is not str or node in out_map or _not_str(node):
+                raise _UnsureError  # a duplicate, or a key PyYAML may read as another's twin
+            if text[end : end + 2] != ": ":
                 raise _UnsureError
             end, out_map[node] = _flow(text, _skip(text, end + 2))
         else:
