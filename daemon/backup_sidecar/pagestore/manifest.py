@@ -133,9 +133,9 @@ def encode_runs(runs: tuple[Run, ...], number: Mapping[str, int]) -> str:
     return base64.b64encode(zstd.compress(raw, level=_RUNS_LEVEL)).decode("ascii")
 
 
-def decode_runs(text: object, page_count: int) -> list[list[int]]:
-    """``encode_runs`` undone, as ``[first_pgno, count, pack number, first_slot]`` lists for
-    ``_parse_runs`` to check; ValueError if the text is not such a packing."""
+def decode_runs(text: object, packs: list[str], page_count: int) -> tuple[Run, ...]:
+    """``encode_runs`` undone and checked like ``_parse_runs`` (every run at least one page,
+    a known pack, a slot >= 0, pages 1..page_count exactly); ValueError naming the fault."""
     if not isinstance(text, str):
         raise ValueError("'runs_zstd' is not a string")
     try:
@@ -154,16 +154,22 @@ def decode_runs(text: object, page_count: int) -> list[list[int]]:
     ):
         raise ValueError("'runs_zstd' does not hold its count of runs")
     cols = struct.unpack_from(f"<{n}I{n}I{n}i", raw, 4)
-    counts, packs, gaps = cols[:n], cols[n : 2 * n], cols[2 * n :]
-    out = []
+    counts, numbers, gaps = cols[:n], cols[n : 2 * n], cols[2 * n :]
+    if n and (min(counts) < 1 or max(numbers) >= len(packs)):
+        raise ValueError("'runs_zstd' holds an empty run or names no pack")
+    runs = []
     ends: dict[int, int] = {}
     pgno = 1
-    for count, pack, gap in zip(counts, packs, gaps, strict=True):
-        slot = ends.get(pack, 0) + gap
-        out.append([pgno, count, pack, slot])
-        ends[pack] = slot + count
+    for count, number, gap in zip(counts, numbers, gaps, strict=True):
+        slot = ends.get(number, 0) + gap
+        if slot < 0:
+            raise ValueError(f"'runs_zstd': the run at page {pgno} has slot {slot}")
+        runs.append(Run(pgno, count, packs[number], slot))
+        ends[number] = slot + count
         pgno += count
-    return out
+    if pgno != page_count + 1:
+        raise ValueError(f"'runs_zstd' covers {pgno - 1} pages, not page_count {page_count}")
+    return tuple(runs)
 
 
 def parse_manifest(name: str, data: bytes) -> Manifest:
@@ -200,8 +206,10 @@ def _parse(name: str, data: bytes) -> Manifest:
         isinstance(p, str) and _PACK_ID.fullmatch(p) for p in packs
     ):
         raise ValueError("'packs' is not a list of pack ids")
-    raw_runs = doc.get("runs") if version == 1 else decode_runs(doc.get("runs_zstd"), page_count)
-    runs = _parse_runs(raw_runs, packs, page_count)
+    if version == 1:
+        runs = _parse_runs(doc.get("runs"), packs, page_count)
+    else:
+        runs = decode_runs(doc.get("runs_zstd"), packs, page_count)
     created, stats, meta = doc.get("created_at"), doc.get("stats"), doc.get("metadata")
     if not isinstance(created, str):
         raise ValueError("'created_at' is not a string")
