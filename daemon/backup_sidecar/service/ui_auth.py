@@ -18,7 +18,9 @@ import hmac
 import secrets
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 from backup_sidecar.errors import ConfigError
 from backup_sidecar.settings.ui import UiConfig
@@ -27,6 +29,12 @@ from backup_sidecar.settings.ui import UiConfig
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 #: How many passed Authorization values are remembered (then forgotten all at once).
 MAX_REMEMBERED = 64
+#: How many password checks (scrypt, 16 MiB each) may run at once; a request beyond them is
+#: answered "busy" at once without hashing, so a flood of guesses cannot exhaust memory or CPU.
+MAX_CHECKS = 2
+
+#: What check() says of a credential: it passes, it does not, or no check slot was free.
+Verdict = Literal["ok", "denied", "busy"]
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -85,6 +93,10 @@ class Gate:
         #: password is never remembered, so each guess still pays the whole check.
         self._passed: set[bytes] = set()
         self._passed_lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(MAX_CHECKS)
+        #: The checks run on these threads only: scrypt's 16 MiB blocks stay in their malloc
+        #: arenas instead of one arena per request thread keeping its last block.
+        self._checkers = ThreadPoolExecutor(MAX_CHECKS, thread_name_prefix="ui-password-check")
 
     @classmethod
     def from_config(cls, cfg: UiConfig, environ: Mapping[str, str]) -> Gate:
@@ -116,27 +128,38 @@ class Gate:
         return self._password is not None or self._token is not None
 
     def allows(self, authorization: str | None) -> bool:
+        return self.check(authorization) == "ok"
+
+    def check(self, authorization: str | None) -> Verdict:
+        """Whether the credential passes; "busy" when a password check is due and every check
+        slot is taken (a credential that passed before needs no slot)."""
         if self.open:
-            return True
+            return "ok"
         scheme, _, value = (authorization or "").strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and self._token is not None:
-            return hmac.compare_digest(value.encode(), self._token.encode())
+            ok = hmac.compare_digest(value.encode(), self._token.encode())
+            return "ok" if ok else "denied"
         if scheme.lower() == "basic" and self._token is not None and self._basic_token(value):
-            return True
+            return "ok"
         if scheme.lower() == "basic" and self._password is not None:
             seen = hmac.new(self._csrf_secret, value.encode(), hashlib.sha256).digest()
             with self._passed_lock:
                 if seen in self._passed:
-                    return True
-            if not self._basic_ok(value):
-                return False
+                    return "ok"
+            if not self._checks.acquire(blocking=False):
+                return "busy"
+            try:
+                if not self._checkers.submit(self._basic_ok, value).result():
+                    return "denied"
+            finally:
+                self._checks.release()
             with self._passed_lock:
                 if len(self._passed) >= MAX_REMEMBERED:
                     self._passed.clear()
                 self._passed.add(seen)
-            return True
-        return False
+            return "ok"
+        return "denied"
 
     def _basic_token(self, value: str) -> bool:
         """Basic auth of ``ui.user`` with the token as its password."""

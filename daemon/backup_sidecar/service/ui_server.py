@@ -28,6 +28,7 @@ from backup_sidecar.service.ui_app import UiApp
 from backup_sidecar.service.ui_auth import Gate
 from backup_sidecar.service.ui_conditions import ConditionEvents
 from backup_sidecar.service.ui_events import RecentEvents
+from backup_sidecar.service.ui_host import HostCheck
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +46,12 @@ _HEADERS = {
 class _Server(DaemonHTTPServer):
     failure_event = "ui_request_failed"
 
-    def __init__(self, address: tuple[str, int], *, app: UiApp) -> None:
+    def __init__(self, address: tuple[str, int], *, app: UiApp, allowed: tuple[str, ...]) -> None:
         self.app = app
         super().__init__(address, _Handler)
+        self.hosts = HostCheck(
+            listen_host=address[0], port=int(self.server_address[1]), allowed=allowed
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        if not self._authenticated():
+        if not self._right_host() or not self._authenticated():
             return
         path = urlsplit(self.path).path
         if path == "/":
@@ -74,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
     def do_POST(self) -> None:
-        if not self._authenticated():
+        if not self._right_host() or not self._authenticated():
             return
         path = urlsplit(self.path).path
         declared = self.headers.get("Content-Length") or "0"
@@ -89,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         host = self.headers.get("Host", "")
         if not self.server.app.gate.csrf_ok(form.get("csrf")) or (
-            origin is not None and urlsplit(origin).netloc != host
+            origin is not None and not self.server.hosts.origin_ok(origin, host)
         ):
             log.warning("ui_forged_post_refused", path=path, client=self.client_address[0])
             self._refuse(HTTPStatus.FORBIDDEN, "refused: the form's CSRF token or origin is wrong")
@@ -127,10 +131,34 @@ class _Handler(BaseHTTPRequestHandler):
                 body = pages.page("error", pages.outcome(error=message))
         self._send(HTTPStatus(status), body, "text/html; charset=utf-8")
 
+    def _right_host(self) -> bool:
+        """Refuse (421) a Host not naming this page: a rebound DNS name of another site."""
+        host = self.headers.get("Host")
+        if self.server.hosts.host_ok(host):
+            return True
+        log.warning("ui_wrong_host_refused", host=(host or "")[:200], client=self.client_address[0])
+        self._refuse(
+            HTTPStatus.MISDIRECTED_REQUEST,
+            "refused: the Host header names no address of this page (ui.listen, ui.allowed_hosts)",
+        )
+        return False
+
     def _authenticated(self) -> bool:
         gate = self.server.app.gate
-        if gate.allows(self.headers.get("Authorization")):
+        verdict = gate.check(self.headers.get("Authorization"))
+        if verdict == "ok":
             return True
+        if verdict == "busy":
+            log.warning("ui_auth_busy", client=self.client_address[0])
+            message = "busy: too many password checks at once; try again in a second"
+            self._send(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                message.encode() + b"\n",
+                "text/plain; charset=utf-8",
+                extra={"Retry-After": "1"},
+            )
+            self.close_connection = True
+            return False
         log.warning("ui_unauthorized", path=self.path[:200], client=self.client_address[0])
         scheme = 'Basic realm="backup-sidecar", charset="UTF-8"' if gate.basic else "Bearer"
         self._send(
@@ -207,7 +235,7 @@ class UiServer:
         app = UiApp(handler=handler, live=live, gate=gate, events=events)
         if stopping is not None:
             app.stopping = stopping.is_set
-        server = cls(_Server(cfg.address, app=app))
+        server = cls(_Server(cfg.address, app=app, allowed=cfg.allowed_hosts))
         state.outcomes.subscribe(events)
         state.health.listen(
             ConditionEvents(health=state.health, events=events, upload_error=_upload_error(state))

@@ -47,6 +47,9 @@ class UiConfig(BaseModel):
     #: The basic-auth user name, and the variable holding its password hash.
     user: str = Field(default="admin", min_length=1)
     password_hash_env: str | None = Field(default=None, min_length=1)
+    #: Host header values a reverse proxy sends (``name`` or ``name:port``), besides the
+    #: listen address's own; any other Host is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _auth_off_loopback(self) -> UiConfig:
