@@ -23,12 +23,21 @@ ever becomes a confirmed offsite copy.
   damaged, retention neither deletes it nor counts it, and it is no longer pending) and
   counted as reason ``damaged``.
 
+- **That it is still there** (``upload``). The policy's prune may delete an archive between
+  the pass's listing and its upload (or between two attempts of it): the upload then finds
+  no file, or the file is gone when the record would be written (its read check cannot vouch
+  for the bytes sent any more). That archive is skipped (logged ``offsite_upload_skipped`` at
+  info, not a failure of the pass, the other archives go on) and whatever it sent is removed
+  (the unconfirmed object, unfinished multipart uploads): never a confirmed copy.
+
 Each refusal of a pass is kept (``refused``) so the pass reports the last one as its error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -67,6 +76,8 @@ class ReadCheck:
     ) -> None:
         self.archive = archive
         self.fault: str | None = None
+        #: The check found no file (pruned before it opened it): its bytes were never checked.
+        self.vanished = False
         self._checks = checks
         self._stop = stop
         self._error: BaseException | None = None
@@ -83,7 +94,7 @@ class ReadCheck:
                 self.archive.path, should_stop=lambda: self._stop() or self._done.is_set()
             )
         except FileNotFoundError:
-            pass  # pruned while it was being sent: the bytes read were whole
+            self.vanished = True  # pruned before it was read: ``vet`` refuses to confirm it
         except Exception as exc:  # noqa: BLE001 (handed to the uploading thread by ``vet``)
             self._error = exc
 
@@ -92,6 +103,9 @@ class ReadCheck:
             self._thread.join()
         self._raise()
         checked = self._checks.passed_sha256(self.archive.path)
+        if checked is None and (self.vanished or not os.path.lexists(self.archive.path)):
+            path = str(self.archive.path)
+            raise FileNotFoundError(errno.ENOENT, "gone before it was read-checked", path)
         if checked is not None and checked != sent_sha256:
             self._run(recheck=True)  # the bytes sent are not the bytes checked: read again
             self._raise()
@@ -153,21 +167,50 @@ class UploadGate:
         *,
         cancel: Callable[[], bool],
     ) -> offsite.Uploaded | None:
-        """``store.upload`` of ``archive``, read-checked meanwhile; None when it was rotten."""
+        """``store.upload`` of ``archive``, read-checked meanwhile; None when it was rotten or
+        is gone (pruned meanwhile)."""
         up: offsite.Uploaded | None = None
         name = archive.path.name + (".age" if recipients else "")
-        with self.checking(
-            rt, archive, store=store, lease=lease, object_name=name, should_stop=cancel
-        ) as check:
-            up = store.upload(
-                archive.path,
-                lease=lease,
-                recipients=recipients,
-                origin=origin_of(archive),
-                cancel=cancel,
-                vet=check.vet,  # the record is written only once the read check passed
-            )
+        try:
+            with self.checking(
+                rt, archive, store=store, lease=lease, object_name=name, should_stop=cancel
+            ) as check:
+                up = store.upload(
+                    archive.path,
+                    lease=lease,
+                    recipients=recipients,
+                    origin=origin_of(archive),
+                    cancel=cancel,
+                    vet=check.vet,  # the record is written only once the read check passed
+                )
+        except FileNotFoundError as exc:
+            if os.fsdecode(exc.filename or "") != str(archive.path) or os.path.lexists(
+                archive.path
+            ):
+                raise
+            self._vanished(store, lease, archive, object_name=name)
+            return None
         return None if check.fault is not None else up
+
+    def _vanished(
+        self,
+        store: offsite.Store,
+        lease: offsite.Lease,
+        archive: archiver.ArchiveInfo,
+        *,
+        object_name: str,
+    ) -> None:
+        """``archive`` is gone from the backup directory (the prune): nothing of it is left."""
+        log.info(
+            "offsite_upload_skipped",
+            archive=archive.path.name,
+            reason="the archive was deleted locally (pruned) before it was sent",
+        )
+        try:
+            store.delete(object_name, lease=lease)  # sent, never confirmed: not left behind
+            store.abort_orphaned_uploads(lease=lease)  # the sole uploader: only its parts
+        except (SidecarError, OSError) as exc:  # the next pass's orphan cleanup, retention
+            log.warning("offsite_delete_failed", object=object_name, error=str(exc))
 
     @contextlib.contextmanager
     def checking(
