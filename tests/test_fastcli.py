@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from backup_sidecar.cli import main
-from backup_sidecar.cli.endpoints import control_socket, healthz_url, url_of
+from backup_sidecar.cli.endpoints import control_socket, health_target, healthz_url, url_of
 from backup_sidecar.settings import load_settings
 from support.cli import clean_env, run_cli
 from support.foreign_http import foreign_http_server
@@ -44,6 +44,54 @@ def test_quick_endpoints_agree_with_the_validated_configuration(
 @pytest.mark.parametrize(
     ("yaml_text", "env"),
     [
+        *CASES,
+        ("metrics: {enabled: false, port: 1}\ncontrol: {socket: /tmp/x/c.sock}\n", {}),
+        ("metrics: {enabled: Off}\ncontrol: {enabled: NO}\n", {}),
+        ("metrics:\n  enabled: 'yes'\n", {"SIDECAR_METRICS__ENABLED": "F"}),
+        ("metrics: {enabled: true}\n", {"SIDECAR_CONTROL__ENABLED": "0"}),
+        (None, {"SIDECAR_METRICS__ENABLED": "off", "SIDECAR_CONTROL__SOCKET": "/s"}),
+        ("metrics: {enabled: 0}\ncontrol: {enabled: 1, socket: /c}\n", {}),
+    ],
+)
+def test_the_health_target_agrees_with_the_validated_configuration(
+    yaml_text: str | None, env: dict[str, str], tmp_path: Path
+) -> None:
+    """What `healthcheck` asks, read cheaply (metrics.enabled included), is what the
+    validated settings say: /healthz while metrics are on, else the control socket, else
+    nothing ("")."""
+    config = None
+    if yaml_text is not None:
+        config = tmp_path / "sidecar.yaml"
+        config.write_text(yaml_text)
+    settings = load_settings(config, environ=env)
+    want: str | Path = ""
+    if settings.metrics.enabled:
+        want = url_of(settings.metrics.host, settings.metrics.port)
+    elif settings.control.enabled:
+        want = settings.control.socket
+    assert health_target(config, env) == want
+
+
+@pytest.mark.parametrize(
+    "body", [b"OK\n", b"<html>it works</html>", b'{"status": "fine"}', b'["ok"]', b""]
+)
+def test_healthcheck_refuses_a_200_that_is_not_the_sidecars(body: bytes, tmp_path: Path) -> None:
+    """Another HTTP server answering 200 on `metrics.port` (any body but the sidecar's JSON
+    with "status": "ok"): `healthcheck` exits 1 with one line naming the URL, not 0."""
+    with foreign_http_server(body) as port:
+        config = tmp_path / "sidecar.yaml"
+        config.write_text(f"metrics: {{host: 127.0.0.1, port: {port}}}\n")
+        done = run_cli("healthcheck", config=config)
+    assert done.returncode == 1, done.stdout
+    assert done.stdout == "" and f"http://127.0.0.1:{port}/healthz: 200 but" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env"),
+    [
+        ("metrics: {enabled: maybe}\n", {}),
+        (None, {"SIDECAR_METRICS__ENABLED": "2"}),
         ("metrics: [1, 2]\ncontrol: x\n", {}),
         ("metrics: {port: x}\ncontrol: {socket: 7}\n", {}),
         ("metrics: {port: 9100\n", {}),
@@ -59,8 +107,10 @@ def test_anything_unusual_defers_to_the_validated_configuration(
     if yaml_text is not None:
         config = tmp_path / "sidecar.yaml"
         config.write_text(yaml_text)
-    assert healthz_url(config, env) is None
-    assert control_socket(config, env) is None
+    assert health_target(config, env) is None
+    if "enabled" not in f"{yaml_text}{env}".lower():
+        assert healthz_url(config, env) is None
+        assert control_socket(config, env) is None
 
 
 @pytest.mark.parametrize(("args", "code"), [(("healthcheck",), 1), (("ctl", "ping"), 2)])

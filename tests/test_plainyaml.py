@@ -19,7 +19,7 @@ from backup_sidecar.cli.plainyaml import UNSURE, value
 from backup_sidecar.settings.yamlfile import _UniqueKeyLoader
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = (("metrics", "host"), ("metrics", "port"), ("control", "socket"))
+TARGETS = (("metrics", "host"), ("metrics", "port"), ("control", "socket"), ("metrics", "enabled"))
 SCALARS = [
     "9", "9464", "0", "007", "0009", "0x1F", "1_000", "1:30", "+1", "-1", "1.5", "1e3", ".5",
     "127.0.0.1", "0.0.0.0", "::", "::1", "'::'", '"fe80::1"', "localhost", "yes", "No", "on",  # noqa: S104
@@ -33,6 +33,7 @@ SCALARS = [
 ]  # fmt: skip
 KEYS = [
     "metrics", "control", "host", "port", "socket", "x", "on", "<<", "'host'", "? host", "1",
+    "enabled",
     "yes", "ON", "true", "null", "~", "0x1", "01", '"port"',
 ]  # fmt: skip
 #: Flow mappings whose keys repeat, as written or as PyYAML reads them (`on`/`yes`, `1`/`0x1`).

@@ -44,18 +44,47 @@ def start(click_ctx: click.Context, from_offsite: bool) -> None:
     click_ctx.invoke(run)
 
 
-def _healthz_url(ctx: Context) -> str:
-    """The configured metrics endpoint's /healthz, asked on loopback when it listens on all."""
-    from backup_sidecar.cli.endpoints import healthz_url, url_of  # noqa: PLC0415
+def _health_target(ctx: Context) -> str | Path:
+    """What to ask: the configured metrics endpoint's /healthz (asked on loopback when it
+    listens on all), else (metrics disabled) the control socket; "" when neither is enabled."""
+    from backup_sidecar.cli.endpoints import health_target, url_of  # noqa: PLC0415
 
-    quick = healthz_url(ctx.config, os.environ)
+    quick = health_target(ctx.config, os.environ)
     if quick is not None:
         return quick
     ctx.configure_logging()
     from backup_sidecar.settings import load_settings  # noqa: PLC0415
 
-    metrics = load_settings(ctx.config, environ=os.environ).metrics
-    return url_of(metrics.host, metrics.port)
+    settings = load_settings(ctx.config, environ=os.environ)
+    if settings.metrics.enabled:
+        return url_of(settings.metrics.host, settings.metrics.port)
+    return settings.control.socket if settings.control.enabled else ""
+
+
+def _sidecar_ok(body: str) -> bool:
+    """Whether ``body`` is the sidecar's healthy /healthz answer (JSON, "status": "ok"): any
+    other server answering 200 on that port is not this daemon."""
+    import json  # noqa: PLC0415
+
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("status") == "ok"
+
+
+def _ask_socket(path: Path, timeout: float) -> None:
+    """The daemon's health over its control socket (`status`): exit 0 healthy, else 1."""
+    from backup_sidecar.cli.ping import health  # noqa: PLC0415
+    from backup_sidecar.errors import SidecarError  # noqa: PLC0415
+
+    try:
+        answer = health(path, timeout_s=timeout)
+    except SidecarError as exc:
+        fail(str(exc), 1)
+    if not answer["healthy"]:
+        fail(f"{path}: unhealthy: {'; '.join(answer['reasons']) or 'no reason given'}", 1)
+    click.echo(f'{path}: {{"status": "ok"}}')
 
 
 @click.command()
@@ -63,16 +92,24 @@ def _healthz_url(ctx: Context) -> str:
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
 @click.pass_obj
 def healthcheck(ctx: Context, url: str | None, timeout: float) -> None:
-    """Exit 0 if the daemon's /healthz answers 200, else 1 (the container's HEALTHCHECK).
+    """Exit 0 if the daemon says it is healthy, else 1 (the container's HEALTHCHECK): its
+    /healthz answers 200 with the sidecar's `{"status": "ok"}`, or, with the metrics endpoint
+    disabled, its control socket's `status` says healthy.
 
     Every failure exits 1, a bad configuration too: Docker reserves exit code 2.
     """
     from backup_sidecar.errors import SidecarError  # noqa: PLC0415
 
     try:
-        url = url or _healthz_url(ctx)
+        target = url or _health_target(ctx)
     except SidecarError as exc:
         fail(str(exc), 1)
+    if isinstance(target, Path):
+        _ask_socket(target, timeout)
+        return
+    if not target:
+        fail("nothing to ask: both the metrics endpoint and the control socket are disabled", 1)
+    url = target
     if not url.startswith(("http://", "https://")):
         fail(f"--url {url!r}: not an http(s) URL", 1)
     from backup_sidecar.cli.probe import get  # noqa: PLC0415
@@ -83,6 +120,9 @@ def healthcheck(ctx: Context, url: str | None, timeout: float) -> None:
         fail(f"{url}: {exc}", 1)
     if status != 200:
         fail(f"{url}: {status} {body}", 1)
+    if not _sidecar_ok(body):
+        shown = " ".join(body.split())[:200]
+        fail(f"{url}: 200 but not the sidecar's /healthz answer (another server?): {shown!r}", 1)
     click.echo(f"{url}: {body}")
 
 

@@ -134,6 +134,37 @@ def healthz_url(config: Path | None, environ: Mapping[str, str]) -> str | None:
     return url_of(host, port)
 
 
+#: The strings pydantic takes for a bool (lower-cased), as the validated loader reads them.
+_TRUE: Final = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE: Final = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _enabled(config: Path | None, environ: Mapping[str, str], section: str) -> bool | None:
+    """Whether ``section`` (metrics, control) is enabled (default: yes); None: unsure."""
+    try:
+        value = _raw(config, environ, section, "enabled")
+    except _UnsureError:
+        return None
+    if value is None or type(value) is bool:
+        return value is None or value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    return None
+
+
+def health_target(config: Path | None, environ: Mapping[str, str]) -> str | Path | None:
+    """What `healthcheck` asks: the /healthz URL (a str) while the metrics endpoint is
+    enabled, else the control socket (a Path); "" when neither is enabled; None: unsure."""
+    metrics = _enabled(config, environ, "metrics")
+    if metrics:
+        return healthz_url(config, environ)
+    if metrics is None or (control := _enabled(config, environ, "control")) is None:
+        return None
+    return control_socket(config, environ) if control else ""
+
+
 def url_of(host: str, port: int) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host

@@ -1,4 +1,5 @@
-"""`ctl ping` without the control client's models: it must start at once (a liveness probe).
+"""`ctl ping` (and `healthcheck`'s `status` when the metrics endpoint is disabled) without the
+control client's models: they must start at once (liveness probes, the container's HEALTHCHECK).
 
 The same exchange as control/client.py (one JSON line out, reply lines back), checked by hand
 for the one answer it expects, so pydantic and the protocol's models are never imported. The
@@ -12,6 +13,7 @@ import _socket
 import contextlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,8 +48,8 @@ def _connect(path: Path, timeout_s: float | None) -> _socket.socket:
     return sock
 
 
-def _answer(path: Path, line: bytes) -> dict[str, Any] | None:
-    """The ping's result from one reply line (None: a progress event, read on)."""
+def _result(path: Path, line: bytes) -> dict[str, Any] | None:
+    """The result of one reply line (None: a progress event, read on)."""
     try:
         reply = json.loads(line)
     except (ValueError, RecursionError):
@@ -60,15 +62,34 @@ def _answer(path: Path, line: bytes) -> dict[str, Any] | None:
     if reply.get("ok") is False and isinstance(error, dict):
         raise ControlError(str(error.get("code")), str(error.get("message")))
     result = reply.get("result")
+    if reply.get("ok") is not True or not isinstance(result, dict):
+        raise DaemonConnectionError(path, "malformed reply: not an answer")
+    return result
+
+
+def _answer(path: Path, line: bytes) -> dict[str, Any] | None:
+    """The ping's result from one reply line (None: a progress event, read on)."""
+    result = _result(path, line)
+    if result is None:
+        return None
     if (
-        reply.get("ok") is not True
-        or not isinstance(result, dict)
-        or result.get("pong") is not True
+        result.get("pong") is not True
         or type(result.get("pid")) is not int
         or not isinstance(result.get("version"), str)
     ):
         raise DaemonConnectionError(path, "malformed reply: not an answer to ping")
     return {"pong": True, "pid": result["pid"], "version": result["version"]}
+
+
+def _health(path: Path, line: bytes) -> dict[str, Any] | None:
+    """``status``'s health from one reply line: healthy and the reasons."""
+    result = _result(path, line)
+    if result is None:
+        return None
+    healthy, reasons = result.get("healthy"), result.get("reasons")
+    if type(healthy) is not bool or not isinstance(reasons, list):
+        raise DaemonConnectionError(path, "malformed reply: not an answer to status")
+    return {"healthy": healthy, "reasons": [str(r) for r in reasons]}
 
 
 def _readline(sock: _socket.socket, pending: bytearray) -> bytes:
@@ -87,11 +108,27 @@ def _readline(sock: _socket.socket, pending: bytearray) -> bytes:
 
 def ping(path: Path, *, timeout_s: float | None) -> dict[str, Any]:
     """Ask the daemon on ``path`` for ``ping``: its result as `ctl ping` prints it."""
+    return _exchange(path, b'{"op":"ping"}\n', _answer, timeout_s=timeout_s)
+
+
+def health(path: Path, *, timeout_s: float | None) -> dict[str, Any]:
+    """Ask the daemon on ``path`` for ``status``: ``{"healthy": bool, "reasons": [...]}``
+    (`healthcheck` when the metrics endpoint is disabled)."""
+    return _exchange(path, b'{"op":"status"}\n', _health, timeout_s=timeout_s)
+
+
+def _exchange(
+    path: Path,
+    request: bytes,
+    answer: Callable[[Path, bytes], dict[str, Any] | None],
+    *,
+    timeout_s: float | None,
+) -> dict[str, Any]:
     sock, pending = _connect(path, timeout_s), bytearray()
     try:
         # it may have answered and closed already (busy): read that
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(b'{"op":"ping"}\n')
+            sock.sendall(request)
         while True:
             try:
                 line = _readline(sock, pending)
@@ -103,8 +140,8 @@ def ping(path: Path, *, timeout_s: float | None) -> dict[str, Any]:
                 raise DaemonConnectionError(path, "the daemon closed the connection unanswered")
             if not line.endswith(b"\n"):
                 raise DaemonConnectionError(path, "connection closed mid-reply")
-            answer = _answer(path, line)
-            if answer is not None:
-                return answer
+            found = answer(path, line)
+            if found is not None:
+                return found
     finally:
         sock.close()

@@ -4,12 +4,13 @@ once (`healthcheck`, `ctl ping`): importing PyYAML is a fifth of their whole sta
 Only a plain subset of YAML is read: block mappings and sequences indented with spaces, flow
 mappings and sequences on one line, plain scalars, single- and double-quoted scalars without
 escapes, comments. The whole document must be in that subset, and the value must be a
-string or a decimal integer that no other YAML 1.1 type could claim; anything else (anchors,
-tags, block scalars, multi-line values, duplicate keys (block or flow, and keys PyYAML
-would read as another type: `on` and `yes` are one key), a tab, a document marker, a plain
-scalar PyYAML would read as a bool, float, null or date...) returns `UNSURE`, and the
-caller parses the file with PyYAML as before. So a value read here is the one PyYAML reads
-(a property test compares the two on generated documents).
+string, a boolean or a decimal integer that no other YAML 1.1 type could claim; anything
+else (anchors, tags, block scalars, multi-line values, duplicate keys (block or flow, and
+keys PyYAML would read as another type: `on` and `yes` are one key), a tab, a document
+marker, a plain scalar PyYAML would read as a float, null or date...) returns `UNSURE`, and
+the caller parses the file with PyYAML (refusing duplicate keys as the validated loader
+does). So a value read here is the one the validated loader reads (a property test compares
+the two on generated documents).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ _NOT_STR: Final = r"""^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|
     |~|null|Null|NULL)$"""
 _NOT_STR_FIRST: Final = "yYnNtTfFoO-+0123456789.<~=!&*"
 _DECIMAL: Final = re.compile(r"0|[1-9][0-9]{0,18}")
+#: PyYAML's booleans (YAML 1.1), read as it reads them (`metrics.enabled`).
+_BOOLS: Final = {
+    word: truth
+    for words, truth in (("yes true on", True), ("no false off", False))
+    for base in words.split()
+    for word in (base, base.capitalize(), base.upper())
+}
 #: The longest plain scalar read (PyYAML cannot make an int of over 4,300 digits).
 _MAX_PLAIN: Final = 1000
 #: Characters a plain scalar may not start with (YAML indicators), and that end one in a flow.
@@ -92,13 +100,19 @@ def _value(text: str, section: str, key: str) -> object:
     part = data[section]
     if not isinstance(part, dict):  # `metrics:` with nothing under it too, as endpoints.py
         raise _UnsureError
-    found = part.get(key)
+    return _scalar(part.get(key))
+
+
+def _scalar(found: _Node) -> object:
+    """The value of the node ``found`` as PyYAML constructs it, if plainly a str, int or bool."""
     if found is None or isinstance(found, _Quoted):
         return None if found is None else str(found)
     if not isinstance(found, str):
         raise _UnsureError
     if _DECIMAL.fullmatch(found):
         return int(found)
+    if found in _BOOLS:
+        return _BOOLS[found]
     if _not_str(found):
         raise _UnsureError
     return found
