@@ -129,3 +129,28 @@ def test_a_passed_basic_auth_is_checked_once_a_wrong_one_every_time() -> None:
     assert all(gate.allows(basic("right")) for _ in range(5))
     assert not any(gate.allows(basic("wrong")) for _ in range(3))
     assert _CountingHash.checks == ["right", "wrong", "wrong", "wrong"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ('  user: "ops:admin"\n', "ui.user"),
+        ('  token_env: "1 2"\n', "ui.token_env"),
+        ('  password_hash_env: "UI-HASH"\n', "ui.password_hash_env"),
+    ],
+)
+def test_names_that_can_never_work_are_refused(tmp_path: Path, lines: str, says: str) -> None:
+    """A user name with ':' (basic auth could never match it) or a variable name that is no
+    environment variable name is one `config check` line naming the key."""
+    done = run_cli("config", "check", str(_config(tmp_path, "  enabled: true\n" + lines)))
+    assert done.returncode == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert says in line and str(tmp_path) in line, line
+
+
+def test_hash_password_refuses_several_lines() -> None:
+    """A multi-line stdin is refused (hashing only its first line would make a password that
+    is not the one given); one line, with or without its newline, is hashed."""
+    done = run_cli("config", "hash-password", input="first\nsecond\n")
+    assert done.returncode == 2 and "more than one line" in done.stderr and not done.stdout
+    assert run_cli("config", "hash-password", input="one line").stdout.startswith("scrypt$")

@@ -66,7 +66,10 @@ def hash_password_command() -> None:
     its scrypt hash for the variable `ui.password_hash_env` names."""
     from backup_sidecar.service.ui_auth import hash_password  # noqa: PLC0415
 
-    password = sys.stdin.readline().rstrip("\r\n")
+    given = sys.stdin.read()
+    password = given.removesuffix("\n").removesuffix("\r")
+    if "\n" in password or "\r" in password:
+        raise click.UsageError("more than one line on stdin: give the password as one line")
     if not password:
         raise click.UsageError("no password on stdin")
     click.echo(hash_password(password))

@@ -223,6 +223,7 @@ class Service:
             self.bound_metrics = server.start(cfg.metrics.host, cfg.metrics.port)
             stack.callback(server.stop)
             log.info("metrics_listening", host=self.bound_metrics[0], port=self.bound_metrics[1])
+        stack.callback((ui := UiServer.bind(self.live, self._environ)).stop)  # before any backup
         self.maintainer.start()
         stack.callback(self.maintainer.stop)
         watcher = HealthWatcher(
@@ -255,8 +256,7 @@ class Service:
             offsite=uploader,
         )
         handler = ControlHandler(state)  # one implementation behind the socket and the page
-        ui = UiServer.start_for(self.live, handler, self._environ, state, self._stop)
-        stack.callback(ui.stop)  # (serves, refusing actions, until the running work is done)
+        ui.serve(self.live, handler, state, self._stop)  # refuses actions once stopping
         if cfg.control.enabled:
             control = ControlServer(
                 cfg.control.socket,

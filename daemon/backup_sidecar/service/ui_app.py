@@ -165,13 +165,13 @@ class UiApp:
         if path == "/verify":
             self.ask({"op": "verify", "archive": archive})
             return self.home(pages.outcome([f"Verified: <code>{html.e(archive)}</code> is sound"]))
-        source: dict[str, Any] = {"from": "offsite"} if form.get("from") == "offsite" else {}
-        latest = bool(source) and form.get("latest") == "1"
-        target: dict[str, Any] = {"latest": True} if latest else {"archive": archive}
+        source, target = _restore_fields(form)
+        parse_request({"op": "restore", **target, **source})  # the socket's refusals, first
+        latest = target.get("latest") is True
         if path == "/restore/plan":  # (from offsite: the dry run downloads and checks the copy)
             plan = self.ask({"op": "restore", **target, "dry_run": True, **source})
             assert isinstance(plan, RestoreResult)
-            copy = archive if source and not latest else None
+            copy = archive if source.get("from") == "offsite" and not latest else None
             csrf = self.gate.csrf_token()
             dbs = sorted(plan.databases or {}) if latest else self._databases_of(plan.archive)
             return pages.restore_plan_page(plan, csrf=csrf, copy=copy, latest=latest, dbs=dbs)
@@ -191,3 +191,15 @@ class UiApp:
             assert isinstance(result, RestoreResult)
             return self.home(pages.outcome(pages.restore_done_lines(result)))
         raise LookupError(path)
+
+
+def _restore_fields(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The restore's ``from`` and its archive / ``latest``, as the form sent them: the socket's
+    validation (parse_request) refuses what it would refuse on the socket, nothing is dropped."""
+    source: dict[str, Any] = {"from": form["from"]} if "from" in form else {}
+    target: dict[str, Any] = {}
+    if "latest" in form:
+        target["latest"] = {"1": True, "0": False}.get(form["latest"], form["latest"])
+    if "archive" in form or not target.get("latest"):
+        target["archive"] = form.get("archive", "")
+    return source, target

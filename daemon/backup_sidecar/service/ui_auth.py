@@ -105,10 +105,15 @@ class Gate:
         if cfg.token_env is not None:
             token = environ.get(cfg.token_env, "")
             if len(token) < 16:
-                raise ConfigError(
-                    f"environment {cfg.token_env}", "ui.token_env", "needs a token of 16+ chars"
-                )
+                unset = "is unset; it " if cfg.token_env not in environ else ""
+                reason = f"{unset}needs a token of 16+ chars"
+                raise ConfigError(f"environment {cfg.token_env}", "ui.token_env", reason)
         if cfg.password_hash_env is not None:
+            if cfg.password_hash_env not in environ:
+                reason = "is unset; it needs a hash (make one with config hash-password)"
+                raise ConfigError(
+                    f"environment {cfg.password_hash_env}", "ui.password_hash_env", reason
+                )
             try:
                 password = PasswordHash.parse(environ.get(cfg.password_hash_env, ""))
             except ValueError as exc:

@@ -181,14 +181,14 @@ def restore_plan_page(
         f"<label>Type {'' if latest else 'the archive name '}<code>{e(name)}</code> to confirm: "
         "<input name=confirm_name autocomplete=off required></label> "
     )
-    fields = [hidden("archive", plan.archive or ""), typed]
+    fields = [typed] if latest else [hidden("archive", plan.archive or ""), typed]
     dbs = dbs or plan.restored
     if len(dbs) > 1:  # a choice: only some of the databases
         boxes = "".join(
             f'<label><input type=checkbox name=db value="{e(db)}" checked> {e(db)}</label> '
             for db in dbs
         )
-        fields[1:1] = [hidden("pick", "1"), f"<p>Restore only: {boxes}</p>"]
+        fields[-1:-1] = [hidden("pick", "1"), f"<p>Restore only: {boxes}</p>"]
     what = f"<code>{e(plan.archive)}</code>"
     if copy is not None or latest:  # fetched from the offsite store (checked, now in backup_dir)
         fields.insert(0, hidden("from", "offsite"))

@@ -19,7 +19,7 @@ import structlog
 
 from backup_sidecar.control.answer import Handler
 from backup_sidecar.control.protocol import error_body
-from backup_sidecar.errors import SidecarError
+from backup_sidecar.errors import ConfigError, SidecarError
 from backup_sidecar.service import ui_pages as pages
 from backup_sidecar.service.handler import DaemonState
 from backup_sidecar.service.httpserver import REQUEST_TIMEOUT_S, DaemonHTTPServer
@@ -46,8 +46,10 @@ _HEADERS = {
 class _Server(DaemonHTTPServer):
     failure_event = "ui_request_failed"
 
-    def __init__(self, address: tuple[str, int], *, app: UiApp, allowed: tuple[str, ...]) -> None:
-        self.app = app
+    #: What the page reads and does; set by UiServer.serve() before the first request is read.
+    app: UiApp
+
+    def __init__(self, address: tuple[str, int], *, allowed: tuple[str, ...]) -> None:
         super().__init__(address, _Handler)
         self.hosts = HostCheck(
             listen_host=address[0], port=int(self.server_address[1]), allowed=allowed
@@ -199,59 +201,71 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class UiServer:
-    """The page's server between start_for() and stop(); a disabled `ui` starts nothing."""
+    """The page's listener from bind() (secrets checked, `ui.listen` bound, nothing served:
+    before the scheduler starts) and its server from serve() to stop(); a disabled `ui`
+    starts nothing."""
 
-    def __init__(self, server: _Server | None) -> None:
+    def __init__(self, server: _Server | None, gate: Gate | None = None) -> None:
         self._server = server
+        self._gate = gate
         self._thread: threading.Thread | None = None
         self.bound: tuple[str, int] | None = None
         if server is not None:
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="ui-http",
-                daemon=True,
-            )
-            self._thread.start()
             self.bound = (str(server.server_address[0]), int(server.server_address[1]))
 
     @classmethod
-    def start_for(
-        cls,
-        live: LiveConfig,
-        handler: Handler,
-        environ: Mapping[str, str],
-        state: DaemonState,
-        stopping: threading.Event | None = None,
-    ) -> UiServer:
-        """Start listening when `ui.enabled` (ConfigError naming a missing secret variable);
-        the page's recent events subscribe to the daemon's outcomes and listen to its health;
-        once ``stopping`` is set (the daemon shuts down) every action is refused with 503."""
+    def bind(cls, live: LiveConfig, environ: Mapping[str, str]) -> UiServer:
+        """Check the secrets the `ui` section names and bind `ui.listen` when `ui.enabled`:
+        ConfigError naming the key (a variable unset or malformed, the port in use)."""
         cfg = live.now.settings.ui
         if not cfg.enabled:
             return cls(None)
         gate = Gate.from_config(cfg, environ)
+        try:
+            server = _Server(cfg.address, allowed=cfg.allowed_hosts)
+        except OSError as exc:
+            reason = f"cannot listen there: {exc.strerror or exc}"
+            raise ConfigError(f"ui.listen {cfg.listen}", "", reason) from None
+        return cls(server, gate)
+
+    def serve(
+        self,
+        live: LiveConfig,
+        handler: Handler,
+        state: DaemonState,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        """Serve the page: its recent events subscribe to the daemon's outcomes and listen to
+        its health; once ``stopping`` is set (the daemon shuts down) every action is refused
+        with 503."""
+        server, gate = self._server, self._gate
+        if server is None or gate is None:
+            return
         events = RecentEvents()
-        app = UiApp(handler=handler, live=live, gate=gate, events=events)
+        server.app = app = UiApp(handler=handler, live=live, gate=gate, events=events)
         if stopping is not None:
             app.stopping = stopping.is_set
-        server = cls(_Server(cfg.address, app=app, allowed=cfg.allowed_hosts))
         state.outcomes.subscribe(events)
         state.health.listen(
             ConditionEvents(health=state.health, events=events, upload_error=_upload_error(state))
         )
-        assert server.bound is not None
-        log.info("ui_listening", host=server.bound[0], port=server.bound[1], auth=not gate.open)
-        return server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="ui-http", daemon=True
+        )
+        self._thread.start()
+        assert self.bound is not None
+        log.info("ui_listening", host=self.bound[0], port=self.bound[1], auth=not gate.open)
 
     def stop(self, *, timeout_s: float = 5.0) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is None or thread is None:
+        if server is None:
             return
-        server.shutdown()
+        if thread is not None:
+            server.shutdown()
         server.server_close()
-        thread.join(timeout_s)
+        if thread is not None:
+            thread.join(timeout_s)
 
 
 def _upload_error(state: DaemonState) -> Callable[[], str | None]:

@@ -8,12 +8,14 @@ Secrets never go here: the section names the environment variables that hold the
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backup_sidecar.errors import KeyedValueError
 
 DEFAULT_LISTEN = "127.0.0.1:8089"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -50,6 +52,20 @@ class UiConfig(BaseModel):
     #: Host header values a reverse proxy sends (``name`` or ``name:port``), besides the
     #: listen address's own; any other Host is refused (DNS rebinding).
     allowed_hosts: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _names(self) -> UiConfig:
+        if ":" in self.user:
+            raise KeyedValueError(
+                "user", f"{self.user!r} contains ':', which basic auth cannot send in a user name"
+            )
+        for key in ("token_env", "password_hash_env"):
+            name = getattr(self, key)
+            if name is not None and not _VARIABLE.fullmatch(name):
+                raise KeyedValueError(
+                    key, f"{name!r} is not an environment variable name (A-Z, a-z, 0-9, _)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _auth_off_loopback(self) -> UiConfig:
