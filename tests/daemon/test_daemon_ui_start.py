@@ -52,3 +52,25 @@ def test_a_bad_ui_stops_the_start_before_any_backup(
     assert len(errors) == 1 and expected in errors[0], d.log.raw
     assert not d.log.find("catch_up_due") and not d.log.find("backup_started")
     assert not list(d.backup_dir.glob("*.tar.gz"))
+
+
+def test_a_metrics_port_in_use_is_one_line_naming_the_key(
+    daemons: DaemonRunner,
+    daemon_config: Callable[..., dict[str, Any]],
+    wal_db: Path,
+    busy_port: int,
+) -> None:
+    """As the page's port: a `metrics.port` in use stops the start in one line naming the key
+    (it said only `Address already in use`), before any backup."""
+    cfg = daemon_config(
+        databases={"user": wal_db},
+        policies={"hourly": {"every": "1h", "keep": 1}},
+        metrics={"enabled": True, "host": "127.0.0.1", "port": busy_port},
+    )
+    d = daemons.start(cfg, started_ok=False)
+    code = d.wait_exit(timeout=30)
+    errors = [line for line in d.log.raw if not line.startswith("{")]
+    assert code != 0 and not d.log.find("daemon_started")
+    expected = f"metrics.port: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
+    assert len(errors) == 1 and expected in errors[0], d.log.raw
+    assert not d.log.find("catch_up_due") and not list(d.backup_dir.glob("*.tar.gz"))

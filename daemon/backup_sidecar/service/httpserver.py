@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from backup_sidecar.errors import ConfigError
 from backup_sidecar.service.health import HealthState
 
 log = structlog.get_logger(__name__)
@@ -120,7 +121,11 @@ class MetricsServer:
         """Listen on host:port (0 picks a free port) and return the address actually bound."""
         if self._server is not None:
             raise RuntimeError("metrics server already started")
-        server = _Server((host, port), registry=self._registry, health=self._health)
+        try:
+            server = _Server((host, port), registry=self._registry, health=self._health)
+        except OSError as exc:  # a port in use: one line naming the key, before any backup
+            reason = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            raise ConfigError("metrics.port", "", reason) from None
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.1},
