@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
-from backup_sidecar.errors import OffsiteUnsafeEntryError, RecordError
 from backup_sidecar.offsite import record as rec
-from backup_sidecar.offsite.objects import object_fault
 from backup_sidecar.offsite.pagekeys import PAGES_DIR
-from backup_sidecar.offsite.results import Listing, ListProblem, OffsiteObject
+from backup_sidecar.offsite.results import Listing, ListProblem
+from backup_sidecar.offsite.verdict import listed_object
 
 if TYPE_CHECKING:
     from backup_sidecar.offsite.bucket import Bucket
     from backup_sidecar.offsite.meta import Meta
-
-PLAINTEXT_REFUSED = (
-    "a plaintext object in a store the config encrypts (offsite.encryption.recipients): "
-    "not counted, never restored"
-)
 
 
 def list_store(store: Bucket, *, encrypted_only: bool) -> Listing:
@@ -51,34 +46,12 @@ def list_store(store: Bucket, *, encrypted_only: bool) -> Listing:
         if store.record_key(orphan) not in reported:  # a link or FIFO says so already
             problems.append(ListProblem(store.record_key(orphan), "checksum record without object"))
     objects = [
-        _listed(store, name, meta, name in records, encrypted_only=encrypted_only)
+        listed_object(
+            name,
+            meta,
+            read_record=functools.partial(store.read_record, name) if name in records else None,
+            encrypted_only=encrypted_only,
+        )
         for name, meta in sorted(data.items())
     ]
     return Listing(tuple(objects), tuple(problems))
-
-
-def _listed(
-    store: Bucket, name: str, meta: Meta, has_record: bool, *, encrypted_only: bool
-) -> OffsiteObject:
-    record = None
-    reason = "no checksum record (upload unfinished)"
-    encrypted = name.endswith(rec.ENCRYPTED_SUFFIX)
-    if has_record:
-        try:
-            record = store.read_record(name)
-        except (RecordError, OffsiteUnsafeEntryError) as exc:
-            reason = str(exc)
-        else:
-            if record is not None:
-                reason = object_fault(record, meta) or "confirmed"
-    if encrypted_only and not encrypted and reason == "confirmed":
-        reason = PLAINTEXT_REFUSED
-    return OffsiteObject(
-        name=name,
-        size=meta.size,
-        modified=meta.modified,
-        encrypted=encrypted,
-        confirmed=reason == "confirmed",
-        reason=reason,
-        record=record,
-    )

@@ -21,10 +21,9 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from backup_sidecar.errors import OffsiteUnsafeEntryError, RecordError
 from backup_sidecar.offsite import record as rec
-from backup_sidecar.offsite.objects import object_fault
 from backup_sidecar.offsite.results import Listing, ListProblem, OffsiteObject
+from backup_sidecar.offsite.verdict import listed_object
 
 if TYPE_CHECKING:
     from backup_sidecar.offsite.bucket import Bucket
@@ -96,7 +95,7 @@ def list_pages(store: Bucket, *, encrypted_only: bool, cache: RecordCache | None
         record_meta = records.get(name)
         if record_meta is not None:
             seen.add((record_meta.key, record_meta.size, record_meta.etag))
-        objects.append(_listed(store, name, meta, record_meta, encrypted_only, cache))
+        objects.append(_verdict(store, name, meta, record_meta, encrypted_only, cache))
     for stale in [k for k in cache or {} if k not in seen]:  # records gone: forgotten
         del cache[stale]  # type: ignore[union-attr]
     listed = {o.name for o in objects}
@@ -106,7 +105,7 @@ def list_pages(store: Bucket, *, encrypted_only: bool, cache: RecordCache | None
     return Listing(tuple(objects), tuple(problems))
 
 
-def _listed(
+def _verdict(
     store: Bucket,
     name: str,
     meta: Meta,
@@ -114,30 +113,18 @@ def _listed(
     encrypted_only: bool,
     cache: RecordCache | None,
 ) -> OffsiteObject:
-    record = None
-    reason = "no checksum record (upload unfinished)"
-    encrypted = name.endswith(rec.ENCRYPTED_SUFFIX)
-    if record_meta is not None:
+    """The object's verdict; its record read once per record version while ``cache`` holds it."""
+
+    def read() -> rec.Record | None:
+        assert record_meta is not None
         ident = (record_meta.key, record_meta.size, record_meta.etag)
-        try:
-            record = cache.get(ident) if cache is not None and record_meta.etag else None
-            if record is None:
-                record = store.read_record(name)
-                if record is not None and cache is not None and record_meta.etag:
-                    cache[ident] = record
-        except (RecordError, OffsiteUnsafeEntryError) as exc:
-            reason = str(exc)
-        else:
-            if record is not None:
-                reason = object_fault(record, meta) or "confirmed"
-    if encrypted_only and not encrypted and reason == "confirmed":
-        reason = "a plaintext object in a store the config encrypts: not counted, never restored"
-    return OffsiteObject(
-        name=name,
-        size=meta.size,
-        modified=meta.modified,
-        encrypted=encrypted,
-        confirmed=reason == "confirmed",
-        reason=reason,
-        record=record,
+        record = cache.get(ident) if cache is not None and record_meta.etag else None
+        if record is None:
+            record = store.read_record(name)
+            if record is not None and cache is not None and record_meta.etag:
+                cache[ident] = record
+        return record
+
+    return listed_object(
+        name, meta, read_record=None if record_meta is None else read, encrypted_only=encrypted_only
     )
