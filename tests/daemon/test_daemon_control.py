@@ -193,14 +193,17 @@ def test_busy_while_another_operation_holds_the_database_and_wait_succeeds(
     quiet: Daemon,
 ) -> None:
     """While another process holds a database's lock (as a running backup, restore or prune
-    does), backup, restore and prune of it answer `busy` at once and change nothing; with
+    does), backup, restore and prune of it answer `busy` at once and change nothing (a prune
+    that would delete one of its archives; one deleting nothing needs no lock); with
     `"wait": true` the request waits and succeeds once the holder lets go."""
     d = quiet
+    older = backup(d)
     archive = backup(d)
     with ThreadPoolExecutor(1) as pool, holding_database_lock(d.backup_dir, "user"):
         assert error_code(lambda: d.request("backup", databases=["user"])) == "busy"
         assert error_code(lambda: d.request("restore", archive=archive, confirm=True)) == "busy"
-        assert error_code(lambda: d.request("prune", policy="manual", keep=0)) == "busy"
+        assert error_code(lambda: d.request("prune", policy="manual", keep=1)) == "busy"
+        assert d.request("prune", policy="manual", keep=2)["deleted"] == []  # no lock needed
         assert d.request("prune", dry_run=True)["deleted"] == []
         assert d.request("ping")["pong"] is True
 
@@ -209,7 +212,7 @@ def test_busy_while_another_operation_holds_the_database_and_wait_succeeds(
         waiter = pool.submit(d.request, "backup", databases=["user"], wait=True)
         d.log.wait("control_request", op="backup", since=mark)
         assert not waiter.done()
-        assert [p.name for p in d.archives()] == [f"{archive}.tar.gz"]
+        assert [p.name for p in d.archives()] == [f"{older}.tar.gz", f"{archive}.tar.gz"]
     answer = waiter.result(timeout=30)
     assert (d.backup_dir / f"{answer['archive']}.tar.gz").is_file()
     assert not d.archives("pre_restore")

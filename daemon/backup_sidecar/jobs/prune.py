@@ -84,7 +84,11 @@ def run_prune(
     pages, failed = prune_pages(rt, keep=incremental, spare=spare, dry_run=dry_run)
     if dry_run:
         return archiver.PruneResult(deleted=expired + pages, damaged=damaged, kept=kept)
-    with archiver.database_locks(rt.backup_dir, list(rt.databases), wait=wait):
+    # The locks of the databases the expired archives hold (all for one whose databases are
+    # unknown; none when nothing expires): another database's restore no longer holds it up.
+    held = {db for a in expired for db in (a.databases or rt.databases)}
+    needed = sorted(held & rt.databases.keys())
+    with archiver.database_locks(rt.backup_dir, needed, wait=wait):
         result = archiver.delete_archives(expired)
     result.deleted.extend(pages)
     result.failed.extend(failed)
