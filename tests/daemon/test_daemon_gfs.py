@@ -13,6 +13,7 @@ from typing import Any
 from backup_sidecar.archiver import DatabaseSpec, create_backup
 from support.daemon import DaemonRunner
 from support.databases import Writer
+from support.waiting import wait_until
 
 #: Written in this order (creation sequence 1..5), dated in 2020: D is 2020-02-02 in UTC but
 #: 2020-02-01 22:00 in New York.
@@ -78,6 +79,11 @@ def test_gfs_policy_prunes_real_archives_by_local_buckets(
     assert sorted(p.name for p in d.archives("gfs")) == sorted(
         f"{n}.tar.gz" for n in (names["B"], names["E"], new)
     )
-    pruned = {e["archive"] for e in d.log.find("archive_pruned")}
-    assert pruned == {names["A"], names["C"], names["D"]}
+    wait_until(  # logged before the answer; this test's reader may not have read them yet
+        lambda: (
+            {e["archive"] for e in d.log.find("archive_pruned")}
+            == {names["A"], names["C"], names["D"]}
+        ),
+        what="archive_pruned logged for A, C and D",
+    )
     assert writer.stop()["errors"] == 0
