@@ -272,14 +272,15 @@ def test_maintenance_never_runs_while_the_database_is_locked(
         ({"window": "03:00-03:00"}, "is empty"),
         ({"max_freelist_ratio": 1.5}, "max_freelist_ratio"),
         ({"databases": ["nope"]}, "unknown database 'nope'"),
+        ({"databases": []}, "maintenance.databases: List should have at least 1 item"),
     ],
 )
 def test_a_bad_maintenance_section_is_refused_with_its_key(
     tmp_path: Path, section: dict[str, Any], message: str
 ) -> None:
     """A maintenance section that could not be honoured (a VACUUM without a window or a
-    threshold, a malformed or empty window, a ratio above 1, an unknown database) is refused
-    at load with one line naming the key."""
+    threshold, a malformed or empty window, a ratio above 1, an unknown database, an empty
+    database list, which would maintain none) is refused at load with one line naming the key."""
     with pytest.raises(ConfigError, match="maintenance") as caught:
         _live(tmp_path, tmp_path / "user.db", section)
     assert message in str(caught.value)

@@ -44,7 +44,8 @@ class MaintenanceConfig(BaseModel):
     """Thresholds and opt-in maintenance of the live databases (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    databases: list[Name] | None = None
+    #: None: every configured database; an empty list is refused (it would maintain none).
+    databases: Annotated[list[Name], Field(min_length=1)] | None = None
     max_wal_bytes: Int | None = Field(default=None, ge=1)
     max_freelist_ratio: float | None = Field(default=None, gt=0, le=1)
     checkpoint: bool = True
