@@ -4,18 +4,21 @@ write (it holds the prefix's lease), counted in ``backup_sidecar_offsite_pruned_
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 
 from backup_sidecar import jobs, offsite
 from backup_sidecar.errors import SidecarError
-from backup_sidecar.jobs.offsite_pageprune import prune_pages
+from backup_sidecar.jobs.offsite_pageprune import PagePrune, prune_pages
 from backup_sidecar.jobs.offsite_prune import prune_offsite
 from backup_sidecar.jobs.pagestores import store_names
 from backup_sidecar.jobs.runtime import OffsiteSpec
 from backup_sidecar.service.metric_families import MetricFamilies
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 
 def prune_pass(
@@ -27,45 +30,33 @@ def prune_pass(
     families: MetricFamilies,
     reason: Callable[[BaseException], str],
 ) -> int:
-    """Apply offsite retention once; how many objects went. A failure is logged and counted
+    """Apply offsite retention once: the archives, then the page stores (jobs/offsite_pageprune.py:
+    manifests, then unneeded packs; skipped, with no listing of ``pages/``, while no incremental
+    policy and no page store exist). How many objects went. A failure is logged and counted
     (`offsite_failures_total`, ``reason`` naming the label), never the end of the upload thread."""
-    try:
-        result = prune_offsite(
+    result = _guarded(
+        lambda: prune_offsite(
             store,
             lease=lease,
             keep=spec.keep,
             databases=rt.databases,
             policy_databases=rt.policy_databases,
             encrypted_only=bool(spec.recipients),
-        )
-    except (SidecarError, OSError) as exc:
-        log.warning("offsite_prune_failed", error=str(exc), reason=reason(exc))
-        families.offsite_failures.labels(reason(exc)).inc()
-        return 0
+        ),
+        families=families,
+        reason=reason,
+    )
+    if result is None:
+        return 0  # the store failed: the page stores wait for the next pass (one failure counted)
     for item in result.deleted:
         families.offsite_pruned.labels(item.policy).inc()
     if result.failed:  # each logged by prune_offsite; the next pass tries them again
         families.offsite_failures.labels("prune").inc(len(result.failed))
-    return len(result.deleted) + _pages(
-        store=store, lease=lease, rt=rt, spec=spec, families=families, reason=reason
-    )
 
-
-def _pages(
-    *,
-    store: offsite.Store,
-    lease: offsite.Lease,
-    rt: jobs.Runtime,
-    spec: OffsiteSpec,
-    families: MetricFamilies,
-    reason: Callable[[BaseException], str],
-) -> int:
-    """The page stores' retention (jobs/offsite_pageprune.py): manifests, then unneeded packs;
-    skipped (no listing of ``pages/``) while no incremental policy and no page store exist."""
-    try:
+    def page_stores() -> PagePrune | None:
         if not rt.incremental and not store_names(rt.backup_dir):
-            return 0
-        result = prune_pages(
+            return None
+        return prune_pages(
             store,
             lease=lease,
             backup_dir=rt.backup_dir,
@@ -74,10 +65,22 @@ def _pages(
             policy_databases=rt.policy_databases,
             encrypted_only=bool(spec.recipients),
         )
+
+    pages = _guarded(page_stores, families=families, reason=reason)
+    if pages is None:
+        return len(result.deleted)
+    for page_item in pages.manifests:
+        families.offsite_pruned.labels(page_item.policy).inc()
+    return len(result.deleted) + len(pages.manifests) + len(pages.packs)
+
+
+def _guarded(
+    step: Callable[[], _T], *, families: MetricFamilies, reason: Callable[[BaseException], str]
+) -> _T | None:
+    """``step()``, or None after logging and counting its failure."""
+    try:
+        return step()
     except (SidecarError, OSError) as exc:
         log.warning("offsite_prune_failed", error=str(exc), reason=reason(exc))
         families.offsite_failures.labels(reason(exc)).inc()
-        return 0
-    for item in result.manifests:
-        families.offsite_pruned.labels(item.policy).inc()
-    return len(result.manifests) + len(result.packs)
+        return None
