@@ -63,7 +63,7 @@ class ChildSnapshot:
             raise PageReadError(self._db, _why(self._proc))
         try:
             facts = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             facts = None
         if not isinstance(facts, dict):
             raise PageReadError(self._db, f"the reader process sent {line[:80]!r}")
