@@ -190,12 +190,17 @@ def test_a_cron_policy_stepped_back_is_retimed_and_its_overdue_check_fires(
     daemon = clocked(rows=50, policies={"cron": {"schedule": "*/2 * * * *", "keep": 10}},
                      health={"interval": "1s", "max_backup_age": {"cron": "4s"}})  # fmt: skip
     completed_after(daemon, 0, "cron", 1)  # the catch-up run at start
-    step_clock(clock, "-1h")
+    # Back an hour and a little more, to 30 s past an even minute: the retimed run is then 90 s
+    # away, so no backup can come before the overdue check fires (a step that landed just before
+    # a boundary had the policy run at once, and the reason was the ordinary one).
+    now = datetime.now(UTC).timestamp()
+    step = timedelta(seconds=3600 + int(now - 3600 - 30) % 120)
+    step_clock(clock, f"-{int(step.total_seconds())}")  # seconds
 
     def retimed() -> bool:
         when = daemon.request("status")["next_runs"]["cron"]
         return when is not None and datetime.fromisoformat(when) <= fake_now(
-            timedelta(hours=-1, minutes=2, seconds=5)
+            -step + timedelta(minutes=2, seconds=5)
         )
 
     wait_until(retimed, timeout=15, what="the cron policy retimed to the stepped clock")
