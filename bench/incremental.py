@@ -108,7 +108,7 @@ def day_row(live: Path, work: Path, *, quick: bool) -> dict[str, Any]:
     restic_repo = incremental_peers.restic_init(work / "restic")
     restic_base = incremental_peers.restic_backup(restic_repo, before, work / "restic_snap")
     log("day: litestream start (initial snapshot)")
-    lite = incremental_peers.Litestream(live, work / "litestream")
+    lite = incremental_peers.Litestream(live, work / "litestream", l1_every="1s" if quick else None)
     try:
         lite.wait_synced(deadline_s=600)
         lite_before = lite.level_bytes()

