@@ -60,11 +60,10 @@ REFUSED = [
     ("policies: {d: {keep: unlimited}}", "policies.d.keep", "integer"),
     ("policies: {d: {keep_dayly: 3}}", "policies.d.keep_dayly", "unknown key"),
     (
-        "policies: {d: {mode: incremental, keep: 2, keep_daily: 7}}",
-        "policies.d.keep_daily",
-        "an incremental policy keeps by count",
+        "policies: {i: {mode: incremental, keep_daily: 7}}\noffsite: {url: 'file:///tmp/x'}",
+        "offsite.keep.i",
+        "GFS rules and no plain keep",
     ),
-    ("policies: {d: {mode: incremental, keep_last: -1}}", "policies.d.keep_last", "unlimited"),
     (
         "policies: {d: {keep_daily: 7}}\noffsite: {url: 'file:///tmp/x'}",
         "offsite.keep.d",
@@ -87,13 +86,25 @@ def test_bad_retention_is_one_error_naming_the_key(
     assert "\n" not in str(caught.value)
 
 
-def test_an_incremental_policy_takes_a_count(tmp_path: Path) -> None:
-    """`mode: incremental` with `keep` or a `keep_last` count loads (pruned by count)."""
+def test_an_incremental_policy_takes_every_rule(tmp_path: Path) -> None:
+    """`mode: incremental` takes `keep`, `keep_last` (unlimited too) and every GFS rule, mapped
+    onto the same rules as an archive policy's (before: all but a `keep_last` count refused)."""
     rt = load(
         tmp_path,
-        "policies: {i: {mode: incremental, keep_last: 3}, j: {mode: incremental, keep: 2}}",
+        "policies:\n"
+        "  i: {mode: incremental, keep_last: 3}\n"
+        "  j: {mode: incremental, keep: 2}\n"
+        "  k: {mode: incremental, keep_last: unlimited}\n"
+        "  g: {mode: incremental, keep: 2, keep_hourly: 24, keep_daily: 7, keep_weekly: 4,\n"
+        "      keep_monthly: 12, keep_yearly: -1, keep_within: 36h}\n",
     )
     assert (rt.rules("i"), rt.rules("j")) == (KeepRules(last=3), KeepRules(last=2))
+    assert rt.rules("k") == KeepRules(last=UNLIMITED)
+    assert rt.rules("g") == KeepRules(
+        last=2, hourly=24, daily=7, weekly=4, monthly=12, yearly=UNLIMITED,
+        within=timedelta(hours=36),
+    )  # fmt: skip
+    assert set(rt.incremental) == {"i", "j", "k", "g"}
 
 
 def test_offsite_keep_given_for_a_gfs_policy(tmp_path: Path) -> None:

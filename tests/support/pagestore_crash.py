@@ -1,6 +1,9 @@
 """Run one page store operation and SIGKILL this process at its Nth file system step.
 
 Usage: pagestore_crash.py KILL_AT STORE backup DB NAME [PARENT] | delete NAME | gc
+       pagestore_crash.py KILL_AT BACKUP_DIR prune POLICY RULES_JSON
+(``prune``: the jobs layer's prune of incremental POLICY, whose KeepRules keywords are
+RULES_JSON, in the page stores under BACKUP_DIR: manifests deleted, then each store's GC.)
 Steps are the calls that change files: os.write, os.fsync, os.replace, os.link, os.unlink.
 KILL_AT 0 never kills; the last line printed is then the number of steps the operation took,
 so a test can kill it at every one of them in turn.
@@ -8,6 +11,7 @@ so a test can kill it at every one of them in turn.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -16,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backup_sidecar import pagestore
+from backup_sidecar import jobs, pagestore
+from backup_sidecar.archiver import KeepRules
+from backup_sidecar.jobs.runtime import IncrementalSpec
 
 STEPS = ("write", "fsync", "replace", "link", "unlink")
 
@@ -38,6 +44,18 @@ def _count_steps(kill_at: int) -> list[int]:
     return count
 
 
+def _prune(backup_dir: Path, policy: str, rules: str) -> None:
+    rt = jobs.Runtime(
+        backup_dir=backup_dir,
+        databases={},
+        keep={policy: 0},
+        incremental={policy: IncrementalSpec()},
+        retention={policy: KeepRules(**json.loads(rules))},
+    )
+    result = jobs.run_prune(rt, policies=[policy])
+    assert not result.failed, result.failed
+
+
 def main() -> None:
     kill_at, store, op, *rest = sys.argv[1:]
     count = _count_steps(int(kill_at))
@@ -52,6 +70,8 @@ def main() -> None:
         pagestore.delete_backup(root, rest[0])
     elif op == "gc":
         pagestore.collect_garbage(root)
+    elif op == "prune":
+        _prune(root, *rest)
     else:
         raise SystemExit(f"unknown op {op!r}")
     print(count[0], flush=True)

@@ -1,99 +1,156 @@
 """Retention of incremental policies through the page store, never breaking a chain.
 
-A policy keeps its ``keep`` newest incremental backups (by creation sequence, never the
-clock), and never the newest one nor one it was told to spare (the backup just written):
-with ``keep: 0`` the newest still stays, as the newest verified archive of a policy does.
-An expired backup's manifests are deleted (one unlink each), then each store's garbage is
-collected: a pack that any kept backup needs, directly or as the base of a delta it uses,
-stays (pagestore.gc), so deleting a chain's base or middle leaves every later backup
-restorable. A kill at any point is the library's to survive (tests/pagestore/test_kill.py).
+A policy's incremental backups are restore points judged by the same rules as its archives
+(``archiver.select``: ``keep``/``keep_last`` and the GFS buckets of gfs.py, read in the
+configured zone, newest by creation sequence, never by the clock; the newest verified backup
+is never expired). On top of that the newest backup that is not marked damaged always stays
+(``newest``: with ``keep: 0`` too; its check passed in its read transaction, and the next
+backup builds its deltas on it), and so does one it was told to spare (the backup just
+written). A damaged backup is never pruned nor counted. An expired backup's manifests are
+deleted (one unlink each), then each store's garbage is collected (a store whose GC a killed
+or failed prune still owes is collected by the next prune, even one that deletes nothing:
+``pages/.gc/<db>/due``, written before the first manifest goes, removed after its GC): a
+pack that any kept backup needs, directly or as the base of a delta it uses, stays
+(pagestore.gc), so deleting a chain's base or middle leaves every later backup restorable.
+A kill at any point leaves every kept backup restorable (tests/pagestore/test_kill.py,
+tests/incremental/test_incremental_gfs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 import structlog
 
-from backup_sidecar import pagestore
+from backup_sidecar import archiver, pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
+from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_names, write_marker
 from backup_sidecar.jobs.pagestores import store_names, store_path
 from backup_sidecar.jobs.pagesummary import store_summary
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
+#: Why the newest backup of a policy stays when no rule keeps it.
+NEWEST = "newest"
+JUST_WRITTEN = "just written"
+#: ``pages/.gc/<db>/due``: that store's manifests were deleted and its GC has not finished.
+GC_DIR = ".gc"
+GC_DUE = "due"
+
+
+@dataclass(frozen=True)
+class PagePruneResult:
+    """Backups deleted (with ``dry_run``: that would be), failed (why), and kept (why)."""
+
+    deleted: list[ArchiveInfo] = field(default_factory=list)
+    failed: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
+    kept: list[tuple[ArchiveInfo, tuple[str, ...]]] = field(default_factory=list)
+
+
+def select_pages(
+    backups: Sequence[ArchiveInfo],
+    *,
+    rules: Mapping[str, archiver.KeepRules],
+    spare: Collection[str] = (),
+    tz: tzinfo = UTC,
+) -> archiver.Selection:
+    """Pure: which of ``backups`` (incremental, one entry per name) the policies in ``rules``
+    expire, and why each other one stays (module docstring)."""
+    chosen = archiver.select(backups, rules=rules, tz=tz)
+    newest: dict[str, ArchiveInfo] = {}
+    for b in backups:
+        if b.policy not in rules or b.status is ArchiveStatus.DAMAGED:
+            continue
+        if b.policy not in newest or b.newness > newest[b.policy].newness:
+            newest[b.policy] = b
+    expired: list[ArchiveInfo] = []
+    kept = list(chosen.kept)
+    for b in chosen.expired:
+        if b.name in spare:
+            kept.append((b, (JUST_WRITTEN,)))
+        elif newest.get(b.policy) is b:
+            kept.append((b, (NEWEST,)))
+        else:
+            expired.append(b)
+    return archiver.Selection(expired=expired, kept=kept)
+
 
 def prune_pages(
     rt: Runtime,
     *,
-    keep: Mapping[str, int],
+    rules: Mapping[str, archiver.KeepRules],
     spare: Collection[str] = (),
     dry_run: bool = False,
-) -> tuple[list[ArchiveInfo], list[tuple[ArchiveInfo, str]]]:
-    """Apply ``keep`` (policy -> count) to the incremental backups: (deleted, failed).
+) -> PagePruneResult:
+    """Apply ``rules`` (policy -> its retention) to the incremental backups.
 
     Read from the stores' cached summaries (jobs/pagesummary.py), so a prune after every
     backup of a long chain reads no manifest it has read before. A summary stale because a
     store was busy can only lack a backup, never invent the newest: it keeps more, never less.
     """
-    if not keep:
-        return [], []
-    backups = _backups(rt)
-    expired = []
-    for policy, count in keep.items():
-        if count < 0:  # unlimited
-            continue
-        # A damaged backup is never pruned nor counted, like a damaged archive: it stays (and
-        # alarms) until the operator deletes it.
-        chain = sorted(
-            (b for b in backups if b.policy == policy and b.status is not ArchiveStatus.DAMAGED),
-            key=lambda b: b.newness,
-        )
-        kept = chain[-max(count, 1) :]  # the newest always stays
-        expired += [b for b in chain if b not in kept and b.name not in spare]
-    deleted: list[ArchiveInfo] = []
-    failed: list[tuple[ArchiveInfo, str]] = []
+    if not rules:
+        return PagePruneResult()
+    chosen = select_pages(_backups(rt), rules=rules, spare=spare, tz=rt.timezone)
     if dry_run:
-        return expired, failed
-    stores: set[str] = set()
-    for info in expired:
+        return PagePruneResult(deleted=chosen.expired, kept=chosen.kept)
+    result = PagePruneResult(kept=chosen.kept)
+    stores = _owed(rt)
+    for info in chosen.expired:
         try:
             for db in info.databases:
                 store = store_path(rt.backup_dir, db, create=False)
                 if store is not None:
+                    if db not in stores:  # before any manifest goes: a kill leaves it owed
+                        write_marker(rt.backup_dir, GC_DIR, db, GC_DUE, "")
+                        stores.add(db)
                     pagestore.delete_backup(store, info.name)
                     forget_verified(rt.backup_dir, db, info.name)
-                    stores.add(db)
         except (PageStoreError, OSError) as exc:
-            failed.append((info, str(exc)))
+            result.failed.append((info, str(exc)))
             continue
-        deleted.append(info)  # logged (archive_pruned) and counted with the archives
+        result.deleted.append(info)  # logged (archive_pruned) and counted with the archives
     for db in sorted(stores):
-        store = store_path(rt.backup_dir, db, create=False)
-        try:
-            report = pagestore.collect_garbage(store) if store else None
-        except (PageStoreError, OSError) as exc:  # the next prune collects again
-            log.error("page_gc_failed", database=db, error=str(exc))
-            continue
-        if report:
-            log.info(
-                "page_gc_completed",
-                database=db,
-                packs_deleted=len(report.packs_deleted),
-                bytes_freed=report.bytes_freed,
-                packs_kept=report.packs_kept,
-            )
-    return deleted, failed
+        _collect(rt, db)
+    return result
+
+
+def _owed(rt: Runtime) -> set[str]:
+    """The stores whose GC a prune owes: it deleted manifests and was killed, or its GC
+    failed, before the sweep finished (``pages/.gc/<db>/due``)."""
+    return {db for db in store_names(rt.backup_dir) if marked_names(rt.backup_dir, GC_DIR, db)}
+
+
+def _collect(rt: Runtime, db: str) -> None:
+    store = store_path(rt.backup_dir, db, create=False)
+    try:
+        report = pagestore.collect_garbage(store) if store else None
+        drop_marker(rt.backup_dir, GC_DIR, db, GC_DUE)
+    except (PageStoreError, OSError) as exc:  # the marker stays: the next prune collects
+        log.error("page_gc_failed", database=db, error=str(exc))
+        return
+    if report:
+        log.info(
+            "page_gc_completed",
+            database=db,
+            packs_deleted=len(report.packs_deleted),
+            bytes_freed=report.bytes_freed,
+            packs_kept=report.packs_kept,
+        )
 
 
 def _backups(rt: Runtime) -> list[ArchiveInfo]:
-    """One entry per incremental backup name, covering every store that holds it."""
+    """One entry per incremental backup name, covering every store that holds it; ``verified``
+    when every store holding it has its verify marker."""
     by_name: dict[str, ArchiveInfo] = {}
+    verified: dict[str, set[str]] = {}
     for db in store_names(rt.backup_dir):
+        verified[db] = marked_names(rt.backup_dir, VERIFIED_DIR, db)
         for brief in store_summary(rt.backup_dir, db):
             seen = by_name.get(brief.name)
             if seen is None:
@@ -103,5 +160,16 @@ def _backups(rt: Runtime) -> list[ArchiveInfo]:
                     seen,
                     databases=(*seen.databases, db),
                     size_bytes=seen.size_bytes + brief.size_bytes,
+                    status=max(seen.status, brief.status, key=_badness),
                 )
-    return list(by_name.values())
+    return [
+        dataclasses.replace(info, status=ArchiveStatus.VERIFIED)
+        if info.status is ArchiveStatus.UNVERIFIED
+        and all(info.name in verified[db] for db in info.databases)
+        else info
+        for info in by_name.values()
+    ]
+
+
+def _badness(status: ArchiveStatus) -> int:
+    return 1 if status is ArchiveStatus.DAMAGED else 0

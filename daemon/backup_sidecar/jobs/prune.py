@@ -79,19 +79,20 @@ def run_prune(
     expired = [a for a in chosen_rules.expired if a.name not in spare]
     kept = chosen_rules.kept
     kept += [(a, ("just written",)) for a in chosen_rules.expired if a.name in spare]
-    # Incremental policies keep their keep_last newest (jobs/pageprune.py; no GFS buckets yet).
-    incremental = {p: r.last for p, r in rules.items() if p in rt.incremental}
-    pages, failed = prune_pages(rt, keep=incremental, spare=spare, dry_run=dry_run)
+    # Incremental policies: the same rules on their backups, never the newest (pageprune.py).
+    incremental = {p: r for p, r in rules.items() if p in rt.incremental}
+    pages = prune_pages(rt, rules=incremental, spare=spare, dry_run=dry_run)
+    kept += pages.kept
     if dry_run:
-        return archiver.PruneResult(deleted=expired + pages, damaged=damaged, kept=kept)
+        return archiver.PruneResult(deleted=expired + pages.deleted, damaged=damaged, kept=kept)
     # The locks of the databases the expired archives hold (all for one whose databases are
     # unknown; none when nothing expires): another database's restore no longer holds it up.
     held = {db for a in expired for db in (a.databases or rt.databases)}
     needed = sorted(held & rt.databases.keys())
     with archiver.database_locks(rt.backup_dir, needed, wait=wait):
         result = archiver.delete_archives(expired)
-    result.deleted.extend(pages)
-    result.failed.extend(failed)
+    result.deleted.extend(pages.deleted)
+    result.failed.extend(pages.failed)
     result.damaged.extend(damaged)
     result.kept.extend(kept)
     for policy in chosen:

@@ -96,7 +96,6 @@ class PolicyConfig(_Timing, RetentionConfig):
     @model_validator(mode="after")
     def _incremental(self) -> PolicyConfig:
         check_incremental_keys(self.mode, self.check, self.rebase, self.head_check)
-        self.check_counted_only(incremental=self.mode == "incremental")
         return self
 
 

@@ -5,6 +5,7 @@
 `keep: N` is `keep_last: N`; the two together are refused (which would count?). Every other
 combination is the union: an archive stays when any rule keeps it. A policy needs `keep` or at
 least one rule. Counts are >= 0 or -1 / `unlimited` (every bucket, as restic's `unlimited`).
+The same rules judge an incremental policy's backups (jobs/pageprune.py).
 """
 
 from __future__ import annotations
@@ -64,20 +65,6 @@ class RetentionConfig(BaseModel):
                 "keep_last", "contradicts keep (keep N is keep_last N): give only one of them"
             )
         return self
-
-    def check_counted_only(self, *, incremental: bool) -> None:
-        """An incremental policy's backups (the page store) are pruned by count only: its
-        bucket and `keep_within` rules, or an unlimited `keep_last`, would not be honoured
-        there (refused naming the key, rather than pruning what they promise to keep)."""
-        if not incremental:
-            return
-        for key in RULE_KEYS[1:]:
-            if getattr(self, key) is not None:
-                raise KeyedValueError(
-                    key, "is for archives: an incremental policy keeps by count (keep)"
-                )
-        if self.keep_last == UNLIMITED:
-            raise KeyedValueError("keep_last", "unlimited is for archives: give a count")
 
     @property
     def gfs(self) -> bool:
