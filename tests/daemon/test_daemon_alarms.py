@@ -374,7 +374,7 @@ def test_socket_backups_prune_their_policy(
         assert written in kept, (written, kept)
     manual = [d.request("backup", wait=True)["archive"] for _ in range(3)]
     assert {p.name.removesuffix(".tar.gz") for p in d.archives("manual")} == set(manual)
-    assert d.log.find("archive_pruned", policy="hourly")
+    d.log.wait("archive_pruned", policy="hourly")
 
 
 def test_socket_backup_clears_the_policys_failed_backup_reason(

@@ -53,7 +53,7 @@ def test_pruning_a_chains_base_and_middle_leaves_the_later_backups_restorable(
     assert json.loads(d.cli("list", "--json").stdout) == listed
     manifests = d.backup_dir / "pages" / "user" / "manifests"
     assert sorted(p.stem for p in manifests.glob("*.json")) == sorted(names[2:])
-    assert d.log.find("page_gc_completed")
+    d.log.wait("page_gc_completed")
     for name, rows in ((names[2], counts[2]), (names[3], counts[3])):
         assert d.request("verify", archive=name)["kind"] == "incremental"
         result = d.request("restore", archive=name, confirm=True)

@@ -425,7 +425,7 @@ def test_a_lost_daemon_lock_is_retaken_within_one_health_interval(
             return False
 
     wait_until(retaken, what="the first daemon's pid in a new daemon.lock")
-    assert first.log.find("daemon_lock_lost", since=mark)
+    first.log.wait("daemon_lock_lost", since=mark)
     second = daemons.start({**cfg, "control": {"socket": str(first.socket) + "2", "mode": "0600"}},
                     started_ok=False)  # fmt: skip
     assert second.wait_exit(timeout=30) == 1
@@ -462,7 +462,7 @@ def test_a_daemon_whose_lock_another_took_stops_writing_and_says_so(
             return found if code == 503 and found else None
 
         wait_until(named, what="/healthz naming the other lock holder")
-        assert d.log.find("backup_dir_claim_lost", since=mark)
+        d.log.wait("backup_dir_claim_lost", since=mark)
         refused = d.log.mark()
         d.log.wait("scheduled_run_refused", policy="fast", since=refused)
         before = set(d.archives("fast"))

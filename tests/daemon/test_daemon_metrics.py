@@ -85,7 +85,7 @@ def test_scheduled_backups_under_a_live_writer(
     assert done.returncode == 0, (done.stdout + done.stderr).decode()
 
     wait_until(lambda: len(d.archives("fast")) == 3, what="retention down to 3 fast archives")
-    assert d.log.find("archive_pruned", policy="fast")
+    d.log.wait("archive_pruned", policy="fast")
     wait_until(
         lambda: sample(d.scrape(), "backup_sidecar_archives", policy="fast") == 3,
         what="the archives gauge to count 3",

@@ -69,7 +69,7 @@ def test_forged_posts_are_refused_and_change_nothing(ui_daemon: Daemon) -> None:
         assert status == 403, body
         assert "CSRF" in body
     assert ui_daemon.request("list")["archives"] == []
-    assert ui_daemon.log.find("ui_forged_post_refused")
+    ui_daemon.log.wait("ui_forged_post_refused")
 
 
 def test_backup_and_verify_through_the_page(ui_daemon: Daemon) -> None:

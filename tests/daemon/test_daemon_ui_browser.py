@@ -49,7 +49,7 @@ def test_browser_lists_restores_and_refuses(
         mark = d.log.mark()
         browser.get(url)  # 401 asking for basic auth: chromium's password prompt, no page
         assert archive not in browser.page_source
-        assert d.log.find("ui_unauthorized", since=mark)
+        d.log.wait("ui_unauthorized", since=mark)
     with sqlite3.connect(wal_db) as conn:
         conn.execute("DELETE FROM items WHERE id > 40")
     conn.close()
@@ -112,7 +112,7 @@ def test_a_restores_progress_shows_live_in_the_browser(
         )
         wait_until(lambda: browser.find_elements(By.ID, "pre-restore"), timeout=300, what="the end")
         assert "<div>restore: " not in browser.page_source
-    assert d.log.find("ui_action", path="/restore")
+    d.log.wait("ui_action", path="/restore")
 
 
 class _EvilPage(BaseHTTPRequestHandler):
@@ -157,7 +157,7 @@ def test_a_forged_post_from_another_site_is_refused_in_the_browser(
         evil.server_close()
         thread.join(10)
     assert d.request("list")["archives"] == []
-    assert d.log.find("ui_forged_post_refused", path="/backup")
+    d.log.wait("ui_forged_post_refused", path="/backup")
 
 
 def test_the_page_works_without_javascript_after_the_browsers_password_prompt(
@@ -190,7 +190,7 @@ def test_the_page_works_without_javascript_after_the_browsers_password_prompt(
         mark = d.log.mark()
         browser.get(url)  # (chromium shows its password prompt: no page)
         assert first not in browser.page_source
-        assert d.log.find("ui_unauthorized", since=mark)
+        d.log.wait("ui_unauthorized", since=mark)
     with chromium(token=None, basic=("admin", TOKEN), javascript=False) as browser:
         browser.get(url)
         assert first in browser.find_element(By.ID, "archives").text

@@ -51,7 +51,7 @@ def test_a_rebound_host_can_neither_read_nor_restore(ui_daemon: Daemon, wal_db: 
         status, body = call(ui_daemon, "POST", "/restore", token=None, form=form, headers=forged)
         assert status == 421, (evil, body)
     assert row_count(wal_db) == 0
-    assert ui_daemon.log.find("ui_wrong_host_refused")
+    ui_daemon.log.wait("ui_wrong_host_refused")
     assert [a["policy"] for a in ui_daemon.request("list")["archives"]] == ["manual"]
 
 

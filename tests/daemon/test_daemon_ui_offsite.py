@@ -190,7 +190,7 @@ def test_a_restore_from_an_offsite_copy_through_the_page(
     assert row_count(wal_db) == 100
     [safety] = [a for a in d.request("list")["archives"] if a["policy"] == "pre_restore"]
     assert f"<code id=pre-restore>{safety['name']}</code>" in page
-    assert d.log.find("ui_action", path="/restore", source="offsite")
+    d.log.wait("ui_action", path="/restore", source="offsite")
 
 
 def test_an_incremental_backups_offsite_copy_is_on_the_page(

@@ -67,6 +67,7 @@ def test_each_sidecar_prunes_only_its_own_policy_on_a_shared_prefix(
         what="a's two deletions counted",
     )
     assert sample(a.scrape(), "backup_sidecar_offsite_pending_archives") == 0
+    a.log.wait("offsite_upload_completed", count=len(made))  # logged before the prune counts
     uploaded = [e["archive"] for e in a.log.find("offsite_upload_completed")]
     assert sorted(uploaded) == sorted(made)
 

@@ -73,7 +73,7 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
     verified = wait_until(
         lambda: sample(d.scrape(), LAST_OK, policy="manual"), what="the first offsite verify"
     )
-    assert d.log.find("offsite_verified", object=f"{first}.tar.gz.age")
+    d.log.wait("offsite_verified", object=f"{first}.tar.gz.age")
 
     key = store.key(f"{first}.tar.gz.age")
     data = bytearray(obstore.get(store.objects.backend, key).bytes())
@@ -83,6 +83,7 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
         lambda: (sample(d.scrape(), FAILURES, reason="corrupt") or 0) >= 1,
         what="the tampered copy found by the scheduled verify",
     )
+    d.log.wait("offsite_verify_failed")  # logged before the count: maybe not read yet
     failed = d.log.find("offsite_verify_failed")
     assert failed and f"{first}.tar.gz.age" in failed[0]["error"], failed
     assert sample(d.scrape(), LAST_OK, policy="manual") == verified
@@ -112,5 +113,6 @@ def test_the_scheduled_verify_finds_a_tampered_copy_and_clears_when_a_good_one_l
         lambda: (sample(d.scrape(), RUNS, result="skipped") or 0) >= 2,
         what="two verifies skipped without the identity",
     )
+    d.log.wait("offsite_verify_skipped")  # logged beside the count: maybe not read yet
     skipped = d.log.find("offsite_verify_skipped")
     assert len(skipped) == 1 and "identity_file" in skipped[0]["reason"], skipped
