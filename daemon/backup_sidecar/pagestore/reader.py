@@ -32,6 +32,8 @@ from backup_sidecar.pagestore.checking import check_in_transaction
 from backup_sidecar.pagestore.header import DbHeader, parse_header
 
 _BATCH = 256
+#: ``PRAGMA mmap_size`` of the reader child (``readproc``): the whole file, up to SQLite's cap.
+MMAP_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,30 @@ def read_pages(
         conn.close()
 
 
-def connect(db: Path, *, busy_timeout_s: float) -> sqlean.Connection:
-    """A read-only sqlean connection to ``db`` (no transaction yet); PageReadError naming it."""
+def connect(db: Path, *, busy_timeout_s: float, mmap: bool = False) -> sqlean.Connection:
+    """A read-only sqlean connection to ``db`` (no transaction yet); PageReadError naming it.
+
+    With ``mmap``, SQLite reads the main file through a read-only memory map (``PRAGMA
+    mmap_size``) instead of a ``pread`` copy per page: the pages read and the check's reads
+    come from the page cache without a system call each (docs/pagestore.md, run H: ~0.5
+    CPU-s less per backup of 1 GiB). Pages in the WAL are still read from the WAL, so the
+    snapshot is the same. An I/O error or a file cut short under the map is a SIGBUS, which
+    ends the process: only the reader child (``readproc``) asks for it, never the daemon.
+    """
     if not db.is_file():
         raise PageReadError(db, "no such file")
     uri = f"file:{urllib.parse.quote(str(db.resolve()))}?mode=ro"
     try:
-        return sqlean.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        conn = sqlean.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     except sqlean.Error as exc:
         raise PageReadError(db, str(exc)) from exc
+    if mmap:
+        try:
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
+        except sqlean.Error as exc:
+            conn.close()
+            raise PageReadError(db, str(exc)) from exc
+    return conn
 
 
 def begin(conn: sqlean.Connection, db: Path) -> ImageInfo:

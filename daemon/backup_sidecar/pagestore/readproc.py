@@ -16,13 +16,14 @@ then answers the parent's requests on its stdin, one at a time, until the parent
 so an unchanged database's pages never cross the pipe. Errors come back as the child's
 one-line stderr (it exits), raised as PageReadError naming the database.
 
-    python -m backup_sidecar.pagestore.readproc DB BUSY_TIMEOUT_S
+    python -c 'from backup_sidecar.pagestore.readproc import main; main()' DB BUSY_TIMEOUT_S
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from backup_sidecar.pagestore.reader import ImageInfo
 from backup_sidecar.pagestore.snapshot import snapshot
 
 _FAILED = 3
+_MAIN = f"from {__name__} import main; main()"
 _DIGEST = 32
 
 
@@ -49,6 +51,8 @@ class ChildSnapshot:
         self._out: IO[bytes] = proc.stdout
         self._db = db
         self.info = info
+        #: The reader child's process id (it holds the read transaction).
+        self.pid = proc.pid
 
     def digests(self) -> tuple[list[bytes], str]:
         self._send(b"digests\n")
@@ -91,7 +95,9 @@ class ChildSnapshot:
 @contextlib.contextmanager
 def snapshot_in_child(db: Path, *, busy_timeout_s: float = 30.0) -> Iterator[ChildSnapshot]:
     """Like ``snapshot.snapshot``, the read transaction held by a child process."""
-    cmd = [sys.executable, "-m", __name__, str(db), str(busy_timeout_s)]
+    # Not ``-m``: the package imports this module first, so runpy would warn (on the stderr
+    # that carries the child's reason) and run it twice.
+    cmd = [sys.executable, "-c", _MAIN, str(db), str(busy_timeout_s)]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -132,12 +138,17 @@ def _why(proc: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
+    if proc.returncode is not None and proc.returncode < 0:  # e.g. SIGBUS: the mapped file
+        number = -proc.returncode
+        name = signal.Signals(number).name if number in signal.valid_signals() else number
+        return f"the reader process was killed by signal {name}"
     lines = err.decode(errors="replace").strip().splitlines()
     return lines[-1] if lines else f"the reader process exited with {proc.returncode}"
 
 
 def _serve(db: Path, busy: float, requests: IO[bytes], out: IO[bytes]) -> None:
-    with snapshot(db, busy_timeout_s=busy) as snap:
+    # Memory-mapped reads (``reader.connect``): a SIGBUS ends this child, not the daemon.
+    with snapshot(db, busy_timeout_s=busy, mmap=True) as snap:
         info = snap.info
         head = {
             "page_size": info.page_size,

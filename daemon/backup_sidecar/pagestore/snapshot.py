@@ -85,12 +85,15 @@ class LocalSnapshot:
 
 
 @contextlib.contextmanager
-def snapshot(db: Path, *, busy_timeout_s: float = 30.0) -> Iterator[LocalSnapshot]:
+def snapshot(
+    db: Path, *, busy_timeout_s: float = 30.0, mmap: bool = False
+) -> Iterator[LocalSnapshot]:
     """The read transaction of ``db`` as a ``LocalSnapshot``, open until the block exits.
 
-    PageReadError (one line naming the file) as ``reader.read_pages`` raises it.
+    PageReadError (one line naming the file) as ``reader.read_pages`` raises it. ``mmap``:
+    see ``reader.connect`` (the reader child's choice).
     """
-    conn = connect(db, busy_timeout_s=busy_timeout_s)
+    conn = connect(db, busy_timeout_s=busy_timeout_s, mmap=mmap)
     try:
         yield LocalSnapshot(conn, db, begin(conn, db))
     finally:
