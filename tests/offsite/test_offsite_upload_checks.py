@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,19 +70,26 @@ def _failures(registry: CollectorRegistry, reason: str) -> float:
     return value or 0.0
 
 
+def _rename_to_odd_names(rt: jobs.Runtime) -> None:
+    """A real backup under each of ``ODD_NAMES``, renamed there (`x1`, `space` in metadata)."""
+    for odd in ODD_NAMES:
+        made = odd.strip("-").replace(" ", "").removesuffix(".tar.gz")
+        jobs.run_backup(rt, policy="manual", names=None, archive_name=made)
+        (rt.backup_dir / f"{made}.tar.gz").rename(rt.backup_dir / odd)
+
+
 def test_an_odd_archive_name_is_refused_alone_and_the_others_are_uploaded(
     tmp_path: Path,
 ) -> None:
-    """Copies of a real archive planted as `-x1.tar.gz` and `sp ace.tar.gz` (they list as
-    verified): each pass uploads the other archives, the newest included, and counts each odd
-    one as reason `name`; each is logged once however many passes see it; the pass reports the
-    refusal as its error. Renamed to a valid name, it is uploaded at the next pass and the
-    error clears. (The whole pass failed with `invalid object name`, nothing after it sent.)"""
+    """Real archives renamed `-x1.tar.gz` and `sp ace.tar.gz` (they list as verified): each
+    pass uploads the other archives, the newest included, and counts each odd one as reason
+    `name`; each is logged once however many passes see it; the pass reports the refusal as
+    its error. Renamed back, it is uploaded at the next pass and the error clears. (The whole
+    pass failed with `invalid object name`, nothing after it sent.)"""
     configured, url = _site(tmp_path)
     rt = configured.runtime
     jobs.run_backup(rt, policy="manual", names=None, archive_name="base")
-    for odd in ODD_NAMES:
-        shutil.copyfile(rt.backup_dir / "base.tar.gz", rt.backup_dir / odd)
+    _rename_to_odd_names(rt)
     jobs.run_backup(rt, policy="manual", names=None, archive_name="later")
     statuses = {a.path.name: a.status for a in archiver.list_archives(rt.backup_dir)}
     assert {statuses[odd] for odd in ODD_NAMES} == {archiver.ArchiveStatus.VERIFIED}
@@ -145,6 +151,54 @@ def test_a_rotten_archive_is_never_uploaded_and_is_marked_damaged(tmp_path: Path
     assert _confirmed(url) == {"sound.tar.gz"}
 
 
+def test_an_archive_overwritten_with_another_backups_bytes_is_not_uploaded_under_its_name(
+    tmp_path: Path,
+) -> None:
+    """`cat older > newer` with newer's times put back, before the upload (outside attack,
+    issue 15): the file lists as verified but as a copy of `older` (its metadata names it), and
+    `verify` says so; the pass uploads `older` under its own name and never `newer.tar.gz`
+    (it was uploaded, confirmed, and restored by name as the newer backup). With `older`'s own
+    file gone, the copy is refused as reason `copy`, saying to rename it back; renamed back, it
+    is uploaded under that name and the error clears."""
+    configured, url = _site(tmp_path)
+    rt = configured.runtime
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="older")
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="newer")
+    older, newer = rt.backup_dir / "older.tar.gz", rt.backup_dir / "newer.tar.gz"
+    before = newer.stat()
+    newer.write_bytes(older.read_bytes())
+    os.utime(newer, ns=(before.st_atime_ns, before.st_mtime_ns))
+    listed = {a.name: a for a in archiver.list_archives(rt.backup_dir)}
+    assert listed["newer"].status is archiver.ArchiveStatus.VERIFIED
+    assert jobs.archive_json(listed["newer"])["copy_of"] == "older"
+    assert jobs.archive_json(listed["older"])["copy_of"] is None
+    warnings = jobs.run_verify(rt, "newer")["warnings"]
+    assert any("holds backup 'older'" in w for w in warnings), warnings
+    registry = CollectorRegistry()
+    uploader = _uploader(configured, registry)
+    assert uploader.sync() == 1
+    assert _confirmed(url) == {"older.tar.gz"}
+    assert uploader.state.snapshot().last_error is None
+    assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 0
+
+    older.unlink()  # the copy is all that is left of that backup
+    with capture_logs() as logs:
+        assert uploader.sync() == 0
+    [refused] = [e for e in logs if e["event"] == "offsite_upload_refused"]
+    assert refused["archive"] == "newer.tar.gz"
+    assert "metadata names backup 'older'" in refused["reason"]
+    assert "rename it back to older.tar.gz" in refused["reason"]
+    assert _failures(registry, "copy") == 1
+    assert uploader.state.snapshot().last_error == refused["reason"]
+    assert _confirmed(url) == {"older.tar.gz"}
+
+    newer.rename(older)
+    uploader.sync()
+    assert _confirmed(url) == {"older.tar.gz"}
+    assert uploader.state.snapshot().last_error is None
+    assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 0
+
+
 def test_a_daemon_uploads_past_odd_names_and_rot(
     daemons: DaemonRunner,
     tmp_path: Path,
@@ -153,16 +207,15 @@ def test_a_daemon_uploads_past_odd_names_and_rot(
     shared_bucket: str,
 ) -> None:
     """The attack through a real daemon on SeaweedFS: archives made before it starts, two
-    planted under odd names and one rotten. Its first passes upload the sound archives, log
+    renamed to odd names and one rotten. Its first passes upload the sound archives, log
     each odd name once, mark the rotten one damaged; /metrics counts `name` and `damaged`;
-    `offsite_status` names the refusal; the odd copy renamed is uploaded after the next
+    `offsite_status` names the refusal; the odd one renamed back is uploaded after the next
     backup, and the error clears."""
     configured, _ = _site(tmp_path)
     rt = configured.runtime
     for name in ("first", "rotten", "second"):
         jobs.run_backup(rt, policy="manual", names=None, archive_name=name)
-    for odd in ODD_NAMES:
-        shutil.copyfile(rt.backup_dir / "first.tar.gz", rt.backup_dir / odd)
+    _rename_to_odd_names(rt)
     flip_database_byte(rt.backup_dir / "rotten.tar.gz")
     prefix = f"checks-{tmp_path.name}"
     offsite: dict[str, Any] = {

@@ -188,6 +188,43 @@ def test_a_copy_whose_record_disagrees_with_its_metadata_is_passed_over(tmp_path
     assert not (host.backups / "daily_20261207_170000.tar.gz").exists()
 
 
+def test_another_backups_archive_under_a_newer_name_is_refused_offsite(tmp_path: Path) -> None:
+    """`cat older > newer` before an upload that sent it as `newer` with the origin its
+    metadata gives (what the uploader did before it refused copies; outside attack, issue 15):
+    `restore newer --from-offsite` refuses it naming the backup its metadata holds, the live
+    databases untouched; `verify --offsite newer` fails; `restore --latest --from-offsite`
+    passes over it (the newest upload) and restores the genuine older copy."""
+    url = f"file://{tmp_path / 'offsite'}"
+    host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
+    older = host.backup("daily", "daily_20261207_010000")
+    at_older = host.state()
+    _insert(host.user, "NEWER")
+    newer = host.backup("daily", "daily_20261207_020000")
+    _upload(url, older)
+    newer.write_bytes(older.read_bytes())
+    swapped = _upload(url, newer)
+    newer.unlink()
+    live = host.state()
+
+    named = host.cli("restore", "daily_20261207_020000", "--from-offsite", "--force")
+    assert named.returncode == 1
+    assert "metadata names backup 'daily_20261207_010000'" in named.stderr
+    assert host.state() == live
+    assert not newer.exists()
+    verify = host.cli("verify", "--offsite", "daily_20261207_020000", "--json")
+    assert verify.returncode != 0
+    [copy] = json.loads(verify.stdout)["copies"]
+    assert (copy["object"], copy["result"]) == (swapped, "failed")
+
+    host.wipe()
+    latest = host.cli("restore", "--latest", "--from-offsite", "--force", "--json")
+    assert latest.returncode == 0, latest.stderr
+    payload = json.loads(latest.stdout)
+    assert payload["archive"] == "daily_20261207_010000"
+    assert [s["object"] for s in payload["skipped"]] == [swapped]
+    assert host.state() == at_older
+
+
 def test_verify_latest_checks_the_copy_restore_latest_takes(tmp_path: Path) -> None:
     """Two `daily` copies, the later archive (sequence 2) uploaded first, the earlier one
     (sequence 1, e.g. an upload caught up after an outage) last: `verify --offsite --latest`

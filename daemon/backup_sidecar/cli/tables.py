@@ -59,6 +59,8 @@ def archive_table(archives: Sequence[Mapping[str, Any]], *, now: datetime) -> li
         extra = a.get("error") or ",".join(a.get("databases") or [])
         if a.get("kind", "archive") != "archive":  # e.g. "arrow,user (incremental, check quick)"
             extra += f" ({a['kind']}, check {a.get('check') or '?'})"
+        if a.get("copy_of"):  # its metadata names another backup: a link, copy or rename
+            extra += f" (copy of {a['copy_of']})"
         created = str(a.get("created_at", ""))
         size = human_size(a.get("size_bytes"))
         row = (a.get("name"), _created(created), human_age(created, now), size,

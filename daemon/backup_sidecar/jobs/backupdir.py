@@ -30,6 +30,7 @@ def archive_json(a: ArchiveInfo) -> dict[str, Any]:
         "sequence": a.sequence,
         "kind": a.kind,
         "check": a.check or ("full" if a.kind == "archive" else None),
+        "copy_of": a.copy_of,
     }
 
 

@@ -27,7 +27,7 @@ from backup_sidecar.errors import (
 )
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.offsite_pagefetch import fetch_page_backup
-from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, fetch_copy
+from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, archive_name, fetch_copy
 from backup_sidecar.jobs.runtime import OffsiteSpec, Runtime
 from backup_sidecar.offsite.pagekeys import parse_page_name
 
@@ -56,18 +56,6 @@ def open_store(spec: OffsiteSpec, *, environ: Mapping[str, str]) -> offsite.Stor
         path_style=spec.path_style,
         retry=offsite.RetryPolicy(attempts=spec.attempts),
     )
-
-
-def archive_name(object_name: str) -> str | None:
-    """The local archive name of an offsite object (``NAME.tar.gz`` or ``NAME.tar.gz.age``),
-    None for an object that is not one."""
-    local = object_name.removesuffix(_AGE)
-    if not local.endswith(archiver.ARCHIVE_SUFFIX):
-        return None
-    try:
-        return archiver.validate_name(local.removesuffix(archiver.ARCHIVE_SUFFIX))
-    except ValueError:
-        return None
 
 
 def listing_json(store: offsite.Store, listing: offsite.Listing) -> dict[str, Any]:

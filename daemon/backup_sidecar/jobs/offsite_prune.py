@@ -53,9 +53,15 @@ def upload_candidates(
 ) -> list[archiver.ArchiveInfo]:
     """The local archives worth uploading: per policy and database set, the ``keep`` newest
     (at least one); every archive of a policy without an offsite keep. An older one would be
-    pruned at once and, being missing, uploaded again at the next pass."""
+    pruned at once and, being missing, uploaded again at the next pass. A copy (its metadata
+    names another backup: a link, copy or rename) whose original is here is not one: its
+    restore point goes offsite under the original's name; one without its original stays, for
+    the upload to refuse saying so."""
+    here = {a.name for a in local}
     groups: dict[tuple[str, tuple[str, ...]], list[archiver.ArchiveInfo]] = {}
     for archive in local:
+        if archive.copy_of is not None and archive.copy_of in here:
+            continue
         groups.setdefault((archive.policy, tuple(sorted(archive.databases))), []).append(archive)
     wanted: set[int] = set()
     for (policy, _), group in groups.items():

@@ -101,10 +101,29 @@ def fetch_copy(
     )
 
 
+def archive_name(object_name: str) -> str | None:
+    """The local archive name of an offsite object (``NAME.tar.gz`` or ``NAME.tar.gz.age``),
+    None for an object that is not one."""
+    local = object_name.removesuffix(".age")  # an encrypted object's suffix
+    if not local.endswith(archiver.ARCHIVE_SUFFIX):
+        return None
+    try:
+        return archiver.validate_name(local.removesuffix(archiver.ARCHIVE_SUFFIX))
+    except ValueError:
+        return None
+
+
 def origin_mismatch(obj: offsite.OffsiteObject, verified: archiver.VerifiedArchive) -> str | None:
-    """Why the archive is not the one its record describes (a copy swapped with its record, or
-    a planted one with a hand-made record): the restore's fetch and the offsite verify both ask."""
+    """Why the archive is not the one its object's name and record describe (another backup's
+    archive under this name, a copy swapped with its record, or a planted one with a hand-made
+    record): the restore's fetch and the offsite verify both ask."""
     manifest = verified.manifest
+    named = archive_name(obj.name)
+    if named is not None and manifest.backup_name != named:
+        return (
+            f"the archive's metadata names backup {manifest.backup_name!r}, not {named!r} "
+            "(another backup's archive under this name)"
+        )
     origin = obj.record.origin if obj.record is not None else None
     if origin is None:
         return None

@@ -16,6 +16,11 @@ from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
+COPY_WARNING = (
+    "archive {name!r} holds backup {backup!r} (its metadata names it): a copy, link or rename of "
+    "that backup's archive, whose data it restores; it is not uploaded offsite under this name"
+)
+
 
 def run_verify(
     rt: Runtime,
@@ -38,6 +43,9 @@ def run_verify(
         verified = archiver.verify_archive(
             path, staging=area, progress=effort.progress, should_stop=effort.should_stop
         )
+    recorded = verified.manifest.backup_name
+    if recorded != verified.name:
+        verified.warnings.append(COPY_WARNING.format(name=verified.name, backup=recorded))
     for warning in verified.warnings:
         log.warning("verify_warning", archive=verified.name, warning=warning)
     log.info("archive_verified", archive=verified.name)

@@ -7,7 +7,11 @@ ever becomes a confirmed offsite copy.
   it. A file planted or renamed in the backup directory as ``-x1.tar.gz`` or ``sp ace.tar.gz``
   is refused on its own (logged ``offsite_upload_refused`` once per name, counted as reason
   ``name`` at every pass while it is there); the other archives go on. Renamed to a valid
-  name, it is uploaded at the next pass.
+  name, it is uploaded at the next pass. An archive whose metadata names another backup (a
+  link, copy or rename of its archive, or a file overwritten with it: ``copy_of``) is never an
+  object under its own name: a restore by that name would restore the other backup. The
+  original's own file carries it offsite (upload_candidates leaves such a copy out); without
+  it, the copy is refused as reason ``copy`` until renamed back.
 - **Its bytes** (``checking``, during the upload). The archiver's read check (every gzip CRC,
   the tar structure, every database member's size and SHA-256 against the metadata) runs on
   its own thread while the bytes go out, and ``Store.upload`` writes the checksum record only
@@ -143,18 +147,28 @@ class UploadGate:
         self.refused = []
 
     def admits(self, archive: archiver.ArchiveInfo) -> bool:
-        """True when ``archive``'s name can be an object; else it was reported and is skipped."""
+        """True when ``archive``'s name can be an object and names the backup it holds; else it
+        was reported and is skipped."""
         file_name = archive.path.name
-        if archive_name(file_name) is not None:
+        if archive_name(file_name) is None:
+            why = (
+                f"archive file {file_name!r} is not uploaded: its name is not a valid archive "
+                "name (1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit); rename it"
+            )
+            reason = "name"
+        elif archive.copy_of is not None:
+            why = (
+                f"archive file {file_name!r} is not uploaded: its metadata names backup "
+                f"{archive.copy_of!r} (a copy, rename or overwrite of that backup's archive); "
+                f"rename it back to {archive.copy_of}{archiver.ARCHIVE_SUFFIX}"
+            )
+            reason = "copy"
+        else:
             return True
-        why = (
-            f"archive file {file_name!r} is not uploaded: its name is not a valid archive "
-            "name (1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit); rename it"
-        )
         if file_name not in self._told:
             log.error("offsite_upload_refused", archive=file_name, reason=why)
             self._told.add(file_name)
-        self._refuse("name", why)
+        self._refuse(reason, why)
         return False
 
     def upload(
