@@ -4,6 +4,7 @@ rebuilds and checks one, and only then is it listed `verified`; real CLI process
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from backup_sidecar.jobs.pagestores import pages_root
@@ -102,3 +103,32 @@ def test_a_backup_missing_one_databases_manifest_is_damaged_and_never_restored(
     result = run_cli("restore", name, "--force", config=cfg)
     assert result.returncode == 1 and name in one_error_line(result)
     assert live.read_bytes() == before
+
+
+def test_an_older_manifest_copied_over_a_newer_one_is_damaged_never_the_newer_backup(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """The page-store form of `cat older > newer` (outside attack, issue 15): the older
+    backup's manifests copied over the newer one's, times put back. `list` shows the newer
+    backup `damaged`, naming the manifest whose recorded name is not its file's; `verify` and
+    `restore` of it fail with one line and the live database is untouched; the older backup
+    still verifies."""
+    cfg = _setup(tmp_path, backup_dir)
+    listed = _listed(cfg)
+    newer, older = str(listed[0]["name"]), str(listed[-1]["name"])
+    for db in ("user", "arrow"):
+        manifests = pages_root(backup_dir) / db / "manifests"
+        target = manifests / f"{newer}.json"
+        before = target.stat()
+        target.chmod(0o600)
+        target.write_bytes((manifests / f"{older}.json").read_bytes())
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    broken = next(a for a in _listed(cfg) if a["name"] == newer)
+    assert broken["status"] == "damaged" and "not the file's name" in str(broken["error"])
+    assert run_cli("verify", older, config=cfg).returncode == 0
+    live = tmp_path / "user_data.db"
+    before_bytes = live.read_bytes()
+    for args in (["verify", newer], ["restore", newer, "--force"]):
+        result = run_cli(*args, config=cfg)
+        assert result.returncode == 1 and newer in one_error_line(result)
+    assert live.read_bytes() == before_bytes
