@@ -74,6 +74,9 @@ class ArchiveEntry(_Result):
     #: ``archive`` or ``incremental`` (the page store); the check it ran (``full``/``quick``).
     kind: str = "archive"
     check: str | None = None
+    #: The backup the file's metadata names when that is not the file's own name (a link, copy
+    #: or rename of that backup's archive, whose data it restores).
+    copy_of: str | None = None
 
 
 class ListResult(_Result):

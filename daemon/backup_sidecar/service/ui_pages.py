@@ -133,6 +133,7 @@ def archives_section(
     rows = []
     for a in archives:
         status = e(a.status) + (f": {e(a.error)}" if a.error else "")
+        status += f" (copy of <code>{e(a.copy_of)}</code>)" if a.copy_of else ""
         cls = "good" if a.verified else ("bad" if a.error else "")
         age = human_age((now - datetime.fromisoformat(a.created_at)).total_seconds())
         actions = form("/verify", "verify", csrf, hidden("archive", a.name))
