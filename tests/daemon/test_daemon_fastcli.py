@@ -78,3 +78,22 @@ def test_ctl_list_and_status_print_tables_not_reprs(
     lines = status.stdout.splitlines()
     assert any(ln.split()[:2] == ["user", "yes"] for ln in lines), status.stdout
     assert "{" not in status.stdout and "=" not in status.stdout
+
+
+def test_ctl_list_shows_a_copy_of_another_backup_as_list_does(
+    daemons: DaemonRunner, daemon_config: Callable[..., dict[str, Any]], wal_db: Path
+) -> None:
+    """An archive file holding another backup (a copy under another name): the socket's
+    `list` carries `copy_of` and `ctl list` prints `(copy of NAME)` as `list` does (the socket
+    refused every list answer when the field was new to `list --json` only)."""
+    d = daemons.start(daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 5}}))
+    name = d.request("backup", policy="manual")["archive"]
+    backup_dir = Path(d.request("status")["backup_dir"])
+    (backup_dir / "kept_copy.tar.gz").write_bytes((backup_dir / f"{name}.tar.gz").read_bytes())
+    listed = {a["name"]: a for a in d.request("list")["archives"]}
+    assert (listed["kept_copy"]["copy_of"], listed[name]["copy_of"]) == (name, None)
+    ctl, local = d.ctl("list"), d.cli("list")
+    assert ctl.returncode == 0 and local.returncode == 0, ctl.stderr + local.stderr
+    for out in (ctl.stdout, local.stdout):
+        [row] = [ln for ln in out.splitlines() if ln.startswith("kept_copy ")]
+        assert row.endswith(f"(copy of {name})"), row
