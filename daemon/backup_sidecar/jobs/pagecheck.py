@@ -27,7 +27,13 @@ from backup_sidecar.jobs.pagedamage import (
     read_marker,
     write_marker,
 )
-from backup_sidecar.jobs.pagestores import PageBackup, list_page_backups, pages_root, store_path
+from backup_sidecar.jobs.pagestores import (
+    BriefBackup,
+    PageBackup,
+    list_page_briefs,
+    pages_root,
+    store_path,
+)
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -81,7 +87,7 @@ def forget_verified(backup_dir: Path, db: str, name: str) -> None:
     drop_marker(backup_dir, DAMAGED_DIR, db, name)
 
 
-def is_verified(backup_dir: Path, backup: PageBackup) -> bool:
+def is_verified(backup_dir: Path, backup: PageBackup | BriefBackup) -> bool:
     """Whether a verify passed for this very backup (every database's image SHA-256)."""
     for db, m in backup.manifests.items():
         text = read_marker(backup_dir, VERIFIED_DIR, db, backup.name)
@@ -90,7 +96,7 @@ def is_verified(backup_dir: Path, backup: PageBackup) -> bool:
     return bool(backup.manifests) and not backup.errors
 
 
-def page_backup_info(backup_dir: Path, backup: PageBackup) -> ArchiveInfo:
+def page_backup_info(backup_dir: Path, backup: PageBackup | BriefBackup) -> ArchiveInfo:
     """An incremental backup as `list` shows it beside the archives."""
     damage = damage_reason(backup_dir, backup) if backup.manifests else None
     if not backup.manifests or backup.errors or damage:
@@ -124,8 +130,9 @@ def page_backup_info(backup_dir: Path, backup: PageBackup) -> ArchiveInfo:
 
 def with_incremental(rt: Runtime, archives: Sequence[ArchiveInfo]) -> list[ArchiveInfo]:
     """``archives`` and every incremental backup, newest first (by creation sequence); an
-    unreadable page store is logged (``page_store_unreadable``), never the listing's end."""
-    backups, problems = list_page_backups(rt.backup_dir)
+    unreadable page store is logged (``page_store_unreadable``), never the listing's end.
+    Read from the stores' cached briefs: an unchanged manifest is not parsed again."""
+    backups, problems = list_page_briefs(rt.backup_dir)
     for problem in problems:
         log.warning("page_store_unreadable", problem=problem)
     merged = [*archives, *(page_backup_info(rt.backup_dir, b) for b in backups)]

@@ -15,7 +15,7 @@ import structlog
 
 from backup_sidecar.archiver.safefs import backup_dir_fd, open_subdir
 from backup_sidecar.errors import PageStoreError
-from backup_sidecar.jobs.pagestores import PAGES_DIR, PageBackup, pages_root
+from backup_sidecar.jobs.pagestores import PAGES_DIR, BriefBackup, PageBackup, pages_root
 from backup_sidecar.pagestore import fsio
 
 VERIFIED_DIR = ".verified"
@@ -106,7 +106,7 @@ def mark_page_damaged(backup_dir: Path, backup: PageBackup, reason: str, *, foun
     )
 
 
-def damage_reason(backup_dir: Path, backup: PageBackup) -> str | None:
+def damage_reason(backup_dir: Path, backup: PageBackup | BriefBackup) -> str | None:
     """Why ``backup`` was found damaged (a marker matching one of its images), or None."""
     for db, m in backup.manifests.items():
         found = damage_of(backup_dir, db, backup.name, m.image_sha256)

@@ -10,19 +10,26 @@ UnsafeEntryError naming it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import structlog
 
 from backup_sidecar import pagestore
 from backup_sidecar.archiver.safefs import backup_dir_fd, open_subdir
-from backup_sidecar.errors import ManifestFormatError
+from backup_sidecar.errors import ManifestFormatError, PageBackupNotFoundError
+from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.manifest import manifest_file
+from backup_sidecar.pagestore.rebuild import load_manifest
 
 #: The page stores' directory in the backup directory.
 PAGES_DIR = "pages"
 #: The time `list` gives a backup whose every manifest is unreadable.
 _UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+log = structlog.get_logger(__name__)
 
 
 def pages_root(backup_dir: Path) -> Path:
@@ -61,15 +68,19 @@ def store_names(backup_dir: Path) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
+M = TypeVar("M", pagestore.Manifest, pagestore.Brief)
+
+
 @dataclass(frozen=True)
-class PageBackup:
-    """One incremental backup: its manifest in the store of each database it covers."""
+class _Backup(Generic[M]):
+    """One incremental backup: its manifest (or its brief) in the store of each database it
+    covers."""
 
     name: str
     policy: str
     sequence: int | None
     created_at: datetime
-    manifests: Mapping[str, pagestore.Manifest]
+    manifests: Mapping[str, M]
     #: db -> why that store's manifest of this name cannot be read.
     errors: Mapping[str, str] = field(default_factory=dict)
 
@@ -86,16 +97,51 @@ class PageBackup:
         return sum(m.stats.get("bytes_stored", 0) for m in self.manifests.values())
 
 
+class PageBackup(_Backup[pagestore.Manifest]):
+    """An incremental backup with its manifests parsed in full (runs included)."""
+
+
+class BriefBackup(_Backup[pagestore.Brief]):
+    """An incremental backup from the stores' cached briefs (pagestore/briefs.py): a listing."""
+
+
+def cache_problem(problem: str) -> None:
+    """A page store's brief cache ignored or not written: the listing reads the manifests."""
+    log.warning("page_store_cache_problem", problem=problem)
+
+
 def list_page_backups(backup_dir: Path) -> tuple[list[PageBackup], list[str]]:
     """Every incremental backup, newest first (by creation sequence), and one problem line per
-    manifest that cannot be read (never an exception for the whole listing)."""
-    found: dict[str, dict[str, pagestore.Manifest]] = {}
+    manifest that cannot be read (never an exception for the whole listing). Parses every
+    manifest in full: for a listing, ``list_page_briefs``."""
+    found, broken, problems = _collect(backup_dir, pagestore.list_backups)
+    names = {*found, *broken}
+    backups = [_backup(PageBackup, n, found.get(n, {}), broken.get(n, {})) for n in names]
+    return sorted(backups, key=lambda b: b.newness, reverse=True), problems
+
+
+def list_page_briefs(backup_dir: Path) -> tuple[list[BriefBackup], list[str]]:
+    """``list_page_backups`` from the cached briefs: the same backups, errors and order."""
+
+    def briefs(store: Path) -> list[pagestore.Brief | ManifestFormatError]:
+        return pagestore.list_briefs(store, on_problem=cache_problem)
+
+    found, broken, problems = _collect(backup_dir, briefs)
+    names = {*found, *broken}
+    backups = [_backup(BriefBackup, n, found.get(n, {}), broken.get(n, {})) for n in names]
+    return sorted(backups, key=lambda b: b.newness, reverse=True), problems
+
+
+def _collect(
+    backup_dir: Path, lister: Callable[[Path], Sequence[M | ManifestFormatError]]
+) -> tuple[dict[str, dict[str, M]], dict[str, dict[str, str]], list[str]]:
+    found: dict[str, dict[str, M]] = {}
     broken: dict[str, dict[str, str]] = {}
     problems: list[str] = []
     for db in store_names(backup_dir):
         try:
             store = store_path(backup_dir, db, create=False)
-            entries = pagestore.list_backups(store) if store else []
+            entries = lister(store) if store else []
         except (OSError, ValueError) as exc:  # a planted link, an unreadable store
             problems.append(f"page store {db!r}: {exc}")
             continue
@@ -104,15 +150,13 @@ def list_page_backups(backup_dir: Path) -> tuple[list[PageBackup], list[str]]:
                 broken.setdefault(entry.name, {})[db] = str(entry)
             else:
                 found.setdefault(entry.name, {})[db] = entry
-    backups = [
-        _backup(name, found.get(name, {}), broken.get(name, {})) for name in {*found, *broken}
-    ]
-    return sorted(backups, key=lambda b: b.newness, reverse=True), problems
+    return found, broken, problems
 
 
-def _backup(
-    name: str, manifests: dict[str, pagestore.Manifest], errors: dict[str, str]
-) -> PageBackup:
+B = TypeVar("B", PageBackup, BriefBackup)
+
+
+def _backup(kind: type[B], name: str, manifests: Mapping[str, Any], errors: dict[str, str]) -> B:
     first = next(iter(manifests.values()), None)
     meta = first.metadata if first else {}
     sequence = meta.get("sequence")
@@ -121,7 +165,7 @@ def _backup(
         if isinstance(db, str) and db not in manifests and db not in errors:
             # A kill between two databases' manifests (the job removes them on any error).
             errors = {**errors, db: "no manifest: the backup never completed for it"}
-    return PageBackup(
+    return kind(
         name=name,
         policy=str(meta.get("policy", "")),
         sequence=sequence if type(sequence) is int else None,
@@ -132,6 +176,27 @@ def _backup(
 
 
 def find_page_backup(backup_dir: Path, name: str) -> PageBackup | None:
-    """The incremental backup ``name``, or None."""
-    backups, _ = list_page_backups(backup_dir)
-    return next((b for b in backups if b.name == name), None)
+    """The incremental backup ``name``, or None: only the manifests of that name are read
+    (one per store), never the other backups'."""
+    try:
+        manifest_file(name)
+    except ValueError:
+        return None
+    found: dict[str, pagestore.Manifest] = {}
+    broken: dict[str, str] = {}
+    for db in store_names(backup_dir):
+        try:
+            store = store_path(backup_dir, db, create=False)
+            if store is None:
+                continue
+            with fsio.open_store(store, exclusive=False, timeout_s=fsio.LOCK_TIMEOUT_S) as dirs:
+                found[db] = load_manifest(dirs, name)
+        except PageBackupNotFoundError:
+            continue
+        except ManifestFormatError as exc:
+            broken[db] = str(exc)
+        except (OSError, ValueError):  # an unreadable store: as the listing, not this backup's
+            continue
+    if not found and not broken:
+        return None
+    return _backup(PageBackup, name, found, broken)

@@ -3,33 +3,32 @@
 The health watcher and the last-success ledger re-read the backup directory every
 ``health.interval``; an incremental policy's backups must count there (its last success, its
 overdue check), but reading every manifest each time (up to megabytes each) would not do. So
-each manifest is parsed once and remembered by its identity (inode, size, mtime): an unchanged
-store costs one directory listing and a stat per manifest. The store is opened with its shared
-lock for at most ``LOCK_WAIT_S``: while a backup or GC holds it, the store's last summary
-stands (the watcher never waits on a long backup).
+the stores' briefs are read through their cache (pagestore/briefs.py: each manifest parsed
+once, remembered by its file's identity, on disk for every process and in memory): an
+unchanged store costs one directory listing and a stat per manifest. The store is opened with
+its shared lock for at most ``LOCK_WAIT_S``: while a backup or GC holds it, the store's last
+summary in this process stands (the watcher never waits on a long backup).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from datetime import datetime
 from pathlib import Path
 
+from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
-from backup_sidecar.errors import ManifestFormatError, PageStoreError, SidecarError
+from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.pagedamage import DAMAGED_DIR, damage_of, marked_names
-from backup_sidecar.jobs.pagestores import store_names, store_path
-from backup_sidecar.pagestore import fsio, manifest
+from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
 
 LOCK_WAIT_S = 0.2
-_Key = tuple[int, int, int]
-#: (summary, image SHA-256) of a manifest, or None if unreadable
-_Entry = tuple[ArchiveInfo, str] | None
+#: (summary, image SHA-256) of a readable manifest
+_Entry = tuple[ArchiveInfo, str]
 _lock = threading.Lock()
-#: (backup dir, db) -> manifest file -> (identity, entry)
-_cache: dict[tuple[str, str], dict[str, tuple[_Key, _Entry]]] = {}
+#: (backup dir, db) -> the store's readable backups, as last read
+_cache: dict[tuple[str, str], list[_Entry]] = {}
 
 
 def page_successes(backup_dir: Path) -> list[ArchiveInfo]:
@@ -51,68 +50,39 @@ def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
     """Every readable backup in ``db``'s page store, in brief (any order); one listing of
     the damage markers, read only for the backups that have one."""
     key = (str(backup_dir), db)
-    with _lock:
-        previous = dict(_cache.get(key, {}))
     try:
         store = store_path(backup_dir, db, create=False)
         if store is None:
             return []
-        current = _read(store, db, previous)
+        briefs = pagestore.list_briefs(store, lock_timeout_s=LOCK_WAIT_S, on_problem=cache_problem)
+        current = [_summary(store, db, b) for b in briefs if isinstance(b, pagestore.Brief)]
+        with _lock:
+            _cache[key] = current
     except (OSError, SidecarError):  # busy (a backup holds it), or unreadable: as last seen
-        current = previous
-    with _lock:
-        _cache[key] = current
+        with _lock:
+            current = list(_cache.get(key, []))
     damaged = marked_names(backup_dir, DAMAGED_DIR, db)
     out = []
-    for _, entry in current.values():
-        if entry is None:
-            continue
-        info, sha = entry
+    for info, sha in current:
         why = damage_of(backup_dir, db, info.name, sha) if info.name in damaged else None
-        if why is not None:
-            info = dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why)
-        out.append(info)
+        if why is None:
+            out.append(info)
+        else:
+            out.append(dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why))
     return out
 
 
-def _read(
-    store: Path, db: str, previous: dict[str, tuple[_Key, _Entry]]
-) -> dict[str, tuple[_Key, _Entry]]:
-    current: dict[str, tuple[_Key, _Entry]] = {}
-    with fsio.open_store(store, exclusive=False, timeout_s=LOCK_WAIT_S) as dirs:
-        for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
-            try:
-                st = os.stat(file, dir_fd=dirs.manifests_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            ident = (st.st_ino, st.st_size, st.st_mtime_ns)
-            seen = previous.get(file)
-            if seen is not None and seen[0] == ident:
-                current[file] = seen
-                continue
-            current[file] = (ident, _summary(dirs, store, db, file))
-    return current
-
-
-def _summary(dirs: fsio.StoreDirs, store: Path, db: str, file: str) -> _Entry:
-    name = file.removesuffix(manifest.SUFFIX)
-    try:
-        data = fsio.read_file(
-            dirs.manifests_fd, file, where=dirs.manifests / file, limit=manifest.MAX_BYTES
-        )
-        m = manifest.parse_manifest(name, data)
-    except (OSError, ManifestFormatError, PageStoreError, SidecarError, ValueError):
-        return None
-    sequence = m.metadata.get("sequence")
+def _summary(store: Path, db: str, b: pagestore.Brief) -> _Entry:
+    sequence = b.metadata.get("sequence")
     info = ArchiveInfo(
-        name=name,
-        path=store / "manifests" / file,
-        size_bytes=m.stats.get("bytes_stored", 0),
-        created_at=datetime.fromisoformat(m.created_at),
+        name=b.name,
+        path=store / "manifests" / f"{b.name}.json",
+        size_bytes=b.stats.get("bytes_stored", 0),
+        created_at=datetime.fromisoformat(b.created_at),
         status=ArchiveStatus.UNVERIFIED,
-        policy=str(m.metadata.get("policy", "")),
+        policy=str(b.metadata.get("policy", "")),
         databases=(db,),
         sequence=sequence if type(sequence) is int else None,
         kind="incremental",
     )
-    return info, m.image_sha256
+    return info, b.image_sha256
