@@ -7,10 +7,13 @@ import hashlib
 import os
 import signal
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backup_sidecar import pagestore
 from backup_sidecar.errors import PageReadError
@@ -96,6 +99,50 @@ def test_mapped_reader_keeps_its_snapshot_through_vacuum_and_checkpoints(tmp_pat
     with snapshot_in_child(db) as snap:
         _, image = snap.digests()
     assert image == hashlib.sha256(_image(db)).hexdigest()
+
+
+_APP_STEPS = {
+    "insert": "INSERT INTO items(body) SELECT body || '-n' FROM items WHERE id % 7 = 0",
+    "update": "UPDATE items SET body = body || '-u' WHERE id % 5 = 0",
+    "delete": "DELETE FROM items WHERE id % 3 = 0",
+    "vacuum": "VACUUM",
+    "passive": "PRAGMA wal_checkpoint(PASSIVE)",
+    "full": "PRAGMA wal_checkpoint(FULL)",
+    "restart": "PRAGMA wal_checkpoint(RESTART)",
+    "truncate": "PRAGMA wal_checkpoint(TRUNCATE)",
+}
+_STEPS = st.lists(st.sampled_from(sorted(_APP_STEPS)), max_size=6)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None)
+@given(before=_STEPS, during=_STEPS)
+def test_any_writes_and_checkpoints_leave_the_mapped_snapshot_whole(
+    before: list[str], during: list[str]
+) -> None:
+    """Property (WAL mode): whatever the application commits, VACUUMs and checkpoints
+    before the child's read transaction (so its snapshot holds WAL frames, or none) and while
+    it is open, the child's digests and image SHA-256 are those of the image as it was when
+    the transaction began, and a read after it ends sees the application's last commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = _shrinkable(Path(tmp) / "live.db", wal=True)
+        app = sqlite3.connect(db, isolation_level=None, timeout=0)
+        app.execute("PRAGMA wal_autocheckpoint=0")
+        for step in before:
+            app.execute(_APP_STEPS[step]).fetchall()
+        image = _image(db)
+        with snapshot_in_child(db) as snap:
+            for step in during:
+                app.execute(_APP_STEPS[step]).fetchall()  # checkpoints: busy, never an error
+            digests, sha = snap.digests()
+        size = snap.info.page_size
+        assert sha == hashlib.sha256(image).hexdigest()
+        assert digests == [
+            hashlib.sha256(image[i : i + size]).digest() for i in range(0, len(image), size)
+        ]
+        with snapshot_in_child(db) as snap:
+            _, sha = snap.digests()
+        assert sha == hashlib.sha256(_image(db)).hexdigest()
+        app.close()
 
 
 @pytest.mark.parametrize("wal", [True, False], ids=["wal", "rollback"])

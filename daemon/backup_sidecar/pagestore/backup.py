@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from backup_sidecar.archiver.safefs import is_present
 from backup_sidecar.errors import PackFormatError, PageBackupExistsError, PageReadError
@@ -87,17 +87,18 @@ def create_backup(
                 facts = (reuse_check and reused_check(base, image_sha256, check)) or snap.check(
                     check
                 )
-            new = _first_new(digests, known)
-            fetched = zip(new, snap.pages(new), strict=True)
-            locations = []
-            for pgno, digest in enumerate(digests, start=1):
-                where = known.get(digest)  # the placer adds every page it stores
-                if where is None:
-                    at, page = next(fetched)
-                    if at != pgno or hashlib.sha256(page).digest() != digest:
-                        raise PageReadError(db, f"page {pgno} changed within its snapshot")
-                    where = placer.place(pgno, page, digest=digest)
-                locations.append(where)
+            # Every page's place in one C-level pass (None: no pack holds it yet); then only
+            # the first page of each new SHA-256 is fetched and placed, in page order, and
+            # the placer's additions to ``known`` name the rest.
+            locations = list(map(known.get, digests))
+            missing = [i for i, where in enumerate(locations) if where is None]
+            new = _first_new(digests, missing)
+            for pgno, page in zip(new, snap.pages(new) if new else (), strict=True):
+                if hashlib.sha256(page).digest() != digests[pgno - 1]:
+                    raise PageReadError(db, f"page {pgno} changed within its snapshot")
+                placer.place(pgno, page, digest=digests[pgno - 1])
+            for i in missing:
+                locations[i] = known[digests[i]]
             written = placer.finish()
         stats = {
             "pages_read": info.page_count,
@@ -113,7 +114,7 @@ def create_backup(
             page_count=info.page_count,
             image_sha256=image_sha256,
             header=info.header,
-            runs=runs_of(locations),
+            runs=runs_of(cast("list[tuple[str, int]]", locations)),
             stats=stats,
             metadata={
                 **(metadata or {}),
@@ -134,14 +135,15 @@ def create_backup(
         return manifest
 
 
-def _first_new(digests: list[bytes], known: dict[bytes, tuple[str, int]]) -> list[int]:
-    """The page numbers to fetch: the first page of each SHA-256 no pack holds yet."""
+def _first_new(digests: list[bytes], missing: list[int]) -> list[int]:
+    """The page numbers to fetch: of the pages at ``missing`` (0-based, ascending: no pack
+    holds their SHA-256), the first page of each SHA-256."""
     seen: set[bytes] = set()
     out = []
-    for pgno, digest in enumerate(digests, start=1):
-        if digest not in known and digest not in seen:
-            seen.add(digest)
-            out.append(pgno)
+    for i in missing:
+        if digests[i] not in seen:
+            seen.add(digests[i])
+            out.append(i + 1)
     return out
 
 
