@@ -241,7 +241,7 @@ def main() -> None:
             args.work / "daemon",
             every_s=5 if args.quick else 60,
             window_s=12 if args.quick else 240,
-            baseline_s=6 if args.quick else 60,
+            baseline_s=3 if args.quick else 60,
         )
     res["run"] = {
         "start": start,
