@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -277,3 +278,37 @@ def test_kill_at_every_step_of_a_gfs_prune_keeps_every_kept_backup(
         raise AssertionError("the prune never completed")
     assert kills >= 6, kills
     assert manifests(backup_dir, "user") == sorted(KEPT)
+
+
+def test_the_prune_repacks_mostly_dead_packs_and_kept_backups_still_rebuild(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """Eight backups of a policy with keep 2, each rewriting a hot table and changing a few
+    scattered rows: the pruned backups' packs keep a few live pages among many dead ones
+    (before, a pack stayed whole while one of its pages was needed). The prune's GC repacks
+    the mostly-dead ones (`page_repack_completed` with the bytes reclaimed, the kept
+    manifests rewritten), and the two kept backups rebuild to their exact images."""
+    db = make_db(tmp_path / "user_data.db", wal=False, rows=3000)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("CREATE TABLE hot (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        conn.executemany("INSERT INTO hot(v) VALUES (?)", [("x" * 300,)] * 400)
+    conn.close()
+    rt = incremental_runtime(backup_dir, {"user": db}, policy="inc", keep=2)
+    images: dict[str, bytes] = {}
+    for i in range(8):
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute("UPDATE hot SET v = ? || substr(v, 4)", (f"{i:03d}",))
+            conn.execute("UPDATE items SET body = body || 'x' WHERE id % 400 = ?", (i * 37,))
+        conn.close()
+        name = f"h{i}"
+        jobs.run_backup(rt, policy="inc", archive_name=name)
+        images[name] = db.read_bytes()
+    with structlog.testing.capture_logs() as logs:
+        jobs.run_prune(rt, policies=["inc"])
+    assert manifests(backup_dir, "user") == ["h6", "h7"]
+    repacked = [e for e in logs if e["event"] == "page_repack_completed"]
+    assert len(repacked) == 1 and repacked[0]["bytes_reclaimed"] > 0, logs
+    assert repacked[0]["manifests_rewritten"] >= 1
+    assert list(_rebuild_all(backup_dir, images, tmp_path / "out")) == ["h6", "h7"]

@@ -3,6 +3,7 @@ rebuilds to its image, and the store goes on working (the next GC sweeps the lef
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from backup_sidecar import pagestore
 from support.databases import make_db
-from support.pages import backup, rebuilt
+from support.pages import backup, hot_chain, rebuilt
 from support.paths import ROOT
 
 CRASH = ROOT / "tests" / "support" / "pagestore_crash.py"
@@ -122,3 +123,38 @@ def _steps_without_running_gc(store: Path) -> int:
     temps = [p for d in ("packs", "manifests") for p in (store / d).glob(".tmp-*")]
     assert packs, "the GC must have something to sweep"
     return len(packs) + len(temps) + 2
+
+
+@pytest.mark.slow
+def test_kill_at_every_step_of_a_repack(tmp_path: Path, store: Path) -> None:
+    """A GC with repack (a hot chain pruned to its base and last two backups: mostly-dead
+    packs to copy out, manifests to rewrite, old packs to delete) SIGKILLed at its Nth file
+    system step, N = 1, 2, ... until it completes, each time from the same store: after every
+    kill each kept backup rebuilds to its exact image, and a GC with repack run again leaves
+    a store with nothing more to sweep or repack, every backup still rebuilding."""
+    _, images = hot_chain(tmp_path, store, 12)
+    for name in sorted(images)[1:-2]:
+        pagestore.delete_backup(store, name)
+        images.pop(name)
+    pagestore.collect_garbage(store)
+    template = tmp_path / "template"
+    shutil.copytree(store, template)
+    out = tmp_path / "out"
+    kills = 0
+    for n in range(1, 200):
+        shutil.rmtree(store)
+        shutil.copytree(template, store)
+        done = _run(n, store, "repack")
+        assert done.returncode in (0, -signal.SIGKILL), done.stderr
+        _all_kept_rebuild(store, images, out)
+        if done.returncode == 0:
+            break
+        kills += 1
+        report = pagestore.collect_garbage(store, repack_below=0.5)
+        _all_kept_rebuild(store, images, out)
+        final = pagestore.collect_garbage(store, repack_below=0.5)
+        assert final.packs_deleted == () and final.repacked is not None
+        assert final.repacked.packs_repacked == (), (n, report)
+    else:
+        raise AssertionError("the repack never completed")
+    assert kills >= 8, kills

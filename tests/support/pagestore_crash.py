@@ -1,6 +1,6 @@
 """Run one page store operation and SIGKILL this process at its Nth file system step.
 
-Usage: pagestore_crash.py KILL_AT STORE backup DB NAME [PARENT] | delete NAME | gc
+Usage: pagestore_crash.py KILL_AT STORE backup DB NAME [PARENT] | delete NAME | gc | repack
        pagestore_crash.py KILL_AT BACKUP_DIR prune POLICY RULES_JSON
 (``prune``: the jobs layer's prune of incremental POLICY, whose KeepRules keywords are
 RULES_JSON, in the page stores under BACKUP_DIR: manifests deleted, then each store's GC.)
@@ -70,6 +70,8 @@ def main() -> None:
         pagestore.delete_backup(root, rest[0])
     elif op == "gc":
         pagestore.collect_garbage(root)
+    elif op == "repack":  # a GC that then repacks every pack less than half live
+        pagestore.collect_garbage(root, repack_below=0.5)
     elif op == "prune":
         _prune(root, *rest)
     else:

@@ -22,13 +22,13 @@ from pathlib import Path
 from backup_sidecar import offsite
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.archiver.safefs import open_file
-from backup_sidecar.errors import OperationAbortedError, PackFormatError
+from backup_sidecar.errors import OperationAbortedError, PackFormatError, PageStoreError
 from backup_sidecar.jobs.pagestores import store_names, store_path
 from backup_sidecar.jobs.pagesummary import store_summary
 from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
 from backup_sidecar.pagestore import fsio
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
-from backup_sidecar.pagestore.manifest import Manifest, manifest_file
+from backup_sidecar.pagestore.manifest import MAX_BYTES, Manifest, manifest_file, parse_manifest
 from backup_sidecar.pagestore.packformat import pack_file, read_index
 from backup_sidecar.pagestore.packread import PackReader
 from backup_sidecar.pagestore.rebuild import load_manifest
@@ -221,7 +221,8 @@ def offsite_state(
         obj = objects.get(manifest_object(db, backup.name, encrypted=encrypted))
         if obj is None or not obj.confirmed or obj.record is None or obj.record.origin is None:
             return OffsiteState(False)
-        if obj.record.source_sha256 != sha256(info.path):
+        source = obj.record.source_sha256
+        if source != sha256(info.path) and source not in replaced_versions(info.path):
             return OffsiteState(False, mismatch=obj.name)
         for pack_id in obj.record.origin.packs:
             pack = objects.get(pack_object(db, pack_id, encrypted=encrypted))
@@ -229,6 +230,43 @@ def offsite_state(
                 return OffsiteState(False)
         newest = obj.modified if newest is None else max(newest, obj.modified)
     return OffsiteState(True, newest)
+
+
+_REPLACED: dict[Path, tuple[tuple[int, int, int], frozenset[str]]] = {}
+_REPLACED_LOCK = threading.Lock()
+
+
+def replaced_versions(path: Path) -> frozenset[str]:
+    """The SHA-256 of the earlier bytes a repack replaced in the manifest file ``path``
+    (pagestore/repack.py): a copy of one of them offsite is a copy of this backup (its image
+    is the same; it names the old packs). Remembered by the file's identity; empty when it
+    cannot be read or says nothing."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return frozenset()
+    ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _REPLACED_LOCK:
+        seen = _REPLACED.get(path)
+    if seen is not None and seen[0] == ident:
+        return seen[1]
+    try:
+        m = parse_manifest(path.name.removesuffix(".json"), _read_manifest(path))
+        versions = frozenset(m.replaces)
+    except (OSError, PageStoreError):
+        versions = frozenset()
+    with _REPLACED_LOCK:
+        _REPLACED[path] = (ident, versions)
+    return versions
+
+
+def _read_manifest(path: Path) -> bytes:
+    """A manifest file's bytes (no link followed, at most the manifests' limit)."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return fsio.read_file(fd, path.name, where=path, limit=MAX_BYTES)
+    finally:
+        os.close(fd)
 
 
 def backups_with_store(backup_dir: Path) -> bool:

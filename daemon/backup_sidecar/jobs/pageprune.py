@@ -11,7 +11,9 @@ deleted (one unlink each), then each store's garbage is collected (a store whose
 or failed prune still owes is collected by the next prune, even one that deletes nothing:
 ``pages/.gc/<db>/due``, written before the first manifest goes, removed after its GC): a
 pack that any kept backup needs, directly or as the base of a delta it uses, stays
-(pagestore.gc), so deleting a chain's base or middle leaves every later backup restorable.
+(pagestore.gc), so deleting a chain's base or middle leaves every later backup restorable;
+then the packs less than half live are repacked (pagestore/repack.py: their live pages
+copied into new packs, the manifests naming them rewritten, the old packs deleted).
 A kill at any point leaves every kept backup restorable (tests/pagestore/test_kill.py,
 tests/incremental/test_incremental_gfs.py).
 """
@@ -33,6 +35,7 @@ from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_nam
 from backup_sidecar.jobs.pagestores import store_names, store_path
 from backup_sidecar.jobs.pagesummary import store_summary
 from backup_sidecar.jobs.runtime import Runtime
+from backup_sidecar.pagestore.repack import REPACK_BELOW
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +132,7 @@ def _owed(rt: Runtime) -> set[str]:
 def _collect(rt: Runtime, db: str) -> None:
     store = store_path(rt.backup_dir, db, create=False)
     try:
-        report = pagestore.collect_garbage(store) if store else None
+        report = pagestore.collect_garbage(store, repack_below=REPACK_BELOW) if store else None
         drop_marker(rt.backup_dir, GC_DIR, db, GC_DUE)
     except (PageStoreError, OSError) as exc:  # the marker stays: the next prune collects
         log.error("page_gc_failed", database=db, error=str(exc))
@@ -141,6 +144,18 @@ def _collect(rt: Runtime, db: str) -> None:
             packs_deleted=len(report.packs_deleted),
             bytes_freed=report.bytes_freed,
             packs_kept=report.packs_kept,
+        )
+    repacked = report.repacked if report else None
+    if repacked and repacked.refused:
+        log.error("page_repack_refused", database=db, reason=repacked.refused)
+    elif repacked and repacked.packs_repacked:
+        log.info(
+            "page_repack_completed",
+            database=db,
+            packs_repacked=len(repacked.packs_repacked),
+            packs_written=len(repacked.packs_written),
+            manifests_rewritten=repacked.manifests_rewritten,
+            bytes_reclaimed=repacked.bytes_reclaimed,
         )
 
 

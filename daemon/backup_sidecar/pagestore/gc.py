@@ -24,8 +24,9 @@ from backup_sidecar.pagestore import fsio, manifest
 from backup_sidecar.pagestore.damage import drop_marks
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import manifest_file
-from backup_sidecar.pagestore.packformat import SUFFIX, pack_file, read_index
+from backup_sidecar.pagestore.packformat import SUFFIX, PackIndex, pack_file, read_index
 from backup_sidecar.pagestore.rebuild import load_manifest
+from backup_sidecar.pagestore.repack import Liveness, RepackReport, repack
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class GcReport:
     bytes_freed: int
     temps_removed: int
     packs_kept: int
+    #: What the repack after the sweep did (None: not asked for).
+    repacked: RepackReport | None = None
 
 
 def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
@@ -49,12 +52,17 @@ def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOU
         os.fsync(dirs.manifests_fd)
 
 
-def collect_garbage(store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> GcReport:
+def collect_garbage(
+    store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S, repack_below: float | None = None
+) -> GcReport:
     """Delete every pack no manifest needs (names, or holds a base of a delta it names), and
-    leftover temporary files."""
+    leftover temporary files; with ``repack_below``, then repack the packs whose live
+    fraction is below it (repack.py)."""
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
         present = {f.removesuffix(SUFFIX) for f in fsio.listdir(dirs.packs_fd, SUFFIX)}
-        referenced = _mark(dirs, _named_packs(dirs), present)
+        named = Liveness() if repack_below is not None else None
+        indexes = named.indexes if named is not None else {}
+        referenced = _mark(dirs, _named_packs(dirs, named), present, indexes)
         temps = 0
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             for tmp in fsio.list_temps(fd):
@@ -70,16 +78,23 @@ def collect_garbage(store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> G
         drop_marks(dirs, present - set(deleted))
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             os.fsync(fd)
-        return GcReport(tuple(deleted), freed, temps, len(present & referenced))
+        repacked = None
+        if named is not None and repack_below is not None:
+            repacked = repack(dirs, named, below=repack_below)
+        return GcReport(tuple(deleted), freed, temps, len(present & referenced), repacked)
 
 
-def _named_packs(dirs: fsio.StoreDirs) -> set[str]:
-    """Every pack a manifest names; GarbageCollectionRefusedError if one cannot be read."""
+def _named_packs(dirs: fsio.StoreDirs, live: Liveness | None) -> set[str]:
+    """Every pack a manifest names (each manifest also gathered into ``live``);
+    GarbageCollectionRefusedError if one cannot be read."""
     named: set[str] = set()
     for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
         name = file.removesuffix(manifest.SUFFIX)
         try:
-            named |= load_manifest(dirs, name).packs
+            m = load_manifest(dirs, name)
+            named |= m.packs
+            if live is not None:
+                live.add(m)
         except ManifestFormatError as exc:
             raise GarbageCollectionRefusedError(name, exc.reason) from exc
         except ValueError as exc:  # a file whose name is no backup's: never ours to judge
@@ -87,10 +102,12 @@ def _named_packs(dirs: fsio.StoreDirs) -> set[str]:
     return named
 
 
-def _mark(dirs: fsio.StoreDirs, named: set[str], present: set[str]) -> set[str]:
-    """``named`` and, transitively, the base packs of their deltas. A pack already missing
-    is skipped (its backups are broken either way); one whose index cannot be read refuses
-    the sweep, since its bases are unknown."""
+def _mark(
+    dirs: fsio.StoreDirs, named: set[str], present: set[str], indexes: dict[str, PackIndex]
+) -> set[str]:
+    """``named`` and, transitively, the base packs of their deltas (each index read kept in
+    ``indexes``). A pack already missing is skipped (its backups are broken either way); one
+    whose index cannot be read refuses the sweep, since its bases are unknown."""
     marked: set[str] = set()
     todo = sorted(named)
     while todo:
@@ -101,8 +118,10 @@ def _mark(dirs: fsio.StoreDirs, named: set[str], present: set[str]) -> set[str]:
         if pack_id not in present:
             continue
         try:
-            bases = read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases
+            index = read_index(dirs.packs_fd, pack_id, where=dirs.packs)
+            bases = index.bases
         except (PackFormatError, OSError) as exc:
             raise GarbageCollectionRefusedError(f"pack {pack_id}", str(exc)) from exc
+        indexes[pack_id] = index
         todo.extend(sorted(bases - marked))
     return marked

@@ -64,6 +64,9 @@ class Manifest:
     runs: tuple[Run, ...]
     stats: Mapping[str, int] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The SHA-256 of each earlier version of this file a repack replaced (repack.py): a copy
+    #: of one of them (offsite) is a copy of this very backup.
+    replaces: tuple[str, ...] = ()
 
     @property
     def image_size(self) -> int:
@@ -97,6 +100,8 @@ class Manifest:
             "stats": dict(self.stats),
             "metadata": dict(self.metadata),
         }
+        if self.replaces:
+            doc["replaces"] = list(self.replaces)
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode() + b"\n"
 
 
@@ -219,7 +224,14 @@ def _parse(name: str, data: bytes) -> Manifest:
     if not isinstance(meta, dict):
         raise ValueError("'metadata' is not an object")
     header = DbHeader.from_json(doc.get("header"))
-    return Manifest(name, created, page_size, page_count, sha, header, runs, stats, meta)
+    replaces = doc.get("replaces", [])
+    if not isinstance(replaces, list) or not all(
+        isinstance(r, str) and _HEX64.fullmatch(r) for r in replaces
+    ):
+        raise ValueError("'replaces' is not a list of SHA-256 hex digests")
+    return Manifest(
+        name, created, page_size, page_count, sha, header, runs, stats, meta, tuple(replaces)
+    )
 
 
 def _parse_runs(raw: object, packs: list[str], page_count: int) -> tuple[Run, ...]:
