@@ -90,7 +90,7 @@ def test_an_incremental_gfs_policy_prunes_its_chain_by_buckets(
         lambda: {e["archive"] for e in d.log.find("archive_pruned")} == {names[k] for k in "ABCDE"},
         what="archive_pruned logged for A to E",
     )
-    assert d.log.find("page_gc_completed")
+    d.log.wait("page_gc_completed")
     assert d.request("verify", archive=names["F"])["kind"] == "incremental"
     assert writer.stop()["errors"] == 0
     result = d.request("restore", archive=names["F"], confirm=True)
