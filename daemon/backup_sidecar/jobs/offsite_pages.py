@@ -24,7 +24,7 @@ from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.archiver.safefs import open_file
 from backup_sidecar.errors import OperationAbortedError, PackFormatError, PageStoreError
 from backup_sidecar.jobs.pagestores import store_names, store_path
-from backup_sidecar.jobs.pagesummary import store_summary
+from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.offsite.pagekeys import manifest_object, pack_object
 from backup_sidecar.pagestore import fsio
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
@@ -53,19 +53,13 @@ class LocalPageBackup:
 
 
 def local_page_backups(backup_dir: Path) -> list[LocalPageBackup]:
-    """Every incremental backup whose manifests read and none is marked damaged, newest first
-    (cached summaries: an unchanged store costs a listing and a stat per manifest)."""
-    by_name: dict[str, dict[str, ArchiveInfo]] = {}
-    damaged: set[str] = set()
-    for db in store_names(backup_dir):
-        for info in store_summary(backup_dir, db):
-            if info.status is ArchiveStatus.DAMAGED:
-                damaged.add(info.name)
-            by_name.setdefault(info.name, {})[db] = info
+    """Every incremental backup complete (a readable manifest in the store of each database it
+    covers: pagesummary.page_backups) and not marked damaged, newest first (cached summaries:
+    an unchanged store costs a listing and a stat per manifest)."""
     backups = [
         LocalPageBackup(name, dict(sorted(infos.items())))
-        for name, infos in by_name.items()
-        if name not in damaged
+        for name, infos in page_backups(backup_dir).items()
+        if all(i.status is not ArchiveStatus.DAMAGED for i in infos.values())
     ]
     return sorted(backups, key=lambda b: b.info.newness, reverse=True)
 

@@ -33,7 +33,7 @@ from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
 from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_names, write_marker
 from backup_sidecar.jobs.pagestores import store_names, store_path
-from backup_sidecar.jobs.pagesummary import store_summary
+from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.jobs.runtime import Runtime
 from backup_sidecar.pagestore.repack import REPACK_BELOW
 
@@ -161,29 +161,26 @@ def _collect(rt: Runtime, db: str) -> None:
 
 def _backups(rt: Runtime) -> list[ArchiveInfo]:
     """One entry per incremental backup name, covering every store that holds it; ``verified``
-    when every store holding it has its verify marker."""
-    by_name: dict[str, ArchiveInfo] = {}
-    verified: dict[str, set[str]] = {}
-    for db in store_names(rt.backup_dir):
-        verified[db] = marked_names(rt.backup_dir, VERIFIED_DIR, db)
-        for brief in store_summary(rt.backup_dir, db):
-            seen = by_name.get(brief.name)
-            if seen is None:
-                by_name[brief.name] = brief
-            else:
-                by_name[brief.name] = dataclasses.replace(
-                    seen,
-                    databases=(*seen.databases, db),
-                    size_bytes=seen.size_bytes + brief.size_bytes,
-                    status=max(seen.status, brief.status, key=_badness),
-                )
-    return [
-        dataclasses.replace(info, status=ArchiveStatus.VERIFIED)
-        if info.status is ArchiveStatus.UNVERIFIED
-        and all(info.name in verified[db] for db in info.databases)
-        else info
-        for info in by_name.values()
-    ]
+    when every store holding it has its verify marker; damaged when any store's summary is
+    (an incomplete backup is, in every store: pagesummary.page_backups)."""
+    out: list[ArchiveInfo] = []
+    verified = {
+        db: marked_names(rt.backup_dir, VERIFIED_DIR, db) for db in store_names(rt.backup_dir)
+    }
+    for name, infos in page_backups(rt.backup_dir).items():
+        first, *rest = infos.values()
+        info = dataclasses.replace(
+            first,
+            databases=tuple(infos),
+            size_bytes=sum(i.size_bytes for i in infos.values()),
+            status=max((first, *rest), key=lambda i: _badness(i.status)).status,
+        )
+        if info.status is ArchiveStatus.UNVERIFIED and all(
+            name in verified.get(db, set()) for db in infos
+        ):
+            info = dataclasses.replace(info, status=ArchiveStatus.VERIFIED)
+        out.append(info)
+    return out
 
 
 def _badness(status: ArchiveStatus) -> int:

@@ -24,8 +24,8 @@ from backup_sidecar.jobs.pagedamage import DAMAGED_DIR, damage_of, marked_names
 from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
 
 LOCK_WAIT_S = 0.2
-#: (summary, image SHA-256) of a readable manifest
-_Entry = tuple[ArchiveInfo, str]
+#: (summary, image SHA-256, the databases its backup covers) of a readable manifest
+_Entry = tuple[ArchiveInfo, str, tuple[str, ...]]
 _lock = threading.Lock()
 #: (backup dir, db) -> the store's readable backups, as last read
 _cache: dict[tuple[str, str], list[_Entry]] = {}
@@ -46,9 +46,36 @@ def page_successes(backup_dir: Path) -> list[ArchiveInfo]:
     return sorted(by_name.values(), key=lambda a: a.newness, reverse=True)
 
 
+def page_backups(backup_dir: Path) -> dict[str, dict[str, ArchiveInfo]]:
+    """Every incremental backup (name -> database -> its summary in that store). A backup
+    lacking a readable manifest in the store of a database its metadata names (a kill between
+    two databases' manifests, or a store busy mid-backup) is incomplete: damaged in every
+    store, with the reason, so retention neither counts nor deletes it and it is never
+    uploaded (as a damaged archive, archiver.select)."""
+    entries: dict[str, dict[str, ArchiveInfo]] = {}
+    covers: dict[str, set[str]] = {}
+    for db in store_names(backup_dir):
+        for info, expected in _store_entries(backup_dir, db):
+            entries.setdefault(info.name, {})[db] = info
+            covers.setdefault(info.name, set()).update(expected)
+    for name, infos in entries.items():
+        missing = sorted(covers[name] - set(infos))
+        if missing:
+            why = f"no manifest in the page store of {', '.join(missing)}: never completed"
+            entries[name] = {
+                db: dataclasses.replace(i, status=ArchiveStatus.DAMAGED, error=i.error or why)
+                for db, i in infos.items()
+            }
+    return entries
+
+
 def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
     """Every readable backup in ``db``'s page store, in brief (any order); one listing of
     the damage markers, read only for the backups that have one."""
+    return [info for info, _ in _store_entries(backup_dir, db)]
+
+
+def _store_entries(backup_dir: Path, db: str) -> list[tuple[ArchiveInfo, tuple[str, ...]]]:
     key = (str(backup_dir), db)
     try:
         store = store_path(backup_dir, db, create=False)
@@ -63,12 +90,10 @@ def store_summary(backup_dir: Path, db: str) -> list[ArchiveInfo]:
             current = list(_cache.get(key, []))
     damaged = marked_names(backup_dir, DAMAGED_DIR, db)
     out = []
-    for info, sha in current:
+    for info, sha, covers in current:
         why = damage_of(backup_dir, db, info.name, sha) if info.name in damaged else None
-        if why is None:
-            out.append(info)
-        else:
-            out.append(dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why))
+        marked = dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why) if why else info
+        out.append((marked, covers))
     return out
 
 
@@ -85,4 +110,6 @@ def _summary(store: Path, db: str, b: pagestore.Brief) -> _Entry:
         sequence=sequence if type(sequence) is int else None,
         kind="incremental",
     )
-    return info, b.image_sha256
+    covers = b.metadata.get("backup_databases")
+    names = tuple(d for d in covers if isinstance(d, str)) if isinstance(covers, list) else ()
+    return info, b.image_sha256, names
