@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from backup_sidecar.jobs.pagestores import pages_root
@@ -132,3 +133,42 @@ def test_an_older_manifest_copied_over_a_newer_one_is_damaged_never_the_newer_ba
         result = run_cli(*args, config=cfg)
         assert result.returncode == 1 and newer in one_error_line(result)
     assert live.read_bytes() == before_bytes
+
+
+def test_two_databases_manifests_swapped_are_damaged_never_restored_crosswise(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """The `user` and `arrow` manifests of one backup swapped between their page stores and
+    each store's packs copied into the other (outside attack, issue 16): `list` shows the
+    backup `damaged` naming the swap; `verify`, `restore` and `export` fail with one line and
+    no live database changes. Before, verify said ok and the restore wrote arrow's data into
+    user_data.db and user's into arrow_database.db."""
+    cfg = _setup(tmp_path, backup_dir)
+    name = str(_listed(cfg)[0]["name"])
+    stores = {db: pages_root(backup_dir) / db for db in ("user", "arrow")}
+    user_m, arrow_m = (stores[db] / "manifests" / f"{name}.json" for db in ("user", "arrow"))
+    user_bytes = user_m.read_bytes()
+    for path in (user_m, arrow_m):
+        path.chmod(0o600)
+    user_m.write_bytes(arrow_m.read_bytes())
+    arrow_m.write_bytes(user_bytes)
+    for db, other in (("user", "arrow"), ("arrow", "user")):
+        for pack in (stores[db] / "packs").glob("*.pack"):
+            target = stores[other] / "packs" / pack.name
+            if not target.exists():
+                shutil.copyfile(pack, target)
+    broken = next(a for a in _listed(cfg) if a["name"] == name)
+    assert broken["status"] == "damaged" and "moved or swapped" in str(broken["error"])
+    live = {
+        db: tmp_path / f"{f}.db" for db, f in (("user", "user_data"), ("arrow", "arrow_database"))
+    }
+    before = {db: path.read_bytes() for db, path in live.items()}
+    for args in (
+        ["verify", name],
+        ["restore", name, "--force"],
+        ["export", name, "--out", str(tmp_path / "x.tar.gz")],
+    ):
+        result = run_cli(*args, config=cfg)
+        assert result.returncode == 1 and name in one_error_line(result), result.stderr
+    assert {db: path.read_bytes() for db, path in live.items()} == before
+    assert not (tmp_path / "x.tar.gz").exists()

@@ -35,7 +35,7 @@ from backup_sidecar.errors import (
 )
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.offsitecopy import Fetched
-from backup_sidecar.jobs.pagestores import store_path
+from backup_sidecar.jobs.pagestores import misplaced, store_path
 from backup_sidecar.jobs.runtime import Runtime
 from backup_sidecar.offsite.pagekeys import list_pages, pack_object, parse_page_name
 from backup_sidecar.pagestore import fsio
@@ -185,6 +185,9 @@ def _stage(
             m = parse_manifest(name, data)
         except (ManifestFormatError, ValueError) as exc:
             raise OffsiteObjectCorruptError(obj.name, str(exc)) from None
+        why = misplaced(db, m.metadata)
+        if why is not None:
+            raise OffsiteObjectCorruptError(obj.name, why)
         local = store_path(backup_dir, db, create=False) if backup_dir else None
         todo, seen = sorted(m.packs), set()
         while todo:

@@ -105,6 +105,15 @@ class BriefBackup(_Backup[pagestore.Brief]):
     """An incremental backup from the stores' cached briefs (pagestore/briefs.py): a listing."""
 
 
+def misplaced(db: str, metadata: Mapping[str, Any]) -> str | None:
+    """Why a manifest found in the store of ``db`` is not ``db``'s (its metadata names another
+    database: moved or swapped with that database's); None when it is, or says nothing."""
+    named = metadata.get("database")
+    if named is None or named == db:
+        return None
+    return f"manifest of database {named!r} in the page store of {db!r} (moved or swapped)"
+
+
 def cache_problem(problem: str) -> None:
     """A page store's brief cache ignored or not written: the listing reads the manifests."""
     log.warning("page_store_cache_problem", problem=problem)
@@ -146,10 +155,13 @@ def _collect(
             problems.append(f"page store {db!r}: {exc}")
             continue
         for entry in entries:
-            if isinstance(entry, ManifestFormatError):
-                broken.setdefault(entry.name, {})[db] = str(entry)
-            else:
-                found.setdefault(entry.name, {})[db] = entry
+            why = str(entry) if isinstance(entry, ManifestFormatError) else None
+            if not isinstance(entry, ManifestFormatError):
+                why = misplaced(db, entry.metadata)
+                if why is None:
+                    found.setdefault(entry.name, {})[db] = entry
+            if why is not None:
+                broken.setdefault(entry.name, {})[db] = why
     return found, broken, problems
 
 
@@ -190,7 +202,12 @@ def find_page_backup(backup_dir: Path, name: str) -> PageBackup | None:
             if store is None:
                 continue
             with fsio.open_store(store, exclusive=False, timeout_s=fsio.LOCK_TIMEOUT_S) as dirs:
-                found[db] = load_manifest(dirs, name)
+                m = load_manifest(dirs, name)
+            why = misplaced(db, m.metadata)
+            if why is not None:
+                broken[db] = why
+            else:
+                found[db] = m
         except PageBackupNotFoundError:
             continue
         except ManifestFormatError as exc:

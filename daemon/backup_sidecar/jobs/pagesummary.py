@@ -21,7 +21,7 @@ from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import SidecarError
 from backup_sidecar.jobs.pagedamage import DAMAGED_DIR, damage_of, marked_names
-from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
+from backup_sidecar.jobs.pagestores import cache_problem, misplaced, store_names, store_path
 
 LOCK_WAIT_S = 0.2
 #: (summary, image SHA-256, the databases its backup covers) of a readable manifest
@@ -112,4 +112,7 @@ def _summary(store: Path, db: str, b: pagestore.Brief) -> _Entry:
     )
     covers = b.metadata.get("backup_databases")
     names = tuple(d for d in covers if isinstance(d, str)) if isinstance(covers, list) else ()
+    why = misplaced(db, b.metadata)
+    if why is not None:  # another database's manifest: never this backup of ``db``
+        info = dataclasses.replace(info, status=ArchiveStatus.DAMAGED, error=why)
     return info, b.image_sha256, names
