@@ -11,8 +11,9 @@ manifest under the names, sequences and times the job would have given the minut
 that followed (each a valid manifest of the same pages: an unchanged database's backup).
 
 ``time`` runs the real CLI (``python -m backup_sidecar`` from ``--src``, default this
-checkout's daemon/) against a copy of the built store: `list --json` and `backup --policy
-minutely --json`, ``--reps`` times each, and prints wall and CPU per command. Point ``--src``
+checkout's daemon/) against a copy of the built store: `list --json`, `backup --policy
+minutely --json` and `prune --policy minutely --keep 1400 --json`, ``--reps`` times each,
+and prints wall and CPU per command. Point ``--src``
 at another checkout's daemon/ to time the code before a change on the same store.
 """
 
@@ -40,6 +41,13 @@ from bench.proc import run
 from bench.run import REPO, WORK, log
 
 POLICY = "minutely"
+#: Each timed in turn: the prune deletes the backups past 1,400 (then one a round) and runs
+#: the store's GC, which needs every kept manifest's packs.
+COMMANDS = (
+    ["list"],
+    ["backup", "--policy", POLICY],
+    ["prune", "--policy", POLICY, "--keep", "1400"],
+)
 START = datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
 _ROW = 200
 
@@ -143,7 +151,7 @@ def time_cli(work: Path, *, src: Path, reps: int, label: str) -> list[dict[str, 
     env = {"SIDECAR_CONFIG": str(cfg), "SIDECAR_LOG_FORMAT": "json", "PYTHONPATH": str(src)}
     out = []
     for rep in range(reps):
-        for args in (["list"], ["backup", "--policy", POLICY]):
+        for args in COMMANDS:
             m = run([sys.executable, "-m", "backup_sidecar", *args, "--json"], env=env)
             if m.returncode != 0:
                 raise RuntimeError(f"{args}: {m.stderr.strip()[-2000:]}")
