@@ -284,7 +284,9 @@ def test_a_planted_lease_is_shown_then_expires_and_uploads_resume(
         backup_dir=backup_dir,
         databases={"user": user},
         socket_path=sock_dir / "control.sock",
-        offsite={"url": f"file://{tmp_path / 'offsite'}", "lease_ttl": "3s"},
+        # Long enough for the daemon's start and first pass to come before the planted lease
+        # expires (3 s was not, 3 runs in 7 on a loaded machine: the start's pass took it).
+        offsite={"url": f"file://{tmp_path / 'offsite'}", "lease_ttl": "10s"},
     )
     d = daemons.start(config)
     d.request("backup")
@@ -296,9 +298,9 @@ def test_a_planted_lease_is_shown_then_expires_and_uploads_resume(
     assert f"{10**18 - 1:020d}" in held["holder"] and "unreadable" in held["holder"], held
     assert "nobody" not in held["holder"]
     # A read-only pass is no failure: the uploader's next pass of its own is a minute away.
-    # Once the planted lease's TTL (3 s, plus the lease's 1 s slack) has passed on the store's
+    # Once the planted lease's TTL (10 s, plus the lease's 1 s slack) has passed on the store's
     # clock (this directory's mtimes), a backup wakes a pass at once.
-    free_at = (lease_dir / f"{10**18 - 1:020d}").stat().st_mtime + 3 + 1 + 0.5
+    free_at = (lease_dir / f"{10**18 - 1:020d}").stat().st_mtime + 10 + 1 + 0.5
     wait_until(lambda: time.time() > free_at, what="the planted lease's TTL to pass")
     d.request("backup")
     wait_until(
