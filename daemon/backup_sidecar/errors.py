@@ -90,6 +90,19 @@ class ArchiveExistsError(ArchiveError, FileExistsError):
         self.path = path
 
 
+class BackupNameTakenError(ArchiveExistsError):
+    """A name the other kind of backup holds: an archive and an incremental backup never share
+    one (``list``, ``verify NAME`` and ``restore NAME`` would reach only one of them)."""
+
+    def __init__(self, backup_dir: Path, name: str, *, holder: str) -> None:
+        ArchiveError.__init__(
+            self,
+            f"backup name {name!r} is taken by {holder} in {backup_dir}; names are never "
+            "reused, by archives and incremental backups alike",
+        )
+        self.path = backup_dir / f"{name}.tar.gz"
+
+
 class ArchiveLinkError(ArchiveError):
     """An archive path that is a symbolic link: archives are never read through one (a link
     named like an archive could point at /etc/shadow, a live database, an archive elsewhere)."""

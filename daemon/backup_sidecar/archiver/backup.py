@@ -69,11 +69,13 @@ def create_backup(
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
     captured: Mapping[str, tuple[Path, str]] | None = None,
+    taken: Callable[[str], str | None] | None = None,
 ) -> ArchiveInfo:
     """Write ``<backup_dir>/<name>.tar.gz`` holding every database in ``databases``, or nothing.
 
     An existing name is never overwritten: it raises ArchiveExistsError, or with ``unique``
-    (for default, time-based names) the archive takes the first free ``<name>-N``. An archive
+    (for default, time-based names) the archive takes the first free ``<name>-N``; a name
+    ``taken`` says another kind of backup holds is taken too (staging.reserve_name). An archive
     that verify would refuse under ``limits`` (the readers' limits) raises ArchiveTooLargeError
     and is never published.
 
@@ -93,7 +95,7 @@ def create_backup(
     )
     started = clock()
     with (
-        reserve_name(backup_dir, name, exact=not unique) as claimed,
+        reserve_name(backup_dir, name, exact=not unique, taken=taken) as claimed,
         staging_area(backup_dir, purpose="backup") as area,
         _writing_into(backup_dir),
     ):

@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backup_sidecar.archiver.safefs import (
@@ -27,7 +27,7 @@ from backup_sidecar.archiver.safefs import (
     open_subdir,
     remove_tree,
 )
-from backup_sidecar.errors import ArchiveExistsError, BackupDirError
+from backup_sidecar.errors import ArchiveExistsError, BackupDirError, BackupNameTakenError
 
 LOCK_NAME = ".lock"
 PENDING_PREFIX = ".pending-"
@@ -200,14 +200,19 @@ _MAX_SUFFIX = 1000
 
 
 @contextlib.contextmanager
-def reserve_name(backup_dir: Path, base: str, *, exact: bool) -> Iterator[str]:
+def reserve_name(
+    backup_dir: Path, base: str, *, exact: bool, taken: Callable[[str], str | None] | None = None
+) -> Iterator[str]:
     """Claim an archive name that no other writer (thread or process) will publish meanwhile.
 
     A name is free when no archive has it and nobody holds its reservation (a locked file
     ``.staging/<name>.name``). With ``exact`` a taken name raises ArchiveExistsError; otherwise
     the first free of ``base``, ``base-2``, ``base-3``... is taken: default names are per second
     of the wall clock, which repeats when two backups start within a second or the clock steps
-    back, and neither may overwrite an archive nor fail the backup.
+    back, and neither may overwrite an archive nor fail the backup. ``taken`` says what else
+    holds a name (an incremental backup: ``jobs``), asked while its reservation is held, so two
+    writers of either kind never claim one name; a name it holds is taken
+    (BackupNameTakenError with ``exact``).
     """
     with backup_dir_fd(backup_dir) as top, _staging_root(backup_dir) as root:
         for n in range(1, _MAX_SUFFIX + 1):
@@ -218,12 +223,16 @@ def reserve_name(backup_dir: Path, base: str, *, exact: bool) -> Iterator[str]:
                     raise ArchiveExistsError(backup_dir / f"{name}.tar.gz")
                 continue
             try:
-                yield name
+                holder = taken(name) if taken is not None else None
+                if holder is None:
+                    yield name
+                    return
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{name}{RESERVATION_SUFFIX}", dir_fd=root)
                 os.close(fd)
-            return
+            if exact:
+                raise BackupNameTakenError(backup_dir, name, holder=holder)
     raise BackupDirError(backup_dir, f"no free archive name left after {base}-{_MAX_SUFFIX}")
 
 

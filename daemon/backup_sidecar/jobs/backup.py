@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,6 +15,7 @@ from backup_sidecar.jobs.backupdir import clean_leftovers, mark_damaged
 from backup_sidecar.jobs.effort import Effort
 from backup_sidecar.jobs.incremental import incremental_backup, manifest_stats
 from backup_sidecar.jobs.outcomes import BackupFinished, Outcomes, failure_text
+from backup_sidecar.jobs.pagestores import page_name_taken
 from backup_sidecar.jobs.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -71,6 +73,7 @@ def run_backup(
                     policy=policy,
                     now=now,
                     unique=archive_name is None,
+                    taken=functools.partial(page_name_taken, rt.backup_dir),
                     **effort.archiver_keywords(),
                 )
         if checks is not None and _read_anyway(rt, policy):

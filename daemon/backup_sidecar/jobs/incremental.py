@@ -12,6 +12,7 @@ wrote for other databases: a restore point covers all its databases or does not 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +23,10 @@ import structlog
 from backup_sidecar import pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus, DatabaseSpec
 from backup_sidecar.archiver.sequence import next_sequence, reconcile
+from backup_sidecar.archiver.staging import reserve_name
 from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.effort import Effort
-from backup_sidecar.jobs.pagestores import store_path
+from backup_sidecar.jobs.pagestores import page_name_taken, store_path
 from backup_sidecar.jobs.pagesummary import page_successes, store_summary
 from backup_sidecar.jobs.runtime import IncrementalSpec
 from backup_sidecar.pagestore import fsio
@@ -52,47 +54,49 @@ def incremental_backup(
     reconcile(backup_dir, seen=seen)
     sequence = next_sequence(backup_dir)
     stores = {s.name: store_path(backup_dir, s.name, create=True) for s in specs}
-    if unique and any(_has(store, name) for store in stores.values() if store):
-        name = f"{name}-{sequence}"
-    written: dict[str, pagestore.Manifest] = {}
-    try:
-        for db in specs:
-            store = stores[db.name]
-            assert store is not None
-            parent, chain, sound = _parent(
-                backup_dir, db.name, store, policy=policy, spec=spec, now=now
-            )
-            meta: dict[str, Any] = {
-                "backup_name": name,
-                "policy": policy,
-                "sequence": sequence,
-                "database": db.name,
-                "backup_databases": [s.name for s in specs],
-                "member": db.member,
-                "source_path": str(db.path),
-                "chain": chain,
-            }
-            written[db.name] = pagestore.create_backup(
-                db.path,
-                store=store,
-                name=name,
-                now=now,
-                parent=parent,
-                metadata=meta,
-                busy_timeout_s=effort.lock_timeout,
-                read_in_child=True,
-                check=spec.check,
-                reuse_check=sound,
-            )
-    except BaseException:
-        for db_name in written:
-            with contextlib.suppress(PageStoreError, OSError):
-                pagestore.delete_backup(stores[db_name], name)  # type: ignore[arg-type]
-        raise
+    # One name, one backup of either kind: reserved as an archive's is (the first free of
+    # name, name-2, ... for a default name), taken when an archive or a page store has it.
+    taken = functools.partial(page_name_taken, backup_dir)
+    with reserve_name(backup_dir, name, exact=not unique, taken=taken) as claimed:
+        written: dict[str, pagestore.Manifest] = {}
+        try:
+            for db in specs:
+                store = stores[db.name]
+                assert store is not None
+                parent, chain, sound = _parent(
+                    backup_dir, db.name, store, policy=policy, spec=spec, now=now
+                )
+                meta: dict[str, Any] = {
+                    "backup_name": claimed,
+                    "policy": policy,
+                    "sequence": sequence,
+                    "database": db.name,
+                    "backup_databases": [s.name for s in specs],
+                    "member": db.member,
+                    "source_path": str(db.path),
+                    "chain": chain,
+                }
+                written[db.name] = pagestore.create_backup(
+                    db.path,
+                    store=store,
+                    name=claimed,
+                    now=now,
+                    parent=parent,
+                    metadata=meta,
+                    busy_timeout_s=effort.lock_timeout,
+                    read_in_child=True,
+                    check=spec.check,
+                    reuse_check=sound,
+                )
+        except BaseException:
+            for db_name in written:
+                with contextlib.suppress(PageStoreError, OSError):
+                    pagestore.delete_backup(stores[db_name], claimed)  # type: ignore[arg-type]
+            raise
     first = next(iter(written))
     info = ArchiveInfo(
-        name=name,
-        path=stores[first] / "manifests" / f"{name}.json",  # type: ignore[operator]
+        name=claimed,
+        path=stores[first] / "manifests" / f"{claimed}.json",  # type: ignore[operator]
         size_bytes=sum(m.stats.get("bytes_stored", 0) for m in written.values()),
         created_at=now,
         status=ArchiveStatus.UNVERIFIED,
@@ -103,10 +107,6 @@ def incremental_backup(
         check=spec.check,
     )
     return info, written
-
-
-def _has(store: Path, name: str) -> bool:
-    return (store / "manifests" / f"{name}.json").exists()
 
 
 def _parent(

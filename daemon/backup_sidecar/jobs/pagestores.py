@@ -68,6 +68,19 @@ def store_names(backup_dir: Path) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
+def page_name_taken(backup_dir: Path, name: str) -> str | None:
+    """``an incremental backup`` when a page store holds anything as ``name``'s manifest (an
+    incomplete backup's too): an archive never takes that name (staging.reserve_name)."""
+    try:
+        file = manifest_file(name)
+    except ValueError:  # no page store can hold it
+        return None
+    for db in store_names(backup_dir):
+        if os.path.lexists(pages_root(backup_dir) / db / "manifests" / file):
+            return "an incremental backup"
+    return None
+
+
 M = TypeVar("M", pagestore.Manifest, pagestore.Brief)
 
 
