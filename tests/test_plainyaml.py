@@ -5,6 +5,7 @@ file)."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -44,12 +45,24 @@ DUPLICATED = [
 INDENTS = ["", " ", "  ", "    "]
 
 
+@functools.lru_cache(maxsize=4)
+def _loaded(text: str) -> object:
+    """The document as the validated loader reads it, once per text (each is asked for every
+    target), or ``_REFUSED``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return _REFUSED
+
+
+_REFUSED = object()
+
+
 def _pyyaml(text: str, section: str, key: str) -> object:
     """What the validated loader reads (a str for anything it would not take: a duplicate key
     too, which plain PyYAML would read as the last one)."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, RecursionError, ValueError):
+    data = _loaded(text)
+    if data is _REFUSED:
         return "<unsure>"
     if data is None:
         return None
