@@ -13,7 +13,7 @@ from backup_sidecar import jobs
 from backup_sidecar.cli.context import Context
 from backup_sidecar.cli.options import DatabaseChoice, database_options, json_option
 from backup_sidecar.cli.output import emit, fail, reported_errors
-from backup_sidecar.cli.restore_latest import result_text
+from backup_sidecar.cli.restore_latest import mended_text, result_text
 from backup_sidecar.errors import OffsiteNotRestoredError, RestoreRefusedError, UsageError
 from backup_sidecar.progress import progress_bar
 
@@ -116,7 +116,7 @@ def _fetched_line(fetched: Fetched) -> str:
             f"{fetched.archive} is already in the backup directory, the same archive as "
             f"{fetched.object}: using it"
         )
-    return f"downloaded {fetched.object} as {fetched.archive}"
+    return f"downloaded {fetched.object} as {fetched.archive}{mended_text(fetched)}"
 
 
 def which_archive(archive: str | None, *, latest: bool, from_offsite: bool) -> str | None:

@@ -98,7 +98,19 @@ def _say_fetched(fetched: Fetched) -> None:
             err=True,
         )
     else:
-        click.echo(f"downloaded {fetched.object} as {fetched.archive}", err=True)
+        click.echo(
+            f"downloaded {fetched.object} as {fetched.archive}{mended_text(fetched)}", err=True
+        )
+
+
+def mended_text(fetched: Fetched) -> str:
+    """The local packs found damaged and replaced by the fetch (the local side at fault)."""
+    if not fetched.mended:
+        return ""
+    return (
+        f"; the local pack(s) {', '.join(fetched.mended)} were damaged (marked, or not the"
+        " bytes uploaded): downloaded and put in their place"
+    )
 
 
 def _say_skipped(skip: Skipped) -> None:

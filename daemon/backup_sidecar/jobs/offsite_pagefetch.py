@@ -5,7 +5,9 @@ For every database the backup covers (its manifest records' origin says which), 
 object is downloaded (checked against its record, decrypted) into a locked staging area, then
 the packs it needs: those its pages are in, then, transitively, the packs holding the bases of
 their deltas (read from each downloaded pack's index). A pack the local page store already
-holds is copied into staging instead (packs are immutable). The staged store is then rebuilt
+holds is copied into staging instead (packs are immutable) when it is sound: unmarked and the
+bytes uploaded (jobs/offsite_localpacks.py); one that is not is downloaded, and replaces the
+local one at publication. The staged store is then rebuilt
 into a scratch image, every page against its SHA-256 and the image against the manifest's:
 only a backup that rebuilds whole is published into ``<backup_dir>/pages/<db>/`` (packs first,
 then the manifest, under the store's exclusive lock, never over a different file), and the
@@ -15,11 +17,7 @@ the page stores; a kill leaves an abandoned staging area, removed like any other
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,17 @@ import structlog
 from backup_sidecar import archiver, offsite, pagestore
 from backup_sidecar.errors import (
     ManifestFormatError,
-    OffsiteLocalCopyError,
     OffsiteObjectCorruptError,
     OffsiteObjectNotFoundError,
     PageStoreError,
 )
 from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsite_localpacks import (
+    already_here,
+    copy_sound_pack,
+    pack_sources,
+    publish,
+)
 from backup_sidecar.jobs.offsitecopy import Fetched
 from backup_sidecar.jobs.pagestores import misplaced, store_path
 from backup_sidecar.jobs.runtime import Runtime
@@ -74,16 +77,37 @@ def complete_manifests(
 ) -> dict[str, offsite.OffsiteObject]:
     """Every database's confirmed manifest object of backup ``name`` (its record's origin says
     which databases): OffsiteObjectNotFoundError when there is none, OffsiteObjectCorruptError
-    when a database's is missing."""
+    when a database's is missing, or when the backup's manifests are there but none is
+    confirmed (the reason one is not)."""
     manifests = offsite_manifests(objects, name, encrypted_only=encrypted_only)
     if not manifests:
+        there = _unconfirmed(objects, name, db=None)
+        if there is not None:  # not "no object named": say it is unconfirmed, and why
+            raise OffsiteObjectCorruptError(there.name, f"unconfirmed: {there.reason}")
         raise OffsiteObjectNotFoundError(store.url, name)
     first = next(iter(manifests.values()))
     origin = first.record.origin if first.record is not None else None
     for db in origin.databases if origin is not None else ():
         if db not in manifests:
-            raise OffsiteObjectCorruptError(name, f"no confirmed manifest offsite for {db!r}")
+            fault = f"no confirmed manifest offsite for {db!r}"
+            there = _unconfirmed(objects, name, db=db)
+            if there is not None:
+                fault += f": {there.name} is unconfirmed: {there.reason}"
+            raise OffsiteObjectCorruptError(name, fault)
     return manifests
+
+
+def _unconfirmed(
+    objects: Sequence[offsite.OffsiteObject], name: str, *, db: str | None
+) -> offsite.OffsiteObject | None:
+    """A manifest object of backup ``name`` (of ``db``, if given) that is not confirmed."""
+    for obj in objects:
+        parsed = parse_page_name(obj.name)
+        if parsed is None or parsed.backup != name or obj.confirmed:
+            continue
+        if db is None or parsed.db == db:
+            return obj
+    return None
 
 
 def stage_checked(
@@ -95,11 +119,14 @@ def stage_checked(
     keys: Keys,
     encrypted_only: bool,
     should_stop: Callable[[], bool],
+    sources: Mapping[str, str] | None = None,
+    refused: dict[str, set[str]] | None = None,
 ) -> tuple[dict[str, Path], dict[str, Manifest], int]:
     """Each database's manifest and the packs it needs downloaded into ``area/pages/<db>``
-    (the packs ``backup_dir``'s stores hold copied instead), rebuilt and checked: the staged
-    stores, their manifests, the bytes downloaded. OffsiteObjectCorruptError naming the
-    manifest object when a rebuild fails."""
+    (the sound packs ``backup_dir``'s stores hold copied instead: jobs/offsite_localpacks.py,
+    ``sources`` the uploaded packs' SHA-256 by object name; the local packs refused are added
+    to ``refused[db]``), rebuilt and checked: the staged stores, their manifests, the bytes
+    downloaded. OffsiteObjectCorruptError naming the manifest object when a rebuild fails."""
     size = 0
     staged: dict[str, Path] = {}
     parsed: dict[str, Manifest] = {}
@@ -117,7 +144,8 @@ def stage_checked(
             )
 
         root = area / "pages" / db
-        m, got = _stage(backup_dir, db, obj, root, get)
+        bad = refused.setdefault(db, set()) if refused is not None else set()
+        m, got = _stage(backup_dir, db, obj, root, get, sources or {}, bad)
         size += got
         _check_origin(obj, m)
         try:
@@ -146,8 +174,10 @@ def fetch_page_backup(
         objects = list_pages(store, encrypted_only=encrypted_only).objects
     manifests = complete_manifests(store, objects, name, encrypted_only=encrypted_only)
     first = next(iter(manifests.values()))
-    if _already_here(rt.backup_dir, manifests):
+    sources = pack_sources(list(objects))
+    if already_here(rt.backup_dir, manifests, sources):
         return Fetched(archive=name, object=first.name, size=0, decrypted=False, reused=True)
+    refused: dict[str, set[str]] = {}
     with archiver.staging_area(rt.backup_dir, purpose="offsite") as area:
         staged, _, size = stage_checked(
             store,
@@ -157,12 +187,15 @@ def fetch_page_backup(
             keys=keys,
             encrypted_only=encrypted_only,
             should_stop=effort.should_stop,
+            sources=sources,
+            refused=refused,
         )
         for db, root in staged.items():
-            _publish(rt.backup_dir, db, root, name)
+            publish(rt.backup_dir, db, root, name, refused.get(db, set()))
     log.info("offsite_pages_fetched", backup=name, databases=list(manifests), size=size)
     decrypted = any(o.encrypted for o in manifests.values())
-    return Fetched(archive=name, object=first.name, size=size, decrypted=decrypted)
+    mended = tuple(f"{db}/{p}" for db, packs in sorted(refused.items()) for p in sorted(packs))
+    return Fetched(archive=name, object=first.name, size=size, decrypted=decrypted, mended=mended)
 
 
 def _stage(
@@ -171,8 +204,11 @@ def _stage(
     obj: offsite.OffsiteObject,
     root: Path,
     get: Callable[[str, Path], offsite.Downloaded],
+    sources: Mapping[str, str],
+    refused: set[str],
 ) -> tuple[Manifest, int]:
-    """The manifest and every pack it needs in the staged store ``root``; bytes downloaded."""
+    """The manifest and every pack it needs in the staged store ``root`` (a local pack that is
+    not sound downloaded instead, and added to ``refused``); bytes downloaded."""
     parsed = parse_page_name(obj.name)
     assert parsed is not None and parsed.backup is not None
     name = parsed.backup
@@ -196,8 +232,12 @@ def _stage(
                 continue
             seen.add(pack_id)
             dest = dirs.packs / pack_file(pack_id)
-            if not _copy_local(local, pack_id, dest):
-                size += get(pack_object(db, pack_id, encrypted=parsed.encrypted), dest).size
+            key = pack_object(db, pack_id, encrypted=parsed.encrypted)
+            fault = copy_sound_pack(local, db, pack_id, dest, expected=sources.get(key))
+            if fault is not None:
+                if fault != "absent":
+                    refused.add(pack_id)
+                size += get(key, dest).size
             try:
                 bases = read_index(dirs.packs_fd, pack_id, where=dirs.packs).bases
             except PageStoreError as exc:
@@ -207,25 +247,6 @@ def _stage(
             dirs.manifests_fd, manifest_file(name), data, where=dirs.manifests, replace=False
         )
     return m, size
-
-
-def _copy_local(local: Path | None, pack_id: str, dest: Path) -> bool:
-    """Copy the local store's ``pack_id`` into staging (never through a link; a copy, not a
-    hard link: nothing in the backup directory shares a file); False when there is none."""
-    if local is None:
-        return False
-    try:
-        fd = os.open(local / fsio.PACKS / pack_file(pack_id), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as src, dest.open("xb") as out:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            dest.unlink()
-            return False
-        shutil.copyfileobj(src, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
-    return True
 
 
 def _check_origin(obj: offsite.OffsiteObject, m: Manifest) -> None:
@@ -241,54 +262,3 @@ def _check_origin(obj: offsite.OffsiteObject, m: Manifest) -> None:
             f"the manifest says policy {policy!r} sequence {sequence}, its checksum record "
             f"{origin.policy!r} {origin.sequence}",
         )
-
-
-def _already_here(backup_dir: Path, manifests: dict[str, offsite.OffsiteObject]) -> bool:
-    """Whether every database's manifest is already local and the one each object was made
-    from (a local file of that name made from other bytes is refused, never replaced)."""
-    here = 0
-    for db, obj in manifests.items():
-        parsed = parse_page_name(obj.name)
-        assert parsed is not None and parsed.backup is not None
-        local = store_path(backup_dir, db, create=False)
-        path = None if local is None else local / fsio.MANIFESTS / manifest_file(parsed.backup)
-        if path is None or not path.exists():
-            continue
-        source = obj.record.source_sha256 if obj.record is not None else None
-        mine = hashlib.sha256(path.read_bytes()).hexdigest()
-        if source is not None and mine != source:
-            raise OffsiteLocalCopyError(
-                path, obj.name, f"is another backup (sha256 {mine[:12]}…, not {source[:12]}…)"
-            )
-        here += 1
-    return here == len(manifests)
-
-
-def _publish(backup_dir: Path, db: str, staged: Path, name: str) -> None:
-    """Move the staged packs, then the manifest, into the local store (its exclusive lock
-    held: no GC sweeps the packs before their manifest lands, nothing else writes there)."""
-    local = store_path(backup_dir, db, create=True)
-    assert local is not None
-    with fsio.open_store(local, exclusive=True, timeout_s=LOCK_TIMEOUT_S) as dirs:
-        for file in sorted(p.name for p in (staged / fsio.PACKS).glob("*.pack")):
-            if not _exists(dirs.packs_fd, file):  # else the same immutable pack
-                os.rename(staged / fsio.PACKS / file, file, dst_dir_fd=dirs.packs_fd)
-        os.fsync(dirs.packs_fd)
-        file = manifest_file(name)
-        ours = staged / fsio.MANIFESTS / file
-        if _exists(dirs.manifests_fd, file):
-            mine = fsio.read_file(dirs.manifests_fd, file, where=dirs.manifests, limit=MAX_BYTES)
-            if mine != ours.read_bytes():
-                why = "is another backup"
-                raise OffsiteLocalCopyError(dirs.manifests / file, name, why)
-            return
-        os.rename(ours, file, dst_dir_fd=dirs.manifests_fd)
-        os.fsync(dirs.manifests_fd)
-
-
-def _exists(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True

@@ -52,6 +52,8 @@ class Fetched:
     decrypted: bool
     reused: bool = False
     skipped: tuple[Skipped, ...] = ()
+    #: Local packs (``db/pack``) refused as unsound, fetched from offsite and put in place.
+    mended: tuple[str, ...] = ()
 
 
 def fetch_copy(

@@ -12,7 +12,10 @@ goes on. The root itself is the operator's and followed like any configured path
 
 Same layout and semantics as LocalStore (objects written to a staging file ``KEY#N`` beside
 them, renamed into place; ``create`` by link, never over an existing name; the same ETag
-``"inode-mtime_us-size"``), so stores written by either read the same.
+``"inode-mtime_us-size"``), so stores written by either read the same. Two ETags name the same
+version when their modification time and size agree (``same_version``): the inode is left
+out, so a store copied to another disk with its times (``cp -a``, ``rsync -a``: a NAS or USB
+disk moved) still confirms; an object rewritten in place has a new modification time.
 """
 
 from __future__ import annotations
@@ -54,12 +57,34 @@ def _etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_mtime_ns // 1000:x}-{st.st_size:x}"'
 
 
+def _version(etag: str) -> tuple[int, int] | None:
+    """(mtime_us, size) of a ``file://`` ETag ``"inode-mtime_us-size"`` (quoted or not)."""
+    parts = etag.strip('"').split("-")
+    if len(parts) != 3:
+        return None
+    try:
+        _, mtime_us, size = (int(p, 16) for p in parts)
+    except ValueError:
+        return None
+    return mtime_us, size
+
+
+def same_version(recorded: str, current: str) -> bool:
+    """Whether ``current`` is the version of the file the ETag ``recorded`` was taken of: the
+    same modification time and size, whatever the inode (a copy made with its times)."""
+    if recorded == current:
+        return True
+    ours = _version(current)
+    return ours is not None and ours == _version(recorded)
+
+
 def _meta(key: str, st: os.stat_result) -> Meta:
     return Meta(
         key=key,
         size=st.st_size,
         modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC),
         etag=_etag(st),
+        local=True,
     )
 
 
@@ -149,12 +174,13 @@ class LocalFiles:
             return f.read(limit + 1)
 
     def stream(self, key: str, *, etag: str | None) -> tuple[Meta, Iterator[memoryview]] | None:
-        """``key``'s bytes in chunks (ObjectChangedError unless its ETag is ``etag``, if given)."""
+        """``key``'s bytes in chunks (ObjectChangedError unless it is the version ``etag``, if
+        given: ``same_version``)."""
         opened = self._open(key)
         if opened is None:
             return None
         fd, st = opened
-        if etag is not None and _etag(st) != etag:
+        if etag is not None and not same_version(etag, _etag(st)):
             os.close(fd)
             raise ObjectChangedError(key)
 

@@ -14,3 +14,5 @@ class Meta:
     size: int
     modified: datetime
     etag: str | None
+    #: From a ``file://`` store: its ETag is compared by ``localfs.same_version``.
+    local: bool = False

@@ -14,7 +14,7 @@ import obstore
 import obstore.exceptions as obx
 
 from backup_sidecar.errors import ObjectChangedError, OffsiteRequestError
-from backup_sidecar.offsite.localfs import LocalFiles
+from backup_sidecar.offsite.localfs import LocalFiles, same_version
 from backup_sidecar.offsite.meta import Meta
 from backup_sidecar.offsite.record import Record
 from backup_sidecar.offsite.retry import RetryPolicy, run_with_retries
@@ -177,6 +177,8 @@ def object_fault(record: Record, meta: Meta | None) -> str | None:
         return "the object is missing"
     if meta.size != record.size:
         return f"the object holds {meta.size} bytes, the record says {record.size}"
-    if record.etag is not None and meta.etag != record.etag:
+    if record.etag is None or meta.etag == record.etag:
+        return None
+    if not (meta.local and meta.etag is not None and same_version(record.etag, meta.etag)):
         return "the object was replaced since its upload (ETag differs from the record)"
     return None
