@@ -76,7 +76,7 @@ def connect(db: Path, *, busy_timeout_s: float, mmap: bool = False) -> sqlean.Co
 
     With ``mmap``, SQLite reads the main file through a read-only memory map (``PRAGMA
     mmap_size``) instead of a ``pread`` copy per page: the pages read and the check's reads
-    come from the page cache without a system call each (docs/pagestore.md, run H: ~0.5
+    come from the page cache without a system call each (docs/pagestore.md, run H: 0.6-0.9
     CPU-s less per backup of 1 GiB). Pages in the WAL are still read from the WAL, so the
     snapshot is the same. An I/O error or a file cut short under the map is a SIGBUS, which
     ends the process: only the reader child (``readproc``) asks for it, never the daemon.
