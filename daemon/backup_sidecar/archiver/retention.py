@@ -47,6 +47,9 @@ class PruneResult:
     damaged: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
     #: Archives the rules keep, each with why (``daily 2026-12-06``, ``last 3``, ...).
     kept: list[tuple[ArchiveInfo, tuple[str, ...]]] = field(default_factory=list)
+    #: Page stores whose garbage collection failed (database, why): the expired manifests
+    #: went, the packs only they needed stay until a prune collects the store.
+    gc_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def select_expired(

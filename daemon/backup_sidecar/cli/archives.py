@@ -163,6 +163,9 @@ def _prune(
         if result.failed:
             a, e = result.failed[0]
             fail(f"could not delete archive {a.name!r}: {e}", 1)
+        if result.gc_failed:
+            db, e = result.gc_failed[0]
+            fail(f"page store {db!r}: garbage collection failed (the next prune retries): {e}", 1)
 
 
 @click.command()

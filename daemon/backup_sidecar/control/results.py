@@ -177,7 +177,8 @@ class PruneResult(_Result):
     dry_run: bool
     deleted: list[str]
     skipped_busy: list[str]
-    #: "name: reason" for each archive that could not be deleted.
+    #: "name: reason" for each archive that could not be deleted, "page store 'db': reason"
+    #: for each page store whose garbage collection failed.
     errors: list[str]
     #: Damaged archives: kept, not counted.
     damaged: list[DamagedArchive]

@@ -54,6 +54,8 @@ class PagePruneResult:
     deleted: list[ArchiveInfo] = field(default_factory=list)
     failed: list[tuple[ArchiveInfo, str]] = field(default_factory=list)
     kept: list[tuple[ArchiveInfo, tuple[str, ...]]] = field(default_factory=list)
+    #: Stores whose GC failed (database, why): logged ``page_gc_failed``, owed to the next prune.
+    gc_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def select_pages(
@@ -119,7 +121,8 @@ def prune_pages(
             continue
         result.deleted.append(info)  # logged (archive_pruned) and counted with the archives
     for db in sorted(stores):
-        _collect(rt, db)
+        if (error := _collect(rt, db)) is not None:
+            result.gc_failed.append((db, error))
     return result
 
 
@@ -129,14 +132,15 @@ def _owed(rt: Runtime) -> set[str]:
     return {db for db in store_names(rt.backup_dir) if marked_names(rt.backup_dir, GC_DIR, db)}
 
 
-def _collect(rt: Runtime, db: str) -> None:
+def _collect(rt: Runtime, db: str) -> str | None:
+    """Collect ``db``'s store; why it failed, or None."""
     store = store_path(rt.backup_dir, db, create=False)
     try:
         report = pagestore.collect_garbage(store, repack_below=REPACK_BELOW) if store else None
         drop_marker(rt.backup_dir, GC_DIR, db, GC_DUE)
     except (PageStoreError, OSError) as exc:  # the marker stays: the next prune collects
         log.error("page_gc_failed", database=db, error=str(exc))
-        return
+        return str(exc)
     if report:
         log.info(
             "page_gc_completed",
@@ -157,6 +161,7 @@ def _collect(rt: Runtime, db: str) -> None:
             manifests_rewritten=repacked.manifests_rewritten,
             bytes_reclaimed=repacked.bytes_reclaimed,
         )
+    return None
 
 
 def _backups(rt: Runtime) -> list[ArchiveInfo]:

@@ -93,6 +93,7 @@ def run_prune(
         result = archiver.delete_archives(expired)
     result.deleted.extend(pages.deleted)
     result.failed.extend(pages.failed)
+    result.gc_failed.extend(pages.gc_failed)
     result.damaged.extend(damaged)
     result.kept.extend(kept)
     for policy in chosen:
@@ -145,7 +146,10 @@ def prune_json(result: archiver.PruneResult, *, dry_run: bool) -> dict[str, Any]
         "dry_run": dry_run,
         "deleted": [a.name for a in result.deleted],
         "skipped_busy": [a.name for a in result.skipped_busy],
-        "errors": [f"{a.name}: {e}" for a, e in result.failed],
+        "errors": [
+            *(f"{a.name}: {e}" for a, e in result.failed),
+            *(f"page store {db!r}: {e}" for db, e in result.gc_failed),
+        ],
         "damaged": [{"archive": a.name, "reason": e} for a, e in result.damaged],
         "kept": [
             {"archive": a.name, "policy": a.policy, "reasons": list(why)} for a, why in result.kept
