@@ -85,7 +85,8 @@ def test_ctl_list_shows_a_copy_of_another_backup_as_list_does(
 ) -> None:
     """An archive file holding another backup (a copy under another name): the socket's
     `list` carries `copy_of` and `ctl list` prints `(copy of NAME)` as `list` does (the socket
-    refused every list answer when the field was new to `list --json` only)."""
+    refused every list answer when the field was new to `list --json` only); a restore of it,
+    socket or CLI, says whose data it restores (it said nothing: outside attack, issue 15)."""
     d = daemons.start(daemon_config(databases={"user": wal_db}, policies={"manual": {"keep": 5}}))
     name = d.request("backup", policy="manual")["archive"]
     backup_dir = Path(d.request("status")["backup_dir"])
@@ -97,3 +98,8 @@ def test_ctl_list_shows_a_copy_of_another_backup_as_list_does(
     for out in (ctl.stdout, local.stdout):
         [row] = [ln for ln in out.splitlines() if ln.startswith("kept_copy ")]
         assert row.endswith(f"(copy of {name})"), row
+    answer = d.request("restore", archive="kept_copy", confirm=True)
+    assert (answer["copy_of"], answer["restored"]) == (name, ["user"])
+    cli = d.cli("restore", "kept_copy", "--force")
+    assert cli.returncode == 0, cli.stderr
+    assert f"warning: kept_copy holds backup {name}" in cli.stderr

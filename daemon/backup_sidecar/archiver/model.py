@@ -125,3 +125,6 @@ class RestoreResult:
     plan: tuple[str, ...] = field(default=())
     #: "name: reason" for each live database saved although damaged (dry run: would be).
     damaged: tuple[str, ...] = field(default=())
+    #: The backup the archive's metadata names when that is not the file's name (a link, copy
+    #: or rename of that backup's archive: its data is what was restored).
+    copy_of: str | None = None

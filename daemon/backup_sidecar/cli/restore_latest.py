@@ -74,6 +74,12 @@ def latest_text(picked: Picked, results: tuple[RestoreResult, ...]) -> None:
 def result_text(result: RestoreResult, *, dry_run_heading: str = "") -> None:
     """One restore's text: its dry-run plan, or its safety backup, the damaged live databases
     it saved as they were, and what it restored."""
+    if result.copy_of:
+        click.echo(
+            f"warning: {result.archive} holds backup {result.copy_of} (its metadata names it: a "
+            f"copy, link or rename of that archive): {result.copy_of}'s data is restored",
+            err=True,
+        )
     if result.dry_run:
         click.echo(f"{dry_run_heading}{result.archive} verified; a restore would:")
         for step in result.plan:

@@ -127,6 +127,7 @@ class ArchiveRestore(_Result):
     damaged: list[str]
     plan: list[str]
     offsite: OffsiteSource
+    copy_of: str | None = None
 
 
 #: Present only in the answer to ``"from": "offsite", "latest": true``.
@@ -143,6 +144,8 @@ class RestoreResult(_Result):
     #: "name: reason" for each live database saved although damaged (dry run: would be).
     damaged: list[str]
     plan: list[str]
+    #: The backup a copy's metadata names (its data was restored), None for an archive itself.
+    copy_of: str | None = None
     #: ``"latest"`` from offsite: every pre_restore archive made, database -> archive, the
     #: databases no usable copy holds, the copies passed over, the one archive's source (None
     #: for several), and each archive's restore.

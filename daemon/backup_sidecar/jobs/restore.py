@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ def run_restore(
                     dry_run=dry_run,
                     **effort.archiver_keywords(),
                 )
+                recorded = archiver.read_manifest(path).backup_name
+                if recorded != shown.removesuffix(archiver.ARCHIVE_SUFFIX):  # a link, copy, rename
+                    log.warning("restore_of_a_copy", archive=shown, backup=recorded)
+                    result = dataclasses.replace(result, copy_of=recorded)
     except SidecarError as exc:
         log.error("restore_failed", archive=shown, error=str(exc))
         if outcomes and not dry_run:
@@ -112,4 +117,5 @@ def restore_json(result: archiver.RestoreResult) -> dict[str, Any]:
         "pre_restore_archive": result.pre_restore_archive,
         "damaged": list(result.damaged),
         "plan": list(result.plan),
+        "copy_of": result.copy_of,
     }
