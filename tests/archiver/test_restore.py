@@ -10,6 +10,7 @@ import json
 import shutil
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TypedDict
 import pytest
 
 from backup_sidecar.archiver import ArchiveInfo, DatabaseSpec, list_archives
+from backup_sidecar.archiver.prerestore import new_rescue_dir, remove_rescue
 from support.archives import gnu_tar_extract, library_archive
 from support.cli import Sidecar, is_log_record, one_error_line
 from support.databases import SqlSession, integrity, journal_mode, make_db, read_only_dump
@@ -399,3 +401,27 @@ def test_a_safety_archive_that_cannot_be_written_keeps_the_replaced_content(
         e["event"] == "pre_restore_content_kept" and e["path"] == str(kept) for e in events
     ), result.stderr
     assert kept.is_dir() and not unsaved.exists()
+
+
+def test_two_restores_making_and_removing_rescue_directories_at_once_never_fail(
+    tmp_path: Path,
+) -> None:
+    """Two threads each make a rescue directory and remove it, 400 times, as two restores
+    (a socket restore beside the drill's) do: none fails. Before, one restore's removal of the
+    empty `.rescue` between the other's open of it and its mkdir failed that restore with
+    `cannot create .../.rescue: No such file or directory` (seen in the long run)."""
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for _ in range(400):
+                remove_rescue(new_rescue_dir(tmp_path, datetime.now(UTC)))
+        except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -24,7 +24,12 @@ from backup_sidecar.archiver.preimage import SAVED_MARKER, Captured
 from backup_sidecar.archiver.safefs import backup_dir_fd, make_dir, open_subdir
 from backup_sidecar.archiver.staging import staging_area
 from backup_sidecar.archiver.verify import verify_archive
-from backup_sidecar.errors import OperationAbortedError, RestoreIncompleteError, SidecarError
+from backup_sidecar.errors import (
+    BackupDirError,
+    OperationAbortedError,
+    RestoreIncompleteError,
+    SidecarError,
+)
 
 PRE_RESTORE_POLICY = "pre_restore"
 #: Where the content a restore replaced waits, fsynced, until its safety archive is published;
@@ -104,7 +109,25 @@ def remove_rescue(rescue: Path) -> None:
 def new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
     """A new directory for the content a restore replaces: removed by the restore once the
     safety archive is published (or when nothing was committed), kept for the user otherwise.
-    ``.rescue`` is never followed if it is a link (safefs)."""
+    ``.rescue`` is never followed if it is a link (safefs). Another restore's
+    ``remove_rescue`` may remove an empty ``.rescue`` between its open and the mkdir in it:
+    then it is made again."""
+    for _ in range(_RESCUE_ATTEMPTS - 1):
+        try:
+            return _new_rescue_dir(backup_dir, now)
+        except FileNotFoundError:
+            continue
+        except BackupDirError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+    return _new_rescue_dir(backup_dir, now)
+
+
+#: How often a restore makes ``.rescue`` again when other restores keep removing it.
+_RESCUE_ATTEMPTS = 100
+
+
+def _new_rescue_dir(backup_dir: Path, now: datetime) -> Path:
     where = backup_dir / RESCUE_DIRNAME
     with backup_dir_fd(backup_dir) as root:
         rescue_fd = open_subdir(root, RESCUE_DIRNAME, where=where, create=True)
