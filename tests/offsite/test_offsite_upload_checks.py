@@ -199,6 +199,37 @@ def test_an_archive_overwritten_with_another_backups_bytes_is_not_uploaded_under
     assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 0
 
 
+def test_a_directory_planted_at_an_object_key_refuses_that_archive_alone(
+    tmp_path: Path,
+) -> None:
+    """A directory made at an older archive's object key in a file:// store (outside attack,
+    issue 15): the pass uploads the newer archive, refuses the older one alone as reason
+    `unsafe` naming it (logged once over two passes; it stays pending); once the directory
+    is gone it is uploaded. Before, every pass failed with `... is a directory` and nothing
+    after it was sent."""
+    configured, url = _site(tmp_path)
+    rt = configured.runtime
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="older")
+    jobs.run_backup(rt, policy="manual", names=None, archive_name="newer")
+    planted = Path(url.removeprefix("file://")) / "older.tar.gz"
+    planted.mkdir(parents=True)
+    registry = CollectorRegistry()
+    uploader = _uploader(configured, registry)
+    with capture_logs() as logs:
+        uploader.sync()
+        uploader.sync()
+    assert _confirmed(url) == {"newer.tar.gz"}
+    [refused] = [e for e in logs if e["event"] == "offsite_upload_refused"]
+    assert refused["archive"] == "older.tar.gz" and "is a directory" in refused["reason"]
+    assert _failures(registry, "unsafe") == 2
+    assert "older" in (uploader.state.snapshot().last_error or "")
+    assert registry.get_sample_value("backup_sidecar_offsite_pending_archives") == 1
+    planted.rmdir()
+    assert uploader.sync() == 1
+    assert _confirmed(url) == {"newer.tar.gz", "older.tar.gz"}
+    assert uploader.state.snapshot().last_error is None
+
+
 def test_a_daemon_uploads_past_odd_names_and_rot(
     daemons: DaemonRunner,
     tmp_path: Path,

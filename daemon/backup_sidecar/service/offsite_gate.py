@@ -34,6 +34,10 @@ ever becomes a confirmed offsite copy.
   info, not a failure of the pass, the other archives go on) and whatever it sent is removed
   (the unconfirmed object, unfinished multipart uploads): never a confirmed copy.
 
+- **Its key** (``upload``). An entry planted at the archive's object key that the store will
+  not write over (a directory, a link on a file:// store) refuses that archive alone (reason
+  ``unsafe``, logged once), never the whole pass: the other archives go on.
+
 Each refusal of a pass is kept (``refused``) so the pass reports the last one as its error.
 """
 
@@ -52,6 +56,7 @@ from backup_sidecar import archiver, jobs, offsite
 from backup_sidecar.errors import (
     CorruptArchiveError,
     OffsiteObjectCorruptError,
+    OffsiteUnsafeEntryError,
     OffsiteUploadAbandonedError,
     OperationAbortedError,
     SidecarError,
@@ -203,6 +208,13 @@ class UploadGate:
             ):
                 raise
             self._vanished(store, lease, archive, object_name=name)
+            return None
+        except OffsiteUnsafeEntryError as exc:  # e.g. a directory planted at its key
+            why = f"archive {archive.name!r} not uploaded: {exc}"
+            if name not in self._told:
+                log.error("offsite_upload_refused", archive=archive.path.name, reason=why)
+                self._told.add(name)
+            self._refuse("unsafe", why)
             return None
         return None if check.fault is not None else up
 
