@@ -13,7 +13,8 @@ or failed prune still owes is collected by the next prune, even one that deletes
 pack that any kept backup needs, directly or as the base of a delta it uses, stays
 (pagestore.gc), so deleting a chain's base or middle leaves every later backup restorable;
 then the packs less than half live are repacked (pagestore/repack.py: their live pages
-copied into new packs, the manifests naming them rewritten, the old packs deleted).
+copied into new packs, the manifests naming them rewritten, the old packs deleted) once the
+bytes the deleted backups stored reach a tenth of the store's (pagestore/repackdue.py).
 A kill at any point leaves every kept backup restorable (tests/pagestore/test_kill.py,
 tests/incremental/test_incremental_gfs.py).
 """
@@ -36,6 +37,7 @@ from backup_sidecar.jobs.pagestores import store_names, store_path
 from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.jobs.runtime import Runtime
 from backup_sidecar.pagestore.repack import REPACK_BELOW
+from backup_sidecar.pagestore.repackdue import REPACK_WHEN
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +138,11 @@ def _collect(rt: Runtime, db: str) -> str | None:
     """Collect ``db``'s store; why it failed, or None."""
     store = store_path(rt.backup_dir, db, create=False)
     try:
-        report = pagestore.collect_garbage(store, repack_below=REPACK_BELOW) if store else None
+        report = (
+            pagestore.collect_garbage(store, repack_below=REPACK_BELOW, repack_when=REPACK_WHEN)
+            if store
+            else None
+        )
         drop_marker(rt.backup_dir, GC_DIR, db, GC_DUE)
     except (PageStoreError, OSError) as exc:  # the marker stays: the next prune collects
         log.error("page_gc_failed", database=db, error=str(exc))

@@ -29,7 +29,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -123,6 +123,30 @@ def briefs_in(
     if keep != cached:
         _save(dirs, keep, report)
     return out
+
+
+def brief_of(dirs: fsio.StoreDirs, name: str) -> Brief:
+    """Backup ``name`` in brief: its cached brief while its file is unchanged, else parsed
+    (``rebuild.load_manifest``'s errors); the cache is not written."""
+    file = manifest.manifest_file(name)
+    try:
+        st = os.stat(file, dir_fd=dirs.manifests_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise PageBackupNotFoundError(name) from None
+    hit = _load(dirs, lambda _: None).get(file)
+    return hit[1] if hit is not None and hit[0] == _ident(st) else _read(dirs, name)[1]
+
+
+def remember(dirs: fsio.StoreDirs, written: Iterable[Brief], *, on_problem: Problem) -> None:
+    """Cache the briefs of manifests this process just wrote under the store's exclusive lock
+    (a repack's rewrites), by the identity of their files now: the next listing does not parse
+    them again (not held back as racy, as a listing does with files it did not write)."""
+    entries = dict(_load(dirs, on_problem))
+    for brief in written:
+        file = manifest.manifest_file(brief.name)
+        st = os.stat(file, dir_fd=dirs.manifests_fd, follow_symlinks=False)
+        entries[file] = (_ident(st), brief)
+    _save(dirs, entries, on_problem)
 
 
 def _ident(st: os.stat_result) -> _Ident:

@@ -21,12 +21,14 @@ from backup_sidecar.errors import (
     PageBackupNotFoundError,
 )
 from backup_sidecar.pagestore import fsio, manifest
+from backup_sidecar.pagestore.briefs import Problem, brief_of, briefs_in, remember
 from backup_sidecar.pagestore.damage import drop_marks
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.manifest import manifest_file
 from backup_sidecar.pagestore.packformat import SUFFIX, PackIndex, pack_file, read_index
 from backup_sidecar.pagestore.rebuild import load_manifest
 from backup_sidecar.pagestore.repack import Liveness, RepackReport, repack
+from backup_sidecar.pagestore.repackdue import add_debt, clear_debt, repack_due
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,15 @@ class GcReport:
 
 
 def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
-    """Remove backup ``name``'s manifest (durably); its packs wait for the next GC."""
+    """Remove backup ``name``'s manifest (durably); its packs wait for the next GC. The bytes
+    it stored are added to the store's repack debt first (repackdue.py)."""
     file = manifest_file(name)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
+        try:
+            stored = brief_of(dirs, name).stats.get("bytes_stored")
+        except ManifestFormatError:
+            stored = None  # its bytes unknown: the next repack pass is due
+        add_debt(dirs, stored)
         try:
             os.unlink(file, dir_fd=dirs.manifests_fd)
         except FileNotFoundError:
@@ -53,16 +61,26 @@ def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOU
 
 
 def collect_garbage(
-    store: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S, repack_below: float | None = None
+    store: Path,
+    *,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    repack_below: float | None = None,
+    repack_when: float | None = None,
+    on_problem: Problem | None = None,
 ) -> GcReport:
     """Delete every pack no manifest needs (names, or holds a base of a delta it names), and
     leftover temporary files; with ``repack_below``, then repack the packs whose live
-    fraction is below it (repack.py)."""
+    fraction is below it (repack.py): every time, or with ``repack_when`` only when the
+    store's repack debt reached that fraction of its pack bytes (repackdue.py).
+
+    The packs each manifest names come from the store's briefs (briefs.py: a manifest is
+    parsed only when new or changed since it was cached), their delta bases from the packs'
+    indexes; only a repack pass parses every manifest's runs."""
+    report = on_problem or (lambda _: None)
     with fsio.open_store(store, exclusive=True, timeout_s=lock_timeout_s) as dirs:
         present = {f.removesuffix(SUFFIX) for f in fsio.listdir(dirs.packs_fd, SUFFIX)}
-        named = Liveness() if repack_below is not None else None
-        indexes = named.indexes if named is not None else {}
-        referenced = _mark(dirs, _named_packs(dirs, named), present, indexes)
+        indexes: dict[str, PackIndex] = {}
+        referenced = _mark(dirs, _named_packs(dirs, report), present, indexes)
         temps = 0
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             for tmp in fsio.list_temps(fd):
@@ -78,28 +96,55 @@ def collect_garbage(
         drop_marks(dirs, present - set(deleted))
         for fd in (dirs.manifests_fd, dirs.packs_fd):
             os.fsync(fd)
+        kept = present & referenced
         repacked = None
-        if named is not None and repack_below is not None:
-            repacked = repack(dirs, named, below=repack_below)
-        return GcReport(tuple(deleted), freed, temps, len(present & referenced), repacked)
+        if repack_below is not None and (
+            repack_when is None
+            or repack_due(dirs, when=repack_when, store_bytes=_bytes(dirs, kept))
+        ):
+            live = _liveness(dirs)
+            live.indexes.update(indexes)
+            repacked = repack(dirs, live, below=repack_below)
+            if repacked.briefs:
+                remember(dirs, repacked.briefs, on_problem=report)
+            clear_debt(dirs)
+        return GcReport(tuple(deleted), freed, temps, len(kept), repacked)
 
 
-def _named_packs(dirs: fsio.StoreDirs, live: Liveness | None) -> set[str]:
-    """Every pack a manifest names (each manifest also gathered into ``live``);
-    GarbageCollectionRefusedError if one cannot be read."""
+def _named_packs(dirs: fsio.StoreDirs, report: Problem) -> set[str]:
+    """Every pack a manifest names, from the store's briefs; GarbageCollectionRefusedError
+    if a manifest cannot be read, or a manifest file's name is no backup's (never ours to
+    judge)."""
+    for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
+        try:
+            manifest.check_name(file.removesuffix(manifest.SUFFIX))
+        except ValueError as exc:
+            raise GarbageCollectionRefusedError(file, str(exc)) from exc
     named: set[str] = set()
+    for entry in briefs_in(dirs, on_problem=report):
+        if isinstance(entry, ManifestFormatError):
+            raise GarbageCollectionRefusedError(entry.name, entry.reason) from entry
+        named |= entry.packs
+    return named
+
+
+def _liveness(dirs: fsio.StoreDirs) -> Liveness:
+    """Every slot a manifest names (each manifest parsed in full: a repack pass's cost);
+    GarbageCollectionRefusedError if one cannot be read."""
+    live = Liveness()
     for file in fsio.listdir(dirs.manifests_fd, manifest.SUFFIX):
         name = file.removesuffix(manifest.SUFFIX)
         try:
-            m = load_manifest(dirs, name)
-            named |= m.packs
-            if live is not None:
-                live.add(m)
+            live.add(load_manifest(dirs, name))
         except ManifestFormatError as exc:
             raise GarbageCollectionRefusedError(name, exc.reason) from exc
-        except ValueError as exc:  # a file whose name is no backup's: never ours to judge
-            raise GarbageCollectionRefusedError(file, str(exc)) from exc
-    return named
+    return live
+
+
+def _bytes(dirs: fsio.StoreDirs, packs: set[str]) -> int:
+    return sum(
+        os.stat(pack_file(p), dir_fd=dirs.packs_fd, follow_symlinks=False).st_size for p in packs
+    )
 
 
 def _mark(

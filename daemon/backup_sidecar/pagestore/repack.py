@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from backup_sidecar.errors import PackFormatError
 from backup_sidecar.pagestore import fsio
+from backup_sidecar.pagestore.briefs import Brief
 from backup_sidecar.pagestore.damage import damaged_packs, mark_damaged
 from backup_sidecar.pagestore.manifest import (
     MAX_BYTES,
@@ -64,6 +65,8 @@ class RepackReport:
     bytes_before: int = 0
     bytes_after: int = 0
     refused: str | None = None
+    #: The rewritten manifests in brief (the GC caches them: briefs.remember).
+    briefs: tuple[Brief, ...] = ()
 
     @property
     def bytes_reclaimed(self) -> int:
@@ -111,6 +114,7 @@ def repack(dirs: fsio.StoreDirs, named: Liveness, *, below: float) -> RepackRepo
     if failure is not None:
         return RepackReport(refused=failure)
     names = sorted({n for p in chosen for n in named.named_by.get(p, ())})
+    briefs = []
     for name in names:
         file = manifest_file(name)
         old = fsio.read_file(dirs.manifests_fd, file, where=dirs.manifests / file, limit=MAX_BYTES)
@@ -118,8 +122,9 @@ def repack(dirs: fsio.StoreDirs, named: Liveness, *, below: float) -> RepackRepo
         earlier = (*m.replaces, hashlib.sha256(old).hexdigest())
         if len(earlier) > MAX_REPLACES:  # the first (most likely the one uploaded) and the last
             earlier = (earlier[0], *earlier[-(MAX_REPLACES - 1) :])
-        new = replace(m, runs=_moved_runs(m.runs, moved), replaces=earlier).to_bytes()
-        fsio.write_file(dirs.manifests_fd, file, new, where=dirs.manifests, replace=True)
+        new = replace(m, runs=_moved_runs(m.runs, moved), replaces=earlier)
+        fsio.write_file(dirs.manifests_fd, file, new.to_bytes(), where=dirs.manifests, replace=True)
+        briefs.append(Brief.of(new))
     before = 0
     for pack_id in sorted(chosen):
         before += os.stat(pack_file(pack_id), dir_fd=dirs.packs_fd, follow_symlinks=False).st_size
@@ -127,8 +132,9 @@ def repack(dirs: fsio.StoreDirs, named: Liveness, *, below: float) -> RepackRepo
     os.fsync(dirs.packs_fd)
     after = sum(size for _, size in written)
     return RepackReport(
-        tuple(sorted(chosen)), tuple(p for p, _ in written), len(names), before, after
-    )
+        tuple(sorted(chosen)), tuple(p for p, _ in written), len(names), before, after,
+        briefs=tuple(briefs),
+    )  # fmt: skip
 
 
 def _named_count(named: Liveness, pack_id: str) -> int:
