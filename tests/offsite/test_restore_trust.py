@@ -292,10 +292,13 @@ def test_restore_latest_exits_3_when_a_configured_database_was_not_restored(
     assert "restored user from hourly_20261207_010000" in result.stdout
 
 
-def test_init_creates_a_database_no_copy_was_ever_made_of(tmp_path: Path) -> None:
-    """The only `daily` copy was made with `--db user` (its record's origin names user only),
-    as before `arrow` joined the configuration: `init --restore-from-offsite` restores user and
-    creates arrow as without the flag, exit 0 (nothing offsite was ever meant to hold arrow)."""
+def test_a_copy_of_another_database_set_is_not_taken_by_latest_or_init(tmp_path: Path) -> None:
+    """The only `daily` copy was made with `--db user` (its record's origin names user only;
+    as another sidecar backing up user alone under `daily` would, or this one before `arrow`
+    joined the configuration): not this sidecar's by the rule offsite retention applies
+    (exactly the policy's database set), so `restore --latest --from-offsite` and `init
+    --restore-from-offsite` never take it; init exits 1 naming user and creates nothing (a
+    copy holds it: never created empty in silence); `restore NAME --from-offsite` restores it."""
     url = f"file://{tmp_path / 'offsite'}"
     host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
     made = host.cli(
@@ -307,8 +310,14 @@ def test_init_creates_a_database_no_copy_was_ever_made_of(tmp_path: Path) -> Non
     host.wipe()
 
     result = host.cli("init", "--restore-from-offsite")
-    assert result.returncode == 0, result.stderr
-    restored = {e["database"]: e["archive"] for e in _events(result, "offsite_restored")}
-    assert restored == {"user": "daily_20261207_010000"}
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "for user, but no usable confirmed copy holds them" in last
+    assert not host.user.exists() and not host.arrow.exists()
+    latest = host.cli("restore", "--latest", "--from-offsite", "--dry-run", "--json")
+    assert latest.returncode != 0
+    assert "daily_20261207_010000" not in latest.stdout
+
+    named = host.cli("restore", "daily_20261207_010000", "--from-offsite", "--force")
+    assert named.returncode == 0, named.stderr
     assert dump(host.user) == expected
-    assert host.arrow.exists()  # created by init, as without the flag

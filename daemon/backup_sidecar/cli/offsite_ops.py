@@ -14,6 +14,7 @@ from backup_sidecar.cli.output import emit, fail, reported_errors
 def verify_offsite_cmd(ctx: Context, *, ref: str | None, latest: bool, as_json: bool) -> None:
     """Download, decrypt and fully verify offsite copies (a temporary directory, never the
     backup directory). Exit 1 unless every copy verified: failed or skipped (no identity)."""
+    from backup_sidecar.jobs.offsite_ours import Ours  # noqa: PLC0415
     from backup_sidecar.jobs.offsite_verify import OK, verify_offsite  # noqa: PLC0415
 
     if ref is not None and latest:
@@ -21,9 +22,7 @@ def verify_offsite_cmd(ctx: Context, *, ref: str | None, latest: bool, as_json: 
     with reported_errors(ctx, as_json=as_json):
         rt = ctx.runtime()
         spec = rt.require_offsite()
-        done = verify_offsite(
-            spec, environ=os.environ, ref=ref, latest=latest, policies=tuple(rt.keep)
-        )
+        done = verify_offsite(spec, environ=os.environ, ref=ref, latest=latest, ours=Ours.of(rt))
         payload = {
             "url": spec.url,
             "ok": bool(done) and all(d.result == OK for d in done),

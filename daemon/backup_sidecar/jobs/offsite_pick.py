@@ -3,9 +3,11 @@
 
 Only copies of the configuration's own policies are candidates (``restore_candidates``): the
 policy in the copy's name, and then the policy in its metadata, must be a configured one
-(never `pre_restore`, which holds what a restore replaced), and a copy gives only the databases
-that policy backs up. A manual copy, or one of another sidecar sharing the prefix under its own
-policy names, is never taken (`restore NAME --from-offsite` still restores any copy named).
+(never `pre_restore`, which holds what a restore replaced), and the databases it holds (its
+record's origin, then its metadata) exactly the set that policy backs up (jobs/offsite_ours.py,
+the rule offsite retention applies; archives and incremental backups alike). A manual copy, one
+of another sidecar sharing the prefix under its own policy names or under the same name with
+another database set, is never taken (`restore NAME --from-offsite` still restores any copy).
 Candidates are taken newest first by the store's upload time (``upload_order``: the order
 `verify --offsite --latest` uses too). A copy is fetched (staging, checksum, decryption, verify,
 its record's origin against its metadata: jobs/offsitecopy.py) only if it may hold a database
@@ -44,6 +46,7 @@ from backup_sidecar.jobs.offsite import (
 )
 from backup_sidecar.jobs.offsite_candidates import candidate_name, fetched_holds, page_candidates
 from backup_sidecar.jobs.offsite_latest import latest_json, offsite_json
+from backup_sidecar.jobs.offsite_ours import Ours
 from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.jobs.restore import run_restore
 from backup_sidecar.jobs.runtime import Runtime
@@ -96,10 +99,23 @@ def policy_of(name: str) -> str | None:
 
 
 def restore_candidates(
-    objects: Sequence[offsite.OffsiteObject], policies: Collection[str], *, confirmed: bool = True
+    objects: Sequence[offsite.OffsiteObject], ours: Ours, *, confirmed: bool = True
 ) -> list[offsite.OffsiteObject]:
-    """The archive copies of ``policies`` (never `pre_restore`), newest first by the store's
-    upload time; only the confirmed ones unless ``confirmed`` is False."""
+    """The copies that are ours (jobs/offsite_ours.py: a configured policy, exactly its
+    database set, by the record's origin; never `pre_restore`), newest first by the store's
+    upload time; only the confirmed ones unless ``confirmed`` is False. A copy whose record
+    has no origin is taken by the policy in its name (its metadata decides once fetched)."""
+    return [
+        o
+        for o in _configured(objects, ours.policies, confirmed=confirmed)
+        if ours.origin(o) is not False
+    ]
+
+
+def _configured(
+    objects: Sequence[offsite.OffsiteObject], policies: Collection[str], *, confirmed: bool
+) -> list[offsite.OffsiteObject]:
+    """The copies whose name carries one of ``policies`` (never `pre_restore`), newest first."""
     return sorted(
         (
             o
@@ -130,12 +146,13 @@ def pick_copies(
     # (the config encrypts: a plaintext object is never confirmed, as for restore)
     listed = store.list(encrypted_only=bool(spec.recipients)).objects
     listed += page_candidates(store, encrypted_only=bool(spec.recipients))  # incremental
-    confirmed = restore_candidates(listed, rt.keep)
+    ours = Ours.of(rt)
+    confirmed = restore_candidates(listed, ours)
     names = [(o.name, n) for o in confirmed if (n := candidate_name(o.name)) is not None]
     needed = list(dict.fromkeys(wanted))
-    stored = {
-        db for o in restore_candidates(listed, rt.keep, confirmed=False) for db in _held(rt, o)
-    }
+    # (any copy of a configured policy counts here: init refuses to create empty a database
+    # some copy holds, even one that is not ours, rather than pass it over in silence)
+    stored = {db for o in _configured(listed, rt.keep, confirmed=False) for db in _held(rt, o)}
     groups: list[Group] = []
     skipped: list[Skipped] = []
     for object_name, candidate in names:
@@ -156,8 +173,8 @@ def pick_copies(
         if on_fetched is not None:
             on_fetched(fetched)
         policy, members = fetched_holds(rt, fetched.archive)  # an archive or an incremental
-        allowed = _policy_holds(rt, policy)  # its metadata's policy, configured too
-        held = tuple(n for n in members if n in needed and n in allowed)
+        mine = ours.copy(policy, members)  # its metadata's policy and set: ours too
+        held = tuple(n for n in members if n in needed) if mine else ()
         if held:
             groups.append(Group(fetched, held))
             needed = [n for n in needed if n not in held]

@@ -27,6 +27,7 @@ import structlog
 from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import OffsiteLeaseHeldError, OffsiteLeaseLostError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name
+from backup_sidecar.jobs.offsite_ours import own_origin
 
 log = structlog.get_logger(__name__)
 
@@ -102,9 +103,8 @@ def select_offsite_expired(
                 expired.append(Expired(obj.name, UNCONFIRMED, name))
             continue
         origin = obj.record.origin if obj.record is not None else None
-        if origin is None or origin.policy not in keep:
-            continue
-        if set(origin.databases) != set(own.get(origin.policy) or databases):
+        ours = own_origin(obj, policies=keep, databases=databases, policy_databases=own)
+        if origin is None or not ours:
             continue  # another sidecar's set (or this one's before a change) is never ours
         groups.setdefault((origin.policy, origin.databases), []).append(obj)
     for (policy, _), group in sorted(groups.items()):

@@ -14,7 +14,7 @@ naming the object; nothing stops the other policies' verifies.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
 from backup_sidecar.jobs.offsite_candidates import candidate_name, page_candidates
+from backup_sidecar.jobs.offsite_ours import Ours
 from backup_sidecar.jobs.offsite_pageverify import PageCopyFound, check_page_copy, find_page_copy
 from backup_sidecar.jobs.offsite_pick import restore_candidates
 from backup_sidecar.jobs.offsitecopy import origin_mismatch
@@ -150,13 +151,16 @@ def select_copies(
     *,
     latest: bool = False,
     encrypted_only: bool = False,
-    policies: Collection[str] = (),
+    ours: Ours | None = None,
 ) -> list[offsite.OffsiteObject]:
     """What a verify reads: the copy named ``ref`` (``NAME``, ``NAME.tar.gz`` or its ``.age``
     object), the ``latest`` one, or by default the newest of each policy. The latest is the
-    copy `restore --latest --from-offsite` tries first: the newest confirmed copy of one of
-    ``policies`` (the configured ones) by the store's upload time (jobs/offsite_pick.py); when
-    none is confirmed, the newest of theirs with a record, which then fails saying why."""
+    copy `restore --latest --from-offsite` tries first: the newest confirmed copy that is
+    ``ours`` (the configured policies and their database sets: jobs/offsite_ours.py) by the
+    store's upload time (jobs/offsite_pick.py); when none is confirmed, the newest of ours with
+    a record, which then fails saying why. By default a copy of a configured policy that is
+    not ours (another sidecar's database set) is never taken for that policy's newest."""
+    ours = ours or Ours(frozenset(), ())
     objects = store.list(encrypted_only=encrypted_only).objects
     if ref is not None:
         stem = ref.removesuffix(".age").removesuffix(archiver.ARCHIVE_SUFFIX)
@@ -169,12 +173,17 @@ def select_copies(
     if latest:  # archives and incremental backups (one manifest object each), as restore
         objects += page_candidates(store, encrypted_only=encrypted_only)
         recorded = [o for o in objects if not o.reason.startswith(_NO_RECORD)]
-        first = restore_candidates(recorded, policies) or restore_candidates(
-            recorded, policies, confirmed=False
+        first = restore_candidates(recorded, ours) or restore_candidates(
+            recorded, ours, confirmed=False
         )
         return first[:1]
     pages = page_candidates(store, encrypted_only=encrypted_only)  # incremental backups too
-    return list(newest_per_policy((*objects, *pages)).values())
+    mine = [
+        o
+        for o in (*objects, *pages)
+        if policy_of(o) not in ours.policies or ours.origin(o) is not False
+    ]
+    return list(newest_per_policy(mine).values())
 
 
 def verify_offsite(
@@ -185,19 +194,17 @@ def verify_offsite(
     temp_root: Path | None = None,
     ref: str | None = None,
     latest: bool = False,
-    policies: Collection[str] = (),
+    ours: Ours | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[CopyVerified]:
     """Verify the newest copy of every policy the store holds (or ``ref``, or the ``latest``:
-    see `select_copies`, ``policies`` the configured ones); listing errors raise: nothing
-    could be verified."""
+    see `select_copies`, ``ours`` the configured policies and sets); listing errors raise:
+    nothing could be verified."""
     store = store or open_store(spec, environ=environ)
     outcomes = []
     encrypted_only = bool(spec.recipients)  # a plaintext copy is refused, as by restore
     try:
-        chosen = select_copies(
-            store, ref, latest=latest, encrypted_only=encrypted_only, policies=policies
-        )
+        chosen = select_copies(store, ref, latest=latest, encrypted_only=encrypted_only, ours=ours)
     except OffsiteObjectNotFoundError as missing:
         if ref is None:
             raise

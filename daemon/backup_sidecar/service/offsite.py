@@ -221,7 +221,7 @@ class OffsiteUploader:
             self.state.failed(self._gate.refused[-1], datetime.now(UTC).timestamp())
         elif spec is not None:
             self.state.passed(datetime.now(UTC).timestamp())
-        return done
+        return self.verifier.confirmed(done) if self.verifier is not None else done
 
     def _local(self, rt: jobs.Runtime) -> list[archiver.ArchiveInfo]:
         """The verified local archives, newest first."""

@@ -8,8 +8,11 @@ Metrics: `backup_sidecar_offsite_verify_runs_total{result}` per copy,
 {policy}`. ``problems()`` is what is wrong now (one line per policy whose newest copy failed,
 or why no verify could run), published after each verify as an ``OffsiteVerifyFinished``
 outcome, which /healthz shows as reasons; each clears when the next verify of that policy
-passes (or the `offsite` section goes). A copy skipped for want of the identity file is said
-once (`offsite_verify_skipped`).
+passes (or the `offsite` section goes). While a verify has found something wrong the next one
+comes sooner than `verify_every`: at once when an upload pass confirms new copies
+(``confirmed``), else after a backoff (1 min, doubling, at most 1 h and never later than
+`verify_every`), so a reason clears soon after its cause goes. A copy skipped for want of the
+identity file is said once (`offsite_verify_skipped`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from backup_sidecar.errors import SidecarError
+from backup_sidecar.jobs.offsite_ours import Ours
 from backup_sidecar.jobs.offsite_verify import (
     FAILED,
     OK,
@@ -35,6 +39,19 @@ from backup_sidecar.service.metric_families import MetricFamilies
 log = structlog.get_logger(__name__)
 
 FIRST_AFTER_S = 300.0
+#: A failed verify is retried after this, doubling per failure in a row, at most RETRY_MAX_S.
+RETRY_FIRST_S = 60.0
+RETRY_MAX_S = 3600.0
+
+
+def next_delay(every: float | None, failing: int) -> float:
+    """Seconds to the next verify: ``every`` (60 s without an `offsite` section), sooner
+    after ``failing`` verifies in a row that found something wrong (module docstring)."""
+    regular = every if every is not None else 60.0
+    if not failing:
+        return regular
+    backoff: float = RETRY_FIRST_S * 2.0 ** min(failing - 1, 16)
+    return min(regular, RETRY_MAX_S, backoff)
 
 
 class OffsiteVerifier:
@@ -55,6 +72,7 @@ class OffsiteVerifier:
         self._outcomes = outcomes
         self._clock = clock
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop(), or by new copies after a failure
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}
@@ -68,8 +86,16 @@ class OffsiteVerifier:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def confirmed(self, count: int) -> int:
+        """An upload pass confirmed ``count`` new copies: while the last verify found
+        something wrong, the next one runs now (its cause may be gone). Returns ``count``."""
+        if count and self.problems():
+            self._wake.set()
+        return count
 
     def problems(self) -> list[str]:
         """What the last verifies found wrong (empty: every policy's newest copy passed)."""
@@ -91,7 +117,12 @@ class OffsiteVerifier:
     def _loop(self) -> None:
         every = self._every()
         delay = min(every, FIRST_AFTER_S) if every is not None else 60.0
-        while not self._stop.wait(delay):
+        failing = 0  # verifies in a row that found something wrong
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self.run_once()
             except Exception as exc:  # a bug: logged, retried next time, never the daemon's end
@@ -103,12 +134,13 @@ class OffsiteVerifier:
                 break
             if self._outcomes is not None:  # /healthz: a reason until the next verify passes
                 self._outcomes.publish(OffsiteVerifyFinished(tuple(self.problems())))
-            every = self._every()
-            delay = every if every is not None else 60.0
+            failing = failing + 1 if self.problems() else 0
+            delay = next_delay(self._every(), failing)
 
     def run_once(self) -> int:
         """One verify of every policy's newest copy; how many passed."""
-        spec = self._live.now.runtime.offsite
+        rt = self._live.now.runtime
+        spec = rt.offsite
         if spec is None:  # the section went with a reload: nothing is watched any more
             with self._lock:
                 self._failed.clear()
@@ -116,7 +148,9 @@ class OffsiteVerifier:
                 self._pass_error = None
             return 0
         try:
-            outcomes = verify_offsite(spec, environ=self._environ, should_stop=self._stop.is_set)
+            outcomes = verify_offsite(
+                spec, environ=self._environ, ours=Ours.of(rt), should_stop=self._stop.is_set
+            )
         except (SidecarError, OSError) as exc:
             reason = verify_failure_reason(exc)
             log.error("offsite_verify_failed", error=str(exc), reason=reason)
