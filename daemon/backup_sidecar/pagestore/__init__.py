@@ -7,9 +7,9 @@ changed one as a delta of its parent backup's page (``placing``, ``packwrite``,
 (``manifest``, ``header``). Any backup rebuilds into a checked image or a standalone tar.gz
 (``rebuild``, ``packread``); a listing reads briefs cached by manifest identity
 (``briefs``); deleting a backup and collecting unused packs never breaks another (``gc``),
-nor does repacking mostly-dead packs (``repack``). Layout, lock and atomic writes:
-``fsio``. Imports only itself, ``errors`` and ``archiver.safefs``; docs/pagestore.md has the
-design and the measurements.
+nor does repacking mostly-dead packs (``repack``, when due: ``repackdue``). Layout, lock and
+atomic writes: ``fsio``. Imports only itself, ``errors`` and ``archiver.safefs``;
+docs/pagestore.md has the design and the measurements.
 """
 
 from __future__ import annotations
