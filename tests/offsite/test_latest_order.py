@@ -1,5 +1,8 @@
-"""`restore --latest --from-offsite` when two copies carry the same upload time (S3 dates
-objects to the second): the archive made later wins, by its unique name suffix.
+"""`restore --latest --from-offsite` when two copies without an origin in their records (as
+`Store.upload` without ``origin=`` writes them, or records from before origins) carry the same
+upload time (S3 dates objects to the second): the archive made later wins, by its unique name
+suffix. Copies with an origin are ordered by it first (tests/offsite/test_latest_by_origin.py);
+the upload time only breaks their ties and orders copies like these.
 
 The tie is injected at the store's boundary: a sitecustomize shim in the CLI process dates
 every listed object to the oldest one's time, as a store with one-second dates would."""

@@ -1,122 +1,22 @@
 """Which offsite copies `restore --latest --from-offsite`, `init --restore-from-offsite` and
 `verify --offsite --latest` trust, through the real CLI against a file:// store (the same code
 path as S3): only copies of the configured policies, never one whose record's origin disagrees
-with the archive's metadata, the same "newest" for verify and restore, no empty databases in
-place of copies that exist but are unusable, and a non-zero exit when a database was not
-restored. Archives are made by the real `backup` and uploaded by the offsite library with the
-origin the daemon's uploader gives them."""
+with the archive's metadata, no empty databases in place of copies that exist but are
+unusable, and a non-zero exit when a database was not restored (which copy is newest:
+test_latest_by_origin.py). Archives are made by the real `backup` and uploaded by the
+offsite library with the origin the daemon's uploader gives them."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pyrage import x25519
 
 from backup_sidecar import archiver
-from backup_sidecar.offsite import Lease, Origin, Store, parse_recipients, parse_target
-from support.cli import cli_env, is_log_record, run_cli
-from support.databases import dump, make_db
-from support.offsite import fast_retry
-
-
-@dataclass
-class Host:
-    """A sidecar's databases, backup directory and configuration, on a shared offsite store."""
-
-    root: Path
-    url: str
-    policies: dict[str, Any]
-    offsite: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def user(self) -> Path:
-        return self.root / "data" / "user_data.db"
-
-    @property
-    def arrow(self) -> Path:
-        return self.root / "data" / "arrow_database.db"
-
-    @property
-    def backups(self) -> Path:
-        return self.root / "backups"
-
-    @property
-    def config(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "sidecar.yaml"
-        section = {"url": self.url, **self.offsite}
-        path.write_text(json.dumps({"policies": self.policies, "offsite": section}))
-        return path
-
-    def make(self, tag: str) -> Host:
-        make_db(self.user, wal=True, rows=20, tag=f"{tag}-user")
-        make_db(self.arrow, wal=False, rows=10, tag=f"{tag}-arrow")
-        self.backups.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = cli_env(self.backups, user=self.user)
-        return run_cli(*args, config=self.config, env=env, timeout=120)
-
-    def backup(self, policy: str, name: str) -> Path:
-        made = self.cli("backup", "--policy", policy, "--name", name)
-        assert made.returncode == 0, made.stderr
-        return self.backups / f"{name}.tar.gz"
-
-    def state(self) -> dict[str, list[str]]:
-        return {"user": dump(self.user), "arrow": dump(self.arrow)}
-
-    def wipe(self) -> None:
-        """A lost host: no backup directory, no databases."""
-        shutil.rmtree(self.backups)
-        shutil.rmtree(self.root / "data")
-
-
-def _store(url: str) -> Store:
-    return Store(parse_target(url), retry=fast_retry())
-
-
-def _upload(
-    url: str,
-    archive: Path,
-    *,
-    recipients: tuple[x25519.Recipient, ...] = (),
-    sequence: int | None = None,
-) -> str:
-    """Upload as the daemon does, its record carrying the archive's origin (``sequence``: a
-    hand-made record's claim instead of the archive's own)."""
-    store = _store(url)
-    lease = Lease(store, ttl=300)
-    assert lease.acquire().writable
-    manifest = archiver.read_manifest(archive)
-    origin = Origin(
-        policy=manifest.policy,
-        sequence=manifest.sequence if sequence is None else sequence,
-        created_at=manifest.created_at,
-        databases=tuple(sorted(manifest.members())),
-    )
-    try:
-        return store.upload(archive, lease=lease, recipients=recipients, origin=origin).name
-    finally:
-        lease.release()
-
-
-def _events(result: subprocess.CompletedProcess[str], event: str) -> list[dict[str, Any]]:
-    records = [json.loads(ln) for ln in result.stderr.splitlines() if is_log_record(ln)]
-    return [r for r in records if r["event"] == event]
-
-
-def _insert(db: Path, body: str) -> None:
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO items(body) VALUES (?)", (body,))
-    conn.commit()
-    conn.close()
+from backup_sidecar.offsite import parse_recipients
+from support.databases import dump
+from support.offsitehost import Host, events, insert, upload
 
 
 def test_latest_and_init_take_only_copies_of_configured_policies(tmp_path: Path) -> None:
@@ -127,9 +27,9 @@ def test_latest_and_init_take_only_copies_of_configured_policies(tmp_path: Path)
     url = f"file://{tmp_path / 'offsite'}"
     a = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
     b = Host(tmp_path / "b", url, {"zzz": {"keep": 5}}).make("b")
-    _insert(b.user, "EVIL")
-    ours = _upload(url, a.backup("daily", "daily_20261207_010000"))
-    _upload(url, b.backup("zzz", "zzz_20261207_170000"))
+    insert(b.user, "EVIL")
+    ours = upload(url, a.backup("daily", "daily_20261207_010000"))
+    upload(url, b.backup("zzz", "zzz_20261207_170000"))
     expected = a.state()
     a.wipe()
 
@@ -144,7 +44,7 @@ def test_latest_and_init_take_only_copies_of_configured_policies(tmp_path: Path)
     a.wipe()
     init = a.cli("init", "--restore-from-offsite")
     assert init.returncode == 0, init.stderr
-    restored = {e["database"]: e["archive"] for e in _events(init, "offsite_restored")}
+    restored = {e["database"]: e["archive"] for e in events(init, "offsite_restored")}
     assert restored == {"user": "daily_20261207_010000", "arrow": "daily_20261207_010000"}
     assert a.state() == expected
     assert ours == "daily_20261207_010000.tar.gz"
@@ -169,11 +69,11 @@ def test_a_copy_whose_record_disagrees_with_its_metadata_is_passed_over(tmp_path
     host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}, {"encryption": encryption})
     host.make("a")
     forger = Host(tmp_path / "forger", url, {"daily": {"keep": 5}}).make("forger")
-    _insert(forger.user, "EVIL")
-    _upload(url, host.backup("daily", "daily_20261207_010000"), recipients=recipients)
+    insert(forger.user, "EVIL")
+    upload(url, host.backup("daily", "daily_20261207_010000"), recipients=recipients)
     forged = forger.backup("daily", "daily_20261207_170000")
     assert archiver.read_manifest(forged).sequence == 1
-    planted = _upload(url, forged, recipients=recipients, sequence=999)
+    planted = upload(url, forged, recipients=recipients, sequence=999)
     expected = host.state()
     host.wipe()
 
@@ -198,11 +98,11 @@ def test_another_backups_archive_under_a_newer_name_is_refused_offsite(tmp_path:
     host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
     older = host.backup("daily", "daily_20261207_010000")
     at_older = host.state()
-    _insert(host.user, "NEWER")
+    insert(host.user, "NEWER")
     newer = host.backup("daily", "daily_20261207_020000")
-    _upload(url, older)
+    upload(url, older)
     newer.write_bytes(older.read_bytes())
-    swapped = _upload(url, newer)
+    swapped = upload(url, newer)
     newer.unlink()
     live = host.state()
 
@@ -225,34 +125,13 @@ def test_another_backups_archive_under_a_newer_name_is_refused_offsite(tmp_path:
     assert host.state() == at_older
 
 
-def test_verify_latest_checks_the_copy_restore_latest_takes(tmp_path: Path) -> None:
-    """Two `daily` copies, the later archive (sequence 2) uploaded first, the earlier one
-    (sequence 1, e.g. an upload caught up after an outage) last: `verify --offsite --latest`
-    verifies the copy `restore --latest --from-offsite` takes (the newest upload), not the one
-    whose record claims to be newest."""
-    url = f"file://{tmp_path / 'offsite'}"
-    host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
-    first = host.backup("daily", "daily_20261207_010000")
-    second = host.backup("daily", "daily_20261207_020000")
-    _upload(url, second)
-    caught_up = _upload(url, first)
-
-    verify = host.cli("verify", "--offsite", "--latest", "--json")
-    assert verify.returncode == 0, verify.stderr
-    [copy] = json.loads(verify.stdout)["copies"]
-    dry = host.cli("restore", "--latest", "--from-offsite", "--dry-run", "--json")
-    assert dry.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout)["archive"] == "daily_20261207_010000"
-    assert copy["object"] == caught_up
-
-
 def test_init_refuses_to_create_empty_databases_when_no_copy_is_usable(tmp_path: Path) -> None:
     """The store holds a `daily` copy but every checksum record is garbage (nothing confirmed):
     `init --restore-from-offsite` exits 1 with one line saying why and creates neither
     database. On an empty store (a first deploy) it still exits 0 with empty databases."""
     url = f"file://{tmp_path / 'offsite'}"
     host = Host(tmp_path / "a", url, {"daily": {"keep": 5}}).make("a")
-    _upload(url, host.backup("daily", "daily_20261207_010000"))
+    upload(url, host.backup("daily", "daily_20261207_010000"))
     sums = list((tmp_path / "offsite" / ".offsite" / "sums").glob("*.json"))
     assert sums
     for record in sums:
@@ -280,7 +159,7 @@ def test_restore_latest_exits_3_when_a_configured_database_was_not_restored(
     url = f"file://{tmp_path / 'offsite'}"
     policies = {"hourly": {"keep": 5, "databases": ["user"]}, "daily": {"keep": 5}}
     host = Host(tmp_path / "a", url, policies).make("a")
-    _upload(url, host.backup("hourly", "hourly_20261207_010000"))
+    upload(url, host.backup("hourly", "hourly_20261207_010000"))
     expected = dump(host.user)
     host.wipe()
 
@@ -305,7 +184,7 @@ def test_a_copy_of_another_database_set_is_not_taken_by_latest_or_init(tmp_path:
         "backup", "--policy", "daily", "--db", "user", "--name", "daily_20261207_010000"
     )
     assert made.returncode == 0, made.stderr
-    _upload(url, host.backups / "daily_20261207_010000.tar.gz")
+    upload(url, host.backups / "daily_20261207_010000.tar.gz")
     expected = dump(host.user)
     host.wipe()
 

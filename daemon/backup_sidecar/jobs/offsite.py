@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -26,10 +25,10 @@ from backup_sidecar.errors import (
     OffsiteObjectNotFoundError,
 )
 from backup_sidecar.jobs.effort import Effort
+from backup_sidecar.jobs.offsite_order import copy_order, raise_sequence, upload_order
 from backup_sidecar.jobs.offsite_pagefetch import fetch_page_backup
 from backup_sidecar.jobs.offsitecopy import Fetched, Skipped, archive_name, fetch_copy
 from backup_sidecar.jobs.runtime import OffsiteSpec, Runtime
-from backup_sidecar.offsite.pagekeys import parse_page_name
 
 __all__ = [
     "Fetched",
@@ -93,7 +92,7 @@ def fetch_archive(
     on_skip: Callable[[Skipped], None] | None = None,
 ) -> Fetched:
     """Bring the offsite archive ``ref`` (a name, ``NAME.tar.gz`` or its ``.age`` object;
-    None: the newest confirmed one, by the store's upload time) into the backup directory,
+    None: the newest confirmed one, by origin: jobs/offsite_order.py) into the backup directory,
     downloaded and verified in staging first (jobs/offsitecopy.py): a copy that fails leaves
     nothing there. With ``ref`` None, a copy that fails (``UNUSABLE_COPY``) is reported to
     ``on_skip`` and logged, and the next newest confirmed copy is tried."""
@@ -103,6 +102,7 @@ def fetch_archive(
     listing = store.list(encrypted_only=bool(spec.recipients))
     objects = listing.objects
     archiver.check_backup_dir(rt.backup_dir)
+    raise_sequence(rt.backup_dir, objects, rt.keep)  # a rebuilt host's next backup is newest
     keys = _Identities(spec)
     try:
         candidates = _newest_first(store, objects) if ref is None else [_named(store, listing, ref)]
@@ -173,19 +173,7 @@ def _newest_first(
     archives = [o for o in objects if o.confirmed and archive_name(o.name) is not None]
     if not archives:
         raise OffsiteNothingToRestoreError(store.url)
-    return sorted(archives, key=upload_order, reverse=True)
-
-
-def upload_order(obj: offsite.OffsiteObject) -> tuple[datetime, str, int]:
-    """Sort key, newest last: the store's upload time (to the second on S3), then, within a
-    second, the archive name with its unique suffix counted (``NAME-2`` after ``NAME``: as
-    object names, ``NAME.tar.gz`` sorted after ``NAME-2.tar.gz`` and won the tie)."""
-    page = parse_page_name(obj.name)  # an incremental backup's manifest: its backup's name
-    local = archive_name(obj.name) or (page.backup if page else None) or obj.name
-    base, dash, n = local.rpartition("-")
-    if dash and n.isdigit():
-        return (obj.modified, base, int(n))
-    return (obj.modified, local, 1)
+    return sorted(archives, key=copy_order, reverse=True)
 
 
 def _named(store: offsite.Store, listing: offsite.Listing, ref: str) -> offsite.OffsiteObject:

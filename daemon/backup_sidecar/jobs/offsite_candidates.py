@@ -1,7 +1,7 @@
 """Incremental backups as candidates of `restore --latest --from-offsite` (and the start hook's
 `init --restore-from-offsite`): each confirmed incremental backup in the store's page stores
 is one candidate, named like an archive (``<policy>_<YYYYmmdd>_<HHMMSS>``), ordered with the
-archives by the store's upload time (its newest manifest's), fetched by name
+archives by its record's origin (jobs/offsite_order.py), fetched by name
 (jobs/offsite_pagefetch.py) and restored through the normal path."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from backup_sidecar import archiver, offsite
 from backup_sidecar.jobs.offsite import archive_name
+from backup_sidecar.jobs.offsite_order import copy_order
 from backup_sidecar.jobs.restore import restore_source
 from backup_sidecar.jobs.runtime import Runtime
 from backup_sidecar.offsite.pagekeys import list_pages, parse_page_name
@@ -29,7 +30,7 @@ def candidate_name(object_name: str) -> str | None:
 def page_candidates(
     store: offsite.Store, *, encrypted_only: bool
 ) -> tuple[offsite.OffsiteObject, ...]:
-    """One confirmed manifest object per incremental backup offsite (its newest upload), for
+    """One confirmed manifest object per incremental backup offsite (its newest), for
     the backups whose upload is complete only (``pending_pages``)."""
     objects = list_pages(store, encrypted_only=encrypted_only).objects
     pending = pending_pages(objects)
@@ -41,7 +42,7 @@ def page_candidates(
         if parsed.backup in pending:
             continue
         have = newest.get(parsed.backup)
-        if have is None or obj.modified > have.modified:
+        if have is None or copy_order(obj) > copy_order(have):
             newest[parsed.backup] = obj
     return tuple(newest.values())
 

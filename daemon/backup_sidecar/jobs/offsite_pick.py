@@ -8,13 +8,16 @@ record's origin, then its metadata) exactly the set that policy backs up (jobs/o
 the rule offsite retention applies; archives and incremental backups alike). A manual copy, one
 of another sidecar sharing the prefix under its own policy names or under the same name with
 another database set, is never taken (`restore NAME --from-offsite` still restores any copy).
-Candidates are taken newest first by the store's upload time (``upload_order``: the order
-`verify --offsite --latest` uses too). A copy is fetched (staging, checksum, decryption, verify,
-its record's origin against its metadata: jobs/offsitecopy.py) only if it may hold a database
-still wanted; its manifest then says which it holds. A copy that fails (``UNUSABLE_COPY``) is
-passed over for the next newest, for the databases it would have given only; an unreachable
-store, a refused request or a wrong identity stop the whole choice. Every copy is fetched before
-any database is restored (``restore_groups``), so a download failure writes nothing live.
+Candidates are taken newest first by their record's origin, the creation sequence, never the
+store's upload time alone (``copy_order``, jobs/offsite_order.py: the order of every offsite
+verify and of offsite retention too); listing the store raises the backup directory's sequence
+counter past every copy's, so a rebuilt host's next backup is the newest. A copy is fetched
+(staging, checksum, decryption, verify, its record's origin against its metadata:
+jobs/offsitecopy.py) only if it may hold a database still wanted; its manifest then says which
+it holds. A copy that fails (``UNUSABLE_COPY``) is passed over for the next newest, for the
+databases it would have given only; an unreachable store, a refused request or a wrong identity
+stop the whole choice. Every copy is fetched before any database is restored
+(``restore_groups``), so a download failure writes nothing live.
 """
 
 from __future__ import annotations
@@ -42,10 +45,10 @@ from backup_sidecar.jobs.offsite import (
     Skipped,
     fetch_archive,
     open_store,
-    upload_order,
 )
 from backup_sidecar.jobs.offsite_candidates import candidate_name, fetched_holds, page_candidates
 from backup_sidecar.jobs.offsite_latest import latest_json, offsite_json
+from backup_sidecar.jobs.offsite_order import copy_order, raise_sequence
 from backup_sidecar.jobs.offsite_ours import Ours
 from backup_sidecar.jobs.outcomes import Outcomes
 from backup_sidecar.jobs.restore import run_restore
@@ -102,8 +105,8 @@ def restore_candidates(
     objects: Sequence[offsite.OffsiteObject], ours: Ours, *, confirmed: bool = True
 ) -> list[offsite.OffsiteObject]:
     """The copies that are ours (jobs/offsite_ours.py: a configured policy, exactly its
-    database set, by the record's origin; never `pre_restore`), newest first by the store's
-    upload time; only the confirmed ones unless ``confirmed`` is False. A copy whose record
+    database set, by the record's origin; never `pre_restore`), newest first by their origin
+    (``copy_order``); only the confirmed ones unless ``confirmed`` is False. A copy whose record
     has no origin is taken by the policy in its name (its metadata decides once fetched)."""
     return [
         o
@@ -126,7 +129,7 @@ def _configured(
             and policy in policies
             and policy != archiver.PRE_RESTORE_POLICY
         ),
-        key=upload_order,
+        key=copy_order,
         reverse=True,
     )
 
@@ -146,6 +149,7 @@ def pick_copies(
     # (the config encrypts: a plaintext object is never confirmed, as for restore)
     listed = store.list(encrypted_only=bool(spec.recipients)).objects
     listed += page_candidates(store, encrypted_only=bool(spec.recipients))  # incremental
+    raise_sequence(rt.backup_dir, listed, rt.keep)  # a rebuilt host's next backup is newest
     ours = Ours.of(rt)
     confirmed = restore_candidates(listed, ours)
     names = [(o.name, n) for o in confirmed if (n := candidate_name(o.name)) is not None]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from backup_sidecar import archiver, offsite
 from backup_sidecar.errors import CorruptArchiveError, OffsiteObjectNotFoundError, SidecarError
 from backup_sidecar.jobs.offsite import archive_name, open_store
 from backup_sidecar.jobs.offsite_candidates import candidate_name, page_candidates
+from backup_sidecar.jobs.offsite_order import copy_order
 from backup_sidecar.jobs.offsite_ours import Ours
 from backup_sidecar.jobs.offsite_pageverify import PageCopyFound, check_page_copy, find_page_copy
 from backup_sidecar.jobs.offsite_pick import restore_candidates
@@ -83,18 +83,11 @@ def policy_of(obj: offsite.OffsiteObject) -> str:
     return head if sep and head else "manual"
 
 
-def _order(obj: offsite.OffsiteObject) -> tuple[bool, int, datetime, datetime, str]:
-    origin = obj.record.origin if obj.record is not None else None
-    if origin is None:
-        return (False, 0, obj.modified, obj.modified, obj.name)
-    return (*origin.newness, obj.modified, obj.name)
-
-
 def newest_per_policy(
     objects: Sequence[offsite.OffsiteObject],
 ) -> dict[str, offsite.OffsiteObject]:
     """Each policy's newest copy, an archive's or an incremental backup's manifest object
-    (by its origin, else its upload time) among those
+    (``copy_order``: by its origin, else its upload time) among those
     with a checksum record: a newest copy damaged since its upload (no longer confirmed) is
     the one verified, and fails, rather than hidden behind an older good one. An object
     without a record is an unfinished upload, not a copy."""
@@ -103,7 +96,7 @@ def newest_per_policy(
         if candidate_name(obj.name) is None or obj.reason.startswith(_NO_RECORD):
             continue
         policy = policy_of(obj)
-        if policy not in newest or _order(obj) > _order(newest[policy]):
+        if policy not in newest or copy_order(obj) > copy_order(newest[policy]):
             newest[policy] = obj
     return dict(sorted(newest.items()))
 
@@ -156,10 +149,10 @@ def select_copies(
     """What a verify reads: the copy named ``ref`` (``NAME``, ``NAME.tar.gz`` or its ``.age``
     object), the ``latest`` one, or by default the newest of each policy. The latest is the
     copy `restore --latest --from-offsite` tries first: the newest confirmed copy that is
-    ``ours`` (the configured policies and their database sets: jobs/offsite_ours.py) by the
-    store's upload time (jobs/offsite_pick.py); when none is confirmed, the newest of ours with
-    a record, which then fails saying why. By default a copy of a configured policy that is
-    not ours (another sidecar's database set) is never taken for that policy's newest."""
+    ``ours`` (the configured policies and their database sets: jobs/offsite_ours.py) by origin
+    (``copy_order``, jobs/offsite_order.py, as here); when none is confirmed, the newest of
+    ours with a record, which then fails saying why. By default a copy of a configured policy
+    that is not ours (another sidecar's database set) is never taken for that policy's newest."""
     ours = ours or Ours(frozenset(), ())
     objects = store.list(encrypted_only=encrypted_only).objects
     if ref is not None:

@@ -242,7 +242,7 @@ class OffsiteUploader:
         self._confirmed = set(confirmed)
         left = [*pending, *(m.archive for m in found.mismatched)]  # not offsite
         pages = self._pages.listed(  # publishes the series of archives and incremental backups
-            rt, store, spec, local=local, confirmed=confirmed, left=left
+            rt, store, spec, local=local, confirmed=confirmed, left=left, archives=listed
         )
         holder = verdict.who or (verdict.holder.describe() if verdict.holder else "unknown")
         self.state.verdict(writable=verdict.writable, holder=None if verdict.writable else holder)

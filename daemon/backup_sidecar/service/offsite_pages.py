@@ -31,6 +31,7 @@ from backup_sidecar.errors import (
     PackFormatError,
     PageStoreError,
 )
+from backup_sidecar.jobs.offsite_order import raise_sequence
 from backup_sidecar.jobs.offsite_pages import (
     LocalPageBackup,
     PageUpload,
@@ -89,11 +90,15 @@ class PageUploads:
         local: list[archiver.ArchiveInfo],
         confirmed: Mapping[str, datetime],
         left: list[archiver.ArchiveInfo],
+        archives: Sequence[offsite.OffsiteObject] = (),
     ) -> PagesView:
         """What the store holds of the local incremental backups (one listing of ``pages/``),
         published with the archives' view (``local``, ``confirmed``, ``left``: not offsite,
-        extended with the incremental backups that wait) as the pass's series."""
+        extended with the incremental backups that wait) as the pass's series. Before anything
+        is uploaded, the sequence counter is raised past every copy listed (``archives`` and
+        the page stores': jobs/offsite_order.py), so a rebuilt host's next backup is newest."""
         view = self._view(rt, store, spec)
+        raise_sequence(rt.backup_dir, [*archives, *view.objects.values()], rt.keep)
         left.extend(view.waiting)
         self._series.listed(
             [*local, *view.local],
@@ -117,7 +122,7 @@ class PageUploads:
     def _view(self, rt: jobs.Runtime, store: offsite.Store, spec: OffsiteSpec) -> PagesView:
         view = PagesView()
         backups = local_page_backups(rt.backup_dir)
-        if not backups:
+        if not backups and not rt.incremental:  # (listed anyway: their sequences count)
             return view
         encrypted = bool(spec.recipients)
         listing = list_pages(store, encrypted_only=encrypted, cache=self._records)
