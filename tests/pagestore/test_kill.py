@@ -79,17 +79,19 @@ def test_kill_at_every_step_of_backup_delete_and_gc(tmp_path: Path, store: Path)
             break
     assert n >= 8 and 1 <= sum(k.startswith("k") for k in images) <= 3
 
-    # A delete killed at each step: the backup is either still whole or gone.
+    # A delete killed before its unlink (the repack debt already added: steps 1-5) and after
+    # it (before the directory's fsync): the backup is either still whole or gone.
     for name in ("d1", "d2", "d3"):
         _grow(db, len(images) * 10)
         backup(db, store, name)
         images[name] = db.read_bytes()
-    for n, name in zip((1, 2, 0), ("d1", "d2", "d3"), strict=True):
+    for n, name in zip((6, 7, 0), ("d1", "d2", "d3"), strict=True):
         done = _run(n, store, "delete", name)
         assert done.returncode in (0, -signal.SIGKILL), done.stderr
         if not (store / "manifests" / f"{name}.json").exists():
             images.pop(name, None)
         _all_kept_rebuild(store, images, out)
+    assert "d1" in images and "d2" not in images and "d3" not in images
 
     # A GC killed at each step (deleting two more backups first gives it packs to sweep).
     pagestore.delete_backup(store, "base")
