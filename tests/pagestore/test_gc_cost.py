@@ -147,3 +147,28 @@ def test_an_unknown_debt_makes_the_repack_pass_due(tmp_path: Path, store: Path) 
     gated = pagestore.collect_garbage(store, repack_below=0.5, repack_when=REPACK_WHEN)
     assert gated.repacked is not None and _debt(store) == 0
     _kept_rebuild(store, images, tmp_path / "out")
+
+
+def test_a_directory_planted_at_the_debt_never_blocks_a_delete_or_a_gc(
+    tmp_path: Path, store: Path
+) -> None:
+    """A directory planted at `.repack-debt` (the debt cannot be read nor replaced): deleting
+    a backup still deletes it and the GC still sweeps, each reporting in one line that the
+    debt was not written, naming it; every gated GC then repacks (the pass is due while the
+    debt is unknown), and every kept backup rebuilds byte for byte. Before, the delete failed
+    on the rename (`Is a directory`), so a prune could never expire anything."""
+    _, images = hot_chain(tmp_path, store, 5)
+    (store / DEBT).mkdir()
+    problems: list[str] = []
+    pagestore.delete_backup(store, "b02", on_problem=problems.append)
+    images.pop("b02")
+    assert not (store / "manifests" / "b02.json").exists()
+    assert len(problems) == 1 and f"{store / DEBT} not written" in problems[0], problems
+    for _ in range(2):
+        problems.clear()
+        gated = pagestore.collect_garbage(
+            store, repack_below=0.5, repack_when=REPACK_WHEN, on_problem=problems.append
+        )
+        assert gated.repacked is not None and gated.repacked.refused is None
+        assert [p for p in problems if "repack debt" in p], problems
+    _kept_rebuild(store, images, tmp_path / "out")

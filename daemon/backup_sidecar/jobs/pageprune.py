@@ -33,7 +33,7 @@ from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
 from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_names, write_marker
-from backup_sidecar.jobs.pagestores import store_names, store_path
+from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
 from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.jobs.runtime import Runtime
 from backup_sidecar.pagestore.repack import REPACK_BELOW
@@ -116,7 +116,7 @@ def prune_pages(
                     if db not in stores:  # before any manifest goes: a kill leaves it owed
                         write_marker(rt.backup_dir, GC_DIR, db, GC_DUE, "")
                         stores.add(db)
-                    pagestore.delete_backup(store, info.name)
+                    pagestore.delete_backup(store, info.name, on_problem=cache_problem)
                     forget_verified(rt.backup_dir, db, info.name)
         except (PageStoreError, OSError) as exc:
             result.failed.append((info, str(exc)))
@@ -139,7 +139,12 @@ def _collect(rt: Runtime, db: str) -> str | None:
     store = store_path(rt.backup_dir, db, create=False)
     try:
         report = (
-            pagestore.collect_garbage(store, repack_below=REPACK_BELOW, repack_when=REPACK_WHEN)
+            pagestore.collect_garbage(
+                store,
+                repack_below=REPACK_BELOW,
+                repack_when=REPACK_WHEN,
+                on_problem=cache_problem,
+            )
             if store
             else None
         )

@@ -43,7 +43,13 @@ class GcReport:
     repacked: RepackReport | None = None
 
 
-def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+def delete_backup(
+    store: Path,
+    name: str,
+    *,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    on_problem: Problem | None = None,
+) -> None:
     """Remove backup ``name``'s manifest (durably); its packs wait for the next GC. The bytes
     it stored are added to the store's repack debt first (repackdue.py)."""
     file = manifest_file(name)
@@ -52,7 +58,7 @@ def delete_backup(store: Path, name: str, *, lock_timeout_s: float = LOCK_TIMEOU
             stored = brief_of(dirs, name).stats.get("bytes_stored")
         except ManifestFormatError:
             stored = None  # its bytes unknown: the next repack pass is due
-        add_debt(dirs, stored)
+        add_debt(dirs, stored, on_problem=on_problem or (lambda _: None))
         try:
             os.unlink(file, dir_fd=dirs.manifests_fd)
         except FileNotFoundError:
@@ -107,7 +113,7 @@ def collect_garbage(
             repacked = repack(dirs, live, below=repack_below)
             if repacked.briefs:
                 remember(dirs, repacked.briefs, on_problem=report)
-            clear_debt(dirs)
+            clear_debt(dirs, on_problem=report)
         return GcReport(tuple(deleted), freed, temps, len(kept), repacked)
 
 

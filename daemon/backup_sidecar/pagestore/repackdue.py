@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 from backup_sidecar.archiver.safefs import open_file
 from backup_sidecar.pagestore import fsio
@@ -33,6 +34,7 @@ _MAGIC = "backup-sidecar-repack-debt 1 "
 #: store's pack bytes (at most one pass per tenth of the store stored and deleted again).
 REPACK_WHEN = 0.1
 _DUE = "due"
+Problem = Callable[[str], None]
 
 
 def read_debt(dirs: fsio.StoreDirs) -> int | None:
@@ -55,16 +57,16 @@ def read_debt(dirs: fsio.StoreDirs) -> int | None:
         return None
 
 
-def add_debt(dirs: fsio.StoreDirs, nbytes: int | None) -> None:
+def add_debt(dirs: fsio.StoreDirs, nbytes: int | None, *, on_problem: Problem) -> None:
     """Add ``nbytes`` (None: unknown, a pass is due) to the debt, durably."""
     debt = read_debt(dirs)
-    _write(dirs, None if debt is None or nbytes is None else debt + max(nbytes, 0))
+    _write(dirs, None if debt is None or nbytes is None else debt + max(nbytes, 0), on_problem)
 
 
-def clear_debt(dirs: fsio.StoreDirs) -> None:
+def clear_debt(dirs: fsio.StoreDirs, *, on_problem: Problem) -> None:
     """After a repack pass: nothing has died since."""
     if read_debt(dirs) != 0:
-        _write(dirs, 0)
+        _write(dirs, 0, on_problem)
 
 
 def repack_due(dirs: fsio.StoreDirs, *, when: float, store_bytes: int) -> bool:
@@ -73,9 +75,15 @@ def repack_due(dirs: fsio.StoreDirs, *, when: float, store_bytes: int) -> bool:
     return debt is None or (debt > 0 and debt >= when * store_bytes)
 
 
-def _write(dirs: fsio.StoreDirs, debt: int | None) -> None:
+def _write(dirs: fsio.StoreDirs, debt: int | None, on_problem: Problem) -> None:
+    """Replace the debt; a failure (a directory planted in its place, a full disk) is
+    reported, never raised: a debt that cannot be read again makes every pass due."""
     data = f"{_MAGIC}{_DUE if debt is None else debt}\n".encode("ascii")
-    tmp, fd = fsio.create_temp(dirs.manifests_fd, where=dirs.manifests)
+    try:
+        tmp, fd = fsio.create_temp(dirs.manifests_fd, where=dirs.manifests)
+    except OSError as exc:
+        on_problem(f"page store repack debt {dirs.root / DEBT} not written: {exc}")
+        return
     try:
         try:
             fsio.write_all(fd, data)
@@ -84,6 +92,8 @@ def _write(dirs: fsio.StoreDirs, debt: int | None) -> None:
             os.close(fd)
         os.replace(tmp, DEBT, src_dir_fd=dirs.manifests_fd, dst_dir_fd=dirs.root_fd)
         os.fsync(dirs.root_fd)
+    except OSError as exc:
+        on_problem(f"page store repack debt {dirs.root / DEBT} not written: {exc}")
     finally:
         with contextlib.suppress(OSError):
             fsio.discard(dirs.manifests_fd, tmp)
