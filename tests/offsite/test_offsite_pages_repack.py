@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from backup_sidecar import jobs
 from backup_sidecar.jobs.offsite_pageverify import check_page_copy, find_page_copy
 from backup_sidecar.offsite.pagekeys import list_pages, parse_page_name
-from support.databases import make_db
+from support.cli import clean_env, run_cli
+from support.databases import dump, make_db
 from support.offsite_pages import confirmed_packs, incremental_site, offsite_place
 from support.pages import pack_files
 
@@ -81,3 +82,40 @@ def test_a_repack_keeps_confirmed_offsite_copies_confirmed(tmp_path: Path) -> No
     for name in ("h6", "h7"):
         found = find_page_copy(store, name, encrypted_only=False)
         assert check_page_copy(store, found, identity_file=None, encrypted_only=False) == ("user",)
+
+
+def test_a_repacked_backup_restores_from_offsite_by_name_latest_and_init(tmp_path: Path) -> None:
+    """The same repack, then the disaster recovery (outside attack, issue 16): `restore NAME
+    --from-offsite`, `restore --latest --from-offsite` and, on a host whose database is gone,
+    `init --restore-from-offsite` each restore the newest backup's data, and the local
+    manifest, a repack of the copy, gives way to the copy (fetched and checked). Before, each
+    refused it: the local manifest "is another backup", though its `replaces` named the
+    copy's bytes."""
+    section, environ, _store = offsite_place("file", tmp_path)
+    db = _hot_db(tmp_path / "data" / "user_data.db")
+    site = incremental_site(tmp_path, {"user": db}, offsite=section, environ=environ, keep=2)
+    names = []
+    for i in range(8):
+        _change(db, i)
+        names.append(jobs.run_backup(site.rt, policy="hourly").name)  # --latest needs these
+    h7, at_h7 = names[-1], dump(db)
+    with capture_logs():
+        assert site.uploader.sync() == 2
+        jobs.run_prune(site.rt, policies=["hourly"])
+    local = tmp_path / "backups" / "pages" / "user" / "manifests" / f"{h7}.json"
+    offsite_h7 = (tmp_path / "offsite" / "pages" / "user" / "manifests" / f"{h7}.json").read_bytes()
+    assert local.read_bytes() != offsite_h7  # repacked
+    _change(db, 99)
+    env = clean_env(**environ)
+    for args in (["restore", h7, "--from-offsite", "--force"],
+                 ["restore", "--latest", "--from-offsite", "--force"]):  # fmt: skip
+        done = run_cli(*args, config=site.config, env=env)
+        assert done.returncode == 0, done.stderr
+        assert dump(db) == at_h7
+        _change(db, 98)
+    assert local.read_bytes() == offsite_h7  # the copy took the repack's place
+    for path in db.parent.glob("user_data.db*"):
+        path.unlink()
+    init = run_cli("init", "--restore-from-offsite", config=site.config, env=env)
+    assert init.returncode == 0, init.stderr
+    assert dump(db) == at_h7

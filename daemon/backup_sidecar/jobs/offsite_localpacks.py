@@ -22,13 +22,13 @@ from pathlib import Path
 import structlog
 
 from backup_sidecar import offsite
-from backup_sidecar.errors import OffsiteLocalCopyError
+from backup_sidecar.errors import ManifestFormatError, OffsiteLocalCopyError
 from backup_sidecar.jobs.pagestores import store_path
 from backup_sidecar.offsite.pagekeys import pack_object, parse_page_name
 from backup_sidecar.pagestore import fsio
 from backup_sidecar.pagestore.damage import SUFFIX as DAMAGED_SUFFIX
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
-from backup_sidecar.pagestore.manifest import MAX_BYTES, manifest_file
+from backup_sidecar.pagestore.manifest import MAX_BYTES, manifest_file, parse_manifest
 from backup_sidecar.pagestore.packformat import pack_file
 
 log = structlog.get_logger(__name__)
@@ -164,8 +164,11 @@ def already_here(
         if path is None or not path.exists():
             continue
         source = obj.record.source_sha256 if obj.record is not None else None
-        mine = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        mine = hashlib.sha256(data).hexdigest()
         if source is not None and mine != source:
+            if source in _replaced(parsed.backup, data):
+                continue  # repacked here since the upload: fetched, and the copy put in place
             raise OffsiteLocalCopyError(
                 path, obj.name, f"is another backup (sha256 {mine[:12]}…, not {source[:12]}…)"
             )
@@ -197,12 +200,28 @@ def publish(backup_dir: Path, db: str, staged: Path, name: str, refused: set[str
         ours = staged / fsio.MANIFESTS / file
         if _exists(dirs.manifests_fd, file):
             mine = fsio.read_file(dirs.manifests_fd, file, where=dirs.manifests, limit=MAX_BYTES)
-            if mine != ours.read_bytes():
+            theirs = ours.read_bytes()
+            if mine == theirs:
+                return
+            if hashlib.sha256(theirs).hexdigest() not in _replaced(name, mine):
                 why = "is another backup"
                 raise OffsiteLocalCopyError(dirs.manifests / file, name, why)
-            return
+            # The local manifest is a repack of the copy (same image, other packs): the copy,
+            # whose packs were just checked and published, takes its place (a later repack
+            # rewrites it again).
+            log.info("offsite_local_manifest_replaced", database=db, backup=name,
+                     reason="repacked locally since its upload")  # fmt: skip
         os.rename(ours, file, dst_dir_fd=dirs.manifests_fd)
         os.fsync(dirs.manifests_fd)
+
+
+def _replaced(name: str, data: bytes) -> tuple[str, ...]:
+    """The SHA-256 of the earlier versions a local manifest's repack replaced (its
+    ``replaces``); none when it cannot be read."""
+    try:
+        return parse_manifest(name, data).replaces
+    except (ManifestFormatError, ValueError):
+        return ()
 
 
 def _exists(dir_fd: int, name: str) -> bool:
