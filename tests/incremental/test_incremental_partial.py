@@ -112,3 +112,35 @@ def test_killed_backups_never_take_a_complete_ones_place_in_the_offsite_window(
     offsite = confirmed_manifests(store)
     assert offsite == {f"{db}/{n}" for db in dbs for n in complete}
     assert not {n for n in killed if f"arrow/{n}" in offsite}
+
+
+def test_a_prune_killed_between_two_databases_is_finished_by_the_next(tmp_path: Path) -> None:
+    """keep 2 over four complete backups; a prune killed (SIGKILL) after an expired backup's
+    arrow manifest went and before user's (outside attack, issue 16): the next prune finishes that
+    deletion and its own, leaving exactly the two newest, nothing listed damaged, both
+    rebuilding both databases. Before, the half-deleted backup stayed for good, listed
+    damaged (an alarm and an operator's chore for a backup retention had already expired)."""
+    dbs = _dbs(tmp_path)
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    config = incremental_config(tmp_path / "sidecar.yaml", backup_dir, dbs, keep="2")
+    rt = _runtime(config)
+    names = [jobs.run_backup(rt, policy="hourly").name for _ in range(4)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "support" / "prune_kill.py"), str(config),
+         "hourly", "user"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    half = set(manifests(backup_dir, "user")) - set(manifests(backup_dir, "arrow"))
+    assert len(half) == 1 and half <= set(names[:2])  # one expired backup, arrow's gone
+    pruned = run_cli("prune", "--policy", "hourly", config=config)
+    assert pruned.returncode == 0, pruned.stderr
+    for db in dbs:
+        assert sorted(manifests(backup_dir, db)) == sorted(names[2:])
+    backups, problems = list_page_briefs(backup_dir)
+    assert problems == [] and all(not b.errors for b in backups)
+    (tmp_path / "rebuilt").mkdir()
+    for name in names[2:]:
+        for db in dbs:
+            rebuild_to(backup_dir, db, name, tmp_path / "rebuilt" / f"{db}-{name}.db")

@@ -21,6 +21,7 @@ tests/incremental/test_incremental_gfs.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import structlog
 
 from backup_sidecar import archiver, pagestore
 from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
-from backup_sidecar.errors import PageStoreError
+from backup_sidecar.errors import PageBackupNotFoundError, PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
 from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_names, write_marker
 from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
@@ -47,6 +48,9 @@ JUST_WRITTEN = "just written"
 #: ``pages/.gc/<db>/due``: that store's manifests were deleted and its GC has not finished.
 GC_DIR = ".gc"
 GC_DUE = "due"
+#: ``pages/.deleting/<db>/<name>``: a prune is deleting backup ``name``; written for every
+#: database before the first of its manifests goes, each dropped once that one is gone.
+DELETING_DIR = ".deleting"
 
 
 @dataclass(frozen=True)
@@ -103,21 +107,23 @@ def prune_pages(
     """
     if not rules:
         return PagePruneResult()
+    stores = _owed(rt)
+    finished = [] if dry_run else _finish_deletions(rt, stores)
     chosen = select_pages(_backups(rt), rules=rules, spare=spare, tz=rt.timezone)
     if dry_run:
         return PagePruneResult(deleted=chosen.expired, kept=chosen.kept)
-    result = PagePruneResult(kept=chosen.kept)
-    stores = _owed(rt)
+    result = PagePruneResult(kept=chosen.kept, gc_failed=finished)
     for info in chosen.expired:
         try:
-            for db in info.databases:
-                store = store_path(rt.backup_dir, db, create=False)
-                if store is not None:
-                    if db not in stores:  # before any manifest goes: a kill leaves it owed
-                        write_marker(rt.backup_dir, GC_DIR, db, GC_DUE, "")
-                        stores.add(db)
-                    pagestore.delete_backup(store, info.name, on_problem=cache_problem)
-                    forget_verified(rt.backup_dir, db, info.name)
+            dbs = [db for db in info.databases if store_path(rt.backup_dir, db, create=False)]
+            for db in dbs:  # before any manifest goes: a kill leaves every store owed and
+                # the backup's other manifests to delete (``pages/.deleting/<db>/<name>``)
+                write_marker(rt.backup_dir, DELETING_DIR, db, info.name, "")
+                if db not in stores:
+                    write_marker(rt.backup_dir, GC_DIR, db, GC_DUE, "")
+                    stores.add(db)
+            for db in dbs:
+                _delete(rt, db, info.name)
         except (PageStoreError, OSError) as exc:
             result.failed.append((info, str(exc)))
             continue
@@ -126,6 +132,34 @@ def prune_pages(
         if (error := _collect(rt, db)) is not None:
             result.gc_failed.append((db, error))
     return result
+
+
+def _delete(rt: Runtime, db: str, name: str) -> None:
+    """Delete backup ``name``'s manifest in ``db``'s store (gone already: done), then its
+    deletion marker."""
+    store = store_path(rt.backup_dir, db, create=False)
+    if store is not None:
+        with contextlib.suppress(PageBackupNotFoundError):
+            pagestore.delete_backup(store, name, on_problem=cache_problem)
+        forget_verified(rt.backup_dir, db, name)
+    drop_marker(rt.backup_dir, DELETING_DIR, db, name)
+
+
+def _finish_deletions(rt: Runtime, stores: set[str]) -> list[tuple[str, str]]:
+    """Delete what a killed prune left of the backups it was deleting (one database's
+    manifest gone, another's still there: listed damaged, never counted nor pruned by a rule);
+    (database, why) for each it could not."""
+    failed = []
+    for db in store_names(rt.backup_dir):
+        for name in sorted(marked_names(rt.backup_dir, DELETING_DIR, db)):
+            stores.add(db)
+            try:
+                _delete(rt, db, name)
+            except (PageStoreError, OSError) as exc:
+                failed.append((db, f"finishing the deletion of {name!r}: {exc}"))
+                continue
+            log.info("page_deletion_finished", database=db, backup=name)
+    return failed
 
 
 def _owed(rt: Runtime) -> set[str]:
