@@ -5,6 +5,7 @@ manifests; and the output is the same with the cache, without it, or with a spoi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import time_machine
 from backup_sidecar import jobs
 from backup_sidecar.jobs import pagesummary
 from backup_sidecar.jobs.pagestores import find_page_backup, pages_root
-from backup_sidecar.pagestore import briefs, manifest
+from backup_sidecar.pagestore import briefs, fsio, manifest
 from support.cli import clean_env, is_log_record, run_cli
 from support.clock import fake_clock_env, find_libfaketime, step_clock
 from support.databases import make_db
@@ -151,3 +152,36 @@ def test_list_output_is_the_same_with_without_and_with_a_spoilt_cache(
         assert len(briefs._decode(cache.read_bytes())) == 2  # written anew
         cache.unlink()
     assert listed()[0] == first
+
+
+def test_a_planted_cache_never_makes_the_prune_delete_the_newest(
+    tmp_path: Path, backup_dir: Path
+) -> None:
+    """keep 2 over four backups; the newest backup's brief rewritten in both stores' caches
+    (sequence 0, the cache's checksum made to match: what anyone who can write the backup
+    directory can do; outside attack, issue 16). The prune reads the expired backups' own
+    manifests before deleting, finds the cache contradicted, deletes nothing, fails naming
+    the backup and drops the caches; the next prune deletes the two oldest. Before, the
+    forged newest was deleted and the prune exited 0."""
+    user = make_db(tmp_path / "user_data.db", wal=True, rows=300)
+    arrow = make_db(tmp_path / "arrow_database.db", wal=False, rows=100)
+    runtime = incremental_runtime(backup_dir, {"user": user, "arrow": arrow}, keep=2)
+    names = [jobs.run_backup(runtime, policy="hourly").name for _ in range(4)]
+    for db in DBS:
+        store = pages_root(backup_dir) / db
+        [head] = [b for b in briefs.list_briefs(store) if isinstance(b, briefs.Brief)
+                  and b.name == names[-1]]  # fmt: skip
+        forged = dataclasses.replace(head, metadata={**head.metadata, "sequence": 0})
+        with fsio.open_store(store, exclusive=True, timeout_s=5) as dirs:
+            briefs.remember(dirs, [forged], on_problem=lambda p: None)
+    forget()
+    pruned = jobs.run_prune(runtime, policies=["hourly"])
+    assert pruned.deleted == []
+    assert [(i.name, "cache" in why) for i, why in pruned.failed] == [(names[-1], True)]
+    for db in DBS:
+        assert names[-1] in [b.name for b in briefs.list_briefs(pages_root(backup_dir) / db)
+                             if isinstance(b, briefs.Brief)]  # fmt: skip
+    forget()
+    again = jobs.run_prune(runtime, policies=["hourly"])
+    assert sorted(a.name for a in again.deleted) == sorted(names[:2])
+    assert find_page_backup(backup_dir, names[-1]) is not None

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 import structlog
 
@@ -34,9 +34,16 @@ from backup_sidecar.archiver import ArchiveInfo, ArchiveStatus
 from backup_sidecar.errors import PageBackupNotFoundError, PageStoreError
 from backup_sidecar.jobs.pagecheck import forget_verified
 from backup_sidecar.jobs.pagedamage import VERIFIED_DIR, drop_marker, marked_names, write_marker
-from backup_sidecar.jobs.pagestores import cache_problem, store_names, store_path
+from backup_sidecar.jobs.pagestores import (
+    cache_problem,
+    find_page_backup,
+    store_names,
+    store_path,
+)
 from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.jobs.runtime import Runtime
+from backup_sidecar.pagestore.briefs import drop as drop_briefs
+from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.repack import REPACK_BELOW
 from backup_sidecar.pagestore.repackdue import REPACK_WHEN
 
@@ -113,6 +120,10 @@ def prune_pages(
     if dry_run:
         return PagePruneResult(deleted=chosen.expired, kept=chosen.kept)
     result = PagePruneResult(kept=chosen.kept, gc_failed=finished)
+    disagree = _not_as_listed(rt, chosen.expired)
+    if disagree:  # the selection stands on a cache the manifests contradict: nothing goes
+        result.failed.extend(disagree)
+        chosen = archiver.Selection(expired=[], kept=chosen.kept)
     for info in chosen.expired:
         try:
             dbs = [db for db in info.databases if store_path(rt.backup_dir, db, create=False)]
@@ -143,6 +154,30 @@ def _delete(rt: Runtime, db: str, name: str) -> None:
             pagestore.delete_backup(store, name, on_problem=cache_problem)
         forget_verified(rt.backup_dir, db, name)
     drop_marker(rt.backup_dir, DELETING_DIR, db, name)
+
+
+def _not_as_listed(rt: Runtime, expired: Sequence[ArchiveInfo]) -> list[tuple[ArchiveInfo, str]]:
+    """Each expired backup whose own manifests (read now: only theirs) disagree with the
+    cached summary the selection judged (policy, sequence, time), and why; when any does, every
+    store's brief cache is dropped (a planted or stale cache never decides what is deleted)."""
+    out = []
+    for info in expired:
+        backup = find_page_backup(rt.backup_dir, info.name)
+        made = [] if backup is None else [m.created_at for m in backup.manifests.values()]
+        times = {datetime.fromisoformat(t) for t in made}
+        seen = None if backup is None else (backup.policy, backup.sequence)
+        if seen != (info.policy, info.sequence) or info.created_at not in times:
+            why = f"its manifests say {seen} at {sorted(made)}, the store's brief cache said " + (
+                f"{(info.policy, info.sequence)} at {info.created_at.isoformat()}"
+            )
+            log.error("page_prune_refused", backup=info.name, reason=why)
+            out.append((info, f"not deleted: {why}; the cache is dropped"))
+    for db in store_names(rt.backup_dir) if out else ():
+        store = store_path(rt.backup_dir, db, create=False)
+        if store is not None:
+            with pagestore.fsio.open_store(store, exclusive=True, timeout_s=LOCK_TIMEOUT_S) as d:
+                drop_briefs(d)
+    return out
 
 
 def _finish_deletions(rt: Runtime, stores: set[str]) -> list[tuple[str, str]]:
