@@ -42,7 +42,7 @@ from backup_sidecar.jobs.pagestores import (
 )
 from backup_sidecar.jobs.pagesummary import page_backups
 from backup_sidecar.jobs.runtime import Runtime
-from backup_sidecar.pagestore.briefs import drop as drop_briefs
+from backup_sidecar.pagestore.briefs import CACHE as BRIEFS
 from backup_sidecar.pagestore.fsio import LOCK_TIMEOUT_S
 from backup_sidecar.pagestore.repack import REPACK_BELOW
 from backup_sidecar.pagestore.repackdue import REPACK_WHEN
@@ -176,7 +176,7 @@ def _not_as_listed(rt: Runtime, expired: Sequence[ArchiveInfo]) -> list[tuple[Ar
         store = store_path(rt.backup_dir, db, create=False)
         if store is not None:
             with pagestore.fsio.open_store(store, exclusive=True, timeout_s=LOCK_TIMEOUT_S) as d:
-                drop_briefs(d)
+                pagestore.fsio.discard(d.root_fd, BRIEFS)  # a listing then reads every one
     return out
 
 

@@ -149,13 +149,6 @@ def remember(dirs: fsio.StoreDirs, written: Iterable[Brief], *, on_problem: Prob
     _save(dirs, entries, on_problem)
 
 
-def drop(dirs: fsio.StoreDirs) -> None:
-    """Discard the cache (file and memory): the next listing parses every manifest."""
-    fsio.discard(dirs.root_fd, CACHE)
-    with _memo_lock:
-        _memo.pop(str(dirs.root), None)
-
-
 def _ident(st: os.stat_result) -> _Ident:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
