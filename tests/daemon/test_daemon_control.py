@@ -20,7 +20,7 @@ from backup_sidecar import jobs
 from backup_sidecar.archiver import DatabaseSpec
 from backup_sidecar.control import ControlError
 from support.daemon import Daemon, DaemonRunner
-from support.databases import SqlSession, holding_database_lock, row_count
+from support.databases import SqlSession, holding_database_lock, holding_readers_out, row_count
 from support.metrics import sample
 from support.waiting import wait_until
 
@@ -216,21 +216,6 @@ def test_busy_while_another_operation_holds_the_database_and_wait_succeeds(
     answer = waiter.result(timeout=30)
     assert (d.backup_dir / f"{answer['archive']}.tar.gz").is_file()
     assert not d.archives("pre_restore")
-
-
-@contextlib.contextmanager
-def holding_readers_out(db: Path) -> Iterator[None]:
-    """An application connection in exclusive locking mode inside a write: every other
-    connection, the sidecar's snapshot included, gets SQLITE_BUSY (and retries) until it closes."""
-    app = sqlite3.connect(db, isolation_level=None)
-    try:
-        app.execute("PRAGMA locking_mode=EXCLUSIVE")
-        app.execute("BEGIN EXCLUSIVE")
-        app.execute("CREATE TABLE IF NOT EXISTS held (x)")
-        yield
-        app.execute("COMMIT")
-    finally:
-        app.close()
 
 
 @pytest.mark.slow

@@ -301,3 +301,18 @@ class SqlSession:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
+
+
+@contextlib.contextmanager
+def holding_readers_out(db: Path) -> Iterator[None]:
+    """An application connection in exclusive locking mode inside a write: every other
+    connection, the sidecar's snapshot included, gets SQLITE_BUSY (and retries) until it closes."""
+    app = sqlite3.connect(db, isolation_level=None)
+    try:
+        app.execute("PRAGMA locking_mode=EXCLUSIVE")
+        app.execute("BEGIN EXCLUSIVE")
+        app.execute("CREATE TABLE IF NOT EXISTS held (x)")
+        yield
+        app.execute("COMMIT")
+    finally:
+        app.close()
