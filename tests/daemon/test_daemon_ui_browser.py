@@ -3,6 +3,7 @@ does, JavaScript (htmx) on."""
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import shutil
@@ -220,9 +221,10 @@ def test_a_backups_and_a_verifys_progress_show_live_in_the_browser(
 ) -> None:
     """In chromium, while `Back up now` of a ~200 MB database runs, the home page shows its
     stages as they happen (htmx polls /progress), then the new archive; the same for its
-    verify. The application holds the database while the backup starts, so its progress is
-    on the page for as long as the test takes to see it (a backup that finished between two
-    polls, on a loaded machine, failed the test now and then)."""
+    verify. The application holds the database while the backup starts, and a lock on the
+    archive (a prune's) holds the verify, so each one's progress is on the page for as long as
+    the test takes to see it (a verify that finished between two polls, on CI's machine,
+    failed the test now and then)."""
     cfg = daemon_config(
         databases={"user": big_db},
         policies={"manual": {"keep": 5}, "pre_restore": {"keep": 10}},
@@ -237,9 +239,12 @@ def test_a_backups_and_a_verifys_progress_show_live_in_the_browser(
             wait_until(lambda: "<div>backup: " in browser.page_source, timeout=120,
                        what="progress")  # fmt: skip
         wait_until(lambda: "Backed up:" in browser.page_source, timeout=300, what="the backup")
-        [archive] = [a["name"] for a in d.request("list")["archives"]]
+        [(archive, path)] = [(a["name"], a["path"]) for a in d.request("list")["archives"]]
         verify = f"//tr[td/code[text()='{archive}']]//button[text()='verify']"
-        browser.find_element(By.XPATH, verify).click()
-        wait_until(lambda: "<div>verify: " in browser.page_source, timeout=120, what="progress")
+        with Path(path).open("rb") as held:  # a prune's lock: the verify waits to read it
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            browser.find_element(By.XPATH, verify).click()
+            wait_until(lambda: "<div>verify: " in browser.page_source, timeout=120,
+                       what="progress")  # fmt: skip
         wait_until(lambda: "is sound" in browser.page_source, timeout=300, what="the verify")
         assert "<div>verify: " not in browser.page_source
