@@ -37,6 +37,7 @@ def run_restore(
     effort = effort or rt.effort
     effort.lower_priority()
     path, shown, members, backup = restore_source(rt, ref)
+    recorded = archiver.read_manifest(path).backup_name if backup is None else None
     clean_leftovers(rt)
     targets = list(names) if names else [n for n in members if n in rt.databases]
     rt.select(targets)
@@ -58,7 +59,6 @@ def run_restore(
                     dry_run=dry_run,
                     **effort.archiver_keywords(),
                 )
-                recorded = archiver.read_manifest(path).backup_name
                 if recorded != shown.removesuffix(archiver.ARCHIVE_SUFFIX):  # a link, copy, rename
                     log.warning("restore_of_a_copy", archive=shown, backup=recorded)
                     result = dataclasses.replace(result, copy_of=recorded)
