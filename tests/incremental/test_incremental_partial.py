@@ -127,8 +127,7 @@ def test_a_prune_killed_between_two_databases_is_finished_by_the_next(tmp_path: 
     rt = _runtime(config)
     names = [jobs.run_backup(rt, policy="hourly").name for _ in range(4)]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "support" / "prune_kill.py"), str(config),
-         "hourly", "user"],
+        [sys.executable, str(KILL), str(config), "hourly", "user", "prune"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr
